@@ -1,0 +1,28 @@
+# The two commands: `make demo` (the whole system, locally) and `make test`.
+# Each sets itself up first: virtualenvs, pip installs, tool checks.
+PYTHON ?= python3
+VENV_PY := .venv/bin/python
+
+.PHONY: setup test demo up lint bench clean
+
+setup:
+	@$(PYTHON) -m infra.bootstrap
+
+test: setup
+	@$(VENV_PY) -m infra.run_tests $(ARGS)
+
+demo: setup
+	@$(VENV_PY) -m infra.demo
+
+up: setup
+	@$(VENV_PY) -m infra.local up
+
+lint: setup
+	@$(VENV_PY) -m ruff check .
+	@$(VENV_PY) -m mypy functions infra main.py
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(VENV_PY) $$b || exit 1; done
+
+clean:
+	rm -rf .run .pytest_cache

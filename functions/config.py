@@ -1,0 +1,249 @@
+"""Every setting of calsync, read from environment variables in one place.
+
+`VARIABLES` is the single table of what the functions read: `Settings.from_env`
+parses it, the README's configuration table is written from it, and the
+Terraform consistency tests check that each function is deployed with exactly
+the variables it reads.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+WEBHOOK = "webhook"
+WORKER = "sync_worker"
+RENEWER = "renew_channels"
+CLI = "cli"
+ALL_FUNCTIONS = (WEBHOOK, WORKER, RENEWER)
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+def _parse_str(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value.strip()
+
+
+def _parse_url(value: str) -> str:
+    value = value.strip()
+    if not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+def _parse_host_port(value: str) -> str:
+    value = value.strip()
+    if not re.match(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$", value):
+        raise ValueError("must be host:port")
+    return value
+
+
+def _parse_positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError as err:
+        raise ValueError("must be a number") from err
+    if not number > 0 or number != number or number == float("inf"):
+        raise ValueError("must be a positive number")
+    return number
+
+
+def _parse_positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError as err:
+        raise ValueError("must be a whole number") from err
+    if number <= 0:
+        raise ValueError("must be a positive whole number")
+    return number
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _parse_keyring(value: str) -> dict[str, bytes]:
+    """`id:base64key[,id:base64key...]`; the first entry is the current key."""
+    keys: dict[str, bytes] = {}
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key_id, sep, encoded = part.partition(":")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_-]{1,16}", key_id):
+            raise ValueError("must be id:base64key entries separated by commas")
+        try:
+            secret = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError) as err:
+            raise ValueError(f"key {key_id!r} is not valid base64") from err
+        if len(secret) < 16:
+            raise ValueError(f"key {key_id!r} must be at least 16 bytes")
+        if key_id in keys:
+            raise ValueError(f"key id {key_id!r} appears twice")
+        keys[key_id] = secret
+    if not keys:
+        raise ValueError("must hold at least one id:base64key entry")
+    return keys
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: how to parse it and who reads it."""
+
+    name: str
+    attr: str
+    parse: Callable[[str], Any]
+    description: str
+    used_by: tuple[str, ...]
+    default: str | None = None
+    required: bool = True
+    secret: bool = False
+    local_only: bool = False  # set only against emulators, never in production
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable("GOOGLE_CLOUD_PROJECT", "project", _parse_str,
+             "Project that holds Firestore and the task queue.", ALL_FUNCTIONS),
+    Variable("CALSYNC_REGION", "region", _parse_str,
+             "Region of the task queue.", ALL_FUNCTIONS),
+    Variable("CALSYNC_TASKS_QUEUE", "tasks_queue", _parse_str,
+             "Cloud Tasks queue id that carries sync tasks.", ALL_FUNCTIONS),
+    Variable("CALSYNC_WORKER_URL", "worker_url", _parse_url,
+             "URL of the sync worker function (target of sync tasks).", ALL_FUNCTIONS),
+    Variable("CALSYNC_TASKS_INVOKER_SA", "tasks_invoker_sa", _parse_str,
+             "Service account the tasks' OIDC tokens are minted for.", ALL_FUNCTIONS,
+             default="", required=False),
+    Variable("CALSYNC_WEBHOOK_URL", "webhook_url", _parse_url,
+             "Public HTTPS address of the webhook function (channel address).",
+             (RENEWER,)),
+    Variable("CALSYNC_RENEWER_URL", "renewer_url", _parse_url,
+             "URL of the renewer function (target of fan-out tasks).", (RENEWER,),
+             default="", required=False),
+    Variable("CALSYNC_CHANNEL_TOKEN_KEYS", "channel_token_keys", _parse_keyring,
+             "Channel-token HMAC keys, `id:base64key,...`, current first.",
+             (WEBHOOK, RENEWER), secret=True),
+    Variable("CALSYNC_CREDENTIAL_KEYS", "credential_keys", _parse_keyring,
+             "AES-GCM keys for stored refresh tokens, `id:base64key,...`, current first.",
+             (WORKER, RENEWER), secret=True, required=False, default=""),
+    Variable("CALSYNC_OAUTH_CLIENT_ID", "oauth_client_id", _parse_str,
+             "OAuth client id for per-user refresh tokens.", (WORKER, RENEWER),
+             required=False, default=""),
+    Variable("CALSYNC_OAUTH_CLIENT_SECRET", "oauth_client_secret", _parse_str,
+             "OAuth client secret for per-user refresh tokens.", (WORKER, RENEWER),
+             secret=True, required=False, default=""),
+    Variable("CALSYNC_CHANNEL_TTL_SECONDS", "channel_ttl", _parse_positive_int,
+             "Requested lifetime of a watch channel.", (RENEWER,), default="604800"),
+    Variable("CALSYNC_RENEWAL_WINDOW_SECONDS", "renewal_window", _parse_positive_int,
+             "Channels expiring within this window are replaced.", (RENEWER,),
+             default="86400"),
+    Variable("CALSYNC_MIN_SYNC_INTERVAL_SECONDS", "min_sync_interval", _parse_positive_float,
+             "Follow-up runs start no sooner than this after the previous run started.",
+             (WEBHOOK, WORKER, RENEWER), default="2"),
+    Variable("CALSYNC_SAFETY_NET_INTERVAL_SECONDS", "safety_net_interval",
+             _parse_positive_int,
+             "Subscriptions not synced within this interval get a safety-net sync.",
+             (RENEWER,), default="21600"),
+    Variable("CALSYNC_SWEEP_AFTER_SECONDS", "sweep_after", _parse_positive_int,
+             "Requests pending longer than this with no task are re-enqueued.",
+             (RENEWER,), default="120"),
+    Variable("CALSYNC_LEASE_SECONDS", "lease_seconds", _parse_positive_int,
+             "How long a sync run's lease lasts between extensions.", (WORKER,),
+             default="120"),
+    Variable("CALSYNC_NOTIFICATION_RECORD_SECONDS", "notification_record_interval",
+             _parse_positive_float,
+             "Last-notification fields are written at most this often per channel.",
+             (WEBHOOK,), default="5"),
+    Variable("CALSYNC_PAGE_SIZE", "page_size", _parse_positive_int,
+             "maxResults for events.list (Google caps it at 2500).", (WORKER,),
+             default="2500"),
+    Variable("CALENDAR_API_ENDPOINT", "calendar_api_endpoint", _parse_url,
+             "Calendar API root (the emulator locally).", (WORKER, RENEWER),
+             default="", required=False, local_only=True),
+    Variable("CALSYNC_OAUTH_TOKEN_URI", "oauth_token_uri", _parse_url,
+             "OAuth token endpoint (the emulator's /token locally).", (WORKER, RENEWER),
+             default="", required=False, local_only=True),
+    Variable("CLOUD_TASKS_EMULATOR_HOST", "tasks_emulator_host", _parse_host_port,
+             "host:port of a Cloud Tasks emulator.", ALL_FUNCTIONS,
+             default="", required=False, local_only=True),
+    Variable("CALSYNC_JSON_LOGS", "json_logs", _parse_bool,
+             "One JSON object per log line (Cloud Logging).", ALL_FUNCTIONS,
+             default="true"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings; build with `Settings.from_env()`."""
+
+    project: str
+    region: str
+    tasks_queue: str
+    worker_url: str
+    tasks_invoker_sa: str = ""
+    webhook_url: str = ""
+    renewer_url: str = ""
+    channel_token_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
+    credential_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
+    oauth_client_id: str = ""
+    oauth_client_secret: str = field(default="", repr=False)
+    channel_ttl: int = 604800
+    renewal_window: int = 86400
+    min_sync_interval: float = 2.0
+    safety_net_interval: int = 21600
+    sweep_after: int = 120
+    lease_seconds: int = 120
+    notification_record_interval: float = 5.0
+    page_size: int = 2500
+    calendar_api_endpoint: str = ""
+    oauth_token_uri: str = ""
+    tasks_emulator_host: str = ""
+    json_logs: bool = True
+
+    @property
+    def queue_path(self) -> str:
+        return f"projects/{self.project}/locations/{self.region}/queues/{self.tasks_queue}"
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, function: str | None = None
+    ) -> Settings:
+        """Parse and validate; `function` limits the required set to what it reads.
+
+        Raises ConfigError naming every missing or malformed variable.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for var in VARIABLES:
+            needed = function is None or function == CLI or function in var.used_by
+            raw = env.get(var.name)
+            if raw is None or (raw.strip() == "" and var.default is not None):
+                if var.default is None:
+                    if needed and var.required:
+                        problems.append(f"{var.name} is not set ({var.description})")
+                    continue
+                raw = var.default
+            if raw == "" and not var.required:
+                continue
+            try:
+                values[var.attr] = var.parse(raw)
+            except ValueError as err:
+                shown = "<secret>" if var.secret else repr(raw)
+                problems.append(f"{var.name}={shown} {err}")
+        if problems:
+            raise ConfigError("invalid configuration: " + "; ".join(problems))
+        return cls(**values)

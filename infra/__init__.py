@@ -1,0 +1,1 @@
+"""Everything needed to run calsync on one machine: emulators and the launcher."""

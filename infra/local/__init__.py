@@ -1,0 +1,1 @@
+"""The local stack: emulators and the three functions on loopback ports."""

@@ -1,0 +1,150 @@
+"""How each component of the local stack is started and known to be ready."""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from infra.local.processes import ManagedProcess, StackError, port_in_use, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+FUNCTION_TARGETS = ("webhook", "sync_worker", "renew_channels")
+
+
+def _http_status(url: str, timeout: float = 1.0) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def _claim(name: str, port: int) -> None:
+    if port_in_use(port):
+        raise StackError(f"{name}: port {port} on {HOST} is already in use "
+                         f"(stop whatever holds it, or choose another port)")
+
+
+def _base_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # Never let a developer's real credentials or project leak into the local world.
+    for key in ("GOOGLE_APPLICATION_CREDENTIALS", "FIRESTORE_EMULATOR_HOST",
+                "CLOUD_TASKS_EMULATOR_HOST", "CALENDAR_API_ENDPOINT"):
+        env.pop(key, None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def start_firestore(port: int, run_dir: Path, timeout: float = 60.0) -> ManagedProcess:
+    _claim("firestore emulator", port)
+    process = ManagedProcess(
+        "firestore emulator",
+        ["gcloud", "emulators", "firestore", "start", f"--host-port={HOST}:{port}",
+         "--quiet"],
+        run_dir / "firestore.log",
+        env=_base_env(),
+    )
+    process.start()
+    url = f"http://{HOST}:{port}/"
+    wait_until(lambda: _http_status(url) == 200, process, timeout, f"answering on {url}")
+    return process
+
+
+def reset_firestore(host: str, project: str) -> None:
+    """Delete every document (the emulator's documents DELETE endpoint)."""
+    request = urllib.request.Request(
+        f"http://{host}/emulator/v1/projects/{project}/databases/(default)/documents",
+        method="DELETE",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        if response.status != 200:
+            raise StackError(f"firestore reset answered {response.status}")
+
+
+def tasks_emulator_python() -> Path:
+    python = ROOT / ".venv-tasks/bin/python"
+    if not python.exists():
+        raise StackError("the Cloud Tasks emulator virtualenv .venv-tasks is missing: "
+                         "run `make setup` (python3 -m infra.bootstrap)")
+    return python
+
+
+def start_tasks_emulator(
+    port: int, run_dir: Path, max_attempts: int, default_queue: str | None = None,
+    timeout: float = 30.0,
+) -> ManagedProcess:
+    """The emulator retries a failed task while dispatch_count <= max_retries."""
+    _claim("cloud tasks emulator", port)
+    argv = [str(tasks_emulator_python()), "-W", "ignore", "-m", "gcloud_tasks_emulator",
+            "start", "--port", str(port), "--max-retries", str(max(max_attempts - 1, 0))]
+    if default_queue:
+        argv += ["--default-queue", default_queue]
+    process = ManagedProcess("cloud tasks emulator", argv, run_dir / "tasks.log",
+                             env=_base_env())
+    process.start()
+    host = f"{HOST}:{port}"
+    wait_until(lambda: _tasks_answers(host), process, timeout, f"answering gRPC on {host}")
+    return process
+
+
+def tasks_client(host: str):  # type: ignore[no-untyped-def]
+    import grpc
+    from google.cloud import tasks_v2
+    from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
+
+    channel = grpc.insecure_channel(host)
+    return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
+
+
+def _tasks_answers(host: str) -> bool:
+    client = tasks_client(host)
+    client.list_queues(parent="projects/probe/locations/probe", timeout=2)
+    return True
+
+
+def create_queue(host: str, queue_path: str) -> None:
+    from google.cloud import tasks_v2
+
+    client = tasks_client(host)
+    parent = queue_path.rsplit("/queues/", 1)[0]
+    client.create_queue(parent=parent, queue=tasks_v2.Queue(name=queue_path), timeout=10)
+
+
+def start_calendar_emulator(port: int, run_dir: Path, timeout: float = 30.0) -> ManagedProcess:
+    _claim("calendar emulator", port)
+    process = ManagedProcess(
+        "calendar emulator",
+        [sys.executable, "-m", "infra.calendar_emulator", "--host", HOST, "--port", str(port)],
+        run_dir / "calendar-emulator.log",
+        env=_base_env(),
+        cwd=ROOT,
+    )
+    process.start()
+    url = f"http://{HOST}:{port}/control/health"
+    wait_until(lambda: _http_status(url) == 200, process, timeout, f"answering on {url}")
+    return process
+
+
+def start_function(
+    target: str, port: int, run_dir: Path, env: dict[str, str], source: Path,
+    timeout: float = 30.0,
+) -> ManagedProcess:
+    _claim(f"function {target}", port)
+    functions_framework = Path(sys.executable).parent / "functions-framework"
+    process = ManagedProcess(
+        f"function {target}",
+        [str(functions_framework), "--target", target, "--source", str(source),
+         "--host", HOST, "--port", str(port)],
+        run_dir / f"function-{target}.log",
+        env={**_base_env(), **env},
+        cwd=source.parent,
+    )
+    process.start()
+    url = f"http://{HOST}:{port}/"
+    # Any HTTP answer (even 4xx/501) means the function is loaded and serving.
+    wait_until(lambda: _http_status(url) > 0, process, timeout, f"answering on {url}")
+    return process

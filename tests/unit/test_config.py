@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from functions.config import ALL_FUNCTIONS, VARIABLES, ConfigError, Settings, WEBHOOK
+
+KEY = base64.b64encode(b"k" * 32).decode()
+BASE = {
+    "GOOGLE_CLOUD_PROJECT": "proj",
+    "CALSYNC_REGION": "europe-west1",
+    "CALSYNC_TASKS_QUEUE": "calsync-sync",
+    "CALSYNC_WORKER_URL": "https://worker.example/",
+    "CALSYNC_WEBHOOK_URL": "https://hook.example/",
+    "CALSYNC_CHANNEL_TOKEN_KEYS": f"k1:{KEY}",
+}
+
+
+def test_complete_environment_parses_with_defaults() -> None:
+    settings = Settings.from_env(BASE)
+    assert settings.project == "proj"
+    assert settings.min_sync_interval == 2.0
+    assert settings.channel_ttl == 604800
+    assert settings.channel_token_keys == {"k1": b"k" * 32}
+    assert settings.queue_path == "projects/proj/locations/europe-west1/queues/calsync-sync"
+
+
+@pytest.mark.parametrize("missing", ["GOOGLE_CLOUD_PROJECT", "CALSYNC_TASKS_QUEUE",
+                                     "CALSYNC_CHANNEL_TOKEN_KEYS", "CALSYNC_WEBHOOK_URL"])
+def test_missing_variable_is_named(missing: str) -> None:
+    env = {k: v for k, v in BASE.items() if k != missing}
+    with pytest.raises(ConfigError, match=missing):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize(("name", "value", "reason"), [
+    ("CALSYNC_MIN_SYNC_INTERVAL_SECONDS", "soon", "must be a number"),
+    ("CALSYNC_MIN_SYNC_INTERVAL_SECONDS", "-1", "positive"),
+    ("CALSYNC_CHANNEL_TTL_SECONDS", "1.5", "whole number"),
+    ("CALSYNC_WORKER_URL", "worker", "URL"),
+    ("CALSYNC_CHANNEL_TOKEN_KEYS", "nokey", "id:base64key"),
+    ("CALSYNC_CHANNEL_TOKEN_KEYS", "k1:!!!", "base64"),
+    ("CALSYNC_CHANNEL_TOKEN_KEYS", "k1:" + base64.b64encode(b"short").decode(), "16 bytes"),
+    ("CLOUD_TASKS_EMULATOR_HOST", "localhost", "host:port"),
+    ("CALSYNC_JSON_LOGS", "maybe", "true or false"),
+])
+def test_malformed_variable_is_named_with_reason(name: str, value: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**BASE, name: value})
+    assert name in str(info.value)
+    assert reason in str(info.value)
+
+
+def test_secret_values_never_appear_in_errors_or_repr() -> None:
+    secret = "k1:" + base64.b64encode(b"s3cr3t-value-xyz").decode() + ",bad"
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**BASE, "CALSYNC_CHANNEL_TOKEN_KEYS": secret})
+    assert "s3cr3t" not in str(info.value) and secret not in str(info.value)
+    settings = Settings.from_env(BASE)
+    assert KEY not in repr(settings) and "kkkk" not in repr(settings)
+
+
+def test_function_scope_only_requires_what_it_reads() -> None:
+    env = {k: v for k, v in BASE.items() if k != "CALSYNC_WEBHOOK_URL"}
+    assert Settings.from_env(env, function=WEBHOOK).webhook_url == ""
+    with pytest.raises(ConfigError, match="CALSYNC_WEBHOOK_URL"):
+        Settings.from_env(env, function="renew_channels")
+
+
+def test_variable_table_is_consistent() -> None:
+    names = [v.name for v in VARIABLES]
+    assert len(names) == len(set(names))
+    fields = set(Settings.__dataclass_fields__)
+    for var in VARIABLES:
+        assert var.attr in fields, var.name
+        assert var.used_by and set(var.used_by) <= set(ALL_FUNCTIONS), var.name
+        if var.default is not None:
+            # Every default must itself be a valid value (or empty for optional ones).
+            if var.default or var.required:
+                var.parse(var.default)
