@@ -6,6 +6,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from infra.local.processes import ManagedProcess, StackError, port_in_use, wait_until
@@ -21,6 +22,18 @@ def _http_status(url: str, timeout: float = 1.0) -> int:
             return int(response.status)
     except urllib.error.HTTPError as err:
         return int(err.code)
+
+
+def _launch(process: ManagedProcess, ready: Callable[[], bool], timeout: float,
+            what: str) -> ManagedProcess:
+    """Start and wait; a process that never becomes ready is stopped, never leaked."""
+    process.start()
+    try:
+        wait_until(ready, process, timeout, what)
+    except BaseException:
+        process.stop()
+        raise
+    return process
 
 
 def _claim(name: str, port: int) -> None:
@@ -39,7 +52,10 @@ def _base_env() -> dict[str, str]:
     return env
 
 
-def start_firestore(port: int, run_dir: Path, timeout: float = 60.0) -> ManagedProcess:
+def start_firestore(
+    port: int, run_dir: Path, timeout: float = 60.0,
+    on_start: Callable[[ManagedProcess], None] | None = None,
+) -> ManagedProcess:
     _claim("firestore emulator", port)
     process = ManagedProcess(
         "firestore emulator",
@@ -47,11 +63,10 @@ def start_firestore(port: int, run_dir: Path, timeout: float = 60.0) -> ManagedP
          "--quiet"],
         run_dir / "firestore.log",
         env=_base_env(),
+        on_start=on_start,
     )
-    process.start()
     url = f"http://{HOST}:{port}/"
-    wait_until(lambda: _http_status(url) == 200, process, timeout, f"answering on {url}")
-    return process
+    return _launch(process, lambda: _http_status(url) == 200, timeout, f"answering on {url}")
 
 
 def reset_firestore(host: str, project: str) -> None:
@@ -76,6 +91,7 @@ def tasks_emulator_python() -> Path:
 def start_tasks_emulator(
     port: int, run_dir: Path, max_attempts: int, default_queue: str | None = None,
     timeout: float = 30.0,
+    on_start: Callable[[ManagedProcess], None] | None = None,
 ) -> ManagedProcess:
     """The emulator retries a failed task while dispatch_count <= max_retries."""
     _claim("cloud tasks emulator", port)
@@ -84,11 +100,9 @@ def start_tasks_emulator(
     if default_queue:
         argv += ["--default-queue", default_queue]
     process = ManagedProcess("cloud tasks emulator", argv, run_dir / "tasks.log",
-                             env=_base_env())
-    process.start()
+                             env=_base_env(), on_start=on_start)
     host = f"{HOST}:{port}"
-    wait_until(lambda: _tasks_answers(host), process, timeout, f"answering gRPC on {host}")
-    return process
+    return _launch(process, lambda: _tasks_answers(host), timeout, f"answering gRPC on {host}")
 
 
 def tasks_client(host: str):  # type: ignore[no-untyped-def]
@@ -114,7 +128,10 @@ def create_queue(host: str, queue_path: str) -> None:
     client.create_queue(parent=parent, queue=tasks_v2.Queue(name=queue_path), timeout=10)
 
 
-def start_calendar_emulator(port: int, run_dir: Path, timeout: float = 30.0) -> ManagedProcess:
+def start_calendar_emulator(
+    port: int, run_dir: Path, timeout: float = 30.0,
+    on_start: Callable[[ManagedProcess], None] | None = None,
+) -> ManagedProcess:
     _claim("calendar emulator", port)
     process = ManagedProcess(
         "calendar emulator",
@@ -122,16 +139,16 @@ def start_calendar_emulator(port: int, run_dir: Path, timeout: float = 30.0) -> 
         run_dir / "calendar-emulator.log",
         env=_base_env(),
         cwd=ROOT,
+        on_start=on_start,
     )
-    process.start()
     url = f"http://{HOST}:{port}/control/health"
-    wait_until(lambda: _http_status(url) == 200, process, timeout, f"answering on {url}")
-    return process
+    return _launch(process, lambda: _http_status(url) == 200, timeout, f"answering on {url}")
 
 
 def start_function(
     target: str, port: int, run_dir: Path, env: dict[str, str], source: Path,
     timeout: float = 30.0,
+    on_start: Callable[[ManagedProcess], None] | None = None,
 ) -> ManagedProcess:
     _claim(f"function {target}", port)
     functions_framework = Path(sys.executable).parent / "functions-framework"
@@ -142,9 +159,8 @@ def start_function(
         run_dir / f"function-{target}.log",
         env={**_base_env(), **env},
         cwd=source.parent,
+        on_start=on_start,
     )
-    process.start()
     url = f"http://{HOST}:{port}/"
     # Any HTTP answer (even 4xx/501) means the function is loaded and serving.
-    wait_until(lambda: _http_status(url) > 0, process, timeout, f"answering on {url}")
-    return process
+    return _launch(process, lambda: _http_status(url) > 0, timeout, f"answering on {url}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -41,6 +42,7 @@ class ManagedProcess:
     log_path: Path
     env: Mapping[str, str] | None = None
     cwd: Path | None = None
+    on_start: Callable[[ManagedProcess], None] | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self) -> None:
@@ -60,6 +62,8 @@ class ManagedProcess:
             raise StackError(f"{self.name}: cannot run {self.argv[0]}: {err}") from err
         finally:
             log.close()
+        if self.on_start is not None:
+            self.on_start(self)
 
     @property
     def pid(self) -> int | None:
@@ -86,10 +90,8 @@ class ManagedProcess:
                 break
             if _wait_group_gone(pgid, self.process, wait):
                 break
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=1)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def _wait_group_gone(pgid: int, process: subprocess.Popen[bytes], timeout: float) -> bool:

@@ -79,6 +79,8 @@ class Stack:
         run_dir = cfg.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "stack.env").unlink(missing_ok=True)
+        self._pids_file = run_dir / "stack.pids"
+        self._pids_file.write_text("")
 
         def say(message: str) -> None:
             if progress:
@@ -98,17 +100,18 @@ class Stack:
 
         started = time.monotonic()
         say(f"firestore emulator on {host}:{ports['firestore']}")
-        self.processes.append(components.start_firestore(
-            ports["firestore"], run_dir, cfg.startup_timeout))
+        self._started(components.start_firestore(
+            ports["firestore"], run_dir, cfg.startup_timeout, on_start=self._record))
         attempts = queue_max_attempts()
         say(f"cloud tasks emulator on {host}:{ports['tasks']} "
             f"(queue {cfg.queue}, max attempts {attempts})")
-        self.processes.append(components.start_tasks_emulator(
-            ports["tasks"], run_dir, attempts, timeout=cfg.startup_timeout))
+        self._started(components.start_tasks_emulator(
+            ports["tasks"], run_dir, attempts, timeout=cfg.startup_timeout,
+            on_start=self._record))
         components.create_queue(f"{host}:{ports['tasks']}", queue_path)
         say(f"calendar emulator on {calendar_base}")
-        self.processes.append(components.start_calendar_emulator(
-            ports["calendar"], run_dir, cfg.startup_timeout))
+        self._started(components.start_calendar_emulator(
+            ports["calendar"], run_dir, cfg.startup_timeout, on_start=self._record))
 
         env = {
             "GOOGLE_CLOUD_PROJECT": cfg.project,
@@ -133,9 +136,9 @@ class Stack:
         }
         for target in components.FUNCTION_TARGETS:
             say(f"function {target} on {urls[target]}")
-            self.processes.append(components.start_function(
+            self._started(components.start_function(
                 target, fn_ports[target], run_dir, env, cfg.functions_source,
-                cfg.startup_timeout))
+                cfg.startup_timeout, on_start=self._record))
 
         self.env = {
             **env,
@@ -145,6 +148,15 @@ class Stack:
         _write_env(run_dir / "stack.env", self.env)
         say(f"all components answering after {time.monotonic() - started:.1f}s")
         return self.env
+
+    def _record(self, process: ManagedProcess) -> None:
+        # Written the moment a process starts, so even one that dies during start-up
+        # is on record for whoever checks that nothing was left behind.
+        with open(self._pids_file, "a") as pids:
+            pids.write(f"{process.pid} {process.name}\n")
+
+    def _started(self, process: ManagedProcess) -> None:
+        self.processes.append(process)
 
     def stop(self) -> None:
         """Stop every process this stack started, newest first."""

@@ -4,7 +4,7 @@ import base64
 
 import pytest
 
-from functions.config import ALL_FUNCTIONS, VARIABLES, ConfigError, Settings, WEBHOOK
+from functions.config import ALL_FUNCTIONS, VARIABLES, WEBHOOK, ConfigError, Settings
 
 KEY = base64.b64encode(b"k" * 32).decode()
 BASE = {
@@ -75,7 +75,6 @@ def test_variable_table_is_consistent() -> None:
     for var in VARIABLES:
         assert var.attr in fields, var.name
         assert var.used_by and set(var.used_by) <= set(ALL_FUNCTIONS), var.name
-        if var.default is not None:
-            # Every default must itself be a valid value (or empty for optional ones).
-            if var.default or var.required:
-                var.parse(var.default)
+        # Every default must itself be a valid value (or empty for optional ones).
+        if var.default is not None and (var.default or var.required):
+            var.parse(var.default)
