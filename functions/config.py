@@ -247,3 +247,23 @@ class Settings:
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
         return cls(**values)
+
+
+def markdown_table() -> str:
+    """The README's configuration table, generated from `VARIABLES`."""
+    rows = ["| variable | read by | default | description |", "|---|---|---|---|"]
+    for var in VARIABLES:
+        readers = ", ".join(var.used_by) if var.used_by != ALL_FUNCTIONS else "all"
+        if var.secret:
+            default = "secret" + ("" if var.required else ", optional")
+        elif var.default is None:
+            default = "required"
+        else:
+            default = f"`{var.default}`" if var.default else "unset"
+        note = " Local only (emulators)." if var.local_only else ""
+        rows.append(f"| `{var.name}` | {readers} | {default} | {var.description}{note} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
