@@ -1,0 +1,35 @@
+resource "google_cloud_scheduler_job" "renew" {
+  project     = var.project
+  region      = var.region
+  name        = "${var.name_prefix}-renew"
+  description = "Renews expiring channels, schedules safety-net syncs and sweeps pending sync requests."
+  schedule    = var.renewal_schedule
+  time_zone   = "Etc/UTC"
+  # The renewer's own timeout; Cloud Scheduler allows at most 30 minutes.
+  attempt_deadline = "${var.renewer_function.timeout_seconds}s"
+
+  # The next scheduled run retries anyway; one quick retry covers a cold start.
+  retry_config {
+    retry_count          = 1
+    min_backoff_duration = "10s"
+  }
+
+  http_target {
+    http_method = "POST"
+    uri         = local.function_urls.renewer
+    body        = base64encode("{}")
+    headers = {
+      "Content-Type" = "application/json"
+    }
+
+    oidc_token {
+      service_account_email = google_service_account.scheduler.email
+      audience              = local.function_urls.renewer
+    }
+  }
+
+  depends_on = [
+    google_project_service.enabled,
+    google_cloud_run_v2_service_iam_member.renewer_scheduler,
+  ]
+}

@@ -1,0 +1,32 @@
+resource "google_cloud_tasks_queue" "sync" {
+  project  = var.project
+  name     = "${var.name_prefix}-sync"
+  location = var.region
+
+  rate_limits {
+    max_dispatches_per_second = var.queue_max_dispatches_per_second
+    max_concurrent_dispatches = var.queue_max_concurrent_dispatches
+  }
+
+  # Bounded: a task that keeps failing ends after max_attempts or
+  # max_retry_duration, whichever comes first; a request it leaves pending is
+  # picked up again by the renewer's sweep.
+  retry_config {
+    max_attempts       = var.queue_max_attempts
+    min_backoff        = "${var.queue_min_backoff_seconds}s"
+    max_backoff        = "${var.queue_max_backoff_seconds}s"
+    max_doublings      = var.queue_max_doublings
+    max_retry_duration = "${var.queue_max_retry_duration_seconds}s"
+  }
+
+  stackdriver_logging_config {
+    sampling_ratio = var.queue_log_sampling_ratio
+  }
+
+  # The dispatch deadline is a property of each task, not of the queue: the
+  # tasks adapter sets it to the worker's timeout (at most 1800 s, the Cloud
+  # Tasks maximum for HTTP targets), which is why worker_function.timeout_seconds
+  # is capped at 1800 although gen2 HTTP functions allow 3600.
+
+  depends_on = [google_project_service.enabled]
+}

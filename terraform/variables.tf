@@ -1,0 +1,240 @@
+# --- where ---------------------------------------------------------------------
+
+variable "project" {
+  type        = string
+  description = "Google Cloud project id that holds everything calsync deploys."
+}
+
+variable "region" {
+  type        = string
+  description = "Region of the functions, the task queue, the scheduler job and the source bucket."
+  default     = "us-central1"
+}
+
+variable "firestore_location" {
+  type        = string
+  description = "Firestore location (a region such as us-central1, or a multi-region such as nam5). Empty means the same as `region`. Cannot change after creation."
+  default     = ""
+}
+
+variable "name_prefix" {
+  type        = string
+  description = "Prefix of every resource name (functions, queue, service accounts, secrets)."
+  default     = "calsync"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,13}$", var.name_prefix))
+    error_message = "name_prefix must be 2-14 lowercase letters, digits or hyphens, starting with a letter (service account ids are capped at 30 characters)."
+  }
+}
+
+variable "webhook_public_url" {
+  type        = string
+  description = "HTTPS address Google pushes notifications to. Empty means the webhook function's own run.app URL; set it when a custom domain fronts the webhook."
+  default     = ""
+
+  validation {
+    condition     = var.webhook_public_url == "" || startswith(var.webhook_public_url, "https://")
+    error_message = "webhook_public_url must be an https:// address (Google refuses other channel addresses)."
+  }
+}
+
+# --- channels, renewal and syncs (CALSYNC_* settings of functions/config.py) ----
+
+variable "renewal_schedule" {
+  type        = string
+  description = "Cron schedule (UTC) of the renewer: channel renewal, safety-net syncs and the sweep of pending requests. Keep it a few minutes apart: the sweep re-enqueues requests pending longer than `sweep_after_seconds`."
+  default     = "*/5 * * * *"
+}
+
+variable "renewal_window_seconds" {
+  type        = number
+  description = "Channels expiring within this many seconds are replaced (CALSYNC_RENEWAL_WINDOW_SECONDS)."
+  default     = 86400
+}
+
+variable "channel_ttl_seconds" {
+  type        = number
+  description = "Requested lifetime of a watch channel (CALSYNC_CHANNEL_TTL_SECONDS); Google caps it at about 7 days."
+  default     = 604800
+
+  validation {
+    condition     = var.channel_ttl_seconds > 0 && var.channel_ttl_seconds <= 2678400
+    error_message = "channel_ttl_seconds must be positive and at most 31 days."
+  }
+}
+
+variable "min_sync_interval_seconds" {
+  type        = number
+  description = "Follow-up sync runs start no sooner than this after the previous run started (CALSYNC_MIN_SYNC_INTERVAL_SECONDS)."
+  default     = 2
+}
+
+variable "safety_net_interval_seconds" {
+  type        = number
+  description = "Subscriptions not synced within this interval get a safety-net sync (CALSYNC_SAFETY_NET_INTERVAL_SECONDS)."
+  default     = 21600
+}
+
+variable "sweep_after_seconds" {
+  type        = number
+  description = "Sync requests pending longer than this with no task behind them are re-enqueued (CALSYNC_SWEEP_AFTER_SECONDS)."
+  default     = 120
+}
+
+variable "lease_seconds" {
+  type        = number
+  description = "How long a sync run's lease lasts between extensions (CALSYNC_LEASE_SECONDS)."
+  default     = 120
+}
+
+variable "notification_record_seconds" {
+  type        = number
+  description = "Last-notification fields are written at most this often per channel (CALSYNC_NOTIFICATION_RECORD_SECONDS)."
+  default     = 5
+}
+
+variable "page_size" {
+  type        = number
+  description = "maxResults for events.list (CALSYNC_PAGE_SIZE); Google caps it at 2500."
+  default     = 2500
+
+  validation {
+    condition     = var.page_size >= 1 && var.page_size <= 2500
+    error_message = "page_size must be between 1 and 2500."
+  }
+}
+
+variable "oauth_client_id" {
+  type        = string
+  description = "OAuth client id for per-user refresh tokens (CALSYNC_OAUTH_CLIENT_ID). Empty when every calendar is reached through domain-wide delegation."
+  default     = ""
+}
+
+variable "oauth_client_secret" {
+  type        = string
+  description = "OAuth client secret for per-user refresh tokens, stored in Secret Manager (CALSYNC_OAUTH_CLIENT_SECRET). Empty when unused."
+  default     = ""
+  sensitive   = true
+}
+
+# --- the task queue ------------------------------------------------------------
+
+variable "queue_max_dispatches_per_second" {
+  type        = number
+  description = "Cloud Tasks rate limit: sync tasks dispatched per second at most."
+  default     = 50
+}
+
+variable "queue_max_concurrent_dispatches" {
+  type        = number
+  description = "Cloud Tasks rate limit: sync tasks in flight at once. Keep it at or below the worker's max instances times its per-instance concurrency."
+  default     = 50
+}
+
+variable "queue_max_attempts" {
+  type        = number
+  description = "Attempts per task, the first included; bounded so a malformed task (400) or a persistent failure ends."
+  default     = 10
+
+  validation {
+    condition     = var.queue_max_attempts >= 1 && var.queue_max_attempts <= 100
+    error_message = "queue_max_attempts must be between 1 and 100 (unbounded retries are not allowed)."
+  }
+}
+
+variable "queue_min_backoff_seconds" {
+  type        = number
+  description = "Shortest wait before a failed task is retried."
+  default     = 5
+}
+
+variable "queue_max_backoff_seconds" {
+  type        = number
+  description = "Longest wait between retries of a failed task."
+  default     = 600
+}
+
+variable "queue_max_doublings" {
+  type        = number
+  description = "How many times the retry interval doubles before growing linearly."
+  default     = 5
+}
+
+variable "queue_max_retry_duration_seconds" {
+  type        = number
+  description = "A failing task is abandoned this long after its first attempt (the renewer's sweep picks its request up again)."
+  default     = 7200
+}
+
+variable "queue_log_sampling_ratio" {
+  type        = number
+  description = "Fraction of task dispatches logged by Cloud Tasks (0 to 1)."
+  default     = 0.1
+
+  validation {
+    condition     = var.queue_log_sampling_ratio >= 0 && var.queue_log_sampling_ratio <= 1
+    error_message = "queue_log_sampling_ratio must be between 0 and 1."
+  }
+}
+
+# --- the functions -------------------------------------------------------------
+
+variable "python_runtime" {
+  type        = string
+  description = "Cloud Functions runtime of the three functions."
+  default     = "python311"
+}
+
+variable "webhook_function" {
+  type = object({
+    memory          = optional(string, "256Mi")
+    cpu             = optional(string, "1")
+    min_instances   = optional(number, 0)
+    max_instances   = optional(number, 20)
+    concurrency     = optional(number, 80)
+    timeout_seconds = optional(number, 30)
+  })
+  description = "Webhook sizing. It only validates and enqueues, answering in milliseconds, so one instance serves many notifications at once and a short timeout suffices."
+  default     = {}
+}
+
+variable "worker_function" {
+  type = object({
+    memory          = optional(string, "1Gi")
+    cpu             = optional(string, "1")
+    min_instances   = optional(number, 0)
+    max_instances   = optional(number, 50)
+    concurrency     = optional(number, 1)
+    timeout_seconds = optional(number, 1800)
+  })
+  description = "Sync worker sizing. One sync per instance (pages of up to 2500 events are held in memory); the timeout covers a large full sync."
+  default     = {}
+
+  validation {
+    # Cloud Tasks waits at most 30 minutes for an HTTP task (dispatch deadline
+    # 15 s to 1800 s): a longer run would be counted as failed and retried
+    # while still running, so the function timeout may not exceed it.
+    condition     = var.worker_function.timeout_seconds >= 60 && var.worker_function.timeout_seconds <= 1800
+    error_message = "worker_function.timeout_seconds must be between 60 and 1800 (the Cloud Tasks dispatch deadline maximum)."
+  }
+}
+
+variable "renewer_function" {
+  type = object({
+    memory          = optional(string, "512Mi")
+    cpu             = optional(string, "1")
+    min_instances   = optional(number, 0)
+    max_instances   = optional(number, 5)
+    concurrency     = optional(number, 1)
+    timeout_seconds = optional(number, 600)
+  })
+  description = "Renewer sizing. Runs every few minutes from Cloud Scheduler and fans work out through the task queue."
+  default     = {}
+
+  validation {
+    # Cloud Scheduler's attempt deadline for HTTP targets is at most 30 minutes.
+    condition     = var.renewer_function.timeout_seconds >= 60 && var.renewer_function.timeout_seconds <= 1800
+    error_message = "renewer_function.timeout_seconds must be between 60 and 1800 (the Cloud Scheduler attempt deadline maximum)."
+  }
+}
