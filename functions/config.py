@@ -145,6 +145,13 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CALSYNC_OAUTH_CLIENT_SECRET", "oauth_client_secret", _parse_str,
              "OAuth client secret for per-user refresh tokens.", (WORKER, RENEWER),
              secret=True, required=False, default=""),
+    Variable("CALSYNC_DELEGATION_SA", "delegation_sa", _parse_str,
+             "Service account with domain-wide delegation (Workspace calendars).",
+             (WORKER, RENEWER), required=False, default=""),
+    Variable("CALSYNC_DELEGATION_KEY_FILE", "delegation_key_file", _parse_str,
+             "JSON key of the delegation service account; production signs keylessly "
+             "through the IAM API instead.", (WORKER, RENEWER),
+             required=False, default="", local_only=True),
     Variable("CALSYNC_CHANNEL_TTL_SECONDS", "channel_ttl", _parse_positive_int,
              "Requested lifetime of a watch channel.", (RENEWER,), default="604800"),
     Variable("CALSYNC_RENEWAL_WINDOW_SECONDS", "renewal_window", _parse_positive_int,
@@ -200,6 +207,8 @@ class Settings:
     credential_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
     oauth_client_id: str = ""
     oauth_client_secret: str = field(default="", repr=False)
+    delegation_sa: str = ""
+    delegation_key_file: str = ""
     channel_ttl: int = 604800
     renewal_window: int = 86400
     min_sync_interval: float = 2.0
