@@ -1,0 +1,81 @@
+"""The typed exception tree of calsync.
+
+Adapters translate transport errors into these (`raise ... from err`); the
+sync core and the worker decide on them and never see HTTP status codes.
+
+    CalsyncError
+    ├── CalendarError                 anything the Calendar API answered badly
+    │   ├── SyncTokenInvalid          the token expired: a full sync is required
+    │   ├── RateLimited               slow down; `retry_after` seconds suggested
+    │   │   └── QuotaExhausted        the quota is spent; not back within minutes
+    │   ├── CalendarUnavailable       transient (5xx, network); retry later
+    │   ├── CredentialsRejected       permanent until someone fixes the grant
+    │   ├── CalendarGone              the calendar no longer exists for us
+    │   └── CalendarRequestRejected   the API refused the request itself (4xx)
+    ├── StoreError                    anything Firestore answered badly
+    │   ├── StoreUnavailable          transient; retry later
+    │   └── LeaseLost                 another run holds the subscription now
+    └── QueueUnavailable              a task could not be queued; retry later
+"""
+
+from __future__ import annotations
+
+
+class CalsyncError(Exception):
+    """Base of every error calsync raises on purpose."""
+
+
+class CalendarError(CalsyncError):
+    """The Calendar API did not answer as needed."""
+
+
+class SyncTokenInvalid(CalendarError):
+    """The stored sync token is no longer valid: drop it and sync in full."""
+
+
+class RateLimited(CalendarError):
+    """The API asks us to slow down; try again after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QuotaExhausted(RateLimited):
+    """The project's or user's quota is spent; retrying soon does not help."""
+
+
+class CalendarUnavailable(CalendarError):
+    """A transient failure (server error, timeout, connection reset)."""
+
+
+class CredentialsRejected(CalendarError):
+    """The subscription's credentials were refused (revoked, expired grant)."""
+
+
+class CalendarGone(CalendarError):
+    """The calendar does not exist, or is no longer visible to the owner."""
+
+
+class CalendarRequestRejected(CalendarError):
+    """The API refused the request as malformed; a bug or an API change."""
+
+
+class StoreError(CalsyncError):
+    """Firestore did not answer as needed."""
+
+
+class StoreUnavailable(StoreError):
+    """A transient Firestore failure; retry later."""
+
+
+class LeaseLost(StoreError):
+    """The run's lease generation is no longer current: it must write nothing more."""
+
+
+class QueueUnavailable(CalsyncError):
+    """Cloud Tasks refused or failed to queue a task; retry later."""
+
+
+# Failures that retrying cannot fix: the subscription goes to `error`.
+PERMANENT_CALENDAR_ERRORS: tuple[type[CalendarError], ...] = (CredentialsRejected, CalendarGone)

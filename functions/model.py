@@ -1,0 +1,164 @@
+"""Values that cross module boundaries: subscriptions, leases, pages, changes.
+
+An event is the Google event resource as a plain dict; a snapshot is what the
+store keeps for it: the resource plus `_deleted`, `_synced_at` and `_seq`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Any
+
+Event = dict[str, Any]
+Snapshot = dict[str, Any]
+
+ACTIVE = "active"
+PAUSED = "paused"
+ERROR = "error"
+DELETING = "deleting"
+
+# A run is deferred only while `retry_at` is further away than this, since a
+# follow-up scheduled for `retry_at` may be dispatched a little early.
+RETRY_TOLERANCE = timedelta(seconds=2)
+
+CREATED = "created"
+UPDATED = "updated"
+DELETED = "deleted"
+CHANGE_KINDS = (CREATED, UPDATED, DELETED)
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One watched calendar, as stored in `subscriptions/{id}`."""
+
+    id: str
+    calendar_id: str
+    owner: str
+    credentials_ref: str = ""
+    status: str = ACTIVE
+    last_error: str | None = None
+    requested_gen: int = 0
+    retry_at: datetime | None = None
+    last_synced_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A run's claim on a subscription; `generation` is its fencing token."""
+
+    subscription: Subscription
+    generation: int
+    claimed_gen: int
+    sync_token: str | None
+    first_sync: bool  # no sync of this subscription has ever committed
+    started_at: datetime
+    until: datetime
+
+
+class LeaseOutcome(Enum):
+    ACQUIRED = "acquired"
+    BUSY = "busy"  # another run holds an unexpired lease
+    NOT_FOUND = "not_found"  # no such subscription
+    INACTIVE = "inactive"  # paused, in error or being deleted
+    DEFERRED = "deferred"  # rate limited until `retry_at`
+
+
+@dataclass(frozen=True)
+class LeaseAttempt:
+    """What `acquire_lease` found; `lease` is set only when acquired."""
+
+    outcome: LeaseOutcome
+    lease: Lease | None = None
+    retry_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """One page of `events.list`: exactly one of the two tokens is set."""
+
+    items: tuple[Event, ...]
+    next_page_token: str | None = None
+    next_sync_token: str | None = None
+
+
+@dataclass(frozen=True)
+class ChangeDraft:
+    """A change entry before the store gives it its `seq`."""
+
+    kind: str
+    event_id: str
+    fields: dict[str, dict[str, Any]]
+    etag: str | None = None
+    recurring_event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class EventWrite:
+    """One snapshot to store, with the change entry to write beside it (if any).
+
+    `snapshot` holds the resource and `_deleted`; the store stamps `_synced_at`
+    and, when `change` is set, `_seq`.
+    """
+
+    event_id: str
+    snapshot: Snapshot
+    change: ChangeDraft | None = None
+
+    @property
+    def write_count(self) -> int:
+        return 1 if self.change is None else 2
+
+
+@dataclass(frozen=True)
+class ChangeEntry:
+    """One entry of the change feed, as stored in `changes/{seq:020d}`."""
+
+    seq: int
+    kind: str
+    event_id: str
+    fields: dict[str, dict[str, Any]]
+    etag: str | None
+    recurring_event_id: str | None
+    at: datetime | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "kind": self.kind,
+            "event_id": self.event_id,
+            "recurring_event_id": self.recurring_event_id,
+            "fields": self.fields,
+            "etag": self.etag,
+            "at": self.at.isoformat() if self.at else None,
+        }
+
+
+@dataclass(frozen=True)
+class ChangePage:
+    """Entries with `seq > after_cursor`, ascending; resume from `next_cursor`."""
+
+    entries: tuple[ChangeEntry, ...]
+    next_cursor: int
+
+
+@dataclass(frozen=True)
+class FinalCommit:
+    """What the final commit saw: the request generation at commit time."""
+
+    requested_gen: int
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """The result of recording a notification's sync request.
+
+    `needs_task` is true when this call turned "nothing pending" into "one
+    request pending": the caller must make sure a task for `generation` is
+    queued. When a request was already pending nothing was written at all.
+    """
+
+    found: bool
+    needs_task: bool
+    generation: int = 0

@@ -1,0 +1,416 @@
+"""Firestore adapter: subscriptions, the writer state, snapshots and the change feed.
+
+Data model (DESIGN.md): `subscriptions/{sub}`, `subscriptions/{sub}/state/writer`,
+`subscriptions/{sub}/events/{event_id}`, `subscriptions/{sub}/changes/{seq:020d}`,
+`channels/{id}`. Every write of a sync run is a transaction that reads
+`state/writer` first and aborts unless `lease_generation` is still the run's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from functions.errors import LeaseLost, StoreError, StoreUnavailable
+from functions.model import (
+    ACTIVE,
+    RETRY_TOLERANCE,
+    ChangeEntry,
+    ChangePage,
+    EventWrite,
+    FinalCommit,
+    Lease,
+    LeaseAttempt,
+    LeaseOutcome,
+    Snapshot,
+    Subscription,
+    SyncRequest,
+)
+from functions.ports import FeedReader, RequestStore, SyncStore
+
+SUBSCRIPTIONS = "subscriptions"
+CHANNELS = "channels"
+EVENTS = "events"
+CHANGES = "changes"
+STATE = "state"
+WRITER = "writer"
+
+# Every store query that needs a composite index (terraform/ builds one each).
+# Single-field queries (events by recurringEventId, live events by id, changes
+# by seq) use Firestore's automatic single-field indexes.
+QUERIES: list[dict[str, Any]] = [
+    {"collection": CHANNELS, "fields": [("state", "ASCENDING"), ("expiration", "ASCENDING")]},
+    {"collection": SUBSCRIPTIONS,
+     "fields": [("status", "ASCENDING"), ("last_synced_at", "ASCENDING")]},
+    {"collection": SUBSCRIPTIONS,
+     "fields": [("status", "ASCENDING"), ("requested_at", "ASCENDING")]},
+]
+
+_TRANSIENT = (
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.InternalServerError,
+    gexc.Aborted,
+    gexc.TooManyRequests,
+    gexc.ResourceExhausted,
+    gexc.Unknown,
+    gexc.RetryError,
+    gexc.GatewayTimeout,
+    ConnectionError,
+)
+_GET_ALL_BATCH = 500
+
+
+def seq_id(seq: int) -> str:
+    """The document id of a change entry: zero-padded so ids sort by seq."""
+    return f"{seq:020d}"
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except (LeaseLost, StoreError):
+        raise
+    except _TRANSIENT as err:
+        raise StoreUnavailable(f"firestore unavailable: {err}") from err
+    except gexc.GoogleAPICallError as err:
+        raise StoreError(f"firestore error: {err}") from err
+
+
+def _subscription(sub_id: str, data: dict[str, Any]) -> Subscription:
+    return Subscription(
+        id=sub_id,
+        calendar_id=data.get("calendar_id", "primary"),
+        owner=data.get("owner", ""),
+        credentials_ref=data.get("credentials_ref") or "",
+        status=data.get("status", ACTIVE),
+        last_error=data.get("last_error"),
+        requested_gen=int(data.get("requested_gen") or 0),
+        retry_at=data.get("retry_at"),
+        last_synced_at=data.get("last_synced_at"),
+    )
+
+
+def _entry(data: dict[str, Any]) -> ChangeEntry:
+    return ChangeEntry(
+        seq=int(data["seq"]),
+        kind=data["kind"],
+        event_id=data["event_id"],
+        fields=data.get("fields") or {},
+        etag=data.get("etag"),
+        recurring_event_id=data.get("recurring_event_id"),
+        at=data.get("at"),
+    )
+
+
+class FirestoreStore(SyncStore, RequestStore, FeedReader):
+    """The store over a `google.cloud.firestore.Client`."""
+
+    def __init__(self, client: firestore.Client) -> None:
+        self._client = client
+
+    # -- references ---------------------------------------------------------
+
+    def _sub(self, sub_id: str) -> Any:
+        return self._client.collection(SUBSCRIPTIONS).document(sub_id)
+
+    def _state(self, sub_id: str) -> Any:
+        return self._sub(sub_id).collection(STATE).document(WRITER)
+
+    def _events(self, sub_id: str) -> Any:
+        return self._sub(sub_id).collection(EVENTS)
+
+    def _fenced_state(self, transaction: Any, lease: Lease) -> dict[str, Any]:
+        state = self._state(lease.subscription.id).get(transaction=transaction).to_dict() or {}
+        if state.get("lease_generation") != lease.generation:
+            raise LeaseLost(
+                f"lease generation {lease.generation} of {lease.subscription.id} was taken "
+                f"over (now {state.get('lease_generation')})"
+            )
+        return state
+
+    # -- subscriptions ------------------------------------------------------
+
+    def save_subscription(self, subscription: Subscription) -> None:
+        """Create or replace a subscription document (operators and tests)."""
+        with _translated():
+            self._sub(subscription.id).set({
+                "calendar_id": subscription.calendar_id,
+                "owner": subscription.owner,
+                "credentials_ref": subscription.credentials_ref,
+                "status": subscription.status,
+                "last_error": subscription.last_error,
+                "requested_gen": subscription.requested_gen,
+                "retry_at": subscription.retry_at,
+                "last_synced_at": subscription.last_synced_at,
+            }, merge=True)
+
+    def get_subscription(self, sub_id: str) -> Subscription | None:
+        with _translated():
+            snapshot = self._sub(sub_id).get()
+        return _subscription(sub_id, snapshot.to_dict() or {}) if snapshot.exists else None
+
+    def get_writer_state(self, sub_id: str) -> dict[str, Any]:
+        """The raw `state/writer` document (empty if none): for tools and tests."""
+        with _translated():
+            return self._state(sub_id).get().to_dict() or {}
+
+    # -- the lease ----------------------------------------------------------
+
+    def acquire_lease(self, sub_id: str, now: datetime, until: datetime) -> LeaseAttempt:
+        @firestore.transactional
+        def take(transaction: Any) -> LeaseAttempt:
+            sub_snap = self._sub(sub_id).get(transaction=transaction)
+            state = self._state(sub_id).get(transaction=transaction).to_dict() or {}
+            if not sub_snap.exists:
+                return LeaseAttempt(LeaseOutcome.NOT_FOUND)
+            sub = _subscription(sub_id, sub_snap.to_dict() or {})
+            if sub.status != ACTIVE:
+                return LeaseAttempt(LeaseOutcome.INACTIVE)
+            if sub.retry_at is not None and sub.retry_at - now > RETRY_TOLERANCE:
+                return LeaseAttempt(LeaseOutcome.DEFERRED, retry_at=sub.retry_at)
+            held_until = state.get("lease_until")
+            if held_until is not None and held_until > now:
+                return LeaseAttempt(LeaseOutcome.BUSY)
+            generation = int(state.get("lease_generation") or 0) + 1
+            claimed = max(sub.requested_gen, int(state.get("claimed_gen") or 0))
+            transaction.set(self._state(sub_id), {
+                "lease_generation": generation,
+                "lease_until": until,
+                "lease_started_at": now,
+                "claimed_gen": claimed,
+            }, merge=True)
+            lease = Lease(
+                subscription=sub,
+                generation=generation,
+                claimed_gen=claimed,
+                sync_token=state.get("sync_token"),
+                first_sync=state.get("sync_token") is None,
+                started_at=now,
+                until=until,
+            )
+            return LeaseAttempt(LeaseOutcome.ACQUIRED, lease=lease)
+
+        with _translated():
+            return take(self._client.transaction())
+
+    def extend_lease(self, lease: Lease, until: datetime) -> None:
+        @firestore.transactional
+        def extend(transaction: Any) -> None:
+            self._fenced_state(transaction, lease)
+            transaction.update(self._state(lease.subscription.id), {"lease_until": until})
+
+        with _translated():
+            extend(self._client.transaction())
+
+    def release_lease(
+        self,
+        lease: Lease,
+        now: datetime,
+        *,
+        retry_at: datetime | None = None,
+        error: str | None = None,
+    ) -> None:
+        sub_id = lease.subscription.id
+
+        @firestore.transactional
+        def release(transaction: Any) -> None:
+            self._fenced_state(transaction, lease)
+            sub_exists = self._sub(sub_id).get(transaction=transaction).exists
+            transaction.update(self._state(sub_id), {"lease_until": None})
+            changes: dict[str, Any] = {}
+            if retry_at is not None:
+                changes["retry_at"] = retry_at
+            if error is not None:
+                changes.update(status="error", last_error=error, last_error_at=now)
+            if changes and sub_exists:
+                transaction.update(self._sub(sub_id), changes)
+
+        with _translated():
+            release(self._client.transaction())
+
+    # -- snapshots ----------------------------------------------------------
+
+    def load_snapshots(self, sub_id: str, event_ids: Iterable[str]) -> dict[str, Snapshot | None]:
+        ids = list(dict.fromkeys(event_ids))
+        found: dict[str, Snapshot | None] = dict.fromkeys(ids)
+        events = self._events(sub_id)
+        with _translated():
+            for start in range(0, len(ids), _GET_ALL_BATCH):
+                refs = [events.document(i) for i in ids[start:start + _GET_ALL_BATCH]]
+                for snapshot in self._client.get_all(refs):
+                    if snapshot.exists:
+                        found[snapshot.id] = snapshot.to_dict()
+        return found
+
+    def load_exception_ids(self, sub_id: str, series_id: str) -> list[str]:
+        query = self._events(sub_id).where(
+            filter=FieldFilter("recurringEventId", "==", series_id)
+        ).select(["__name__"])
+        with _translated():
+            return [snapshot.id for snapshot in query.stream()]
+
+    def has_events(self, sub_id: str) -> bool:
+        with _translated():
+            return any(True for _ in self._events(sub_id).select(["__name__"]).limit(1).stream())
+
+    def iter_live_ids(self, sub_id: str, batch_size: int) -> Iterator[list[str]]:
+        base = (
+            self._events(sub_id)
+            .where(filter=FieldFilter("_deleted", "==", False))
+            .order_by("__name__")
+            .select(["__name__"])
+            .limit(batch_size)
+        )
+        last = None
+        while True:
+            query = base if last is None else base.start_after(last)
+            with _translated():
+                batch = list(query.stream())
+            if not batch:
+                return
+            yield [snapshot.id for snapshot in batch]
+            if len(batch) < batch_size:
+                return
+            last = batch[-1]
+
+    # -- commits ------------------------------------------------------------
+
+    def commit_page(
+        self, lease: Lease, writes: Sequence[EventWrite], now: datetime, until: datetime
+    ) -> None:
+        sub_id = lease.subscription.id
+        events = self._events(sub_id)
+        changes = self._sub(sub_id).collection(CHANGES)
+
+        @firestore.transactional
+        def commit(transaction: Any) -> None:
+            state = self._fenced_state(transaction, lease)
+            seq = int(state.get("change_seq") or 0)
+            for write in writes:
+                document = dict(write.snapshot)
+                document["_synced_at"] = now
+                if write.change is not None:
+                    seq += 1
+                    document["_seq"] = seq
+                    change = write.change
+                    transaction.set(changes.document(seq_id(seq)), {
+                        "seq": seq,
+                        "kind": change.kind,
+                        "event_id": change.event_id,
+                        "recurring_event_id": change.recurring_event_id,
+                        "fields": change.fields,
+                        "etag": change.etag,
+                        "at": now,
+                    })
+                transaction.set(events.document(write.event_id), document)
+            transaction.update(self._state(sub_id), {"change_seq": seq, "lease_until": until})
+
+        with _translated():
+            commit(self._client.transaction())
+
+    def commit_final(self, lease: Lease, sync_token: str, now: datetime) -> FinalCommit:
+        sub_id = lease.subscription.id
+
+        @firestore.transactional
+        def commit(transaction: Any) -> FinalCommit:
+            self._fenced_state(transaction, lease)
+            sub_snap = self._sub(sub_id).get(transaction=transaction)
+            transaction.update(self._state(sub_id), {
+                "sync_token": sync_token,
+                "synced_gen": lease.claimed_gen,
+                "lease_until": None,
+                "synced_at": now,
+            })
+            if not sub_snap.exists:
+                return FinalCommit(requested_gen=0)
+            transaction.update(self._sub(sub_id), {
+                "last_synced_at": now,
+                "retry_at": None,
+                "last_error": None,
+            })
+            data = sub_snap.to_dict() or {}
+            return FinalCommit(requested_gen=int(data.get("requested_gen") or 0))
+
+        with _translated():
+            return commit(self._client.transaction())
+
+    # -- sync requests (the webhook's side) ---------------------------------
+
+    def record_sync_request(self, sub_id: str, now: datetime) -> SyncRequest:
+        """Bump `requested_gen` unless a request is already pending.
+
+        A consistent read-only look first: when `requested_gen` is already
+        ahead of `claimed_gen` the run that will claim it has not listed yet,
+        so this notification needs no write at all (the hot-document rule).
+        Otherwise a transaction re-checks and increments; `needs_task` then
+        tells the caller to queue a task for `generation`.
+        """
+
+        def look(transaction: Any) -> tuple[dict[str, Any] | None, int]:
+            sub_snap = self._sub(sub_id).get(transaction=transaction)
+            state = self._state(sub_id).get(transaction=transaction).to_dict() or {}
+            data = sub_snap.to_dict() if sub_snap.exists else None
+            return data, int(state.get("claimed_gen") or 0)
+
+        def verdict(data: dict[str, Any] | None, claimed: int) -> SyncRequest | None:
+            if data is None:
+                return SyncRequest(found=False, needs_task=False)
+            requested = int(data.get("requested_gen") or 0)
+            if data.get("status", ACTIVE) != ACTIVE or requested > claimed:
+                return SyncRequest(found=True, needs_task=False, generation=requested)
+            return None
+
+        @firestore.transactional
+        def peek(transaction: Any) -> SyncRequest | None:
+            return verdict(*look(transaction))
+
+        @firestore.transactional
+        def bump(transaction: Any) -> SyncRequest:
+            data, claimed = look(transaction)
+            settled = verdict(data, claimed)
+            if settled is not None:
+                return settled
+            generation = int((data or {}).get("requested_gen") or 0) + 1
+            transaction.update(self._sub(sub_id), {
+                "requested_gen": generation,
+                "requested_at": now,
+            })
+            return SyncRequest(found=True, needs_task=True, generation=generation)
+
+        with _translated():
+            settled = peek(self._client.transaction(read_only=True))
+            if settled is not None:
+                return settled
+            return bump(self._client.transaction())
+
+    def mark_queued(self, sub_id: str, generation: int, now: datetime) -> None:
+        @firestore.transactional
+        def mark(transaction: Any) -> None:
+            snapshot = self._sub(sub_id).get(transaction=transaction)
+            queued = int((snapshot.to_dict() or {}).get("queued_gen") or 0)
+            if snapshot.exists and queued < generation:
+                transaction.update(self._sub(sub_id), {"queued_gen": generation, "queued_at": now})
+
+        with _translated():
+            mark(self._client.transaction())
+
+    # -- the feed -----------------------------------------------------------
+
+    def list_changes(self, sub_id: str, after_cursor: int, limit: int) -> ChangePage:
+        query = (
+            self._sub(sub_id).collection(CHANGES)
+            .where(filter=FieldFilter("seq", ">", after_cursor))
+            .order_by("seq")
+            .limit(limit)
+        )
+        with _translated():
+            entries = tuple(_entry(snapshot.to_dict() or {}) for snapshot in query.stream())
+        return ChangePage(entries=entries, next_cursor=entries[-1].seq if entries else after_cursor)

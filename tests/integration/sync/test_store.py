@@ -1,0 +1,125 @@
+"""The Firestore adapter against the real emulator: lease, fencing, commits, feed, requests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from functions.errors import LeaseLost
+from functions.model import (
+    ChangeDraft,
+    EventWrite,
+    LeaseOutcome,
+    Subscription,
+)
+from functions.store import QUERIES, FirestoreStore
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+SPAN = timedelta(seconds=120)
+
+
+def _write(event_id: str, kind: str | None = "created", etag: str = "e1") -> EventWrite:
+    change = None
+    if kind:
+        change = ChangeDraft(kind=kind, event_id=event_id, fields={"summary": {
+            "before": None, "after": event_id}}, etag=etag)
+    return EventWrite(event_id=event_id, snapshot={
+        "id": event_id, "etag": etag, "summary": event_id, "_deleted": False}, change=change)
+
+
+def test_lease_is_exclusive_until_it_expires(store: FirestoreStore, subscription: Subscription):
+    first = store.acquire_lease(subscription.id, T0, T0 + SPAN)
+    assert first.outcome is LeaseOutcome.ACQUIRED and first.lease is not None
+    assert first.lease.first_sync and first.lease.sync_token is None
+    busy = store.acquire_lease(subscription.id, T0 + SPAN / 2, T0 + SPAN * 2)
+    assert busy.outcome is LeaseOutcome.BUSY
+    later = T0 + SPAN + timedelta(seconds=1)
+    second = store.acquire_lease(subscription.id, later, later + SPAN)
+    assert second.lease is not None
+    assert second.lease.generation == first.lease.generation + 1
+    with pytest.raises(LeaseLost):
+        store.commit_page(first.lease, [_write("a")], later, later + SPAN)
+    with pytest.raises(LeaseLost):
+        store.commit_final(first.lease, "tok", later)
+    assert store.load_snapshots(subscription.id, ["a"]) == {"a": None}
+    assert store.list_changes(subscription.id, 0, 10).entries == ()
+
+
+def test_unknown_and_inactive_subscriptions(store: FirestoreStore):
+    assert store.acquire_lease("nope", T0, T0 + SPAN).outcome is LeaseOutcome.NOT_FOUND
+    store.save_subscription(Subscription(id="p", calendar_id="primary", owner="o",
+                                         status="paused"))
+    assert store.acquire_lease("p", T0, T0 + SPAN).outcome is LeaseOutcome.INACTIVE
+
+
+def test_page_commits_allocate_dense_seq_and_final_commit_releases(
+    store: FirestoreStore, subscription: Subscription
+):
+    lease = store.acquire_lease(subscription.id, T0, T0 + SPAN).lease
+    assert lease is not None
+    store.commit_page(lease, [_write("a"), _write("b", kind=None), _write("c")], T0, T0 + SPAN)
+    store.commit_page(lease, [_write("d")], T0, T0 + SPAN)
+    page = store.list_changes(subscription.id, 0, 10)
+    assert [(e.seq, e.event_id) for e in page.entries] == [(1, "a"), (2, "c"), (3, "d")]
+    assert page.next_cursor == 3
+    assert store.list_changes(subscription.id, 1, 1).entries[0].event_id == "c"
+    assert store.list_changes(subscription.id, 3, 10).next_cursor == 3
+    snaps = store.load_snapshots(subscription.id, ["a", "b", "zz"])
+    assert snaps["a"]["_seq"] == 1 and "_seq" not in snaps["b"] and snaps["zz"] is None
+    assert snaps["a"]["_synced_at"] == T0
+    final = store.commit_final(lease, "token-1", T0)
+    assert final.requested_gen == 0
+    state = store.get_writer_state(subscription.id)
+    assert state["sync_token"] == "token-1" and state["lease_until"] is None
+    assert state["change_seq"] == 3
+    again = store.acquire_lease(subscription.id, T0, T0 + SPAN).lease
+    assert again is not None and again.sync_token == "token-1" and not again.first_sync
+    assert store.get_subscription(subscription.id).last_synced_at == T0
+
+
+def test_live_ids_and_exceptions(store: FirestoreStore, subscription: Subscription):
+    lease = store.acquire_lease(subscription.id, T0, T0 + SPAN).lease
+    writes = [_write(f"e{i:03d}") for i in range(25)]
+    writes.append(EventWrite("x_1", {"id": "x_1", "etag": "1", "recurringEventId": "x",
+                                     "_deleted": True}))
+    store.commit_page(lease, writes, T0, T0 + SPAN)
+    batches = list(store.iter_live_ids(subscription.id, 10))
+    assert [len(b) for b in batches] == [10, 10, 5]
+    assert sorted(i for b in batches for i in b) == [f"e{i:03d}" for i in range(25)]
+    assert store.load_exception_ids(subscription.id, "x") == ["x_1"]
+    assert store.has_events(subscription.id) and not store.has_events("other")
+
+
+def test_sync_request_counters_write_nothing_while_a_request_is_pending(
+    store: FirestoreStore, subscription: Subscription
+):
+    first = store.record_sync_request(subscription.id, T0)
+    assert first.found and first.needs_task and first.generation == 1
+    second = store.record_sync_request(subscription.id, T0)
+    assert second.found and not second.needs_task and second.generation == 1
+    lease = store.acquire_lease(subscription.id, T0, T0 + SPAN).lease
+    assert lease is not None and lease.claimed_gen == 1
+    third = store.record_sync_request(subscription.id, T0)
+    assert third.needs_task and third.generation == 2
+    assert store.commit_final(lease, "t", T0).requested_gen == 2
+    store.mark_queued(subscription.id, 2, T0)
+    assert not store.record_sync_request("missing", T0).found
+
+
+def test_release_records_retry_and_error(store: FirestoreStore, subscription: Subscription):
+    lease = store.acquire_lease(subscription.id, T0, T0 + SPAN).lease
+    store.release_lease(lease, T0, retry_at=T0 + timedelta(seconds=60))
+    deferred = store.acquire_lease(subscription.id, T0, T0 + SPAN)
+    assert deferred.outcome is LeaseOutcome.DEFERRED
+    later = T0 + timedelta(seconds=61)
+    lease = store.acquire_lease(subscription.id, later, later + SPAN).lease
+    store.release_lease(lease, later, error="CredentialsRejected: revoked")
+    sub = store.get_subscription(subscription.id)
+    assert sub.status == "error" and sub.last_error == "CredentialsRejected: revoked"
+
+
+def test_queries_name_their_composite_indexes():
+    for query in QUERIES:
+        assert query["collection"] in ("channels", "subscriptions")
+        assert all(order in ("ASCENDING", "DESCENDING") for _, order in query["fields"])
