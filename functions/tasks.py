@@ -1,0 +1,105 @@
+"""Adapter over google-cloud-tasks: sync tasks to the worker, with OIDC tokens.
+
+Task names are derived from (subscription, origin, generation), so queueing
+the same request twice is harmless: Cloud Tasks answers AlreadyExists for a
+name it has seen (the local emulator does not de-duplicate, so no guarantee
+may rest on this alone). `CLOUD_TASKS_EMULATOR_HOST` switches to the emulator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import tasks_v2
+from google.protobuf import timestamp_pb2
+
+from functions.config import Settings
+from functions.errors import QueueUnavailable
+from functions.ports import TaskQueue
+
+# Cloud Tasks caps an HTTP task's dispatch deadline at 30 minutes; the worker's
+# full sync must fit inside it (see README, "largest calendar").
+DISPATCH_DEADLINE_SECONDS = 1800
+ENQUEUE_TIMEOUT_SECONDS = 10.0
+
+
+def task_id(sub_id: str, origin: str, generation: int) -> str:
+    """A stable, name-safe task id (letters, digits, hyphens; ≤ 500 chars)."""
+    digest = hashlib.sha256(f"{sub_id}\x00{origin}\x00{generation}".encode()).hexdigest()
+    return f"sync-{origin}-{generation}-{digest[:32]}"
+
+
+def build_client(settings: Settings) -> Any:
+    """The real client; over an insecure gRPC channel when an emulator is configured."""
+    if settings.tasks_emulator_host:
+        import grpc
+        from google.cloud.tasks_v2.services.cloud_tasks.transports import (
+            CloudTasksGrpcTransport,
+        )
+
+        channel = grpc.insecure_channel(settings.tasks_emulator_host)
+        return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
+    return tasks_v2.CloudTasksClient()
+
+
+class CloudTasksQueue(TaskQueue):
+    """Queues `{"subscription_id": ...}` POSTs to the sync worker."""
+
+    def __init__(self, settings: Settings, client: Any | None = None,
+                 queue_path: str | None = None) -> None:
+        self._settings = settings
+        self._client = client if client is not None else build_client(settings)
+        self._queue_path = queue_path or settings.queue_path
+
+    @property
+    def queue_path(self) -> str:
+        return self._queue_path
+
+    def enqueue_sync(
+        self,
+        sub_id: str,
+        generation: int,
+        not_before: datetime | None = None,
+        *,
+        origin: str = "request",
+    ) -> None:
+        task = self.build_task(sub_id, generation, not_before, origin=origin)
+        try:
+            self._client.create_task(parent=self._queue_path, task=task,
+                                     timeout=ENQUEUE_TIMEOUT_SECONDS)
+        except gexc.AlreadyExists:
+            return  # the same request is already queued (or ran recently)
+        except (gexc.GoogleAPICallError, gexc.RetryError) as err:
+            raise QueueUnavailable(
+                f"could not queue sync task for {sub_id}: {type(err).__name__}"
+            ) from err
+
+    def build_task(
+        self, sub_id: str, generation: int, not_before: datetime | None, *, origin: str
+    ) -> tasks_v2.Task:
+        settings = self._settings
+        http_request: dict[str, Any] = {
+            "http_method": tasks_v2.HttpMethod.POST,
+            "url": settings.worker_url,
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps({"subscription_id": sub_id}).encode(),
+        }
+        if settings.tasks_invoker_sa:
+            http_request["oidc_token"] = {
+                "service_account_email": settings.tasks_invoker_sa,
+                "audience": settings.worker_url,
+            }
+        task: dict[str, Any] = {
+            "name": f"{self._queue_path}/tasks/{task_id(sub_id, origin, generation)}",
+            "http_request": http_request,
+            "dispatch_deadline": {"seconds": DISPATCH_DEADLINE_SECONDS},
+        }
+        if not_before is not None:
+            stamp = timestamp_pb2.Timestamp()
+            stamp.FromDatetime(not_before.astimezone(UTC).replace(tzinfo=None))
+            task["schedule_time"] = stamp
+        return tasks_v2.Task(task)

@@ -1,0 +1,121 @@
+"""The Cloud Tasks adapter through the real google-cloud-tasks client and emulator."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from functions.config import Settings
+from functions.errors import QueueUnavailable
+from functions.tasks import CloudTasksQueue, task_id
+from infra.local.processes import free_port
+
+KEY = base64.b64encode(b"k" * 32).decode()
+
+
+class Receiver:
+    """A loopback HTTP server standing in for the worker; records every POST."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[float, dict[str, str], bytes]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.requests.append(
+                    (time.monotonic(), {k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(
+        self, count: int, timeout: float = 15
+    ) -> list[tuple[float, dict[str, str], bytes]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(self.requests) < count:
+            time.sleep(0.05)
+        return self.requests
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    rec = Receiver()
+    yield rec
+    rec.server.shutdown()
+
+
+def _settings(tasks_host: str, worker_url: str) -> Settings:
+    return Settings.from_env({
+        "GOOGLE_CLOUD_PROJECT": "calsync-test", "CALSYNC_REGION": "local",
+        "CALSYNC_TASKS_QUEUE": "unused", "CALSYNC_WORKER_URL": worker_url,
+        "CALSYNC_WEBHOOK_URL": "http://127.0.0.1:1/", "CALSYNC_CHANNEL_TOKEN_KEYS": f"k:{KEY}",
+        "CALSYNC_TASKS_INVOKER_SA": "invoker@calsync-test.iam.gserviceaccount.com",
+        "CLOUD_TASKS_EMULATOR_HOST": tasks_host,
+    })
+
+
+def test_sync_task_reaches_the_worker_with_its_body(
+    tasks_emulator: str, tasks_queue: str, receiver: Receiver
+) -> None:
+    queue = CloudTasksQueue(_settings(tasks_emulator, receiver.url), queue_path=tasks_queue)
+    queue.enqueue_sync("sub-1", 3)
+    [(_, headers, body)] = receiver.wait_for(1)
+    assert json.loads(body) == {"subscription_id": "sub-1"}
+    assert headers["content-type"] == "application/json"
+    assert headers["x-cloudtasks-taskname"] == task_id("sub-1", "request", 3)
+
+
+def test_scheduled_task_waits_until_not_before(
+    tasks_emulator: str, tasks_queue: str, receiver: Receiver
+) -> None:
+    queue = CloudTasksQueue(_settings(tasks_emulator, receiver.url), queue_path=tasks_queue)
+    queued_at = time.monotonic()
+    queue.enqueue_sync("sub-2", 1, datetime.now(UTC) + timedelta(seconds=2), origin="run")
+    [(arrived, _, body)] = receiver.wait_for(1)
+    assert json.loads(body) == {"subscription_id": "sub-2"}
+    assert arrived - queued_at >= 1.5
+
+
+def test_task_carries_an_oidc_token_request_for_the_invoker(tasks_emulator: str) -> None:
+    settings = _settings(tasks_emulator, "https://worker.example/")
+    queue = CloudTasksQueue(settings, client=object(), queue_path="projects/p/locations/l/queues/q")
+    task = queue.build_task("sub-3", 7, None, origin="request")
+    assert task.http_request.oidc_token.service_account_email == settings.tasks_invoker_sa
+    assert task.http_request.oidc_token.audience == "https://worker.example/"
+    assert task.name.startswith("projects/p/locations/l/queues/q/tasks/sync-request-7-")
+
+
+def test_names_are_deterministic_and_distinct_per_origin_and_generation() -> None:
+    assert task_id("s", "request", 1) == task_id("s", "request", 1)
+    names = {task_id("s", o, g) for o in ("request", "run", "retry") for g in (1, 2)}
+    assert len(names) == 6
+    assert task_id("s/with/slash", "request", 1).replace("-", "").isalnum()
+
+
+def test_unreachable_queue_raises_queue_unavailable(tasks_emulator: str) -> None:
+    settings = _settings(f"127.0.0.1:{free_port()}", "http://127.0.0.1:1/")
+    queue = CloudTasksQueue(settings, queue_path="projects/p/locations/l/queues/q")
+    with pytest.raises(QueueUnavailable, match="sub-4"):
+        queue.enqueue_sync("sub-4", 1)
+
+
+def test_missing_queue_raises_queue_unavailable(tasks_emulator: str) -> None:
+    settings = _settings(tasks_emulator, "http://127.0.0.1:1/")
+    queue = CloudTasksQueue(settings, queue_path="projects/p/locations/l/queues/absent")
+    with pytest.raises(QueueUnavailable):
+        queue.enqueue_sync("sub-5", 1)
