@@ -5,30 +5,78 @@ Until their issues land, the handlers answer 501 with a one-line reason.
 
 from __future__ import annotations
 
+import functools
+
 from flask import Request, Response
 
 from functions import logs
+from functions.config import WEBHOOK, ConfigError, Settings
+from functions.errors import StoreError
+from functions.webhook import BadNotification, WebhookService, parse_notification
 
 
 def _text(status: int, reason: str) -> Response:
     return Response(reason + "\n", status=status, mimetype="text/plain")
 
 
-def webhook(request: Request) -> Response:
-    logs.configure()
-    # Until the webhook lands: record that Google's notification arrived (never the
-    # channel token), so the local demo can show push delivery end to end.
-    logs.log(
-        "INFO", "notification received (webhook not implemented yet)",
-        channel_id=request.headers.get("X-Goog-Channel-ID"),
-        resource_state=request.headers.get("X-Goog-Resource-State"),
-        message_number=request.headers.get("X-Goog-Message-Number"),
+@functools.cache
+def _webhook_service() -> WebhookService:
+    from google.cloud import firestore
+
+    from functions.channel_store import FirestoreChannelStore
+    from functions.store import FirestoreStore
+    from functions.tasks import CloudTasksQueue
+
+    settings = Settings.from_env(function=WEBHOOK)
+    logs.configure(settings.json_logs)
+    client = firestore.Client(project=settings.project)
+    return WebhookService(
+        FirestoreChannelStore(client), FirestoreStore(client), CloudTasksQueue(settings),
+        settings.channel_token_keys, settings.notification_record_interval,
     )
-    return _text(501, "webhook: not implemented yet")
+
+
+def webhook(request: Request) -> Response:
+    """Google push notification → at most one queued sync; 200 fast."""
+    logs.configure()
+    if request.method != "POST":
+        return _text(405, "webhook: only POST is accepted")
+    try:
+        note = parse_notification(request.method, request.headers)
+    except BadNotification as err:
+        logs.log("WARNING", "notification rejected", result="bad_request", reason=str(err))
+        return _text(400, f"webhook: {err}")
+    try:
+        outcome = _webhook_service().handle(note)
+    except ConfigError as err:
+        logs.log("ERROR", "webhook misconfigured", reason=str(err))
+        return _text(500, "webhook: misconfigured (see logs)")
+    except StoreError as err:
+        logs.log("WARNING", "notification deferred", result="store_unavailable",
+                 channel_id=note.channel_id, reason=type(err).__name__)
+        return _text(503, "webhook: store unavailable, retry")
+    logs.log(
+        "WARNING" if outcome.status >= 400 else "INFO", "notification",
+        result=outcome.result, channel_id=note.channel_id, subscription=outcome.sub_id,
+        resource_state=note.resource_state, message_number=note.message_number,
+        status=outcome.status,
+    )
+    return _text(outcome.status, f"webhook: {outcome.reason}")
 
 
 def sync_worker(request: Request) -> Response:
-    return _text(501, "sync_worker: not implemented yet")
+    """A Cloud Tasks delivery: `{"subscription_id": ...}` -> one sync run."""
+    from functions import app
+    from functions.config import ConfigError
+
+    logs.configure()
+    try:
+        worker = app.sync_worker()
+    except ConfigError as err:
+        logs.log("ERROR", "sync worker misconfigured", error=str(err))
+        return _text(500, "sync_worker: misconfigured")
+    answer = worker.handle(request.get_data(cache=False))
+    return _text(answer.status, answer.reason)
 
 
 def renew_channels(request: Request) -> Response:

@@ -1,0 +1,99 @@
+"""Composition root: builds the adapters from Settings when first needed.
+
+Nothing here runs at import time. Entry points ask for a service; tests either
+set the environment and call `reset()`, or wire fakes into the services
+directly (the classes take their ports as arguments).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from functions.config import CLI, WORKER, Settings
+from functions.sync import SyncEngine, SyncSettings
+from functions.worker import SyncWorker
+
+_lock = threading.RLock()
+_cache: dict[str, Any] = {}
+
+
+def reset() -> None:
+    """Forget every built client (tests change the environment between runs)."""
+    with _lock:
+        client = _cache.get("firestore")
+        _cache.clear()
+    if client is not None:
+        client.close()
+
+
+def _memo(key: str, build: Any) -> Any:
+    with _lock:
+        if key not in _cache:
+            _cache[key] = build()
+        return _cache[key]
+
+
+def settings(function: str = WORKER) -> Settings:
+    """Settings validated for `function` (cached per function)."""
+    return _memo(f"settings:{function}", lambda: Settings.from_env(function=function))
+
+
+def firestore_client(config: Settings) -> Any:
+    """One Firestore client per process (FIRESTORE_EMULATOR_HOST switches it)."""
+    from google.cloud import firestore
+
+    return _memo("firestore", lambda: firestore.Client(project=config.project))
+
+
+def store(config: Settings) -> Any:
+    """The Firestore store (`SyncStore`, `RequestStore`, `FeedReader`)."""
+    from functions.store import FirestoreStore
+
+    return _memo("store", lambda: FirestoreStore(firestore_client(config)))
+
+
+def task_queue(config: Settings) -> Any:
+    """The Cloud Tasks queue of sync tasks."""
+    from functions.tasks import CloudTasksQueue
+
+    return _memo("queue", lambda: CloudTasksQueue(config))
+
+
+def calendar(config: Settings) -> Any:
+    """The Calendar adapter with per-subscription credentials."""
+    from functions.calendar_api import GoogleCalendar
+    from functions.credentials import CredentialVault, GoogleCredentialsProvider
+
+    def build() -> Any:
+        vault = None
+        if config.credential_keys:
+            vault = CredentialVault(firestore_client(config), config.credential_keys)
+        provider = GoogleCredentialsProvider(config, vault)
+        # One quick in-run retry of 5xx/429 before the task itself is retried.
+        return GoogleCalendar(provider, api_endpoint=config.calendar_api_endpoint,
+                              num_retries=1)
+
+    return _memo("calendar", build)
+
+
+def sync_engine(config: Settings | None = None) -> SyncEngine:
+    """The sync engine wired to the real adapters."""
+    config = config or settings(WORKER)
+    options = SyncSettings(
+        page_size=config.page_size,
+        lease_seconds=float(config.lease_seconds),
+        min_sync_interval=config.min_sync_interval,
+    )
+    return _memo("engine", lambda: SyncEngine(
+        store(config), calendar(config), task_queue(config), options))
+
+
+def sync_worker() -> SyncWorker:
+    """The worker behind the `sync_worker` function."""
+    return _memo("worker", lambda: SyncWorker(lambda: sync_engine(settings(WORKER))))
+
+
+def cli_settings() -> Settings:
+    """Settings for the operator CLI (every variable optional where it can be)."""
+    return settings(CLI)
