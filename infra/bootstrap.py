@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (".venv", ("requirements.txt", "requirements-dev.txt")),
     (".venv-tasks", ("requirements-tasks-emulator.txt",)),
+    (".venv-checkov", ("requirements-checkov.txt",)),
 )
 
 
@@ -98,6 +99,10 @@ def main() -> None:
     check_tools()
     for directory, files in ENVIRONMENTS:
         ensure_virtualenv(directory, files)
+    sys.path.insert(0, str(ROOT))  # stdlib-only module; works when run as a script too
+    from infra.tfcheck import schema_cache
+
+    schema_cache.ensure()
 
 
 if __name__ == "__main__":

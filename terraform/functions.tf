@@ -206,6 +206,7 @@ resource "google_cloudfunctions2_function" "worker" {
       CALSYNC_WORKER_URL                = local.function_urls.worker
       CALSYNC_TASKS_INVOKER_SA          = google_service_account.tasks_invoker.email
       CALSYNC_OAUTH_CLIENT_ID           = var.oauth_client_id
+      CALSYNC_DELEGATION_SA             = google_service_account.delegation.email
       CALSYNC_MIN_SYNC_INTERVAL_SECONDS = tostring(var.min_sync_interval_seconds)
       CALSYNC_LEASE_SECONDS             = tostring(var.lease_seconds)
       CALSYNC_PAGE_SIZE                 = tostring(var.page_size)
@@ -280,6 +281,7 @@ resource "google_cloudfunctions2_function" "renewer" {
       CALSYNC_WEBHOOK_URL                 = local.webhook_url
       CALSYNC_RENEWER_URL                 = local.function_urls.renewer
       CALSYNC_OAUTH_CLIENT_ID             = var.oauth_client_id
+      CALSYNC_DELEGATION_SA               = google_service_account.delegation.email
       CALSYNC_CHANNEL_TTL_SECONDS         = tostring(var.channel_ttl_seconds)
       CALSYNC_RENEWAL_WINDOW_SECONDS      = tostring(var.renewal_window_seconds)
       CALSYNC_MIN_SYNC_INTERVAL_SECONDS   = tostring(var.min_sync_interval_seconds)

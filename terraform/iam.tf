@@ -7,6 +7,8 @@
 #   tasks-invoker             roles/run.invoker                worker and renewer services
 #   scheduler                 roles/run.invoker                renewer service
 #   allUsers                  roles/run.invoker                webhook service only (Google calls it)
+#   worker, renewer           roles/iam.serviceAccountTokenCreator  the delegation account only (keyless
+#                                                              domain-wide delegation: they sign its JWTs)
 #   builder                   roles/logging.logWriter          project; artifactregistry.writer on the
 #                                                              functions repository; objectViewer on the source bucket
 #
@@ -41,6 +43,16 @@ resource "google_service_account" "scheduler" {
   project      = var.project
   account_id   = "${var.name_prefix}-scheduler"
   display_name = "calsync Cloud Scheduler OIDC identity (invokes the renewer)"
+}
+
+# Domain-wide delegation identity for Workspace calendars. It has no key and no
+# role: the worker and renewer sign its JWTs through the IAM API. A Workspace
+# admin authorizes its client id (output `delegation_client_id`) for the
+# calendar scope.
+resource "google_service_account" "delegation" {
+  project      = var.project
+  account_id   = "${var.name_prefix}-delegate"
+  display_name = "calsync domain-wide delegation (Workspace calendars)"
 }
 
 resource "google_service_account" "builder" {
@@ -89,6 +101,17 @@ resource "google_service_account_iam_member" "tasks_invoker_user" {
 
   service_account_id = google_service_account.tasks_invoker.name
   role               = "roles/iam.serviceAccountUser"
+  member             = each.value
+}
+
+resource "google_service_account_iam_member" "delegation_token_creator" {
+  for_each = {
+    worker  = google_service_account.worker.member
+    renewer = google_service_account.renewer.member
+  }
+
+  service_account_id = google_service_account.delegation.name
+  role               = "roles/iam.serviceAccountTokenCreator"
   member             = each.value
 }
 

@@ -17,7 +17,13 @@ output "service_accounts" {
     tasks_invoker = google_service_account.tasks_invoker.email
     scheduler     = google_service_account.scheduler.email
     builder       = google_service_account.builder.email
+    delegation    = google_service_account.delegation.email
   }
+}
+
+output "delegation_client_id" {
+  description = "Client id of the delegation account: authorize it for https://www.googleapis.com/auth/calendar.events.readonly under domain-wide delegation in the Workspace admin console."
+  value       = google_service_account.delegation.unique_id
 }
 
 output "tasks_queue" {

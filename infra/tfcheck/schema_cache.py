@@ -133,7 +133,7 @@ def convert(assembly: dict[str, Any]) -> dict[str, Any]:
     resources: dict[str, str] = {}
     data_sources: dict[str, str] = {}
     outputs: dict[str, list[str]] = {}
-    for fqn, spec in types.items():
+    for spec in types.values():
         if spec.get("kind") != "class" or spec.get("base") not in (
             "cdktf.TerraformResource", "cdktf.TerraformDataSource"
         ):
