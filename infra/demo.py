@@ -60,7 +60,7 @@ def _webhook_notifications(run_dir: Path) -> list[dict[str, Any]]:
     if not log.exists():
         return seen
     for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("{") and "notification received" in line:
+        if line.startswith("{") and '"message":"notification' in line:
             seen.append(json.loads(line))
     return seen
 

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
@@ -17,46 +14,16 @@ from functions.config import Settings
 from functions.errors import QueueUnavailable
 from functions.tasks import CloudTasksQueue, task_id
 from infra.local.processes import free_port
+from tests.receiver import Receiver
 
 KEY = base64.b64encode(b"k" * 32).decode()
-
-
-class Receiver:
-    """A loopback HTTP server standing in for the worker; records every POST."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[float, dict[str, str], bytes]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.requests.append(
-                    (time.monotonic(), {k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def wait_for(
-        self, count: int, timeout: float = 15
-    ) -> list[tuple[float, dict[str, str], bytes]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and len(self.requests) < count:
-            time.sleep(0.05)
-        return self.requests
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     rec = Receiver()
     yield rec
-    rec.server.shutdown()
+    rec.close()
 
 
 def _settings(tasks_host: str, worker_url: str) -> Settings:

@@ -1,0 +1,140 @@
+"""Watch channels in Firestore: `channels/{channel_id}`, the webhook's lookup index.
+
+A channel is saved `pending` before `events.watch` is called, because the
+`sync` message can arrive before the watch call returns; its resource id is
+then learnt from whichever comes first, and must match ever after.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+
+from functions.errors import StoreError, StoreUnavailable
+
+CHANNELS = "channels"
+SUBSCRIPTIONS = "subscriptions"
+
+PENDING = "pending"
+ACTIVE = "active"
+REPLACED = "replaced"  # a successor exists; still delivers until it expires
+STOPPED = "stopped"
+ABANDONED = "abandoned"  # credentials rejected: cannot be stopped, left to expire
+DELIVERING_STATES = (PENDING, ACTIVE, REPLACED)
+
+
+@dataclass(frozen=True)
+class Channel:
+    id: str
+    sub_id: str
+    state: str
+    resource_id: str | None = None
+    expiration: datetime | None = None
+    last_notification_at: datetime | None = None
+    last_message_number: int = 0
+
+
+class ResourceMismatch(Exception):
+    """The notification's resource id is not the channel's."""
+
+
+class ChannelStore(ABC):
+    """What the webhook reads and writes about channels."""
+
+    @abstractmethod
+    def get_channel(self, channel_id: str) -> Channel | None:
+        """The channel, or None when unknown."""
+
+    @abstractmethod
+    def learn_resource_id(self, channel_id: str, resource_id: str) -> None:
+        """Record the resource id of a pending channel; raises ResourceMismatch."""
+
+    @abstractmethod
+    def record_notification(
+        self, channel: Channel, message_number: int, now: datetime
+    ) -> None:
+        """Note the latest notification on the channel and its subscription."""
+
+
+def _channel(channel_id: str, data: dict[str, Any]) -> Channel:
+    return Channel(
+        id=channel_id,
+        sub_id=str(data.get("sub_id") or ""),
+        state=str(data.get("state") or PENDING),
+        resource_id=data.get("resource_id"),
+        expiration=data.get("expiration"),
+        last_notification_at=data.get("last_notification_at"),
+        last_message_number=int(data.get("last_message_number") or 0),
+    )
+
+
+def _translate(err: Exception) -> StoreError:
+    if isinstance(err, gexc.GoogleAPICallError) and not isinstance(
+        err, gexc.ServiceUnavailable | gexc.DeadlineExceeded | gexc.Aborted
+        | gexc.InternalServerError | gexc.TooManyRequests | gexc.ResourceExhausted
+    ):
+        return StoreError(f"firestore error: {type(err).__name__}")
+    return StoreUnavailable(f"firestore unavailable: {type(err).__name__}")
+
+
+_FIRESTORE_FAILURES = (gexc.GoogleAPICallError, gexc.RetryError, ConnectionError)
+
+
+class FirestoreChannelStore(ChannelStore):
+    def __init__(self, client: firestore.Client) -> None:
+        self._client = client
+
+    def _ref(self, channel_id: str) -> Any:
+        return self._client.collection(CHANNELS).document(channel_id)
+
+    def save_channel(self, channel: Channel, now: datetime) -> None:
+        try:
+            self._ref(channel.id).set({
+                "sub_id": channel.sub_id, "state": channel.state,
+                "resource_id": channel.resource_id, "expiration": channel.expiration,
+                "created_at": now, "last_notification_at": None,
+                "last_message_number": 0, "renewal_attempts": 0,
+            })
+        except _FIRESTORE_FAILURES as err:
+            raise _translate(err) from err
+
+    def get_channel(self, channel_id: str) -> Channel | None:
+        try:
+            snapshot = self._ref(channel_id).get()
+        except _FIRESTORE_FAILURES as err:
+            raise _translate(err) from err
+        return _channel(channel_id, snapshot.to_dict() or {}) if snapshot.exists else None
+
+    def learn_resource_id(self, channel_id: str, resource_id: str) -> None:
+        @firestore.transactional
+        def learn(transaction: Any) -> None:
+            snapshot = self._ref(channel_id).get(transaction=transaction)
+            known = (snapshot.to_dict() or {}).get("resource_id") if snapshot.exists else None
+            if known is None and snapshot.exists:
+                transaction.update(self._ref(channel_id), {"resource_id": resource_id})
+            elif known != resource_id:
+                raise ResourceMismatch(channel_id)
+
+        try:
+            learn(self._client.transaction())
+        except _FIRESTORE_FAILURES as err:
+            raise _translate(err) from err
+
+    def record_notification(self, channel: Channel, message_number: int, now: datetime) -> None:
+        fields = {"last_notification_at": now, "last_message_number": message_number}
+        batch = self._client.batch()
+        batch.update(self._ref(channel.id), fields)
+        if channel.sub_id:
+            sub = self._client.collection(SUBSCRIPTIONS).document(channel.sub_id)
+            batch.update(sub, fields)  # update, never set: must not resurrect a deleted one
+        try:
+            batch.commit()
+        except gexc.NotFound:
+            return  # deleted meanwhile: nothing to note
+        except _FIRESTORE_FAILURES as err:
+            raise _translate(err) from err

@@ -1,0 +1,153 @@
+"""The webhook: turns a Google push notification into at most one queued sync.
+
+It never calls the Calendar API. A notification is acted on only if its
+channel is known and delivering, its token verifies and its resource id
+matches. During a burst its hot path is reads only: a request already pending
+needs no write, and the last-notification fields are written at most every
+few seconds per channel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from functions import channel_tokens
+from functions.channel_store import (
+    DELIVERING_STATES,
+    Channel,
+    ChannelStore,
+    ResourceMismatch,
+)
+from functions.errors import QueueUnavailable, StoreError
+from functions.ports import RequestStore, TaskQueue
+
+RESOURCE_STATES = ("sync", "exists", "not_exists")
+# calsync opens channels with UUID ids; anything else cannot be ours, and must
+# never reach Firestore as a document path ("/", "..", "__x__" are special there).
+_CHANNEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_RESOURCE_ID = re.compile(r"^[\x21-\x7e]{1,512}$")
+
+
+@dataclass(frozen=True)
+class Notification:
+    channel_id: str
+    resource_id: str
+    resource_state: str
+    message_number: int
+    token: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The HTTP answer and what happened, for the log line."""
+
+    status: int
+    reason: str
+    result: str
+    sub_id: str | None = None
+
+
+class BadNotification(ValueError):
+    """Missing or malformed headers; the message is the one-line reason."""
+
+
+def parse_notification(method: str, headers: Mapping[str, str]) -> Notification:
+    """Validate Google's X-Goog-* headers; raises BadNotification."""
+    def header(name: str) -> str | None:
+        value = headers.get(name)
+        return value.strip() if isinstance(value, str) else None
+
+    channel_id = header("X-Goog-Channel-ID")
+    if not channel_id:
+        raise BadNotification("missing X-Goog-Channel-ID header")
+    if not _CHANNEL_ID.match(channel_id):
+        raise BadNotification("malformed X-Goog-Channel-ID header")
+    state = header("X-Goog-Resource-State")
+    if not state:
+        raise BadNotification("missing X-Goog-Resource-State header")
+    if state not in RESOURCE_STATES:
+        raise BadNotification("unknown X-Goog-Resource-State (want sync, exists or not_exists)")
+    resource_id = header("X-Goog-Resource-ID")
+    if not resource_id:
+        raise BadNotification("missing X-Goog-Resource-ID header")
+    if not _RESOURCE_ID.match(resource_id):
+        raise BadNotification("malformed X-Goog-Resource-ID header")
+    number = header("X-Goog-Message-Number")
+    if not number:
+        raise BadNotification("missing X-Goog-Message-Number header")
+    if not number.isascii() or not number.isdigit() or len(number) > 20:
+        raise BadNotification("malformed X-Goog-Message-Number header (want an integer)")
+    token = header("X-Goog-Channel-Token")
+    return Notification(channel_id, resource_id, state, int(number), token or None)
+
+
+class WebhookService:
+    def __init__(
+        self,
+        channels: ChannelStore,
+        requests: RequestStore,
+        queue: TaskQueue,
+        keyring: Mapping[str, bytes],
+        record_interval: float,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._channels = channels
+        self._requests = requests
+        self._queue = queue
+        self._keyring = keyring
+        self._record_interval = timedelta(seconds=record_interval)
+        self._clock = clock
+
+    def handle(self, note: Notification) -> Outcome:
+        """Decide and act; raises StoreError (→ 503, Google redelivers)."""
+        channel = self._channels.get_channel(note.channel_id)
+        if channel is None:
+            return Outcome(200, "unknown channel", "ignored_unknown_channel")
+        if not channel_tokens.verify(note.channel_id, note.token, self._keyring):
+            return Outcome(403, "channel token does not verify", "rejected_token", channel.sub_id)
+        if channel.state not in DELIVERING_STATES:
+            return Outcome(200, f"channel is {channel.state}", f"ignored_{channel.state}_channel",
+                           channel.sub_id)
+        if channel.resource_id is None:
+            try:
+                self._channels.learn_resource_id(channel.id, note.resource_id)
+            except ResourceMismatch:
+                return Outcome(403, "resource id does not match the channel",
+                               "rejected_resource", channel.sub_id)
+        elif channel.resource_id != note.resource_id:
+            return Outcome(403, "resource id does not match the channel", "rejected_resource",
+                           channel.sub_id)
+
+        now = self._clock()
+        self._maybe_record(channel, note, now)
+        if note.resource_state == "sync":
+            return Outcome(200, "channel confirmed", "sync_message", channel.sub_id)
+        request = self._requests.record_sync_request(channel.sub_id, now)
+        if not request.found:
+            return Outcome(200, "subscription is gone", "ignored_no_subscription", channel.sub_id)
+        if not request.needs_task:
+            return Outcome(200, "sync already pending", "coalesced", channel.sub_id)
+        try:
+            self._queue.enqueue_sync(channel.sub_id, request.generation, origin="request")
+        except QueueUnavailable:
+            # The request stays recorded; Google redelivers on 503 and the sweep
+            # re-enqueues requests left pending, so nothing is lost either way.
+            return Outcome(503, "could not queue the sync task", "enqueue_failed",
+                           channel.sub_id)
+        self._requests.mark_queued(channel.sub_id, request.generation, now)
+        return Outcome(200, "sync queued", "queued", channel.sub_id)
+
+    def _maybe_record(self, channel: Channel, note: Notification, now: datetime) -> None:
+        last = channel.last_notification_at
+        if last is not None and now - last < self._record_interval:
+            return
+        with contextlib.suppress(StoreError):  # bookkeeping only: never fail a notification
+            self._channels.record_notification(channel, note.message_number, now)
+
+
+__all__ = ["BadNotification", "Notification", "Outcome", "WebhookService",
+           "parse_notification"]

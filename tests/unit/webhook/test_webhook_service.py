@@ -1,0 +1,199 @@
+"""Webhook decisions against in-memory fakes of our own ports (pure logic)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from functions import channel_tokens
+from functions.channel_store import Channel, ChannelStore, ResourceMismatch
+from functions.errors import QueueUnavailable
+from functions.model import SyncRequest
+from functions.ports import RequestStore, TaskQueue
+from functions.webhook import BadNotification, Notification, WebhookService, parse_notification
+
+KEYS = {"k1": b"s" * 32}
+T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+class FakeChannels(ChannelStore):
+    def __init__(self) -> None:
+        self.channels: dict[str, Channel] = {}
+        self.recorded: list[tuple[str, int]] = []
+
+    def get_channel(self, channel_id: str) -> Channel | None:
+        return self.channels.get(channel_id)
+
+    def learn_resource_id(self, channel_id: str, resource_id: str) -> None:
+        known = self.channels[channel_id].resource_id
+        if known is not None and known != resource_id:
+            raise ResourceMismatch(channel_id)
+        self.channels[channel_id] = replace(self.channels[channel_id], resource_id=resource_id)
+
+    def record_notification(self, channel: Channel, message_number: int, now: datetime) -> None:
+        self.recorded.append((channel.id, message_number))
+        self.channels[channel.id] = replace(self.channels[channel.id], last_notification_at=now)
+
+
+class FakeRequests(RequestStore):
+    def __init__(self) -> None:
+        self.requested = 0
+        self.claimed = 0
+        self.queued: list[int] = []
+        self.exists = True
+
+    def record_sync_request(self, sub_id: str, now: datetime) -> SyncRequest:
+        if not self.exists:
+            return SyncRequest(found=False, needs_task=False)
+        if self.requested > self.claimed:
+            return SyncRequest(found=True, needs_task=False, generation=self.requested)
+        self.requested += 1
+        return SyncRequest(found=True, needs_task=True, generation=self.requested)
+
+    def mark_queued(self, sub_id: str, generation: int, now: datetime) -> None:
+        self.queued.append(generation)
+
+
+class FakeQueue(TaskQueue):
+    def __init__(self) -> None:
+        self.tasks: list[tuple[str, int, str]] = []
+        self.fail = False
+
+    def enqueue_sync(self, sub_id, generation, not_before=None, *, origin="request"):  # type: ignore[no-untyped-def]
+        if self.fail:
+            raise QueueUnavailable("down")
+        self.tasks.append((sub_id, generation, origin))
+
+
+@pytest.fixture
+def world() -> tuple[WebhookService, FakeChannels, FakeRequests, FakeQueue, list[datetime]]:
+    channels, requests, queue = FakeChannels(), FakeRequests(), FakeQueue()
+    channels.channels["ch-1"] = Channel("ch-1", "sub-1", "active", resource_id="res-1")
+    clock = [T0]
+    service = WebhookService(channels, requests, queue, KEYS, record_interval=5,
+                             clock=lambda: clock[0])
+    return service, channels, requests, queue, clock
+
+
+def note(state: str = "exists", channel: str = "ch-1", resource: str = "res-1",
+         number: int = 2, token: str | None = "auto") -> Notification:
+    if token == "auto":
+        token = channel_tokens.sign(channel, KEYS)
+    return Notification(channel, resource, state, number, token)
+
+
+def test_exists_queues_one_task_and_then_coalesces(world) -> None:  # type: ignore[no-untyped-def]
+    service, channels, requests, queue, _ = world
+    first = service.handle(note())
+    assert (first.status, first.result) == (200, "queued")
+    assert queue.tasks == [("sub-1", 1, "request")] and requests.queued == [1]
+    for n in range(3, 50):
+        assert service.handle(note(number=n)).result == "coalesced"
+    assert len(queue.tasks) == 1
+
+
+def test_after_the_run_claims_a_new_notification_queues_again(world) -> None:  # type: ignore[no-untyped-def]
+    service, _, requests, queue, _ = world
+    service.handle(note())
+    requests.claimed = requests.requested
+    assert service.handle(note(number=9)).result == "queued"
+    assert [t[1] for t in queue.tasks] == [1, 2]
+
+
+@pytest.mark.parametrize("token", [None, "", "v1.k1.forged", channel_tokens.sign("ch-2", KEYS),
+                                   channel_tokens.sign("ch-1", {"k1": b"x" * 32})])
+def test_bad_token_is_403_and_records_nothing(world, token) -> None:  # type: ignore[no-untyped-def]
+    service, channels, requests, queue, _ = world
+    outcome = service.handle(note(token=token))
+    assert outcome.status == 403
+    assert requests.requested == 0 and not queue.tasks and not channels.recorded
+
+
+def test_wrong_resource_id_is_403_and_records_nothing(world) -> None:  # type: ignore[no-untyped-def]
+    service, channels, requests, queue, _ = world
+    assert service.handle(note(resource="res-other")).status == 403
+    assert requests.requested == 0 and not queue.tasks and not channels.recorded
+
+
+def test_unknown_channel_is_acknowledged_and_ignored(world) -> None:  # type: ignore[no-untyped-def]
+    service, _, requests, queue, _ = world
+    outcome = service.handle(note(channel="ch-unknown"))
+    assert (outcome.status, outcome.result) == (200, "ignored_unknown_channel")
+    assert requests.requested == 0 and not queue.tasks
+
+
+@pytest.mark.parametrize("state", ["stopped", "abandoned"])
+def test_stopped_and_abandoned_channels_are_ignored(world, state) -> None:  # type: ignore[no-untyped-def]
+    service, channels, requests, queue, _ = world
+    channels.channels["ch-1"] = replace(channels.channels["ch-1"], state=state)
+    assert service.handle(note()).status == 200
+    assert requests.requested == 0 and not queue.tasks
+
+
+def test_replaced_channel_still_delivers_during_the_overlap(world) -> None:  # type: ignore[no-untyped-def]
+    service, channels, _, queue, _ = world
+    channels.channels["ch-1"] = replace(channels.channels["ch-1"], state="replaced")
+    assert service.handle(note()).result == "queued"
+
+
+def test_pending_channel_learns_its_resource_id_from_the_first_message(world) -> None:  # type: ignore[no-untyped-def]
+    service, channels, requests, queue, _ = world
+    channels.channels["ch-p"] = Channel("ch-p", "sub-1", "pending")
+    outcome = service.handle(note("sync", channel="ch-p", resource="res-p", number=1))
+    assert (outcome.status, outcome.result) == (200, "sync_message")
+    assert channels.channels["ch-p"].resource_id == "res-p"
+    assert requests.requested == 0 and not queue.tasks
+    assert service.handle(note(channel="ch-p", resource="res-x")).status == 403
+
+
+def test_enqueue_failure_answers_503_so_google_redelivers(world) -> None:  # type: ignore[no-untyped-def]
+    service, _, requests, queue, _ = world
+    queue.fail = True
+    outcome = service.handle(note())
+    assert (outcome.status, outcome.result) == (503, "enqueue_failed")
+    assert requests.requested == 1 and requests.queued == []
+
+
+def test_gone_subscription_is_acknowledged(world) -> None:  # type: ignore[no-untyped-def]
+    service, _, requests, queue, _ = world
+    requests.exists = False
+    assert service.handle(note()).result == "ignored_no_subscription"
+    assert not queue.tasks
+
+
+def test_last_notification_is_written_at_most_every_interval(world) -> None:  # type: ignore[no-untyped-def]
+    service, channels, _, _, clock = world
+    for n in range(2, 40):
+        clock[0] = T0 + timedelta(seconds=n * 0.25)
+        service.handle(note(number=n))
+    # 38 notifications over ~9.5 s with a 5 s interval: at most 2 writes
+    assert 1 <= len(channels.recorded) <= 2
+
+
+GOOD = {"X-Goog-Channel-ID": "ch-1", "X-Goog-Resource-ID": "res-1",
+        "X-Goog-Resource-State": "exists", "X-Goog-Message-Number": "17",
+        "X-Goog-Channel-Token": "v1.k1.abc"}
+
+
+def test_parse_accepts_googles_headers() -> None:
+    parsed = parse_notification("POST", GOOD)
+    assert parsed == Notification("ch-1", "res-1", "exists", 17, "v1.k1.abc")
+    assert parse_notification("POST", {**GOOD, "X-Goog-Resource-State": "not_exists"})
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"X-Goog-Channel-ID": None}, "missing X-Goog-Channel-ID"),
+    ({"X-Goog-Resource-State": None}, "missing X-Goog-Resource-State"),
+    ({"X-Goog-Resource-State": "deleted"}, "unknown X-Goog-Resource-State"),
+    ({"X-Goog-Resource-ID": None}, "missing X-Goog-Resource-ID"),
+    ({"X-Goog-Message-Number": None}, "missing X-Goog-Message-Number"),
+    ({"X-Goog-Message-Number": "seven"}, "malformed X-Goog-Message-Number"),
+    ({"X-Goog-Message-Number": "-1"}, "malformed X-Goog-Message-Number"),
+    ({"X-Goog-Channel-ID": "has space"}, "malformed X-Goog-Channel-ID"),
+])
+def test_parse_rejects_missing_or_malformed_headers(change, reason) -> None:  # type: ignore[no-untyped-def]
+    headers = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
+    with pytest.raises(BadNotification, match=reason):
+        parse_notification("POST", headers)
