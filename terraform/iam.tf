@@ -117,35 +117,35 @@ resource "google_service_account_iam_member" "delegation_token_creator" {
 
 # --- who may invoke which function (Cloud Run IAM on each function's service) --
 
-resource "google_cloud_run_v2_service_iam_member" "worker_tasks_invoker" {
+resource "google_cloud_run_service_iam_member" "worker_tasks_invoker" {
   project  = var.project
   location = var.region
-  name     = google_cloudfunctions2_function.worker.name
+  service  = google_cloudfunctions2_function.worker.name
   role     = "roles/run.invoker"
   member   = google_service_account.tasks_invoker.member
 }
 
-resource "google_cloud_run_v2_service_iam_member" "renewer_tasks_invoker" {
+resource "google_cloud_run_service_iam_member" "renewer_tasks_invoker" {
   project  = var.project
   location = var.region
-  name     = google_cloudfunctions2_function.renewer.name
+  service  = google_cloudfunctions2_function.renewer.name
   role     = "roles/run.invoker"
   member   = google_service_account.tasks_invoker.member
 }
 
-resource "google_cloud_run_v2_service_iam_member" "renewer_scheduler" {
+resource "google_cloud_run_service_iam_member" "renewer_scheduler" {
   project  = var.project
   location = var.region
-  name     = google_cloudfunctions2_function.renewer.name
+  service  = google_cloudfunctions2_function.renewer.name
   role     = "roles/run.invoker"
   member   = google_service_account.scheduler.member
 }
 
-resource "google_cloud_run_v2_service_iam_member" "webhook_public" {
+resource "google_cloud_run_service_iam_member" "webhook_public" {
   #checkov:skip=CKV_GCP_102:Google Calendar push notifications carry no Google identity, so the webhook must be invokable by allUsers; it acts only on a known channel id whose HMAC token verifies (constant-time) and whose resource id matches.
   project  = var.project
   location = var.region
-  name     = google_cloudfunctions2_function.webhook.name
+  service  = google_cloudfunctions2_function.webhook.name
   role     = "roles/run.invoker"
   member   = "allUsers"
 }

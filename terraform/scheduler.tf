@@ -30,6 +30,6 @@ resource "google_cloud_scheduler_job" "renew" {
 
   depends_on = [
     google_project_service.enabled,
-    google_cloud_run_v2_service_iam_member.renewer_scheduler,
+    google_cloud_run_service_iam_member.renewer_scheduler,
   ]
 }

@@ -65,7 +65,7 @@ def run(directory: Path) -> Report:
            "LOG_LEVEL": "WARNING"}
     result = subprocess.run(
         [str(executable()), "--directory", str(directory), "--framework", "terraform",
-         "--output", "json", "--quiet", "--compact", "--skip-download",
+         "--output", "json", "--compact", "--skip-download",
          "--download-external-modules", "false"],
         capture_output=True, text=True, env=env, timeout=600,
     )

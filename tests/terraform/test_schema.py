@@ -1,0 +1,92 @@
+"""terraform/ against the google provider 6.50.0 schema, and proofs the check bites."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from infra.tfcheck import hcl, schema_check
+
+# (edits that break the rule, text the check must report)
+BREAKAGES: dict[str, tuple[list[tuple[str, str, str]], str]] = {
+    "unknown resource type": (
+        [("tasks.tf", 'resource "google_cloud_tasks_queue"', 'resource "google_cloud_task_queue"')],
+        "unknown resource type 'google_cloud_task_queue'"),
+    "unknown data source type": (
+        [("apis.tf", 'data "google_project" "this"', 'data "google_projects_x" "this"')],
+        "unknown data source type 'google_projects_x'"),
+    "unknown attribute": (
+        [("firestore.tf", '  type        = "FIRESTORE_NATIVE"',
+          '  type        = "FIRESTORE_NATIVE"\n  mode = "NATIVE"')],
+        "google_firestore_database.main: unknown attribute or block 'mode'"),
+    "unknown nested attribute": (
+        [("tasks.tf", "    max_attempts       =", "    max_attempt        =")],
+        "retry_config: unknown attribute or block 'max_attempt'"),
+    "unknown nested block": (
+        [("scheduler.tf", "    oidc_token {", "    oidc {")],
+        "http_target: unknown attribute or block 'oidc'"),
+    "unknown attribute in dynamic block": (
+        [("functions.tf", "      filename = source.value", "      name = source.value")],
+        "data.archive_file.source.source: unknown attribute or block 'name'"),
+    "block written as attribute": (
+        [("functions.tf", "  versioning {\n    enabled = true\n  }",
+          "  versioning = {\n    enabled = true\n  }")],
+        "'versioning' is a nested block"),
+    "single block repeated": (
+        [("tasks.tf", "  stackdriver_logging_config {",
+          "  stackdriver_logging_config {\n    sampling_ratio = 1\n  }\n"
+          "  stackdriver_logging_config {")],
+        "block 'stackdriver_logging_config' may appear only once"),
+    "required attribute missing": (
+        [("iam.tf", '  account_id   = "${var.name_prefix}-scheduler"\n', "")],
+        "google_service_account.scheduler: required attribute 'account_id' is not set"),
+    "required nested attribute missing": (
+        [("scheduler.tf", "    uri         = local.function_urls.renewer\n", "")],
+        "http_target: required attribute 'uri' is not set"),
+    "required block missing": (
+        [("secrets.tf", '  secret_id = "${var.name_prefix}-oauth-client-secret"\n\n'
+          "  replication {\n    auto {}\n  }\n",
+          '  secret_id = "${var.name_prefix}-oauth-client-secret"\n')],
+        "oauth_client_secret: required block 'replication' is missing"),
+    "reference to an undeclared resource": (
+        [("scheduler.tf", "google_service_account.scheduler.email",
+          "google_service_account.cron.email")],
+        "refers to google_service_account.cron, which is not declared"),
+    "reference to an unknown attribute": (
+        [("outputs.tf", "google_service_account.delegation.unique_id",
+          "google_service_account.delegation.client_id")],
+        "google_service_account.delegation has no attribute 'client_id'"),
+    "variable without description": (
+        [("variables.tf", '  description = "Prefix of every resource name (functions, queue, '
+          'service accounts, secrets)."\n', "")],
+        "variable 'name_prefix' has no description"),
+    "variable without type": (
+        [("variables.tf", 'variable "page_size" {\n  type        = number\n',
+          'variable "page_size" {\n')],
+        "variable 'page_size' has no type"),
+}
+
+
+def test_real_configuration_matches_provider_schema(
+    real_config: hcl.Config, provider_schema: dict[str, Any]
+) -> None:
+    assert schema_check.check(real_config, provider_schema) == []
+
+
+def test_every_google_type_used_is_checked(
+    real_config: hcl.Config, provider_schema: dict[str, Any]
+) -> None:
+    google = {b.type for b in real_config.blocks if b.type.startswith("google_")}
+    known = set(provider_schema["resources"]) | set(provider_schema["data_sources"])
+    assert google and google <= known
+
+
+@pytest.mark.parametrize("name", sorted(BREAKAGES))
+def test_schema_check_fails_on_broken_copy(
+    name: str, load_broken: Callable[..., hcl.Config], provider_schema: dict[str, Any]
+) -> None:
+    edits, expected = BREAKAGES[name]
+    found = schema_check.check(load_broken(*edits), provider_schema)
+    assert any(expected in problem for problem in found), found
