@@ -1,0 +1,215 @@
+"""The control API under ``/control/``: test and benchmark hooks the public API cannot provoke."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import event_writes
+from .errors import ApiError, bad_request, not_found
+from .faults import InjectedFailure, RateLimit
+from .http_types import Request, Response, json_response
+from .listing import ListSettings
+from .push import PushFaults
+from .store import Calendar
+from .timeutil import format_rfc3339
+
+if TYPE_CHECKING:
+    from .app import Emulator
+
+Handler = Callable[["Emulator", dict[str, Any], Request], object]
+
+
+def handle_control(app: Emulator, request: Request, path: tuple[str, ...]) -> Response:
+    """Answer ``/control/<path>``."""
+    handler = _ROUTES.get((request.method, "/".join(path)))
+    if handler is None:
+        raise not_found(f"No control endpoint {request.method} /control/{'/'.join(path)}")
+    body: Any = {}
+    if request.body.strip():
+        try:
+            body = json.loads(request.body)
+        except ValueError:
+            raise ApiError(400, "parseError", "Parse Error") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "parseError", "Parse Error")
+    if request.method == "GET":
+        body = {key: values[-1] for key, values in request.query.items()}
+    result = handler(app, body, request)
+    return json_response(result if result is not None else {"ok": True})
+
+
+def _field(body: dict[str, Any], name: str, kind: type, default: Any = ...) -> Any:
+    value = body.get(name, default)
+    if value is ...:
+        raise ApiError(400, "required", f"Missing field {name}.", location_type="other", location=name)
+    if value is not None and value is not default and not isinstance(value, kind):
+        if kind is float and isinstance(value, int):
+            return float(value)
+        raise bad_request("invalid", f"Invalid value for {name}.", name)
+    return value
+
+
+def _calendar(app: Emulator, body: dict[str, Any]) -> Calendar:
+    calendar_id = _field(body, "calendarId", str)
+    with app.store.lock:
+        calendar = app.store.calendars.get(calendar_id)
+        # A user id names that user's primary calendar, created on first use.
+        return calendar if calendar is not None else app.store.ensure_user(calendar_id)
+
+
+def _reset(app: Emulator, body: dict[str, Any], request: Request) -> None:
+    app.reset()
+
+
+def _add_user(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
+    user = _field(body, "user", str)
+    app.auth.register_user(user, _field(body, "refreshToken", str, None))
+    return {"calendarId": app.store.ensure_user(user).id}
+
+
+def _create_calendar(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
+    calendar = app.store.create_calendar(
+        _field(body, "user", str), _field(body, "summary", str, "Calendar"),
+        _field(body, "timeZone", str, "UTC"), _field(body, "id", str, None))
+    return calendar.resource()
+
+
+def _bulk_insert(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
+    calendar = _calendar(app, body)
+    events = _field(body, "events", list)
+    user = _field(body, "user", str, calendar.owner)
+    with app.store.lock:
+        ids = [event_writes.insert(app.store, calendar, user, event, lenient=True, notify=False).id
+               for event in events]
+    if ids:
+        app.store.notify(calendar.id)
+    return {"ids": ids}
+
+
+def _inject_failure(app: Emulator, body: dict[str, Any], request: Request) -> None:
+    app.faults.inject(InjectedFailure(
+        _field(body, "method", str), _field(body, "status", int), _field(body, "reason", str),
+        _field(body, "message", str, None), _field(body, "count", int, 1)))
+
+
+def _clear_failures(app: Emulator, body: dict[str, Any], request: Request) -> None:
+    app.faults.clear_failures()
+
+
+def _invalidate(app: Emulator, body: dict[str, Any], request: Request) -> None:
+    app.store.invalidate_sync_tokens(_calendar(app, body))
+
+
+def _notification_faults(app: Emulator, body: dict[str, Any], request: Request) -> None:
+    app.push.set_faults(_field(body, "channelId", str, None), PushFaults(
+        drop=_field(body, "drop", int, 0), delay=_field(body, "delay", float, 0.0),
+        duplicate=_field(body, "duplicate", int, 0), merge_window=_field(body, "mergeWindow", float, 0.0),
+        paused=_field(body, "paused", bool, False)))
+
+
+def _flush(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
+    return {"idle": app.push.flush(_field(body, "timeout", float, 10.0))}
+
+
+def _expire_channel(app: Emulator, body: dict[str, Any], request: Request) -> None:
+    if not app.push.expire_now(_field(body, "id", str)):
+        raise not_found("Channel not found")
+
+
+def _channels(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
+    return {"channels": app.push.describe()}
+
+
+def _invalid_grant(app: Emulator, body: dict[str, Any], request: Request) -> None:
+    app.auth.set_invalid_grant(_field(body, "user", str), _field(body, "enabled", bool, True))
+
+
+def _refresh_token(app: Emulator, body: dict[str, Any], request: Request) -> None:
+    app.auth.register_refresh_token(_field(body, "refreshToken", str), _field(body, "user", str))
+
+
+def _expire_tokens(app: Emulator, body: dict[str, Any], request: Request) -> None:
+    app.auth.expire_access_tokens(_field(body, "user", str))
+
+
+def _advance_clock(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
+    return {"now": format_rfc3339(app.clock.advance(_field(body, "seconds", float)))}
+
+
+def _clock(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
+    return {"now": format_rfc3339(app.clock.now())}
+
+
+def _counters(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
+    return app.counters.snapshot()
+
+
+def _reset_counters(app: Emulator, body: dict[str, Any], request: Request) -> None:
+    app.counters.reset()
+
+
+def _rate_limit(app: Emulator, body: dict[str, Any], request: Request) -> None:
+    limit = _field(body, "limit", int, None)
+    status = _field(body, "status", int, 403)
+    if status not in (403, 429):
+        raise bad_request("invalid", "status must be 403 or 429", "status")
+    app.faults.set_rate_limit(None if limit is None else RateLimit(
+        limit, _field(body, "windowSeconds", float, 60.0), status, _field(body, "user", str, None)))
+
+
+def _settings(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
+    push = app.push.settings
+    if "syncOrder" in body:
+        if body["syncOrder"] not in ("async", "before", "after"):
+            raise bad_request("invalid", "syncOrder must be async, before or after", "syncOrder")
+        push.sync_order = body["syncOrder"]
+    push.retry_initial = _field(body, "retryInitialSeconds", float, push.retry_initial)
+    push.max_attempts = _field(body, "maxAttempts", int, push.max_attempts)
+    push.timeout = _field(body, "pushTimeoutSeconds", float, push.timeout)
+    settings = app.list_settings
+    app.list_settings = ListSettings(
+        max_page_items=_field(body, "maxPageItems", int, settings.max_page_items),
+        sync_token_ttl=_field(body, "syncTokenTtlSeconds", float, settings.sync_token_ttl),
+    )
+    app.updated_min_max_age = _field(body, "updatedMinMaxAgeSeconds", float, app.updated_min_max_age)
+    app.max_channel_ttl = _field(body, "maxChannelTtlSeconds", int, app.max_channel_ttl)
+    return {
+        "syncOrder": push.sync_order, "retryInitialSeconds": push.retry_initial, "maxAttempts": push.max_attempts,
+        "pushTimeoutSeconds": push.timeout, "maxPageItems": app.list_settings.max_page_items,
+        "syncTokenTtlSeconds": app.list_settings.sync_token_ttl,
+        "updatedMinMaxAgeSeconds": app.updated_min_max_age, "maxChannelTtlSeconds": app.max_channel_ttl,
+    }
+
+
+def _dump_events(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
+    calendar = _calendar(app, body)
+    with app.store.lock:
+        return {"calendarId": calendar.id, "counter": calendar.counter,
+                "events": [record.resource for record in calendar.events.values()]}
+
+
+_ROUTES: dict[tuple[str, str], Handler] = {
+    ("POST", "reset"): _reset,
+    ("POST", "users"): _add_user,
+    ("POST", "calendars"): _create_calendar,
+    ("POST", "events/bulk"): _bulk_insert,
+    ("GET", "events"): _dump_events,
+    ("POST", "failures"): _inject_failure,
+    ("DELETE", "failures"): _clear_failures,
+    ("POST", "sync-tokens/invalidate"): _invalidate,
+    ("POST", "notifications/faults"): _notification_faults,
+    ("POST", "notifications/flush"): _flush,
+    ("POST", "channels/expire"): _expire_channel,
+    ("GET", "channels"): _channels,
+    ("POST", "auth/invalid-grant"): _invalid_grant,
+    ("POST", "auth/refresh-tokens"): _refresh_token,
+    ("POST", "auth/expire"): _expire_tokens,
+    ("POST", "clock/advance"): _advance_clock,
+    ("GET", "clock"): _clock,
+    ("GET", "counters"): _counters,
+    ("POST", "counters/reset"): _reset_counters,
+    ("POST", "rate-limit"): _rate_limit,
+    ("POST", "settings"): _settings,
+}
