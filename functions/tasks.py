@@ -33,6 +33,12 @@ def task_id(sub_id: str, origin: str, generation: int) -> str:
     return f"sync-{origin}-{generation}-{digest[:32]}"
 
 
+def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment.astimezone(UTC).replace(tzinfo=None))
+    return stamp
+
+
 def build_client(settings: Settings) -> Any:
     """The real client; over an insecure gRPC channel when an emulator is configured."""
     if settings.tasks_emulator_host:
@@ -78,6 +84,28 @@ class CloudTasksQueue(TaskQueue):
                 f"could not queue sync task for {sub_id}: {type(err).__name__}"
             ) from err
 
+    def enqueue_renewal(self, not_before: datetime | None = None) -> None:
+        """Queue a continuation of the renewer (its work was bounded; more is due)."""
+        settings = self._settings
+        if not settings.renewer_url:
+            raise QueueUnavailable("CALSYNC_RENEWER_URL is not set: cannot fan out")
+        http_request: dict[str, Any] = {
+            "http_method": tasks_v2.HttpMethod.POST, "url": settings.renewer_url,
+            "headers": {"Content-Type": "application/json"}, "body": b"{}",
+        }
+        if settings.tasks_invoker_sa:
+            http_request["oidc_token"] = {"service_account_email": settings.tasks_invoker_sa,
+                                          "audience": settings.renewer_url}
+        task: dict[str, Any] = {"http_request": http_request}
+        if not_before is not None:
+            task["schedule_time"] = _timestamp(not_before)
+        try:
+            self._client.create_task(parent=self._queue_path, task=tasks_v2.Task(task),
+                                     timeout=ENQUEUE_TIMEOUT_SECONDS)
+        except (gexc.GoogleAPICallError, gexc.RetryError) as err:
+            raise QueueUnavailable(f"could not queue renewer continuation: "
+                                   f"{type(err).__name__}") from err
+
     def build_task(
         self, sub_id: str, generation: int, not_before: datetime | None, *, origin: str
     ) -> tasks_v2.Task:
@@ -99,7 +127,5 @@ class CloudTasksQueue(TaskQueue):
             "dispatch_deadline": {"seconds": DISPATCH_DEADLINE_SECONDS},
         }
         if not_before is not None:
-            stamp = timestamp_pb2.Timestamp()
-            stamp.FromDatetime(not_before.astimezone(UTC).replace(tzinfo=None))
-            task["schedule_time"] = stamp
+            task["schedule_time"] = _timestamp(not_before)
         return tasks_v2.Task(task)

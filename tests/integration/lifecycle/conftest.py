@@ -1,0 +1,97 @@
+"""Subscriptions and the renewer on the real Firestore emulator.
+
+The Calendar side is a recording fake of our own `ChannelPort` here, so that
+renewal order and failures can be scripted; the e2e tests run the same code
+against the Calendar emulator.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from functions.channel_store import FirestoreChannelStore
+from functions.channels import ChannelPort, OpenedChannel
+from functions.config import Settings
+from functions.errors import CalendarError
+from functions.model import Subscription
+from functions.ports import TaskQueue
+from functions.renewer import Renewer
+from functions.store import FirestoreStore
+from functions.subscription_store import SubscriptionStore
+from functions.subscriptions import SubscriptionService
+
+T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+KEY = base64.b64encode(b"r" * 32).decode()
+
+
+class ScriptedChannels(ChannelPort):
+    def __init__(self, clock: list[datetime]) -> None:
+        self.clock = clock
+        self.calls: list[tuple[str, str]] = []
+        self.fail_next: list[CalendarError] = []
+        self.ttl = timedelta(days=7)
+
+    def watch(self, subscription: Subscription, channel_id: str, token: str, address: str,
+              ttl_seconds: int) -> OpenedChannel:
+        self.calls.append(("watch", channel_id))
+        if self.fail_next:
+            raise self.fail_next.pop(0)
+        return OpenedChannel(channel_id, f"res-{subscription.calendar_id}",
+                             self.clock[0] + self.ttl)
+
+    def stop(self, subscription: Subscription, channel_id: str, resource_id: str) -> None:
+        self.calls.append(("stop", channel_id))
+
+
+class RecordingQueue(TaskQueue):
+    def __init__(self) -> None:
+        self.tasks: list[tuple[str, int, str]] = []
+
+    def enqueue_sync(self, sub_id, generation, not_before=None, *, origin="request"):  # type: ignore[no-untyped-def]
+        self.tasks.append((sub_id, generation, origin))
+
+
+@dataclass
+class Lifecycle:
+    db: Any
+    clock: list[datetime]
+    calendar: ScriptedChannels
+    queue: RecordingQueue
+    subs: SubscriptionStore
+    store: FirestoreStore
+    service: SubscriptionService
+    settings: Settings
+    continued: list[int] = field(default_factory=list)
+
+    def renewer(self, batch: int = 200) -> Renewer:
+        return Renewer(self.settings, self.subs, self.service,
+                       continue_later=lambda: self.continued.append(1), batch=batch,
+                       clock=lambda: self.clock[0])
+
+    def advance(self, **delta: float) -> None:
+        self.clock[0] += timedelta(**delta)
+
+    def channel_states(self, sub_id: str) -> dict[str, str]:
+        return {c.id: c.state for c in self.subs.channels_of(sub_id)}
+
+
+@pytest.fixture
+def lifecycle(firestore_db: Any) -> Lifecycle:
+    clock = [T0]
+    settings = Settings.from_env({
+        "GOOGLE_CLOUD_PROJECT": "calsync-test", "CALSYNC_REGION": "local",
+        "CALSYNC_TASKS_QUEUE": "q", "CALSYNC_WORKER_URL": "http://127.0.0.1:1/",
+        "CALSYNC_WEBHOOK_URL": "http://127.0.0.1:2/", "CALSYNC_CHANNEL_TOKEN_KEYS": f"k:{KEY}",
+        "CALSYNC_RENEWAL_WINDOW_SECONDS": "86400", "CALSYNC_SWEEP_AFTER_SECONDS": "120",
+        "CALSYNC_SAFETY_NET_INTERVAL_SECONDS": "3600",
+    })
+    calendar, queue = ScriptedChannels(clock), RecordingQueue()
+    subs, store = SubscriptionStore(firestore_db), FirestoreStore(firestore_db)
+    service = SubscriptionService(settings, subs, FirestoreChannelStore(firestore_db), calendar,
+                                  store, queue, clock=lambda: clock[0])
+    return Lifecycle(firestore_db, clock, calendar, queue, subs, store, service, settings)
