@@ -97,3 +97,33 @@ def sync_worker() -> SyncWorker:
 def cli_settings() -> Settings:
     """Settings for the operator CLI (every variable optional where it can be)."""
     return settings(CLI)
+
+
+def subscription_service(config: Settings) -> Any:
+    """Subscribe / unsubscribe / pause / resume / status, over the real adapters."""
+    from functions.channel_store import FirestoreChannelStore
+    from functions.channels import GoogleChannels
+    from functions.subscription_store import SubscriptionStore
+    from functions.subscriptions import SubscriptionService
+
+    def build() -> Any:
+        client = firestore_client(config)
+        return SubscriptionService(
+            config, SubscriptionStore(client), FirestoreChannelStore(client),
+            GoogleChannels(calendar(config)), store(config), task_queue(config))
+
+    return _memo("subscriptions", build)
+
+
+def renewer(config: Settings | None = None) -> Any:
+    """The renewer behind the `renew_channels` function."""
+    from functions.config import RENEWER
+    from functions.renewer import Renewer
+    from functions.subscription_store import SubscriptionStore
+
+    config = config or settings(RENEWER)
+    queue = task_queue(config)
+    continue_later = queue.enqueue_renewal if config.renewer_url else None
+    return _memo("renewer", lambda: Renewer(
+        config, SubscriptionStore(firestore_client(config)), subscription_service(config),
+        continue_later=continue_later))

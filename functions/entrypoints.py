@@ -1,6 +1,6 @@
 """HTTP handlers behind main.py: parse, call one service, map errors to status.
 
-Until their issues land, the handlers answer 501 with a one-line reason.
+Every malformed request gets a 4xx with a one-line reason.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from flask import Request, Response
 
 from functions import logs
 from functions.config import WEBHOOK, ConfigError, Settings
-from functions.errors import StoreError
+from functions.errors import CalsyncError, StoreError
 from functions.webhook import BadNotification, WebhookService, parse_notification
 
 
@@ -80,4 +80,22 @@ def sync_worker(request: Request) -> Response:
 
 
 def renew_channels(request: Request) -> Response:
-    return _text(501, "renew_channels: not implemented yet")
+    """Cloud Scheduler (or a fan-out task): renew channels, sweep, safety net."""
+    import json
+
+    from functions import app
+
+    logs.configure()
+    if request.method != "POST":
+        return _text(405, "renew_channels: only POST is accepted")
+    try:
+        report = app.renewer().run()
+    except ConfigError as err:
+        logs.log("ERROR", "renewer misconfigured", error=str(err))
+        return _text(500, "renew_channels: misconfigured")
+    except CalsyncError as err:
+        # Transient (store or queue): the scheduler's or the task's retry runs it again.
+        logs.log("WARNING", "renewer store failure", error=type(err).__name__)
+        return _text(500, "renew_channels: store unavailable, retry")
+    return Response(json.dumps(report.to_json()) + "\n", status=200,
+                    mimetype="application/json")
