@@ -41,5 +41,7 @@ output "cli_environment" {
     CALSYNC_RENEWER_URL      = local.function_urls.renewer
     CALSYNC_WEBHOOK_URL      = local.webhook_url
     CALSYNC_TASKS_INVOKER_SA = google_service_account.tasks_invoker.email
+    CALSYNC_DELEGATION_SA    = google_service_account.delegation.email
+    CALSYNC_OAUTH_CLIENT_ID  = var.oauth_client_id
   }
 }
