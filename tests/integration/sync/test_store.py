@@ -123,3 +123,25 @@ def test_queries_name_their_composite_indexes():
     for query in QUERIES:
         assert query["collection"] in ("channels", "subscriptions")
         assert all(order in ("ASCENDING", "DESCENDING") for _, order in query["fields"])
+
+
+def test_cli_changes_prints_the_feed(store: FirestoreStore, subscription: Subscription,
+                                     monkeypatch: pytest.MonkeyPatch):
+    import io
+    import json
+
+    from functions import cli
+
+    lease = store.acquire_lease(subscription.id, T0, T0 + SPAN).lease
+    store.commit_page(lease, [_write("a"), _write("b"), _write("c")], T0, T0 + SPAN)
+    monkeypatch.setattr(cli, "_feed", lambda: store)
+    out = io.StringIO()
+    assert cli.main(["changes", subscription.id, "--after", "1", "--limit", "1", "--json"],
+                    out=out) == 0
+    data = json.loads(out.getvalue())
+    assert data["next_cursor"] == 2 and [e["event_id"] for e in data["entries"]] == ["b"]
+    assert data["entries"][0]["kind"] == "created"
+    out = io.StringIO()
+    assert cli.main(["changes", subscription.id], out=out) == 0
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 4 and lines[-1] == "next cursor: 3" and "created" in lines[0]
