@@ -11,8 +11,7 @@ import itertools
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
+import http.client
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from email.utils import formatdate
@@ -25,8 +24,6 @@ from .counters import Counters
 log = logging.getLogger(__name__)
 _DELIVERED = frozenset({102, 200, 201, 202, 204})
 _RETRIED = frozenset({500, 502, 503, 504})
-# Never use proxies from the environment: deliveries only ever go to loopback receivers.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @dataclass(frozen=True)
@@ -139,6 +136,8 @@ class PushHub:
                     continue
                 number = channel.next_number()
                 faults = self._faults.get(channel_id) or self._faults.get("*") or PushFaults()
+                everywhere = self._faults.get("*")
+                paused = faults.paused or (everywhere is not None and everywhere.paused)
                 if faults.drop > 0:
                     faults.drop -= 1
                     self.counters.add("notifications", "dropped")
@@ -158,7 +157,7 @@ class PushHub:
                     self.counters.add("notifications", "duplicated")
                 for _ in range(copies):
                     notification = Notification(channel_id, "exists", number)
-                    if faults.paused:
+                    if paused:
                         self._held.append(notification)
                     else:
                         self._enqueue_locked(notification, faults.delay)
@@ -279,12 +278,16 @@ class PushHub:
             # The emulator never sends traffic off this machine.
             log.warning("not delivering to non-loopback address %s", address)
             return 0
-        request = urllib.request.Request(address, data=b"", headers=headers, method="POST")
+        parsed = urlparse(address)
+        connection_class = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
+        path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
+        connection = connection_class(parsed.hostname or "", parsed.port, timeout=self.settings.timeout)
         try:
-            with _OPENER.open(request, timeout=self.settings.timeout) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as err:
-            return int(err.code)
-        except (OSError, ValueError) as err:
+            # http.client rather than urllib: Google's POST has no Content-Type at all.
+            connection.request("POST", path, body=b"", headers=headers)
+            return int(connection.getresponse().status)
+        except (OSError, http.client.HTTPException) as err:
             log.info("push to %s failed: %s", address, err)
             return None
+        finally:
+            connection.close()

@@ -75,6 +75,7 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
 
     def start_background(self) -> threading.Thread:
         """Serve in a daemon thread; stop with ``shutdown()`` then ``server_close()``."""
-        thread = threading.Thread(target=self.serve_forever, name="calendar-emulator-http", daemon=True)
+        thread = threading.Thread(target=self.serve_forever, args=(0.1,), name="calendar-emulator-http",
+                                  daemon=True)
         thread.start()
         return thread

@@ -65,7 +65,7 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, str]]:
         """The notifications once at least ``count`` arrived (or after ``timeout``)."""
