@@ -28,7 +28,9 @@ USER = "bench@example.com"
 def _start_emulator() -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "infra.calendar_emulator", "--port", "0"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert process.stdout is not None
     line = process.stdout.readline().strip()
@@ -43,7 +45,9 @@ def _events(count: int) -> list[dict[str, Any]]:
             "location": "Room 4",
             "start": {"dateTime": f"2025-{index % 12 + 1:02d}-{index % 28 + 1:02d}T09:00:00Z"},
             "end": {"dateTime": f"2025-{index % 12 + 1:02d}-{index % 28 + 1:02d}T10:00:00Z"},
-            "attendees": [{"email": f"person{index % 50}@example.com", "responseStatus": "accepted"}],
+            "attendees": [
+                {"email": f"person{index % 50}@example.com", "responseStatus": "accepted"}
+            ],
         }
         for index in range(count)
     ]
@@ -86,22 +90,28 @@ def main() -> None:
         started = time.perf_counter()
         items, calls, sync_token = _list_all(service, args.page_size)
         elapsed = time.perf_counter() - started
-        print(f"full listing: {items} events, {calls} events.list calls, {elapsed:.2f} s, "
-              f"{items / elapsed:,.0f} events/s")
+        print(
+            f"full listing: {items} events, {calls} events.list calls, {elapsed:.2f} s, "
+            f"{items / elapsed:,.0f} events/s"
+        )
 
-        changed = ids[:: 100]
+        changed = ids[::100]
         for index, event_id in enumerate(changed):
             if index % 2:
                 service.events().delete(calendarId="primary", eventId=event_id).execute()
             else:
-                service.events().patch(calendarId="primary", eventId=event_id,
-                                       body={"summary": f"changed {index}"}).execute()
+                service.events().patch(
+                    calendarId="primary", eventId=event_id, body={"summary": f"changed {index}"}
+                ).execute()
         control.reset_counters()
         started = time.perf_counter()
         items, calls, _ = _list_all(service, args.page_size, sync_token)
         elapsed = time.perf_counter() - started
-        print(f"incremental listing ({len(changed)} changes): {items} events, {calls} events.list calls, "
-              f"{elapsed * 1000:.1f} ms, {items / elapsed:,.0f} events/s")
+        print(
+            f"incremental listing ({len(changed)} changes): {items} events, "
+            f"{calls} events.list calls, "
+            f"{elapsed * 1000:.1f} ms, {items / elapsed:,.0f} events/s"
+        )
         print(f"emulator counters: {control.counters()}")
     finally:
         process.terminate()

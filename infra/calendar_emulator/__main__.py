@@ -16,12 +16,18 @@ from .server import EmulatorHTTPServer
 def main(argv: list[str] | None = None) -> int:
     """Run the emulator in the foreground until SIGINT or SIGTERM."""
     parser = argparse.ArgumentParser(prog="python -m infra.calendar_emulator", description=__doc__)
-    parser.add_argument("--port", type=int, required=True, help="port to listen on; 0 picks a free one")
+    parser.add_argument(
+        "--port", type=int, required=True, help="port to listen on; 0 picks a free one"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--enforce-auth", action="store_true", help="answer 401 for tokens not issued by /token")
+    parser.add_argument(
+        "--enforce-auth", action="store_true", help="answer 401 for tokens not issued by /token"
+    )
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
 
     app = Emulator(enforce_auth=args.enforce_auth)
     server = EmulatorHTTPServer(args.host, args.port, app)

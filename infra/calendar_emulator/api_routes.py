@@ -32,8 +32,12 @@ def method_name(method: str, path: tuple[str, ...]) -> str | None:
         case ("calendars",) if method == "POST":
             return "calendars.insert"
         case ("calendars", _):
-            return {"GET": "calendars.get", "DELETE": "calendars.delete", "PATCH": "calendars.patch",
-                    "PUT": "calendars.update"}.get(method)
+            return {
+                "GET": "calendars.get",
+                "DELETE": "calendars.delete",
+                "PATCH": "calendars.patch",
+                "PUT": "calendars.update",
+            }.get(method)
         case ("calendars", _, "acl", "watch") if method == "POST":
             return "acl.watch"
         case ("calendars", _, "events"):
@@ -41,8 +45,12 @@ def method_name(method: str, path: tuple[str, ...]) -> str | None:
         case ("calendars", _, "events", "watch") if method == "POST":
             return "events.watch"
         case ("calendars", _, "events", _):
-            return {"GET": "events.get", "PUT": "events.update", "PATCH": "events.patch",
-                    "DELETE": "events.delete"}.get(method)
+            return {
+                "GET": "events.get",
+                "PUT": "events.update",
+                "PATCH": "events.patch",
+                "DELETE": "events.delete",
+            }.get(method)
         case ("calendars", _, "events", _, "instances") if method == "GET":
             return "events.instances"
         case ("channels", "stop") if method == "POST":
@@ -75,14 +83,23 @@ def handle_api(app: Emulator, request: Request, path: tuple[str, ...]) -> Respon
     if name.startswith("calendars."):
         return _calendar(app, request, name, calendar, body)
     if name == "acl.watch":
-        return _watch(app, request, body, user, f"acl:{calendar.id}", f"calendars/{quote(calendar.id)}/acl")
+        return _watch(
+            app, request, body, user, f"acl:{calendar.id}", f"calendars/{quote(calendar.id)}/acl"
+        )
     if name == "events.list":
         query = parse_list_query(request.query, store.clock.now(), app.updated_min_max_age)
         listing = list_events(store, calendar, query, app.list_settings)
         app.counters.add("items", name, listing.count)
         return raw_json_response(listing.body)
     if name == "events.watch":
-        return _watch(app, request, body, user, f"events:{calendar.id}", f"calendars/{quote(calendar.id)}/events")
+        return _watch(
+            app,
+            request,
+            body,
+            user,
+            f"events:{calendar.id}",
+            f"calendars/{quote(calendar.id)}/events",
+        )
     if name == "events.insert":
         return json_response(event_writes.insert(store, calendar, user, body).resource)
     event_id = path[3]
@@ -90,13 +107,19 @@ def handle_api(app: Emulator, request: Request, path: tuple[str, ...]) -> Respon
     if name == "events.get":
         return json_response(event_writes.get(store, calendar, event_id))
     if name == "events.update":
-        return json_response(event_writes.update(store, calendar, user, event_id, body, if_match).resource)
+        return json_response(
+            event_writes.update(store, calendar, user, event_id, body, if_match).resource
+        )
     if name == "events.patch":
-        return json_response(event_writes.patch(store, calendar, user, event_id, body, if_match).resource)
+        return json_response(
+            event_writes.patch(store, calendar, user, event_id, body, if_match).resource
+        )
     if name == "events.delete":
         event_writes.delete(store, calendar, event_id, if_match)
         return NO_CONTENT
-    listing = list_instances(store, calendar, event_id, parse_instances_query(request.query), app.list_settings)
+    listing = list_instances(
+        store, calendar, event_id, parse_instances_query(request.query), app.list_settings
+    )
     app.counters.add("items", name, listing.count)
     return raw_json_response(listing.body)
 
@@ -118,17 +141,27 @@ def _calendar_entry(app: Emulator, calendar: Calendar, user: str) -> dict[str, A
     return entry
 
 
-def _calendar_list(app: Emulator, request: Request, name: str, user: str, path: tuple[str, ...]) -> Response:
+def _calendar_list(
+    app: Emulator, request: Request, name: str, user: str, path: tuple[str, ...]
+) -> Response:
     if name == "calendarList.watch":
-        return _watch(app, request, _json_body(request), user, f"calendarList:{user}", "users/me/calendarList")
+        return _watch(
+            app, request, _json_body(request), user, f"calendarList:{user}", "users/me/calendarList"
+        )
     with app.store.lock:
         if name == "calendarList.get":
             calendar = app.store.resolve(user, path[3])
             return json_response(_calendar_entry(app, calendar, user))
         items = [_calendar_entry(app, calendar, user) for calendar in app.store.calendars_of(user)]
     app.counters.add("items", name, len(items))
-    return json_response({"kind": "calendar#calendarList", "etag": '"0"', "nextSyncToken": "calendarList",
-                          "items": items})
+    return json_response(
+        {
+            "kind": "calendar#calendarList",
+            "etag": '"0"',
+            "nextSyncToken": "calendarList",
+            "items": items,
+        }
+    )
 
 
 def _calendars_insert(app: Emulator, body: Any, user: str) -> Response:
@@ -136,7 +169,9 @@ def _calendars_insert(app: Emulator, body: Any, user: str) -> Response:
         raise ApiError(400, "parseError", "Parse Error")
     summary = body.get("summary")
     if not isinstance(summary, str) or not summary:
-        raise ApiError(400, "required", "Missing summary.", location_type="other", location="summary")
+        raise ApiError(
+            400, "required", "Missing summary.", location_type="other", location="summary"
+        )
     time_zone = body.get("timeZone") or "UTC"
     calendar = app.store.create_calendar(user, summary, str(time_zone))
     if body.get("description"):
@@ -145,7 +180,9 @@ def _calendars_insert(app: Emulator, body: Any, user: str) -> Response:
     return json_response(calendar.resource())
 
 
-def _calendar(app: Emulator, request: Request, name: str, calendar: Calendar, body: Any) -> Response:
+def _calendar(
+    app: Emulator, request: Request, name: str, calendar: Calendar, body: Any
+) -> Response:
     if name == "calendars.get":
         return json_response(calendar.resource())
     if name == "calendars.delete":
@@ -156,15 +193,23 @@ def _calendar(app: Emulator, request: Request, name: str, calendar: Calendar, bo
         raise ApiError(400, "parseError", "Parse Error")
     with app.store.lock:
         if name == "calendars.update" and not body.get("summary"):
-            raise ApiError(400, "required", "Missing summary.", location_type="other", location="summary")
-        for key, attribute in (("summary", "summary"), ("timeZone", "time_zone"), ("description", "description")):
+            raise ApiError(
+                400, "required", "Missing summary.", location_type="other", location="summary"
+            )
+        for key, attribute in (
+            ("summary", "summary"),
+            ("timeZone", "time_zone"),
+            ("description", "description"),
+        ):
             if isinstance(body.get(key), str):
                 setattr(calendar, attribute, body[key])
     app.push.changed(f"calendarList:{calendar.owner}")
     return json_response(calendar.resource())
 
 
-def _watch(app: Emulator, request: Request, body: Any, user: str, resource_key: str, resource_path: str) -> Response:
+def _watch(
+    app: Emulator, request: Request, body: Any, user: str, resource_key: str, resource_path: str
+) -> Response:
     hub = app.push
     now_ms = int(app.clock.timestamp() * 1000)
     watch = parse_watch(body, now_ms, app.max_channel_ttl)

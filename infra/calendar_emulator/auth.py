@@ -87,7 +87,10 @@ class Auth:
                 return _oauth_error("invalid_request", "Malformed body.")
             form = {key: str(value) for key, value in raw.items()} if isinstance(raw, dict) else {}
         else:
-            form = {key: values[-1] for key, values in parse_qs(request.body.decode("utf-8", "replace")).items()}
+            form = {
+                key: values[-1]
+                for key, values in parse_qs(request.body.decode("utf-8", "replace")).items()
+            }
         grant = form.get("grant_type")
         if grant == "refresh_token":
             refresh_token = form.get("refresh_token", "")
@@ -109,7 +112,11 @@ class Auth:
                 return _oauth_error("invalid_grant", "Token has been expired or revoked.")
             self._valid_until[user] = self.clock.timestamp() + ACCESS_TOKEN_SECONDS
         self.counters.add("tokens", grant.rsplit(":", 1)[-1])
-        body: dict[str, object] = {"access_token": user, "expires_in": ACCESS_TOKEN_SECONDS, "token_type": "Bearer"}
+        body: dict[str, object] = {
+            "access_token": user,
+            "expires_in": ACCESS_TOKEN_SECONDS,
+            "token_type": "Bearer",
+        }
         if form.get("scope"):
             body["scope"] = form["scope"]
         return json_response(body)

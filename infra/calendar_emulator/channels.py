@@ -74,7 +74,7 @@ def resource_id_for(generation: str, resource_key: str) -> str:
 
 
 def parse_watch(body: object, now_ms: int, max_ttl: int = MAX_TTL_SECONDS) -> WatchRequest:
-    """Validate a channel body as Google does; the expiry is the tighter of TTL and ``expiration``."""
+    """Validate a channel body; the expiry is the tighter of TTL and ``expiration``."""
     if not isinstance(body, dict):
         raise ApiError(400, "parseError", "Parse Error")
     channel_id = body.get("id")
@@ -115,7 +115,9 @@ def parse_watch(body: object, now_ms: int, max_ttl: int = MAX_TTL_SECONDS) -> Wa
         try:
             requested = int(str(body["expiration"]))
         except ValueError:
-            raise bad_request("invalid", f"Invalid expiration: {body['expiration']}", "expiration") from None
+            raise bad_request(
+                "invalid", f"Invalid expiration: {body['expiration']}", "expiration"
+            ) from None
         if requested <= now_ms:
             raise bad_request("invalid", "Channel expiration must be in the future.", "expiration")
         expiration_ms = min(expiration_ms, requested)

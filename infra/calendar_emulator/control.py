@@ -29,14 +29,20 @@ class EmulatorControl:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
 
-    def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None,
-              query: Mapping[str, str] | None = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> Any:
         url = f"{self.base_url}/control/{path}"
         if query:
             url += "?" + urllib.parse.urlencode(query)
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(url, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            url, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with _OPENER.open(request, timeout=self.timeout) as response:
                 return json.loads(response.read() or b"null")
@@ -50,27 +56,33 @@ class EmulatorControl:
         return bool(self._call("GET", "health").get("ok"))
 
     def reset(self) -> None:
-        """Forget all calendars, events, channels, tokens, faults, counters; clock back to wall time."""
+        """Forget calendars, events, channels, tokens, faults, counters; clock back to wall time."""
         self._call("POST", "reset")
 
     def add_user(self, user: str, refresh_token: str | None = None) -> str:
-        """Register a user (valid bearer token even with auth enforced); returns the primary calendar id."""
+        """Register a user (valid token even with auth enforced); returns its calendar id."""
         body: dict[str, Any] = {"user": user}
         if refresh_token:
             body["refreshToken"] = refresh_token
         return str(self._call("POST", "users", body)["calendarId"])
 
-    def create_calendar(self, user: str, summary: str = "Calendar", time_zone: str = "UTC",
-                        calendar_id: str | None = None) -> dict[str, Any]:
-        """Create a secondary calendar owned by ``user``; returns the calendar resource."""
+    def create_calendar(
+        self,
+        user: str,
+        summary: str = "Calendar",
+        time_zone: str = "UTC",
+        calendar_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Create a secondary calendar owned by ``user``; returns its resource."""
         body: dict[str, Any] = {"user": user, "summary": summary, "timeZone": time_zone}
         if calendar_id:
             body["id"] = calendar_id
         return dict(self._call("POST", "calendars", body))
 
-    def bulk_insert_events(self, calendar_id: str, events: Iterable[Mapping[str, Any]],
-                           user: str | None = None) -> list[str]:
-        """Insert many events at once (one push notification); a user id names its primary calendar."""
+    def bulk_insert_events(
+        self, calendar_id: str, events: Iterable[Mapping[str, Any]], user: str | None = None
+    ) -> list[str]:
+        """Insert many events (one push notification); a user id names its primary calendar."""
         body: dict[str, Any] = {"calendarId": calendar_id, "events": list(events)}
         if user:
             body["user"] = user
@@ -82,10 +94,16 @@ class EmulatorControl:
 
     # -- failures, limits, tokens ------------------------------------------------------------
 
-    def inject_failure(self, method: str, status: int, reason: str, count: int = 1,
-                       message: str | None = None) -> None:
-        """The next ``count`` calls of ``method`` (e.g. ``events.list``, ``token``, ``*``) answer status/reason."""
-        body: dict[str, Any] = {"method": method, "status": status, "reason": reason, "count": count}
+    def inject_failure(
+        self, method: str, status: int, reason: str, count: int = 1, message: str | None = None
+    ) -> None:
+        """The next ``count`` calls of ``method`` (``events.list``, ``token``, ``*``) fail so."""
+        body: dict[str, Any] = {
+            "method": method,
+            "status": status,
+            "reason": reason,
+            "count": count,
+        }
         if message:
             body["message"] = message
         self._call("POST", "failures", body)
@@ -94,9 +112,14 @@ class EmulatorControl:
         """Drop every pending injected failure."""
         self._call("DELETE", "failures")
 
-    def set_rate_limit(self, limit: int | None, window_seconds: float = 60.0, status: int = 403,
-                       user: str | None = None) -> None:
-        """Per-user limit of ``limit`` calls per window (403 userRateLimitExceeded or 429); None switches off."""
+    def set_rate_limit(
+        self,
+        limit: int | None,
+        window_seconds: float = 60.0,
+        status: int = 403,
+        user: str | None = None,
+    ) -> None:
+        """Per-user limit: ``limit`` calls per window, then 403 or 429; None switches it off."""
         body: dict[str, Any] = {"limit": limit, "windowSeconds": window_seconds, "status": status}
         if user:
             body["user"] = user
@@ -120,11 +143,24 @@ class EmulatorControl:
 
     # -- push ----------------------------------------------------------------------------------
 
-    def set_notification_faults(self, channel_id: str | None = None, *, drop: int = 0, delay: float = 0.0,
-                                duplicate: int = 0, merge_window: float = 0.0, paused: bool = False) -> None:
-        """Replace the delivery faults of one channel (or all): drop/duplicate next N, delay, merge, pause."""
-        body: dict[str, Any] = {"drop": drop, "delay": delay, "duplicate": duplicate,
-                                "mergeWindow": merge_window, "paused": paused}
+    def set_notification_faults(
+        self,
+        channel_id: str | None = None,
+        *,
+        drop: int = 0,
+        delay: float = 0.0,
+        duplicate: int = 0,
+        merge_window: float = 0.0,
+        paused: bool = False,
+    ) -> None:
+        """Set delivery faults of one channel (or all): drop, duplicate, delay, merge, pause."""
+        body: dict[str, Any] = {
+            "drop": drop,
+            "delay": delay,
+            "duplicate": duplicate,
+            "mergeWindow": merge_window,
+            "paused": paused,
+        }
         if channel_id:
             body["channelId"] = channel_id
         self._call("POST", "notifications/faults", body)
@@ -142,7 +178,7 @@ class EmulatorControl:
         self.set_notification_faults(channel_id, duplicate=count)
 
     def merge_notifications(self, window_seconds: float, channel_id: str | None = None) -> None:
-        """Coalesce changes within ``window_seconds`` into one notification (the latest message number)."""
+        """Coalesce changes within ``window_seconds`` into one notification (latest number)."""
         self.set_notification_faults(channel_id, merge_window=window_seconds)
 
     def pause_notifications(self, paused: bool = True, channel_id: str | None = None) -> None:
@@ -154,7 +190,7 @@ class EmulatorControl:
         self.set_notification_faults(channel_id)
 
     def flush_notifications(self, timeout: float = 10.0) -> bool:
-        """Wait until no notification is queued or in flight (held ones excepted); False on timeout."""
+        """Wait until no notification is queued or in flight (held ones excepted)."""
         return bool(self._call("POST", "notifications/flush", {"timeout": timeout})["idle"])
 
     def expire_channel(self, channel_id: str) -> None:
@@ -168,7 +204,7 @@ class EmulatorControl:
     # -- clock, counters, settings -----------------------------------------------------------
 
     def advance_clock(self, seconds: float) -> str:
-        """Move the emulator clock forward (affects updated, channel and token expiry); returns the new time."""
+        """Move the emulator clock (updated, channel and token expiry); returns the new time."""
         return str(self._call("POST", "clock/advance", {"seconds": seconds})["now"])
 
     def now(self) -> str:
@@ -176,7 +212,7 @@ class EmulatorControl:
         return str(self._call("GET", "clock")["now"])
 
     def counters(self) -> dict[str, dict[str, int]]:
-        """Counters: ``calls``/``items`` per method, ``notifications`` outcomes, ``tokens`` grants."""
+        """``calls``/``items`` per method, ``notifications`` outcomes, ``tokens`` grants."""
         return dict(self._call("GET", "counters"))
 
     def reset_counters(self) -> None:
@@ -184,10 +220,9 @@ class EmulatorControl:
         self._call("POST", "counters/reset")
 
     def configure(self, **settings: Any) -> dict[str, Any]:
-        """Change settings (syncOrder, retryInitialSeconds, maxAttempts, pushTimeoutSeconds, maxPageItems,
-        syncTokenTtlSeconds, updatedMinMaxAgeSeconds, maxChannelTtlSeconds); returns them all."""
+        """Change settings (see ``control_routes._settings`` for the names); returns them all."""
         return dict(self._call("POST", "settings", settings))
 
     def set_sync_order(self, order: str) -> None:
-        """When the initial sync message goes out: ``async``, ``before`` or ``after`` the watch response."""
+        """Send the initial sync ``async``, ``before`` or ``after`` the watch response."""
         self.configure(syncOrder=order)

@@ -43,7 +43,9 @@ def handle_control(app: Emulator, request: Request, path: tuple[str, ...]) -> Re
 def _field(body: dict[str, Any], name: str, kind: type, default: Any = ...) -> Any:
     value = body.get(name, default)
     if value is ...:
-        raise ApiError(400, "required", f"Missing field {name}.", location_type="other", location=name)
+        raise ApiError(
+            400, "required", f"Missing field {name}.", location_type="other", location=name
+        )
     if value is not None and value is not default and not isinstance(value, kind):
         if kind is float and isinstance(value, int):
             return float(value)
@@ -71,8 +73,11 @@ def _add_user(app: Emulator, body: dict[str, Any], request: Request) -> dict[str
 
 def _create_calendar(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
     calendar = app.store.create_calendar(
-        _field(body, "user", str), _field(body, "summary", str, "Calendar"),
-        _field(body, "timeZone", str, "UTC"), _field(body, "id", str, None))
+        _field(body, "user", str),
+        _field(body, "summary", str, "Calendar"),
+        _field(body, "timeZone", str, "UTC"),
+        _field(body, "id", str, None),
+    )
     return calendar.resource()
 
 
@@ -81,17 +86,25 @@ def _bulk_insert(app: Emulator, body: dict[str, Any], request: Request) -> dict[
     events = _field(body, "events", list)
     user = _field(body, "user", str, calendar.owner)
     with app.store.lock:
-        ids = [event_writes.insert(app.store, calendar, user, event, lenient=True, notify=False).id
-               for event in events]
+        ids = [
+            event_writes.insert(app.store, calendar, user, event, lenient=True, notify=False).id
+            for event in events
+        ]
     if ids:
         app.store.notify(calendar.id)
     return {"ids": ids}
 
 
 def _inject_failure(app: Emulator, body: dict[str, Any], request: Request) -> None:
-    app.faults.inject(InjectedFailure(
-        _field(body, "method", str), _field(body, "status", int), _field(body, "reason", str),
-        _field(body, "message", str, None), _field(body, "count", int, 1)))
+    app.faults.inject(
+        InjectedFailure(
+            _field(body, "method", str),
+            _field(body, "status", int),
+            _field(body, "reason", str),
+            _field(body, "message", str, None),
+            _field(body, "count", int, 1),
+        )
+    )
 
 
 def _clear_failures(app: Emulator, body: dict[str, Any], request: Request) -> None:
@@ -103,10 +116,16 @@ def _invalidate(app: Emulator, body: dict[str, Any], request: Request) -> None:
 
 
 def _notification_faults(app: Emulator, body: dict[str, Any], request: Request) -> None:
-    app.push.set_faults(_field(body, "channelId", str, None), PushFaults(
-        drop=_field(body, "drop", int, 0), delay=_field(body, "delay", float, 0.0),
-        duplicate=_field(body, "duplicate", int, 0), merge_window=_field(body, "mergeWindow", float, 0.0),
-        paused=_field(body, "paused", bool, False)))
+    app.push.set_faults(
+        _field(body, "channelId", str, None),
+        PushFaults(
+            drop=_field(body, "drop", int, 0),
+            delay=_field(body, "delay", float, 0.0),
+            duplicate=_field(body, "duplicate", int, 0),
+            merge_window=_field(body, "mergeWindow", float, 0.0),
+            paused=_field(body, "paused", bool, False),
+        ),
+    )
 
 
 def _flush(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
@@ -155,8 +174,16 @@ def _rate_limit(app: Emulator, body: dict[str, Any], request: Request) -> None:
     status = _field(body, "status", int, 403)
     if status not in (403, 429):
         raise bad_request("invalid", "status must be 403 or 429", "status")
-    app.faults.set_rate_limit(None if limit is None else RateLimit(
-        limit, _field(body, "windowSeconds", float, 60.0), status, _field(body, "user", str, None)))
+    app.faults.set_rate_limit(
+        None
+        if limit is None
+        else RateLimit(
+            limit,
+            _field(body, "windowSeconds", float, 60.0),
+            status,
+            _field(body, "user", str, None),
+        )
+    )
 
 
 def _settings(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
@@ -173,21 +200,30 @@ def _settings(app: Emulator, body: dict[str, Any], request: Request) -> dict[str
         max_page_items=_field(body, "maxPageItems", int, settings.max_page_items),
         sync_token_ttl=_field(body, "syncTokenTtlSeconds", float, settings.sync_token_ttl),
     )
-    app.updated_min_max_age = _field(body, "updatedMinMaxAgeSeconds", float, app.updated_min_max_age)
+    app.updated_min_max_age = _field(
+        body, "updatedMinMaxAgeSeconds", float, app.updated_min_max_age
+    )
     app.max_channel_ttl = _field(body, "maxChannelTtlSeconds", int, app.max_channel_ttl)
     return {
-        "syncOrder": push.sync_order, "retryInitialSeconds": push.retry_initial, "maxAttempts": push.max_attempts,
-        "pushTimeoutSeconds": push.timeout, "maxPageItems": app.list_settings.max_page_items,
+        "syncOrder": push.sync_order,
+        "retryInitialSeconds": push.retry_initial,
+        "maxAttempts": push.max_attempts,
+        "pushTimeoutSeconds": push.timeout,
+        "maxPageItems": app.list_settings.max_page_items,
         "syncTokenTtlSeconds": app.list_settings.sync_token_ttl,
-        "updatedMinMaxAgeSeconds": app.updated_min_max_age, "maxChannelTtlSeconds": app.max_channel_ttl,
+        "updatedMinMaxAgeSeconds": app.updated_min_max_age,
+        "maxChannelTtlSeconds": app.max_channel_ttl,
     }
 
 
 def _dump_events(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
     calendar = _calendar(app, body)
     with app.store.lock:
-        return {"calendarId": calendar.id, "counter": calendar.counter,
-                "events": [record.resource for record in calendar.events.values()]}
+        return {
+            "calendarId": calendar.id,
+            "counter": calendar.counter,
+            "events": [record.resource for record in calendar.events.values()],
+        }
 
 
 _ROUTES: dict[tuple[str, str], Handler] = {

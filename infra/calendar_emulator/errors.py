@@ -19,7 +19,11 @@ class ApiError(Exception):
 
     def body(self) -> dict[str, object]:
         """The JSON body Google sends for this error."""
-        item: dict[str, object] = {"domain": self.domain, "reason": self.reason, "message": self.message}
+        item: dict[str, object] = {
+            "domain": self.domain,
+            "reason": self.reason,
+            "message": self.message,
+        }
         if self.location_type:
             item["locationType"] = self.location_type
         if self.location:
@@ -33,7 +37,9 @@ class ApiError(Exception):
 
 def bad_request(reason: str, message: str, location: str | None = None) -> ApiError:
     """A 400 error; ``location`` names the offending parameter when there is one."""
-    return ApiError(400, reason, message, location_type="parameter" if location else None, location=location)
+    return ApiError(
+        400, reason, message, location_type="parameter" if location else None, location=location
+    )
 
 
 def invalid_param(name: str, value: object) -> ApiError:
@@ -53,7 +59,9 @@ def not_found(message: str = "Not Found") -> ApiError:
 
 def auth_error() -> ApiError:
     """401 ``authError`` as Google answers for a missing or unknown bearer token."""
-    return ApiError(401, "authError", "Invalid Credentials", location_type="header", location="Authorization")
+    return ApiError(
+        401, "authError", "Invalid Credentials", location_type="header", location="Authorization"
+    )
 
 
 def full_sync_required() -> ApiError:
@@ -86,4 +94,6 @@ _DEFAULT_DOMAINS = {
 
 def injected(status: int, reason: str, message: str | None) -> ApiError:
     """An error injected through the control API."""
-    return ApiError(status, reason, message or reason, domain=_DEFAULT_DOMAINS.get(reason, "global"))
+    return ApiError(
+        status, reason, message or reason, domain=_DEFAULT_DOMAINS.get(reason, "global")
+    )

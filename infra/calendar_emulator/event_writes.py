@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import re
 import secrets
+from datetime import datetime
 from typing import Any
 
 from . import recurrence
@@ -15,13 +16,44 @@ from .timeutil import EventTime, instance_suffix, parse_event_time, parse_instan
 _ID = re.compile(r"^[a-v0-9]{5,1024}$")
 _BASE32HEX = "0123456789abcdefghijklmnopqrstuv"
 # Server-owned fields: whatever the client sends for them is ignored.
-_READ_ONLY = {"kind", "etag", "id", "htmlLink", "created", "updated", "creator", "recurringEventId",
-              "originalStartTime"}
+_READ_ONLY = {
+    "kind",
+    "etag",
+    "id",
+    "htmlLink",
+    "created",
+    "updated",
+    "creator",
+    "recurringEventId",
+    "originalStartTime",
+}
 # Changing these makes a new iCalendar revision.
 _SEQUENCE_FIELDS = ("start", "end", "recurrence", "location")
-_ORDER = ("kind", "etag", "id", "status", "htmlLink", "created", "updated", "summary", "description",
-          "location", "colorId", "creator", "organizer", "start", "end", "endTimeUnspecified", "recurrence",
-          "recurringEventId", "originalStartTime", "transparency", "visibility", "iCalUID", "sequence")
+_ORDER = (
+    "kind",
+    "etag",
+    "id",
+    "status",
+    "htmlLink",
+    "created",
+    "updated",
+    "summary",
+    "description",
+    "location",
+    "colorId",
+    "creator",
+    "organizer",
+    "start",
+    "end",
+    "endTimeUnspecified",
+    "recurrence",
+    "recurringEventId",
+    "originalStartTime",
+    "transparency",
+    "visibility",
+    "iCalUID",
+    "sequence",
+)
 
 
 def new_event_id() -> str:
@@ -31,8 +63,14 @@ def new_event_id() -> str:
     return "".join(_BASE32HEX[(number >> shift) & 31] for shift in range(0, 130, 5))
 
 
-def insert(store: Store, calendar: Calendar, user: str, body: object, lenient: bool = False,
-           notify: bool = True) -> StoredEvent:
+def insert(
+    store: Store,
+    calendar: Calendar,
+    user: str,
+    body: object,
+    lenient: bool = False,
+    notify: bool = True,
+) -> StoredEvent:
     """Create an event; 409 on a duplicate id, 400 on missing or invalid fields."""
     resource = _require_object(body)
     event_id = resource.get("id")
@@ -61,7 +99,9 @@ def get(store: Store, calendar: Calendar, event_id: str) -> dict[str, Any]:
         return instance
 
 
-def update(store: Store, calendar: Calendar, user: str, event_id: str, body: object, if_match: str | None) -> StoredEvent:
+def update(
+    store: Store, calendar: Calendar, user: str, event_id: str, body: object, if_match: str | None
+) -> StoredEvent:
     """PUT: replace every writable field (start and end are required)."""
     resource = _require_object(body)
     with store.lock:
@@ -71,7 +111,9 @@ def update(store: Store, calendar: Calendar, user: str, event_id: str, body: obj
         return _write(store, calendar, user, current, fields)
 
 
-def patch(store: Store, calendar: Calendar, user: str, event_id: str, body: object, if_match: str | None) -> StoredEvent:
+def patch(
+    store: Store, calendar: Calendar, user: str, event_id: str, body: object, if_match: str | None
+) -> StoredEvent:
     """PATCH: merge the given fields into the event (null clears a field)."""
     resource = _require_object(body)
     with store.lock:
@@ -83,7 +125,11 @@ def patch(store: Store, calendar: Calendar, user: str, event_id: str, body: obje
                 continue
             if value is None:
                 fields.pop(key, None)
-            elif isinstance(value, dict) and isinstance(fields.get(key), dict) and key not in ("start", "end"):
+            elif (
+                isinstance(value, dict)
+                and isinstance(fields.get(key), dict)
+                and key not in ("start", "end")
+            ):
                 fields[key] = _merge(fields[key], value)
             else:
                 fields[key] = value
@@ -104,7 +150,11 @@ def delete(store: Store, calendar: Calendar, event_id: str, if_match: str | None
         for exception_id in sorted(calendar.exceptions.get(event_id, ())):
             exception = calendar.events[exception_id]
             if not exception.cancelled:
-                store.put_event(calendar, {**copy.deepcopy(exception.resource), "status": "cancelled"}, notify=False)
+                store.put_event(
+                    calendar,
+                    {**copy.deepcopy(exception.resource), "status": "cancelled"},
+                    notify=False,
+                )
     store.notify(calendar.id)
 
 
@@ -115,14 +165,23 @@ def virtual_instance(calendar: Calendar, instance_id: str) -> dict[str, Any] | N
         return None
     master = calendar.events.get(base)
     original = parse_instance_suffix(suffix)
-    if master is None or master.cancelled or master.recurrence is None or master.start is None or original is None:
+    if (
+        master is None
+        or master.cancelled
+        or master.recurrence is None
+        or master.start is None
+        or original is None
+    ):
         return None
-    if master.start.all_day != (not hasattr(original, "hour")):
-        return None
-    candidate = (
-        EventTime(True, original, None, None) if master.start.all_day  # type: ignore[arg-type]
-        else EventTime(False, None, original.astimezone(master.start.local.tzinfo), master.start.time_zone)  # type: ignore[union-attr]
-    )
+    if isinstance(original, datetime):
+        if master.start.all_day:
+            return None
+        local = original.astimezone(master.start.local.tzinfo)
+        candidate = EventTime(False, None, local, master.start.time_zone)
+    else:
+        if not master.start.all_day:
+            return None
+        candidate = EventTime(True, original, None, None)
     if not recurrence.contains(master.start, master.recurrence, candidate):
         return None
     return instance_resource(master, candidate)
@@ -136,7 +195,12 @@ def instance_resource(master: StoredEvent, original: EventTime) -> dict[str, Any
     if original.all_day:
         end = EventTime(True, (local_start + length).date(), None, None)
     else:
-        end = EventTime(False, None, (original.utc + length).astimezone(local_start.tzinfo), master.end.time_zone)
+        end = EventTime(
+            False,
+            None,
+            (original.utc + length).astimezone(local_start.tzinfo),
+            master.end.time_zone,
+        )
     out = {key: value for key, value in master.resource.items() if key != "recurrence"}
     out["id"] = f"{master.id}_{instance_suffix(original)}"
     out["start"] = original.to_json()
@@ -164,32 +228,60 @@ def _current(calendar: Calendar, event_id: str) -> dict[str, Any]:
 
 def _check_version(current: dict[str, Any], if_match: str | None) -> None:
     if if_match and if_match.strip() not in ("*", current.get("etag")):
-        raise ApiError(412, "conditionNotMet", "Precondition Failed", location_type="header", location="If-Match")
+        raise ApiError(
+            412,
+            "conditionNotMet",
+            "Precondition Failed",
+            location_type="header",
+            location="If-Match",
+        )
 
 
-def _write(store: Store, calendar: Calendar, user: str, current: dict[str, Any], fields: dict[str, Any]) -> StoredEvent:
+def _write(
+    store: Store, calendar: Calendar, user: str, current: dict[str, Any], fields: dict[str, Any]
+) -> StoredEvent:
     if "sequence" not in fields or fields["sequence"] == current.get("sequence"):
         changed = any(fields.get(key) != current.get(key) for key in _SEQUENCE_FIELDS)
         fields["sequence"] = int(current.get("sequence", 0)) + (1 if changed else 0)
     if "recurringEventId" in current and "recurrence" in fields:
         raise bad_request("invalid", "Instances cannot have a recurrence.", "recurrence")
-    out = _build(calendar, user, current["id"], fields, created=current.get("created"), lenient=False,
-                 keep=current)
+    out = _build(
+        calendar,
+        user,
+        current["id"],
+        fields,
+        created=current.get("created"),
+        lenient=False,
+        keep=current,
+    )
     return store.put_event(calendar, out)
 
 
-def _build(calendar: Calendar, user: str, event_id: str, fields: dict[str, Any], created: str | None,
-           lenient: bool, keep: dict[str, Any] | None = None) -> dict[str, Any]:
+def _build(
+    calendar: Calendar,
+    user: str,
+    event_id: str,
+    fields: dict[str, Any],
+    created: str | None,
+    lenient: bool,
+    keep: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     start = parse_event_time(fields.get("start"), "start")
     end = parse_event_time(fields.get("end"), "end")
-    if start.all_day != end.all_day or end.utc < start.utc or (start.all_day and end.utc == start.utc):
+    if (
+        start.all_day != end.all_day
+        or end.utc < start.utc
+        or (start.all_day and end.utc == start.utc)
+    ):
         raise bad_request("timeRangeEmpty", "The specified time range is empty.", "end")
     if "recurrence" in fields:
         fields["recurrence"] = recurrence.validate(fields["recurrence"])
         if not fields["recurrence"]:
             del fields["recurrence"]
         elif not start.all_day and not start.time_zone and not lenient:
-            raise bad_request("required", "Missing time zone definition for start time.", "start.timeZone")
+            raise bad_request(
+                "required", "Missing time zone definition for start time.", "start.timeZone"
+            )
     status = fields.get("status", "confirmed")
     if status not in ("confirmed", "tentative", "cancelled"):
         raise bad_request("invalid", "Invalid value for: status", "status")
@@ -200,7 +292,8 @@ def _build(calendar: Calendar, user: str, event_id: str, fields: dict[str, Any],
         "status": status,
         "htmlLink": f"https://www.google.com/calendar/event?eid={event_id}",
         "creator": keep.get("creator", {"email": user, "self": True}),
-        "organizer": fields.pop("organizer", None) or keep.get("organizer")
+        "organizer": fields.pop("organizer", None)
+        or keep.get("organizer")
         or {"email": calendar.id, "displayName": calendar.summary, "self": True},
         "iCalUID": fields.pop("iCalUID", None) or keep.get("iCalUID") or f"{event_id}@google.com",
         "reminders": {"useDefault": True},

@@ -70,7 +70,12 @@ class Faults:
                     remaining = failure.count - 1
                     if remaining > 0:
                         self._failures[index] = InjectedFailure(
-                            failure.method, failure.status, failure.reason, failure.message, remaining)
+                            failure.method,
+                            failure.status,
+                            failure.reason,
+                            failure.message,
+                            remaining,
+                        )
                     else:
                         del self._failures[index]
                     raise injected(failure.status, failure.reason, failure.message)

@@ -12,8 +12,16 @@ from .tokens import query_fingerprint
 
 MAX_PAGE = 2500
 DEFAULT_PAGE = 250
-_FORBIDDEN_WITH_SYNC = ("iCalUID", "orderBy", "privateExtendedProperty", "sharedExtendedProperty", "q",
-                        "timeMin", "timeMax", "updatedMin")
+_FORBIDDEN_WITH_SYNC = (
+    "iCalUID",
+    "orderBy",
+    "privateExtendedProperty",
+    "sharedExtendedProperty",
+    "q",
+    "timeMin",
+    "timeMax",
+    "updatedMin",
+)
 
 
 @dataclass(frozen=True)
@@ -40,8 +48,14 @@ class ListQuery:
     def filtered(self) -> bool:
         """Whether any filter beyond deletion visibility applies."""
         return bool(
-            self.time_min or self.time_max or self.updated_min or self.text or self.ical_uid
-            or self.private_properties or self.shared_properties or self.event_types
+            self.time_min
+            or self.time_max
+            or self.updated_min
+            or self.text
+            or self.ical_uid
+            or self.private_properties
+            or self.shared_properties
+            or self.event_types
         )
 
 
@@ -92,33 +106,50 @@ def _properties(query: Mapping[str, list[str]], name: str) -> tuple[tuple[str, s
     return tuple(pairs)
 
 
-def parse_list_query(query: Mapping[str, list[str]], now: datetime, updated_min_max_age: float | None) -> ListQuery:
+def parse_list_query(
+    query: Mapping[str, list[str]], now: datetime, updated_min_max_age: float | None
+) -> ListQuery:
     """Validate an events.list query as Google does (400/410 on the cases calendar-api.md lists)."""
     sync_token = _last(query, "syncToken")
     if sync_token is not None:
         for name in _FORBIDDEN_WITH_SYNC:
             if name in query:
-                raise bad_request("invalid", f"The parameter {name} cannot be used with syncToken.", name)
+                raise bad_request(
+                    "invalid", f"The parameter {name} cannot be used with syncToken.", name
+                )
     order_by = _last(query, "orderBy")
     single_events = _bool(query, "singleEvents")
     if order_by is not None:
         if order_by not in ("startTime", "updated"):
             raise invalid_param("orderBy", order_by)
         if order_by == "startTime" and not single_events:
-            raise bad_request("badRequest", "The requested ordering is not available for the particular query.",
-                              "orderBy")
+            raise bad_request(
+                "badRequest",
+                "The requested ordering is not available for the particular query.",
+                "orderBy",
+            )
     time_min, time_max = _time(query, "timeMin"), _time(query, "timeMax")
     if time_min is not None and time_max is not None and time_max <= time_min:
         raise bad_request("timeRangeEmpty", "The specified time range is empty.", "timeMax")
     updated_min = _time(query, "updatedMin")
-    if updated_min is not None and updated_min_max_age is not None:
-        if updated_min < now - timedelta(seconds=updated_min_max_age):
-            raise ApiError(410, "updatedMinTooLongAgo",
-                           "The requested minimum modification time lies too far in the past.",
-                           domain="calendar", location_type="parameter", location="updatedMin")
+    max_age = updated_min_max_age
+    if (
+        updated_min is not None
+        and max_age is not None
+        and updated_min < now - timedelta(seconds=max_age)
+    ):
+        raise ApiError(
+            410,
+            "updatedMinTooLongAgo",
+            "The requested minimum modification time lies too far in the past.",
+            domain="calendar",
+            location_type="parameter",
+            location="updatedMin",
+        )
     text = _last(query, "q")
     return ListQuery(
-        max_results=min(_int(query, "maxResults", DEFAULT_PAGE), MAX_PAGE),  # clamp, as calendar-api.md decides
+        # Clamped, not rejected, as calendar-api.md decides.
+        max_results=min(_int(query, "maxResults", DEFAULT_PAGE), MAX_PAGE),
         page_token=_last(query, "pageToken") or None,
         sync_token=sync_token,
         single_events=single_events,

@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from . import recurrence
 from .errors import bad_request, full_sync_required, not_found
@@ -50,14 +51,19 @@ class Listing:
     count: int
 
 
-def list_events(store: Store, calendar: Calendar, query: ListQuery, settings: ListSettings) -> Listing:
+def list_events(
+    store: Store, calendar: Calendar, query: ListQuery, settings: ListSettings
+) -> Listing:
     """One page of events.list."""
     with store.lock:
         since = 0
         if query.sync_token is not None:
             token = decode_sync_token(query.sync_token)
             check_sync_token(token, calendar.id, store.epoch_of(calendar), calendar.counter)
-            if settings.sync_token_ttl is not None and store.clock.timestamp() - token.issued_at > settings.sync_token_ttl:
+            if (
+                settings.sync_token_ttl is not None
+                and store.clock.timestamp() - token.issued_at > settings.sync_token_ttl
+            ):
                 raise full_sync_required()
             since = token.counter
             mode = "sync"
@@ -81,7 +87,9 @@ def list_events(store: Store, calendar: Calendar, query: ListQuery, settings: Li
         items, resume = _paginate(entries, page.sub if page else 0, limit)
         next_page = next_sync = None
         if resume is not None:
-            next_page = encode_page_token(PageToken(mode, snapshot, resume[0], resume[1], query.fingerprint, since))
+            next_page = encode_page_token(
+                PageToken(mode, snapshot, resume[0], resume[1], query.fingerprint, since)
+            )
         else:
             next_sync = encode_sync_token(
                 SyncToken(calendar.id, snapshot, store.epoch_of(calendar), store.clock.timestamp())
@@ -89,7 +97,9 @@ def list_events(store: Store, calendar: Calendar, query: ListQuery, settings: Li
         return Listing(_envelope(calendar, items, next_page, next_sync), len(items))
 
 
-def list_instances(store: Store, calendar: Calendar, event_id: str, query: ListQuery, settings: ListSettings) -> Listing:
+def list_instances(
+    store: Store, calendar: Calendar, event_id: str, query: ListQuery, settings: ListSettings
+) -> Listing:
     """One page of events.instances for a series."""
     with store.lock:
         master = calendar.events.get(event_id)
@@ -100,11 +110,15 @@ def list_instances(store: Store, calendar: Calendar, event_id: str, query: ListQ
         limit = min(query.max_results, settings.max_page_items or query.max_results)
         render = _Renderer(calendar, query)
         produced = render.series(master) if master.recurrence else [render.item(master)]
-        entries = ((pos, (lambda item=item: [item])) for pos, item in enumerate(produced) if pos >= start)
+        entries = (
+            (pos, partial(_single, item)) for pos, item in enumerate(produced) if pos >= start
+        )
         items, resume = _paginate(entries, 0, limit)
         next_page = None
         if resume is not None:
-            next_page = encode_page_token(PageToken("instances", calendar.counter, resume[0], 0, query.fingerprint, 0))
+            next_page = encode_page_token(
+                PageToken("instances", calendar.counter, resume[0], 0, query.fingerprint, 0)
+            )
         return Listing(_envelope(calendar, items, next_page, None), len(items))
 
 
@@ -117,16 +131,19 @@ def _page_token(query: ListQuery, mode: str) -> PageToken | None:
     return page
 
 
-def _creation_order(calendar: Calendar, start: int, render: Callable[[StoredEvent], list[Item]]) -> Iterator[Entry]:
+def _creation_order(
+    calendar: Calendar, start: int, render: Callable[[StoredEvent], list[Item]]
+) -> Iterator[Entry]:
     order, events = calendar.order, calendar.events
     for position in range(start, len(order)):
         record = events.get(order[position])
         if record is not None:
-            yield position, (lambda record=record: render(record))
+            yield position, partial(render, record)
 
 
-def _changed_since(calendar: Calendar, start: int, snapshot: int,
-                   render: Callable[[StoredEvent], list[Item]]) -> Iterator[Entry]:
+def _changed_since(
+    calendar: Calendar, start: int, snapshot: int, render: Callable[[StoredEvent], list[Item]]
+) -> Iterator[Entry]:
     # ``events`` is ordered by seq, so walk back from the newest change until ``start``.
     changed = []
     for record in reversed(calendar.events.values()):
@@ -135,7 +152,7 @@ def _changed_since(calendar: Calendar, start: int, snapshot: int,
         if record.seq <= snapshot:
             changed.append(record)
     for record in reversed(changed):
-        yield record.seq, (lambda record=record: render(record))
+        yield record.seq, partial(render, record)
 
 
 def _sorted(calendar: Calendar, query: ListQuery, render: _Renderer) -> Iterator[Entry]:
@@ -145,10 +162,16 @@ def _sorted(calendar: Calendar, query: ListQuery, render: _Renderer) -> Iterator
     key = 0 if query.order_by == "startTime" else 1
     items.sort(key=lambda item: item[key])
     for position, item in enumerate(items):
-        yield position, (lambda item=item: [item])
+        yield position, partial(_single, item)
 
 
-def _paginate(entries: Iterable[Entry], skip: int, limit: int) -> tuple[list[str], tuple[int, int] | None]:
+def _single(item: Item) -> list[Item]:
+    return [item]
+
+
+def _paginate(
+    entries: Iterable[Entry], skip: int, limit: int
+) -> tuple[list[str], tuple[int, int] | None]:
     """Fill a page; the resume point is (entry position, items of that entry already sent)."""
     items: list[str] = []
     first = True
@@ -168,7 +191,9 @@ def _paginate(entries: Iterable[Entry], skip: int, limit: int) -> tuple[list[str
     return items, None
 
 
-def _envelope(calendar: Calendar, items: list[str], next_page: str | None, next_sync: str | None) -> str:
+def _envelope(
+    calendar: Calendar, items: list[str], next_page: str | None, next_sync: str | None
+) -> str:
     head: dict[str, object] = {
         "kind": "calendar#events",
         "etag": f'"{calendar.counter}"',
@@ -199,7 +224,11 @@ class _Renderer:
     def item(self, record: StoredEvent) -> Item:
         """The listed form of one record (cancelled ones minimal)."""
         start = record.start.utc.timestamp() if record.start else 0.0
-        return (start, record.updated_ts, record.minimal_json() if record.cancelled else record.json)
+        return (
+            start,
+            record.updated_ts,
+            record.minimal_json() if record.cancelled else record.json,
+        )
 
     # -- full listings ---------------------------------------------------------------------
 
@@ -208,7 +237,11 @@ class _Renderer:
         query = self.query
         if not query.filtered and not query.single_events:
             if not record.cancelled:
-                return [(0.0, record.updated_ts, record.json)] if query.order_by is None else [self.item(record)]
+                return (
+                    [(0.0, record.updated_ts, record.json)]
+                    if query.order_by is None
+                    else [self.item(record)]
+                )
             return [self.item(record)] if self._cancelled_visible(record) else []
         if query.single_events:
             if record.master_id is not None:
@@ -246,17 +279,27 @@ class _Renderer:
             return False
         if query.event_types and resource.get("eventType", "default") not in query.event_types:
             return False
-        for scope, pairs in (("private", query.private_properties), ("shared", query.shared_properties)):
+        for scope, pairs in (
+            ("private", query.private_properties),
+            ("shared", query.shared_properties),
+        ):
             values = (resource.get("extendedProperties") or {}).get(scope) or {}
             if any(values.get(key) != wanted for key, wanted in pairs):
                 return False
         if query.text:
-            haystack = " ".join(
-                str(resource.get(key, "")) for key in ("summary", "description", "location")
-            ) + " " + " ".join(
-                f"{person.get('email', '')} {person.get('displayName', '')}"
-                for person in [*(resource.get("attendees") or []), resource.get("organizer") or {}]
-                if isinstance(person, dict)
+            haystack = (
+                " ".join(
+                    str(resource.get(key, "")) for key in ("summary", "description", "location")
+                )
+                + " "
+                + " ".join(
+                    f"{person.get('email', '')} {person.get('displayName', '')}"
+                    for person in [
+                        *(resource.get("attendees") or []),
+                        resource.get("organizer") or {},
+                    ]
+                    if isinstance(person, dict)
+                )
             )
             haystack = haystack.lower()
             if not all(term in haystack for term in query.text):
@@ -271,7 +314,9 @@ class _Renderer:
         if record.recurrence and not record.cancelled:
             length = record.end.utc - record.start.utc
             after = self.after - length if self.after else None
-            return bool(recurrence.expand(record.start, record.recurrence, after, self.before, limit=1))
+            return bool(
+                recurrence.expand(record.start, record.recurrence, after, self.before, limit=1)
+            )
         if self.before is not None and record.start.utc >= self.before:
             return False
         if self.after is not None:
@@ -292,8 +337,13 @@ class _Renderer:
         for original in recurrence.expand(master.start, master.recurrence, after, self.before):
             exception = self.calendar.events.get(f"{master.id}_{instance_suffix(original)}")
             if exception is None:
-                out.append((original.utc.timestamp(), master.updated_ts,
-                            json.dumps(instance_resource(master, original))))
+                out.append(
+                    (
+                        original.utc.timestamp(),
+                        master.updated_ts,
+                        json.dumps(instance_resource(master, original)),
+                    )
+                )
             elif exception.cancelled:
                 if self.query.show_deleted or self.updated_min is not None:
                     out.append(self.item(exception))
@@ -312,8 +362,11 @@ class _Renderer:
         # A deleted series reaches singleEvents clients as cancelled instances.
         assert record.start is not None
         return [
-            (original.utc.timestamp(), record.updated_ts,
-             json.dumps(_cancelled_instance(record, original)))
+            (
+                original.utc.timestamp(),
+                record.updated_ts,
+                json.dumps(_cancelled_instance(record, original)),
+            )
             for original in recurrence.expand(record.start, record.recurrence)
         ]
 
@@ -323,8 +376,13 @@ class _Renderer:
         for original in recurrence.expand(master.start, master.recurrence):
             exception = self.calendar.events.get(f"{master.id}_{instance_suffix(original)}")
             if exception is None:
-                out.append((original.utc.timestamp(), master.updated_ts,
-                            json.dumps(instance_resource(master, original))))
+                out.append(
+                    (
+                        original.utc.timestamp(),
+                        master.updated_ts,
+                        json.dumps(instance_resource(master, original)),
+                    )
+                )
             else:
                 out.append(self.item(exception))
         return out

@@ -7,11 +7,11 @@ small pool of senders, so a slow receiver does not hold up other channels.
 from __future__ import annotations
 
 import heapq
+import http.client
 import itertools
 import logging
 import threading
 import time
-import http.client
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from email.utils import formatdate
@@ -71,7 +71,9 @@ class PushHub:
         self._closed = False
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="calendar-emulator-push")
         self.reset()
-        self._dispatcher = threading.Thread(target=self._dispatch, name="calendar-emulator-push", daemon=True)
+        self._dispatcher = threading.Thread(
+            target=self._dispatch, name="calendar-emulator-push", daemon=True
+        )
         self._dispatcher.start()
 
     def reset(self) -> None:
@@ -104,7 +106,11 @@ class PushHub:
         """Stop a channel; False if there is no such live channel."""
         with self.lock:
             channel = self.channels.get(channel_id)
-            if channel is None or channel.stopped or (resource_id is not None and resource_id != channel.resource_id):
+            if (
+                channel is None
+                or channel.stopped
+                or (resource_id is not None and resource_id != channel.resource_id)
+            ):
                 return False
             channel.stopped = True
             return True
@@ -148,7 +154,9 @@ class PushHub:
                         self.counters.add("notifications", "merged")
                         continue
                     self._merging[channel_id] = number
-                    self._enqueue_locked(Notification(channel_id, "exists", None), faults.merge_window + faults.delay)
+                    self._enqueue_locked(
+                        Notification(channel_id, "exists", None), faults.merge_window + faults.delay
+                    )
                     continue
                 copies = 1
                 if faults.duplicate > 0:
@@ -165,9 +173,12 @@ class PushHub:
     # -- faults -----------------------------------------------------------------------------
 
     def set_faults(self, channel_id: str | None, faults: PushFaults) -> None:
-        """Replace the faults of one channel (or of all with None); unpausing releases held messages."""
+        """Replace the faults of one channel (or all, with None); unpausing releases held ones."""
         key = channel_id or "*"
         with self.lock:
+            if channel_id is None:
+                # Faults for every channel replace any per-channel ones.
+                self._faults.clear()
             self._faults[key] = faults
             if not faults.paused:
                 held, self._held = self._held, []
@@ -193,9 +204,14 @@ class PushHub:
         with self.lock:
             now_ms = self._now_ms()
             return [
-                {**channel.resource(), "address": channel.address, "user": channel.user,
-                 "stopped": channel.stopped, "expired": channel.expired(now_ms),
-                 "lastMessageNumber": channel.last_number}
+                {
+                    **channel.resource(),
+                    "address": channel.address,
+                    "user": channel.user,
+                    "stopped": channel.stopped,
+                    "expired": channel.expired(now_ms),
+                    "lastMessageNumber": channel.last_number,
+                }
                 for channel in self.channels.values()
             ]
 
@@ -225,7 +241,9 @@ class PushHub:
                     continue
                 heapq.heappop(self._queue)
                 if notification.number is None:
-                    notification = replace(notification, number=self._merging.pop(notification.channel_id, 0))
+                    notification = replace(
+                        notification, number=self._merging.pop(notification.channel_id, 0)
+                    )
                 self._in_flight += 1
                 try:
                     self._pool.submit(self._send_and_release, notification)
@@ -256,7 +274,9 @@ class PushHub:
                 "Content-Length": "0",
             }
             if channel.expiration_ms is not None:
-                headers["X-Goog-Channel-Expiration"] = formatdate(channel.expiration_ms / 1000, usegmt=True)
+                headers["X-Goog-Channel-Expiration"] = formatdate(
+                    channel.expiration_ms / 1000, usegmt=True
+                )
             if channel.token is not None:
                 headers["X-Goog-Channel-Token"] = channel.token
             address = channel.address
@@ -265,7 +285,9 @@ class PushHub:
             self.counters.add("notifications", "delivered")
             self.counters.add("notifications", f"delivered_{notification.state}")
             return
-        if (status is None or status in _RETRIED) and notification.attempt < self.settings.max_attempts:
+        if (
+            status is None or status in _RETRIED
+        ) and notification.attempt < self.settings.max_attempts:
             self.counters.add("notifications", "retried")
             backoff = self.settings.retry_initial * 2 ** (notification.attempt - 1)
             self._enqueue(replace(notification, attempt=notification.attempt + 1), backoff)
@@ -279,9 +301,13 @@ class PushHub:
             log.warning("not delivering to non-loopback address %s", address)
             return 0
         parsed = urlparse(address)
-        connection_class = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
+        connection_class = (
+            http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
+        )
         path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
-        connection = connection_class(parsed.hostname or "", parsed.port, timeout=self.settings.timeout)
+        connection = connection_class(
+            parsed.hostname or "", parsed.port, timeout=self.settings.timeout
+        )
         try:
             # http.client rather than urllib: Google's POST has no Content-Type at all.
             connection.request("POST", path, body=b"", headers=headers)

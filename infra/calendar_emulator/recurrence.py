@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
-from dateutil.rrule import rrule, rruleset, rrulestr
+from dateutil.rrule import rrule, rruleset, rrulestr  # type: ignore[import-untyped]
 
 from .errors import bad_request
 from .timeutil import EventTime, zone
@@ -60,7 +60,9 @@ def contains(start: EventTime, lines: Sequence[str], original: EventTime) -> boo
     moment = original.utc
     return any(
         candidate.utc == moment
-        for candidate in expand(start, lines, moment - timedelta(seconds=1), moment + timedelta(seconds=1), 2)
+        for candidate in expand(
+            start, lines, moment - timedelta(seconds=1), moment + timedelta(seconds=1), 2
+        )
     )
 
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol
 from urllib.parse import parse_qs, unquote
 
 from .errors import ApiError
 from .http_types import Request, Response
 
 log = logging.getLogger(__name__)
+
+
+class Application(Protocol):
+    """What the server needs from the emulator."""
+
+    def handle(self, request: Request) -> Response: ...
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -40,7 +47,10 @@ class _Handler(BaseHTTPRequestHandler):
             response = Response(err.code, err.to_bytes())
         except Exception as err:  # never leak a traceback to the client
             log.exception("unhandled error for %s %s", self.command, self.path)
-            response = Response(500, ApiError(500, "backendError", f"Backend Error: {type(err).__name__}").to_bytes())
+            response = Response(
+                500,
+                ApiError(500, "backendError", f"Backend Error: {type(err).__name__}").to_bytes(),
+            )
         self._write(response)
         if response.after is not None:
             response.after()
@@ -67,15 +77,18 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, host: str, port: int, app: object) -> None:
+    def __init__(self, host: str, port: int, app: Application) -> None:
         super().__init__((host, port), _Handler)
         self.app = app
         bound_host, bound_port = self.server_address[:2]
+        if isinstance(bound_host, bytes):
+            bound_host = bound_host.decode()
         self.base_url = f"http://{bound_host}:{bound_port}"
 
     def start_background(self) -> threading.Thread:
         """Serve in a daemon thread; stop with ``shutdown()`` then ``server_close()``."""
-        thread = threading.Thread(target=self.serve_forever, args=(0.1,), name="calendar-emulator-http",
-                                  daemon=True)
+        thread = threading.Thread(
+            target=self.serve_forever, args=(0.1,), name="calendar-emulator-http", daemon=True
+        )
         thread.start()
         return thread

@@ -62,7 +62,12 @@ class StoredEvent:
 
 def cancelled_view(resource: dict[str, Any]) -> dict[str, Any]:
     """``kind``/``etag``/``id``/``status`` plus the instance identity for exceptions."""
-    out = {"kind": "calendar#event", "etag": resource.get("etag"), "id": resource["id"], "status": "cancelled"}
+    out = {
+        "kind": "calendar#event",
+        "etag": resource.get("etag"),
+        "id": resource["id"],
+        "status": "cancelled",
+    }
     if "recurringEventId" in resource:
         out["recurringEventId"] = resource["recurringEventId"]
         out["originalStartTime"] = resource["originalStartTime"]
@@ -72,7 +77,9 @@ def cancelled_view(resource: dict[str, Any]) -> dict[str, Any]:
 class Calendar:
     """One calendar; mutated only by ``Store`` under its lock."""
 
-    def __init__(self, calendar_id: str, owner: str, summary: str, time_zone: str, now: datetime) -> None:
+    def __init__(
+        self, calendar_id: str, owner: str, summary: str, time_zone: str, now: datetime
+    ) -> None:
         self.id = calendar_id
         self.owner = owner
         self.summary = summary
@@ -150,7 +157,9 @@ class Store:
                 raise not_found()
             return calendar
 
-    def create_calendar(self, owner: str, summary: str, time_zone: str, calendar_id: str | None = None) -> Calendar:
+    def create_calendar(
+        self, owner: str, summary: str, time_zone: str, calendar_id: str | None = None
+    ) -> Calendar:
         """A secondary calendar; 409 if the id is taken."""
         with self.lock:
             self.ensure_user(owner)
@@ -165,14 +174,18 @@ class Store:
         """Remove a secondary calendar."""
         with self.lock:
             if self.primary.get(calendar.owner) == calendar.id:
-                raise ApiError(400, "cannotDeletePrimaryCalendar", "Cannot delete primary calendar.")
+                raise ApiError(
+                    400, "cannotDeletePrimaryCalendar", "Cannot delete primary calendar."
+                )
             self.calendars.pop(calendar.id, None)
 
     def calendars_of(self, user: str) -> list[Calendar]:
         """Calendars owned by ``user``, primary first."""
         with self.lock:
             primary = self.ensure_user(user)
-            others = [cal for cal in self.calendars.values() if cal.owner == user and cal is not primary]
+            others = [
+                cal for cal in self.calendars.values() if cal.owner == user and cal is not primary
+            ]
             return [primary, *others]
 
     def epoch_of(self, calendar: Calendar) -> str:
@@ -186,7 +199,9 @@ class Store:
 
     # -- events -------------------------------------------------------------------------
 
-    def put_event(self, calendar: Calendar, resource: dict[str, Any], notify: bool = True) -> StoredEvent:
+    def put_event(
+        self, calendar: Calendar, resource: dict[str, Any], notify: bool = True
+    ) -> StoredEvent:
         """Store a new version of an event: next ``seq``, fresh ``etag`` and ``updated``."""
         with self.lock:
             calendar.counter += 1

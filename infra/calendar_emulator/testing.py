@@ -24,7 +24,9 @@ class RunningEmulator:
 
 
 @contextmanager
-def running_emulator(enforce_auth: bool = False, host: str = "127.0.0.1") -> Iterator[RunningEmulator]:
+def running_emulator(
+    enforce_auth: bool = False, host: str = "127.0.0.1"
+) -> Iterator[RunningEmulator]:
     """Serve a fresh emulator on a free loopback port in a background thread."""
     app = Emulator(enforce_auth=enforce_auth)
     server = EmulatorHTTPServer(host, 0, app)

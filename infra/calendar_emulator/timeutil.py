@@ -95,7 +95,9 @@ def parse_event_time(value: object, field: str) -> EventTime:
     if not isinstance(value, dict):
         raise bad_request("required", f"Missing {field} time.", field)
     time_zone = value.get("timeZone")
-    if time_zone is not None and (not isinstance(time_zone, str) or (time_zone and zone(time_zone) is None)):
+    if time_zone is not None and (
+        not isinstance(time_zone, str) or (time_zone and zone(time_zone) is None)
+    ):
         raise ApiError(400, "timeZoneInvalid", "Invalid time zone definition for start time.")
     if value.get("date"):
         raw = value["date"]

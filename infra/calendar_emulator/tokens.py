@@ -81,7 +81,8 @@ def check_sync_token(token: SyncToken, calendar_id: str, epoch: str, counter: in
 def encode_page_token(token: PageToken) -> str:
     """The opaque string for a page token."""
     return _encode(
-        _PAGE_PREFIX, [token.mode, token.snapshot, token.position, token.sub, token.fingerprint, token.since]
+        _PAGE_PREFIX,
+        [token.mode, token.snapshot, token.position, token.sub, token.fingerprint, token.since],
     )
 
 
@@ -92,20 +93,35 @@ def decode_page_token(text: str, fingerprint: str) -> PageToken:
         payload is None
         or len(payload) != 6
         or not isinstance(payload[0], str)
-        or not all(isinstance(value, int) for value in (payload[1], payload[2], payload[3], payload[5]))
+        or not all(
+            isinstance(value, int) for value in (payload[1], payload[2], payload[3], payload[5])
+        )
         or not isinstance(payload[4], str)
     ):
         raise bad_request("invalid", "Invalid page token value.", "pageToken")
-    token = PageToken(
-        payload[0], int(payload[1]), int(payload[2]), int(payload[3]), payload[4], int(payload[5])  # type: ignore[arg-type]
-    )
+    mode, snapshot, position, sub, digest, since = payload
+    assert isinstance(mode, str) and isinstance(digest, str)
+    assert isinstance(snapshot, int) and isinstance(position, int)
+    assert isinstance(sub, int) and isinstance(since, int)
+    token = PageToken(mode, snapshot, position, sub, digest, since)
     if token.fingerprint != fingerprint:
-        raise bad_request("invalid", "Page token was issued for different query parameters.", "pageToken")
+        raise bad_request(
+            "invalid", "Page token was issued for different query parameters.", "pageToken"
+        )
     return token
 
 
 def query_fingerprint(query: Mapping[str, list[str]]) -> str:
     """A short digest of the query parameters that must stay the same across pages."""
-    ignored = {"pageToken", "syncToken", "alt", "prettyPrint", "fields", "quotaUser", "key", "maxResults"}
+    ignored = {
+        "pageToken",
+        "syncToken",
+        "alt",
+        "prettyPrint",
+        "fields",
+        "quotaUser",
+        "key",
+        "maxResults",
+    }
     items = sorted((key, tuple(values)) for key, values in query.items() if key not in ignored)
     return hashlib.sha1(json.dumps(items).encode()).hexdigest()[:12]
