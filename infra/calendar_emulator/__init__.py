@@ -1,5 +1,14 @@
 """An in-memory Google Calendar API v3 emulator for tests, the local stack and benchmarks.
 
 Run it with ``python -m infra.calendar_emulator --port N``; drive it from tests
-with :mod:`infra.calendar_emulator.testing` and :mod:`infra.calendar_emulator.control`.
+with :mod:`.testing` (``running_emulator``, ``calendar_service``) and
+:mod:`.control` (``EmulatorControl``, standard library only).
+
+Modules by concern: ``server`` (HTTP), ``app`` (wiring), ``api_routes`` and
+``control_routes`` (routing), ``store`` (calendars, events, change counter),
+``event_writes``, ``list_query`` + ``listing`` (events.list/instances),
+``recurrence`` (dateutil expansion), ``tokens`` (sync/page tokens),
+``channels`` + ``push`` (watch channels and delivery), ``auth`` (bearer
+tokens and ``/token``), ``faults`` (injected failures, rate limit),
+``counters``, ``clock``, ``errors``.
 """

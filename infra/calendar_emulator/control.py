@@ -153,7 +153,7 @@ class EmulatorControl:
         merge_window: float = 0.0,
         paused: bool = False,
     ) -> None:
-        """Set delivery faults of one channel (or all): drop, duplicate, delay, merge, pause."""
+        """Set delivery faults of one channel, or of all (replacing per-channel ones) with None."""
         body: dict[str, Any] = {
             "drop": drop,
             "delay": delay,

@@ -31,8 +31,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         raw_path, _, raw_query = self.path.partition("?")
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            error = ApiError(400, "badRequest", "Invalid Content-Length header.")
+            self._write(Response(400, error.to_bytes()))
+            return
+        body = self.rfile.read(length) if length > 0 else b""
         request = Request(
             method=self.command,
             segments=tuple(unquote(part) for part in raw_path.split("/") if part),
