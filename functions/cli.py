@@ -60,7 +60,13 @@ def _register_changes(commands: Any) -> None:
     parser.set_defaults(handler=cmd_changes)
 
 
-COMMANDS: list[Callable[[Any], None]] = [_register_changes]
+def _register_admin(commands: Any) -> None:
+    from functions.cli_admin import register
+
+    register(commands)
+
+
+COMMANDS: list[Callable[[Any], None]] = [_register_changes, _register_admin]
 
 
 def build_parser() -> argparse.ArgumentParser:

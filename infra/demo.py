@@ -1,17 +1,20 @@
 """`make demo`: the whole local system, told as a story, then stopped.
 
-Each chapter drives the real clients (google-api-python-client against the
-Calendar emulator, the functions over HTTP) and prints what it sees.
+Every chapter drives real parts: google-api-python-client against the
+Calendar emulator, push notifications over HTTP to the webhook function,
+sync tasks through the Cloud Tasks emulator to the worker function, and the
+change feed read back from the Firestore emulator with the service code the
+operator CLI uses.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,15 @@ from infra.local.processes import StackError
 from infra.local.stack import ROOT, Stack, StackConfig
 
 USER = "alice@example.com"
+REFRESH_TOKEN = "demo-refresh-token-for-alice"
+# Short channel lifetimes and a short safety-net interval, so renewal and the
+# safety net happen within the demo instead of within days.
+DEMO_SETTINGS = {
+    "CALSYNC_CHANNEL_TTL_SECONDS": "300",
+    "CALSYNC_RENEWAL_WINDOW_SECONDS": "285",
+    "CALSYNC_SAFETY_NET_INTERVAL_SECONDS": "4",
+    "CALSYNC_MIN_SYNC_INTERVAL_SECONDS": "2",
+}
 
 
 class Story:
@@ -36,33 +48,33 @@ class Story:
 
 
 def _status(url: str, method: str = "GET") -> int:
-    request = urllib.request.Request(url, method=method)
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=60) as response:
             return int(response.status)
     except urllib.error.HTTPError as err:
         return int(err.code)
 
 
-def _wait_for(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+def _wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
-        time.sleep(0.2)
+        time.sleep(0.25)
     return None
 
 
-def _webhook_notifications(run_dir: Path) -> list[dict[str, Any]]:
-    seen = []
-    log = run_dir / "function-webhook.log"
-    if not log.exists():
-        return seen
-    for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("{") and '"message":"notification' in line:
-            seen.append(json.loads(line))
-    return seen
+def _log_lines(run_dir: Path, name: str, message: str) -> list[dict[str, Any]]:
+    path = run_dir / name
+    if not path.exists():
+        return []
+    lines = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{") and f'"message":"{message}"' in line:
+            lines.append(json.loads(line))
+    return lines
 
 
 def calendar_service(env: dict[str, str], user: str) -> Any:
@@ -75,9 +87,62 @@ def calendar_service(env: dict[str, str], user: str) -> Any:
                  client_options={"api_endpoint": env["CALENDAR_API_ENDPOINT"]})
 
 
+class Feed:
+    """Reads a subscription's change feed after a cursor and prints each entry."""
+
+    def __init__(self, store: Any, sub_id: str) -> None:
+        self.store, self.sub_id, self.cursor = store, sub_id, 0
+
+    def drain(self, story: Story, expect: int, timeout: float = 40.0,
+              show: int = 1000) -> list[Any]:
+        got: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            page = self.store.list_changes(self.sub_id, self.cursor, 500)
+            for entry in page.entries:
+                if len(got) < show:
+                    story.say(describe(entry))
+                got.append(entry)
+            self.cursor = page.next_cursor
+            if len(got) >= expect and not page.entries:
+                break
+            if not page.entries:
+                time.sleep(0.3)
+        if len(got) > show:
+            story.say(f"... and {len(got) - show} more")
+        return got
+
+
+def describe(entry: Any) -> str:
+    series = f" (instance of {entry.recurring_event_id})" if entry.recurring_event_id else ""
+    head = f"#{entry.seq:<4} {entry.kind:<8} {entry.event_id}{series}"
+    if entry.kind != "updated":
+        summary = (entry.fields.get("summary") or {}).get("after" if entry.kind == "created"
+                                                           else "before")
+        return head + (f"  {summary!r}" if summary else "")
+    parts = []
+    for name, change in sorted(entry.fields.items()):
+        before, after = change.get("before"), change.get("after")
+        if name in ("start", "end"):
+            before = (before or {}).get("dateTime") or (before or {}).get("date")
+            after = (after or {}).get("dateTime") or (after or {}).get("date")
+        parts.append(f"{name}: {before!r} -> {after!r}")
+    return head + "  " + "; ".join(parts)
+
+
 def run(story: Story, stack: Stack) -> None:
     env = stack.env
     run_dir = Path(env["CALSYNC_RUN_DIR"])
+    os.environ.update(env)  # the service code reads the same variables as the functions
+    from functions import app
+    from functions.credentials import CredentialVault
+    from infra.calendar_emulator.control import EmulatorControl
+
+    app.reset()
+    settings = app.cli_settings()
+    service = app.subscription_service(settings)
+    store = app.store(settings)
+    control = EmulatorControl(env["CALENDAR_EMULATOR_CONTROL"].rsplit("/control", 1)[0])
 
     story.title("Every component answers")
     checks = {
@@ -88,77 +153,158 @@ def run(story: Story, stack: Stack) -> None:
         "renew_channels function": env["CALSYNC_RENEWER_URL"],
     }
     for name, url in checks.items():
-        story.say(f"{name:<24} {url:<48} HTTP {_status(url)}")
-    story.say(f"{'Cloud Tasks emulator':<24} {env['CLOUD_TASKS_EMULATOR_HOST']:<48} "
-              f"queue {env['CALSYNC_TASKS_QUEUE_PATH']} created")
+        story.say(f"{name:<24} {url:<44} HTTP {_status(url)} to a GET")
+    story.say(f"{'Cloud Tasks emulator':<24} {env['CLOUD_TASKS_EMULATOR_HOST']:<44} "
+              f"queue {env['CALSYNC_TASKS_QUEUE']}")
 
-    story.title(f"{USER} fills a calendar through google-api-python-client")
-    service = calendar_service(env, USER)
-    calendar = service.calendars().insert(body={"summary": "Team offsite"}).execute()
-    calendar_id = calendar["id"]
-    story.say(f"calendars.insert -> {calendar_id}")
+    story.title(f"{USER} already has a calendar with events")
+    cal = calendar_service(env, USER)
+    events = cal.events()
+    calendar_id = cal.calendars().insert(body={"summary": "Team"}).execute()["id"]
+    made = {}
     for day, summary in ((1, "Kick-off"), (2, "Design review"), (3, "Retro")):
-        event = service.events().insert(calendarId=calendar_id, body={
-            "summary": summary,
-            "start": {"dateTime": f"2026-12-0{day}T09:00:00Z"},
-            "end": {"dateTime": f"2026-12-0{day}T10:00:00Z"},
-        }).execute()
-        story.say(f"events.insert  -> {event['id']}  {summary!r}  etag {event['etag']}")
-    listing = service.events().list(calendarId=calendar_id).execute()
-    story.say(f"events.list    -> {len(listing['items'])} events, "
-              f"nextSyncToken {'present' if listing.get('nextSyncToken') else 'missing'}")
+        made[summary] = events.insert(calendarId=calendar_id, body={
+            "summary": summary, "start": {"dateTime": f"2026-12-0{day}T09:00:00Z"},
+            "end": {"dateTime": f"2026-12-0{day}T10:00:00Z"}}).execute()
+    standup = events.insert(calendarId=calendar_id, body={
+        "summary": "Standup", "start": {"dateTime": "2026-12-07T09:30:00Z", "timeZone": "UTC"},
+        "end": {"dateTime": "2026-12-07T09:45:00Z", "timeZone": "UTC"},
+        "recurrence": ["RRULE:FREQ=DAILY;COUNT=10"]}).execute()
+    story.say(f"calendar {calendar_id}: 3 single events and a daily 'Standup' series")
 
-    story.title("A watch channel points the calendar at the webhook function")
-    channel_id = str(uuid.uuid4())
-    channel = service.events().watch(calendarId=calendar_id, body={
-        "id": channel_id, "type": "web_hook", "address": env["CALSYNC_WEBHOOK_URL"],
-        "token": "demo-token", "params": {"ttl": "3600"},
-    }).execute()
-    story.say(f"events.watch   -> channel {channel['id']}, resource {channel['resourceId']}, "
-              f"expires {channel['expiration']} (epoch ms)")
-    arrived = _wait_for(lambda: [n for n in _webhook_notifications(run_dir)
-                                 if n.get("channel_id") == channel_id])
-    for note in arrived or []:
-        story.say(f"webhook received: state={note['resource_state']} "
-                  f"message={note['message_number']}")
-    if not arrived:
-        raise SystemExit("demo: the initial sync notification never reached the webhook")
+    story.title("Subscribe: a channel opens and the initial full sync fills the feed")
+    control.register_refresh_token(REFRESH_TOKEN, USER)
+    vault = CredentialVault(app.firestore_client(settings), settings.credential_keys)
+    credentials_ref = vault.store_refresh_token(REFRESH_TOKEN)
+    sub, opened = service.subscribe(calendar_id, USER, credentials_ref)
+    story.say(f"subscription {sub.id}: credentials {credentials_ref} (refresh token sealed "
+              f"with AES-GCM), channel {opened.channel_id}")
+    feed = Feed(store, sub.id)
+    feed.drain(story, expect=4)
 
-    story.title("A change in the calendar pushes a notification")
-    service.events().insert(calendarId=calendar_id, body={
-        "summary": "Dinner", "start": {"dateTime": "2026-12-03T19:00:00Z"},
-        "end": {"dateTime": "2026-12-03T21:00:00Z"},
-    }).execute()
-    story.say("events.insert  -> 'Dinner'")
-    exists = _wait_for(lambda: [n for n in _webhook_notifications(run_dir)
-                                if n.get("channel_id") == channel_id
-                                and n.get("resource_state") == "exists"])
-    if not exists:
-        raise SystemExit("demo: no `exists` notification reached the webhook")
-    story.say(f"webhook received: state=exists message={exists[0]['message_number']}")
-    story.say("(the webhook answers 501 until its issue lands: the sync engine is next)")
-    service.channels().stop(body={"id": channel_id,
-                                  "resourceId": channel["resourceId"]}).execute()
-    story.say("channels.stop  -> 204")
+    story.title("Changes in the calendar arrive as field-level feed entries")
+    events.patch(calendarId=calendar_id, eventId=made["Kick-off"]["id"],
+                 body={"summary": "Kick-off (all hands)", "location": "Room 1"}).execute()
+    story.say("patched 'Kick-off': new title and a location")
+    feed.drain(story, expect=1)
+    events.patch(calendarId=calendar_id, eventId=made["Design review"]["id"], body={
+        "start": {"dateTime": "2026-12-02T14:00:00Z"},
+        "end": {"dateTime": "2026-12-02T15:00:00Z"}}).execute()
+    story.say("moved 'Design review' to the afternoon")
+    feed.drain(story, expect=1)
+    events.delete(calendarId=calendar_id, eventId=made["Retro"]["id"]).execute()
+    story.say("deleted 'Retro'")
+    feed.drain(story, expect=1)
+    instances = events.instances(calendarId=calendar_id, eventId=standup["id"]).execute()
+    second, third = instances["items"][1], instances["items"][2]
+    events.patch(calendarId=calendar_id, eventId=second["id"],
+                 body={"summary": "Standup (demo day)"}).execute()
+    events.delete(calendarId=calendar_id, eventId=third["id"]).execute()
+    story.say("edited one 'Standup' instance and cancelled another")
+    feed.drain(story, expect=2)
+
+    story.title("A burst of 200 rapid edits collapses into a few sync runs")
+    before_runs = len(_synced_runs(run_dir, sub.id))
+    started = time.monotonic()
+    for n in range(200):
+        events.patch(calendarId=calendar_id, eventId=made["Kick-off"]["id"],
+                     body={"description": f"edit {n}"}).execute()
+    burst = time.monotonic() - started
+    entries = feed.drain(story, expect=1, show=3)
+    _wait_for(lambda: _quiet(store, sub.id), timeout=30)
+    runs = len(_synced_runs(run_dir, sub.id)) - before_runs
+    final = store.get_subscription(sub.id)
+    story.say(f"200 edits in {burst:.1f}s -> {runs} sync runs, {len(entries)} feed entries; "
+              f"the snapshot holds the last edit: "
+              f"{_snapshot(store, sub.id, made['Kick-off']['id']).get('description')!r}")
+    assert final is not None
+
+    story.title("A channel nears expiry and is replaced; no change is lost")
+    story.say(f"channels here live {DEMO_SETTINGS['CALSYNC_CHANNEL_TTL_SECONDS']}s and are "
+              f"renewed within {DEMO_SETTINGS['CALSYNC_RENEWAL_WINDOW_SECONDS']}s of expiry")
+    time.sleep(max(0.0, _seconds_until_due(service, sub.id, settings)))
+    answer = _post_json(env["CALSYNC_RENEWER_URL"])
+    story.say(f"renew_channels -> renewed {answer.get('renewed')}, "
+              f"safety-net syncs {answer.get('safety_net')}")
+    status = service.status(sub.id)
+    story.say(f"now on channel {status.channel_id} (was {opened.channel_id})")
+    control.expire_channel(opened.channel_id)
+    events.patch(calendarId=calendar_id, eventId=made["Design review"]["id"],
+                 body={"summary": "Design review v2"}).execute()
+    story.say("old channel expired at Google; renamed 'Design review'")
+    feed.drain(story, expect=1)
+
+    story.title("Dropped notifications are caught by the safety net")
+    control.drop_notifications(5)
+    events.insert(calendarId=calendar_id, body={
+        "summary": "Offsite", "start": {"date": "2026-12-10"},
+        "end": {"date": "2026-12-11"}}).execute()
+    story.say("created 'Offsite' while the emulator drops the next notifications")
+    quiet = feed.drain(story, expect=1, timeout=4)
+    story.say(f"feed after 4s: {len(quiet)} entries (the notification never came)")
+    time.sleep(float(DEMO_SETTINGS["CALSYNC_SAFETY_NET_INTERVAL_SECONDS"]))
+    answer = _post_json(env["CALSYNC_RENEWER_URL"])
+    story.say(f"renew_channels -> safety-net syncs {answer.get('safety_net')}")
+    feed.drain(story, expect=1 - len(quiet))
+
+    story.title("Status")
+    from functions.cli import main as cli
+
+    cli(["status"])
+
+
+def _synced_runs(run_dir: Path, sub_id: str) -> list[dict[str, Any]]:
+    return [line for line in _log_lines(run_dir, "function-sync_worker.log", "sync run")
+            if line.get("subscription") == sub_id and line.get("outcome") == "synced"]
+
+
+def _quiet(store: Any, sub_id: str) -> bool:
+    sub = store.get_subscription(sub_id)
+    state = store.get_writer_state(sub_id)
+    return bool(sub and sub.requested_gen <= int(state.get("synced_gen") or 0)
+                and not state.get("lease_until"))
+
+
+def _snapshot(store: Any, sub_id: str, event_id: str) -> dict[str, Any]:
+    return store.load_snapshots(sub_id, [event_id]).get(event_id) or {}
+
+
+def _seconds_until_due(service: Any, sub_id: str, settings: Any) -> float:
+    from datetime import UTC, datetime
+
+    expiration = service.status(sub_id).channel_expiration
+    if expiration is None:
+        return 0.0
+    due = expiration.timestamp() - settings.renewal_window
+    return due - datetime.now(UTC).timestamp() + 0.5
+
+
+def _post_json(url: str) -> dict[str, Any]:
+    request = urllib.request.Request(url, method="POST", data=b"{}",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return dict(json.loads(response.read()))
 
 
 def main() -> int:
     story = Story()
     story.title("The local stack starts (emulators and the three functions)")
-    stack = Stack(StackConfig(run_dir=ROOT / ".run"))
+    stack = Stack(StackConfig(run_dir=ROOT / ".run", extra_function_env=dict(DEMO_SETTINGS)))
+    code = 0
     try:
         stack.start(progress=True)
         run(story, stack)
     except StackError as err:
         print(f"demo: the stack did not start: {err}", file=sys.stderr)
-        return 1
+        code = 1
     finally:
         story.title("Everything stops")
         pids = stack.pids()
         stack.stop()
         story.say(f"stopped {len(pids)} processes; logs kept in {ROOT / '.run'}")
-    print("\ndemo finished", flush=True)
-    return 0
+    if code == 0:
+        print("\ndemo finished", flush=True)
+    return code
 
 
 if __name__ == "__main__":
