@@ -33,6 +33,7 @@ def _webhook_service() -> WebhookService:
     return WebhookService(
         FirestoreChannelStore(client), FirestoreStore(client), CloudTasksQueue(settings),
         settings.channel_token_keys, settings.notification_record_interval,
+        settings.min_sync_interval,
     )
 
 

@@ -162,3 +162,4 @@ class SyncRequest:
     found: bool
     needs_task: bool
     generation: int = 0
+    last_run_started_at: datetime | None = None  # MIN_SYNC_INTERVAL counts from here

@@ -9,6 +9,8 @@ Data model (DESIGN.md): `subscriptions/{sub}`, `subscriptions/{sub}/state/writer
 from __future__ import annotations
 
 import contextlib
+import random
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -65,6 +67,7 @@ _TRANSIENT = (
     ConnectionError,
 )
 _GET_ALL_BATCH = 500
+_BUMP_ATTEMPTS = 20
 
 
 def seq_id(seq: int) -> str:
@@ -80,6 +83,11 @@ def _translated() -> Iterator[None]:
         raise
     except _TRANSIENT as err:
         raise StoreUnavailable(f"firestore unavailable: {err}") from err
+    except ValueError as err:
+        # The client's `transactional` gives up on contention with a ValueError.
+        if "Failed to commit transaction" not in str(err):
+            raise
+        raise StoreUnavailable(f"firestore contention: {err}") from err
     except gexc.GoogleAPICallError as err:
         raise StoreError(f"firestore error: {err}") from err
 
@@ -347,49 +355,43 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
     def record_sync_request(self, sub_id: str, now: datetime) -> SyncRequest:
         """Bump `requested_gen` unless a request is already pending.
 
-        A consistent read-only look first: when `requested_gen` is already
-        ahead of `claimed_gen` the run that will claim it has not listed yet,
-        so this notification needs no write at all (the hot-document rule).
-        Otherwise a transaction re-checks and increments; `needs_task` then
-        tells the caller to queue a task for `generation`.
+        No transaction, so a burst of notifications takes no locks: one
+        consistent read of the subscription and `state/writer`; when
+        `requested_gen` is already ahead of `claimed_gen` the run that will
+        claim it has not listed yet, so this notification needs no write at
+        all (the hot-document rule). Otherwise a write conditioned on the
+        subscription's update time increments it; if another notification won
+        that race, re-reading finds the request pending. `needs_task` tells the
+        caller to queue a task for `generation`.
         """
-
-        def look(transaction: Any) -> tuple[dict[str, Any] | None, int]:
-            sub_snap = self._sub(sub_id).get(transaction=transaction)
-            state = self._state(sub_id).get(transaction=transaction).to_dict() or {}
-            data = sub_snap.to_dict() if sub_snap.exists else None
-            return data, int(state.get("claimed_gen") or 0)
-
-        def verdict(data: dict[str, Any] | None, claimed: int) -> SyncRequest | None:
-            if data is None:
+        sub_ref, state_ref = self._sub(sub_id), self._state(sub_id)
+        for attempt in range(_BUMP_ATTEMPTS):
+            with _translated():
+                found = {snap.reference.path: snap
+                         for snap in self._client.get_all([sub_ref, state_ref])}
+            sub_snap, state_snap = found.get(sub_ref.path), found.get(state_ref.path)
+            if sub_snap is None or not sub_snap.exists:
                 return SyncRequest(found=False, needs_task=False)
+            data = sub_snap.to_dict() or {}
+            state = (state_snap.to_dict() if state_snap is not None else None) or {}
             requested = int(data.get("requested_gen") or 0)
-            if data.get("status", ACTIVE) != ACTIVE or requested > claimed:
+            if data.get("status", ACTIVE) != ACTIVE or requested > int(
+                    state.get("claimed_gen") or 0):
                 return SyncRequest(found=True, needs_task=False, generation=requested)
-            return None
-
-        @firestore.transactional
-        def peek(transaction: Any) -> SyncRequest | None:
-            return verdict(*look(transaction))
-
-        @firestore.transactional
-        def bump(transaction: Any) -> SyncRequest:
-            data, claimed = look(transaction)
-            settled = verdict(data, claimed)
-            if settled is not None:
-                return settled
-            generation = int((data or {}).get("requested_gen") or 0) + 1
-            transaction.update(self._sub(sub_id), {
-                "requested_gen": generation,
-                "requested_at": now,
-            })
-            return SyncRequest(found=True, needs_task=True, generation=generation)
-
-        with _translated():
-            settled = peek(self._client.transaction(read_only=True))
-            if settled is not None:
-                return settled
-            return bump(self._client.transaction())
+            try:
+                with _translated():
+                    sub_ref.update(
+                        {"requested_gen": requested + 1, "requested_at": now},
+                        option=self._client.write_option(last_update_time=sub_snap.update_time),
+                    )
+            except StoreError as err:
+                if not isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Aborted):
+                    raise
+                time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
+                continue  # someone else wrote it first: look again
+            return SyncRequest(found=True, needs_task=True, generation=requested + 1,
+                               last_run_started_at=state.get("lease_started_at"))
+        raise StoreUnavailable(f"subscription {sub_id} too contended to record a request")
 
     def mark_queued(self, sub_id: str, generation: int, now: datetime) -> None:
         @firestore.transactional

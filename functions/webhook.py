@@ -93,6 +93,7 @@ class WebhookService:
         queue: TaskQueue,
         keyring: Mapping[str, bytes],
         record_interval: float,
+        min_sync_interval: float = 0.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._channels = channels
@@ -100,6 +101,7 @@ class WebhookService:
         self._queue = queue
         self._keyring = keyring
         self._record_interval = timedelta(seconds=record_interval)
+        self._min_interval = timedelta(seconds=min_sync_interval)
         self._clock = clock
 
     def handle(self, note: Notification) -> Outcome:
@@ -131,8 +133,15 @@ class WebhookService:
             return Outcome(200, "subscription is gone", "ignored_no_subscription", channel.sub_id)
         if not request.needs_task:
             return Outcome(200, "sync already pending", "coalesced", channel.sub_id)
+        # Runs start no sooner than MIN_SYNC_INTERVAL after the previous one started:
+        # that, with coalescing, bounds a burst to 1 + ceil(T / interval) runs.
+        not_before = None
+        if request.last_run_started_at is not None:
+            earliest = request.last_run_started_at + self._min_interval
+            not_before = earliest if earliest > now else None
         try:
-            self._queue.enqueue_sync(channel.sub_id, request.generation, origin="request")
+            self._queue.enqueue_sync(channel.sub_id, request.generation, not_before,
+                                     origin="request")
         except QueueUnavailable:
             # The request stays recorded; Google redelivers on 503 and the sweep
             # re-enqueues requests left pending, so nothing is lost either way.

@@ -100,6 +100,9 @@ def calendar(calendar_emulator: Any) -> Any:
 
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    config = StackConfig(run_dir=tmp_path_factory.mktemp("stack"), project=TEST_PROJECT)
+    # Short sweep and safety-net ages, so e2e tests see them act within seconds.
+    config = StackConfig(run_dir=tmp_path_factory.mktemp("stack"), project=TEST_PROJECT,
+                         extra_function_env={"CALSYNC_SWEEP_AFTER_SECONDS": "2",
+                                             "CALSYNC_SAFETY_NET_INTERVAL_SECONDS": "3"})
     with Stack(config) as stack:
         yield stack

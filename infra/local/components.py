@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -69,15 +70,25 @@ def start_firestore(
     return _launch(process, lambda: _http_status(url) == 200, timeout, f"answering on {url}")
 
 
-def reset_firestore(host: str, project: str) -> None:
-    """Delete every document (the emulator's documents DELETE endpoint)."""
+def reset_firestore(host: str, project: str, attempts: int = 50) -> None:
+    """Delete every document (the emulator's documents DELETE endpoint).
+
+    The emulator answers 409 while a transaction holds locks; those end within
+    its lock timeout, so retry for a while.
+    """
     request = urllib.request.Request(
         f"http://{host}/emulator/v1/projects/{project}/databases/(default)/documents",
         method="DELETE",
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        if response.status != 200:
-            raise StackError(f"firestore reset answered {response.status}")
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                if response.status == 200:
+                    return
+        except urllib.error.HTTPError as err:
+            if err.code != 409 or attempt == attempts - 1:
+                raise StackError(f"firestore reset answered {err.code}") from err
+        time.sleep(0.2)
 
 
 def tasks_emulator_python() -> Path:

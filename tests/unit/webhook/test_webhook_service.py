@@ -43,6 +43,7 @@ class FakeRequests(RequestStore):
         self.claimed = 0
         self.queued: list[int] = []
         self.exists = True
+        self.last_run: datetime | None = None
 
     def record_sync_request(self, sub_id: str, now: datetime) -> SyncRequest:
         if not self.exists:
@@ -50,7 +51,8 @@ class FakeRequests(RequestStore):
         if self.requested > self.claimed:
             return SyncRequest(found=True, needs_task=False, generation=self.requested)
         self.requested += 1
-        return SyncRequest(found=True, needs_task=True, generation=self.requested)
+        return SyncRequest(found=True, needs_task=True, generation=self.requested,
+                           last_run_started_at=self.last_run)
 
     def mark_queued(self, sub_id: str, generation: int, now: datetime) -> None:
         self.queued.append(generation)
@@ -59,12 +61,14 @@ class FakeRequests(RequestStore):
 class FakeQueue(TaskQueue):
     def __init__(self) -> None:
         self.tasks: list[tuple[str, int, str]] = []
+        self.not_before: list[datetime | None] = []
         self.fail = False
 
     def enqueue_sync(self, sub_id, generation, not_before=None, *, origin="request"):  # type: ignore[no-untyped-def]
         if self.fail:
             raise QueueUnavailable("down")
         self.tasks.append((sub_id, generation, origin))
+        self.not_before.append(not_before)
 
 
 @pytest.fixture
@@ -73,7 +77,7 @@ def world() -> tuple[WebhookService, FakeChannels, FakeRequests, FakeQueue, list
     channels.channels["ch-1"] = Channel("ch-1", "sub-1", "active", resource_id="res-1")
     clock = [T0]
     service = WebhookService(channels, requests, queue, KEYS, record_interval=5,
-                             clock=lambda: clock[0])
+                             min_sync_interval=2, clock=lambda: clock[0])
     return service, channels, requests, queue, clock
 
 
@@ -197,3 +201,14 @@ def test_parse_rejects_missing_or_malformed_headers(change, reason) -> None:  # 
     headers = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
     with pytest.raises(BadNotification, match=reason):
         parse_notification("POST", headers)
+
+
+def test_task_waits_for_min_sync_interval_after_the_last_run_started(world) -> None:  # type: ignore[no-untyped-def]
+    service, _, requests, queue, clock = world
+    requests.last_run = T0 - timedelta(seconds=0.5)
+    service.handle(note())
+    assert queue.not_before == [T0 + timedelta(seconds=1.5)]
+    requests.claimed = requests.requested
+    requests.last_run = T0 - timedelta(seconds=10)
+    service.handle(note(number=5))
+    assert queue.not_before[-1] is None  # long enough ago: run at once
