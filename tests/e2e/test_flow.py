@@ -205,3 +205,23 @@ def test_a_burst_of_notifications_coalesces_into_few_runs(e2e: E2E) -> None:
     assert queued <= runs + 1  # the subscription is written about once per run
     snapshot = e2e.store.load_snapshots(sub.id, [target])[target]
     assert snapshot["description"] == "edit 999"
+
+
+def test_no_secret_ever_reaches_a_function_log(e2e: E2E) -> None:
+    """Runs last in this module: scans every line the three functions logged."""
+    import re
+
+    secrets = [value.split(":", 1)[1] for key in ("CALSYNC_CHANNEL_TOKEN_KEYS",
+                                                  "CALSYNC_CREDENTIAL_KEYS")
+               for value in e2e.env[key].split(",")]
+    secrets += [e2e.env["CALSYNC_OAUTH_CLIENT_SECRET"], "rt-for-erin-e2e"]
+    channel_token = re.compile(r"v1\.local1\.[A-Za-z0-9_-]{20,}")
+    logs = sorted(e2e.run_dir.glob("function-*.log"))
+    assert len(logs) == 3
+    scanned = 0
+    for path in logs:
+        for line in path.read_text(errors="replace").splitlines():
+            scanned += 1
+            assert not any(secret in line for secret in secrets), (path.name, line[:200])
+            assert not channel_token.search(line), (path.name, line[:200])
+    assert scanned > 1000  # the module's traffic really was logged and read

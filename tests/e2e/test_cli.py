@@ -1,0 +1,74 @@
+"""The operator CLI as an operator runs it: a subprocess with the stack's environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from infra.local.stack import ROOT
+from tests.e2e.conftest import E2E, wait_until
+
+pytestmark = pytest.mark.e2e
+USER = "olive@example.com"
+REFRESH = "rt-olive-cli-secret"
+
+
+def cli(e2e: E2E, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **e2e.env}
+    return subprocess.run([sys.executable, "-m", "functions.cli", *args], cwd=ROOT, env=env,
+                          input=stdin, capture_output=True, text=True, timeout=180)
+
+
+def test_operator_story_through_the_cli(e2e: E2E) -> None:
+    api, calendar_id = e2e.new_calendar(USER, events=3)
+    e2e.control.register_refresh_token(REFRESH, USER)
+    done = cli(e2e, "subscribe", calendar_id, "--owner", USER, "--refresh-token-stdin",
+               "--json", stdin=REFRESH + "\n")
+    assert done.returncode == 0, done.stderr
+    created = json.loads(done.stdout)
+    sub_id = created["subscription_id"]
+    assert created["credentials_ref"].startswith("oauth:")
+    wait_until(lambda: len(e2e.feed(sub_id)) == 3, 30, "the initial sync")
+
+    changes = json.loads(cli(e2e, "changes", sub_id, "--json").stdout)
+    assert [e["kind"] for e in changes["entries"]] == ["created"] * 3
+    assert changes["next_cursor"] == 3
+    tail = cli(e2e, "changes", sub_id, "--after", "2")
+    assert tail.returncode == 0 and "next cursor: 3" in tail.stdout
+
+    status = json.loads(cli(e2e, "status", sub_id, "--json").stdout)["subscriptions"][0]
+    assert status["status"] == "active" and status["channel_id"]
+    table = cli(e2e, "status")
+    assert table.returncode == 0 and sub_id in table.stdout and "active" in table.stdout
+    listing = json.loads(cli(e2e, "list", "--json").stdout)
+    assert [s["id"] for s in listing["subscriptions"]] == [sub_id]
+
+    resync = cli(e2e, "resync", sub_id, "--full", "--json", "--timeout", "60")
+    assert resync.returncode == 0, resync.stderr
+    assert json.loads(resync.stdout)["change_seq"] == 3  # a full resync of an unchanged calendar
+
+    assert cli(e2e, "pause", sub_id).returncode == 0
+    assert json.loads(cli(e2e, "status", sub_id, "--json").stdout)[
+        "subscriptions"][0]["status"] == "paused"
+    assert cli(e2e, "resume", sub_id).returncode == 0
+    renew = json.loads(cli(e2e, "renew", "--json").stdout)
+    assert renew["failed"] == 0
+
+    gone = cli(e2e, "unsubscribe", sub_id, "--json")
+    assert gone.returncode == 0 and json.loads(gone.stdout)["deleted_documents"] > 3
+    outputs = [done, tail, table, resync, gone]
+    assert not any(REFRESH in o.stdout + o.stderr for o in outputs)
+
+
+def test_bad_arguments_and_unknown_subscriptions_have_trustworthy_exit_codes(e2e: E2E) -> None:
+    missing = cli(e2e, "status", "no-such-subscription")
+    assert missing.returncode == 3 and "no subscription" in missing.stderr
+    assert cli(e2e, "unsubscribe", "no-such-subscription").returncode == 3
+    bad = cli(e2e, "changes", "x", "--limit", "0")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert cli(e2e, "subscribe", "cal").returncode == 2  # --owner is required
+    assert cli(e2e, "frobnicate").returncode == 2
