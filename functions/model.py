@@ -62,7 +62,8 @@ class LeaseOutcome(Enum):
     BUSY = "busy"  # another run holds an unexpired lease
     NOT_FOUND = "not_found"  # no such subscription
     INACTIVE = "inactive"  # paused, in error or being deleted
-    DEFERRED = "deferred"  # rate limited until `retry_at`
+    DEFERRED = "deferred"  # rate limited, or too soon after the last run, until `retry_at`
+    IDLE = "idle"  # nothing requested since the last committed sync
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from functions.model import (
@@ -80,8 +80,14 @@ class SyncStore(ABC):
         """The subscription, or None if it does not exist."""
 
     @abstractmethod
-    def acquire_lease(self, sub_id: str, now: datetime, until: datetime) -> LeaseAttempt:
-        """Take the lease (bumping its generation) and claim the pending request."""
+    def acquire_lease(
+        self, sub_id: str, now: datetime, until: datetime, min_gap: timedelta | None = None
+    ) -> LeaseAttempt:
+        """Take the lease (bumping its generation) and claim the pending request.
+
+        IDLE when nothing was requested since the last committed sync; DEFERRED
+        (with `retry_at`) when the previous run started less than `min_gap` ago.
+        """
 
     @abstractmethod
     def extend_lease(self, lease: Lease, until: datetime) -> None:

@@ -12,7 +12,7 @@ import contextlib
 import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -172,7 +172,9 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
 
     # -- the lease ----------------------------------------------------------
 
-    def acquire_lease(self, sub_id: str, now: datetime, until: datetime) -> LeaseAttempt:
+    def acquire_lease(
+        self, sub_id: str, now: datetime, until: datetime, min_gap: timedelta | None = None
+    ) -> LeaseAttempt:
         @firestore.transactional
         def take(transaction: Any) -> LeaseAttempt:
             sub_snap = self._sub(sub_id).get(transaction=transaction)
@@ -187,6 +189,12 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
             held_until = state.get("lease_until")
             if held_until is not None and held_until > now:
                 return LeaseAttempt(LeaseOutcome.BUSY)
+            synced = int(state.get("synced_gen") or 0)
+            if state.get("sync_token") is not None and sub.requested_gen <= synced:
+                return LeaseAttempt(LeaseOutcome.IDLE)
+            last_start = state.get("lease_started_at")
+            if min_gap and last_start is not None and now < last_start + min_gap:
+                return LeaseAttempt(LeaseOutcome.DEFERRED, retry_at=last_start + min_gap)
             generation = int(state.get("lease_generation") or 0) + 1
             claimed = max(sub.requested_gen, int(state.get("claimed_gen") or 0))
             transaction.set(self._state(sub_id), {

@@ -48,6 +48,7 @@ class Outcome(Enum):
     NOT_FOUND = "not_found"
     INACTIVE = "inactive"
     DEFERRED = "deferred"
+    IDLE = "idle"  # a duplicate or late task: every request is already synced
     RATE_LIMITED = "rate_limited"
     LEASE_LOST = "lease_lost"
     FAILED = "failed"  # permanent: the subscription is now in `error`
@@ -143,7 +144,9 @@ class SyncEngine:
     ) -> tuple[Outcome, str | None, datetime | None]:
         lease_span = timedelta(seconds=self._settings.lease_seconds)
         try:
-            attempt = self._store.acquire_lease(sub_id, started, started + lease_span)
+            attempt = self._store.acquire_lease(
+                sub_id, started, started + lease_span,
+                min_gap=timedelta(seconds=self._settings.min_sync_interval))
         except StoreError as err:
             return Outcome.TRANSIENT, _describe(err), None
         if attempt.outcome is LeaseOutcome.DEFERRED and attempt.retry_at is not None:
@@ -167,6 +170,9 @@ class SyncEngine:
         except CalsyncError as err:
             self._release_quietly(run.lease)
             return Outcome.TRANSIENT, _describe(err), None
+        except BaseException:
+            self._release_quietly(run.lease)  # a bug must not hold the lease till expiry
+            raise
 
     def _defer(
         self, sub_id: str, retry_at: datetime

@@ -23,6 +23,7 @@ _SEVERITY = {
     Outcome.SYNCED: "INFO",
     Outcome.BUSY: "INFO",
     Outcome.DEFERRED: "INFO",
+    Outcome.IDLE: "INFO",
     Outcome.NOT_FOUND: "WARNING",
     Outcome.INACTIVE: "INFO",
     Outcome.RATE_LIMITED: "WARNING",

@@ -116,7 +116,18 @@ class Harness:
                                        min_sync_interval=2),
                           clock=clock or self.clock)
 
+    def request(self) -> None:
+        """What the webhook does for a notification: record a sync request.
+
+        The clock moves past MIN_SYNC_INTERVAL first, as it would between
+        real runs (the engine defers runs that start sooner).
+        """
+        self.clock.advance(2.5)
+        self.store.record_sync_request(self.sub.id, self.clock())
+
     def sync(self, **ports: Any) -> SyncReport:
+        """A task for a fresh request, run by the worker."""
+        self.request()
         return self.engine(**ports).run(self.sub.id)
 
     def expire_lease(self) -> None:

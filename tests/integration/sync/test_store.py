@@ -73,6 +73,8 @@ def test_page_commits_allocate_dense_seq_and_final_commit_releases(
     state = store.get_writer_state(subscription.id)
     assert state["sync_token"] == "token-1" and state["lease_until"] is None
     assert state["change_seq"] == 3
+    assert store.acquire_lease(subscription.id, T0, T0 + SPAN).outcome is LeaseOutcome.IDLE
+    store.record_sync_request(subscription.id, T0)  # a new notification
     again = store.acquire_lease(subscription.id, T0, T0 + SPAN).lease
     assert again is not None and again.sync_token == "token-1" and not again.first_sync
     assert store.get_subscription(subscription.id).last_synced_at == T0
@@ -145,3 +147,17 @@ def test_cli_changes_prints_the_feed(store: FirestoreStore, subscription: Subscr
     assert cli.main(["changes", subscription.id], out=out) == 0
     lines = out.getvalue().splitlines()
     assert len(lines) == 4 and lines[-1] == "next cursor: 3" and "created" in lines[0]
+
+
+def test_a_run_too_soon_after_the_last_one_is_deferred_to_the_gap(
+    store: FirestoreStore, subscription: Subscription
+):
+    lease = store.acquire_lease(subscription.id, T0, T0 + SPAN).lease
+    assert lease is not None
+    store.commit_final(lease, "token-1", T0)
+    store.record_sync_request(subscription.id, T0)
+    gap = timedelta(seconds=2)
+    soon = store.acquire_lease(subscription.id, T0 + gap / 2, T0 + SPAN, min_gap=gap)
+    assert soon.outcome is LeaseOutcome.DEFERRED and soon.retry_at == T0 + gap
+    later = store.acquire_lease(subscription.id, T0 + gap, T0 + SPAN, min_gap=gap)
+    assert later.outcome is LeaseOutcome.ACQUIRED

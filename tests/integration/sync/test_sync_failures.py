@@ -62,6 +62,7 @@ def test_crash_inside_deletion_reconciliation(world: Harness):
     store_chunks = world.engine(store=store)
     store_chunks._settings = type(store_chunks._settings)(
         page_size=4, lease_seconds=120, min_sync_interval=2, max_transaction_writes=7)
+    world.request()
     with pytest.raises(Crash):
         store_chunks.run(world.sub.id)
     partial = world.feed()[start:]
