@@ -251,6 +251,18 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
 
         with _translated():
             release(self._client.transaction())
+        if error is not None:
+            self._abandon_channels(sub_id)
+
+    def _abandon_channels(self, sub_id: str) -> None:
+        """A subscription in `error` cannot stop its channels (that needs the
+        credentials that were just rejected): mark them abandoned, to expire."""
+        query = self._client.collection(CHANNELS).where(
+            filter=FieldFilter("sub_id", "==", sub_id))
+        with _translated():
+            for snapshot in query.stream():
+                if (snapshot.to_dict() or {}).get("state") in ("pending", "active", "replaced"):
+                    snapshot.reference.update({"state": "abandoned"})
 
     # -- snapshots ----------------------------------------------------------
 
