@@ -10,6 +10,7 @@ operator CLI uses.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -214,7 +215,9 @@ def run(story: Story, stack: Stack) -> None:
     _wait_for(lambda: _quiet(store, sub.id), timeout=30)
     runs = len(_synced_runs(run_dir, sub.id)) - before_runs
     final = store.get_subscription(sub.id)
-    story.say(f"200 edits in {burst:.1f}s -> {runs} sync runs, {len(entries)} feed entries; "
+    bound = 1 + math.ceil(burst / settings.min_sync_interval)
+    story.say(f"200 edits in {burst:.1f}s -> {runs} sync runs (DESIGN bound 1 + ceil(T / "
+              f"MIN_SYNC_INTERVAL) = {bound}), {len(entries)} feed entries; "
               f"the snapshot holds the last edit: "
               f"{_snapshot(store, sub.id, made['Kick-off']['id']).get('description')!r}")
     assert final is not None
@@ -286,10 +289,16 @@ def _post_json(url: str) -> dict[str, Any]:
         return dict(json.loads(response.read()))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m infra.demo")
+    parser.add_argument("--run-dir", type=Path, default=ROOT / ".run",
+                        help="where logs and stack.env go")
+    run_dir = parser.parse_args(argv).run_dir.resolve()
     story = Story()
     story.title("The local stack starts (emulators and the three functions)")
-    stack = Stack(StackConfig(run_dir=ROOT / ".run", extra_function_env=dict(DEMO_SETTINGS)))
+    stack = Stack(StackConfig(run_dir=run_dir, extra_function_env=dict(DEMO_SETTINGS)))
     code = 0
     try:
         stack.start(progress=True)
@@ -301,7 +310,7 @@ def main() -> int:
         story.title("Everything stops")
         pids = stack.pids()
         stack.stop()
-        story.say(f"stopped {len(pids)} processes; logs kept in {ROOT / '.run'}")
+        story.say(f"stopped {len(pids)} processes; logs kept in {run_dir}")
     if code == 0:
         print("\ndemo finished", flush=True)
     return code
