@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from functions import channel_tokens
 from functions.channel_store import (
@@ -55,7 +56,13 @@ class BadNotification(ValueError):
     """Missing or malformed headers; the message is the one-line reason."""
 
 
-def parse_notification(method: str, headers: Mapping[str, str]) -> Notification:
+class HeaderLookup(Protocol):
+    """Case-insensitive header access (Werkzeug's `Headers`, or a plain dict in tests)."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
+def parse_notification(method: str, headers: HeaderLookup | Mapping[str, str]) -> Notification:
     """Validate Google's X-Goog-* headers; raises BadNotification."""
     def header(name: str) -> str | None:
         value = headers.get(name)
