@@ -165,7 +165,9 @@ class GoogleCredentialsProvider(CredentialsProvider):
         settings = self._settings
         if settings.delegation_key_file:
             credentials = service_account.Credentials.from_service_account_file(
-                settings.delegation_key_file, scopes=list(SCOPES), token_uri=self._token_uri)
+                settings.delegation_key_file, scopes=list(SCOPES))
+            if settings.oauth_token_uri:
+                credentials = credentials.with_token_uri(settings.oauth_token_uri)
             return credentials.with_subject(owner)
         if not settings.delegation_sa:
             raise CredentialsRejected("domain-wide delegation is not configured "
