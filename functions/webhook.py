@@ -154,7 +154,9 @@ class WebhookService:
             # re-enqueues requests left pending, so nothing is lost either way.
             return Outcome(503, "could not queue the sync task", "enqueue_failed",
                            channel.sub_id)
-        self._requests.mark_queued(channel.sub_id, request.generation, now)
+        # Bookkeeping for `status` only; the task is queued either way.
+        with contextlib.suppress(StoreError):
+            self._requests.mark_queued(channel.sub_id, request.generation, now)
         return Outcome(200, "sync queued", "queued", channel.sub_id)
 
     def _maybe_record(self, channel: Channel, note: Notification, now: datetime) -> None:
