@@ -1,0 +1,253 @@
+"""End to end on the local stack: write-to-feed latency, and sync runs per burst.
+
+    .venv/bin/python bench/end_to_end.py [--writes 30] [--bursts 1,10,100,1000]
+
+Starts the whole local stack (Firestore, Cloud Tasks and Calendar emulators, the
+three functions under functions-framework) in a temporary run directory and
+subscribes one calendar in-process, as the operator CLI does.
+
+1. Latency: single event writes (inserts and patches, alternating) through
+   google-api-python-client to the Calendar emulator, each started
+   MIN_SYNC_INTERVAL + 0.2 s after the previous write's entry appeared (so each is
+   its own sync run, never deferred behind the previous run's start), timed from
+   just before the API call until its entry appears in the change feed
+   (`store.list_changes`, polled every 10 ms). Path: emulator push -> webhook ->
+   Cloud Tasks emulator -> worker -> Firestore -> feed read.
+2. Bursts: N rapid patches of one event (N push notifications), then wait until
+   the subscription is quiet and count the worker's "sync run" log lines with
+   outcome "synced" for it. T is the span of the webhook's "notification" log
+   lines for the burst (first to last received); the DESIGN bound is
+   1 + ceil(T / MIN_SYNC_INTERVAL) runs, whatever N is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from functions import app  # noqa: E402
+from infra.calendar_emulator.control import EmulatorControl  # noqa: E402
+from infra.local.stack import Stack, StackConfig  # noqa: E402
+
+PROJECT = "calsync-bench"
+USER = "bench-e2e@example.com"
+POLL = 0.01
+FEED_TIMEOUT = 30.0
+QUIET_TIMEOUT = 120.0
+
+
+def event_body(summary: str, n: int) -> dict[str, Any]:
+    day = 1 + n % 28
+    return {"summary": summary,
+            "start": {"dateTime": f"2031-05-{day:02d}T09:00:00Z"},
+            "end": {"dateTime": f"2031-05-{day:02d}T10:00:00Z"}}
+
+
+def calendar_api(endpoint: str, user: str) -> Any:
+    from google.oauth2.credentials import Credentials
+    from googleapiclient.discovery import build
+
+    return build("calendar", "v3", credentials=Credentials(token=user),
+                 static_discovery=True, cache_discovery=False,
+                 client_options={"api_endpoint": endpoint})
+
+
+def log_lines(path: Path, message: str, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """JSON lines with `message` after byte `offset`; returns them and the new offset."""
+    if not path.exists():
+        return [], offset
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read()
+    end = data.rfind(b"\n") + 1  # only whole lines
+    found = []
+    needle = f'"message":"{message}"'
+    for line in data[:end].decode(errors="replace").splitlines():
+        if line.startswith("{") and needle in line:
+            found.append(json.loads(line))
+    return found, offset + end
+
+
+def quiet(store: Any, sub_id: str) -> bool:
+    sub = store.get_subscription(sub_id)
+    state = store.get_writer_state(sub_id)
+    until = state.get("lease_until")
+    held = until is not None and until > datetime.now(UTC)
+    return bool(sub and sub.requested_gen <= int(state.get("synced_gen") or 0) and not held)
+
+
+def wait_quiet(control: EmulatorControl, store: Any, sub_id: str,
+               timeout: float = QUIET_TIMEOUT) -> float:
+    started = time.monotonic()
+    control.flush_notifications(timeout=30)
+    deadline = started + timeout
+    while time.monotonic() < deadline:
+        if quiet(store, sub_id):
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise SystemExit(f"subscription {sub_id} not quiet after {timeout:.0f}s")
+
+
+def feed_cursor(store: Any, sub_id: str) -> int:
+    cursor = 0
+    for _ in range(10_000):
+        page = store.list_changes(sub_id, cursor, 500)
+        if not page.entries:
+            return cursor
+        cursor = page.next_cursor
+    return cursor
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def stamp(line: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(line["time"].replace("Z", "+00:00"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--writes", type=int, default=30)
+    parser.add_argument("--bursts", default="1,10,100,1000")
+    args = parser.parse_args()
+    writes = max(1, min(args.writes, 200))
+    bursts = [max(1, min(int(b), 5000)) for b in args.bursts.split(",") if b.strip()]
+
+    with tempfile.TemporaryDirectory(prefix="calsync-bench-e2e-") as tmp:
+        run_dir = Path(tmp)
+        stack = Stack(StackConfig(run_dir=run_dir, project=PROJECT))
+        saved_env = dict(os.environ)
+        try:
+            t = time.perf_counter()
+            env = stack.start()
+            print(f"local stack up in {time.perf_counter() - t:.1f}s", flush=True)
+            os.environ.update(env)
+            app.reset()
+            settings = app.cli_settings()
+            service, store = app.subscription_service(settings), app.store(settings)
+            interval = float(settings.min_sync_interval)
+            control = EmulatorControl(env["CALENDAR_EMULATOR_CONTROL"].rsplit("/control", 1)[0])
+            api = calendar_api(env["CALENDAR_API_ENDPOINT"], USER)
+            events = api.events()
+            calendar_id = api.calendars().insert(body={"summary": "bench e2e"}).execute()["id"]
+            seeded = [events.insert(calendarId=calendar_id,
+                                    body=event_body(f"seed {n}", n)).execute()["id"]
+                      for n in range(3)]
+            t = time.perf_counter()
+            sub, _ = service.subscribe(calendar_id, USER, "bearer")
+            wait_quiet(control, store, sub.id)
+            print(f"subscribed; initial full sync done in {time.perf_counter() - t:.2f}s "
+                  f"(MIN_SYNC_INTERVAL {interval:g}s)", flush=True)
+
+            # -- 1. write -> feed latency --------------------------------------------
+            cursor = feed_cursor(store, sub.id)
+            latencies: list[float] = []
+            call_times: list[float] = []
+            # The previous run started before its entry appeared: waiting MIN_SYNC_INTERVAL
+            # + 0.2 s after that keeps each write out of the previous run's deferral.
+            ready_at = time.perf_counter() + interval + 0.2
+            for n in range(writes):
+                wait = ready_at - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                start = time.perf_counter()
+                if n % 2 == 0:
+                    event_id = events.insert(calendarId=calendar_id,
+                                             body=event_body(f"single {n}", n)).execute()["id"]
+                else:
+                    event_id = seeded[n % len(seeded)]
+                    events.patch(calendarId=calendar_id, eventId=event_id,
+                                 body={"summary": f"single {n}"}).execute()
+                call_times.append(time.perf_counter() - start)
+                seen = None
+                deadline = start + FEED_TIMEOUT
+                while time.perf_counter() < deadline:
+                    page = store.list_changes(sub.id, cursor, 50)
+                    if page.entries:
+                        cursor = page.next_cursor
+                        if any(e.event_id == event_id for e in page.entries):
+                            seen = time.perf_counter()
+                            break
+                    time.sleep(POLL)
+                ready_at = (seen or time.perf_counter()) + interval + 0.2
+                if seen is None:
+                    print(f"write {n}: no feed entry within {FEED_TIMEOUT:.0f}s", flush=True)
+                    continue
+                latencies.append(seen - start)
+            print(f"\nwrite -> feed entry latency over {len(latencies)} of {writes} single "
+                  f"writes (each {interval + 0.2:.1f}s after the previous entry appeared)")
+            if latencies:
+                print(f"  p50 {pct(latencies, 50) * 1000:7.0f} ms   p95 "
+                      f"{pct(latencies, 95) * 1000:7.0f} ms   min "
+                      f"{min(latencies) * 1000:5.0f} ms   max {max(latencies) * 1000:5.0f} ms   "
+                      f"mean {statistics.mean(latencies) * 1000:5.0f} ms")
+                print(f"  (of which the API write call itself: p50 "
+                      f"{pct(call_times, 50) * 1000:.0f} ms)")
+            wait_quiet(control, store, sub.id)
+
+            # -- 2. sync runs per burst ------------------------------------------------
+            hook_log = run_dir / "function-webhook.log"
+            worker_log = run_dir / "function-sync_worker.log"
+            _, hook_off = log_lines(hook_log, "notification")
+            _, worker_off = log_lines(worker_log, "sync run")
+            target = seeded[0]
+            print("\nsync runs per burst (rapid patches of one event, sequential API calls)")
+            print(f"{'burst':>6} {'write s':>8} {'notified':>8} {'T s':>6} {'runs':>5} "
+                  f"{'bound':>6} {'other runs':>20} {'5xx':>4} {'quiet after s':>13} "
+                  f"{'converged':>9}")
+            for size in bursts:
+                time.sleep(interval + 0.2)  # no deferral carried over from the last burst
+                t = time.perf_counter()
+                last = None
+                for k in range(size):
+                    last = f"burst {size} edit {k}"
+                    events.patch(calendarId=calendar_id, eventId=target,
+                                 body={"description": last}).execute()
+                write_seconds = time.perf_counter() - t
+                settle = wait_quiet(control, store, sub.id)
+                time.sleep(0.5)  # let the last log lines reach the files
+                notes, hook_off = log_lines(hook_log, "notification", hook_off)
+                runs_logged, worker_off = log_lines(worker_log, "sync run", worker_off)
+                notes = [n for n in notes if n.get("subscription") == sub.id]
+                mine = [r for r in runs_logged if r.get("subscription") == sub.id]
+                synced = sum(1 for r in mine if r.get("outcome") == "synced")
+                others: dict[str, int] = {}
+                for r in mine:
+                    if r.get("outcome") != "synced":
+                        others[r.get("outcome", "?")] = others.get(r.get("outcome", "?"), 0) + 1
+                stamps = [stamp(n) for n in notes]
+                span = (max(stamps) - min(stamps)).total_seconds() if stamps else 0.0
+                bound = 1 + math.ceil(span / interval)
+                five_xx = sum(1 for n in notes if int(n.get("status", 0)) >= 500)
+                snapshot = store.load_snapshots(sub.id, [target]).get(target) or {}
+                converged = snapshot.get("description") == last
+                other = ",".join(f"{k}={v}" for k, v in sorted(others.items())) or "-"
+                flag = "" if synced <= bound else "  OVER BOUND"
+                print(f"{size:>6} {write_seconds:>8.2f} {len(notes):>8} {span:>6.2f} "
+                      f"{synced:>5} {bound:>6} {other:>20} {five_xx:>4} {settle:>13.2f} "
+                      f"{'yes' if converged else 'NO':>9}{flag}", flush=True)
+            print("\nbound = 1 + ceil(T / MIN_SYNC_INTERVAL), T = first to last notification "
+                  "received by the webhook for the burst; runs = 'sync run' lines with "
+                  "outcome 'synced'")
+        finally:
+            app.reset()
+            os.environ.clear()
+            os.environ.update(saved_env)
+            stack.stop()
+
+
+if __name__ == "__main__":
+    main()
