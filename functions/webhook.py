@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -27,6 +28,8 @@ from functions.errors import QueueUnavailable, StoreError
 from functions.ports import RequestStore, TaskQueue
 
 RESOURCE_STATES = ("sync", "exists", "not_exists")
+CHANNEL_CACHE_SECONDS = 5.0
+CHANNEL_CACHE_SIZE = 10_000
 # calsync opens channels with UUID ids; anything else cannot be ours, and must
 # never reach Firestore as a document path ("/", "..", "__x__" are special there).
 _CHANNEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -110,10 +113,11 @@ class WebhookService:
         self._record_interval = timedelta(seconds=record_interval)
         self._min_interval = timedelta(seconds=min_sync_interval)
         self._clock = clock
+        self._cache: dict[str, tuple[float, Channel]] = {}
 
     def handle(self, note: Notification) -> Outcome:
         """Decide and act; raises StoreError (→ 503, Google redelivers)."""
-        channel = self._channels.get_channel(note.channel_id)
+        channel = self._lookup(note.channel_id)
         if channel is None:
             return Outcome(200, "unknown channel", "ignored_unknown_channel")
         if not channel_tokens.verify(note.channel_id, note.token, self._keyring):
@@ -159,10 +163,36 @@ class WebhookService:
             self._requests.mark_queued(channel.sub_id, request.generation, now)
         return Outcome(200, "sync queued", "queued", channel.sub_id)
 
+    def _lookup(self, channel_id: str) -> Channel | None:
+        """The channel, from a short-lived in-process cache when it is confirmed.
+
+        Only delivering channels whose resource id is known are cached, for at
+        most CHANNEL_CACHE_SECONDS: acting on a channel stopped a moment ago is
+        harmless (a request on a paused or deleted subscription is ignored),
+        and Google may deliver on a stopped channel for a while anyway.
+        """
+        tick = time.monotonic()
+        cached = self._cache.get(channel_id)
+        if cached is not None and cached[0] > tick:
+            return cached[1]
+        channel = self._channels.get_channel(channel_id)
+        if channel is not None and channel.resource_id and channel.state in DELIVERING_STATES:
+            if len(self._cache) >= CHANNEL_CACHE_SIZE:
+                self._cache.clear()
+            self._cache[channel_id] = (tick + CHANNEL_CACHE_SECONDS, channel)
+        else:
+            self._cache.pop(channel_id, None)
+        return channel
+
     def _maybe_record(self, channel: Channel, note: Notification, now: datetime) -> None:
         last = channel.last_notification_at
         if last is not None and now - last < self._record_interval:
             return
+        # Note the time in the cached copy first, so concurrent notifications
+        # of this instance do not all write it.
+        cached = self._cache.get(channel.id)
+        if cached is not None:
+            self._cache[channel.id] = (cached[0], replace(channel, last_notification_at=now))
         with contextlib.suppress(StoreError):  # bookkeeping only: never fail a notification
             self._channels.record_notification(channel, note.message_number, now)
 

@@ -212,3 +212,29 @@ def test_task_waits_for_min_sync_interval_after_the_last_run_started(world) -> N
     requests.last_run = T0 - timedelta(seconds=10)
     service.handle(note(number=5))
     assert queue.not_before[-1] is None  # long enough ago: run at once
+
+
+def test_confirmed_channels_are_looked_up_once_per_cache_period(world, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from functions import webhook
+
+    service, channels, _, _, _ = world
+    lookups: list[str] = []
+    original = channels.get_channel
+    channels.get_channel = lambda cid: (lookups.append(cid), original(cid))[1]  # type: ignore[method-assign]
+    tick = [1000.0]
+    monkeypatch.setattr(webhook.time, "monotonic", lambda: tick[0])
+    for n in range(2, 12):
+        service.handle(note(number=n))
+    assert lookups == ["ch-1"]
+    tick[0] += webhook.CHANNEL_CACHE_SECONDS + 0.1
+    service.handle(note(number=20))
+    assert lookups == ["ch-1", "ch-1"]
+
+
+def test_pending_channels_are_never_cached(world) -> None:  # type: ignore[no-untyped-def]
+    service, channels, _, _, _ = world
+    channels.channels["ch-p"] = Channel("ch-p", "sub-1", "pending")
+    service.handle(note("sync", channel="ch-p", resource="res-p", number=1))
+    channels.channels["ch-p"] = replace(channels.channels["ch-p"], resource_id="res-q")
+    # The learnt resource id is read again, not served from a cache.
+    assert service.handle(note(channel="ch-p", resource="res-p")).status == 403
