@@ -32,7 +32,7 @@ def queue_max_attempts(variables_tf: Path = ROOT / "terraform/variables.tf") -> 
     except OSError:
         return FALLBACK_MAX_ATTEMPTS
     match = re.search(
-        r'variable\s+"tasks_max_attempts"\s*\{[^}]*?default\s*=\s*(\d+)', text, re.S
+        r'variable\s+"queue_max_attempts"\s*\{[^}]*?default\s*=\s*(\d+)', text, re.S
     )
     return int(match.group(1)) if match else FALLBACK_MAX_ATTEMPTS
 

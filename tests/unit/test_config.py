@@ -78,3 +78,26 @@ def test_variable_table_is_consistent() -> None:
         # Every default must itself be a valid value (or empty for optional ones).
         if var.default is not None and (var.default or var.required):
             var.parse(var.default)
+
+
+def test_local_queue_retries_match_terraform() -> None:
+    import re
+    from pathlib import Path
+
+    from infra.local.stack import FALLBACK_MAX_ATTEMPTS, queue_max_attempts
+
+    text = (Path(__file__).resolve().parents[2] / "terraform/variables.tf").read_text()
+    block = re.search(r'variable "queue_max_attempts" \{(.*?)\n\}', text, re.S)
+    assert block, "terraform/variables.tf lost queue_max_attempts"
+    default = int(re.search(r"default\s*=\s*(\d+)", block.group(1)).group(1))  # type: ignore[union-attr]
+    assert queue_max_attempts() == default
+    broken = Path(__file__).parent / "no-such-variables.tf"
+    assert queue_max_attempts(broken) == FALLBACK_MAX_ATTEMPTS
+
+
+def test_queue_attempts_are_read_from_terraform_not_assumed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from infra.local.stack import queue_max_attempts
+
+    variables = tmp_path / "variables.tf"
+    variables.write_text('variable "queue_max_attempts" {\n  type = number\n  default = 7\n}\n')
+    assert queue_max_attempts(variables) == 7
