@@ -86,3 +86,22 @@ def test_missing_queue_raises_queue_unavailable(tasks_emulator: str) -> None:
     queue = CloudTasksQueue(settings, queue_path="projects/p/locations/l/queues/absent")
     with pytest.raises(QueueUnavailable):
         queue.enqueue_sync("sub-5", 1)
+
+
+def test_renewer_continuation_reaches_the_renewer(
+    tasks_emulator: str, tasks_queue: str, receiver: Receiver
+) -> None:
+    base = _settings(tasks_emulator, "http://127.0.0.1:1/")
+    from dataclasses import replace
+
+    queue = CloudTasksQueue(replace(base, renewer_url=receiver.url), queue_path=tasks_queue)
+    queue.enqueue_renewal()
+    [(_, headers, body)] = receiver.wait_for(1)
+    assert body == b"{}" and headers["content-type"] == "application/json"
+
+
+def test_renewer_continuation_without_a_renewer_url_is_refused(tasks_emulator: str) -> None:
+    queue = CloudTasksQueue(_settings(tasks_emulator, "http://127.0.0.1:1/"),
+                            queue_path="projects/p/locations/l/queues/q")
+    with pytest.raises(QueueUnavailable, match="CALSYNC_RENEWER_URL"):
+        queue.enqueue_renewal()
