@@ -60,7 +60,7 @@ def webhook(request: Request) -> Response:
         "WARNING" if outcome.status >= 400 else "INFO", "notification",
         result=outcome.result, channel_id=note.channel_id, subscription=outcome.sub_id,
         resource_state=note.resource_state, message_number=note.message_number,
-        status=outcome.status,
+        status=outcome.status, writes=outcome.writes,
     )
     return _text(outcome.status, f"webhook: {outcome.reason}")
 

@@ -53,6 +53,7 @@ class Outcome:
     reason: str
     result: str
     sub_id: str | None = None
+    writes: int = 0  # Firestore document writes this notification caused
 
 
 class BadNotification(ValueError):
@@ -117,6 +118,11 @@ class WebhookService:
 
     def handle(self, note: Notification) -> Outcome:
         """Decide and act; raises StoreError (→ 503, Google redelivers)."""
+        writes = [0]
+        outcome = self._handle(note, writes)
+        return replace(outcome, writes=writes[0])
+
+    def _handle(self, note: Notification, writes: list[int]) -> Outcome:
         channel = self._lookup(note.channel_id)
         if channel is None:
             return Outcome(200, "unknown channel", "ignored_unknown_channel")
@@ -128,6 +134,7 @@ class WebhookService:
         if channel.resource_id is None:
             try:
                 self._channels.learn_resource_id(channel.id, note.resource_id)
+                writes[0] += 1
             except ResourceMismatch:
                 return Outcome(403, "resource id does not match the channel",
                                "rejected_resource", channel.sub_id)
@@ -136,7 +143,7 @@ class WebhookService:
                            channel.sub_id)
 
         now = self._clock()
-        self._maybe_record(channel, note, now)
+        writes[0] += self._maybe_record(channel, note, now)
         if note.resource_state == "sync":
             return Outcome(200, "channel confirmed", "sync_message", channel.sub_id)
         request = self._requests.record_sync_request(channel.sub_id, now)
@@ -144,6 +151,7 @@ class WebhookService:
             return Outcome(200, "subscription is gone", "ignored_no_subscription", channel.sub_id)
         if not request.needs_task:
             return Outcome(200, "sync already pending", "coalesced", channel.sub_id)
+        writes[0] += 1  # requested_gen
         # Runs start no sooner than MIN_SYNC_INTERVAL after the previous one started:
         # that, with coalescing, bounds a burst to 1 + ceil(T / interval) runs.
         not_before = None
@@ -161,6 +169,7 @@ class WebhookService:
         # Bookkeeping for `status` only; the task is queued either way.
         with contextlib.suppress(StoreError):
             self._requests.mark_queued(channel.sub_id, request.generation, now)
+            writes[0] += 1
         return Outcome(200, "sync queued", "queued", channel.sub_id)
 
     def _lookup(self, channel_id: str) -> Channel | None:
@@ -184,17 +193,21 @@ class WebhookService:
             self._cache.pop(channel_id, None)
         return channel
 
-    def _maybe_record(self, channel: Channel, note: Notification, now: datetime) -> None:
+    def _maybe_record(self, channel: Channel, note: Notification, now: datetime) -> int:
+        """Write the last-notification fields if due; returns the documents written."""
         last = channel.last_notification_at
         if last is not None and now - last < self._record_interval:
-            return
+            return 0
         # Note the time in the cached copy first, so concurrent notifications
         # of this instance do not all write it.
         cached = self._cache.get(channel.id)
         if cached is not None:
             self._cache[channel.id] = (cached[0], replace(channel, last_notification_at=now))
-        with contextlib.suppress(StoreError):  # bookkeeping only: never fail a notification
+        try:
             self._channels.record_notification(channel, note.message_number, now)
+        except StoreError:
+            return 0  # bookkeeping only: never fail a notification over it
+        return 2 if channel.sub_id else 1
 
 
 __all__ = ["BadNotification", "Notification", "Outcome", "WebhookService",
