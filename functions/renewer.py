@@ -66,11 +66,7 @@ class Renewer:
         window = timedelta(seconds=self._settings.renewal_window)
         full = False
         for state, before in ((ACTIVE, now + window), (PENDING, now)):
-            due = self._subs.due_channels(state, before, self._batch)
-            report.channel_reads += len(due)
-            full |= len(due) >= self._batch
-            for channel, doc in due:
-                self._renew(channel, doc, now, report)
+            full |= self._renew_due(state, before, now, report)
         full |= self._sweep(now, report)
         full |= self._safety_net(now, report)
         if full and self._continue is not None:
@@ -82,27 +78,48 @@ class Renewer:
 
     # -- channels -------------------------------------------------------------
 
+    def _renew_due(self, state: str, before: datetime, now: datetime,
+                   report: RenewalReport) -> bool:
+        """Renew up to a batch of due channels; True if more may be due.
+
+        Channels backing off after a failure are read past, not counted, so a
+        crowd of failing channels at the head of the query neither starves the
+        ones behind it nor makes the renewer fan out forever.
+        """
+        handled, after = 0, None
+        while True:
+            due = self._subs.due_channels(state, before, self._batch, after)
+            report.channel_reads += len(due)
+            for channel, doc in due:
+                if handled >= self._batch:
+                    return True
+                handled += self._renew(channel, doc, now, report)
+            if len(due) < self._batch:
+                return False
+            after = due[-1][0].id
+
     def _renew(self, channel: Channel, doc: dict[str, Any], now: datetime,
-               report: RenewalReport) -> None:
+               report: RenewalReport) -> int:
+        """Handle one due channel; 0 if it is backing off, else 1."""
         next_attempt = doc.get("next_attempt_at")
         if next_attempt is not None and next_attempt > now:
-            return  # backing off after a failure
+            return 0
         found = self._subs.get(channel.sub_id)
         report.subscription_reads += 1
         sub = found[0] if found else None
         if sub is None or sub.status != SUB_ACTIVE:
             self._retire_orphan(sub, channel, report)
-            return
+            return 1
         try:
             self._service.open_channel(sub)
         except CredentialsRejected as err:
             self._service.mark_error(sub, f"credentials rejected: {err}")
             report.abandoned += 1
             report.errors.append(f"{sub.id}: credentials rejected")
-            return
+            return 1
         except CalendarError as err:
             self._back_off(channel, doc, now, err, report)
-            return
+            return 1
         # The replacement delivers now; retire the old one (pending ones never opened).
         if channel.state == PENDING:
             self._subs.set_channel(channel.id, {"state": ABANDONED})
@@ -112,6 +129,7 @@ class Renewer:
             with contextlib.suppress(CalendarError):
                 self._service.stop_channel(sub, channel)
         report.renewed += 1
+        return 1
 
     def _retire_orphan(self, sub: Subscription | None, channel: Channel,
                        report: RenewalReport) -> None:

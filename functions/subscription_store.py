@@ -168,14 +168,19 @@ class SubscriptionStore:
         with _translated():
             self._channel(channel_id).update(fields)
 
-    def due_channels(self, state: str, before: datetime,
-                     limit: int) -> list[tuple[Channel, dict[str, Any]]]:
-        """Channels in `state` expiring at or before `before`, soonest first (indexed)."""
+    def due_channels(self, state: str, before: datetime, limit: int,
+                     after: str | None = None) -> list[tuple[Channel, dict[str, Any]]]:
+        """Channels in `state` expiring at or before `before`, soonest first (indexed);
+        `after` (a channel id from the previous page) continues past it."""
         query = (self._client.collection(CHANNELS)
                  .where(filter=FieldFilter("state", "==", state))
                  .where(filter=FieldFilter("expiration", "<=", before))
                  .order_by("expiration").limit(limit))
         with _translated():
+            if after is not None:
+                cursor = self._channel(after).get()
+                if cursor.exists:
+                    query = query.start_after(cursor)
             return [(_channel(s.id, s.to_dict() or {}), s.to_dict() or {})
                     for s in query.stream()]
 

@@ -135,3 +135,23 @@ def test_bounded_batch_fans_out_a_continuation(lifecycle: Lifecycle) -> None:
     report = lifecycle.renewer(batch=2).run()
     assert report.renewed == 2 and report.continued and lifecycle.continued == [1]
     assert lifecycle.renewer(batch=2).run().renewed == 1
+
+
+def test_channels_backing_off_neither_starve_others_nor_fan_out_forever(
+    lifecycle: Lifecycle,
+) -> None:
+    for n in range(4):
+        lifecycle.service.subscribe(f"cal-{n}", "alice", "bearer", sub_id=f"sub-{n}")
+        lifecycle.db.document(f"subscriptions/sub-{n}/state/writer").set(
+            {"synced_gen": 1, "claimed_gen": 1})  # served: only channels are due
+        lifecycle.subs.update(f"sub-{n}", {"last_synced_at": lifecycle.clock[0]
+                                           + timedelta(days=7)})
+    lifecycle.advance(days=6, hours=12)
+    lifecycle.calendar.fail_next = [CalendarUnavailable("down")] * 2
+    first = lifecycle.renewer(batch=2).run()
+    assert first.failed == 2 and first.renewed == 0 and first.continued
+    # The two failing channels lead the query now; the next run reads past them.
+    second = lifecycle.renewer(batch=2).run()
+    assert second.renewed == 2 and second.failed == 0
+    third = lifecycle.renewer(batch=2).run()
+    assert third.renewed == 0 and third.channel_reads == 2 and not third.continued
