@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from infra.calendar_emulator.testing import calendar_service as emulator_calendar_service
+from infra.local.logs import json_log_lines
 from infra.local.processes import StackError
 from infra.local.stack import ROOT, Stack, StackConfig
 
@@ -67,25 +69,10 @@ def _wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
     return None
 
 
-def _log_lines(run_dir: Path, name: str, message: str) -> list[dict[str, Any]]:
-    path = run_dir / name
-    if not path.exists():
-        return []
-    lines = []
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith("{") and f'"message":"{message}"' in line:
-            lines.append(json.loads(line))
-    return lines
-
-
 def calendar_service(env: dict[str, str], user: str) -> Any:
-    from google.oauth2.credentials import Credentials
-    from googleapiclient.discovery import build
-
-    # Against the emulator the bearer token string is the user id.
-    return build("calendar", "v3", credentials=Credentials(token=user),
-                 static_discovery=True, cache_discovery=False,
-                 client_options={"api_endpoint": env["CALENDAR_API_ENDPOINT"]})
+    """The real client against the emulator; the bearer token string is the user id."""
+    base_url = env["CALENDAR_API_ENDPOINT"].split("/calendar/v3", 1)[0]
+    return emulator_calendar_service(base_url, user)
 
 
 class Feed:
@@ -257,7 +244,7 @@ def run(story: Story, stack: Stack) -> None:
 
 
 def _synced_runs(run_dir: Path, sub_id: str) -> list[dict[str, Any]]:
-    return [line for line in _log_lines(run_dir, "function-sync_worker.log", "sync run")
+    return [line for line in json_log_lines(run_dir / "function-sync_worker.log", "sync run")
             if line.get("subscription") == sub_id and line.get("outcome") == "synced"]
 
 

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 from infra.calendar_emulator.control import EmulatorControl
+from infra.calendar_emulator.testing import calendar_service
 from infra.local import components
+from infra.local.logs import json_log_lines
 from infra.local.stack import Stack
 
 
@@ -30,12 +32,8 @@ class E2E:
         return Path(self.env["CALSYNC_RUN_DIR"])
 
     def calendar(self, user: str) -> Any:
-        from google.oauth2.credentials import Credentials
-        from googleapiclient.discovery import build
-
-        return build("calendar", "v3", credentials=Credentials(token=user),
-                     static_discovery=True, cache_discovery=False,
-                     client_options={"api_endpoint": self.env["CALENDAR_API_ENDPOINT"]})
+        return calendar_service(self.env["CALENDAR_API_ENDPOINT"].split("/calendar/v3")[0],
+                                user)
 
     def new_calendar(self, user: str, events: int = 0) -> tuple[Any, str]:
         api = self.calendar(user)
@@ -125,14 +123,7 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def log_lines(path: Path, message: str) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    found = []
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith("{") and f'"message":"{message}"' in line:
-            found.append(json.loads(line))
-    return found
+log_lines = json_log_lines
 
 
 @pytest.fixture
