@@ -101,3 +101,22 @@ def test_queue_attempts_are_read_from_terraform_not_assumed(tmp_path) -> None:  
     variables = tmp_path / "variables.tf"
     variables.write_text('variable "queue_max_attempts" {\n  type = number\n  default = 7\n}\n')
     assert queue_max_attempts(variables) == 7
+
+
+def test_terraform_defaults_match_the_settings_defaults() -> None:
+    """A deployment with Terraform's defaults behaves like config.py's defaults."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "terraform/variables.tf").read_text()
+    compared = 0
+    for var in VARIABLES:
+        name = var.name.lower().removeprefix("calsync_")
+        block = re.search(rf'variable "{name}" \{{(.*?)\n\}}', text, re.S)
+        if block is None or var.default in (None, ""):
+            continue
+        default = re.search(r"^\s*default\s*=\s*(.+)$", block.group(1), re.M)
+        assert default, f"terraform variable {name} has no default"
+        assert var.parse(default.group(1).strip().strip('"')) == var.parse(var.default), name
+        compared += 1
+    assert compared >= 7  # the tunables: intervals, windows, TTL, lease, page size
