@@ -152,16 +152,19 @@ def cmd_resync(args: argparse.Namespace, out: TextIO, _: Callable[[], Any]) -> i
     service, store = _service(), app.store(settings)
     if store.get_subscription(args.subscription_id) is None:
         return _not_found(args.subscription_id)
-    if args.full:
-        app.firestore_client(settings).document(
-            f"subscriptions/{args.subscription_id}/state/writer").set(
-            {"sync_token": None}, merge=True)
-    service.request_sync(args.subscription_id, origin="resync")
+    full = store.request_full_resync(args.subscription_id) if args.full else 0
+    if not service.request_sync(args.subscription_id, origin="resync"):
+        # A request was already pending: make sure a task serves it now.
+        service.requeue(args.subscription_id,
+                        store.get_subscription(args.subscription_id).requested_gen,
+                        origin=f"resync{int(time.time())}")
     target = store.get_subscription(args.subscription_id).requested_gen
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         state = store.get_writer_state(args.subscription_id)
-        if int(state.get("synced_gen") or 0) >= target:
+        if (int(state.get("synced_gen") or 0) >= target
+                and int(state.get("full_resync_served") or 0) >= full
+                and not state.get("lease_until")):
             break
         if not args.json:
             seq = int(state.get("change_seq") or 0)

@@ -55,6 +55,7 @@ class Lease:
     first_sync: bool  # no sync of this subscription has ever committed
     started_at: datetime
     until: datetime
+    full_resync: int = 0  # an operator's full-resync request this run serves (0: none)
 
 
 class LeaseOutcome(Enum):

@@ -190,7 +190,11 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
             if held_until is not None and held_until > now:
                 return LeaseAttempt(LeaseOutcome.BUSY)
             synced = int(state.get("synced_gen") or 0)
-            if state.get("sync_token") is not None and sub.requested_gen <= synced:
+            wanted_full = int((sub_snap.to_dict() or {}).get("full_resync_requested") or 0)
+            full_resync = wanted_full if wanted_full > int(
+                state.get("full_resync_served") or 0) else 0
+            if (state.get("sync_token") is not None and sub.requested_gen <= synced
+                    and not full_resync):
                 return LeaseAttempt(LeaseOutcome.IDLE)
             last_start = state.get("lease_started_at")
             if min_gap and last_start is not None and now < last_start + min_gap:
@@ -207,10 +211,12 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                 subscription=sub,
                 generation=generation,
                 claimed_gen=claimed,
-                sync_token=state.get("sync_token"),
+                # An operator's full resync lists everything and reconciles, as after a 410.
+                sync_token=None if full_resync else state.get("sync_token"),
                 first_sync=state.get("sync_token") is None,
                 started_at=now,
                 until=until,
+                full_resync=full_resync,
             )
             return LeaseAttempt(LeaseOutcome.ACQUIRED, lease=lease)
 
@@ -351,12 +357,15 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         def commit(transaction: Any) -> FinalCommit:
             self._fenced_state(transaction, lease)
             sub_snap = self._sub(sub_id).get(transaction=transaction)
-            transaction.update(self._state(sub_id), {
+            committed: dict[str, Any] = {
                 "sync_token": sync_token,
                 "synced_gen": lease.claimed_gen,
                 "lease_until": None,
                 "synced_at": now,
-            })
+            }
+            if lease.full_resync:
+                committed["full_resync_served"] = lease.full_resync
+            transaction.update(self._state(sub_id), committed)
             if not sub_snap.exists:
                 return FinalCommit(requested_gen=0)
             transaction.update(self._sub(sub_id), {
@@ -412,6 +421,17 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
             return SyncRequest(found=True, needs_task=True, generation=requested + 1,
                                last_run_started_at=state.get("lease_started_at"))
         raise StoreUnavailable(f"subscription {sub_id} too contended to record a request")
+
+    def request_full_resync(self, sub_id: str) -> int:
+        """Ask the next run to list in full and reconcile; returns the request number.
+
+        Only a counter on the subscription: the run that serves it drops the
+        token inside its own fenced lease, so a run in flight is unaffected.
+        """
+        with _translated():
+            self._sub(sub_id).update({"full_resync_requested": firestore.Increment(1)})
+            data = self._sub(sub_id).get().to_dict() or {}
+        return int(data.get("full_resync_requested") or 0)
 
     def mark_queued(self, sub_id: str, generation: int, now: datetime) -> None:
         @firestore.transactional

@@ -161,3 +161,20 @@ def test_a_run_too_soon_after_the_last_one_is_deferred_to_the_gap(
     assert soon.outcome is LeaseOutcome.DEFERRED and soon.retry_at == T0 + gap
     later = store.acquire_lease(subscription.id, T0 + gap, T0 + SPAN, min_gap=gap)
     assert later.outcome is LeaseOutcome.ACQUIRED
+
+
+def test_full_resync_request_is_served_inside_a_fenced_lease(
+    store: FirestoreStore, subscription: Subscription
+):
+    lease = store.acquire_lease(subscription.id, T0, T0 + SPAN).lease
+    assert lease is not None and lease.full_resync == 0
+    store.commit_final(lease, "token-1", T0)
+    number = store.request_full_resync(subscription.id)
+    forced = store.acquire_lease(subscription.id, T0, T0 + SPAN).lease
+    # Not idle although nothing else was requested; lists in full, not as a first sync.
+    assert forced is not None and forced.full_resync == number
+    assert forced.sync_token is None and not forced.first_sync
+    assert store.get_writer_state(subscription.id)["sync_token"] == "token-1"  # untouched
+    store.commit_final(forced, "token-2", T0)
+    assert store.get_writer_state(subscription.id)["full_resync_served"] == number
+    assert store.acquire_lease(subscription.id, T0, T0 + SPAN).outcome is LeaseOutcome.IDLE
