@@ -15,7 +15,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from functions.errors import StoreError, StoreUnavailable
+from functions.store import _translated
 
 CHANNELS = "channels"
 SUBSCRIPTIONS = "subscriptions"
@@ -73,18 +73,6 @@ def _channel(channel_id: str, data: dict[str, Any]) -> Channel:
     )
 
 
-def _translate(err: Exception) -> StoreError:
-    if isinstance(err, gexc.GoogleAPICallError) and not isinstance(
-        err, gexc.ServiceUnavailable | gexc.DeadlineExceeded | gexc.Aborted
-        | gexc.InternalServerError | gexc.TooManyRequests | gexc.ResourceExhausted
-    ):
-        return StoreError(f"firestore error: {type(err).__name__}")
-    return StoreUnavailable(f"firestore unavailable: {type(err).__name__}")
-
-
-_FIRESTORE_FAILURES = (gexc.GoogleAPICallError, gexc.RetryError, ConnectionError)
-
-
 class FirestoreChannelStore(ChannelStore):
     def __init__(self, client: firestore.Client) -> None:
         self._client = client
@@ -93,21 +81,17 @@ class FirestoreChannelStore(ChannelStore):
         return self._client.collection(CHANNELS).document(channel_id)
 
     def save_channel(self, channel: Channel, now: datetime) -> None:
-        try:
+        with _translated():
             self._ref(channel.id).set({
                 "sub_id": channel.sub_id, "state": channel.state,
                 "resource_id": channel.resource_id, "expiration": channel.expiration,
                 "created_at": now, "last_notification_at": None,
                 "last_message_number": 0, "renewal_attempts": 0,
             })
-        except _FIRESTORE_FAILURES as err:
-            raise _translate(err) from err
 
     def get_channel(self, channel_id: str) -> Channel | None:
-        try:
+        with _translated():
             snapshot = self._ref(channel_id).get()
-        except _FIRESTORE_FAILURES as err:
-            raise _translate(err) from err
         return _channel(channel_id, snapshot.to_dict() or {}) if snapshot.exists else None
 
     def learn_resource_id(self, channel_id: str, resource_id: str) -> None:
@@ -120,10 +104,8 @@ class FirestoreChannelStore(ChannelStore):
             elif known != resource_id:
                 raise ResourceMismatch(channel_id)
 
-        try:
+        with _translated():
             learn(self._client.transaction())
-        except _FIRESTORE_FAILURES as err:
-            raise _translate(err) from err
 
     def record_notification(self, channel: Channel, message_number: int, now: datetime) -> None:
         fields = {"last_notification_at": now, "last_message_number": message_number}
@@ -132,9 +114,8 @@ class FirestoreChannelStore(ChannelStore):
         if channel.sub_id:
             sub = self._client.collection(SUBSCRIPTIONS).document(channel.sub_id)
             batch.update(sub, fields)  # update, never set: must not resurrect a deleted one
-        try:
-            batch.commit()
-        except gexc.NotFound:
-            return  # deleted meanwhile: nothing to note
-        except _FIRESTORE_FAILURES as err:
-            raise _translate(err) from err
+        with _translated():
+            try:
+                batch.commit()
+            except gexc.NotFound:
+                return  # deleted meanwhile: nothing to note
