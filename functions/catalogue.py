@@ -1,0 +1,72 @@
+"""Every Firestore query calsync makes, and what must (not) be indexed.
+
+One catalogue for the store, Terraform and the tests (DESIGN.md, "Apply-time
+facts"): each composite query needs a `google_firestore_index`; each
+single-field query needs its field left indexed; payload fields that no query
+uses are exempt from indexing (no index-entry limit, no write hot-spots on
+steadily increasing values), and an exemption must never hit a queried field.
+
+Collection names are collection *groups*: `events` and `changes` live under
+`subscriptions/{id}/`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SUBSCRIPTIONS = "subscriptions"
+SUBSCRIPTION_KEYS = "subscription_keys"
+CHANNELS = "channels"
+CREDENTIALS = "credentials"
+EVENTS = "events"
+CHANGES = "changes"
+STATE = "state"
+WRITER = "writer"
+
+# Queries that filter on one field and range or order on another: one
+# composite index each, fields in index order (equality first).
+QUERIES: list[dict[str, Any]] = [
+    # Renewer: channels in a state whose expiration falls within a window.
+    {"collection": CHANNELS, "fields": [("state", "ASCENDING"), ("expiration", "ASCENDING")]},
+    # Renewer safety net: active subscriptions ordered by last sync (nulls first).
+    {"collection": SUBSCRIPTIONS,
+     "fields": [("status", "ASCENDING"), ("last_synced_at", "ASCENDING")]},
+    # Renewer sweep: active subscriptions whose request is pending too long.
+    {"collection": SUBSCRIPTIONS,
+     "fields": [("status", "ASCENDING"), ("requested_at", "ASCENDING")]},
+]
+
+# Queries on a single field, served by Firestore's automatic single-field
+# indexes: these fields must never be exempted.
+SINGLE_FIELD_QUERIES: list[tuple[str, str]] = [
+    (EVENTS, "_deleted"),             # live snapshots, for reconciliation
+    (EVENTS, "_recurring_event_id"),  # a deleted series' stored exceptions
+    (CHANGES, "seq"),                 # the feed after a cursor
+    (CHANNELS, "sub_id"),             # a subscription's channels
+    (SUBSCRIPTIONS, "status"),        # listing by status
+]
+
+# Payload fields no query uses: exempt from single-field indexing.
+INDEX_EXEMPTIONS: list[tuple[str, str]] = [
+    (EVENTS, "event"),
+    (EVENTS, "_synced_at"),
+    (EVENTS, "_seq"),
+    (CHANGES, "fields"),
+    (CHANGES, "at"),
+    (CHANGES, "etag"),
+    (CHANGES, "expire_at"),
+    (CREDENTIALS, "sealed_refresh_token"),
+]
+
+# Firestore TTL policies: documents are deleted once this field's time passed.
+TTL_FIELDS: list[tuple[str, str]] = [
+    (CHANGES, "expire_at"),
+]
+
+
+def queried_fields() -> set[tuple[str, str]]:
+    """Every (collection group, field) some query filters or orders on."""
+    fields = set(SINGLE_FIELD_QUERIES)
+    for query in QUERIES:
+        fields.update((query["collection"], path) for path, _ in query["fields"])
+    return fields
