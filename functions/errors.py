@@ -11,11 +11,15 @@ sync core and the worker decide on them and never see HTTP status codes.
     │   ├── CalendarUnavailable       transient (5xx, network); retry later
     │   ├── CredentialsRejected       permanent until someone fixes the grant
     │   ├── CalendarGone              the calendar no longer exists for us
-    │   └── CalendarRequestRejected   the API refused the request itself (4xx)
+    │   ├── CalendarRequestRejected   the API refused the request itself (4xx)
+    │   └── Misconfigured             OUR deployment is wrong (delegation, keys): loud,
+    │                                 retried, never the user's subscription in error
     ├── StoreError                    anything Firestore answered badly
     │   ├── StoreUnavailable          transient; retry later
+    │   ├── StoreRejected             Firestore refuses the data itself: permanent
     │   └── LeaseLost                 another run holds the subscription now
-    └── QueueUnavailable              a task could not be queued; retry later
+    ├── QueueUnavailable              a task could not be queued; retry later
+    └── InvalidTransition             the subscription's status forbids the change (409)
 """
 
 from __future__ import annotations
@@ -61,6 +65,12 @@ class CalendarRequestRejected(CalendarError):
     """The API refused the request as malformed; a bug or an API change."""
 
 
+class Misconfigured(CalendarError):
+    """Our own configuration is wrong (delegation not set up, a retired or missing
+    key): a 500 and a loud log line; the user's subscription is left untouched and
+    recovers by itself once the deployment is fixed."""
+
+
 class StoreError(CalsyncError):
     """Firestore did not answer as needed."""
 
@@ -69,12 +79,27 @@ class StoreUnavailable(StoreError):
     """A transient Firestore failure; retry later."""
 
 
+class StoreRejected(StoreError):
+    """Firestore refuses the data itself (a document over 1 MiB, a field name it
+    rejects, too many index entries): retrying cannot help. The message names
+    the event and the reason."""
+
+
 class LeaseLost(StoreError):
     """The run's lease generation is no longer current: it must write nothing more."""
 
 
 class QueueUnavailable(CalsyncError):
     """Cloud Tasks refused or failed to queue a task; retry later."""
+
+
+class InvalidTransition(CalsyncError):
+    """The subscription's current status forbids this change (for example resume
+    while `deleting`); `status` is what it is now."""
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 # Failures that retrying cannot fix: the subscription goes to `error`.
