@@ -86,7 +86,8 @@ def sync_engine(config: Settings | None = None) -> SyncEngine:
         min_sync_interval=config.min_sync_interval,
     )
     return _memo("engine", lambda: SyncEngine(
-        store(config), calendar(config), task_queue(config), options))
+        store(config), calendar(config), task_queue(config), options,
+        channels=subscription_service(config)))
 
 
 def sync_worker() -> SyncWorker:
@@ -101,7 +102,6 @@ def cli_settings() -> Settings:
 
 def subscription_service(config: Settings) -> Any:
     """Subscribe / unsubscribe / pause / resume / status, over the real adapters."""
-    from functions.channel_store import FirestoreChannelStore
     from functions.channels import GoogleChannels
     from functions.subscription_store import SubscriptionStore
     from functions.subscriptions import SubscriptionService
@@ -109,8 +109,8 @@ def subscription_service(config: Settings) -> Any:
     def build() -> Any:
         client = firestore_client(config)
         return SubscriptionService(
-            config, SubscriptionStore(client), FirestoreChannelStore(client),
-            GoogleChannels(calendar(config)), store(config), task_queue(config))
+            config, SubscriptionStore(client), GoogleChannels(calendar(config)),
+            store(config), task_queue(config))
 
     return _memo("subscriptions", build)
 

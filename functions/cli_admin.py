@@ -58,12 +58,18 @@ def cmd_subscribe(args: argparse.Namespace, out: TextIO, _: Callable[[], Any]) -
             return 2
         vault = CredentialVault(app.firestore_client(settings), settings.credential_keys)
         credentials_ref = vault.store_refresh_token(token)
-    sub, opened = service.subscribe(args.calendar_id, args.owner, credentials_ref)
-    _emit(args, out, {"subscription_id": sub.id, "channel_id": opened.channel_id,
-                      "channel_expiration": opened.expiration.isoformat(),
-                      "credentials_ref": credentials_ref},
-          f"subscribed {sub.id}: calendar {args.calendar_id} as {args.owner}, "
-          f"channel {opened.channel_id} until {_when(opened.expiration)}; initial sync queued")
+    result = service.subscribe(args.calendar_id, args.owner, credentials_ref)
+    sub = result.subscription
+    if not result.created:
+        text = f"already subscribed: {sub.id} ({sub.status})"
+    elif result.queued:
+        text = (f"subscribed {sub.id}: calendar {args.calendar_id} as {args.owner}; the first "
+                "sync is queued and opens the watch channel")
+    else:
+        text = (f"subscribed {sub.id}: calendar {args.calendar_id} as {args.owner}; the first "
+                "sync could not be queued now: the renewer's sweep queues it within minutes")
+    _emit(args, out, {"subscription_id": sub.id, "created": result.created,
+                      "queued": result.queued, "credentials_ref": sub.credentials_ref}, text)
     return 0
 
 

@@ -129,13 +129,13 @@ VARIABLES: tuple[Variable, ...] = (
              default="", required=False),
     Variable("CALSYNC_WEBHOOK_URL", "webhook_url", _parse_url,
              "Public HTTPS address of the webhook function (channel address).",
-             (RENEWER,)),
+             (WORKER, RENEWER)),
     Variable("CALSYNC_RENEWER_URL", "renewer_url", _parse_url,
              "URL of the renewer function (target of fan-out tasks).", (RENEWER,),
              default="", required=False),
     Variable("CALSYNC_CHANNEL_TOKEN_KEYS", "channel_token_keys", _parse_keyring,
              "Channel-token HMAC keys, `id:base64key,...`, current first.",
-             (WEBHOOK, RENEWER), secret=True),
+             (WEBHOOK, WORKER, RENEWER), secret=True),
     Variable("CALSYNC_CREDENTIAL_KEYS", "credential_keys", _parse_keyring,
              "AES-GCM keys for stored refresh tokens, `id:base64key,...`, current first.",
              (WORKER, RENEWER), secret=True, required=False, default=""),
@@ -153,7 +153,14 @@ VARIABLES: tuple[Variable, ...] = (
              "through the IAM API instead.", (WORKER, RENEWER),
              required=False, default="", local_only=True),
     Variable("CALSYNC_CHANNEL_TTL_SECONDS", "channel_ttl", _parse_positive_int,
-             "Requested lifetime of a watch channel.", (RENEWER,), default="604800"),
+             "Requested lifetime of a watch channel.", (WORKER, RENEWER), default="604800"),
+    Variable("CALSYNC_PENDING_CHANNEL_GRACE_SECONDS", "pending_channel_grace",
+             _parse_positive_int,
+             "A channel still pending after this long (its watch never completed) is "
+             "retried by the renewer.", (WORKER, RENEWER), default="120"),
+    Variable("CALSYNC_RENEWAL_BACKOFF_SECONDS", "renewal_backoff", _parse_positive_int,
+             "First backoff after a failed watch; doubles per failure, at most an hour.",
+             (WORKER, RENEWER), default="60"),
     Variable("CALSYNC_RENEWAL_WINDOW_SECONDS", "renewal_window", _parse_positive_int,
              "Channels expiring within this window are replaced.", (RENEWER,),
              default="86400"),
@@ -210,6 +217,8 @@ class Settings:
     delegation_sa: str = ""
     delegation_key_file: str = ""
     channel_ttl: int = 604800
+    pending_channel_grace: int = 120
+    renewal_backoff: int = 60
     renewal_window: int = 86400
     min_sync_interval: float = 2.0
     safety_net_interval: int = 21600

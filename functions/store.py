@@ -22,6 +22,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from functions.errors import LeaseLost, StoreError, StoreUnavailable
 from functions.model import (
     ACTIVE,
+    DEFER_TOLERANCE,
     RETRY_TOLERANCE,
     ChangeEntry,
     ChangePage,
@@ -67,6 +68,9 @@ _TRANSIENT = (
     ConnectionError,
 )
 _GET_ALL_BATCH = 500
+# While a caller is queueing a request's task (the enqueue itself times out
+# after 10 s), others treat the request as served by that task.
+ENQUEUE_GRACE = timedelta(seconds=15)
 _BUMP_ATTEMPTS = 20
 
 
@@ -103,6 +107,8 @@ def _subscription(sub_id: str, data: dict[str, Any]) -> Subscription:
         requested_gen=int(data.get("requested_gen") or 0),
         retry_at=data.get("retry_at"),
         last_synced_at=data.get("last_synced_at"),
+        labels=dict(data.get("labels") or {}),
+        created_at=data.get("created_at"),
     )
 
 
@@ -197,7 +203,8 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                     and not full_resync):
                 return LeaseAttempt(LeaseOutcome.IDLE)
             last_start = state.get("lease_started_at")
-            if min_gap and last_start is not None and now < last_start + min_gap:
+            if min_gap and last_start is not None and (
+                    now + DEFER_TOLERANCE < last_start + min_gap):
                 return LeaseAttempt(LeaseOutcome.DEFERRED, retry_at=last_start + min_gap)
             generation = int(state.get("lease_generation") or 0) + 1
             claimed = max(sub.requested_gen, int(state.get("claimed_gen") or 0))
@@ -245,14 +252,17 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         @firestore.transactional
         def release(transaction: Any) -> None:
             self._fenced_state(transaction, lease)
-            sub_exists = self._sub(sub_id).get(transaction=transaction).exists
+            sub_snap = self._sub(sub_id).get(transaction=transaction)
             transaction.update(self._state(sub_id), {"lease_until": None})
             changes: dict[str, Any] = {}
             if retry_at is not None:
                 changes["retry_at"] = retry_at
-            if error is not None:
+            if error is not None and sub_snap.exists and (
+                    (sub_snap.to_dict() or {}).get("status", ACTIVE) == ACTIVE):
+                # Only an active subscription goes to `error`: a pause or an
+                # unsubscribe that happened meanwhile stands.
                 changes.update(status="error", last_error=error, last_error_at=now)
-            if changes and sub_exists:
+            if changes and sub_snap.exists:
                 transaction.update(self._sub(sub_id), changes)
 
         with _translated():
@@ -368,13 +378,19 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
             transaction.update(self._state(sub_id), committed)
             if not sub_snap.exists:
                 return FinalCommit(requested_gen=0)
-            transaction.update(self._sub(sub_id), {
-                "last_synced_at": now,
-                "retry_at": None,
-                "last_error": None,
-            })
             data = sub_snap.to_dict() or {}
-            return FinalCommit(requested_gen=int(data.get("requested_gen") or 0))
+            requested = int(data.get("requested_gen") or 0)
+            served: dict[str, Any] = {"last_synced_at": now, "retry_at": None,
+                                      "last_error": None}
+            if requested <= lease.claimed_gen:
+                # Nothing newer: drop out of the sweep's query at no extra cost.
+                served["requested_at"] = None
+            elif int(data.get("queued_gen") or 0) < requested:
+                # The caller enqueues the follow-up right after this commit; if
+                # that fails the run answers 500 and its own retry serves it.
+                served["queued_gen"] = requested
+            transaction.update(self._sub(sub_id), served)
+            return FinalCommit(requested_gen=requested)
 
         with _translated():
             return commit(self._client.transaction())
@@ -385,13 +401,16 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         """Bump `requested_gen` unless a request is already pending.
 
         No transaction, so a burst of notifications takes no locks: one
-        consistent read of the subscription and `state/writer`; when
-        `requested_gen` is already ahead of `claimed_gen` the run that will
-        claim it has not listed yet, so this notification needs no write at
-        all (the hot-document rule). Otherwise a write conditioned on the
-        subscription's update time increments it; if another notification won
-        that race, re-reading finds the request pending. `needs_task` tells the
-        caller to queue a task for `generation`.
+        consistent read of the subscription and `state/writer`. A request is
+        pending when `requested_gen` is ahead of `claimed_gen`: the run that
+        will claim it has not listed yet, so this notification needs no write
+        at all (the hot-document rule); it still needs a task when none is
+        known to be queued for that generation (`queued_gen` behind: an
+        earlier enqueue failed), and then `needs_task` names the existing
+        generation. Otherwise a write conditioned on the subscription's update
+        time increments it; if another notification won that race, re-reading
+        finds the request pending. `needs_task` tells the caller to queue a
+        task for `generation` and then `mark_queued`.
         """
         sub_ref, state_ref = self._sub(sub_id), self._state(sub_id)
         for attempt in range(_BUMP_ATTEMPTS):
@@ -404,13 +423,28 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
             data = sub_snap.to_dict() or {}
             state = (state_snap.to_dict() if state_snap is not None else None) or {}
             requested = int(data.get("requested_gen") or 0)
-            if data.get("status", ACTIVE) != ACTIVE or requested > int(
-                    state.get("claimed_gen") or 0):
+            if data.get("status", ACTIVE) != ACTIVE:
                 return SyncRequest(found=True, needs_task=False, generation=requested)
+            update: dict[str, Any] = {"enqueuing_at": now}
+            if requested > int(state.get("claimed_gen") or 0):
+                # Pending: the run that claims it will see this change too. A
+                # task is needed only if none is known to be queued for it
+                # (`queued_gen` behind: an earlier enqueue failed) and nobody
+                # is queueing it right now (`enqueuing_at`, written with the
+                # request, cleared when an enqueue fails).
+                queued = int(data.get("queued_gen") or 0) >= requested
+                enqueuing = data.get("enqueuing_at")
+                if queued or (enqueuing is not None and now - enqueuing < ENQUEUE_GRACE):
+                    return SyncRequest(found=True, needs_task=False, generation=requested,
+                                       last_run_started_at=state.get("lease_started_at"))
+                generation = requested  # re-queue the recorded request: no new one
+            else:
+                generation = requested + 1
+                update.update(requested_gen=generation, requested_at=now)
             try:
                 with _translated():
                     sub_ref.update(
-                        {"requested_gen": requested + 1, "requested_at": now},
+                        update,
                         option=self._client.write_option(last_update_time=sub_snap.update_time),
                     )
             except StoreError as err:
@@ -418,7 +452,7 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                     raise
                 time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
                 continue  # someone else wrote it first: look again
-            return SyncRequest(found=True, needs_task=True, generation=requested + 1,
+            return SyncRequest(found=True, needs_task=True, generation=generation,
                                last_run_started_at=state.get("lease_started_at"))
         raise StoreUnavailable(f"subscription {sub_id} too contended to record a request")
 
@@ -432,6 +466,19 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
             self._sub(sub_id).update({"full_resync_requested": firestore.Increment(1)})
             data = self._sub(sub_id).get().to_dict() or {}
         return int(data.get("full_resync_requested") or 0)
+
+    def enqueue_failed(self, sub_id: str, generation: int) -> None:
+        """An enqueue for `generation` failed: let the next caller (Google's
+        redelivery of the 503) queue it at once instead of waiting out the grace."""
+        @firestore.transactional
+        def clear(transaction: Any) -> None:
+            snapshot = self._sub(sub_id).get(transaction=transaction)
+            data = snapshot.to_dict() or {}
+            if snapshot.exists and int(data.get("queued_gen") or 0) < generation:
+                transaction.update(self._sub(sub_id), {"enqueuing_at": None})
+
+        with _translated():
+            clear(self._client.transaction())
 
     def mark_queued(self, sub_id: str, generation: int, now: datetime) -> None:
         @firestore.transactional

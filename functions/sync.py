@@ -17,18 +17,19 @@ from enum import Enum
 
 from functions.errors import (
     PERMANENT_CALENDAR_ERRORS,
-    CalendarError,
     CalendarUnavailable,
     CalsyncError,
     LeaseLost,
+    Misconfigured,
     QueueUnavailable,
     RateLimited,
     StoreError,
+    StoreRejected,
     SyncTokenInvalid,
 )
 from functions.model import CHANGE_KINDS, Event, EventPage, EventWrite, Lease, LeaseOutcome
 from functions.plan import deleted_series_ids, plan_page, plan_reconciliation
-from functions.ports import CalendarPort, SyncStore, TaskQueue
+from functions.ports import CalendarPort, ChannelKeeper, SyncStore, TaskQueue
 
 Clock = Callable[[], datetime]
 
@@ -53,6 +54,7 @@ class Outcome(Enum):
     LEASE_LOST = "lease_lost"
     FAILED = "failed"  # permanent: the subscription is now in `error`
     TRANSIENT = "transient"  # retry the task
+    MISCONFIGURED = "misconfigured"  # our deployment is wrong: retry, loudly
 
 
 @dataclass(frozen=True)
@@ -114,12 +116,14 @@ class SyncEngine:
         queue: TaskQueue,
         settings: SyncSettings | None = None,
         clock: Clock = utcnow,
+        channels: ChannelKeeper | None = None,
     ) -> None:
         self._store = store
         self._calendar = calendar
         self._queue = queue
         self._settings = settings or SyncSettings()
         self._clock = clock
+        self._channels = channels
 
     def run(self, sub_id: str) -> SyncReport:
         """Sync one subscription once."""
@@ -155,6 +159,10 @@ class SyncEngine:
             return Outcome(attempt.outcome.value), None, attempt.retry_at
         run = _Run(self, attempt.lease, progress)
         try:
+            if self._channels is not None:
+                # Watch first, then list: a change after the listing's snapshot
+                # is then announced by a notification.
+                self._channels.ensure_channel(attempt.lease.subscription)
             token = run.sync()
             final = self._store.commit_final(run.lease, token, self._clock())
             if final.requested_gen > run.lease.claimed_gen:
@@ -167,6 +175,13 @@ class SyncEngine:
             return self._back_off(run.lease, err)
         except PERMANENT_CALENDAR_ERRORS as err:
             return self._fail(run.lease, err)
+        except StoreRejected as err:  # the data itself is refused: retrying cannot help
+            return self._fail(run.lease, err)
+        except Misconfigured as err:
+            # Ours, not the user's: the subscription stays as it is, the task is
+            # retried, and the log line is an ERROR an alert fires on.
+            self._release_quietly(run.lease)
+            return Outcome.MISCONFIGURED, _describe(err), None
         except CalsyncError as err:
             self._release_quietly(run.lease)
             return Outcome.TRANSIENT, _describe(err), None
@@ -177,9 +192,13 @@ class SyncEngine:
     def _defer(
         self, sub_id: str, retry_at: datetime
     ) -> tuple[Outcome, str | None, datetime | None]:
-        # Make sure the retry is queued (named by its time, so it is queued once).
+        # Make sure the retry is queued. Named by the time it runs AND the time
+        # of this deferral: a task deferred twice to the same moment must not
+        # re-create its own name (Cloud Tasks would answer AlreadyExists, and
+        # answering 200 would delete the only task of the request).
+        origin = f"defer{_epoch_ms(self._clock())}"
         try:
-            self._queue.enqueue_sync(sub_id, _epoch_ms(retry_at), retry_at, origin="retry")
+            self._queue.enqueue_sync(sub_id, _epoch_ms(retry_at), retry_at, origin=origin)
         except QueueUnavailable as err:
             return Outcome.TRANSIENT, _describe(err), retry_at
         return Outcome.DEFERRED, None, retry_at
@@ -201,7 +220,7 @@ class SyncEngine:
         return Outcome.RATE_LIMITED, _describe(err), retry_at
 
     def _fail(
-        self, lease: Lease, err: CalendarError
+        self, lease: Lease, err: CalsyncError
     ) -> tuple[Outcome, str | None, datetime | None]:
         try:
             self._store.release_lease(lease, self._clock(), error=_describe(err))

@@ -84,8 +84,12 @@ class CloudTasksQueue(TaskQueue):
                 f"could not queue sync task for {sub_id}: {type(err).__name__}"
             ) from err
 
-    def enqueue_renewal(self, not_before: datetime | None = None) -> None:
-        """Queue a continuation of the renewer (its work was bounded; more is due)."""
+    def enqueue_renewal(self, not_before: datetime | None = None, name: str | None = None) -> None:
+        """Queue a continuation of the renewer (its work was bounded; more is due).
+
+        `name` makes it idempotent: two runs asking for the same continuation
+        queue one task (in production; the emulator does not de-duplicate).
+        """
         settings = self._settings
         if not settings.renewer_url:
             raise QueueUnavailable("CALSYNC_RENEWER_URL is not set: cannot fan out")
@@ -97,11 +101,15 @@ class CloudTasksQueue(TaskQueue):
             http_request["oidc_token"] = {"service_account_email": settings.tasks_invoker_sa,
                                           "audience": settings.renewer_url}
         task: dict[str, Any] = {"http_request": http_request}
+        if name is not None:
+            task["name"] = f"{self._queue_path}/tasks/{name}"
         if not_before is not None:
             task["schedule_time"] = _timestamp(not_before)
         try:
             self._client.create_task(parent=self._queue_path, task=tasks_v2.Task(task),
                                      timeout=ENQUEUE_TIMEOUT_SECONDS)
+        except gexc.AlreadyExists:
+            return  # another run queued this continuation already
         except (gexc.GoogleAPICallError, gexc.RetryError) as err:
             raise QueueUnavailable(f"could not queue renewer continuation: "
                                    f"{type(err).__name__}") from err
