@@ -9,6 +9,6 @@ Modules by concern: ``server`` (HTTP), ``app`` (wiring), ``api_routes`` and
 ``event_writes``, ``list_query`` + ``listing`` (events.list/instances),
 ``recurrence`` (dateutil expansion), ``tokens`` (sync/page tokens),
 ``channels`` + ``push`` (watch channels and delivery), ``auth`` (bearer
-tokens and ``/token``), ``faults`` (injected failures, rate limit),
-``counters``, ``clock``, ``errors``.
+tokens and ``/token``), ``auth_codes`` (the authorization-code grant),
+``faults`` (injected failures, rate limit), ``counters``, ``clock``, ``errors``.
 """
