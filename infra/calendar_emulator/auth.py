@@ -60,6 +60,11 @@ class Auth:
         with self._lock:
             self._clients[client_id] = client_secret
 
+    def client_known(self, client_id: str) -> bool:
+        """True for a registered client, and for any client while none is registered."""
+        with self._lock:
+            return not self._clients or client_id in self._clients
+
     def set_invalid_grant(self, user: str, refused: bool) -> None:
         """Make ``/token`` answer ``invalid_grant`` for a user and revoke their access tokens."""
         with self._lock:

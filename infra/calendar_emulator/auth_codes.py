@@ -82,13 +82,15 @@ class AuthorizationCodes:
         self._clock = clock
         self._lock = threading.Lock()
         self._codes: dict[str, CodeGrant] = {}
+        self._offline_consents: set[tuple[str, str]] = set()
         # Signs ID tokens (HS256); nobody verifies them: they come straight from /token.
         self._key = secrets.token_bytes(32)
 
     def reset(self) -> None:
-        """Forget every outstanding code."""
+        """Forget every outstanding code and every remembered consent."""
         with self._lock:
             self._codes.clear()
+            self._offline_consents.clear()
 
     def issue(self, grant: CodeGrant) -> str:
         """A fresh code for ``grant``."""
@@ -96,6 +98,13 @@ class AuthorizationCodes:
         with self._lock:
             self._codes[code] = grant
         return code
+
+    def first_offline_consent(self, user: str, client_id: str) -> bool:
+        """True the first time ``user`` grants ``client_id`` offline access (then remembered)."""
+        with self._lock:
+            first = (user, client_id) not in self._offline_consents
+            self._offline_consents.add((user, client_id))
+            return first
 
     def redeem(self, code: str, redirect_uri: str, verifier: str | None) -> CodeGrant:
         """The grant behind ``code``, or ``GrantRefused`` (the code is spent either way)."""

@@ -7,8 +7,10 @@ import hashlib
 import os
 import socket
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+import requests
 from google.auth.transport.requests import Request as AuthRequest
 from google.oauth2.credentials import Credentials
 from oauthlib.oauth2 import InsecureTransportError
@@ -194,6 +196,38 @@ def test_consent_config(calendar: Any) -> None:
         "prompt": "consent",
     }
     local = CodeExchange(
-        CLIENT_ID, CLIENT_SECRET, token_uri=calendar.token_uri, auth_uri=calendar.base_url + "/o"
+        CLIENT_ID, CLIENT_SECRET, token_uri=calendar.token_uri, auth_uri=calendar.auth_uri
     )
-    assert local.config().auth_uri == calendar.base_url + "/o"
+    assert local.config().auth_uri == calendar.auth_uri
+
+
+def test_connect_flow_through_the_emulators_consent_page(calendar: Any) -> None:
+    """What an app does: consent URL from the config, browser redirect, code to calsync."""
+    exchange = CodeExchange(
+        CLIENT_ID, CLIENT_SECRET, token_uri=calendar.token_uri, auth_uri=calendar.auth_uri
+    )
+    config = exchange.config().to_json()
+    verifier = "pkce-" + "v" * 60
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode()
+    query = {
+        "client_id": config["client_id"],
+        "redirect_uri": REDIRECT,
+        "response_type": "code",
+        "scope": " ".join(config["scopes"]),
+        "access_type": config["access_type"],
+        "prompt": config["prompt"],
+        "state": "s-1",
+        "login_hint": USER,
+        "code_challenge": challenge.rstrip("="),
+        "code_challenge_method": "S256",
+    }
+    with requests.Session() as browser:
+        browser.trust_env = False
+        answer = browser.get(config["auth_uri"], params=query, allow_redirects=False, timeout=10)
+    assert answer.status_code == 302
+    location = urlsplit(answer.headers["Location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == REDIRECT
+    params = dict(parse_qsl(location.query))
+    assert params["state"] == "s-1"
+    grant = exchange.exchange(params["code"], REDIRECT, code_verifier=verifier)
+    assert grant.owner_email == USER and grant.scopes == SCOPES and grant.refresh_token
