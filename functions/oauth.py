@@ -163,11 +163,9 @@ class CodeExchange:
             self._secure_token_uri = "https" + self._token_uri[len("http") :]
         else:
             self._secure_token_uri = self._token_uri
-        # The emulator signs as its own origin; Google as accounts.google.com.
-        self._issuers: tuple[str, ...] = (
-            (f"{parts.scheme}://{parts.netloc}",) if is_loopback_url(self._token_uri)
-            else GOOGLE_ISSUERS
-        )
+        # The emulator issues ID tokens as its own origin; Google as accounts.google.com.
+        origin = f"{parts.scheme}://{parts.netloc}"
+        self._issuers = (origin,) if is_loopback_url(self._token_uri) else GOOGLE_ISSUERS
 
     def config(self) -> OAuthConfig:
         """What `GET /v1/oauth/config` returns."""
@@ -200,6 +198,7 @@ class CodeExchange:
             autogenerate_code_verifier=False,
         )
         session = flow.oauth2session
+        session.max_redirects = 0  # a token endpoint answers; it never sends us elsewhere
         if self._plain_http_origin is not None:
             session.mount(self._plain_http_origin, _PlainHttpAdapter())
             session.trust_env = False  # loopback: never through a proxy from the environment

@@ -6,6 +6,8 @@ import base64
 import hashlib
 import os
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -231,3 +233,31 @@ def test_connect_flow_through_the_emulators_consent_page(calendar: Any) -> None:
     assert params["state"] == "s-1"
     grant = exchange.exchange(params["code"], REDIRECT, code_verifier=verifier)
     assert grant.owner_email == USER and grant.scopes == SCOPES and grant.refresh_token
+
+
+def test_a_redirecting_token_endpoint_is_not_followed(calendar: Any) -> None:
+    hits: list[str] = []
+
+    class Redirector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server naming
+            hits.append(self.path)
+            self.send_response(307)
+            self.send_header("Location", calendar.token_uri)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirector)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        port = server.server_address[1]
+        exchange = CodeExchange(CLIENT_ID, CLIENT_SECRET, token_uri=f"http://127.0.0.1:{port}/t")
+        with pytest.raises(OAuthUnavailable):
+            exchange.exchange(issue(calendar), REDIRECT)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert hits == ["/t"]
+    assert "token" not in calendar.control.counters().get("calls", {})
