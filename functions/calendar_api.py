@@ -83,9 +83,9 @@ class OwnerTokenCredentials(CredentialsProvider):
 class _AuthorizedHttp(google_auth_httplib2.AuthorizedHttp):  # type: ignore[misc]
     """Classifies a failure to get a token knowing whose credentials they are."""
 
-    def __init__(self, credentials: Any, http: httplib2.Http, kind: str) -> None:
+    def __init__(self, credentials: Any, http: httplib2.Http) -> None:
         super().__init__(credentials, http=http)
-        self._kind = kind
+        self._kind = credential_kind(credentials)
 
     def request(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -118,8 +118,7 @@ class GoogleCalendar(CalendarPort):
         if key not in cache:
             with _translated(None):
                 credentials = self._credentials.credentials_for(subscription)
-            http = _AuthorizedHttp(credentials, httplib2.Http(timeout=self._timeout),
-                                   credential_kind(subscription.credentials_ref))
+            http = _AuthorizedHttp(credentials, httplib2.Http(timeout=self._timeout))
             options = {"api_endpoint": self._api_endpoint} if self._api_endpoint else None
             cache[key] = discovery.build_from_document(
                 _discovery_document(), http=http, client_options=options

@@ -236,14 +236,16 @@ class GoogleCredentialsProvider(CredentialsProvider):
             signer, settings.delegation_sa, self._token_uri, scopes=list(SCOPES), subject=owner)
 
 
-def credential_kind(credentials_ref: str) -> str:
-    """Which kind of credentials a subscription's `credentials_ref` names."""
-    ref = credentials_ref or DWD_REF
-    if ref == DWD_REF:
+def credential_kind(credentials: Any) -> str | None:
+    """What kind of google-auth credentials these are (None: another kind)."""
+    from google.oauth2 import credentials as user_credentials
+    from google.oauth2 import service_account
+
+    if isinstance(credentials, service_account.Credentials):
         return DELEGATION_KIND
-    if ref.startswith(OAUTH_PREFIX):
-        return USER_KIND
-    return BEARER_KIND
+    if isinstance(credentials, user_credentials.Credentials):
+        return USER_KIND if credentials.refresh_token else BEARER_KIND
+    return None
 
 
 def _oauth_error(err: auth_exceptions.RefreshError) -> tuple[str, str]:
@@ -270,6 +272,11 @@ def auth_failure(err: Exception, kind: str | None) -> CalendarError:
         detail = f"{code or 'refresh failed'}: {description}"[:_MAX_DETAIL]
         if getattr(err, "retryable", False):
             return CalendarUnavailable(f"token refresh failed, transient ({detail})")
+        if kind == BEARER_KIND:
+            # A bare access token cannot be refreshed: its refusal is final.
+            return CredentialsRejected(f"{REAUTHORIZATION_REQUIRED}: the access token was "
+                                       "refused and cannot be refreshed",
+                                       reason=REAUTHORIZATION_REQUIRED)
         our_jwt = code == "invalid_grant" and kind != USER_KIND and "jwt" in description.lower()
         if code == "invalid_grant" and kind == DELEGATION_KIND and not our_jwt:
             # The JWT was fine, the subject is not (deleted or suspended account).

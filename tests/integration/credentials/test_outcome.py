@@ -17,6 +17,7 @@ from google.oauth2 import _client
 
 from functions.calendar_api import GoogleCalendar
 from functions.credentials import (
+    BEARER_KIND,
     DELEGATION_KIND,
     USER_KIND,
     CredentialVault,
@@ -145,3 +146,13 @@ def test_transient_refresh_and_transport_failures_are_transient() -> None:
     denied = auth_exceptions.TransportError(
         "Error calling the IAM signBlob API: b'{\"error\": {\"code\": 403}}'")
     assert isinstance(auth_failure(denied, DELEGATION_KIND), Misconfigured)
+
+
+def test_a_bare_access_token_refused_is_final_and_the_users() -> None:
+    cannot = auth_exceptions.RefreshError(
+        "The credentials do not contain the necessary fields need to refresh the access token.")
+    rejected = auth_failure(cannot, BEARER_KIND)
+    assert isinstance(rejected, CredentialsRejected)
+    assert rejected.reason == REAUTHORIZATION_REQUIRED
+    # Refresh fields missing on credentials we built to refresh: our bug, not the user's.
+    assert isinstance(auth_failure(cannot, USER_KIND), Misconfigured)
