@@ -211,8 +211,12 @@ class GoogleCredentialsProvider(CredentialsProvider):
 
         settings = self._settings
         if settings.delegation_key_file:
-            credentials = service_account.Credentials.from_service_account_file(
-                settings.delegation_key_file, scopes=list(SCOPES))
+            try:
+                credentials = service_account.Credentials.from_service_account_file(
+                    settings.delegation_key_file, scopes=list(SCOPES))
+            except (OSError, ValueError, KeyError) as err:
+                raise Misconfigured("the delegation key file (CALSYNC_DELEGATION_KEY_FILE) "
+                                    f"cannot be used: {type(err).__name__}") from err
             if settings.oauth_token_uri:
                 credentials = credentials.with_token_uri(settings.oauth_token_uri)
             return credentials.with_subject(owner)

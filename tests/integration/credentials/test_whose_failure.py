@@ -221,10 +221,18 @@ def test_missing_stored_credential_is_the_users(calendar: Any, firestore_db: Any
     assert info.value.reason == REAUTHORIZATION_REQUIRED
 
 
-def test_unconfigured_delegation_and_oauth_are_ours(calendar: Any, firestore_db: Any) -> None:
+def test_unconfigured_delegation_and_oauth_are_ours(
+    calendar: Any, firestore_db: Any, tmp_path: Path
+) -> None:
     provider = GoogleCredentialsProvider(_settings(calendar), vault=None)
     with pytest.raises(Misconfigured, match="CALSYNC_DELEGATION_SA"):
         _list(calendar, provider, DWD_SUB)
+    (tmp_path / "broken.json").write_text("{}")
+    for path in (tmp_path / "absent.json", tmp_path / "broken.json"):
+        broken = GoogleCredentialsProvider(
+            _settings(calendar, CALSYNC_DELEGATION_KEY_FILE=str(path)), vault=None)
+        with pytest.raises(Misconfigured, match="CALSYNC_DELEGATION_KEY_FILE"):
+            _list(calendar, broken, DWD_SUB)
     with pytest.raises(Misconfigured, match="OAuth is not configured"):
         _list(calendar, provider, Subscription("s", "primary", OWNER, credentials_ref="oauth:1"))
     no_client = GoogleCredentialsProvider(_settings(calendar, CALSYNC_OAUTH_CLIENT_ID=""),
