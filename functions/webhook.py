@@ -151,10 +151,7 @@ class WebhookService:
             except ResourceMismatch:
                 return Outcome(403, "resource id does not match the channel",
                                "rejected_resource", channel.sub_id)
-            # Once per channel: the learnt id changed the document's version,
-            # which the last-notification write is conditioned on.
-            channel = self._channels.get_channel(channel.id) or replace(
-                channel, resource_id=note.resource_id, version=None)
+            channel = self._relearnt(channel, note.resource_id)
         elif channel.resource_id != note.resource_id:
             return Outcome(403, "resource id does not match the channel", "rejected_resource",
                            channel.sub_id)
@@ -209,6 +206,16 @@ class WebhookService:
         else:
             self._cache.pop(channel_id, None)
         return channel
+
+    def _relearnt(self, channel: Channel, resource_id: str) -> Channel:
+        """The channel after learning its resource id, read again once per channel:
+        the write moved the document's version, which the bookkeeping write is
+        conditioned on. Bookkeeping only: if the read fails, skip it this time."""
+        learnt = replace(channel, resource_id=resource_id, version=None)
+        try:
+            return self._channels.get_channel(channel.id) or learnt
+        except StoreError:
+            return learnt
 
     def _maybe_record(self, channel: Channel, note: Notification, now: datetime) -> int:
         """Write the last-notification fields if due; returns the documents written.

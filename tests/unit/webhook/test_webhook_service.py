@@ -348,3 +348,22 @@ def test_pending_channels_are_never_cached(world) -> None:  # type: ignore[no-un
     channels.put(replace(channels.channels["ch-p"], resource_id="res-q"))
     # The learnt resource id is read again, not served from a cache.
     assert service.handle(note(channel="ch-p", resource="res-p")).status == 403
+
+
+def test_a_failed_reread_after_learning_skips_only_the_bookkeeping(world) -> None:  # type: ignore[no-untyped-def]
+    service, channels, requests, queue, _ = world
+    channels.put(Channel("ch-p", "sub-1", "pending"))
+    original = channels.learn_resource_id
+
+    def learn_then_fail_reads(channel_id: str, resource_id: str) -> None:
+        original(channel_id, resource_id)
+
+        def down(cid: str) -> Channel | None:
+            raise StoreUnavailable("firestore down")
+
+        channels.get_channel = down  # type: ignore[method-assign]
+
+    channels.learn_resource_id = learn_then_fail_reads  # type: ignore[method-assign]
+    outcome = service.handle(note(channel="ch-p", resource="res-p"))
+    assert (outcome.status, outcome.result) == (200, "queued") and len(queue.tasks) == 1
+    assert channels.channels["ch-p"].resource_id == "res-p" and not channels.recorded
