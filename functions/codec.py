@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from functions.model import Snapshot
+from functions.model import ChangeDraft, Snapshot
 
 ESCAPE = "~"
 _RESERVED = re.compile(r"^__.*__$", re.DOTALL)
@@ -104,3 +104,104 @@ def document_size(path: str, data: Mapping[str, Any]) -> int:
     """Stored size of a document at `path` (`collection/id/...`) holding `data`."""
     name = sum(len(part.encode("utf-8")) + 1 for part in path.split("/")) + 16
     return name + value_size(dict(data)) + _DOCUMENT_OVERHEAD
+
+
+def encode_change(
+    change: ChangeDraft, seq: int, at: datetime, expire_at: datetime
+) -> dict[str, Any]:
+    """The stored document of a change entry (`fields` escaped like snapshots)."""
+    return {
+        "seq": seq,
+        "kind": change.kind,
+        "event_id": change.event_id,
+        "recurring_event_id": change.recurring_event_id,
+        "fields": escape(change.fields),
+        "etag": change.etag,
+        "at": at,
+        "expire_at": expire_at,
+    }
+
+
+# Commit requests: what a write weighs on the wire (protobuf), which is what
+# the request limits count (10 MiB in production, the emulator's 4 MiB gRPC
+# message cap). It exceeds the storage size by a few bytes per field, so a map
+# of many small fields (attendee lists) weighs up to ~1.4x its storage size.
+_NAME_PREFIX_BYTES = 128  # "projects/{project}/databases/{database}/documents/", at most
+
+
+def _varint(number: int) -> int:
+    if number < 0:
+        return 10
+    size = 1
+    while number >= 0x80:
+        number >>= 7
+        size += 1
+    return size
+
+
+def _delimited(payload: int, tag: int = 1) -> int:
+    return tag + _varint(payload) + payload
+
+
+def _map_wire(mapping: Mapping[Any, Any]) -> int:
+    total = 0
+    for key, item in mapping.items():
+        entry = _delimited(len(str(key).encode("utf-8"))) + _delimited(_value_wire(item))
+        total += _delimited(entry)
+    return total
+
+
+def _value_wire(value: Any) -> int:
+    """Bytes of a `google.firestore.v1.Value` message holding `value`."""
+    if value is None or isinstance(value, bool):
+        return 2
+    if isinstance(value, int):
+        return 1 + _varint(value)
+    if isinstance(value, float):
+        return 9
+    if isinstance(value, datetime):
+        return 14  # Timestamp{seconds, nanos}, at most
+    if isinstance(value, str):
+        return _delimited(len(value.encode("utf-8")), tag=2)
+    if isinstance(value, bytes):
+        return _delimited(len(value), tag=2)
+    if isinstance(value, Mapping):
+        return _delimited(_map_wire(value))
+    if isinstance(value, list | tuple):
+        return _delimited(sum(_delimited(_value_wire(v)) for v in value))
+    return 64  # references, geo points: small
+
+
+def write_size(path: str, data: Mapping[str, Any]) -> int:
+    """Bytes a `set` of `data` at `path` adds to a commit request (an upper bound
+    within a few hundred bytes of the client's own encoding)."""
+    name = _NAME_PREFIX_BYTES + len(path.encode("utf-8"))
+    document = _delimited(name) + _map_wire(data)
+    return _delimited(_delimited(document))  # Write.update inside CommitRequest.writes
+
+
+# Firestore's limits on field names and nesting.
+MAX_FIELD_NAME_BYTES = 1500
+MAX_DEPTH = 20
+
+
+def field_problem(value: Any, depth: int = 0) -> str | None:
+    """A limit on field names or nesting that `value` breaks, which escaping cannot
+    fix: says why Firestore refused a document."""
+    if isinstance(value, dict):
+        if depth > MAX_DEPTH:
+            return f"maps nested deeper than Firestore's {MAX_DEPTH} levels"
+        for key, item in value.items():
+            size = len(str(key).encode("utf-8"))
+            if size > MAX_FIELD_NAME_BYTES:
+                return (f"a field name of {size} bytes, over Firestore's "
+                        f"{MAX_FIELD_NAME_BYTES}-byte limit")
+            found = field_problem(item, depth + 1)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            found = field_problem(item, depth + 1)
+            if found:
+                return found
+    return None
