@@ -32,7 +32,7 @@ _DOCUMENT_OVERHEAD = 32
 
 def escape_key(key: str) -> str:
     """A field name Firestore accepts, from which `unescape_key` restores `key`."""
-    if key == "" or key.startswith(ESCAPE) or _RESERVED.match(key):
+    if key == "" or key[0] == ESCAPE or (key[0] == "_" and _RESERVED.match(key)):
         return ESCAPE + key
     return key
 
@@ -43,7 +43,10 @@ def unescape_key(key: str) -> str:
 
 def escape(value: Any) -> Any:
     """`value` with every map key escaped, at every depth."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind is str:  # the common cases first: this runs for every field
+        return value
+    if kind is dict or isinstance(value, Mapping):
         return {escape_key(str(k)): escape(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [escape(v) for v in value]
@@ -51,7 +54,10 @@ def escape(value: Any) -> Any:
 
 
 def unescape(value: Any) -> Any:
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is dict or isinstance(value, Mapping):
         return {unescape_key(str(k)): unescape(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [unescape(v) for v in value]
@@ -85,6 +91,8 @@ def decode_snapshot(document: Mapping[str, Any]) -> Snapshot:
 
 def value_size(value: Any) -> int:
     """Bytes a value takes in Firestore's storage-size accounting."""
+    if type(value) is str:
+        return len(value.encode("utf-8")) + 1
     if value is None or isinstance(value, bool):
         return 1
     if isinstance(value, int | float | datetime):
@@ -132,28 +140,34 @@ _NAME_PREFIX_BYTES = 128  # "projects/{project}/databases/{database}/documents/"
 def _varint(number: int) -> int:
     if number < 0:
         return 10
-    size = 1
-    while number >= 0x80:
-        number >>= 7
-        size += 1
-    return size
+    return (number.bit_length() + 6) // 7 or 1
 
 
 def _delimited(payload: int, tag: int = 1) -> int:
-    return tag + _varint(payload) + payload
+    return tag + (1 if payload < 0x80 else _varint(payload)) + payload
 
 
 def _map_wire(mapping: Mapping[Any, Any]) -> int:
     total = 0
     for key, item in mapping.items():
-        entry = _delimited(len(str(key).encode("utf-8"))) + _delimited(_value_wire(item))
-        total += _delimited(entry)
+        name = len((key if type(key) is str else str(key)).encode("utf-8"))
+        value = _value_wire(item)
+        entry = (2 + name + value + (1 if name < 0x80 else _varint(name))
+                 + (1 if value < 0x80 else _varint(value)))
+        total += 1 + entry + (1 if entry < 0x80 else _varint(entry))
     return total
 
 
 def _value_wire(value: Any) -> int:
     """Bytes of a `google.firestore.v1.Value` message holding `value`."""
-    if value is None or isinstance(value, bool):
+    kind = type(value)
+    if kind is str:
+        return _delimited(len(value.encode("utf-8")), tag=2)
+    if kind is dict:
+        return _delimited(_map_wire(value))
+    if kind is list:
+        return _delimited(sum(_delimited(_value_wire(v)) for v in value))
+    if value is None or kind is bool:
         return 2
     if isinstance(value, int):
         return 1 + _varint(value)
