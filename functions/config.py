@@ -21,6 +21,8 @@ WORKER = "sync_worker"
 RENEWER = "renew_channels"
 CLI = "cli"
 ALL_FUNCTIONS = (WEBHOOK, WORKER, RENEWER)
+# Firestore refuses a commit request over 10 MiB (the emulator over 4 MiB).
+MAX_COMMIT_BYTES = 10 * 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -64,6 +66,14 @@ def _parse_positive_int(value: str) -> int:
         raise ValueError("must be a whole number") from err
     if number <= 0:
         raise ValueError("must be a positive whole number")
+    return number
+
+
+def _parse_commit_bytes(value: str) -> int:
+    number = _parse_positive_int(value)
+    if not 64 * 1024 <= number <= MAX_COMMIT_BYTES:
+        raise ValueError(f"must be between 65536 and {MAX_COMMIT_BYTES} (Firestore's "
+                         "request limit)")
     return number
 
 
@@ -184,6 +194,12 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CALSYNC_PAGE_SIZE", "page_size", _parse_positive_int,
              "maxResults for events.list (Google caps it at 2500).", (WORKER,),
              default="2500"),
+    Variable("CALSYNC_COMMIT_BYTES", "commit_bytes", _parse_commit_bytes,
+             "Byte budget of one Firestore commit; a page is split to fit (production "
+             "refuses over 10 MiB, the emulator over 4 MiB).", (WORKER,), default="3145728"),
+    Variable("CALSYNC_FEED_RETENTION_DAYS", "feed_retention_days", _parse_positive_int,
+             "Change entries expire (Firestore TTL on `expire_at`) this many days after "
+             "they were written.", (WORKER,), default="30"),
     Variable("CALENDAR_API_ENDPOINT", "calendar_api_endpoint", _parse_url,
              "Calendar API root (the emulator locally).", (WORKER, RENEWER),
              default="", required=False, local_only=True),
@@ -226,6 +242,8 @@ class Settings:
     lease_seconds: int = 120
     notification_record_interval: float = 5.0
     page_size: int = 2500
+    commit_bytes: int = 3145728
+    feed_retention_days: int = 30
     calendar_api_endpoint: str = ""
     oauth_token_uri: str = ""
     tasks_emulator_host: str = ""

@@ -12,6 +12,7 @@ import contextlib
 import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from functions.errors import LeaseLost, StoreError, StoreUnavailable
+from functions import catalogue, codec
+from functions.errors import LeaseLost, StoreError, StoreRejected, StoreUnavailable
 from functions.model import (
     ACTIVE,
     DEFER_TOLERANCE,
@@ -37,23 +39,22 @@ from functions.model import (
 )
 from functions.ports import FeedReader, RequestStore, SyncStore
 
-SUBSCRIPTIONS = "subscriptions"
-CHANNELS = "channels"
-EVENTS = "events"
-CHANGES = "changes"
-STATE = "state"
-WRITER = "writer"
+SUBSCRIPTIONS = catalogue.SUBSCRIPTIONS
+CHANNELS = catalogue.CHANNELS
+EVENTS = catalogue.EVENTS
+CHANGES = catalogue.CHANGES
+STATE = catalogue.STATE
+WRITER = catalogue.WRITER
 
-# Every store query that needs a composite index (terraform/ builds one each).
-# Single-field queries (events by recurringEventId, live events by id, changes
-# by seq) use Firestore's automatic single-field indexes.
-QUERIES: list[dict[str, Any]] = [
-    {"collection": CHANNELS, "fields": [("state", "ASCENDING"), ("expiration", "ASCENDING")]},
-    {"collection": SUBSCRIPTIONS,
-     "fields": [("status", "ASCENDING"), ("last_synced_at", "ASCENDING")]},
-    {"collection": SUBSCRIPTIONS,
-     "fields": [("status", "ASCENDING"), ("requested_at", "ASCENDING")]},
-]
+# Every store query that needs a composite index (terraform/ builds one each),
+# from the one catalogue. Single-field queries (`catalogue.SINGLE_FIELD_QUERIES`)
+# use Firestore's automatic single-field indexes.
+QUERIES: list[dict[str, Any]] = catalogue.QUERIES
+
+FEED_RETENTION = timedelta(days=30)
+# A snapshot written before the `event` map layout kept the resource's fields at
+# the top level: its exceptions are found by `recurringEventId` too.
+_LEGACY_RECURRING_FIELD = "recurringEventId"
 
 _TRANSIENT = (
     gexc.ServiceUnavailable,
@@ -112,12 +113,39 @@ def _subscription(sub_id: str, data: dict[str, Any]) -> Subscription:
     )
 
 
+@dataclass(frozen=True)
+class _Encoded:
+    """A write as stored: the snapshot document and its entry document, if any."""
+
+    event_id: str
+    snapshot: dict[str, Any]
+    entry: dict[str, Any] | None
+
+
+def refusal(err: BaseException | None) -> str | None:
+    """Firestore's reason when it refuses a commit's data itself (sending the same
+    data again cannot help), or None for failures worth retrying.
+
+    InvalidArgument covers a document over 1 MiB, a reserved or over-long field
+    name, too deep a map, too many index entries and (in production) a request
+    over 10 MiB; the emulator answers a request over its 4 MiB gRPC message cap
+    with RESOURCE_EXHAUSTED, which the client retries until its deadline.
+    """
+    if isinstance(err, gexc.RetryError):
+        err = err.cause
+    if isinstance(err, gexc.InvalidArgument):
+        return (err.message or str(err)).splitlines()[0]
+    if isinstance(err, gexc.ResourceExhausted) and "exceeds maximum size" in str(err):
+        return (err.message or str(err)).splitlines()[0]
+    return None
+
+
 def _entry(data: dict[str, Any]) -> ChangeEntry:
     return ChangeEntry(
         seq=int(data["seq"]),
         kind=data["kind"],
         event_id=data["event_id"],
-        fields=data.get("fields") or {},
+        fields=codec.unescape(data.get("fields") or {}),
         etag=data.get("etag"),
         recurring_event_id=data.get("recurring_event_id"),
         at=data.get("at"),
@@ -127,8 +155,15 @@ def _entry(data: dict[str, Any]) -> ChangeEntry:
 class FirestoreStore(SyncStore, RequestStore, FeedReader):
     """The store over a `google.cloud.firestore.Client`."""
 
-    def __init__(self, client: firestore.Client) -> None:
+    # Firestore refuses a larger document; a test may raise it to reach the
+    # refusal path on the emulator.
+    max_document_bytes = codec.MAX_DOCUMENT_BYTES
+
+    def __init__(
+        self, client: firestore.Client, *, feed_retention: timedelta = FEED_RETENTION
+    ) -> None:
         self._client = client
+        self._feed_retention = feed_retention
 
     # -- references ---------------------------------------------------------
 
@@ -291,15 +326,17 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                 refs = [events.document(i) for i in ids[start:start + _GET_ALL_BATCH]]
                 for snapshot in self._client.get_all(refs):
                     if snapshot.exists:
-                        found[snapshot.id] = snapshot.to_dict()
+                        found[snapshot.id] = codec.decode_snapshot(snapshot.to_dict() or {})
         return found
 
     def load_exception_ids(self, sub_id: str, series_id: str) -> list[str]:
-        query = self._events(sub_id).where(
-            filter=FieldFilter("recurringEventId", "==", series_id)
-        ).select(["__name__"])
-        with _translated():
-            return [snapshot.id for snapshot in query.stream()]
+        found: dict[str, None] = {}
+        for field in (codec.RECURRING_FIELD, _LEGACY_RECURRING_FIELD):
+            query = self._events(sub_id).where(
+                filter=FieldFilter(field, "==", series_id)).select(["__name__"])
+            with _translated():
+                found.update((snapshot.id, None) for snapshot in query.stream())
+        return list(found)
 
     def has_events(self, sub_id: str) -> bool:
         with _translated():
@@ -330,6 +367,62 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
     def commit_page(
         self, lease: Lease, writes: Sequence[EventWrite], now: datetime, until: datetime
     ) -> None:
+        """Encode every document first (naming any over 1 MiB before sending),
+        then commit; see `_commit_encoded` for a commit Firestore refuses."""
+        expire_at = now + self._feed_retention
+        encoded = [self._encode(lease.subscription.id, w, now, expire_at) for w in writes]
+        self._commit_encoded(lease, encoded, until)
+
+    def _encode(
+        self, sub_id: str, write: EventWrite, now: datetime, expire_at: datetime
+    ) -> _Encoded:
+        # `_seq` and `seq` are placeholders here (same size): the transaction
+        # allocates them after `change_seq`.
+        snapshot = {**write.snapshot, "_synced_at": now}
+        if write.change is not None:
+            snapshot["_seq"] = 0
+        document = codec.encode_snapshot(snapshot)
+        base = f"{SUBSCRIPTIONS}/{sub_id}"
+        size = codec.document_size(f"{base}/{EVENTS}/{write.event_id}", document)
+        if size > self.max_document_bytes:
+            raise StoreRejected(f"event {write.event_id} is {size} bytes, over Firestore's "
+                                "1 MiB document limit")
+        entry = None
+        if write.change is not None:
+            entry = codec.encode_change(write.change, 0, now, expire_at)
+            size = codec.document_size(f"{base}/{CHANGES}/{seq_id(0)}", entry)
+            if size > self.max_document_bytes:
+                raise StoreRejected(f"the change entry of event {write.event_id} is {size} "
+                                    "bytes, over Firestore's 1 MiB document limit")
+        return _Encoded(write.event_id, document, entry)
+
+    def _commit_encoded(self, lease: Lease, encoded: list[_Encoded], until: datetime) -> None:
+        """Commit in order; if Firestore refuses the data, commit each half on its
+        own, down to the single event it refuses, which is named (permanent).
+
+        Every snapshot and its entry still commit together, fenced and with
+        dense `seq`, so committing a page in smaller pieces is harmless; a
+        request that was only too large as a whole succeeds in pieces.
+        """
+        try:
+            with _translated():
+                self._commit_once(lease, encoded, until)
+        except StoreError as err:
+            reason = refusal(err.__cause__)
+            if reason is None or not encoded:
+                raise
+            if len(encoded) == 1:
+                one = encoded[0]
+                why = codec.field_problem(one.snapshot) or (
+                    codec.field_problem(one.entry) if one.entry else None) or reason
+                raise StoreRejected(
+                    f"event {one.event_id} was refused by Firestore: {why}") from err
+            half = len(encoded) // 2
+            self._commit_encoded(lease, encoded[:half], until)
+            self._commit_encoded(lease, encoded[half:], until)
+
+    def _commit_once(self, lease: Lease, encoded: list[_Encoded], until: datetime) -> None:
+        """One fenced transaction: the snapshots, their entries, `change_seq`."""
         sub_id = lease.subscription.id
         events = self._events(sub_id)
         changes = self._sub(sub_id).collection(CHANGES)
@@ -338,27 +431,20 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         def commit(transaction: Any) -> None:
             state = self._fenced_state(transaction, lease)
             seq = int(state.get("change_seq") or 0)
-            for write in writes:
-                document = dict(write.snapshot)
-                document["_synced_at"] = now
-                if write.change is not None:
-                    seq += 1
-                    document["_seq"] = seq
-                    change = write.change
-                    transaction.set(changes.document(seq_id(seq)), {
-                        "seq": seq,
-                        "kind": change.kind,
-                        "event_id": change.event_id,
-                        "recurring_event_id": change.recurring_event_id,
-                        "fields": change.fields,
-                        "etag": change.etag,
-                        "at": now,
-                    })
-                transaction.set(events.document(write.event_id), document)
+            for item in encoded:
+                snapshot = item.snapshot
+                try:
+                    if item.entry is not None:
+                        seq += 1
+                        snapshot = {**snapshot, "_seq": seq}
+                        transaction.set(changes.document(seq_id(seq)), {**item.entry, "seq": seq})
+                    transaction.set(events.document(item.event_id), snapshot)
+                except ValueError as err:  # the client refuses a field name itself
+                    raise StoreRejected(
+                        f"event {item.event_id} was refused by Firestore: {err}") from err
             transaction.update(self._state(sub_id), {"change_seq": seq, "lease_until": until})
 
-        with _translated():
-            commit(self._client.transaction())
+        commit(self._client.transaction())
 
     def commit_final(self, lease: Lease, sync_token: str, now: datetime) -> FinalCommit:
         sub_id = lease.subscription.id

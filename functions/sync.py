@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 
+from functions import catalogue, codec
 from functions.errors import (
     PERMANENT_CALENDAR_ERRORS,
     CalendarUnavailable,
@@ -35,6 +36,10 @@ Clock = Callable[[], datetime]
 
 # Firestore allows 500 writes per transaction; one goes to state/writer.
 MAX_TRANSACTION_WRITES = 500
+# Bytes per commit request: production refuses over 10 MiB, the emulator over
+# 4 MiB (its gRPC message cap). Estimated on the wire (`codec.write_size`).
+MAX_COMMIT_BYTES = 3 * 1024 * 1024
+_COMMIT_OVERHEAD = 4096  # the state/writer update, the transaction id, framing
 RECONCILE_BATCH = 1000
 
 
@@ -65,6 +70,7 @@ class SyncSettings:
     lease_seconds: float = 120.0
     min_sync_interval: float = 2.0
     max_transaction_writes: int = MAX_TRANSACTION_WRITES
+    max_commit_bytes: int = MAX_COMMIT_BYTES
 
 
 @dataclass(frozen=True)
@@ -316,12 +322,12 @@ class _Run:
         sub_id = self.lease.subscription.id
         for batch in self.store.iter_live_ids(sub_id, RECONCILE_BATCH):
             unlisted = [event_id for event_id in batch if event_id not in listed]
-            if not unlisted:
-                continue
-            stored = self.store.load_snapshots(sub_id, unlisted)
-            writes = plan_reconciliation({k: v for k, v in stored.items() if v is not None})
+            writes = []
+            if unlisted:
+                stored = self.store.load_snapshots(sub_id, unlisted)
+                writes = plan_reconciliation({k: v for k, v in stored.items() if v is not None})
             self.progress.reconciled += len(writes)
-            self._commit(writes)
+            self._commit(writes)  # with nothing to write, it still keeps the lease
 
     def _commit(self, writes: Sequence[EventWrite]) -> None:
         span = timedelta(seconds=self.settings.lease_seconds)
@@ -331,7 +337,11 @@ class _Run:
                 self.lease_until = now + span
                 self.store.extend_lease(self.lease, self.lease_until)
             return
-        for chunk in _chunks(writes, self.settings.max_transaction_writes - 1):
+        sub_id = self.lease.subscription.id
+        chunks = _chunks(writes, self.settings.max_transaction_writes - 1,
+                         self.settings.max_commit_bytes - _COMMIT_OVERHEAD,
+                         lambda write: _write_bytes(sub_id, write))
+        for chunk in chunks:
             now = self.engine._clock()
             self.lease_until = now + span
             self.store.commit_page(self.lease, chunk, now, self.lease_until)
@@ -340,15 +350,43 @@ class _Run:
                     self.progress.entries[write.change.kind] += 1
 
 
-def _chunks(writes: Sequence[EventWrite], limit: int) -> Iterator[Sequence[EventWrite]]:
-    start, used = 0, 0
+def _chunks(
+    writes: Sequence[EventWrite],
+    limit: int,
+    max_bytes: int | None = None,
+    size: Callable[[EventWrite], int] | None = None,
+) -> Iterator[Sequence[EventWrite]]:
+    """Consecutive runs of `writes` of at most `limit` document writes and (when
+    `size` is given) at most `max_bytes`; a write over `max_bytes` on its own."""
+    start, used, weight = 0, 0, 0
     for index, write in enumerate(writes):
-        if used + write.write_count > limit:
+        bytes_ = size(write) if size is not None else 0
+        over = max_bytes is not None and weight + bytes_ > max_bytes
+        if index > start and (used + write.write_count > limit or over):
             yield writes[start:index]
-            start, used = index, 0
+            start, used, weight = index, 0, 0
         used += write.write_count
+        weight += bytes_
     if start < len(writes):
         yield writes[start:]
+
+
+# Placeholders as large as any real value, for estimates made before the
+# commit stamps the time and allocates `seq`.
+_SOME_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+_SOME_SEQ = 2**62
+
+
+def _write_bytes(sub_id: str, write: EventWrite) -> int:
+    """Bytes `write` adds to a commit request: its snapshot and its entry."""
+    base = f"{catalogue.SUBSCRIPTIONS}/{sub_id}"
+    snapshot = codec.encode_snapshot({**write.snapshot, "_synced_at": _SOME_TIME,
+                                      "_seq": _SOME_SEQ})
+    size = codec.write_size(f"{base}/{catalogue.EVENTS}/{write.event_id}", snapshot)
+    if write.change is not None:
+        entry = codec.encode_change(write.change, _SOME_SEQ, _SOME_TIME, _SOME_TIME)
+        size += codec.write_size(f"{base}/{catalogue.CHANGES}/{_SOME_SEQ:020d}", entry)
+    return size
 
 
 def _epoch_ms(moment: datetime) -> int:

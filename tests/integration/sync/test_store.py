@@ -129,6 +129,9 @@ def test_release_records_retry_and_error(store: FirestoreStore, subscription: Su
 
 
 def test_queries_name_their_composite_indexes():
+    from functions import catalogue
+
+    assert QUERIES is catalogue.QUERIES  # one catalogue for the store and Terraform
     for query in QUERIES:
         assert query["collection"] in ("channels", "subscriptions")
         assert all(order in ("ASCENDING", "DESCENDING") for _, order in query["fields"])

@@ -142,3 +142,20 @@ def test_busy_is_200(http: Any):
     store.acquire_lease("sub-w", now, now + timedelta(seconds=120))
     answer = _post(http, {"subscription_id": "sub-w"})
     assert answer.status_code == 200 and answer.get_data(as_text=True) == "busy\n"
+
+
+def test_an_event_firestore_refuses_is_200_with_the_subscription_in_error(
+    http: Any, calendar: Any
+):
+    api = calendar_service(calendar.base_url, USER)
+    big = api.events().insert(calendarId="primary", body={
+        "summary": "huge", "description": "x" * 1_100_000, "start": {"date": "2031-03-01"},
+        "end": {"date": "2031-03-02"}}).execute()
+    answer = _post(http, {"subscription_id": "sub-w"})
+    assert answer.status_code == 200 and answer.get_data(as_text=True).startswith("failed")
+    sub = http.store.get_subscription("sub-w")
+    assert sub.status == "error"
+    assert f"event {big['id']} is" in sub.last_error and "1 MiB document limit" in sub.last_error
+    # The queue's retry (or any later task) ends at once: no retry for ever.
+    again = _post(http, {"subscription_id": "sub-w"})
+    assert again.status_code == 200 and again.get_data(as_text=True) == "inactive\n"
