@@ -27,21 +27,24 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def add_bench_args(parser: argparse.ArgumentParser) -> None:
+def add_bench_args(parser: argparse.ArgumentParser, stack: bool = True) -> None:
+    """`--smoke`, and unless `stack` is False (a bench needing no emulator it could
+    share), `--stack-env PATH`."""
     parser.add_argument(
         "--smoke", action="store_true",
         help="tiny sizes, a few seconds, the same code path: proves the bench still runs "
              "(`make test` runs every bench this way); its figures are not meaningful")
-    parser.add_argument(
-        "--stack-env", type=Path, default=None, metavar="PATH",
-        help="reuse the running local stack described by this stack.env (written by "
-             "infra.local / tests' local_stack) instead of starting emulators")
+    if stack:
+        parser.add_argument(
+            "--stack-env", type=Path, default=None, metavar="PATH",
+            help="reuse the running local stack described by this stack.env (written by "
+                 "infra.local / tests' local_stack) instead of starting emulators")
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the options; from here on SIGTERM unwinds like Ctrl-C, stopping what we started."""
     args = parser.parse_args(argv)
-    if args.stack_env is not None and not args.stack_env.is_file():
+    if getattr(args, "stack_env", None) is not None and not args.stack_env.is_file():
         parser.error(f"--stack-env {args.stack_env}: no such file")
     signal.signal(signal.SIGTERM, _terminate)
     return args

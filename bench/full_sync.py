@@ -7,7 +7,7 @@ same documents (snapshots and change entries) with a BulkWriter whose rate
 limit is raised. Naive baseline: list, then get and set each event's snapshot
 and entry one at a time. All three run against the same emulators in one process.
 Document reads and writes are counted at the Firestore client (bench/_world.py).
-`--smoke`: 100 events, a few seconds.
+`--smoke`: 50 events, a few seconds.
 """
 
 from __future__ import annotations
@@ -94,10 +94,10 @@ def naive(db: Any, port: GoogleCalendar, sub: Subscription) -> tuple[float, int]
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=None, help="default 20,000 (smoke: 100)")
+    parser.add_argument("--events", type=int, default=None, help="default 20,000 (smoke: 50)")
     add_bench_args(parser)
     args = parse(parser)
-    events = args.events or (100 if args.smoke else 20_000)
+    events = args.events or (50 if args.smoke else 20_000)
     with emulators(args.stack_env) as (db, calendar):
         seed(calendar, events)
         port = calendar_port(calendar)
