@@ -37,8 +37,8 @@ def logged(handler: Handler) -> Handler:
             try:
                 return handler(request)
             except Exception as err:  # noqa: BLE001 - one logged 500, never a bare traceback
-                logs.log("ERROR", "unhandled exception", exc_info=True,
-                         error=type(err).__name__, function=handler.__name__)
+                logs.log_exception("ERROR", "unhandled exception",
+                                   error=type(err).__name__, function=handler.__name__)
                 return _text(500, f"{handler.__name__}: internal error")
 
     return serve

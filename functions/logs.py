@@ -218,8 +218,17 @@ def reset() -> None:
         _handler = None
 
 
-def log(severity: str, message: str, /, *, exc_info: bool = False, **fields: Any) -> None:
+def log(severity: str, message: str, /, **fields: Any) -> None:
     """Log one line; `fields` become top-level JSON keys. Never pass secrets."""
+    _emit(severity, message, False, fields)
+
+
+def log_exception(severity: str, message: str, /, **fields: Any) -> None:
+    """Like `log`, inside an `except` block: the line carries the traceback."""
+    _emit(severity, message, True, fields)
+
+
+def _emit(severity: str, message: str, exc_info: bool, fields: dict[str, Any]) -> None:
     if _handler is None:
         configure()
     _LOGGER.log(getattr(logging, severity.upper(), logging.INFO), message,

@@ -99,7 +99,7 @@ def test_an_exception_is_one_json_line_with_its_traceback(
     try:
         raise RuntimeError("boom")
     except RuntimeError:
-        logs.log("ERROR", "crashed", exc_info=True)
+        logs.log_exception("ERROR", "crashed")
     [line] = _lines(capsys.readouterr().out)
     assert line["severity"] == "ERROR" and "RuntimeError: boom" in line["exception"]
 
