@@ -195,7 +195,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
         except SystemExit as done:  # --help
             return int(done.code or 0)
         output.json = bool(getattr(args, "json", False))
-        return int(args.handler(args, output))
+        from functions import logs
+
+        with logs.to_stderr(json_lines=output.json):
+            return int(args.handler(args, output))
     except KeyboardInterrupt:
         output.error(CliError(INTERRUPTED, "unavailable", "interrupted",
                               {"reason": "interrupted"}))

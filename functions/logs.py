@@ -169,11 +169,15 @@ class TextFormatter(logging.Formatter):
 
 
 class _StdoutHandler(logging.Handler):
-    """Writes to whatever `sys.stdout` is at the time (tests capture it)."""
+    """Writes to whatever `sys.stdout` (or `sys.stderr`) is at the time (tests capture it)."""
+
+    def __init__(self, to_stderr: bool = False) -> None:
+        super().__init__()
+        self.to_stderr = to_stderr
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            stream = sys.stdout
+            stream = sys.stderr if self.to_stderr else sys.stdout
             stream.write(self.format(record) + "\n")
             stream.flush()
         except Exception:  # noqa: BLE001 - logging must never break a request
@@ -216,6 +220,30 @@ def reset() -> None:
     if _handler is not None:
         _LOGGER.removeHandler(_handler)
         _handler = None
+
+
+@contextlib.contextmanager
+def to_stderr(json_lines: bool, level: int = logging.WARNING) -> Iterator[None]:
+    """For the operator CLI: lines at `level` and above go to stderr, so stdout holds
+    only the command's answer; the previous set-up is restored afterwards."""
+    global _handler
+    saved, saved_level = _handler, _LOGGER.level
+    if saved is not None:
+        _LOGGER.removeHandler(saved)
+    handler = _StdoutHandler(to_stderr=True)
+    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+    _LOGGER.addHandler(handler)
+    _LOGGER.setLevel(level)
+    _LOGGER.propagate = False
+    _handler = handler
+    try:
+        yield
+    finally:
+        _LOGGER.removeHandler(handler)
+        _LOGGER.setLevel(saved_level)
+        _handler = saved
+        if saved is not None:
+            _LOGGER.addHandler(saved)
 
 
 def log(severity: str, message: str, /, **fields: Any) -> None:

@@ -261,3 +261,25 @@ def test_subscribe_still_accepts_the_older_tuple(fakes: Fakes) -> None:
     made = run("subscribe", "cal", "--owner", "o@example.com", "--credentials", "bearer")
     assert made.status == 0 and made.out.startswith("subscribed: s2")
     assert "initial sync is queued" in made.out
+
+
+def test_service_log_lines_never_reach_stdout(fakes: Fakes,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from functions import logs
+
+    class Logging:
+        def pause(self, sub_id: str) -> None:
+            logs.log("INFO", "renewer run", renewed=0)
+            logs.log("WARNING", "channel renewal failed", subscription=sub_id)
+
+    fakes.service = Logging()
+    logs.reset()
+    result = run("pause", "s1", "--json")
+    assert result.status == 0 and result.err == ""
+    assert result.json() == {"subscription_id": "s1", "status": "paused"}
+    captured = capsys.readouterr()
+    [warning] = [line for line in captured.err.splitlines() if line]
+    assert '"message":"channel renewal failed"' in warning and captured.out == ""
+    logs.log("INFO", "after the command")  # the functions' set-up is back: stdout
+    assert "after the command" in capsys.readouterr().out
+    logs.reset()
