@@ -96,12 +96,18 @@ def _format_entry(entry: Any) -> str:
     return f"{entry.seq:>8}  {entry.kind:<8} {entry.event_id}{series}  [{fields}]  {at}"
 
 
+def _feed() -> Any:
+    """The store `changes` reads (FeedReader + get_subscription); tests replace it."""
+    from functions import app
+
+    return app.store(load_settings(FIRESTORE))
+
+
 def cmd_changes(args: argparse.Namespace, output: Output) -> int:
     """Print the change feed of a subscription after a cursor."""
-    from functions import app
     from functions.subscriptions import SubscriptionNotFound
 
-    store = app.store(load_settings(FIRESTORE))
+    store = _feed()
     if store.get_subscription(args.subscription_id) is None:
         raise SubscriptionNotFound(args.subscription_id)
     page = store.list_changes(args.subscription_id, args.after, args.limit)

@@ -283,3 +283,61 @@ def test_service_log_lines_never_reach_stdout(fakes: Fakes,
     logs.log("INFO", "after the command")  # the functions' set-up is back: stdout
     assert "after the command" in capsys.readouterr().out
     logs.reset()
+
+
+class Vault:
+    stored: list[str] = []
+    deleted: list[str] = []
+
+    def __init__(self, db: Any, keyring: Any) -> None:
+        assert keyring  # sealing needs CALSYNC_CREDENTIAL_KEYS
+
+    def store_refresh_token(self, token: str) -> str:
+        Vault.stored.append(token)
+        return f"oauth:new{len(Vault.stored)}"
+
+    def delete(self, credential_id: str) -> None:
+        Vault.deleted.append(credential_id)
+
+
+@pytest.fixture
+def vault(fakes: Fakes, monkeypatch: pytest.MonkeyPatch) -> type[Vault]:
+    import io
+
+    from functions import app, credentials
+
+    Vault.stored, Vault.deleted = [], []
+    monkeypatch.setattr(credentials, "CredentialVault", Vault)
+    monkeypatch.setattr(app, "firestore_client", lambda settings: object())
+    monkeypatch.setattr("sys.stdin", io.StringIO("rt-cli-unit-secret\n"))
+    monkeypatch.setenv("CALSYNC_CREDENTIAL_KEYS", "k1:" + "a" * 44)
+    return Vault
+
+
+def test_a_refresh_token_for_an_existing_subscription_is_not_kept(
+    fakes: Fakes, vault: type[Vault]
+) -> None:
+    existing = Subscription("s1", "cal", "o@example.com", credentials_ref="oauth:old")
+    fakes.service = Subscribing(Result(existing, created=False, queued=False))
+    done = run("subscribe", "cal", "--owner", "o@example.com", "--refresh-token-stdin",
+               "--json")
+    assert done.status == 0 and "rt-cli-unit-secret" not in done.out
+    assert done.json()["credentials_ref"] == "oauth:old" and done.json()["created"] is False
+    assert vault.stored == ["rt-cli-unit-secret"] and vault.deleted == ["new1"]
+
+
+def test_a_refused_subscribe_keeps_no_refresh_token(fakes: Fakes, vault: type[Vault]) -> None:
+    fakes.service = Raising(InvalidTransition("subscription s1 is deleting", "deleting"))
+    done = run("subscribe", "cal", "--owner", "o@example.com", "--refresh-token-stdin")
+    assert done.status == 1 and "is deleting" in done.err
+    assert vault.deleted == ["new1"]
+
+
+def test_refresh_token_stdin_needs_the_credential_keys(
+    fakes: Fakes, vault: type[Vault], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CALSYNC_CREDENTIAL_KEYS")
+    fakes.service = Raising(AssertionError("not called"))
+    done = run("subscribe", "cal", "--owner", "o@example.com", "--refresh-token-stdin")
+    assert done.status == 1 and "CALSYNC_CREDENTIAL_KEYS is not set" in done.err
+    assert vault.stored == []
