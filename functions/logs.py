@@ -192,17 +192,22 @@ def json_lines_enabled(environ: Mapping[str, str] | None = None) -> bool:
 
 
 _handler: _StdoutHandler | None = None
+_root_handler: _StdoutHandler | None = None
 
 
 def configure(json_lines: bool | None = None, level: int = logging.INFO) -> None:
     """Install the stdout handler once (later calls only change an explicit format).
 
-    With `json_lines` None the format comes from `CALSYNC_JSON_LOGS`.
+    With `json_lines` None the format comes from `CALSYNC_JSON_LOGS`. Warnings
+    that libraries log through the root logger get the same format, so every
+    line on stdout is one JSON object.
     """
-    global _handler
+    global _handler, _root_handler
     if _handler is not None:
         if json_lines is not None:
-            _handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+            for handler in (_handler, _root_handler):
+                if handler is not None:
+                    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
         return
     if json_lines is None:
         json_lines = json_lines_enabled()
@@ -212,14 +217,21 @@ def configure(json_lines: bool | None = None, level: int = logging.INFO) -> None
     _LOGGER.setLevel(level)
     _LOGGER.propagate = False
     _handler = handler
+    _root_handler = _StdoutHandler()
+    _root_handler.setLevel(logging.WARNING)
+    _root_handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+    logging.getLogger().addHandler(_root_handler)
 
 
 def reset() -> None:
-    """Remove the handler (tests that change `CALSYNC_JSON_LOGS`)."""
-    global _handler
+    """Remove the handlers (tests that change `CALSYNC_JSON_LOGS`)."""
+    global _handler, _root_handler
     if _handler is not None:
         _LOGGER.removeHandler(_handler)
         _handler = None
+    if _root_handler is not None:
+        logging.getLogger().removeHandler(_root_handler)
+        _root_handler = None
 
 
 @contextlib.contextmanager

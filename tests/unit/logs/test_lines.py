@@ -173,3 +173,15 @@ def test_an_unexpected_exception_is_a_logged_500_with_the_trace(
     [line] = _lines(capsys.readouterr().out)
     assert line["message"] == "unhandled exception" and line["error"] == "KeyError"
     assert line[TRACE_KEY].endswith(f"{6:032x}") and "surprise" in line["exception"]
+
+
+def test_library_warnings_are_json_lines_with_the_trace_too(
+    fresh_logs: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs.configure()
+    with logs.request_context({"X-Cloud-Trace-Context": f"{TRACE}/3"}):
+        logging.getLogger("urllib3.connectionpool").warning("Retrying %s", "(Total=2)")
+        logging.getLogger("urllib3.connectionpool").info("not shown")
+    [line] = _lines(capsys.readouterr().out)
+    assert line["severity"] == "WARNING" and line["message"] == "Retrying (Total=2)"
+    assert line["logger"] == "urllib3.connectionpool" and line[TRACE_KEY].endswith(TRACE)
