@@ -141,7 +141,8 @@ def _register_changes(commands: Any, common: argparse.ArgumentParser) -> None:
         commands, common, "changes", "show a subscription's change feed",
         "Print the change feed of a subscription: one line per change (cursor, kind, "
         "event id, changed fields, time), then the cursor to continue after.")
-    parser.add_argument("subscription_id", help="the subscription (see `list`)")
+    parser.add_argument("subscription_id", metavar="SUBSCRIPTION_ID",
+                            help="the subscription (see `list`)")
     parser.add_argument("--after", type=_whole(0), default=0, metavar="CURSOR",
                         help="show changes after this cursor (default 0: from the start)")
     parser.add_argument("--limit", type=_whole(1, MAX_LIMIT), default=DEFAULT_LIMIT,

@@ -275,7 +275,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
             with_id: bool = True) -> argparse.ArgumentParser:
         parser = add_command(commands, common, name, summary, description)
         if with_id:
-            parser.add_argument("subscription_id", help="the subscription (see `list`)")
+            parser.add_argument("subscription_id", metavar="SUBSCRIPTION_ID",
+                            help="the subscription (see `list`)")
         parser.set_defaults(handler=handler)
         return parser
 
@@ -284,7 +285,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
               "sync; the sync worker opens the watch channel. Subscribing the same calendar "
               "and owner again returns the existing subscription.", cmd_subscribe,
               with_id=False)
-    sub.add_argument("calendar_id", help="the calendar's id, or `primary` for the owner's own")
+    sub.add_argument("calendar_id", metavar="CALENDAR_ID",
+                     help="the calendar's id, or `primary` for the owner's own")
     sub.add_argument("--owner", required=True, metavar="EMAIL",
                      help="the account whose access calsync uses to read the calendar")
     sub.add_argument("--credentials", default="dwd", metavar="REF",
@@ -312,7 +314,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
                  "Show the status, channel, last notification, last sync, lag, pending "
                  "requests, feed cursor and last error of one subscription, or of all.",
                  cmd_status, with_id=False)
-    status.add_argument("subscription_id", nargs="?",
+    status.add_argument("subscription_id", nargs="?", metavar="SUBSCRIPTION_ID",
                         help="the subscription (default: every subscription)")
     resync = add("resync", "sync now and wait for it",
                  "Queue a sync of the subscription and wait until it has finished, showing "
