@@ -211,7 +211,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
                               {"reason": "interrupted"}))
         return INTERRUPTED
     except BrokenPipeError:
-        return FAILED  # the reader went away (`| head`): nothing more to say
+        # The reader went away (`| head`): nothing more to say, and nothing to flush.
+        if out is None:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return FAILED
     except Exception as failure:  # noqa: BLE001 - every failure is one message, no traceback
         return output.error(classify(failure))
 
