@@ -176,8 +176,12 @@ class WebhookService:
             self._queue.enqueue_sync(channel.sub_id, request.generation, not_before,
                                      origin="request")
         except QueueUnavailable:
-            # The request stays recorded; Google redelivers on 503 and the sweep
-            # re-enqueues requests left pending, so nothing is lost either way.
+            # The request stays recorded. Noting the failure lets Google's
+            # redelivery of this 503 queue the task at once; if even that note
+            # fails, the sweep re-enqueues requests left pending. Nothing is lost.
+            with contextlib.suppress(StoreError):
+                self._requests.enqueue_failed(channel.sub_id, request.generation)
+                writes[0] += 1
             return Outcome(503, "could not queue the sync task", "enqueue_failed",
                            channel.sub_id)
         # Bookkeeping for `status` only; the task is queued either way.

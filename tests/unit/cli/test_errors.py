@@ -255,14 +255,6 @@ def test_subscribe_reports_created_and_queued(fakes: Fakes) -> None:
     assert "renewer's sweep queues it within a few minutes" in again.out
 
 
-def test_subscribe_still_accepts_the_older_tuple(fakes: Fakes) -> None:
-    sub = Subscription("s2", "cal", "o@example.com", credentials_ref="bearer")
-    fakes.service = Subscribing((sub, object()))
-    made = run("subscribe", "cal", "--owner", "o@example.com", "--credentials", "bearer")
-    assert made.status == 0 and made.out.startswith("subscribed: s2")
-    assert "initial sync is queued" in made.out
-
-
 def test_service_log_lines_never_reach_stdout(fakes: Fakes,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     from functions import logs

@@ -67,19 +67,26 @@ class FakeRequests(RequestStore):
         self.queued: list[int] = []
         self.exists = True
         self.last_run: datetime | None = None
+        self.failed: set[int] = set()
 
     def record_sync_request(self, sub_id: str, now: datetime) -> SyncRequest:
         self.calls += 1
         if not self.exists:
             return SyncRequest(found=False, needs_task=False)
         if self.requested > self.claimed:
-            return SyncRequest(found=True, needs_task=False, generation=self.requested)
+            # Pending: a task is needed again only after a failed enqueue.
+            needs = self.requested in self.failed and self.requested not in self.queued
+            self.failed.discard(self.requested)
+            return SyncRequest(found=True, needs_task=needs, generation=self.requested)
         self.requested += 1
         return SyncRequest(found=True, needs_task=True, generation=self.requested,
                            last_run_started_at=self.last_run)
 
     def mark_queued(self, sub_id: str, generation: int, now: datetime) -> None:
         self.queued.append(generation)
+
+    def enqueue_failed(self, sub_id: str, generation: int) -> None:
+        self.failed.add(generation)
 
 
 class FakeQueue(TaskQueue):
@@ -214,7 +221,11 @@ def test_enqueue_failure_answers_503_so_google_redelivers(world) -> None:  # typ
     queue.fail = True
     outcome = service.handle(note())
     assert (outcome.status, outcome.result) == (503, "enqueue_failed")
-    assert requests.requested == 1 and requests.queued == []
+    assert requests.requested == 1 and requests.queued == [] and requests.failed == {1}
+    queue.fail = False
+    redelivered = service.handle(note())  # Google retries the 503: now it queues
+    assert (redelivered.status, redelivered.result) == (200, "queued")
+    assert requests.requested == 1 and requests.queued == [1]
 
 
 def test_gone_subscription_is_acknowledged(world) -> None:  # type: ignore[no-untyped-def]
