@@ -50,7 +50,11 @@ def store(config: Settings) -> Any:
     """The Firestore store (`SyncStore`, `RequestStore`, `FeedReader`)."""
     from functions.store import FirestoreStore
 
-    return _memo("store", lambda: FirestoreStore(firestore_client(config)))
+    from datetime import timedelta
+
+    retention = timedelta(days=config.feed_retention_days)
+    return _memo("store", lambda: FirestoreStore(firestore_client(config),
+                                                 feed_retention=retention))
 
 
 def task_queue(config: Settings) -> Any:
@@ -84,6 +88,7 @@ def sync_engine(config: Settings | None = None) -> SyncEngine:
         page_size=config.page_size,
         lease_seconds=float(config.lease_seconds),
         min_sync_interval=config.min_sync_interval,
+        max_commit_bytes=config.commit_bytes,
     )
     return _memo("engine", lambda: SyncEngine(
         store(config), calendar(config), task_queue(config), options,
