@@ -201,7 +201,7 @@ def check_secrets(config: hcl.Config, variables: Iterable[Any]) -> list[str]:
             secret = hcl.single_reference(env.get("secret"), SECRET)
             if key not in secret_vars:
                 problems.append(f"[secrets] {where}: {key} is not a secret in functions/config.py")
-            if secret is None or not _declared_secret(config, secret):
+            if secret is None or not _declared_secret(config, env.get("secret")):
                 problems.append(f"[secrets] {where}: {key} refers to a secret that is not "
                                 f"declared ({env.get('secret')!r})")
                 continue
@@ -235,5 +235,8 @@ def check_secrets(config: hcl.Config, variables: Iterable[Any]) -> list[str]:
     return problems
 
 
-def _declared_secret(config: hcl.Config, ident: str) -> bool:
-    return any((b.key or b.name) == ident for b in config.resources(SECRET))
+def _declared_secret(config: hcl.Config, expression: Any) -> bool:
+    refs = [r for r in hcl.references(expression) if r.type == SECRET and not r.data]
+    return len(refs) == 1 and any(
+        b.name == refs[0].name and (refs[0].key is None or b.key == refs[0].key)
+        for b in config.resources(SECRET))
