@@ -38,8 +38,14 @@ def steps(text: str) -> dict[str, tuple[str, str]]:
     return found
 
 
+def _code(text: str) -> str:
+    """The file without its comment lines: a rule is met by what runs, not by prose."""
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
 def problems(text: str, sensitive: set[str] | frozenset[str] = frozenset()) -> list[str]:
     """Every broken rule; `sensitive` names Terraform variables marked sensitive."""
+    text = _code(text)
     found: list[str] = []
     substitutions = dict(_SUBSTITUTION.findall(text))
     for key in ("_PROJECT", "_DEPLOYER_SA"):
