@@ -94,7 +94,7 @@ def _secrets(text: str, by_step: dict[str, tuple[str, str]],
             elif name not in ALLOWED_VARS:
                 found.append(f"[cloudbuild] {kind} {name} overrides the committed "
                              "terraform/calsync.auto.tfvars: set it there")
-    for step_id, (image, body) in by_step.items():
+    for step_id, (_image, body) in by_step.items():
         if "terraform" in body and "secretEnv" in body:
             found.append(f"[cloudbuild] step {step_id} gives Terraform a secretEnv")
     return found

@@ -40,7 +40,8 @@ def test_cloudbuild_follows_the_rules(real_config: hcl.Config) -> None:
      "-var oauth_client_secret passes a secret"),
     (PLAN_VAR, "-var=project=${_PROJECT} -var 'credential_keys=k1:abc'\n        else",
      "-var credential_keys passes a secret"),
-    ("    - CHECKPOINT_DISABLE=1\n", "    - CHECKPOINT_DISABLE=1\n    - TF_VAR_channel_token_keys=x\n",
+    ("    - CHECKPOINT_DISABLE=1\n",
+     "    - CHECKPOINT_DISABLE=1\n    - TF_VAR_channel_token_keys=x\n",
      "TF_VAR_ channel_token_keys passes a secret"),
     (PLAN_VAR, "-var=project=${_PROJECT} -var=region=europe-west1\n        else",
      "-var region overrides the committed terraform/calsync.auto.tfvars"),
@@ -72,9 +73,11 @@ def test_a_secret_env_value_is_a_secret_whatever_the_variable() -> None:
     assert any("-var project takes its value from a secretEnv" in p for p in found), found
 
 
+PLAN_STEP = "  - id: terraform-plan\n    name: ${_TERRAFORM_IMAGE}\n"
+
+
 def test_terraform_given_a_secret_env_is_refused() -> None:
-    text = TEXT.replace("    dir: terraform\n    args:\n      - -ceu\n      - |\n        if [ \"${BRANCH_NAME}\" = \"main\" ]; then\n          terraform plan",
-                        "    dir: terraform\n    secretEnv: [OAUTH]\n    args:\n      - -ceu\n      - |\n        if [ \"${BRANCH_NAME}\" = \"main\" ]; then\n          terraform plan")
-    assert text != TEXT
+    assert PLAN_STEP in TEXT
+    text = TEXT.replace(PLAN_STEP, PLAN_STEP + "    secretEnv: [OAUTH]\n")
     found = cloudbuild.problems(text)
     assert "[cloudbuild] step terraform-plan gives Terraform a secretEnv" in found, found

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,7 +41,8 @@ BREAKAGES: dict[str, tuple[list[Edit], str]] = {
         [("functions.tf", WORKER_ENV_PAGE, "")],
         'this["worker"]: CALSYNC_PAGE_SIZE is read by sync_worker but not set'),
     "variable set but not read": (
-        [("functions.tf", WEBHOOK_ENV_LAST, WEBHOOK_ENV_LAST + '        CALSYNC_PAGE_SIZE = "10"\n')],
+        [("functions.tf", WEBHOOK_ENV_LAST,
+          WEBHOOK_ENV_LAST + '        CALSYNC_PAGE_SIZE = "10"\n')],
         'this["webhook"]: CALSYNC_PAGE_SIZE is not read by webhook'),
     "emulator-only variable set": (
         [("functions.tf", WORKER_ENV_PAGE,
@@ -48,7 +50,8 @@ BREAKAGES: dict[str, tuple[list[Edit], str]] = {
         "CALENDAR_API_ENDPOINT is emulator-only (local_only) and must not be set in production"),
     "secret as plain variable": (
         [("functions.tf", WEBHOOK_ENV_LAST,
-          WEBHOOK_ENV_LAST + '        CALSYNC_CHANNEL_TOKEN_KEYS = "k1:c2VjcmV0c2VjcmV0c2VjcmV0"\n')],
+          WEBHOOK_ENV_LAST
+          + '        CALSYNC_CHANNEL_TOKEN_KEYS = "k1:c2VjcmV0c2VjcmV0c2VjcmV0"\n')],
         "secret CALSYNC_CHANNEL_TOKEN_KEYS is set as a plain environment variable"),
     "secret variable not set": (
         [("secrets.tf", 'env = "CALSYNC_OAUTH_CLIENT_SECRET"', 'env = "CALSYNC_OAUTH_SECRET"')],
@@ -154,7 +157,8 @@ BREAKAGES: dict[str, tuple[list[Edit], str]] = {
                 f"  member   = {SA.format('renewer_invoker')}.member")],
         "unexpected grant roles/cloudtasks.enqueuer on queue:sync for sa:renewer_invoker"),
     "actAs on the wrong account": (
-        [("iam.tf", '"webhook/worker_invoker"  = { account = "webhook", target = "worker_invoker" }',
+        [("iam.tf",
+          '"webhook/worker_invoker"  = { account = "webhook", target = "worker_invoker" }',
           '"webhook/worker_invoker"  = { account = "webhook", target = "delegation" }')],
         "[invokers] sa:webhook enqueues sync tasks but may not act as sa:worker_invoker"),
     # --- one invoker per target
@@ -239,14 +243,14 @@ BREAKAGES: dict[str, tuple[list[Edit], str]] = {
 }
 
 
-def pending(variables: list[object], known_functions: tuple[str, ...]) -> set[str]:
+def pending(variables: list[Any], known_functions: tuple[str, ...]) -> set[str]:
     """What the real tree must report while config.py and main.py catch up.
 
     Terraform deploys the `api` function and a few settings before the code on
     other branches declares them; each is reported, and disappears from this
     list as soon as config.py / main.py have it.
     """
-    names = {getattr(v, "name") for v in variables}
+    names = {v.name for v in variables}
     expected: set[str] = set()
     main_py = (ROOT / "main.py").read_text()
     if "def api(" not in main_py:

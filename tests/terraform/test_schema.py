@@ -59,7 +59,8 @@ BREAKAGES: dict[str, tuple[list[tuple[str, str, str]], str]] = {
           'google_service_account.this["delegation"].client_id')],
         "google_service_account.this has no attribute 'client_id'"),
     "unknown attribute in an alert policy": (
-        [("monitoring.tf", "      trigger {\n        count = 1", "      trigger {\n        counts = 1")],
+        [("monitoring.tf", "      trigger {\n        count = 1",
+          "      trigger {\n        counts = 1")],
         "condition_threshold.trigger: unknown attribute or block 'counts'"),
     "unknown dynamic block on a Firestore field": (
         [("firestore.tf", '  dynamic "ttl_config" {', '  dynamic "ttl_policy" {')],
@@ -71,7 +72,8 @@ BREAKAGES: dict[str, tuple[list[tuple[str, str, str]], str]] = {
         [("iam.tf", '  create_duration = "60s"', '  create_delay = "60s"')],
         "time_sleep.iam_propagation: unknown attribute or block 'create_delay'"),
     "IAM condition without its expression": (
-        [("iam.tf", '    expression  = "resource.name.startsWith', '    expr        = "resource.name.startsWith')],
+        [("iam.tf", '    expression  = "resource.name.startsWith',
+          '    expr        = "resource.name.startsWith')],
         "condition: unknown attribute or block 'expr'"),
     "variable without description": (
         [("variables.tf", '  description = "Prefix of every resource name (functions, queue, '
