@@ -117,6 +117,18 @@ resource "google_logging_metric" "this" {
   depends_on = [google_project_service.enabled["logging.googleapis.com"]]
 }
 
+# A new log-based metric can take minutes to become visible to Cloud
+# Monitoring; an alert policy created before that fails with "Cannot find
+# metric(s)" (provider issue 11102). Wait after (re)creating metrics; if an
+# apply still meets the error, run it again.
+resource "time_sleep" "log_metrics" {
+  create_duration = "180s"
+
+  triggers = {
+    metrics = join(",", [for metric in google_logging_metric.this : metric.name])
+  }
+}
+
 resource "google_monitoring_alert_policy" "this" {
   for_each = local.alerts
 
@@ -153,5 +165,8 @@ resource "google_monitoring_alert_policy" "this" {
     mime_type = "text/markdown"
   }
 
-  depends_on = [google_project_service.enabled["monitoring.googleapis.com"]]
+  depends_on = [
+    google_project_service.enabled["monitoring.googleapis.com"],
+    time_sleep.log_metrics,
+  ]
 }

@@ -36,7 +36,7 @@ locals {
 
   # The version each function reads: the tfvars pin, else the first version.
   secret_version = {
-    for key, _ in local.secrets :
+    for key, secret in local.secrets :
     key => lookup(var.secret_versions, key, google_secret_manager_secret_version.initial[key].version)
   }
 }

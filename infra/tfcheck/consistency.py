@@ -209,6 +209,7 @@ def check_secrets(config: hcl.Config, variables: Iterable[Any]) -> list[str]:
                 problems.append(f"[secrets] {key} comes from {backing[key]} in one function "
                                 f"and {secret} in another")
             readers.setdefault(secret, set()).add(f"sa:{account}")
+            problems += _version_problems(config, where, key, env.get("version"))
     versions = {hcl.single_reference(v.body.get("secret"), SECRET)
                 for v in config.resources("google_secret_manager_secret_version")}
     granted: dict[str, set[str]] = {}
@@ -240,3 +241,26 @@ def _declared_secret(config: hcl.Config, expression: Any) -> bool:
     return len(refs) == 1 and any(
         b.name == refs[0].name and (refs[0].key is None or b.key == refs[0].key)
         for b in config.resources(SECRET))
+
+
+def _version_problems(config: hcl.Config, where: str, key: str, version: Any) -> list[str]:
+    """A function reads a pinned version that Terraform created (or the tfvars pin),
+    never `latest`: it then cannot deploy before a version exists, and moving a
+    pin rolls it."""
+    text = str(version)
+    if text == "latest" or version is None:
+        return [f"[secrets] {where}: {key} reads version {version!r}; pin it to "
+                "local.secret_version (the created version, or var.secret_versions)"]
+    seen: set[str] = set()
+    pending = [text]
+    while pending:
+        current = pending.pop()
+        if "google_secret_manager_secret_version." in current:
+            return []
+        for name in re.findall(r"(?<![\w.])local\.([A-Za-z_][\w-]*)", current):
+            if name not in seen and name in config.locals:
+                seen.add(name)
+                pending.append(str(config.locals[name]))
+    return [f"[secrets] {where}: {key} reads version {version!r}, which does not come "
+            "from a google_secret_manager_secret_version: the function could deploy "
+            "before the secret has a version"]

@@ -101,6 +101,15 @@ BREAKAGES: dict[str, tuple[list[Edit], str]] = {
         [("secrets.tf", "  for_each = local.secrets\n\n  secret                 =",
           "  for_each = { channel_token_keys = 1 }\n\n  secret                 =")],
         "['credential_keys'] has no version: functions reading it would fail to deploy"),
+    "secret read at latest": (
+        [("functions.tf", "version    = local.secret_version[secret_environment_variables.value]",
+          'version    = "latest"')],
+        "CALSYNC_CREDENTIAL_KEYS reads version 'latest'"),
+    "secret version not waited for": (
+        [("secrets.tf", "lookup(var.secret_versions, key, "
+          "google_secret_manager_secret_version.initial[key].version)",
+          'lookup(var.secret_versions, key, "1")')],
+        "does not come from a google_secret_manager_secret_version"),
     # --- iam
     "project-level serviceAccountUser": (
         [_grant("google_project_iam_member", "extra",
