@@ -170,6 +170,13 @@ BREAKAGES: dict[str, tuple[list[Edit], str]] = {
           '"webhook/worker_invoker"  = { account = "webhook", target = "worker_invoker" }',
           '"webhook/worker_invoker"  = { account = "webhook", target = "delegation" }')],
         "[invokers] sa:webhook enqueues sync tasks but may not act as sa:worker_invoker"),
+    "grant over a computed map": (
+        [_grant("google_service_account_iam_member", "extra",
+                "  for_each           = { for k, v in local.act_as : k => v }\n"
+                "  service_account_id = google_service_account.this[each.value.target].name\n"
+                '  role               = "roles/iam.serviceAccountUser"\n'
+                "  member             = google_service_account.this[each.value.account].member")],
+        "unexpected grant roles/iam.serviceAccountUser on service_account:this for sa:this"),
     # --- one invoker per target
     "one invoker for both targets": (
         [("iam.tf", '{ function = "renewer", account = "renewer_invoker" }',
