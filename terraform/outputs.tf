@@ -44,3 +44,11 @@ output "cli_environment" {
     CALSYNC_OAUTH_CLIENT_ID    = var.oauth_client_id
   }
 }
+
+output "webhook_service" {
+  description = "Cloud Run service behind the webhook function (name and region): where the invoker check is disabled when webhook_public_invoker is false (README, \"The webhook address\")."
+  value = {
+    name   = google_cloudfunctions2_function.this["webhook"].name
+    region = var.region
+  }
+}
