@@ -9,7 +9,8 @@
 - secrets: each secret a function reads exists, has a version, and is readable
   by exactly the functions that read it.
 - the rest lives beside this module: IAM (`iam_check`), API ordering
-  (`apis`), Firestore indexes, exemptions and TTL (`firestore_check`).
+  (`apis`), Firestore indexes, exemptions and TTL (`firestore_check`), log
+  metrics against the lines the code writes (`monitoring_check`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from infra.tfcheck import apis, firestore_check, hcl, iam_check
+from infra.tfcheck import apis, firestore_check, hcl, iam_check, monitoring_check
 from infra.tfcheck.iam_check import FUNCTION, SERVICE_ACCOUNT
 
 SECRET = "google_secret_manager_secret"
@@ -65,6 +66,7 @@ def check(config: hcl.Config, root: Path) -> list[str]:
         *firestore_check.check(config),
         *iam_check.check(config),
         *apis.check(config),
+        *monitoring_check.check(config, root),
     ]
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from functions import catalogue
 from functions.config import ALL_FUNCTIONS, VARIABLES, WEBHOOK
-from infra.tfcheck import consistency, firestore_check, hcl
+from infra.tfcheck import consistency, firestore_check, hcl, monitoring_check
 
 from .conftest import ROOT
 
@@ -224,6 +224,23 @@ BREAKAGES: dict[str, tuple[list[Edit], str]] = {
     "resource type without a known API": (
         [_append('resource "google_pubsub_topic" "t" {\n  name = "x"\n}\n')],
         "no API known for google_pubsub_topic"),
+    # --- log metrics count lines the code writes, and alert
+    "metric on a message nobody logs": (
+        [("monitoring.tf", 'jsonPayload.message=\\"sync run crashed\\"',
+          'jsonPayload.message=\\"sync run failed hard\\"')],
+        "counts 'sync run failed hard', which functions/ never logs"),
+    "metric on an outcome nobody logs": (
+        [("monitoring.tf", '\\"failed\\" OR \\"transient\\"',
+          '\\"failed\\" OR \\"transiant\\"')],
+        "counts 'transiant', which functions/ never logs"),
+    "metric without an alert": (
+        [("monitoring.tf", "    webhook_5xx = {\n      display_name",
+          "    webhook_errors = {\n      display_name")],
+        'google_logging_metric.this["webhook_5xx"] has no alert policy'),
+    "alert notifying nobody": (
+        [("monitoring.tf", "notification_channels = var.alert_notification_channels",
+          "notification_channels = []")],
+        "must notify var.alert_notification_channels"),
     # --- Firestore against functions/catalogue.py
     "index missing": (
         [("firestore.tf", '{ path = "requested_at", order = "ASCENDING" }',
@@ -260,11 +277,11 @@ BREAKAGES: dict[str, tuple[list[Edit], str]] = {
 
 
 def pending(variables: list[Any], known_functions: tuple[str, ...]) -> set[str]:
-    """What the real tree must report while config.py and main.py catch up.
+    """What the real tree must report while the code catches up.
 
-    Terraform deploys the `api` function and a few settings before the code on
-    other branches declares them; each is reported, and disappears from this
-    list as soon as config.py / main.py have it.
+    Terraform deploys the `api` function, a few settings and metrics on log
+    lines before the code on other branches has them; each is reported, and
+    disappears from this list as soon as config.py / main.py / the code have it.
     """
     names = {v.name for v in variables}
     expected: set[str] = set()
@@ -277,6 +294,10 @@ def pending(variables: list[Any], known_functions: tuple[str, ...]) -> set[str]:
     ahead = {"webhook": ["CALSYNC_DISPATCH_DEADLINE_SECONDS"],
              "worker": ["CALSYNC_DISPATCH_DEADLINE_SECONDS", "CALSYNC_FEED_RETENTION_DAYS"],
              "renewer": ["CALSYNC_DISPATCH_DEADLINE_SECONDS", "CALSYNC_RENEWER_INVOKER_SA"]}
+    logged = monitoring_check.logged_names(ROOT)
+    for name in monitoring_check.AHEAD_OF_CODE:
+        if name not in logged:
+            expected.add(f"counts {name!r}, which functions/ does not log yet")
     for function, variables_ahead in ahead.items():
         for name in variables_ahead:
             if name not in names:
