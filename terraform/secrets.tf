@@ -72,8 +72,12 @@ resource "google_secret_manager_secret_version" "initial" {
 
   # Rotations add versions outside Terraform; this first one must survive a
   # `terraform destroy` of the functions (stored tokens may still be sealed
-  # under k1).
+  # under k1), and disabling it once retired is not drift.
   deletion_policy = "ABANDON"
+
+  lifecycle {
+    ignore_changes = [enabled]
+  }
 }
 
 resource "google_secret_manager_secret_iam_member" "accessor" {
