@@ -10,7 +10,8 @@
   by exactly the functions that read it.
 - the rest lives beside this module: IAM (`iam_check`), API ordering
   (`apis`), Firestore indexes, exemptions and TTL (`firestore_check`), log
-  metrics against the lines the code writes (`monitoring_check`).
+  metrics against the lines the code writes (`monitoring_check`), the
+  committed tfvars (`tfvars_check`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from infra.tfcheck import apis, firestore_check, hcl, iam_check, monitoring_check
+from infra.tfcheck import (
+    apis,
+    firestore_check,
+    hcl,
+    iam_check,
+    monitoring_check,
+    tfvars_check,
+)
 from infra.tfcheck.iam_check import FUNCTION, SERVICE_ACCOUNT
 
 SECRET = "google_secret_manager_secret"
@@ -67,6 +75,7 @@ def check(config: hcl.Config, root: Path) -> list[str]:
         *iam_check.check(config),
         *apis.check(config),
         *monitoring_check.check(config, root),
+        *tfvars_check.check(config),
     ]
 
 

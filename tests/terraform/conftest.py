@@ -46,10 +46,11 @@ CHECKOV_BREAKAGES: dict[str, tuple[list[Edit], str]] = {
 
 
 def copy_with_edits(destination: Path, edits: list[Edit]) -> Path:
-    """terraform/*.tf copied to `destination`, each edit applied to every occurrence."""
+    """terraform/*.tf and *.tfvars copied to `destination`, each edit applied everywhere."""
     destination.mkdir(parents=True)
-    for path in TERRAFORM.glob("*.tf"):
-        shutil.copy(path, destination / path.name)
+    for pattern in ("*.tf", "*.tfvars"):
+        for path in TERRAFORM.glob(pattern):
+            shutil.copy(path, destination / path.name)
     for name, old, new in edits:
         target = destination / name
         text = target.read_text() if target.exists() else ""

@@ -241,6 +241,26 @@ BREAKAGES: dict[str, tuple[list[Edit], str]] = {
         [("monitoring.tf", "notification_channels = var.alert_notification_channels",
           "notification_channels = []")],
         "must notify var.alert_notification_channels"),
+    # --- the committed tfvars: settings only
+    "secret in the tfvars": (
+        [("calsync.auto.tfvars", 'oauth_client_id = ""',
+          'oauth_client_id = ""\noauth_client_secret = "GOCSPX-abc"')],
+        "calsync.auto.tfvars: oauth_client_secret is not a declared variable"),
+    "key ring in the tfvars": (
+        [("calsync.auto.tfvars", 'oauth_client_id = ""',
+          'oauth_client_id = "k1:c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"')],
+        "oauth_client_id holds a value shaped like a key ring"),
+    "sensitive variable in the tfvars": (
+        [("variables.tf", 'variable "oauth_client_id" {\n  type        = string\n',
+          'variable "oauth_client_id" {\n  type        = string\n  sensitive   = true\n')],
+        "calsync.auto.tfvars: oauth_client_id is sensitive"),
+    "secret-looking variable in the tfvars": (
+        [("variables.tf", 'variable "oauth_client_id" {', 'variable "signing_key" {\n'
+          '  type        = string\n  description = "x"\n  default     = ""\n}\n\n'
+          'variable "oauth_client_id" {'),
+         ("calsync.auto.tfvars", 'oauth_client_id = ""',
+          'oauth_client_id = ""\nsigning_key     = "abc"')],
+        "calsync.auto.tfvars: signing_key looks like a secret"),
     # --- Firestore against functions/catalogue.py
     "index missing": (
         [("firestore.tf", '{ path = "requested_at", order = "ASCENDING" }',
