@@ -67,8 +67,14 @@ locals {
         CALSYNC_LEASE_SECONDS             = tostring(var.lease_seconds)
         CALSYNC_PAGE_SIZE                 = tostring(var.page_size)
         CALSYNC_FEED_RETENTION_DAYS       = tostring(var.feed_retention_days)
+        CALSYNC_COMMIT_BYTES              = tostring(var.commit_bytes)
+        # A run opens its subscription's first channel before it lists.
+        CALSYNC_WEBHOOK_URL                   = local.webhook_url
+        CALSYNC_CHANNEL_TTL_SECONDS           = tostring(var.channel_ttl_seconds)
+        CALSYNC_PENDING_CHANNEL_GRACE_SECONDS = tostring(var.pending_channel_grace_seconds)
+        CALSYNC_RENEWAL_BACKOFF_SECONDS       = tostring(var.renewal_backoff_seconds)
       }
-      secrets = ["credential_keys", "oauth_client_secret"]
+      secrets = ["channel_token_keys", "credential_keys", "oauth_client_secret"]
     }
     renewer = {
       entry_point = "renew_channels"
@@ -77,24 +83,26 @@ locals {
       sizing      = var.renewer_function
       timeout     = var.renewer_function.timeout_seconds
       env = {
-        LOG_EXECUTION_ID                    = "true"
-        GOOGLE_CLOUD_PROJECT                = var.project
-        CALSYNC_REGION                      = var.region
-        CALSYNC_TASKS_QUEUE                 = google_cloud_tasks_queue.sync.name
-        CALSYNC_WORKER_URL                  = local.function_urls.worker
-        CALSYNC_TASKS_INVOKER_SA            = google_service_account.this["worker_invoker"].email
-        CALSYNC_DISPATCH_DEADLINE_SECONDS   = tostring(var.dispatch_deadline_seconds)
-        CALSYNC_MIN_SYNC_INTERVAL_SECONDS   = tostring(var.min_sync_interval_seconds)
-        CALSYNC_JSON_LOGS                   = "true"
-        CALSYNC_WEBHOOK_URL                 = local.webhook_url
-        CALSYNC_RENEWER_URL                 = local.function_urls.renewer
-        CALSYNC_RENEWER_INVOKER_SA          = google_service_account.this["renewer_invoker"].email
-        CALSYNC_OAUTH_CLIENT_ID             = var.oauth_client_id
-        CALSYNC_DELEGATION_SA               = google_service_account.this["delegation"].email
-        CALSYNC_CHANNEL_TTL_SECONDS         = tostring(var.channel_ttl_seconds)
-        CALSYNC_RENEWAL_WINDOW_SECONDS      = tostring(var.renewal_window_seconds)
-        CALSYNC_SAFETY_NET_INTERVAL_SECONDS = tostring(var.safety_net_interval_seconds)
-        CALSYNC_SWEEP_AFTER_SECONDS         = tostring(var.sweep_after_seconds)
+        LOG_EXECUTION_ID                      = "true"
+        GOOGLE_CLOUD_PROJECT                  = var.project
+        CALSYNC_REGION                        = var.region
+        CALSYNC_TASKS_QUEUE                   = google_cloud_tasks_queue.sync.name
+        CALSYNC_WORKER_URL                    = local.function_urls.worker
+        CALSYNC_TASKS_INVOKER_SA              = google_service_account.this["worker_invoker"].email
+        CALSYNC_DISPATCH_DEADLINE_SECONDS     = tostring(var.dispatch_deadline_seconds)
+        CALSYNC_MIN_SYNC_INTERVAL_SECONDS     = tostring(var.min_sync_interval_seconds)
+        CALSYNC_JSON_LOGS                     = "true"
+        CALSYNC_WEBHOOK_URL                   = local.webhook_url
+        CALSYNC_RENEWER_URL                   = local.function_urls.renewer
+        CALSYNC_RENEWER_INVOKER_SA            = google_service_account.this["renewer_invoker"].email
+        CALSYNC_OAUTH_CLIENT_ID               = var.oauth_client_id
+        CALSYNC_DELEGATION_SA                 = google_service_account.this["delegation"].email
+        CALSYNC_CHANNEL_TTL_SECONDS           = tostring(var.channel_ttl_seconds)
+        CALSYNC_RENEWAL_WINDOW_SECONDS        = tostring(var.renewal_window_seconds)
+        CALSYNC_SAFETY_NET_INTERVAL_SECONDS   = tostring(var.safety_net_interval_seconds)
+        CALSYNC_SWEEP_AFTER_SECONDS           = tostring(var.sweep_after_seconds)
+        CALSYNC_PENDING_CHANNEL_GRACE_SECONDS = tostring(var.pending_channel_grace_seconds)
+        CALSYNC_RENEWAL_BACKOFF_SECONDS       = tostring(var.renewal_backoff_seconds)
       }
       secrets = ["channel_token_keys", "credential_keys", "oauth_client_secret"]
     }

@@ -25,6 +25,7 @@ locals {
   # Secret accessor grants: "<secret>/<function>" for every secret a function reads.
   secret_readers = {
     "channel_token_keys/webhook"  = { secret = "channel_token_keys", account = "webhook" }
+    "channel_token_keys/worker"   = { secret = "channel_token_keys", account = "worker" }
     "channel_token_keys/renewer"  = { secret = "channel_token_keys", account = "renewer" }
     "credential_keys/worker"      = { secret = "credential_keys", account = "worker" }
     "credential_keys/renewer"     = { secret = "credential_keys", account = "renewer" }

@@ -64,6 +64,39 @@ variable "channel_ttl_seconds" {
   }
 }
 
+variable "pending_channel_grace_seconds" {
+  type        = number
+  description = "A channel still pending after this long (its watch never completed) is retried by the renewer (CALSYNC_PENDING_CHANNEL_GRACE_SECONDS)."
+  default     = 120
+
+  validation {
+    condition     = var.pending_channel_grace_seconds > 0
+    error_message = "pending_channel_grace_seconds must be positive."
+  }
+}
+
+variable "renewal_backoff_seconds" {
+  type        = number
+  description = "First backoff after a failed watch; doubles per failure, at most an hour (CALSYNC_RENEWAL_BACKOFF_SECONDS)."
+  default     = 60
+
+  validation {
+    condition     = var.renewal_backoff_seconds > 0
+    error_message = "renewal_backoff_seconds must be positive."
+  }
+}
+
+variable "commit_bytes" {
+  type        = number
+  description = "Byte budget of one Firestore commit of a sync run (CALSYNC_COMMIT_BYTES); Firestore refuses commits over 10 MiB."
+  default     = 3145728
+
+  validation {
+    condition     = var.commit_bytes >= 65536 && var.commit_bytes <= 10485760
+    error_message = "commit_bytes must be between 64 KiB and 10 MiB."
+  }
+}
+
 variable "min_sync_interval_seconds" {
   type        = number
   description = "Follow-up sync runs start no sooner than this after the previous run started (CALSYNC_MIN_SYNC_INTERVAL_SECONDS)."
