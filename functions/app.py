@@ -48,9 +48,9 @@ def firestore_client(config: Settings) -> Any:
 
 def store(config: Settings) -> Any:
     """The Firestore store (`SyncStore`, `RequestStore`, `FeedReader`)."""
-    from functions.store import FirestoreStore
-
     from datetime import timedelta
+
+    from functions.store import FirestoreStore
 
     retention = timedelta(days=config.feed_retention_days)
     return _memo("store", lambda: FirestoreStore(firestore_client(config),
