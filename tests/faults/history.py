@@ -24,6 +24,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from googleapiclient.errors import HttpError
@@ -108,6 +109,7 @@ class History:
         self.progress = 0.0
         self._undo: list[tuple[float, str, Callable[[], None]]] = []
         self._paused: Cal | None = None
+        self._failed: list[Cal] = []
 
     # -- scheduling -------------------------------------------------------------
 
@@ -173,6 +175,7 @@ class History:
             time.sleep(self.rng.uniform(0, step_pause))
         if self._paused is not None:
             self.resume()
+        self.retry_failed_subscribes()
 
     def quiet(self) -> None:
         """Lift every fault (timed ones at once) and wait for pushes in flight."""
@@ -184,12 +187,19 @@ class History:
 
     # -- lifecycle (as the CLI) ------------------------------------------------------
 
-    def subscribe(self, cal: Cal) -> None:
+    def subscribe(self, cal: Cal, what: str = "subscribe") -> None:
         try:
             cal.sub_id = subscribe(self.service, cal.watched.calendar_id, cal.watched.owner)
-            self.tally["subscribe"] += 1
+            self.tally[what] += 1
         except Exception as err:  # noqa: BLE001 - the CLI reports it; the test records it
-            self.tally[f"subscribe_raised_{type(err).__name__}"] += 1
+            self.tally[f"{what}_raised_{type(err).__name__}"] += 1
+            self._failed.append(cal)
+
+    def retry_failed_subscribes(self) -> None:
+        """The operator runs a subscribe that said it failed once more."""
+        failed, self._failed = self._failed, []
+        for cal in failed:
+            self.subscribe(cal, "subscribe_retried")
 
     def subscribe_again(self) -> None:
         done = [c for c in self.cals if c.sub_id]
@@ -207,9 +217,9 @@ class History:
         if not done:
             return
         cal = self.rng.choice(done)
+        self._paused = cal  # whatever pause answers, the operator resumes it later
         try:
             self.service.pause(cal.sub_id)
-            self._paused = cal
             self.tally["pause"] += 1
         except Exception as err:  # noqa: BLE001
             self.tally[f"pause_raised_{type(err).__name__}"] += 1
@@ -329,3 +339,30 @@ def converge(check: Callable[[], list[str]], renew_once: Callable[[], Any],
 
 def tally_text(tally: Counter[str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(tally.items()))
+
+
+def log_summary(run_dir: Path) -> str:
+    """What the functions logged, counted: (message, outcome) and error lines per function."""
+    parts = []
+    for path in sorted(run_dir.glob("function-*.log")):
+        counts: Counter[str] = Counter()
+        for line in path.read_text(errors="replace").splitlines():
+            if not line.startswith("{"):
+                if line.startswith("Traceback"):
+                    counts["traceback"] += 1
+                continue
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            message = str(data.get("message"))
+            if message == "renewer run":
+                for key in ("renewed", "failed", "swept", "safety_net", "continued"):
+                    counts[f"renewer.{key}"] += int(data.get(key) or 0)
+                continue
+            label = message + (f"/{data['outcome']}" if data.get("outcome") else "")
+            if data.get("severity") == "ERROR" and data.get("error"):
+                label += f" [{str(data['error'])[:60]}]"
+            counts[label] += 1
+        parts.append(f"{path.stem}: {tally_text(counts)}")
+    return "\n".join(parts)

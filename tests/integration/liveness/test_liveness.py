@@ -34,7 +34,15 @@ from infra.local import components
 from infra.local.processes import free_port, port_in_use
 from infra.local.stack import Stack, StackConfig
 from tests.faults import invariants
-from tests.faults.history import Cal, History, RenewerLoop, converge, renew, subscribe, tally_text
+from tests.faults.history import (
+    Cal,
+    History,
+    RenewerLoop,
+    converge,
+    log_summary,
+    renew,
+    tally_text,
+)
 from tests.faults.invariants import Watched
 from tests.faults.proxy import TcpProxy
 
@@ -153,10 +161,10 @@ def _story(stack: Stack, proxy: TcpProxy, app: Any) -> None:
         for _ in range(3):
             history.mutate(cal)
     for cal in cals[:3]:
-        cal.sub_id = subscribe(service, cal.watched.calendar_id, cal.watched.owner)
+        history.subscribe(cal)
     renewer = RenewerLoop(env["CALSYNC_RENEWER_URL"], 1.5, history.tally).start()
     try:
-        history.run(MUTATIONS, late=cals[3:])
+        history.run(MUTATIONS, late=cals[3:], step_pause=0.15)
     finally:
         killer.join()
         history.quiet()
@@ -173,5 +181,7 @@ def _story(stack: Stack, proxy: TcpProxy, app: Any) -> None:
                               lambda: renew(env["CALSYNC_RENEWER_URL"]), MAX_RENEWER_RUNS)
     print(f"[liveness seed={SEED}] renewer runs after quiet: {runs}; problems: {problems}",
           flush=True)
+    if problems:
+        print(log_summary(stack.config.run_dir), flush=True)
     assert not problems, (f"not converged after {runs} renewer runs past quiet "
                           f"(seed {SEED}):\n  " + "\n  ".join(problems) + f"\ntally: {report}")
