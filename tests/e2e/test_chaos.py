@@ -36,7 +36,7 @@ pytestmark = pytest.mark.e2e
 SEED = int(os.environ.get("CALSYNC_CHAOS_SEED", "300"))
 MUTATIONS = 320
 CALENDARS = 5
-MAX_RENEWER_RUNS = 40
+MAX_RENEWER_RUNS = 30
 OWNERS = ("chaos-a@example.com", "chaos-b@example.com")
 
 

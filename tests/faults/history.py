@@ -175,14 +175,15 @@ class History:
             time.sleep(self.rng.uniform(0, step_pause))
         if self._paused is not None:
             self.resume()
-        self.retry_failed_subscribes()
 
     def quiet(self) -> None:
-        """Lift every fault (timed ones at once) and wait for pushes in flight."""
+        """Lift every fault (timed ones at once), let the operator run once more each
+        subscribe that said it failed, and wait for pushes in flight."""
         self._due(everything=True)
         self.control.clear_failures()
         self.control.set_rate_limit(None)
         self.control.clear_notification_faults()
+        self.retry_failed_subscribes()
         self.control.flush_notifications(timeout=15)
 
     # -- lifecycle (as the CLI) ------------------------------------------------------
@@ -325,7 +326,7 @@ class History:
 
 
 def converge(check: Callable[[], list[str]], renew_once: Callable[[], Any],
-             max_runs: int, pause: float = 1.0) -> tuple[int, list[str]]:
+             max_runs: int, pause: float = 0.5) -> tuple[int, list[str]]:
     """Renewer runs until `check` finds nothing; (runs used, last problems)."""
     problems: list[str] = []
     for run in range(1, max_runs + 1):

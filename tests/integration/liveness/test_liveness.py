@@ -50,7 +50,7 @@ pytestmark = pytest.mark.slow
 PROJECT = "calsync-liveness"
 SEED = int(os.environ.get("CALSYNC_LIVENESS_SEED", "1010"))
 MUTATIONS = 150
-MAX_RENEWER_RUNS = 40
+MAX_RENEWER_RUNS = 30
 OWNERS = ("liv-a@example.com", "liv-b@example.com", "liv-c@example.com")
 
 # Small values of every interval the design makes a setting (see the report for the
@@ -167,8 +167,8 @@ def _story(stack: Stack, proxy: TcpProxy, app: Any) -> None:
         history.run(MUTATIONS, late=cals[3:], step_pause=0.15)
     finally:
         killer.join()
-        history.quiet()
         proxy.accept()
+        history.quiet()
         renewer.stop()
     report = tally_text(history.tally)
     print(f"\n[liveness seed={SEED}] faults and actions: {report}", flush=True)
