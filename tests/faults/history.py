@@ -66,6 +66,7 @@ class RenewerLoop:
     def __init__(self, url: str, interval: float, tally: Counter[str]) -> None:
         self.url, self.interval, self.tally = url, interval, tally
         self.runs = 0
+        self.before_next: list[Callable[[], None]] = []  # run just before the next POST
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="renewer-loop", daemon=True)
 
@@ -79,6 +80,8 @@ class RenewerLoop:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
+            while self.before_next:
+                self.before_next.pop(0)()
             status, _ = renew(self.url)
             self.runs += 1
             self.tally[f"renewer_http_{status}"] += 1
@@ -326,7 +329,7 @@ class History:
 
 
 def converge(check: Callable[[], list[str]], renew_once: Callable[[], Any],
-             max_runs: int, pause: float = 0.5) -> tuple[int, list[str]]:
+             max_runs: int, pause: float = 1.0) -> tuple[int, list[str]]:
     """Renewer runs until `check` finds nothing; (runs used, last problems)."""
     problems: list[str] = []
     for run in range(1, max_runs + 1):

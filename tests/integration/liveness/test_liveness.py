@@ -21,6 +21,7 @@ import random
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,17 @@ class WorkerKiller:
             self.errors.append(f"{type(err).__name__}: {err}")
 
 
+def fail_renewal_watches(renewer: RenewerLoop) -> Any:
+    """Right before the next renewer run (which has renewals due: short TTL), watches fail."""
+    def fault(history: History) -> None:
+        status = history.rng.choice([500, 503, 429])
+        reason = "rateLimitExceeded" if status == 429 else "backendError"
+        renewer.before_next.append(lambda: history.control.inject_failure(
+            "events.watch", status, reason, count=2))
+
+    return fault
+
+
 def refuse_enqueues(proxy: TcpProxy) -> Any:
     def fault(history: History) -> None:
         proxy.refuse()
@@ -155,14 +167,17 @@ def _story(stack: Stack, proxy: TcpProxy, app: Any) -> None:
         calendar_id = api.calendars().insert(body={"summary": f"liveness {n}"}).execute()["id"]
         cals.append(Cal(Watched(calendar_id, owner, api)))
     killer = WorkerKiller(stack)
-    extra = {"worker_kill": killer, "enqueue_refused": refuse_enqueues(proxy)}
+    renewer = RenewerLoop(env["CALSYNC_RENEWER_URL"], 1.5, Counter())
+    extra = {"worker_kill": killer, "enqueue_refused": refuse_enqueues(proxy),
+             "renewal_watch_fail": fail_renewal_watches(renewer)}
     history = History(rng, control, service, cals, extra_faults=extra)
+    renewer.tally = history.tally
     for cal in cals:
         for _ in range(3):
             history.mutate(cal)
     for cal in cals[:3]:
         history.subscribe(cal)
-    renewer = RenewerLoop(env["CALSYNC_RENEWER_URL"], 1.5, history.tally).start()
+    renewer.start()
     try:
         history.run(MUTATIONS, late=cals[3:], step_pause=0.15)
     finally:
