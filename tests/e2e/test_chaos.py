@@ -26,7 +26,9 @@ from tests.faults.history import (
     History,
     RenewerLoop,
     converge,
+    keep_logs,
     log_summary,
+    recent_runs,
     renew,
     tally_text,
 )
@@ -79,11 +81,14 @@ def test_chaos_converges_and_prints_the_fault_tally(e2e: E2E) -> None:
 
     watched = [cal.watched for cal in cals]
     runs, problems = converge(lambda: invariants.problems(e2e.store, db, watched),
-                              lambda: renew(e2e.env["CALSYNC_RENEWER_URL"]), MAX_RENEWER_RUNS)
+                              lambda: renew(e2e.env["CALSYNC_RENEWER_URL"]), MAX_RENEWER_RUNS,
+                              tally=history.tally)
     print(f"[chaos seed={SEED}] renewer runs after quiet: {runs}; problems: {problems}",
           flush=True)
     if problems:
-        print(log_summary(e2e.run_dir), flush=True)
+        print(log_summary(e2e.run_dir), recent_runs(e2e.run_dir, problems), sep="\n", flush=True)
+        keep_logs(e2e.run_dir)
+    report = tally_text(history.tally)
     assert not problems, (f"not converged after {runs} renewer runs past quiet "
                           f"(seed {SEED}):\n  " + "\n  ".join(problems)
                           + f"\nfaults injected: {report}")

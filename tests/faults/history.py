@@ -329,11 +329,17 @@ class History:
 
 
 def converge(check: Callable[[], list[str]], renew_once: Callable[[], Any],
-             max_runs: int, pause: float = 1.0) -> tuple[int, list[str]]:
-    """Renewer runs until `check` finds nothing; (runs used, last problems)."""
+             max_runs: int, pause: float = 1.0,
+             tally: Counter[str] | None = None) -> tuple[int, list[str]]:
+    """Renewer runs until `check` finds nothing; (runs used, last problems).
+
+    `renew_once` returns (status, report) as `renew` does; statuses go to `tally`.
+    """
     problems: list[str] = []
     for run in range(1, max_runs + 1):
-        renew_once()
+        status, _ = renew_once()
+        if tally is not None:
+            tally[f"quiet_renewer_http_{status}"] += 1
         problems = check()
         if not problems:
             return run, []
@@ -370,3 +376,36 @@ def log_summary(run_dir: Path) -> str:
             counts[label] += 1
         parts.append(f"{path.stem}: {tally_text(counts)}")
     return "\n".join(parts)
+
+
+def recent_runs(run_dir: Path, problems: list[str], last: int = 6) -> str:
+    """The last sync-run log lines of each subscription named in `problems`."""
+    prefixes = sorted({p.split(":", 1)[0].split("/", 1)[1] for p in problems
+                       if "/" in p.split(":", 1)[0]})
+    path = run_dir / "function-sync_worker.log"
+    if not prefixes or not path.exists():
+        return ""
+    runs: dict[str, list[str]] = {prefix: [] for prefix in prefixes}
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.startswith("{") or "sync run" not in line:
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        sub = str(data.get("subscription") or "")
+        for prefix in prefixes:
+            if sub.startswith(prefix):
+                runs[prefix].append(f"{data.get('time')} {data.get('outcome')} "
+                                    f"{data.get('mode')} {data.get('error') or ''}".strip())
+    return "\n".join(f"{prefix}: " + " | ".join(lines[-last:]) for prefix, lines in runs.items())
+
+
+def keep_logs(run_dir: Path) -> None:
+    """Copy the stack's logs to $CALSYNC_TEST_LOGS (if set): pytest's tmp dirs rotate."""
+    import os
+    import shutil
+
+    target = os.environ.get("CALSYNC_TEST_LOGS")
+    if target:
+        shutil.copytree(run_dir, Path(target) / run_dir.name, dirs_exist_ok=True)

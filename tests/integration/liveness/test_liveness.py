@@ -40,7 +40,9 @@ from tests.faults.history import (
     History,
     RenewerLoop,
     converge,
+    keep_logs,
     log_summary,
+    recent_runs,
     renew,
     tally_text,
 )
@@ -50,7 +52,7 @@ from tests.faults.proxy import TcpProxy
 pytestmark = pytest.mark.slow
 PROJECT = "calsync-liveness"
 SEED = int(os.environ.get("CALSYNC_LIVENESS_SEED", "1010"))
-MUTATIONS = 150
+MUTATIONS = 120
 MAX_RENEWER_RUNS = 30
 OWNERS = ("liv-a@example.com", "liv-b@example.com", "liv-c@example.com")
 
@@ -193,10 +195,14 @@ def _story(stack: Stack, proxy: TcpProxy, app: Any) -> None:
 
     watched = [cal.watched for cal in cals]
     runs, problems = converge(lambda: invariants.problems(store, db, watched),
-                              lambda: renew(env["CALSYNC_RENEWER_URL"]), MAX_RENEWER_RUNS)
+                              lambda: renew(env["CALSYNC_RENEWER_URL"]), MAX_RENEWER_RUNS,
+                              tally=history.tally)
     print(f"[liveness seed={SEED}] renewer runs after quiet: {runs}; problems: {problems}",
           flush=True)
     if problems:
-        print(log_summary(stack.config.run_dir), flush=True)
+        run_dir = stack.config.run_dir
+        print(log_summary(run_dir), recent_runs(run_dir, problems), sep="\n", flush=True)
+        keep_logs(run_dir)
+    report = tally_text(history.tally)
     assert not problems, (f"not converged after {runs} renewer runs past quiet "
                           f"(seed {SEED}):\n  " + "\n  ".join(problems) + f"\ntally: {report}")
