@@ -21,9 +21,9 @@ import pytest
 from infra.calendar_emulator.testing import calendar_service
 from tests.e2e.conftest import E2E
 from tests.faults import invariants
-from tests.faults.history import (
-    Cal,
-    History,
+from tests.faults.history import Cal, History
+from tests.faults.invariants import Watched
+from tests.faults.observe import (
     RenewerLoop,
     converge,
     keep_logs,
@@ -32,7 +32,6 @@ from tests.faults.history import (
     renew,
     tally_text,
 )
-from tests.faults.invariants import Watched
 
 pytestmark = pytest.mark.e2e
 SEED = int(os.environ.get("CALSYNC_CHAOS_SEED", "300"))

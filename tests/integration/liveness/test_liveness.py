@@ -35,9 +35,9 @@ from infra.local import components
 from infra.local.processes import free_port, port_in_use
 from infra.local.stack import Stack, StackConfig
 from tests.faults import invariants
-from tests.faults.history import (
-    Cal,
-    History,
+from tests.faults.history import Cal, History
+from tests.faults.invariants import Watched
+from tests.faults.observe import (
     RenewerLoop,
     converge,
     keep_logs,
@@ -46,7 +46,6 @@ from tests.faults.history import (
     renew,
     tally_text,
 )
-from tests.faults.invariants import Watched
 from tests.faults.proxy import TcpProxy
 
 pytestmark = pytest.mark.slow
