@@ -51,8 +51,10 @@ class FeedWriter:
                 fields = {k: {"before": None, "after": v} for k, v in resource.items()}
             else:
                 kind = "updated"
-                fields = {k: {"before": before.get(k), "after": v} for k, v in resource.items()
-                          if before.get(k) != v and k not in ("etag",)}
+                names = (set(resource) | set(before)) - {"etag"}
+                fields = {k: {"before": before.get(k), "after": resource.get(k)}
+                          for k in sorted(names)
+                          if not k.startswith("_") and before.get(k) != resource.get(k)}
             seqs.append(self._write(batch, resource["id"], {**resource, "_deleted": False},
                                     kind, fields, now, expire_at))
         for event_id in deleted:
