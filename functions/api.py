@@ -96,7 +96,7 @@ class Api:
             answer = self._error_answer(_error_for(err), err)
         logs.log("WARNING" if answer.status >= 500 else "INFO", "api request",
                  method=method, operation=operation, status=answer.status,
-                 code=answer.body.get("error", {}).get("code"))
+                 code=answer.body["error"]["code"] if answer.status >= 400 else None)
         return answer
 
     def _error_answer(self, error: ApiError, cause: Exception) -> Answer:
