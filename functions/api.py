@@ -36,6 +36,7 @@ from functions.api_ports import (
 )
 from functions.api_routes import Call, match, parse
 from functions.errors import (
+    PERMANENT_CALENDAR_ERRORS,
     CalendarUnavailable,
     InvalidTransition,
     Misconfigured,
@@ -218,6 +219,10 @@ def _error_for(err: Exception) -> ApiError:
     if isinstance(err, CodeRejected):
         return ApiError(INVALID_ARGUMENT, f"the authorization code was refused: {err}",
                         {"field": "oauth.code", "reason": err.reason})
+    if isinstance(err, PERMANENT_CALENDAR_ERRORS):
+        # Only the older subscribe path calls Google: the owner cannot reach the calendar.
+        return ApiError(FAILED_PRECONDITION, f"the calendar is not accessible: {err}"[:300],
+                        {"reason": type(err).__name__})
     if isinstance(err, _TRANSIENT) and not isinstance(err, Misconfigured):
         return ApiError(UNAVAILABLE, f"temporarily unavailable ({type(err).__name__}); retry",
                         {})

@@ -137,7 +137,10 @@ class OAuthExchanger(CodeExchanger):
     def exchange(self, code: str, redirect_uri: str,
                  code_verifier: str | None) -> ExchangedGrant:
         self._require_client()
-        from functions import oauth  # type: ignore[attr-defined,unused-ignore]
+        try:
+            from functions import oauth  # type: ignore[attr-defined,unused-ignore]
+        except ImportError:
+            raise OAuthNotConfigured("this build has no OAuth code exchange") from None
 
         try:
             grant = oauth.exchange(code, redirect_uri, code_verifier)

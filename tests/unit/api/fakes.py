@@ -153,7 +153,7 @@ class FakeFeed(FeedPort):
         if query.cursor < head and query.cursor + 1 < oldest:
             raise CursorExpired(query.cursor, oldest)
         seqs = range(query.cursor + 1, min(head, query.cursor + query.limit) + 1)
-        entries = [{"seq": s, "kind": "created", "event_id": f"e{s}",
+        entries: list[dict[str, Any]] = [{"seq": s, "kind": "created", "event_id": f"e{s}",
                     "recurring_event_id": None, "fields": {}, "etag": None,
                     "at": None, "expire_at": None} for s in seqs]
         last = seqs[-1] if seqs else query.cursor
