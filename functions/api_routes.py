@@ -36,6 +36,7 @@ LABEL_VALUE = r"[a-z0-9_-]{0,63}"
 SUB_ID = Str(pattern=r"[A-Za-z0-9_-]{1,128}", max_length=128,
              description="The subscription's id.")
 EVENT_ID = Str(pattern=r"(?!__.*__$)(?!\.\.?$)[^/\x00-\x1f]{1,1024}", max_length=1024,
+               max_bytes=1024,
                description="Google's event id (an instance's id for recurring events).")
 LABELS = StrMap(Str(pattern=LABEL_KEY, max_length=63), Str(pattern=LABEL_VALUE, max_length=63),
                 description="The consumer's own labels (Google Cloud label rules).")

@@ -51,6 +51,7 @@ class Str(Schema):
     min_length: int = 0
     enum: tuple[str, ...] = ()
     description: str = ""
+    max_bytes: int | None = None  # UTF-8 bytes (Firestore limits ids in bytes)
 
     def validate(self, value: Any, path: str) -> str:
         if not isinstance(value, str):
@@ -60,6 +61,13 @@ class Str(Schema):
         if not self.min_length <= len(value) <= self.max_length:
             raise invalid(f"{_where(path)} must be {self.min_length} to {self.max_length} "
                           "characters long", field=path)
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON)
+            raise invalid(f"{_where(path)} is not valid Unicode", field=path) from None
+        if self.max_bytes is not None and size > self.max_bytes:
+            raise invalid(f"{_where(path)} must be at most {self.max_bytes} bytes in UTF-8",
+                          field=path)
         if self.pattern is not None and not re.fullmatch(self.pattern, value):
             raise invalid(f"{_where(path)} must match {self.pattern}", field=path)
         return value

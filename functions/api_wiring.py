@@ -104,7 +104,7 @@ class ServiceCommands(SubscriptionCommands):
                                     status)
         if full:
             self._store.request_full_resync(sub_id)
-        self._service().request_sync(sub_id, origin="api")
+        self._service().request_sync(sub_id, origin="resync")  # as the CLI
 
 
 class VaultSealer(CredentialSealer):

@@ -7,10 +7,12 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import os
 import threading
 import urllib.error
 import urllib.request
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -281,11 +283,38 @@ def test_connect_an_account_with_an_authorization_code(e2e: E2E, http: Http) -> 
     assert details["reason"] == "invalid_grant"  # a code works once
 
 
+FUZZ_SUB = "sub-for-fuzz"
+_seeded: set[str] = set()
+
+
+def _seed_fuzz_subscription(env: dict[str, str]) -> None:
+    """A subscription with snapshots and a feed, so fuzzed reads reach Firestore."""
+    if env["CALSYNC_API_URL"] in _seeded:
+        return
+    from google.cloud import firestore
+
+    from tests.integration.api.feedwriter import FeedWriter, create_subscription, event
+
+    with mock.patch.dict(os.environ, {"FIRESTORE_EMULATOR_HOST":
+                                      env["FIRESTORE_EMULATOR_HOST"]}):
+        db = firestore.Client(project=env["GOOGLE_CLOUD_PROJECT"])
+        create_subscription(db, FUZZ_SUB)
+        writer = FeedWriter(db, FUZZ_SUB)
+        writer.commit([event("known", "a"), event("e2", "b", location="x")])
+        writer.commit([event("known", "c")], deleted=["e2"])
+        db.close()
+    status, page, _ = Http(env["CALSYNC_API_URL"])(
+        "GET", f"/v1/subscriptions/{FUZZ_SUB}/events?include_deleted=true")
+    assert status == 200 and [e["event_id"] for e in page["events"]] == ["e2", "known"]
+    _seeded.add(env["CALSYNC_API_URL"])
+
+
 @settings(max_examples=300, derandomize=True, deadline=None, database=None,
           suppress_health_check=list(HealthCheck))
-@given(request=requests("sub-for-fuzz"))
+@given(request=requests(FUZZ_SUB))
 def test_no_input_gets_a_5xx_over_http(local_stack: Any,
                                        request: tuple[str, str, bytes, str | None]) -> None:
+    _seed_fuzz_subscription(local_stack.env)
     method, path, body, content_type = request
     status, payload, _ = Http(local_stack.env["CALSYNC_API_URL"])(
         method, path, raw=body if body else None, content_type=content_type)

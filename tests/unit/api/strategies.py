@@ -46,7 +46,10 @@ def bodies(draw: Any) -> Any:
     if how == "json":
         return json.dumps(draw(json_values)).encode()
     if how == "bytes":
-        return draw(st.binary(max_size=60))
+        return draw(st.binary(max_size=60) | st.sampled_from([
+            b'{"calendar_id": "\\ud800", "owner": "a@b.c", "credentials": "dwd"}',
+            b'{"calendar_id": "x", "labels": {"\\udfff": "v"}, "owner": "a@b.c", '
+            b'"credentials": "dwd"}', b"[" * 5000, b'{"full": 1e999}']))
     return b""
 
 

@@ -83,6 +83,14 @@ def test_invalid_bodies(client: Any, body: Any, reason: str) -> None:
     assert reason in message
 
 
+def test_strings_firestore_cannot_store_are_refused(client: Any) -> None:
+    lone = '{"calendar_id": "\\ud800", "owner": "a@b.c", "credentials": "dwd"}'
+    error(client.post("/v1/subscriptions", data=lone, content_type="application/json"),
+          400, "invalid_argument")
+    long_id = "%C3%A9" * 600  # 600 characters, 1,200 bytes: over Firestore's id limit
+    error(client.get(f"/v1/subscriptions/s1/events/{long_id}"), 400, "invalid_argument")
+
+
 def test_malformed_json_and_content_types(client: Any) -> None:
     for data, content_type in [("{", "application/json"), ("NaN", "application/json"),
                                (json.dumps(DWD), "text/plain"), (json.dumps(DWD), None),
