@@ -10,7 +10,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-CALENDAR_SCOPE = "https://www.googleapis.com/auth/calendar.events.readonly"
+from functions.credentials import SCOPES
+
+CALENDAR_SCOPE = SCOPES[0]  # the scope calsync's credentials ask for
 
 
 @dataclass(frozen=True)
