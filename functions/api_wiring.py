@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 from functions.api_ports import (
-    CALENDAR_SCOPE,
     CodeExchanger,
     CodeRejected,
     CredentialSealer,
@@ -29,8 +28,7 @@ from functions.credentials import OAUTH_PREFIX, CredentialVault, SealError
 from functions.errors import InvalidTransition
 from functions.model import ACTIVE, DELETING, ERROR, PAUSED
 
-GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/auth"
-CONSENT_SCOPES = ("openid", "https://www.googleapis.com/auth/userinfo.email", CALENDAR_SCOPE)
+EMULATOR_AUTH_PATH = "/o/oauth2/v2/auth"
 REAUTHORIZATION_REQUIRED = "reauthorization_required"
 
 
@@ -123,42 +121,49 @@ class VaultSealer(CredentialSealer):
 
 
 class OAuthExchanger(CodeExchanger):
-    """The authorization-code exchange of `functions.oauth`, imported when first used."""
+    """`functions.oauth.CodeExchange` (h-oauth), imported when first used."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._exchange: Any = None
 
-    def _require_client(self) -> None:
-        if not self._settings.oauth_client_id:
+    def _code_exchange(self) -> Any:
+        settings = self._settings
+        if not settings.oauth_client_id:
             raise OAuthNotConfigured("OAuth is not configured (CALSYNC_OAUTH_CLIENT_ID)")
-        if not self._settings.credential_keys:
+        if not settings.credential_keys:
             raise OAuthNotConfigured("no key to seal refresh tokens (CALSYNC_CREDENTIAL_KEYS)")
+        if self._exchange is None:
+            try:
+                from functions import oauth  # type: ignore[attr-defined,unused-ignore]
+            except ImportError:
+                raise OAuthNotConfigured("this build has no OAuth code exchange") from None
+            auth_uri = ""
+            if settings.oauth_token_uri and oauth.is_loopback_url(settings.oauth_token_uri):
+                # The local emulator serves the consent page beside its token endpoint.
+                auth_uri = settings.oauth_token_uri.rsplit("/", 1)[0] + EMULATOR_AUTH_PATH
+            self._exchange = oauth.CodeExchange(
+                settings.oauth_client_id, settings.oauth_client_secret,
+                token_uri=settings.oauth_token_uri, auth_uri=auth_uri)
+        return self._exchange
 
     def exchange(self, code: str, redirect_uri: str,
                  code_verifier: str | None) -> ExchangedGrant:
-        self._require_client()
-        try:
-            from functions import oauth  # type: ignore[attr-defined,unused-ignore]
-        except ImportError:
-            raise OAuthNotConfigured("this build has no OAuth code exchange") from None
+        exchange = self._code_exchange()
+        from functions import oauth  # type: ignore[attr-defined,unused-ignore]
 
         try:
-            grant = oauth.exchange(code, redirect_uri, code_verifier)
+            grant = exchange.exchange(code, redirect_uri, code_verifier)
         except oauth.OAuthExchangeRejected as err:
-            raise CodeRejected(str(getattr(err, "reason", "") or "invalid_grant"),
-                               str(err)) from None
-        except Exception as err:  # noqa: BLE001 - the token endpoint's transport failures
-            raise ExchangeUnavailable(type(err).__name__) from None
+            raise CodeRejected(str(err.reason), str(err)) from None
+        except oauth.OAuthUnavailable as err:
+            raise ExchangeUnavailable(str(err)) from None
         return ExchangedGrant(owner_email=grant.owner_email, refresh_token=grant.refresh_token,
                               scopes=tuple(grant.scopes))
 
     def consent_config(self) -> dict[str, Any]:
-        self._require_client()
-        auth_uri = GOOGLE_AUTH_URI
-        if self._settings.oauth_token_uri:  # the local emulator serves both endpoints
-            auth_uri = self._settings.oauth_token_uri.rsplit("/", 1)[0] + "/auth"
-        return {"client_id": self._settings.oauth_client_id, "scopes": list(CONSENT_SCOPES),
-                "auth_uri": auth_uri, "access_type": "offline", "prompt": "consent"}
+        config: dict[str, Any] = self._code_exchange().config().to_json()
+        return config
 
 
 def api_settings() -> Settings:
