@@ -276,11 +276,16 @@ def test_connect_an_account_with_an_authorization_code(e2e: E2E, http: Http) -> 
         data=json.dumps({"user": USER, "redirect_uri": redirect, "scopes": scopes}).encode())
     with urllib.request.urlopen(request, timeout=30) as response:
         code = json.loads(response.read())["code"]
+    e2e.calendar(USER).events().insert(calendarId="primary",
+                                       body=event_body("before connecting")).execute()
     body = {"calendar_id": "primary", "oauth": {"code": code, "redirect_uri": redirect}}
     status, sub, _ = http("POST", "/v1/subscriptions", body)
     assert status == 201 and sub["owner"] == USER and sub["credentials"] == "oauth"
     details = expect_error(http("POST", "/v1/subscriptions", body), 400, "invalid_argument")
     assert details["reason"] == "invalid_grant"  # a code works once
+    synced(http, sub["id"], 1)  # the worker syncs with the sealed refresh token
+    events, _ = read_events(http, sub["id"], limit=10)
+    assert [e["summary"] for e in events.values()] == ["before connecting"]
 
 
 FUZZ_SUB = "sub-for-fuzz"
