@@ -21,8 +21,10 @@ lint: setup
 	@$(VENV_PY) -m ruff check .
 	@$(VENV_PY) -m mypy functions infra main.py
 
+# Every benchmark at full size (the `_` files are helpers); `make bench BENCH_ARGS=--smoke`
+# runs them all at smoke size, as `make test` does (tests/bench).
 bench: setup
-	@for b in $$(ls bench/*.py | grep -v "/_"); do echo "== $$b"; $(VENV_PY) $$b || exit 1; done
+	@for b in $$(ls bench/*.py | grep -v "/_"); do echo "== $$b"; $(VENV_PY) $$b $(BENCH_ARGS) || exit 1; done
 
 clean:
 	rm -rf .run .pytest_cache

@@ -2,9 +2,12 @@
 
 Runs the emulator in its own process (as in the local stack), bulk-inserts the
 events through the control API, then times a full listing and an incremental
-listing after changing 1 % of the events. Prints figures; asserts nothing.
+listing after changing 1 % of the events. Prints figures; exits non-zero only if a
+listing did not return what was written (then the figures measure something else).
 
-    .venv/bin/python bench/emulator_list.py [--events 20000] [--page-size 2500]
+    .venv/bin/python bench/emulator_list.py [--events 20000] [--page-size 2500] [--smoke]
+
+`--smoke`: 500 events in pages of 100 (a few seconds).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _stack import add_bench_args, parse  # noqa: E402
 
 from infra.calendar_emulator.control import EmulatorControl  # noqa: E402
 from infra.calendar_emulator.testing import calendar_service  # noqa: E402
@@ -74,22 +79,28 @@ def _list_all(service: Any, page_size: int, sync_token: str | None = None) -> tu
 def main() -> None:
     """Run the benchmark and print figures."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--page-size", type=int, default=2500)
-    args = parser.parse_args()
+    parser.add_argument("--events", type=int, default=None, help="default 20,000 (smoke: 500)")
+    parser.add_argument("--page-size", type=int, default=None,
+                        help="default 2500 (smoke: 100)")
+    add_bench_args(parser, stack=False)  # its own emulator process: cheap, nothing to share
+    args = parse(parser)
+    events = args.events or (500 if args.smoke else 20_000)
+    page_size = args.page_size or (100 if args.smoke else 2500)
 
     process, base_url = _start_emulator()
     try:
         control = EmulatorControl(base_url)
         started = time.perf_counter()
-        ids = control.bulk_insert_events(USER, _events(args.events))
+        ids = control.bulk_insert_events(USER, _events(events))
         print(f"bulk insert: {len(ids)} events in {time.perf_counter() - started:.2f} s")
         service = calendar_service(base_url, USER)
 
         control.reset_counters()
         started = time.perf_counter()
-        items, calls, sync_token = _list_all(service, args.page_size)
+        items, calls, sync_token = _list_all(service, page_size)
         elapsed = time.perf_counter() - started
+        if items != events:
+            raise SystemExit(f"BENCH INVALID: full listing returned {items} of {events} events")
         print(
             f"full listing: {items} events, {calls} events.list calls, {elapsed:.2f} s, "
             f"{items / elapsed:,.0f} events/s"
@@ -105,8 +116,11 @@ def main() -> None:
                 ).execute()
         control.reset_counters()
         started = time.perf_counter()
-        items, calls, _ = _list_all(service, args.page_size, sync_token)
+        items, calls, _ = _list_all(service, page_size, sync_token)
         elapsed = time.perf_counter() - started
+        if items != len(changed):
+            raise SystemExit(f"BENCH INVALID: incremental listing returned {items} items "
+                             f"for {len(changed)} changes")
         print(
             f"incremental listing ({len(changed)} changes): {items} events, "
             f"{calls} events.list calls, "

@@ -1,10 +1,14 @@
 """End to end on the local stack: write-to-feed latency, and sync runs per burst.
 
     .venv/bin/python bench/end_to_end.py [--writes 30] [--bursts 1,10,100,1000]
+                                         [--smoke] [--stack-env PATH]
 
 Starts the whole local stack (Firestore, Cloud Tasks and Calendar emulators, the
-three functions under functions-framework) in a temporary run directory and
-subscribes one calendar in-process, as the operator CLI does.
+three functions under functions-framework) in a temporary run directory, or with
+--stack-env reuses a running one (its own new calendar, so nothing else is touched),
+and subscribes one calendar in-process, as the operator CLI does. `--smoke`: 2
+writes and bursts of 1 and 5. Exits non-zero if a write never reached the feed or
+a burst did not converge (performance figures never fail it).
 
 1. Latency: single event writes (inserts and patches, alternating) through
    google-api-python-client to the Calendar emulator, each started
@@ -25,10 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,9 +38,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _stack import add_bench_args, local_stack, parse  # noqa: E402
+
 from functions import app  # noqa: E402
 from infra.calendar_emulator.control import EmulatorControl  # noqa: E402
-from infra.local.stack import Stack, StackConfig  # noqa: E402
 
 PROJECT = "calsync-bench"
 USER = "bench-e2e@example.com"
@@ -109,6 +112,12 @@ def feed_cursor(store: Any, sub_id: str) -> int:
     return cursor
 
 
+def subscribed(result: Any) -> Any:
+    """The Subscription of `subscribe`'s answer (a SubscribeResult, or a tuple before it)."""
+    sub = getattr(result, "subscription", None)
+    return sub if sub is not None else result[0]
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
@@ -120,21 +129,19 @@ def stamp(line: dict[str, Any]) -> datetime:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--writes", type=int, default=30)
-    parser.add_argument("--bursts", default="1,10,100,1000")
-    args = parser.parse_args()
-    writes = max(1, min(args.writes, 200))
-    bursts = [max(1, min(int(b), 5000)) for b in args.bursts.split(",") if b.strip()]
+    parser.add_argument("--writes", type=int, default=None, help="default 30 (smoke: 2)")
+    parser.add_argument("--bursts", default=None, help="default 1,10,100,1000 (smoke: 1,5)")
+    add_bench_args(parser)
+    args = parse(parser)
+    writes = max(1, min(args.writes or (2 if args.smoke else 30), 200))
+    bursts = [max(1, min(int(b), 5000))
+              for b in (args.bursts or ("1,5" if args.smoke else "1,10,100,1000")).split(",")
+              if b.strip()]
+    invalid: list[str] = []
 
-    with tempfile.TemporaryDirectory(prefix="calsync-bench-e2e-") as tmp:
-        run_dir = Path(tmp)
-        stack = Stack(StackConfig(run_dir=run_dir, project=PROJECT))
-        saved_env = dict(os.environ)
+    with local_stack(args.stack_env, PROJECT) as env:
+        run_dir = Path(env["CALSYNC_RUN_DIR"])
         try:
-            t = time.perf_counter()
-            env = stack.start()
-            print(f"local stack up in {time.perf_counter() - t:.1f}s", flush=True)
-            os.environ.update(env)
             app.reset()
             settings = app.cli_settings()
             service, store = app.subscription_service(settings), app.store(settings)
@@ -147,7 +154,7 @@ def main() -> None:
                                     body=event_body(f"seed {n}", n)).execute()["id"]
                       for n in range(3)]
             t = time.perf_counter()
-            sub, _ = service.subscribe(calendar_id, USER, "bearer")
+            sub = subscribed(service.subscribe(calendar_id, USER, "bearer"))
             wait_quiet(control, store, sub.id)
             print(f"subscribed; initial full sync done in {time.perf_counter() - t:.2f}s "
                   f"(MIN_SYNC_INTERVAL {interval:g}s)", flush=True)
@@ -185,6 +192,7 @@ def main() -> None:
                 ready_at = (seen or time.perf_counter()) + interval + 0.2
                 if seen is None:
                     print(f"write {n}: no feed entry within {FEED_TIMEOUT:.0f}s", flush=True)
+                    invalid.append(f"write {n} never reached the feed")
                     continue
                 latencies.append(seen - start)
             print(f"\nwrite -> feed entry latency over {len(latencies)} of {writes} single "
@@ -237,6 +245,8 @@ def main() -> None:
                 five_xx = sum(1 for n in notes if int(n.get("status", 0)) >= 500)
                 snapshot = store.load_snapshots(sub.id, [target]).get(target) or {}
                 converged = snapshot.get("description") == last
+                if not converged:
+                    invalid.append(f"burst {size} did not converge")
                 other = ",".join(f"{k}={v}" for k, v in sorted(others.items())) or "-"
                 flag = "" if synced <= bound else "  OVER BOUND"
                 print(f"{size:>6} {write_seconds:>8.2f} {len(notes):>8} {span:>6.2f} "
@@ -247,9 +257,9 @@ def main() -> None:
                   "outcome 'synced'")
         finally:
             app.reset()
-            os.environ.clear()
-            os.environ.update(saved_env)
-            stack.stop()
+    if invalid:
+        print(f"BENCH INVALID: {'; '.join(invalid)}", file=sys.stderr)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """Webhook acknowledgement throughput and latency, beside a minimal Firestore-lookup handler.
 
-    .venv/bin/python bench/webhook.py [--threads 12] [--seconds 6] [--rounds 2]
+    .venv/bin/python bench/webhook.py [--threads 12] [--seconds 6] [--rounds 2] [--smoke]
+
+`--smoke` shrinks every phase (few threads, one short round, a short paced
+run) so the whole bench finishes quickly: it proves the bench still runs, its
+figures mean little.
 
 Starts the whole local stack (Firestore, Cloud Tasks and Calendar emulators, the
 three functions under functions-framework) in a temporary run directory,
@@ -18,6 +22,13 @@ Then a paced sender holds 200 notifications/s for ~10 s against each and prints
 p50/p99, both from the moment each request was sent (service time) and from its
 scheduled slot (includes any queueing in the sender, so a stalled server cannot
 hide behind fewer sends). Every 5xx answer and transport error is counted.
+
+Forged traffic: the same closed loop with a wrong token for the real channel
+id (every answer must be 403), and the Firestore reads per request of valid
+and forged notifications, counted at the Firestore client's RPC layer around
+an in-process webhook service built like the deployed one, on the same
+emulator (a forged notification must cost 0 reads: the token is verified
+before anything is read).
 """
 
 from __future__ import annotations
@@ -47,6 +58,11 @@ PROJECT = "calsync-bench"
 USER = "bench-webhook@example.com"
 PACED_RATE = 200.0
 PACED_SECONDS = 10.0
+SMOKE_PACED_RATE = 50.0
+SMOKE_PACED_SECONDS = 1.0
+READ_RPCS = ("get_document", "batch_get_documents", "run_query", "list_documents",
+             "run_aggregation_query", "partition_query")
+FORGED_TOKEN = "v1.k0.forged-token-of-the-right-shape"
 REQUEST_TIMEOUT = 30.0
 
 BASELINE_SOURCE = '''\
@@ -272,6 +288,90 @@ def wait_quiet(store: Any, sub_id: str, timeout: float = 60.0) -> bool:
     return False
 
 
+class ReadCounter:
+    """Counts Firestore read RPCs and the documents they return, from this process.
+
+    A batch get answers one message per requested document (found or
+    missing, both billed as reads); a query one per document, and at least
+    one read is billed for a query that finds nothing.
+    """
+
+    def __init__(self) -> None:
+        self.rpcs = 0
+        self.documents = 0
+        self._saved: dict[str, Any] = {}
+
+    def __enter__(self) -> ReadCounter:
+        from google.cloud.firestore_v1.services.firestore.client import FirestoreClient
+
+        for name in READ_RPCS:
+            original = getattr(FirestoreClient, name)
+            self._saved[name] = original
+
+            def counted(client: Any, *args: Any, _original: Any = original,
+                        _stream: bool = name in ("batch_get_documents", "run_query"),
+                        **kwargs: Any) -> Any:
+                self.rpcs += 1
+                answer = _original(client, *args, **kwargs)
+                if not _stream:
+                    self.documents += 1
+                    return answer
+                return self._counting(answer)
+
+            setattr(FirestoreClient, name, counted)
+        return self
+
+    def _counting(self, stream: Any) -> Any:
+        seen = 0
+        for message in stream:
+            if (getattr(message, "found", None) or getattr(message, "missing", None)
+                    or getattr(message, "document", None)):
+                seen += 1
+            yield message
+        self.documents += max(seen, 1)
+
+    def __exit__(self, *exc: object) -> None:
+        from google.cloud.firestore_v1.services.firestore.client import FirestoreClient
+
+        for name, original in self._saved.items():
+            setattr(FirestoreClient, name, original)
+
+
+def reads_per_request(headers: dict[str, str], numbers: itertools.count[int],
+                      count: int) -> tuple[float, float, dict[int, int]]:
+    """(read RPCs, documents read) per notification of an in-process webhook service
+    wired as deployed (`entrypoints._webhook_service`), and the answers' statuses."""
+    from functions import entrypoints
+    from functions.webhook import parse_notification
+
+    entrypoints._webhook_service.cache_clear()
+    service = entrypoints._webhook_service()
+    statuses: dict[int, int] = {}
+    with ReadCounter() as reads:
+        for _ in range(count):
+            note = parse_notification("POST", {**headers,
+                                               "X-Goog-Message-Number": str(next(numbers))})
+            status = service.handle(note).status
+            statuses[status] = statuses.get(status, 0) + 1
+    entrypoints._webhook_service.cache_clear()
+    return reads.rpcs / count, reads.documents / count, statuses
+
+
+def delivering_channel(db: Any, sub_id: str, timeout: float = 60.0) -> tuple[str, str]:
+    """(channel id, resource id) of the subscription's confirmed delivering channel."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for snap in db.collection("channels").where(
+                filter=FieldFilter("sub_id", "==", sub_id)).stream():
+            data = snap.to_dict() or {}
+            if data.get("state") in ("pending", "active") and data.get("resource_id"):
+                return snap.id, str(data["resource_id"])
+        time.sleep(0.2)
+    raise SystemExit(f"no delivering channel with a resource id within {timeout:.0f}s")
+
+
 def notification_results(log: Path) -> dict[str, int]:
     counts: dict[str, int] = {}
     if not log.exists():
@@ -288,10 +388,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, one short round: proves the bench runs")
     args = parser.parse_args()
     threads = max(1, min(args.threads, 64))
     seconds = max(1.0, min(args.seconds, 30.0))
     rounds = max(1, min(args.rounds, 5))
+    paced_rate, paced_seconds, warmup, read_samples = PACED_RATE, PACED_SECONDS, 1.0, 200
+    if args.smoke:
+        threads, seconds, rounds = min(threads, 4), 1.0, 1
+        paced_rate, paced_seconds, warmup, read_samples = (
+            SMOKE_PACED_RATE, SMOKE_PACED_SECONDS, 0.3, 20)
 
     with tempfile.TemporaryDirectory(prefix="calsync-bench-webhook-") as tmp:
         run_dir = Path(tmp)
@@ -322,16 +429,24 @@ def main() -> None:
             control.bulk_insert_events(calendar_id, [
                 {"summary": f"seed {n}", "start": {"dateTime": f"2031-01-{1 + n:02d}T09:00:00Z"},
                  "end": {"dateTime": f"2031-01-{1 + n:02d}T10:00:00Z"}} for n in range(5)])
-            sub, opened = service.subscribe(calendar_id, USER, "bearer")
+            subscribed = service.subscribe(calendar_id, USER, "bearer")
+            # SubscribeResult (.subscription) or the older (subscription, channel) pair.
+            sub = getattr(subscribed, "subscription", None) or subscribed[0]
+            channel_id, resource_id = delivering_channel(app.firestore_client(settings), sub.id)
             if not wait_quiet(store, sub.id):
                 raise SystemExit("the initial sync did not finish within 60s")
 
+            def settle() -> None:
+                # Same starting state for every phase (not worth the wait in a smoke run).
+                if not args.smoke:
+                    wait_quiet(store, sub.id)
+
             numbers = itertools.count(1000)
             headers = {
-                "X-Goog-Channel-ID": opened.channel_id,
-                "X-Goog-Channel-Token": channel_tokens.sign(opened.channel_id,
+                "X-Goog-Channel-ID": channel_id,
+                "X-Goog-Channel-Token": channel_tokens.sign(channel_id,
                                                            settings.channel_token_keys),
-                "X-Goog-Resource-ID": opened.resource_id,
+                "X-Goog-Resource-ID": resource_id,
                 "X-Goog-Resource-State": "exists",
                 "X-Goog-Resource-URI": f"https://www.googleapis.com/calendar/v3/calendars/"
                                        f"{calendar_id}/events",
@@ -339,6 +454,8 @@ def main() -> None:
             webhook_port = int(env["CALSYNC_WEBHOOK_URL"].rstrip("/").rsplit(":", 1)[1])
             webhook = Target("webhook", webhook_port, headers, numbers)
             baseline = Target("baseline", baseline_port, headers, numbers)
+            forged_headers = {**headers, "X-Goog-Channel-Token": FORGED_TOKEN}
+            forged = Target("forged", webhook_port, forged_headers, numbers)
 
             # Sanity: one valid notification each, and warm both servers up.
             probe = Sender(webhook_port)
@@ -347,8 +464,8 @@ def main() -> None:
             if status != 200:
                 raise SystemExit(f"a valid notification was answered {status}, not 200")
             for target in (webhook, baseline):
-                closed_loop(target, threads, 1.0)
-            wait_quiet(store, sub.id)
+                closed_loop(target, threads, warmup)
+            settle()
             hook_log = run_dir / "function-webhook.log"
             before = notification_results(hook_log)
 
@@ -368,7 +485,7 @@ def main() -> None:
                           f"{result.errors:>6}  {fmt_statuses(result)}", flush=True)
                     # Same starting state for every round: the sync runs the webhook
                     # triggered are over before the next round begins.
-                    wait_quiet(store, sub.id)
+                    settle()
             for name, result in totals.items():
                 print(f"{'total':>5} {name:>9} {result.count:>9} {result.rate:>8.0f} "
                       f"{ms(pct(result.latencies, 50))} {ms(pct(result.latencies, 99))} "
@@ -381,14 +498,14 @@ def main() -> None:
             p50s = [pct(totals[name].latencies, 50) for name in ("webhook", "baseline")]
             print(f"p50 latency ratio webhook/baseline: {p50s[0] / p50s[1]:.2f}x")
 
-            print(f"\npaced: {PACED_RATE:.0f} notifications/s for {PACED_SECONDS:.0f}s "
+            print(f"\npaced: {paced_rate:.0f} notifications/s for {paced_seconds:.0f}s "
                   f"(open loop, 16 sender threads)")
             print(f"{'target':>9} {'sent':>6} {'achieved/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
                   f"{'max ms':>8} {'p99 from slot':>14} {'late':>5} {'5xx':>5} {'errors':>6}  "
                   f"statuses")
             paced_results = {}
             for target in (webhook, baseline):
-                result = paced(target, PACED_RATE, PACED_SECONDS)
+                result = paced(target, paced_rate, paced_seconds)
                 paced_results[target.name] = result
                 print(f"{target.name:>9} {result.count:>6} {result.rate:>10.0f} "
                       f"{ms(pct(result.latencies, 50))} {ms(pct(result.latencies, 99))} "
@@ -396,14 +513,36 @@ def main() -> None:
                       f"{pct(result.behind, 99) * 1000:>14.1f} {result.late_sends:>5} "
                       f"{result.server_errors:>5} {result.errors:>6}  {fmt_statuses(result)}",
                       flush=True)
-                wait_quiet(store, sub.id)
+                settle()
+
+            print(f"\nforged traffic: wrong token for the real channel, {threads} threads, "
+                  f"{seconds:.0f}s closed loop (every answer must be 403)")
+            print(f"{'target':>9} {'requests':>9} {'notif/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+                  f"{'5xx':>5} {'errors':>6}  statuses")
+            forged_result = closed_loop(forged, threads, seconds)
+            print(f"{'forged':>9} {forged_result.count:>9} {forged_result.rate:>8.0f} "
+                  f"{ms(pct(forged_result.latencies, 50))} "
+                  f"{ms(pct(forged_result.latencies, 99))} {forged_result.server_errors:>5} "
+                  f"{forged_result.errors:>6}  {fmt_statuses(forged_result)}", flush=True)
+            settle()
+            print(f"\nFirestore reads per notification (read RPCs counted around an "
+                  f"in-process webhook service, {read_samples} notifications each):")
+            read_rows = {}
+            for name, row_headers in (("valid", headers), ("forged", forged_headers)):
+                rpcs, docs, row_statuses = reads_per_request(row_headers, numbers, read_samples)
+                read_rows[name] = docs
+                print(f"{name:>9} {docs:>6.2f} documents read/request  {rpcs:>6.2f} read RPCs/"
+                      "request  statuses "
+                      + ",".join(f"{k}x{v}" for k, v in sorted(row_statuses.items())))
+            settle()
 
             after = notification_results(hook_log)
             outcomes = {k: after.get(k, 0) - before.get(k, 0) for k in after}
             five_xx = (sum(r.server_errors for r in totals.values())
-                       + sum(r.server_errors for r in paced_results.values()))
+                       + sum(r.server_errors for r in paced_results.values())
+                       + forged_result.server_errors)
             errors = (sum(r.errors for r in totals.values())
-                      + sum(r.errors for r in paced_results.values()))
+                      + sum(r.errors for r in paced_results.values()) + forged_result.errors)
             print("\nwebhook outcomes logged during the measured runs: "
                   + ", ".join(f"{k}={v}" for k, v in sorted(outcomes.items()) if v))
             runs = sum(1 for line in (run_dir / "function-sync_worker.log").read_text(
@@ -415,6 +554,13 @@ def main() -> None:
                 slow = sum(1 for v in every if v > 1.0)
                 print(f"{name} answers slower than 1 s: {slow} of {len(every)}")
             print(f"5xx answers in total: {five_xx}; transport errors: {errors}")
+            problems = []
+            if set(forged_result.statuses) - {403}:
+                problems.append(f"forged notifications answered {fmt_statuses(forged_result)}")
+            if read_rows["forged"] != 0:
+                problems.append(f"forged notifications cost {read_rows['forged']:.2f} reads")
+            if problems:
+                raise SystemExit("FAILED: " + "; ".join(problems))
         finally:
             app.reset()
             os.environ.clear()

@@ -48,9 +48,13 @@ def firestore_client(config: Settings) -> Any:
 
 def store(config: Settings) -> Any:
     """The Firestore store (`SyncStore`, `RequestStore`, `FeedReader`)."""
+    from datetime import timedelta
+
     from functions.store import FirestoreStore
 
-    return _memo("store", lambda: FirestoreStore(firestore_client(config)))
+    retention = timedelta(days=config.feed_retention_days)
+    return _memo("store", lambda: FirestoreStore(firestore_client(config),
+                                                 feed_retention=retention))
 
 
 def task_queue(config: Settings) -> Any:
@@ -84,9 +88,11 @@ def sync_engine(config: Settings | None = None) -> SyncEngine:
         page_size=config.page_size,
         lease_seconds=float(config.lease_seconds),
         min_sync_interval=config.min_sync_interval,
+        max_commit_bytes=config.commit_bytes,
     )
     return _memo("engine", lambda: SyncEngine(
-        store(config), calendar(config), task_queue(config), options))
+        store(config), calendar(config), task_queue(config), options,
+        channels=subscription_service(config)))
 
 
 def sync_worker() -> SyncWorker:
@@ -101,7 +107,6 @@ def cli_settings() -> Settings:
 
 def subscription_service(config: Settings) -> Any:
     """Subscribe / unsubscribe / pause / resume / status, over the real adapters."""
-    from functions.channel_store import FirestoreChannelStore
     from functions.channels import GoogleChannels
     from functions.subscription_store import SubscriptionStore
     from functions.subscriptions import SubscriptionService
@@ -109,8 +114,8 @@ def subscription_service(config: Settings) -> Any:
     def build() -> Any:
         client = firestore_client(config)
         return SubscriptionService(
-            config, SubscriptionStore(client), FirestoreChannelStore(client),
-            GoogleChannels(calendar(config)), store(config), task_queue(config))
+            config, SubscriptionStore(client), GoogleChannels(calendar(config)),
+            store(config), task_queue(config))
 
     return _memo("subscriptions", build)
 

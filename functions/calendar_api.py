@@ -2,6 +2,14 @@
 
 Pages `events.list` and turns every failure into the typed exceptions of
 `functions.errors`: the core never sees an HTTP status code.
+
+Whose failure it is decides the outcome (DESIGN.md "Whose credentials
+failed"): a failure to get a token is classified knowing what kind of
+credentials failed (`credentials.auth_failure`), so our misconfiguration is
+`Misconfigured` (500, subscriptions untouched) and only the user's own
+refusals are permanent. After a fresh token, 403 is the user's access lost
+(`calendar_access_lost`) and 404 the calendar gone (`calendar_not_found`),
+except the 403s that name our project (the API not enabled).
 """
 
 from __future__ import annotations
@@ -20,11 +28,16 @@ from googleapiclient import discovery
 from googleapiclient.discovery_cache import get_static_doc
 from googleapiclient.errors import HttpError
 
+from functions.credentials import auth_failure, credential_kind
 from functions.errors import (
+    CALENDAR_ACCESS_LOST,
+    CALENDAR_NOT_FOUND,
+    REAUTHORIZATION_REQUIRED,
     CalendarGone,
     CalendarRequestRejected,
     CalendarUnavailable,
     CredentialsRejected,
+    Misconfigured,
     QuotaExhausted,
     RateLimited,
     SyncTokenInvalid,
@@ -38,6 +51,8 @@ QUOTA_DELAY = 900.0  # a spent quota does not come back within minutes
 HTTP_TIMEOUT = 60.0
 _RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 _QUOTA_REASONS = frozenset({"quotaExceeded", "dailyLimitExceeded"})
+# 403s about our project, not the user's calendar.
+_OUR_403_REASONS = frozenset({"accessNotConfigured", "SERVICE_DISABLED"})
 
 _DISCOVERY: dict[str, Any] = {}
 _DISCOVERY_LOCK = threading.Lock()
@@ -65,6 +80,20 @@ class OwnerTokenCredentials(CredentialsProvider):
         return Credentials(token=subscription.owner)
 
 
+class _AuthorizedHttp(google_auth_httplib2.AuthorizedHttp):  # type: ignore[misc]
+    """Classifies a failure to get a token knowing whose credentials they are."""
+
+    def __init__(self, credentials: Any, http: httplib2.Http) -> None:
+        super().__init__(credentials, http=http)
+        self._kind = credential_kind(credentials)
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().request(*args, **kwargs)
+        except (auth_exceptions.RefreshError, auth_exceptions.TransportError) as err:
+            raise auth_failure(err, self._kind) from err
+
+
 class GoogleCalendar(CalendarPort):
     """`CalendarPort` over the real client; `api_endpoint` points at an emulator."""
 
@@ -89,9 +118,7 @@ class GoogleCalendar(CalendarPort):
         if key not in cache:
             with _translated(None):
                 credentials = self._credentials.credentials_for(subscription)
-            http = google_auth_httplib2.AuthorizedHttp(
-                credentials, http=httplib2.Http(timeout=self._timeout)
-            )
+            http = _AuthorizedHttp(credentials, httplib2.Http(timeout=self._timeout))
             options = {"api_endpoint": self._api_endpoint} if self._api_endpoint else None
             cache[key] = discovery.build_from_document(
                 _discovery_document(), http=http, client_options=options
@@ -131,12 +158,8 @@ def _translated(sync_token: str | None) -> Iterator[None]:
         yield
     except HttpError as err:
         raise classify(err, sync_token) from err
-    except auth_exceptions.RefreshError as err:
-        if getattr(err, "retryable", False):
-            raise CalendarUnavailable(f"token refresh failed: {err}") from err
-        raise CredentialsRejected(f"credentials rejected on refresh: {err}") from err
-    except auth_exceptions.TransportError as err:
-        raise CalendarUnavailable(f"auth transport error: {err}") from err
+    except (auth_exceptions.RefreshError, auth_exceptions.TransportError) as err:
+        raise auth_failure(err, None) from err  # a refresh outside _AuthorizedHttp
     except (OSError, httplib2.HttpLib2Error) as err:
         raise CalendarUnavailable(f"calendar unreachable: {err}") from err
 
@@ -169,12 +192,16 @@ def classify(err: HttpError, sync_token: str | None = None) -> Exception:
         return RateLimited(message, _retry_after(err, RATE_LIMIT_DELAY))
     if status == 410 or (status == 400 and sync_token and "invalid" in reasons):
         return SyncTokenInvalid(message)
-    if status == 401:
-        return CredentialsRejected(message)
-    if status == 403:
-        return CredentialsRejected(message)  # forbidden: access to the calendar was revoked
+    if status == 401:  # refused even after a fresh token
+        return CredentialsRejected(f"{REAUTHORIZATION_REQUIRED}: {message}",
+                                   reason=REAUTHORIZATION_REQUIRED)
+    if status == 403 and reasons & _OUR_403_REASONS:
+        return Misconfigured(f"the Calendar API refuses our project: {message}")
+    if status == 403:  # forbidden: access to the calendar was removed
+        return CredentialsRejected(f"{CALENDAR_ACCESS_LOST}: {message}",
+                                   reason=CALENDAR_ACCESS_LOST)
     if status == 404:
-        return CalendarGone(message)
+        return CalendarGone(f"{CALENDAR_NOT_FOUND}: {message}", reason=CALENDAR_NOT_FOUND)
     if status >= 500 or status in (408, 409):
         return CalendarUnavailable(message)
     return CalendarRequestRejected(message)

@@ -37,6 +37,9 @@ class Channel:
     expiration: datetime | None = None
     last_notification_at: datetime | None = None
     last_message_number: int = 0
+    # The document's update time when it was read: writes conditioned on it
+    # (last-notification bookkeeping) fail if anyone wrote the channel since.
+    version: datetime | None = None
 
 
 class ResourceMismatch(Exception):
@@ -57,11 +60,18 @@ class ChannelStore(ABC):
     @abstractmethod
     def record_notification(
         self, channel: Channel, message_number: int, now: datetime
-    ) -> None:
-        """Note the latest notification on the channel and its subscription."""
+    ) -> datetime | None:
+        """Note the latest notification on the channel and its subscription.
+
+        Conditional on `channel.version` (when set): if anyone wrote the
+        channel since it was read (another instance noting a notification,
+        the renewer), nothing is written. Returns the channel's new version,
+        or None when nothing was written (lost that race, or deleted).
+        """
 
 
-def _channel(channel_id: str, data: dict[str, Any]) -> Channel:
+def _channel(channel_id: str, data: dict[str, Any],
+             version: datetime | None = None) -> Channel:
     return Channel(
         id=channel_id,
         sub_id=str(data.get("sub_id") or ""),
@@ -70,6 +80,7 @@ def _channel(channel_id: str, data: dict[str, Any]) -> Channel:
         expiration=data.get("expiration"),
         last_notification_at=data.get("last_notification_at"),
         last_message_number=int(data.get("last_message_number") or 0),
+        version=version,
     )
 
 
@@ -92,7 +103,9 @@ class FirestoreChannelStore(ChannelStore):
     def get_channel(self, channel_id: str) -> Channel | None:
         with _translated():
             snapshot = self._ref(channel_id).get()
-        return _channel(channel_id, snapshot.to_dict() or {}) if snapshot.exists else None
+        if not snapshot.exists:
+            return None
+        return _channel(channel_id, snapshot.to_dict() or {}, snapshot.update_time)
 
     def learn_resource_id(self, channel_id: str, resource_id: str) -> None:
         @firestore.transactional
@@ -107,15 +120,22 @@ class FirestoreChannelStore(ChannelStore):
         with _translated():
             learn(self._client.transaction())
 
-    def record_notification(self, channel: Channel, message_number: int, now: datetime) -> None:
+    def record_notification(
+        self, channel: Channel, message_number: int, now: datetime
+    ) -> datetime | None:
         fields = {"last_notification_at": now, "last_message_number": message_number}
         batch = self._client.batch()
-        batch.update(self._ref(channel.id), fields)
+        # One atomic batch: the subscription's copy is written only with the
+        # channel's, so both follow the channel's once-per-interval rule.
+        option = (self._client.write_option(last_update_time=channel.version)
+                  if channel.version is not None else None)
+        batch.update(self._ref(channel.id), fields, option=option)
         if channel.sub_id:
             sub = self._client.collection(SUBSCRIPTIONS).document(channel.sub_id)
             batch.update(sub, fields)  # update, never set: must not resurrect a deleted one
         with _translated():
             try:
-                batch.commit()
-            except gexc.NotFound:
-                return  # deleted meanwhile: nothing to note
+                results = batch.commit()
+            except (gexc.FailedPrecondition, gexc.NotFound):
+                return None  # written by someone else since our read, or deleted
+        return results[0].update_time if results else None

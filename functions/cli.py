@@ -1,98 +1,221 @@
-"""Operator CLI: `python -m functions.cli COMMAND ...` (each command takes `--json`).
+"""Operate calsync: subscribe calendars, inspect them and their change feeds, rotate keys.
 
-Runs the service code in-process with the same environment variables as the
-functions (`set -a; . .run/stack.env` for the local stack). Commands are
-argparse subcommands: add one with a `_register_<name>` function and list it
-in `COMMANDS`.
+The CLI acts directly on the deployment's Firestore database and task queue,
+reading the same environment variables as the functions (for the local
+stack: `set -a; . .run/stack.env; set +a`). Each command needs only the
+variables it uses, and Google credentials from `gcloud auth
+application-default login` (or GOOGLE_APPLICATION_CREDENTIALS).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
+import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn, TextIO
 
-from functions.model import ChangeEntry
-from functions.ports import FeedReader
+from functions.cli_output import (
+    EXIT_CODES,
+    FAILED,
+    INTERRUPTED,
+    NOT_FOUND,
+    OK,
+    USAGE,
+    CliError,
+    Output,
+    classify,
+)
 
 DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+# The variables each kind of work reads. `needs` must be set; `uses` are read
+# when set (credentials for stopping channels, emulator hosts, optional keys).
+FIRESTORE = ("GOOGLE_CLOUD_PROJECT",)
+QUEUE = FIRESTORE + ("CALSYNC_REGION", "CALSYNC_TASKS_QUEUE", "CALSYNC_WORKER_URL")
+QUEUE_OPTIONS = ("CALSYNC_TASKS_INVOKER_SA", "CLOUD_TASKS_EMULATOR_HOST")
+CALENDAR_OPTIONS = ("CALSYNC_DELEGATION_SA", "CALSYNC_DELEGATION_KEY_FILE",
+                    "CALSYNC_CREDENTIAL_KEYS", "CALSYNC_OAUTH_CLIENT_ID",
+                    "CALSYNC_OAUTH_CLIENT_SECRET", "CALENDAR_API_ENDPOINT",
+                    "CALSYNC_OAUTH_TOKEN_URI")
 
 
-def _feed() -> FeedReader:
-    from functions import app
+def load_settings(needs: Sequence[str], uses: Sequence[str] = (),
+                  environ: Mapping[str, str] | None = None) -> Any:
+    """Settings holding only the variables a command reads; raises ConfigError.
 
-    return app.store(app.cli_settings())  # type: ignore[no-any-return]
+    A variable in `needs` must be set; one in `uses` is parsed when set. Every
+    other variable is ignored, however malformed, so an operator never has to
+    export a secret a command does not use.
+    """
+    from functions.config import VARIABLES, ConfigError, Settings
+
+    env = os.environ if environ is None else environ
+    wanted = set(needs) | set(uses)
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for var in VARIABLES:
+        if var.name not in wanted:
+            continue
+        raw = env.get(var.name, "")
+        if not raw.strip():
+            if var.name in needs:
+                problems.append(f"{var.name} is not set ({var.description})")
+            elif var.default:
+                values[var.attr] = var.parse(var.default)
+            continue
+        try:
+            values[var.attr] = var.parse(raw)
+        except ValueError as err:
+            shown = "<secret>" if var.secret else repr(raw)
+            problems.append(f"{var.name}={shown} {err}")
+    if problems:
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
+    for spec in dataclasses.fields(Settings):
+        # Fields without a default that this command never reads.
+        if (spec.name not in values and spec.default is dataclasses.MISSING
+                and spec.default_factory is dataclasses.MISSING):
+            values[spec.name] = ""
+    return Settings(**values)
 
 
-def _format_entry(entry: ChangeEntry) -> str:
+# -- changes -------------------------------------------------------------------
+
+
+def _format_entry(entry: Any) -> str:
     series = f" (series {entry.recurring_event_id})" if entry.recurring_event_id else ""
     fields = ", ".join(sorted(entry.fields)) or "-"
     at = entry.at.isoformat() if entry.at else "-"
     return f"{entry.seq:>8}  {entry.kind:<8} {entry.event_id}{series}  [{fields}]  {at}"
 
 
-def cmd_changes(args: argparse.Namespace, out: TextIO, feed: Callable[[], FeedReader]) -> int:
+def _feed() -> Any:
+    """The store `changes` reads (FeedReader + get_subscription); tests replace it."""
+    from functions import app
+
+    return app.store(load_settings(FIRESTORE))
+
+
+def cmd_changes(args: argparse.Namespace, output: Output) -> int:
     """Print the change feed of a subscription after a cursor."""
-    page = feed().list_changes(args.subscription_id, args.after, args.limit)
-    if args.json:
-        json.dump({
-            "subscription_id": args.subscription_id,
-            "after": args.after,
-            "next_cursor": page.next_cursor,
-            "entries": [entry.to_json() for entry in page.entries],
-        }, out, default=str)
-        out.write("\n")
-        return 0
-    for entry in page.entries:
-        out.write(_format_entry(entry) + "\n")
-    out.write(f"next cursor: {page.next_cursor}\n")
-    return 0
+    from functions.subscriptions import SubscriptionNotFound
+
+    store = _feed()
+    if store.get_subscription(args.subscription_id) is None:
+        raise SubscriptionNotFound(args.subscription_id)
+    page = store.list_changes(args.subscription_id, args.after, args.limit)
+    lines = [_format_entry(entry) for entry in page.entries]
+    lines.append(f"next cursor: {page.next_cursor}")
+    output.result({
+        "subscription_id": args.subscription_id,
+        "after": args.after,
+        "next_cursor": page.next_cursor,
+        "entries": [entry.to_json() for entry in page.entries],
+    }, "\n".join(lines))
+    return OK
 
 
-def _register_changes(commands: Any) -> None:
-    parser = commands.add_parser("changes", help="show a subscription's change feed")
-    parser.add_argument("subscription_id")
-    parser.add_argument("--after", type=int, default=0, help="cursor (seq) to read after")
-    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="entries at most")
-    parser.add_argument("--json", action="store_true", help="one JSON object")
+def _whole(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from err
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, not {value}")
+        return value
+
+    return parse
+
+
+def _register_changes(commands: Any, common: argparse.ArgumentParser) -> None:
+    parser = add_command(
+        commands, common, "changes", "show a subscription's change feed",
+        "Print the change feed of a subscription: one line per change (cursor, kind, "
+        "event id, changed fields, time), then the cursor to continue after.")
+    parser.add_argument("subscription_id", metavar="SUBSCRIPTION_ID",
+                            help="the subscription (see `list`)")
+    parser.add_argument("--after", type=_whole(0), default=0, metavar="CURSOR",
+                        help="show changes after this cursor (default 0: from the start)")
+    parser.add_argument("--limit", type=_whole(1, MAX_LIMIT), default=DEFAULT_LIMIT,
+                        metavar="N", help=f"at most N changes (1-{MAX_LIMIT}, "
+                                          f"default {DEFAULT_LIMIT})")
     parser.set_defaults(handler=cmd_changes)
 
 
-def _register_admin(commands: Any) -> None:
-    from functions.cli_admin import register
-
-    register(commands)
+# -- the parser ------------------------------------------------------------------
 
 
-COMMANDS: list[Callable[[Any], None]] = [_register_changes, _register_admin]
+class UsageError(Exception):
+    """Bad arguments (exit 2)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser with every registered subcommand."""
-    parser = argparse.ArgumentParser(prog="python -m functions.cli", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    for register in COMMANDS:
-        register(commands)
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def add_command(commands: Any, common: argparse.ArgumentParser, name: str, summary: str,
+                description: str) -> argparse.ArgumentParser:
+    """A subcommand with the shared options, its description and the exit codes."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=summary, description=textwrap.fill(description, 78), epilog=EXIT_CODES,
+        parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter)
     return parser
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """Run one command; returns the exit status."""
-    from functions.config import ConfigError
-    from functions.errors import CalsyncError
+def build_parser() -> argparse.ArgumentParser:
+    """The parser with every command."""
+    from functions import cli_admin, cli_keys
 
-    args = build_parser().parse_args(argv)
-    if getattr(args, "limit", 1) <= 0 or getattr(args, "after", 0) < 0:
-        print("error: --limit must be positive and --after not negative", file=sys.stderr)
-        return 2
+    parser = _Parser(prog="python -m functions.cli", description=__doc__, epilog=EXIT_CODES,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true",
+                        help="print one JSON object (the result, or the error) on stdout")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=_Parser)
+    cli_admin.register(commands, common)
+    _register_changes(commands, common)
+    cli_keys.register(commands, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
+         err: TextIO | None = None) -> int:
+    """Run one command; returns the exit status (never raises, never a traceback)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    output = Output("--json" in argv, out, err)
     try:
-        return int(args.handler(args, out or sys.stdout, _feed))
-    except (ConfigError, CalsyncError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        try:
+            args = build_parser().parse_args(argv)
+        except UsageError as bad:
+            return output.error(CliError(USAGE, "invalid_argument", str(bad)))
+        except SystemExit as done:  # --help
+            return int(done.code or 0)
+        output.json = bool(getattr(args, "json", False))
+        from functions import logs
 
+        with logs.to_stderr(json_lines=output.json):
+            return int(args.handler(args, output))
+    except KeyboardInterrupt:
+        output.error(CliError(INTERRUPTED, "unavailable", "interrupted",
+                              {"reason": "interrupted"}))
+        return INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more to say, and nothing to flush.
+        if out is None:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return FAILED
+    except Exception as failure:  # noqa: BLE001 - every failure is one message, no traceback
+        return output.error(classify(failure))
+
+
+__all__ = ["FAILED", "NOT_FOUND", "OK", "USAGE", "load_settings", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,27 +1,40 @@
-"""Operator commands: subscribe, unsubscribe, pause, resume, list, status, resync, renew.
+"""Operator commands on subscriptions: subscribe, unsubscribe, pause, resume, list,
+status, resync, renew.
 
-Each prints a readable table or line by default and one JSON object with
-`--json`; exit 0 on success, 1 when the service refused or failed, 2 for bad
-arguments (argparse), 3 when the subscription does not exist.
+Each prints a readable line or table, or one JSON object with `--json`; the
+exit statuses are in `functions.cli_output`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import getpass
+import re
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any
 
-NOT_FOUND = 3
+from functions.cli import (
+    CALENDAR_OPTIONS,
+    FIRESTORE,
+    QUEUE,
+    QUEUE_OPTIONS,
+    add_command,
+    load_settings,
+)
+from functions.cli_output import FAILED, OK, USAGE, CliError, Output
+
+_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+_CREDENTIALS = re.compile(r"^(dwd|bearer|oauth:[A-Za-z0-9_-]{1,128})$")
+MAX_LABELS = 64
 
 
-def _service() -> Any:
+def _service(settings: Any) -> Any:
     from functions import app
 
-    return app.subscription_service(app.cli_settings())
+    return app.subscription_service(settings)
 
 
 def _when(value: datetime | None) -> str:
@@ -32,69 +45,114 @@ def _when(value: datetime | None) -> str:
     return f"{value.strftime('%Y-%m-%d %H:%M:%S')} ({ago} {'ago' if seconds >= 0 else 'from now'})"
 
 
-def _emit(args: argparse.Namespace, out: TextIO, payload: dict[str, Any], text: str) -> None:
-    if args.json:
-        out.write(json.dumps(payload, default=str) + "\n")
+# -- subscribe -------------------------------------------------------------------
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
+            raise CliError(USAGE, "invalid_argument",
+                           f"label {pair!r} must be KEY=VALUE: a key of lower-case letters, "
+                           "digits, _ or - starting with a letter, a value of the same "
+                           "characters (at most 63 each)")
+        labels[key] = value
+    if len(labels) > MAX_LABELS:
+        raise CliError(USAGE, "invalid_argument", f"at most {MAX_LABELS} labels")
+    return labels
+
+
+def _read_refresh_token() -> str:
+    if sys.stdin.isatty():
+        token = getpass.getpass("refresh token (not echoed): ")
     else:
-        out.write(text + "\n")
+        token = sys.stdin.readline()
+    token = token.strip()
+    if not token:
+        raise CliError(USAGE, "invalid_argument", "no refresh token on standard input")
+    return token
 
 
-def _not_found(sub_id: str) -> int:
-    print(f"error: no subscription {sub_id!r}", file=sys.stderr)
-    return NOT_FOUND
+def _subscribe_result(result: Any) -> tuple[Any, bool, bool]:
+    """(subscription, created, queued) from `SubscriptionService.subscribe`."""
+    return result.subscription, bool(result.created), bool(result.queued)
 
 
-def cmd_subscribe(args: argparse.Namespace, out: TextIO, _: Callable[[], Any]) -> int:
-    service = _service()
-    credentials_ref = args.credentials
+def cmd_subscribe(args: argparse.Namespace, output: Output) -> int:
+    """Create (or find) the subscription of a calendar and queue its first sync."""
+    if not _CREDENTIALS.match(args.credentials):
+        raise CliError(USAGE, "invalid_argument",
+                       f"--credentials must be dwd, bearer or oauth:ID, not {args.credentials!r}")
+    labels = _labels(args.label or [])
+    needs = QUEUE + (("CALSYNC_CREDENTIAL_KEYS",) if args.refresh_token_stdin else ())
+    settings = load_settings(needs, QUEUE_OPTIONS + CALENDAR_OPTIONS)
+    credentials_ref, vault, stored = args.credentials, None, None
     if args.refresh_token_stdin:
         from functions import app
         from functions.credentials import CredentialVault
 
-        settings = app.cli_settings()
-        token = sys.stdin.readline().strip()
-        if not token:
-            print("error: no refresh token on standard input", file=sys.stderr)
-            return 2
+        token = _read_refresh_token()
         vault = CredentialVault(app.firestore_client(settings), settings.credential_keys)
-        credentials_ref = vault.store_refresh_token(token)
-    sub, opened = service.subscribe(args.calendar_id, args.owner, credentials_ref)
-    _emit(args, out, {"subscription_id": sub.id, "channel_id": opened.channel_id,
-                      "channel_expiration": opened.expiration.isoformat(),
-                      "credentials_ref": credentials_ref},
-          f"subscribed {sub.id}: calendar {args.calendar_id} as {args.owner}, "
-          f"channel {opened.channel_id} until {_when(opened.expiration)}; initial sync queued")
-    return 0
-
-
-def cmd_unsubscribe(args: argparse.Namespace, out: TextIO, _: Callable[[], Any]) -> int:
-    from functions.subscriptions import SubscriptionNotFound
-
+        credentials_ref = stored = vault.store_refresh_token(token)
+    extra = {"labels": labels} if labels else {}
     try:
-        deleted = _service().unsubscribe(args.subscription_id)
-    except SubscriptionNotFound:
-        return _not_found(args.subscription_id)
-    _emit(args, out, {"subscription_id": args.subscription_id, "deleted_documents": deleted},
-          f"unsubscribed {args.subscription_id}: {deleted} documents deleted")
-    return 0
+        result = _service(settings).subscribe(args.calendar_id, args.owner, credentials_ref,
+                                              **extra)
+    except BaseException:
+        if vault is not None and stored:
+            vault.delete(stored.split(":", 1)[1])
+        raise
+    sub, created, queued = _subscribe_result(result)
+    if vault is not None and stored and sub.credentials_ref != stored:
+        vault.delete(stored.split(":", 1)[1])  # it existed with its own credentials
+    what = "subscribed" if created else "already subscribed"
+    follow = ("its initial sync is queued" if queued else
+              "its initial sync is not queued yet: the renewer's sweep queues it within a "
+              "few minutes")
+    output.result(
+        {"subscription_id": sub.id, "created": created, "queued": queued,
+         "credentials_ref": sub.credentials_ref},
+        f"{what}: {sub.id} watches calendar {sub.calendar_id} as {sub.owner} "
+        f"({sub.credentials_ref}); {follow}")
+    return OK
 
 
-def _simple(action: str) -> Callable[[argparse.Namespace, TextIO, Callable[[], Any]], int]:
-    def command(args: argparse.Namespace, out: TextIO, _: Callable[[], Any]) -> int:
-        from functions.subscriptions import SubscriptionNotFound
+# -- lifecycle -------------------------------------------------------------------
 
-        try:
-            result = getattr(_service(), action)(args.subscription_id)
-        except SubscriptionNotFound:
-            return _not_found(args.subscription_id)
-        payload: dict[str, Any] = {"subscription_id": args.subscription_id, "action": action}
-        if result is not None and hasattr(result, "channel_id"):
-            payload["channel_id"] = result.channel_id
-        _emit(args, out, payload, f"{action.rstrip('e')}ed {args.subscription_id}")
-        return 0
 
-    return command
+def cmd_unsubscribe(args: argparse.Namespace, output: Output) -> int:
+    """Stop the channels and delete everything stored for the subscription."""
+    settings = load_settings(FIRESTORE, QUEUE[1:] + QUEUE_OPTIONS + CALENDAR_OPTIONS)
+    result = _service(settings).unsubscribe(args.subscription_id)
+    payload: dict[str, Any] = {"subscription_id": args.subscription_id}
+    text = f"unsubscribed {args.subscription_id}"
+    if isinstance(result, int):
+        payload["deleted_documents"] = result
+        text += f": {result} documents deleted"
+    output.result(payload, text)
+    return OK
 
+
+def cmd_pause(args: argparse.Namespace, output: Output) -> int:
+    """Stop the channels; keep the data and the feed."""
+    settings = load_settings(FIRESTORE, QUEUE[1:] + QUEUE_OPTIONS + CALENDAR_OPTIONS)
+    _service(settings).pause(args.subscription_id)
+    output.result({"subscription_id": args.subscription_id, "status": "paused"},
+                  f"paused {args.subscription_id}: no notifications until `resume`")
+    return OK
+
+
+def cmd_resume(args: argparse.Namespace, output: Output) -> int:
+    """Make the subscription active again and queue a sync."""
+    settings = load_settings(QUEUE, QUEUE_OPTIONS + CALENDAR_OPTIONS)
+    _service(settings).resume(args.subscription_id)
+    output.result({"subscription_id": args.subscription_id, "status": "active"},
+                  f"resumed {args.subscription_id}: a sync is queued")
+    return OK
+
+
+# -- list and status -------------------------------------------------------------
 
 STATUS_COLUMNS = ("id", "status", "channel", "expires", "last notification", "last sync",
                   "lag", "pending", "seq", "error")
@@ -111,115 +169,159 @@ def _status_row(status: Any) -> list[str]:
 def _table(rows: list[list[str]], columns: tuple[str, ...]) -> str:
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c)
               for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+              for row in rows]
     return "\n".join(lines)
 
 
-def cmd_status(args: argparse.Namespace, out: TextIO, _: Callable[[], Any]) -> int:
+def cmd_status(args: argparse.Namespace, output: Output) -> int:
+    """State, channel, lag and errors of one subscription or all."""
+    service = _service(load_settings(FIRESTORE, QUEUE[1:] + QUEUE_OPTIONS))
+    statuses = ([service.status(args.subscription_id)] if args.subscription_id
+                else service.list_status())
+    output.result({"subscriptions": [s.to_json() for s in statuses]},
+                  _table([_status_row(s) for s in statuses], STATUS_COLUMNS))
+    return OK
+
+
+def cmd_list(args: argparse.Namespace, output: Output) -> int:
+    """Every subscription: id, calendar, owner, status."""
+    statuses = _service(load_settings(FIRESTORE, QUEUE[1:] + QUEUE_OPTIONS)).list_status()
+    output.result(
+        {"subscriptions": [{"id": s.id, "calendar_id": s.calendar_id, "owner": s.owner,
+                            "status": s.status} for s in statuses]},
+        _table([[s.id, s.calendar_id, s.owner, s.status] for s in statuses],
+               ("id", "calendar", "owner", "status")))
+    return OK
+
+
+# -- resync and renew -------------------------------------------------------------
+
+
+def cmd_resync(args: argparse.Namespace, output: Output) -> int:
+    """Queue a sync (a full one with --full) and wait for it to finish."""
+    from functions import app
     from functions.subscriptions import SubscriptionNotFound
 
-    service = _service()
-    try:
-        statuses = ([service.status(args.subscription_id)] if args.subscription_id
-                    else service.list_status())
-    except SubscriptionNotFound:
-        return _not_found(args.subscription_id)
-    if args.json:
-        out.write(json.dumps({"subscriptions": [s.to_json() for s in statuses]}) + "\n")
-    else:
-        out.write(_table([_status_row(s) for s in statuses], STATUS_COLUMNS) + "\n")
-    return 0
-
-
-def cmd_list(args: argparse.Namespace, out: TextIO, _: Callable[[], Any]) -> int:
-    statuses = _service().list_status()
-    if args.json:
-        out.write(json.dumps({"subscriptions": [
-            {"id": s.id, "calendar_id": s.calendar_id, "owner": s.owner, "status": s.status}
-            for s in statuses]}) + "\n")
-    else:
-        rows = [[s.id, s.calendar_id, s.owner, s.status] for s in statuses]
-        out.write(_table(rows, ("id", "calendar", "owner", "status")) + "\n")
-    return 0
-
-
-def cmd_resync(args: argparse.Namespace, out: TextIO, _: Callable[[], Any]) -> int:
-    """Queue a sync (a full one with --full) and follow it to completion."""
-    from functions import app
-
-    settings = app.cli_settings()
-    service, store = _service(), app.store(settings)
-    if store.get_subscription(args.subscription_id) is None:
-        return _not_found(args.subscription_id)
-    full = store.request_full_resync(args.subscription_id) if args.full else 0
-    if not service.request_sync(args.subscription_id, origin="resync"):
+    settings = load_settings(QUEUE, QUEUE_OPTIONS)
+    service, store = _service(settings), app.store(settings)
+    sub = store.get_subscription(args.subscription_id)
+    if sub is None:
+        raise SubscriptionNotFound(args.subscription_id)
+    if sub.status != "active":
+        raise CliError(FAILED, "failed_precondition",
+                       f"subscription {sub.id} is {sub.status}: only an active one syncs"
+                       + (" (resume it first)" if sub.status in ("paused", "error") else ""),
+                       {"status": sub.status})
+    full = store.request_full_resync(sub.id) if args.full else 0
+    if not service.request_sync(sub.id, origin="resync"):
         # A request was already pending: make sure a task serves it now.
-        service.requeue(args.subscription_id,
-                        store.get_subscription(args.subscription_id).requested_gen,
+        service.requeue(sub.id, store.get_subscription(sub.id).requested_gen,
                         origin=f"resync{int(time.time())}")
-    target = store.get_subscription(args.subscription_id).requested_gen
+    target = store.get_subscription(sub.id).requested_gen
     deadline = time.monotonic() + args.timeout
-    while time.monotonic() < deadline:
-        state = store.get_writer_state(args.subscription_id)
+    while True:
+        state = store.get_writer_state(sub.id)
+        seq = int(state.get("change_seq") or 0)
         if (int(state.get("synced_gen") or 0) >= target
                 and int(state.get("full_resync_served") or 0) >= full
                 and not state.get("lease_until")):
             break
-        if not args.json:
-            seq = int(state.get("change_seq") or 0)
-            running = "running" if state.get("lease_until") else "queued"
-            out.write(f"\r  {running}: feed at seq {seq} ")
-            out.flush()
+        if time.monotonic() >= deadline:
+            raise CliError(FAILED, "unavailable",
+                           f"the sync of {sub.id} did not finish within {args.timeout:.0f}s; "
+                           "it stays queued (see `status`)", {"timeout_s": args.timeout})
+        output.progress(f"{'running' if state.get('lease_until') else 'queued'}: "
+                        f"feed at cursor {seq}")
         time.sleep(0.5)
-    else:
-        print(f"\nerror: sync not finished within {args.timeout:.0f}s", file=sys.stderr)
-        return 1
-    state = store.get_writer_state(args.subscription_id)
-    _emit(args, out, {"subscription_id": args.subscription_id, "synced_gen": target,
-                      "change_seq": int(state.get("change_seq") or 0)},
-          f"\rsynced {args.subscription_id}: feed at seq {int(state.get('change_seq') or 0)}")
-    return 0
+    output.result({"subscription_id": sub.id, "synced_gen": target, "change_seq": seq},
+                  f"synced {sub.id}: feed at cursor {seq}")
+    return OK
 
 
-def cmd_renew(args: argparse.Namespace, out: TextIO, _: Callable[[], Any]) -> int:
+def cmd_renew(args: argparse.Namespace, output: Output) -> int:
     """Run the renewer once, in-process (what Cloud Scheduler triggers)."""
     from functions import app
     from functions.config import RENEWER
 
     report = app.renewer(app.settings(RENEWER)).run()
-    _emit(args, out, report.to_json(),
-          f"renewed {report.renewed}, failed {report.failed}, orphans stopped "
-          f"{report.orphans_stopped}, abandoned {report.abandoned}, swept {report.swept}, "
-          f"safety-net syncs {report.safety_net}")
-    return 0
+    data = report.to_json()
+    output.result(data, ", ".join(f"{key.replace('_', ' ')} {value}"
+                                  for key, value in data.items()))
+    return OK
 
 
-def register(commands: Any) -> None:
-    """Add every operator command to the CLI's subparsers."""
-    def add(name: str, help_text: str, handler: Any, with_id: bool = True) -> Any:
-        parser = commands.add_parser(name, help=help_text)
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from err
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Add the subscription commands to the CLI."""
+    def add(name: str, summary: str, description: str, handler: Any,
+            with_id: bool = True) -> argparse.ArgumentParser:
+        parser = add_command(commands, common, name, summary, description)
         if with_id:
-            parser.add_argument("subscription_id")
-        parser.add_argument("--json", action="store_true", help="one JSON object")
+            parser.add_argument("subscription_id", metavar="SUBSCRIPTION_ID",
+                            help="the subscription (see `list`)")
         parser.set_defaults(handler=handler)
         return parser
 
-    sub = add("subscribe", "watch a calendar and sync it", cmd_subscribe, with_id=False)
-    sub.add_argument("calendar_id")
-    sub.add_argument("--owner", required=True, help="account the credentials act as")
-    sub.add_argument("--credentials", default="dwd",
-                     help="dwd (domain-wide delegation, default) or oauth:<id>")
+    sub = add("subscribe", "watch a calendar and sync it into a change feed",
+              "Create the subscription of CALENDAR_ID for --owner and queue its initial "
+              "sync; the sync worker opens the watch channel. Subscribing the same calendar "
+              "and owner again returns the existing subscription.", cmd_subscribe,
+              with_id=False)
+    sub.add_argument("calendar_id", metavar="CALENDAR_ID",
+                     help="the calendar's id, or `primary` for the owner's own")
+    sub.add_argument("--owner", required=True, metavar="EMAIL",
+                     help="the account whose access calsync uses to read the calendar")
+    sub.add_argument("--credentials", default="dwd", metavar="REF",
+                     help="how calsync acts as the owner: dwd (domain-wide delegation, the "
+                          "default), oauth:ID (a stored refresh token) or bearer (local "
+                          "emulator only)")
     sub.add_argument("--refresh-token-stdin", action="store_true",
-                     help="read the owner's OAuth refresh token from standard input and "
-                          "store it sealed")
-    add("unsubscribe", "stop watching and delete everything stored", cmd_unsubscribe)
-    add("pause", "stop the channel; keep the data", _simple("pause"))
-    add("resume", "open a new channel and sync", _simple("resume"))
-    add("list", "all subscriptions", cmd_list, with_id=False)
-    status = add("status", "state, channel, lag and errors", cmd_status, with_id=False)
-    status.add_argument("subscription_id", nargs="?")
-    resync = add("resync", "sync now and follow progress", cmd_resync)
-    resync.add_argument("--full", action="store_true", help="drop the sync token first")
-    resync.add_argument("--timeout", type=float, default=1800.0)
-    add("renew", "run the renewer once", cmd_renew, with_id=False)
+                     help="read the owner's OAuth refresh token from standard input (a "
+                          "prompt without echo on a terminal) and store it sealed; needs "
+                          "CALSYNC_CREDENTIAL_KEYS")
+    sub.add_argument("--label", action="append", metavar="KEY=VALUE",
+                     help="a label to find the subscription by (repeatable)")
+    add("unsubscribe", "stop watching and delete everything stored",
+        "Stop the subscription's channels and delete its events, feed and stored "
+        "credentials. Cannot be undone.", cmd_unsubscribe)
+    add("pause", "stop notifications; keep the data",
+        "Stop the subscription's channels. Events and the feed stay readable; "
+        "`resume` catches up on every change made meanwhile.", cmd_pause)
+    add("resume", "restart a paused subscription",
+        "Make a paused (or failed) subscription active again and queue a sync; the "
+        "worker opens a new channel.", cmd_resume)
+    add("list", "list every subscription", "One line per subscription: id, calendar, "
+        "owner, status.", cmd_list, with_id=False)
+    status = add("status", "state, channel, lag and errors",
+                 "Show the status, channel, last notification, last sync, lag, pending "
+                 "requests, feed cursor and last error of one subscription, or of all.",
+                 cmd_status, with_id=False)
+    status.add_argument("subscription_id", nargs="?", metavar="SUBSCRIPTION_ID",
+                        help="the subscription (default: every subscription)")
+    resync = add("resync", "sync now and wait for it",
+                 "Queue a sync of the subscription and wait until it has finished, showing "
+                 "progress on a terminal.", cmd_resync)
+    resync.add_argument("--full", action="store_true",
+                        help="list the whole calendar again instead of the changes since the "
+                             "last sync (repairs drift; the feed only gets real changes)")
+    resync.add_argument("--timeout", type=_positive, default=1800.0, metavar="SECONDS",
+                        help="give up waiting after this long (default 1800); the sync "
+                             "stays queued")
+    add("renew", "run the channel renewer once",
+        "Renew expiring channels, retry failed ones, re-queue stalled requests and queue "
+        "safety-net syncs, as the scheduled renewer does. Needs the renewer's settings.",
+        cmd_renew, with_id=False)
+
+
+__all__ = ["register"]

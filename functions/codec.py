@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from functions.model import Snapshot
+from functions.model import ChangeDraft, Snapshot
 
 ESCAPE = "~"
 _RESERVED = re.compile(r"^__.*__$", re.DOTALL)
@@ -32,7 +32,7 @@ _DOCUMENT_OVERHEAD = 32
 
 def escape_key(key: str) -> str:
     """A field name Firestore accepts, from which `unescape_key` restores `key`."""
-    if key == "" or key.startswith(ESCAPE) or _RESERVED.match(key):
+    if key == "" or key[0] == ESCAPE or (key[0] == "_" and _RESERVED.match(key)):
         return ESCAPE + key
     return key
 
@@ -43,7 +43,10 @@ def unescape_key(key: str) -> str:
 
 def escape(value: Any) -> Any:
     """`value` with every map key escaped, at every depth."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind is str:  # the common cases first: this runs for every field
+        return value
+    if kind is dict or isinstance(value, Mapping):
         return {escape_key(str(k)): escape(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [escape(v) for v in value]
@@ -51,7 +54,10 @@ def escape(value: Any) -> Any:
 
 
 def unescape(value: Any) -> Any:
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is dict or isinstance(value, Mapping):
         return {unescape_key(str(k)): unescape(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [unescape(v) for v in value]
@@ -85,6 +91,8 @@ def decode_snapshot(document: Mapping[str, Any]) -> Snapshot:
 
 def value_size(value: Any) -> int:
     """Bytes a value takes in Firestore's storage-size accounting."""
+    if type(value) is str:
+        return len(value.encode("utf-8")) + 1
     if value is None or isinstance(value, bool):
         return 1
     if isinstance(value, int | float | datetime):
@@ -104,3 +112,110 @@ def document_size(path: str, data: Mapping[str, Any]) -> int:
     """Stored size of a document at `path` (`collection/id/...`) holding `data`."""
     name = sum(len(part.encode("utf-8")) + 1 for part in path.split("/")) + 16
     return name + value_size(dict(data)) + _DOCUMENT_OVERHEAD
+
+
+def encode_change(
+    change: ChangeDraft, seq: int, at: datetime, expire_at: datetime
+) -> dict[str, Any]:
+    """The stored document of a change entry (`fields` escaped like snapshots)."""
+    return {
+        "seq": seq,
+        "kind": change.kind,
+        "event_id": change.event_id,
+        "recurring_event_id": change.recurring_event_id,
+        "fields": escape(change.fields),
+        "etag": change.etag,
+        "at": at,
+        "expire_at": expire_at,
+    }
+
+
+# Commit requests: what a write weighs on the wire (protobuf), which is what
+# the request limits count (10 MiB in production, the emulator's 4 MiB gRPC
+# message cap). It exceeds the storage size by a few bytes per field, so a map
+# of many small fields (attendee lists) weighs up to ~1.4x its storage size.
+_NAME_PREFIX_BYTES = 128  # "projects/{project}/databases/{database}/documents/", at most
+
+
+def _varint(number: int) -> int:
+    if number < 0:
+        return 10
+    return (number.bit_length() + 6) // 7 or 1
+
+
+def _delimited(payload: int, tag: int = 1) -> int:
+    return tag + (1 if payload < 0x80 else _varint(payload)) + payload
+
+
+def _map_wire(mapping: Mapping[Any, Any]) -> int:
+    total = 0
+    for key, item in mapping.items():
+        name = len((key if type(key) is str else str(key)).encode("utf-8"))
+        value = _value_wire(item)
+        entry = (2 + name + value + (1 if name < 0x80 else _varint(name))
+                 + (1 if value < 0x80 else _varint(value)))
+        total += 1 + entry + (1 if entry < 0x80 else _varint(entry))
+    return total
+
+
+def _value_wire(value: Any) -> int:
+    """Bytes of a `google.firestore.v1.Value` message holding `value`."""
+    kind = type(value)
+    if kind is str:
+        return _delimited(len(value.encode("utf-8")), tag=2)
+    if kind is dict:
+        return _delimited(_map_wire(value))
+    if kind is list:
+        return _delimited(sum(_delimited(_value_wire(v)) for v in value))
+    if value is None or kind is bool:
+        return 2
+    if isinstance(value, int):
+        return 1 + _varint(value)
+    if isinstance(value, float):
+        return 9
+    if isinstance(value, datetime):
+        return 14  # Timestamp{seconds, nanos}, at most
+    if isinstance(value, str):
+        return _delimited(len(value.encode("utf-8")), tag=2)
+    if isinstance(value, bytes):
+        return _delimited(len(value), tag=2)
+    if isinstance(value, Mapping):
+        return _delimited(_map_wire(value))
+    if isinstance(value, list | tuple):
+        return _delimited(sum(_delimited(_value_wire(v)) for v in value))
+    return 64  # references, geo points: small
+
+
+def write_size(path: str, data: Mapping[str, Any]) -> int:
+    """Bytes a `set` of `data` at `path` adds to a commit request (an upper bound
+    within a few hundred bytes of the client's own encoding)."""
+    name = _NAME_PREFIX_BYTES + len(path.encode("utf-8"))
+    document = _delimited(name) + _map_wire(data)
+    return _delimited(_delimited(document))  # Write.update inside CommitRequest.writes
+
+
+# Firestore's limits on field names and nesting.
+MAX_FIELD_NAME_BYTES = 1500
+MAX_DEPTH = 20
+
+
+def field_problem(value: Any, depth: int = 0) -> str | None:
+    """A limit on field names or nesting that `value` breaks, which escaping cannot
+    fix: says why Firestore refused a document."""
+    if isinstance(value, dict):
+        if depth > MAX_DEPTH:
+            return f"maps nested deeper than Firestore's {MAX_DEPTH} levels"
+        for key, item in value.items():
+            size = len(str(key).encode("utf-8"))
+            if size > MAX_FIELD_NAME_BYTES:
+                return (f"a field name of {size} bytes, over Firestore's "
+                        f"{MAX_FIELD_NAME_BYTES}-byte limit")
+            found = field_problem(item, depth + 1)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            found = field_problem(item, depth + 1)
+            if found:
+                return found
+    return None

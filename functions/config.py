@@ -19,8 +19,11 @@ from typing import Any
 WEBHOOK = "webhook"
 WORKER = "sync_worker"
 RENEWER = "renew_channels"
+API = "api"
 CLI = "cli"
-ALL_FUNCTIONS = (WEBHOOK, WORKER, RENEWER)
+ALL_FUNCTIONS = (WEBHOOK, WORKER, RENEWER, API)
+# Firestore refuses a commit request over 10 MiB (the emulator over 4 MiB).
+MAX_COMMIT_BYTES = 10 * 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -57,6 +60,13 @@ def _parse_positive_float(value: str) -> float:
     return number
 
 
+def _parse_dispatch_deadline(value: str) -> int:
+    seconds = _parse_positive_int(value)
+    if not 15 <= seconds <= 1800:
+        raise ValueError("must be between 15 and 1800 (Cloud Tasks' limits)")
+    return seconds
+
+
 def _parse_positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -64,6 +74,14 @@ def _parse_positive_int(value: str) -> int:
         raise ValueError("must be a whole number") from err
     if number <= 0:
         raise ValueError("must be a positive whole number")
+    return number
+
+
+def _parse_commit_bytes(value: str) -> int:
+    number = _parse_positive_int(value)
+    if not 64 * 1024 <= number <= MAX_COMMIT_BYTES:
+        raise ValueError(f"must be between 65536 and {MAX_COMMIT_BYTES} (Firestore's "
+                         "request limit)")
     return number
 
 
@@ -129,21 +147,27 @@ VARIABLES: tuple[Variable, ...] = (
              default="", required=False),
     Variable("CALSYNC_WEBHOOK_URL", "webhook_url", _parse_url,
              "Public HTTPS address of the webhook function (channel address).",
-             (RENEWER,)),
+             (WORKER, RENEWER)),
     Variable("CALSYNC_RENEWER_URL", "renewer_url", _parse_url,
              "URL of the renewer function (target of fan-out tasks).", (RENEWER,),
              default="", required=False),
+    Variable("CALSYNC_RENEWER_INVOKER_SA", "renewer_invoker_sa", _parse_str,
+             "Service account the renewer's own continuation tasks are minted for (one "
+             "invoker account per target).", (RENEWER,), default="", required=False),
+    Variable("CALSYNC_DISPATCH_DEADLINE_SECONDS", "dispatch_deadline", _parse_dispatch_deadline,
+             "Dispatch deadline of every task; the worker's timeout is the same value.",
+             ALL_FUNCTIONS, default="1800"),
     Variable("CALSYNC_CHANNEL_TOKEN_KEYS", "channel_token_keys", _parse_keyring,
              "Channel-token HMAC keys, `id:base64key,...`, current first.",
-             (WEBHOOK, RENEWER), secret=True),
+             (WEBHOOK, WORKER, RENEWER), secret=True),
     Variable("CALSYNC_CREDENTIAL_KEYS", "credential_keys", _parse_keyring,
              "AES-GCM keys for stored refresh tokens, `id:base64key,...`, current first.",
-             (WORKER, RENEWER), secret=True, required=False, default=""),
+             (WORKER, RENEWER, API), secret=True, required=False, default=""),
     Variable("CALSYNC_OAUTH_CLIENT_ID", "oauth_client_id", _parse_str,
-             "OAuth client id for per-user refresh tokens.", (WORKER, RENEWER),
+             "OAuth client id for per-user refresh tokens.", (WORKER, RENEWER, API),
              required=False, default=""),
     Variable("CALSYNC_OAUTH_CLIENT_SECRET", "oauth_client_secret", _parse_str,
-             "OAuth client secret for per-user refresh tokens.", (WORKER, RENEWER),
+             "OAuth client secret for per-user refresh tokens.", (WORKER, RENEWER, API),
              secret=True, required=False, default=""),
     Variable("CALSYNC_DELEGATION_SA", "delegation_sa", _parse_str,
              "Service account with domain-wide delegation (Workspace calendars).",
@@ -153,13 +177,20 @@ VARIABLES: tuple[Variable, ...] = (
              "through the IAM API instead.", (WORKER, RENEWER),
              required=False, default="", local_only=True),
     Variable("CALSYNC_CHANNEL_TTL_SECONDS", "channel_ttl", _parse_positive_int,
-             "Requested lifetime of a watch channel.", (RENEWER,), default="604800"),
+             "Requested lifetime of a watch channel.", (WORKER, RENEWER), default="604800"),
+    Variable("CALSYNC_PENDING_CHANNEL_GRACE_SECONDS", "pending_channel_grace",
+             _parse_positive_int,
+             "A channel still pending after this long (its watch never completed) is "
+             "retried by the renewer.", (WORKER, RENEWER), default="120"),
+    Variable("CALSYNC_RENEWAL_BACKOFF_SECONDS", "renewal_backoff", _parse_positive_int,
+             "First backoff after a failed watch; doubles per failure, at most an hour.",
+             (WORKER, RENEWER), default="60"),
     Variable("CALSYNC_RENEWAL_WINDOW_SECONDS", "renewal_window", _parse_positive_int,
              "Channels expiring within this window are replaced.", (RENEWER,),
              default="86400"),
     Variable("CALSYNC_MIN_SYNC_INTERVAL_SECONDS", "min_sync_interval", _parse_positive_float,
              "Follow-up runs start no sooner than this after the previous run started.",
-             (WEBHOOK, WORKER, RENEWER), default="2"),
+             ALL_FUNCTIONS, default="2"),
     Variable("CALSYNC_SAFETY_NET_INTERVAL_SECONDS", "safety_net_interval",
              _parse_positive_int,
              "Subscriptions not synced within this interval get a safety-net sync.",
@@ -177,11 +208,20 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CALSYNC_PAGE_SIZE", "page_size", _parse_positive_int,
              "maxResults for events.list (Google caps it at 2500).", (WORKER,),
              default="2500"),
+    Variable("CALSYNC_COMMIT_BYTES", "commit_bytes", _parse_commit_bytes,
+             "Byte budget of one Firestore commit; a page is split to fit (production "
+             "refuses over 10 MiB, the emulator over 4 MiB).", (WORKER,), default="3145728"),
+    Variable("CALSYNC_FEED_RETENTION_DAYS", "feed_retention_days", _parse_positive_int,
+             "Change entries expire (Firestore TTL on `expire_at`) this many days after "
+             "they were written.", (WORKER, API), default="30"),
     Variable("CALENDAR_API_ENDPOINT", "calendar_api_endpoint", _parse_url,
              "Calendar API root (the emulator locally).", (WORKER, RENEWER),
              default="", required=False, local_only=True),
     Variable("CALSYNC_OAUTH_TOKEN_URI", "oauth_token_uri", _parse_url,
-             "OAuth token endpoint (the emulator's /token locally).", (WORKER, RENEWER),
+             "OAuth token endpoint (the emulator's /token locally).", (WORKER, RENEWER, API),
+             default="", required=False, local_only=True),
+    Variable("CALSYNC_OAUTH_AUTH_URI", "oauth_auth_uri", _parse_url,
+             "OAuth consent page users are sent to (the emulator's locally).", (API,),
              default="", required=False, local_only=True),
     Variable("CLOUD_TASKS_EMULATOR_HOST", "tasks_emulator_host", _parse_host_port,
              "host:port of a Cloud Tasks emulator.", ALL_FUNCTIONS,
@@ -203,6 +243,8 @@ class Settings:
     tasks_invoker_sa: str = ""
     webhook_url: str = ""
     renewer_url: str = ""
+    renewer_invoker_sa: str = ""
+    dispatch_deadline: int = 1800
     channel_token_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
     credential_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
     oauth_client_id: str = ""
@@ -210,6 +252,8 @@ class Settings:
     delegation_sa: str = ""
     delegation_key_file: str = ""
     channel_ttl: int = 604800
+    pending_channel_grace: int = 120
+    renewal_backoff: int = 60
     renewal_window: int = 86400
     min_sync_interval: float = 2.0
     safety_net_interval: int = 21600
@@ -217,8 +261,11 @@ class Settings:
     lease_seconds: int = 120
     notification_record_interval: float = 5.0
     page_size: int = 2500
+    commit_bytes: int = 3145728
+    feed_retention_days: int = 30
     calendar_api_endpoint: str = ""
     oauth_token_uri: str = ""
+    oauth_auth_uri: str = ""
     tasks_emulator_host: str = ""
     json_logs: bool = True
 

@@ -10,6 +10,14 @@ A subscription's `credentials_ref` says how calsync acts as its owner:
   ciphertext, so keys rotate without re-encrypting everything at once).
 - `bearer`: local emulator only: the owner's id is the access token.
 
+Whose fault a failure is decides its outcome (DESIGN.md, "Whose credentials
+failed"): a user's grant refused on refresh is that subscription's
+`CredentialsRejected` (reason `reauthorization_required`); everything that is
+our deployment's doing (delegation not configured or its key retired, the
+IAM signer refused, OAuth not configured, a credential sealed under a key the
+settings lack) is `Misconfigured`: a loud 500 that leaves subscriptions alone
+and recovers by itself once the deployment is fixed.
+
 Tokens and keys never appear in logs, errors or reprs.
 """
 
@@ -24,9 +32,17 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.auth import exceptions as auth_exceptions
 
 from functions.config import Settings
-from functions.errors import CredentialsRejected
+from functions.errors import (
+    CALENDAR_ACCESS_LOST,
+    REAUTHORIZATION_REQUIRED,
+    CalendarError,
+    CalendarUnavailable,
+    CredentialsRejected,
+    Misconfigured,
+)
 from functions.model import Subscription
 from functions.ports import CredentialsProvider
 
@@ -38,9 +54,22 @@ DWD_REF = "dwd"
 BEARER_REF = "bearer"
 OAUTH_PREFIX = "oauth:"
 
+# What kind of credentials a refresh failed for (`credential_kind`).
+USER_KIND = "oauth_user"
+DELEGATION_KIND = "delegation"
+BEARER_KIND = "bearer"
+# OAuth error codes that mean our client or delegation setup is wrong, never the user.
+_OUR_OAUTH_ERRORS = frozenset({"unauthorized_client", "invalid_client", "invalid_scope",
+                               "unsupported_grant_type", "invalid_request", "access_denied"})
+_MAX_DETAIL = 300
+
 
 class SealError(ValueError):
     """A sealed value cannot be opened (unknown key, tampered, wrong context)."""
+
+
+class SealKeyMissing(SealError):
+    """Sealed under a key id the keyring lacks (or no key is configured at all)."""
 
 
 def _aes_key(raw: bytes) -> bytes:
@@ -51,7 +80,8 @@ def _aes_key(raw: bytes) -> bytes:
 def seal(plaintext: str, keyring: Mapping[str, bytes], context: str) -> str:
     """Encrypt under the current (first) key; `context` is bound as associated data."""
     if not keyring:
-        raise SealError("no credential encryption key is configured (CALSYNC_CREDENTIAL_KEYS)")
+        raise SealKeyMissing("no credential encryption key is configured "
+                             "(CALSYNC_CREDENTIAL_KEYS)")
     key_id, key = next(iter(keyring.items()))
     nonce = os.urandom(12)
     ciphertext = AESGCM(_aes_key(key)).encrypt(nonce, plaintext.encode(), context.encode())
@@ -66,7 +96,8 @@ def unseal(sealed: str, keyring: Mapping[str, bytes], context: str) -> str:
         raise SealError("sealed value is malformed")
     key = keyring.get(parts[1])
     if key is None:
-        raise SealError(f"sealed under key {parts[1]!r}, which is no longer configured")
+        raise SealKeyMissing(f"sealed under key {parts[1]!r}, which is not configured "
+                             "(CALSYNC_CREDENTIAL_KEYS)")
     try:
         blob = base64.urlsafe_b64decode(parts[2])
         plaintext = AESGCM(_aes_key(key)).decrypt(blob[:12], blob[12:], context.encode())
@@ -97,15 +128,30 @@ class CredentialVault:
         return OAUTH_PREFIX + credential_id
 
     def refresh_token(self, credential_id: str) -> str:
-        """The plain refresh token; raises CredentialsRejected if missing or unreadable."""
+        """The plain refresh token.
+
+        Raises CredentialsRejected when the stored credential is missing or
+        malformed (only a new grant helps), Misconfigured when it is sealed
+        under a key the settings lack or does not open under the configured
+        key of its id (a deployment fix helps).
+        """
         snapshot = self._db.collection(CREDENTIALS_COLLECTION).document(credential_id).get()
         data = snapshot.to_dict() if snapshot.exists else None
         if not data or "sealed_refresh_token" not in data:
-            raise CredentialsRejected(f"stored credentials {credential_id} not found")
+            raise CredentialsRejected(f"{REAUTHORIZATION_REQUIRED}: stored credentials "
+                                      f"{credential_id} not found")
+        sealed = data["sealed_refresh_token"]
         try:
-            return unseal(data["sealed_refresh_token"], self._keyring, credential_id)
+            return unseal(sealed, self._keyring, credential_id)
+        except SealKeyMissing as err:
+            raise Misconfigured(f"stored credentials {credential_id}: {err}") from err
         except SealError as err:
-            raise CredentialsRejected(f"stored credentials {credential_id}: {err}") from err
+            if key_id_of(sealed) in self._keyring:
+                # The key of that id no longer opens it: the key material changed.
+                raise Misconfigured(f"stored credentials {credential_id}: {err} "
+                                    "(was the key of that id replaced?)") from err
+            raise CredentialsRejected(f"{REAUTHORIZATION_REQUIRED}: stored credentials "
+                                      f"{credential_id}: {err}") from err
 
     def reseal(self, credential_id: str) -> bool:
         """Re-encrypt under the current key (rotation); True if it changed."""
@@ -141,15 +187,16 @@ class GoogleCredentialsProvider(CredentialsProvider):
             from google.oauth2.credentials import Credentials
 
             return Credentials(token=subscription.owner)
-        raise CredentialsRejected(f"unknown credentials reference kind for {subscription.id}")
+        raise CredentialsRejected(f"{REAUTHORIZATION_REQUIRED}: unknown credentials reference "
+                                  f"kind for {subscription.id}")
 
     def _user(self, credential_id: str) -> Any:
         from google.oauth2.credentials import Credentials
 
         settings = self._settings
         if self._vault is None or not settings.oauth_client_id:
-            raise CredentialsRejected("per-user OAuth is not configured "
-                                      "(CALSYNC_OAUTH_CLIENT_ID, CALSYNC_CREDENTIAL_KEYS)")
+            raise Misconfigured("per-user OAuth is not configured "
+                                "(CALSYNC_OAUTH_CLIENT_ID, CALSYNC_CREDENTIAL_KEYS)")
         return Credentials(
             token=None,
             refresh_token=self._vault.refresh_token(credential_id),
@@ -164,21 +211,100 @@ class GoogleCredentialsProvider(CredentialsProvider):
 
         settings = self._settings
         if settings.delegation_key_file:
-            credentials = service_account.Credentials.from_service_account_file(
-                settings.delegation_key_file, scopes=list(SCOPES))
+            try:
+                credentials = service_account.Credentials.from_service_account_file(
+                    settings.delegation_key_file, scopes=list(SCOPES))
+            except (OSError, ValueError, KeyError) as err:
+                raise Misconfigured("the delegation key file (CALSYNC_DELEGATION_KEY_FILE) "
+                                    f"cannot be used: {type(err).__name__}") from err
             if settings.oauth_token_uri:
                 credentials = credentials.with_token_uri(settings.oauth_token_uri)
             return credentials.with_subject(owner)
         if not settings.delegation_sa:
-            raise CredentialsRejected("domain-wide delegation is not configured "
-                                      "(CALSYNC_DELEGATION_SA)")
+            raise Misconfigured("domain-wide delegation is not configured "
+                                "(CALSYNC_DELEGATION_SA)")
         # Keyless: the function's own identity signs the JWT through the IAM API
         # (roles/iam.serviceAccountTokenCreator on the delegation account only).
         import google.auth
         from google.auth import iam
         from google.auth.transport.requests import Request
 
-        source, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+        try:
+            source, _ = google.auth.default(
+                scopes=["https://www.googleapis.com/auth/cloud-platform"])
+        except auth_exceptions.DefaultCredentialsError as err:
+            raise Misconfigured("keyless delegation needs the function's own identity "
+                                f"(application default credentials): {err}") from err
         signer = iam.Signer(Request(), source, settings.delegation_sa)
         return service_account.Credentials(
             signer, settings.delegation_sa, self._token_uri, scopes=list(SCOPES), subject=owner)
+
+
+def credential_kind(credentials: Any) -> str | None:
+    """What kind of google-auth credentials these are (None: another kind)."""
+    from google.oauth2 import credentials as user_credentials
+    from google.oauth2 import service_account
+
+    if isinstance(credentials, service_account.Credentials):
+        return DELEGATION_KIND
+    if isinstance(credentials, user_credentials.Credentials):
+        return USER_KIND if credentials.refresh_token else BEARER_KIND
+    return None
+
+
+def _oauth_error(err: auth_exceptions.RefreshError) -> tuple[str, str]:
+    """(error, error_description) of a token endpoint's answer, as google-auth raised it."""
+    args = err.args
+    if len(args) > 1 and isinstance(args[1], dict):
+        error, description = args[1].get("error"), args[1].get("error_description")
+        if isinstance(error, str):
+            return error, description if isinstance(description, str) else ""
+    text = str(args[0]) if args else ""
+    code, sep, description = text.partition(": ")
+    if sep and code and " " not in code:
+        return code, description
+    return "", text
+
+
+def auth_failure(err: Exception, kind: str | None) -> CalendarError:
+    """The calsync error for a failure to obtain an access token.
+
+    `kind` is what the credentials were (`credential_kind`); None when unknown.
+    """
+    if isinstance(err, auth_exceptions.RefreshError):
+        code, description = _oauth_error(err)
+        detail = f"{code or 'refresh failed'}: {description}"[:_MAX_DETAIL]
+        if getattr(err, "retryable", False):
+            return CalendarUnavailable(f"token refresh failed, transient ({detail})")
+        if kind == BEARER_KIND:
+            # A bare access token cannot be refreshed: its refusal is final.
+            return CredentialsRejected(f"{REAUTHORIZATION_REQUIRED}: the access token was "
+                                       "refused and cannot be refreshed",
+                                       reason=REAUTHORIZATION_REQUIRED)
+        our_jwt = code == "invalid_grant" and kind != USER_KIND and "jwt" in description.lower()
+        if code == "invalid_grant" and kind == DELEGATION_KIND and not our_jwt:
+            # The JWT was fine, the subject is not (deleted or suspended account).
+            return CredentialsRejected(
+                f"{CALENDAR_ACCESS_LOST}: Google refused to act as the owner ({detail})",
+                reason=CALENDAR_ACCESS_LOST)
+        if isinstance(err, auth_exceptions.ReauthFailError) or (
+                code == "invalid_grant" and not our_jwt):
+            return CredentialsRejected(
+                f"{REAUTHORIZATION_REQUIRED}: the owner's grant was refused on refresh "
+                f"({detail})", reason=REAUTHORIZATION_REQUIRED)
+        if our_jwt:
+            return Misconfigured(f"the delegation JWT was refused ({detail}): the delegation "
+                                 "key or signer is wrong (retired key, clock skew)")
+        if code in _OUR_OAUTH_ERRORS:
+            return Misconfigured(f"the token endpoint refused our client ({detail}): check the "
+                                 "OAuth client or the domain-wide delegation of the scopes")
+        return Misconfigured(f"token refresh failed ({detail})")
+    if isinstance(err, auth_exceptions.TransportError):
+        text = str(err)
+        if "IAM sign" in text:
+            # google-auth retries 5xx itself; what is left (403, 404) is our IAM setup.
+            return Misconfigured("the IAM API refused to sign the delegation JWT (does the "
+                                 "function's identity hold Token Creator on "
+                                 f"CALSYNC_DELEGATION_SA?): {text[:_MAX_DETAIL]}")
+        return CalendarUnavailable(f"auth transport error: {text[:_MAX_DETAIL]}")
+    return Misconfigured(f"credentials failed: {type(err).__name__}")

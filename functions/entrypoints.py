@@ -1,11 +1,14 @@
 """HTTP handlers behind main.py: parse, call one service, map errors to status.
 
-Every malformed request gets a 4xx with a one-line reason.
+Every malformed request gets a 4xx with a one-line reason. Each handler runs
+inside `logged`, which ties every log line to the request's trace and
+execution id and turns an unexpected exception into one logged 500.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 from flask import Request, Response
 
@@ -19,6 +22,28 @@ def _text(status: int, reason: str) -> Response:
     return Response(reason + "\n", status=status, mimetype="text/plain")
 
 
+Handler = Callable[[Request], Response]
+
+
+def logged(handler: Handler) -> Handler:
+    """Serve `handler` inside the request's log context (trace, execution id).
+
+    An exception the handler did not expect is logged once, as JSON with its
+    traceback, and answered 500. The `api` function wraps its handler too.
+    """
+    @functools.wraps(handler)
+    def serve(request: Request) -> Response:
+        with logs.request_context(request.headers):
+            try:
+                return handler(request)
+            except Exception as err:  # noqa: BLE001 - one logged 500, never a bare traceback
+                logs.log_exception("ERROR", "unhandled exception",
+                                   error=type(err).__name__, function=handler.__name__)
+                return _text(500, f"{handler.__name__}: internal error")
+
+    return serve
+
+
 @functools.cache
 def _webhook_service() -> WebhookService:
     from google.cloud import firestore
@@ -28,7 +53,6 @@ def _webhook_service() -> WebhookService:
     from functions.tasks import CloudTasksQueue
 
     settings = Settings.from_env(function=WEBHOOK)
-    logs.configure(settings.json_logs)
     client = firestore.Client(project=settings.project)
     return WebhookService(
         FirestoreChannelStore(client), FirestoreStore(client), CloudTasksQueue(settings),
@@ -37,15 +61,16 @@ def _webhook_service() -> WebhookService:
     )
 
 
+@logged
 def webhook(request: Request) -> Response:
     """Google push notification → at most one queued sync; 200 fast."""
-    logs.configure()
     if request.method != "POST":
         return _text(405, "webhook: only POST is accepted")
     try:
         note = parse_notification(request.method, request.headers)
     except BadNotification as err:
-        logs.log("WARNING", "notification rejected", result="bad_request", reason=str(err))
+        logs.log("WARNING", "notification rejected", result="bad_request",
+                 outcome="bad_request", reason=str(err))
         return _text(400, f"webhook: {err}")
     try:
         outcome = _webhook_service().handle(note)
@@ -54,23 +79,23 @@ def webhook(request: Request) -> Response:
         return _text(500, "webhook: misconfigured (see logs)")
     except StoreError as err:
         logs.log("WARNING", "notification deferred", result="store_unavailable",
-                 channel_id=note.channel_id, reason=type(err).__name__)
+                 outcome="store_unavailable", channel_id=note.channel_id,
+                 reason=type(err).__name__)
         return _text(503, "webhook: store unavailable, retry")
     logs.log(
         "WARNING" if outcome.status >= 400 else "INFO", "notification",
-        result=outcome.result, channel_id=note.channel_id, subscription=outcome.sub_id,
+        result=outcome.result, outcome=outcome.result, channel_id=note.channel_id,
+        subscription=outcome.sub_id,
         resource_state=note.resource_state, message_number=note.message_number,
         status=outcome.status, writes=outcome.writes,
     )
     return _text(outcome.status, f"webhook: {outcome.reason}")
 
 
+@logged
 def sync_worker(request: Request) -> Response:
     """A Cloud Tasks delivery: `{"subscription_id": ...}` -> one sync run."""
     from functions import app
-    from functions.config import ConfigError
-
-    logs.configure()
     try:
         worker = app.sync_worker()
     except ConfigError as err:
@@ -80,13 +105,13 @@ def sync_worker(request: Request) -> Response:
     return _text(answer.status, answer.reason)
 
 
+@logged
 def renew_channels(request: Request) -> Response:
     """Cloud Scheduler (or a fan-out task): renew channels, sweep, safety net."""
     import json
 
     from functions import app
 
-    logs.configure()
     if request.method != "POST":
         return _text(405, "renew_channels: only POST is accepted")
     try:

@@ -53,12 +53,28 @@ class CalendarUnavailable(CalendarError):
     """A transient failure (server error, timeout, connection reset)."""
 
 
+# Machine-readable reasons of the permanent errors (DESIGN.md "Whose credentials failed").
+REAUTHORIZATION_REQUIRED = "reauthorization_required"
+CALENDAR_ACCESS_LOST = "calendar_access_lost"
+CALENDAR_NOT_FOUND = "calendar_not_found"
+
+
 class CredentialsRejected(CalendarError):
-    """The subscription's credentials were refused (revoked, expired grant)."""
+    """The subscription's credentials were refused (revoked, expired grant);
+    `reason` is `reauthorization_required` or `calendar_access_lost`."""
+
+    def __init__(self, message: str = "", reason: str = REAUTHORIZATION_REQUIRED) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class CalendarGone(CalendarError):
-    """The calendar does not exist, or is no longer visible to the owner."""
+    """The calendar does not exist, or is no longer visible to the owner;
+    `reason` is `calendar_not_found`."""
+
+    def __init__(self, message: str = "", reason: str = CALENDAR_NOT_FOUND) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class CalendarRequestRejected(CalendarError):

@@ -6,7 +6,7 @@ store keeps for it: the resource plus `_deleted`, `_synced_at` and `_seq`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
@@ -19,9 +19,14 @@ PAUSED = "paused"
 ERROR = "error"
 DELETING = "deleting"
 
+STATUSES = (ACTIVE, PAUSED, ERROR, DELETING)
+
 # A run is deferred only while `retry_at` is further away than this, since a
 # follow-up scheduled for `retry_at` may be dispatched a little early.
 RETRY_TOLERANCE = timedelta(seconds=2)
+# Likewise for MIN_SYNC_INTERVAL: a follow-up dispatched this much before the
+# interval ends runs rather than deferring again (clocks differ a little).
+DEFER_TOLERANCE = timedelta(milliseconds=250)
 
 CREATED = "created"
 UPDATED = "updated"
@@ -42,6 +47,18 @@ class Subscription:
     requested_gen: int = 0
     retry_at: datetime | None = None
     last_synced_at: datetime | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What a conditional status change did: `changed` False when the
+    subscription was already in the target status."""
+
+    changed: bool
+    previous: str
+    generation: int = 0  # the request generation after the change
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions.model import (
     ChangePage,
@@ -21,7 +21,11 @@ from functions.model import (
     Snapshot,
     Subscription,
     SyncRequest,
+    Transition,
 )
+
+if TYPE_CHECKING:
+    from functions.channel_store import Channel
 
 
 class CredentialsProvider(ABC):
@@ -69,6 +73,18 @@ class TaskQueue(ABC):
         triple twice is a no-op. The webhook uses origin "request" with the
         request generation; the worker "run" with its lease generation and
         "retry" with the retry time. Raises QueueUnavailable.
+        """
+
+
+class ChannelKeeper(ABC):
+    """Keeps a subscription's watch channel open (DESIGN.md, "Channels")."""
+
+    @abstractmethod
+    def ensure_channel(self, subscription: Subscription) -> bool:
+        """Open a channel unless one is delivering; True if one was opened.
+
+        A run calls it before it lists (watch first, then list). A failed watch
+        leaves a record the renewer retries; it raises nothing for that.
         """
 
 
@@ -147,6 +163,10 @@ class RequestStore(ABC):
     def mark_queued(self, sub_id: str, generation: int, now: datetime) -> None:
         """Note that a task for request `generation` has been queued."""
 
+    @abstractmethod
+    def enqueue_failed(self, sub_id: str, generation: int) -> None:
+        """Queueing the task for `generation` failed: the next request queues it."""
+
 
 class FeedReader(ABC):
     """Reads a subscription's change feed."""
@@ -154,3 +174,97 @@ class FeedReader(ABC):
     @abstractmethod
     def list_changes(self, sub_id: str, after_cursor: int, limit: int) -> ChangePage:
         """Entries with `seq > after_cursor`, ascending, at most `limit`."""
+
+
+class LifecycleStore(ABC):
+    """What the subscription service and the renewer keep in the database:
+    subscriptions and their statuses, channel records, the renewer's queries.
+
+    Implemented over Firestore by `subscription_store.SubscriptionStore`; unit
+    tests use an in-memory fake (tests/unit/lifecycle).
+    """
+
+    @abstractmethod
+    def create_or_get(self, sub: Subscription, now: datetime) -> tuple[Subscription, bool]:
+        """Create with the first sync request recorded, or find the one for the same
+        (calendar, owner); True when created."""
+
+    @abstractmethod
+    def get(self, sub_id: str) -> tuple[Subscription, dict[str, Any]] | None:
+        """The subscription and its raw document, or None."""
+
+    @abstractmethod
+    def writer_state(self, sub_id: str) -> dict[str, Any]:
+        """The raw `state/writer` document (empty if none)."""
+
+    @abstractmethod
+    def list_all(self, limit: int = 1000) -> list[tuple[Subscription, dict[str, Any]]]:
+        """Every subscription, up to `limit`."""
+
+    @abstractmethod
+    def update(self, sub_id: str, fields: dict[str, Any]) -> None:
+        """Set fields on the subscription (bookkeeping only, never `status`)."""
+
+    @abstractmethod
+    def transition(self, sub_id: str, allowed: Iterable[str], to: str, now: datetime,
+                   fields: dict[str, Any] | None = None,
+                   request_sync: bool = False) -> Transition:
+        """Conditional status change; raises InvalidTransition or LookupError."""
+
+    @abstractmethod
+    def begin_delete(self, sub_id: str, now: datetime) -> bool:
+        """Mark `deleting` and fence runs in flight; False if gone."""
+
+    @abstractmethod
+    def delete_tree(self, sub_id: str, credentials_ref: str) -> int:
+        """Delete everything of the subscription; returns the documents deleted."""
+
+    @abstractmethod
+    def clear_request_marker(self, sub_id: str, requested_gen: int) -> bool:
+        """Unset `requested_at` if `requested_gen` is still current."""
+
+    @abstractmethod
+    def channels_of(self, sub_id: str) -> list[Channel]:
+        """Every channel record of the subscription."""
+
+    @abstractmethod
+    def delivering_channels(self, sub_id: str) -> list[Channel]:
+        """The subscription's `pending` and `active` channels."""
+
+    @abstractmethod
+    def channel_doc(self, channel_id: str) -> dict[str, Any]:
+        """The raw channel record (empty if none)."""
+
+    @abstractmethod
+    def save_channel(self, channel: Channel, now: datetime, **fields: Any) -> None:
+        """Create or replace a channel record."""
+
+    @abstractmethod
+    def activate_channel(self, channel_id: str, sub_id: str, resource_id: str,
+                         expiration: datetime) -> None:
+        """Record a watch response; raises ResourceMismatch."""
+
+    @abstractmethod
+    def set_channel(self, channel_id: str, fields: dict[str, Any]) -> None:
+        """Set fields on a channel record."""
+
+    @abstractmethod
+    def claim_channel(self, channel_id: str, state: str, now: datetime,
+                      until: datetime) -> bool:
+        """True for exactly one caller while the channel is in `state` and unclaimed."""
+
+    @abstractmethod
+    def due_channels(self, state: str, before: datetime, limit: int,
+                     after: str | None = None) -> list[tuple[Channel, dict[str, Any]]]:
+        """Channels in `state` expiring at or before `before`, soonest first."""
+
+    @abstractmethod
+    def subscriptions_where(self, field: str, before: datetime, limit: int,
+                            after: str | None = None, *, include_null: bool = False,
+                            ) -> list[tuple[Subscription, dict[str, Any]]]:
+        """Active subscriptions whose `field` is at or before `before`, oldest first;
+        with `include_null` also those where it is null (first)."""
+
+    @abstractmethod
+    def oldest_request(self) -> datetime | None:
+        """`requested_at` of the oldest recorded request of an active subscription."""

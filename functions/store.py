@@ -12,6 +12,7 @@ import contextlib
 import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,9 +20,11 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from functions.errors import LeaseLost, StoreError, StoreUnavailable
+from functions import catalogue, codec
+from functions.errors import LeaseLost, StoreError, StoreRejected, StoreUnavailable
 from functions.model import (
     ACTIVE,
+    DEFER_TOLERANCE,
     RETRY_TOLERANCE,
     ChangeEntry,
     ChangePage,
@@ -36,23 +39,22 @@ from functions.model import (
 )
 from functions.ports import FeedReader, RequestStore, SyncStore
 
-SUBSCRIPTIONS = "subscriptions"
-CHANNELS = "channels"
-EVENTS = "events"
-CHANGES = "changes"
-STATE = "state"
-WRITER = "writer"
+SUBSCRIPTIONS = catalogue.SUBSCRIPTIONS
+CHANNELS = catalogue.CHANNELS
+EVENTS = catalogue.EVENTS
+CHANGES = catalogue.CHANGES
+STATE = catalogue.STATE
+WRITER = catalogue.WRITER
 
-# Every store query that needs a composite index (terraform/ builds one each).
-# Single-field queries (events by recurringEventId, live events by id, changes
-# by seq) use Firestore's automatic single-field indexes.
-QUERIES: list[dict[str, Any]] = [
-    {"collection": CHANNELS, "fields": [("state", "ASCENDING"), ("expiration", "ASCENDING")]},
-    {"collection": SUBSCRIPTIONS,
-     "fields": [("status", "ASCENDING"), ("last_synced_at", "ASCENDING")]},
-    {"collection": SUBSCRIPTIONS,
-     "fields": [("status", "ASCENDING"), ("requested_at", "ASCENDING")]},
-]
+# Every store query that needs a composite index (terraform/ builds one each),
+# from the one catalogue. Single-field queries (`catalogue.SINGLE_FIELD_QUERIES`)
+# use Firestore's automatic single-field indexes.
+QUERIES: list[dict[str, Any]] = catalogue.QUERIES
+
+FEED_RETENTION = timedelta(days=30)
+# A snapshot written before the `event` map layout kept the resource's fields at
+# the top level: its exceptions are found by `recurringEventId` too.
+_LEGACY_RECURRING_FIELD = "recurringEventId"
 
 _TRANSIENT = (
     gexc.ServiceUnavailable,
@@ -67,6 +69,9 @@ _TRANSIENT = (
     ConnectionError,
 )
 _GET_ALL_BATCH = 500
+# While a caller is queueing a request's task (the enqueue itself times out
+# after 10 s), others treat the request as served by that task.
+ENQUEUE_GRACE = timedelta(seconds=15)
 _BUMP_ATTEMPTS = 20
 
 
@@ -103,7 +108,36 @@ def _subscription(sub_id: str, data: dict[str, Any]) -> Subscription:
         requested_gen=int(data.get("requested_gen") or 0),
         retry_at=data.get("retry_at"),
         last_synced_at=data.get("last_synced_at"),
+        labels=dict(data.get("labels") or {}),
+        created_at=data.get("created_at"),
     )
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """A write as stored: the snapshot document and its entry document, if any."""
+
+    event_id: str
+    snapshot: dict[str, Any]
+    entry: dict[str, Any] | None
+
+
+def refusal(err: BaseException | None) -> str | None:
+    """Firestore's reason when it refuses a commit's data itself (sending the same
+    data again cannot help), or None for failures worth retrying.
+
+    InvalidArgument covers a document over 1 MiB, a reserved or over-long field
+    name, too deep a map, too many index entries and (in production) a request
+    over 10 MiB; the emulator answers a request over its 4 MiB gRPC message cap
+    with RESOURCE_EXHAUSTED, which the client retries until its deadline.
+    """
+    if isinstance(err, gexc.RetryError):
+        err = err.cause
+    if isinstance(err, gexc.InvalidArgument):
+        return (err.message or str(err)).splitlines()[0]
+    if isinstance(err, gexc.ResourceExhausted) and "exceeds maximum size" in str(err):
+        return (err.message or str(err)).splitlines()[0]
+    return None
 
 
 def _entry(data: dict[str, Any]) -> ChangeEntry:
@@ -111,7 +145,7 @@ def _entry(data: dict[str, Any]) -> ChangeEntry:
         seq=int(data["seq"]),
         kind=data["kind"],
         event_id=data["event_id"],
-        fields=data.get("fields") or {},
+        fields=codec.unescape(data.get("fields") or {}),
         etag=data.get("etag"),
         recurring_event_id=data.get("recurring_event_id"),
         at=data.get("at"),
@@ -121,8 +155,15 @@ def _entry(data: dict[str, Any]) -> ChangeEntry:
 class FirestoreStore(SyncStore, RequestStore, FeedReader):
     """The store over a `google.cloud.firestore.Client`."""
 
-    def __init__(self, client: firestore.Client) -> None:
+    # Firestore refuses a larger document; a test may raise it to reach the
+    # refusal path on the emulator.
+    max_document_bytes = codec.MAX_DOCUMENT_BYTES
+
+    def __init__(
+        self, client: firestore.Client, *, feed_retention: timedelta = FEED_RETENTION
+    ) -> None:
         self._client = client
+        self._feed_retention = feed_retention
 
     # -- references ---------------------------------------------------------
 
@@ -197,7 +238,8 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                     and not full_resync):
                 return LeaseAttempt(LeaseOutcome.IDLE)
             last_start = state.get("lease_started_at")
-            if min_gap and last_start is not None and now < last_start + min_gap:
+            if min_gap and last_start is not None and (
+                    now + DEFER_TOLERANCE < last_start + min_gap):
                 return LeaseAttempt(LeaseOutcome.DEFERRED, retry_at=last_start + min_gap)
             generation = int(state.get("lease_generation") or 0) + 1
             claimed = max(sub.requested_gen, int(state.get("claimed_gen") or 0))
@@ -245,14 +287,17 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         @firestore.transactional
         def release(transaction: Any) -> None:
             self._fenced_state(transaction, lease)
-            sub_exists = self._sub(sub_id).get(transaction=transaction).exists
+            sub_snap = self._sub(sub_id).get(transaction=transaction)
             transaction.update(self._state(sub_id), {"lease_until": None})
             changes: dict[str, Any] = {}
             if retry_at is not None:
                 changes["retry_at"] = retry_at
-            if error is not None:
+            if error is not None and sub_snap.exists and (
+                    (sub_snap.to_dict() or {}).get("status", ACTIVE) == ACTIVE):
+                # Only an active subscription goes to `error`: a pause or an
+                # unsubscribe that happened meanwhile stands.
                 changes.update(status="error", last_error=error, last_error_at=now)
-            if changes and sub_exists:
+            if changes and sub_snap.exists:
                 transaction.update(self._sub(sub_id), changes)
 
         with _translated():
@@ -281,15 +326,17 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                 refs = [events.document(i) for i in ids[start:start + _GET_ALL_BATCH]]
                 for snapshot in self._client.get_all(refs):
                     if snapshot.exists:
-                        found[snapshot.id] = snapshot.to_dict()
+                        found[snapshot.id] = codec.decode_snapshot(snapshot.to_dict() or {})
         return found
 
     def load_exception_ids(self, sub_id: str, series_id: str) -> list[str]:
-        query = self._events(sub_id).where(
-            filter=FieldFilter("recurringEventId", "==", series_id)
-        ).select(["__name__"])
-        with _translated():
-            return [snapshot.id for snapshot in query.stream()]
+        found: dict[str, None] = {}
+        for field in (codec.RECURRING_FIELD, _LEGACY_RECURRING_FIELD):
+            query = self._events(sub_id).where(
+                filter=FieldFilter(field, "==", series_id)).select(["__name__"])
+            with _translated():
+                found.update((snapshot.id, None) for snapshot in query.stream())
+        return list(found)
 
     def has_events(self, sub_id: str) -> bool:
         with _translated():
@@ -320,6 +367,62 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
     def commit_page(
         self, lease: Lease, writes: Sequence[EventWrite], now: datetime, until: datetime
     ) -> None:
+        """Encode every document first (naming any over 1 MiB before sending),
+        then commit; see `_commit_encoded` for a commit Firestore refuses."""
+        expire_at = now + self._feed_retention
+        encoded = [self._encode(lease.subscription.id, w, now, expire_at) for w in writes]
+        self._commit_encoded(lease, encoded, until)
+
+    def _encode(
+        self, sub_id: str, write: EventWrite, now: datetime, expire_at: datetime
+    ) -> _Encoded:
+        # `_seq` and `seq` are placeholders here (same size): the transaction
+        # allocates them after `change_seq`.
+        snapshot = {**write.snapshot, "_synced_at": now}
+        if write.change is not None:
+            snapshot["_seq"] = 0
+        document = codec.encode_snapshot(snapshot)
+        base = f"{SUBSCRIPTIONS}/{sub_id}"
+        size = codec.document_size(f"{base}/{EVENTS}/{write.event_id}", document)
+        if size > self.max_document_bytes:
+            raise StoreRejected(f"event {write.event_id} is {size} bytes, over Firestore's "
+                                "1 MiB document limit")
+        entry = None
+        if write.change is not None:
+            entry = codec.encode_change(write.change, 0, now, expire_at)
+            size = codec.document_size(f"{base}/{CHANGES}/{seq_id(0)}", entry)
+            if size > self.max_document_bytes:
+                raise StoreRejected(f"the change entry of event {write.event_id} is {size} "
+                                    "bytes, over Firestore's 1 MiB document limit")
+        return _Encoded(write.event_id, document, entry)
+
+    def _commit_encoded(self, lease: Lease, encoded: list[_Encoded], until: datetime) -> None:
+        """Commit in order; if Firestore refuses the data, commit each half on its
+        own, down to the single event it refuses, which is named (permanent).
+
+        Every snapshot and its entry still commit together, fenced and with
+        dense `seq`, so committing a page in smaller pieces is harmless; a
+        request that was only too large as a whole succeeds in pieces.
+        """
+        try:
+            with _translated():
+                self._commit_once(lease, encoded, until)
+        except StoreError as err:
+            reason = refusal(err.__cause__)
+            if reason is None or not encoded:
+                raise
+            if len(encoded) == 1:
+                one = encoded[0]
+                why = codec.field_problem(one.snapshot) or (
+                    codec.field_problem(one.entry) if one.entry else None) or reason
+                raise StoreRejected(
+                    f"event {one.event_id} was refused by Firestore: {why}") from err
+            half = len(encoded) // 2
+            self._commit_encoded(lease, encoded[:half], until)
+            self._commit_encoded(lease, encoded[half:], until)
+
+    def _commit_once(self, lease: Lease, encoded: list[_Encoded], until: datetime) -> None:
+        """One fenced transaction: the snapshots, their entries, `change_seq`."""
         sub_id = lease.subscription.id
         events = self._events(sub_id)
         changes = self._sub(sub_id).collection(CHANGES)
@@ -328,27 +431,20 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         def commit(transaction: Any) -> None:
             state = self._fenced_state(transaction, lease)
             seq = int(state.get("change_seq") or 0)
-            for write in writes:
-                document = dict(write.snapshot)
-                document["_synced_at"] = now
-                if write.change is not None:
-                    seq += 1
-                    document["_seq"] = seq
-                    change = write.change
-                    transaction.set(changes.document(seq_id(seq)), {
-                        "seq": seq,
-                        "kind": change.kind,
-                        "event_id": change.event_id,
-                        "recurring_event_id": change.recurring_event_id,
-                        "fields": change.fields,
-                        "etag": change.etag,
-                        "at": now,
-                    })
-                transaction.set(events.document(write.event_id), document)
+            for item in encoded:
+                snapshot = item.snapshot
+                try:
+                    if item.entry is not None:
+                        seq += 1
+                        snapshot = {**snapshot, "_seq": seq}
+                        transaction.set(changes.document(seq_id(seq)), {**item.entry, "seq": seq})
+                    transaction.set(events.document(item.event_id), snapshot)
+                except ValueError as err:  # the client refuses a field name itself
+                    raise StoreRejected(
+                        f"event {item.event_id} was refused by Firestore: {err}") from err
             transaction.update(self._state(sub_id), {"change_seq": seq, "lease_until": until})
 
-        with _translated():
-            commit(self._client.transaction())
+        commit(self._client.transaction())
 
     def commit_final(self, lease: Lease, sync_token: str, now: datetime) -> FinalCommit:
         sub_id = lease.subscription.id
@@ -368,13 +464,19 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
             transaction.update(self._state(sub_id), committed)
             if not sub_snap.exists:
                 return FinalCommit(requested_gen=0)
-            transaction.update(self._sub(sub_id), {
-                "last_synced_at": now,
-                "retry_at": None,
-                "last_error": None,
-            })
             data = sub_snap.to_dict() or {}
-            return FinalCommit(requested_gen=int(data.get("requested_gen") or 0))
+            requested = int(data.get("requested_gen") or 0)
+            served: dict[str, Any] = {"last_synced_at": now, "retry_at": None,
+                                      "last_error": None}
+            if requested <= lease.claimed_gen:
+                # Nothing newer: drop out of the sweep's query at no extra cost.
+                served["requested_at"] = None
+            elif int(data.get("queued_gen") or 0) < requested:
+                # The caller enqueues the follow-up right after this commit; if
+                # that fails the run answers 500 and its own retry serves it.
+                served["queued_gen"] = requested
+            transaction.update(self._sub(sub_id), served)
+            return FinalCommit(requested_gen=requested)
 
         with _translated():
             return commit(self._client.transaction())
@@ -385,13 +487,16 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         """Bump `requested_gen` unless a request is already pending.
 
         No transaction, so a burst of notifications takes no locks: one
-        consistent read of the subscription and `state/writer`; when
-        `requested_gen` is already ahead of `claimed_gen` the run that will
-        claim it has not listed yet, so this notification needs no write at
-        all (the hot-document rule). Otherwise a write conditioned on the
-        subscription's update time increments it; if another notification won
-        that race, re-reading finds the request pending. `needs_task` tells the
-        caller to queue a task for `generation`.
+        consistent read of the subscription and `state/writer`. A request is
+        pending when `requested_gen` is ahead of `claimed_gen`: the run that
+        will claim it has not listed yet, so this notification needs no write
+        at all (the hot-document rule); it still needs a task when none is
+        known to be queued for that generation (`queued_gen` behind: an
+        earlier enqueue failed), and then `needs_task` names the existing
+        generation. Otherwise a write conditioned on the subscription's update
+        time increments it; if another notification won that race, re-reading
+        finds the request pending. `needs_task` tells the caller to queue a
+        task for `generation` and then `mark_queued`.
         """
         sub_ref, state_ref = self._sub(sub_id), self._state(sub_id)
         for attempt in range(_BUMP_ATTEMPTS):
@@ -404,13 +509,28 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
             data = sub_snap.to_dict() or {}
             state = (state_snap.to_dict() if state_snap is not None else None) or {}
             requested = int(data.get("requested_gen") or 0)
-            if data.get("status", ACTIVE) != ACTIVE or requested > int(
-                    state.get("claimed_gen") or 0):
+            if data.get("status", ACTIVE) != ACTIVE:
                 return SyncRequest(found=True, needs_task=False, generation=requested)
+            update: dict[str, Any] = {"enqueuing_at": now}
+            if requested > int(state.get("claimed_gen") or 0):
+                # Pending: the run that claims it will see this change too. A
+                # task is needed only if none is known to be queued for it
+                # (`queued_gen` behind: an earlier enqueue failed) and nobody
+                # is queueing it right now (`enqueuing_at`, written with the
+                # request, cleared when an enqueue fails).
+                queued = int(data.get("queued_gen") or 0) >= requested
+                enqueuing = data.get("enqueuing_at")
+                if queued or (enqueuing is not None and now - enqueuing < ENQUEUE_GRACE):
+                    return SyncRequest(found=True, needs_task=False, generation=requested,
+                                       last_run_started_at=state.get("lease_started_at"))
+                generation = requested  # re-queue the recorded request: no new one
+            else:
+                generation = requested + 1
+                update.update(requested_gen=generation, requested_at=now)
             try:
                 with _translated():
                     sub_ref.update(
-                        {"requested_gen": requested + 1, "requested_at": now},
+                        update,
                         option=self._client.write_option(last_update_time=sub_snap.update_time),
                     )
             except StoreError as err:
@@ -418,7 +538,7 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                     raise
                 time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
                 continue  # someone else wrote it first: look again
-            return SyncRequest(found=True, needs_task=True, generation=requested + 1,
+            return SyncRequest(found=True, needs_task=True, generation=generation,
                                last_run_started_at=state.get("lease_started_at"))
         raise StoreUnavailable(f"subscription {sub_id} too contended to record a request")
 
@@ -432,6 +552,19 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
             self._sub(sub_id).update({"full_resync_requested": firestore.Increment(1)})
             data = self._sub(sub_id).get().to_dict() or {}
         return int(data.get("full_resync_requested") or 0)
+
+    def enqueue_failed(self, sub_id: str, generation: int) -> None:
+        """An enqueue for `generation` failed: let the next caller (Google's
+        redelivery of the 503) queue it at once instead of waiting out the grace."""
+        @firestore.transactional
+        def clear(transaction: Any) -> None:
+            snapshot = self._sub(sub_id).get(transaction=transaction)
+            data = snapshot.to_dict() or {}
+            if snapshot.exists and int(data.get("queued_gen") or 0) < generation:
+                transaction.update(self._sub(sub_id), {"enqueuing_at": None})
+
+        with _translated():
+            clear(self._client.transaction())
 
     def mark_queued(self, sub_id: str, generation: int, now: datetime) -> None:
         @firestore.transactional

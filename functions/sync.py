@@ -15,25 +15,31 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 
+from functions import catalogue, codec
 from functions.errors import (
     PERMANENT_CALENDAR_ERRORS,
-    CalendarError,
     CalendarUnavailable,
     CalsyncError,
     LeaseLost,
+    Misconfigured,
     QueueUnavailable,
     RateLimited,
     StoreError,
+    StoreRejected,
     SyncTokenInvalid,
 )
 from functions.model import CHANGE_KINDS, Event, EventPage, EventWrite, Lease, LeaseOutcome
 from functions.plan import deleted_series_ids, plan_page, plan_reconciliation
-from functions.ports import CalendarPort, SyncStore, TaskQueue
+from functions.ports import CalendarPort, ChannelKeeper, SyncStore, TaskQueue
 
 Clock = Callable[[], datetime]
 
 # Firestore allows 500 writes per transaction; one goes to state/writer.
 MAX_TRANSACTION_WRITES = 500
+# Bytes per commit request: production refuses over 10 MiB, the emulator over
+# 4 MiB (its gRPC message cap). Estimated on the wire (`codec.write_size`).
+MAX_COMMIT_BYTES = 3 * 1024 * 1024
+_COMMIT_OVERHEAD = 4096  # the state/writer update, the transaction id, framing
 RECONCILE_BATCH = 1000
 
 
@@ -53,6 +59,7 @@ class Outcome(Enum):
     LEASE_LOST = "lease_lost"
     FAILED = "failed"  # permanent: the subscription is now in `error`
     TRANSIENT = "transient"  # retry the task
+    MISCONFIGURED = "misconfigured"  # our deployment is wrong: retry, loudly
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,7 @@ class SyncSettings:
     lease_seconds: float = 120.0
     min_sync_interval: float = 2.0
     max_transaction_writes: int = MAX_TRANSACTION_WRITES
+    max_commit_bytes: int = MAX_COMMIT_BYTES
 
 
 @dataclass(frozen=True)
@@ -114,12 +122,14 @@ class SyncEngine:
         queue: TaskQueue,
         settings: SyncSettings | None = None,
         clock: Clock = utcnow,
+        channels: ChannelKeeper | None = None,
     ) -> None:
         self._store = store
         self._calendar = calendar
         self._queue = queue
         self._settings = settings or SyncSettings()
         self._clock = clock
+        self._channels = channels
 
     def run(self, sub_id: str) -> SyncReport:
         """Sync one subscription once."""
@@ -155,6 +165,10 @@ class SyncEngine:
             return Outcome(attempt.outcome.value), None, attempt.retry_at
         run = _Run(self, attempt.lease, progress)
         try:
+            if self._channels is not None:
+                # Watch first, then list: a change after the listing's snapshot
+                # is then announced by a notification.
+                self._channels.ensure_channel(attempt.lease.subscription)
             token = run.sync()
             final = self._store.commit_final(run.lease, token, self._clock())
             if final.requested_gen > run.lease.claimed_gen:
@@ -167,6 +181,13 @@ class SyncEngine:
             return self._back_off(run.lease, err)
         except PERMANENT_CALENDAR_ERRORS as err:
             return self._fail(run.lease, err)
+        except StoreRejected as err:  # the data itself is refused: retrying cannot help
+            return self._fail(run.lease, err)
+        except Misconfigured as err:
+            # Ours, not the user's: the subscription stays as it is, the task is
+            # retried, and the log line is an ERROR an alert fires on.
+            self._release_quietly(run.lease)
+            return Outcome.MISCONFIGURED, _describe(err), None
         except CalsyncError as err:
             self._release_quietly(run.lease)
             return Outcome.TRANSIENT, _describe(err), None
@@ -177,9 +198,13 @@ class SyncEngine:
     def _defer(
         self, sub_id: str, retry_at: datetime
     ) -> tuple[Outcome, str | None, datetime | None]:
-        # Make sure the retry is queued (named by its time, so it is queued once).
+        # Make sure the retry is queued. Named by the time it runs AND the time
+        # of this deferral: a task deferred twice to the same moment must not
+        # re-create its own name (Cloud Tasks would answer AlreadyExists, and
+        # answering 200 would delete the only task of the request).
+        origin = f"defer{_epoch_ms(self._clock())}"
         try:
-            self._queue.enqueue_sync(sub_id, _epoch_ms(retry_at), retry_at, origin="retry")
+            self._queue.enqueue_sync(sub_id, _epoch_ms(retry_at), retry_at, origin=origin)
         except QueueUnavailable as err:
             return Outcome.TRANSIENT, _describe(err), retry_at
         return Outcome.DEFERRED, None, retry_at
@@ -201,7 +226,7 @@ class SyncEngine:
         return Outcome.RATE_LIMITED, _describe(err), retry_at
 
     def _fail(
-        self, lease: Lease, err: CalendarError
+        self, lease: Lease, err: CalsyncError
     ) -> tuple[Outcome, str | None, datetime | None]:
         try:
             self._store.release_lease(lease, self._clock(), error=_describe(err))
@@ -297,12 +322,12 @@ class _Run:
         sub_id = self.lease.subscription.id
         for batch in self.store.iter_live_ids(sub_id, RECONCILE_BATCH):
             unlisted = [event_id for event_id in batch if event_id not in listed]
-            if not unlisted:
-                continue
-            stored = self.store.load_snapshots(sub_id, unlisted)
-            writes = plan_reconciliation({k: v for k, v in stored.items() if v is not None})
+            writes = []
+            if unlisted:
+                stored = self.store.load_snapshots(sub_id, unlisted)
+                writes = plan_reconciliation({k: v for k, v in stored.items() if v is not None})
             self.progress.reconciled += len(writes)
-            self._commit(writes)
+            self._commit(writes)  # with nothing to write, it still keeps the lease
 
     def _commit(self, writes: Sequence[EventWrite]) -> None:
         span = timedelta(seconds=self.settings.lease_seconds)
@@ -312,7 +337,11 @@ class _Run:
                 self.lease_until = now + span
                 self.store.extend_lease(self.lease, self.lease_until)
             return
-        for chunk in _chunks(writes, self.settings.max_transaction_writes - 1):
+        sub_id = self.lease.subscription.id
+        chunks = _chunks(writes, self.settings.max_transaction_writes - 1,
+                         self.settings.max_commit_bytes - _COMMIT_OVERHEAD,
+                         lambda write: _write_bytes(sub_id, write))
+        for chunk in chunks:
             now = self.engine._clock()
             self.lease_until = now + span
             self.store.commit_page(self.lease, chunk, now, self.lease_until)
@@ -321,15 +350,43 @@ class _Run:
                     self.progress.entries[write.change.kind] += 1
 
 
-def _chunks(writes: Sequence[EventWrite], limit: int) -> Iterator[Sequence[EventWrite]]:
-    start, used = 0, 0
+def _chunks(
+    writes: Sequence[EventWrite],
+    limit: int,
+    max_bytes: int | None = None,
+    size: Callable[[EventWrite], int] | None = None,
+) -> Iterator[Sequence[EventWrite]]:
+    """Consecutive runs of `writes` of at most `limit` document writes and (when
+    `size` is given) at most `max_bytes`; a write over `max_bytes` on its own."""
+    start, used, weight = 0, 0, 0
     for index, write in enumerate(writes):
-        if used + write.write_count > limit:
+        bytes_ = size(write) if size is not None else 0
+        over = max_bytes is not None and weight + bytes_ > max_bytes
+        if index > start and (used + write.write_count > limit or over):
             yield writes[start:index]
-            start, used = index, 0
+            start, used, weight = index, 0, 0
         used += write.write_count
+        weight += bytes_
     if start < len(writes):
         yield writes[start:]
+
+
+# Placeholders as large as any real value, for estimates made before the
+# commit stamps the time and allocates `seq`.
+_SOME_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+_SOME_SEQ = 2**62
+
+
+def _write_bytes(sub_id: str, write: EventWrite) -> int:
+    """Bytes `write` adds to a commit request: its snapshot and its entry."""
+    base = f"{catalogue.SUBSCRIPTIONS}/{sub_id}"
+    snapshot = codec.encode_snapshot({**write.snapshot, "_synced_at": _SOME_TIME,
+                                      "_seq": _SOME_SEQ})
+    size = codec.write_size(f"{base}/{catalogue.EVENTS}/{write.event_id}", snapshot)
+    if write.change is not None:
+        entry = codec.encode_change(write.change, _SOME_SEQ, _SOME_TIME, _SOME_TIME)
+        size += codec.write_size(f"{base}/{catalogue.CHANGES}/{_SOME_SEQ:020d}", entry)
+    return size
 
 
 def _epoch_ms(moment: datetime) -> int:

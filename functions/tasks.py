@@ -22,7 +22,8 @@ from functions.errors import QueueUnavailable
 from functions.ports import TaskQueue
 
 # Cloud Tasks caps an HTTP task's dispatch deadline at 30 minutes; the worker's
-# full sync must fit inside it (see README, "largest calendar").
+# full sync must fit inside it (see README, "largest calendar"). The deployed
+# value is CALSYNC_DISPATCH_DEADLINE_SECONDS, the same as the worker's timeout.
 DISPATCH_DEADLINE_SECONDS = 1800
 ENQUEUE_TIMEOUT_SECONDS = 10.0
 
@@ -84,8 +85,12 @@ class CloudTasksQueue(TaskQueue):
                 f"could not queue sync task for {sub_id}: {type(err).__name__}"
             ) from err
 
-    def enqueue_renewal(self, not_before: datetime | None = None) -> None:
-        """Queue a continuation of the renewer (its work was bounded; more is due)."""
+    def enqueue_renewal(self, not_before: datetime | None = None, name: str | None = None) -> None:
+        """Queue a continuation of the renewer (its work was bounded; more is due).
+
+        `name` makes it idempotent: two runs asking for the same continuation
+        queue one task (in production; the emulator does not de-duplicate).
+        """
         settings = self._settings
         if not settings.renewer_url:
             raise QueueUnavailable("CALSYNC_RENEWER_URL is not set: cannot fan out")
@@ -93,15 +98,22 @@ class CloudTasksQueue(TaskQueue):
             "http_method": tasks_v2.HttpMethod.POST, "url": settings.renewer_url,
             "headers": {"Content-Type": "application/json"}, "body": b"{}",
         }
-        if settings.tasks_invoker_sa:
-            http_request["oidc_token"] = {"service_account_email": settings.tasks_invoker_sa,
+        # The renewer has its own invoker account: the one that may call the
+        # worker (and that the webhook may act as) cannot call the renewer.
+        invoker = settings.renewer_invoker_sa or settings.tasks_invoker_sa
+        if invoker:
+            http_request["oidc_token"] = {"service_account_email": invoker,
                                           "audience": settings.renewer_url}
         task: dict[str, Any] = {"http_request": http_request}
+        if name is not None:
+            task["name"] = f"{self._queue_path}/tasks/{name}"
         if not_before is not None:
             task["schedule_time"] = _timestamp(not_before)
         try:
             self._client.create_task(parent=self._queue_path, task=tasks_v2.Task(task),
                                      timeout=ENQUEUE_TIMEOUT_SECONDS)
+        except gexc.AlreadyExists:
+            return  # another run queued this continuation already
         except (gexc.GoogleAPICallError, gexc.RetryError) as err:
             raise QueueUnavailable(f"could not queue renewer continuation: "
                                    f"{type(err).__name__}") from err
@@ -124,7 +136,7 @@ class CloudTasksQueue(TaskQueue):
         task: dict[str, Any] = {
             "name": f"{self._queue_path}/tasks/{task_id(sub_id, origin, generation)}",
             "http_request": http_request,
-            "dispatch_deadline": {"seconds": DISPATCH_DEADLINE_SECONDS},
+            "dispatch_deadline": {"seconds": settings.dispatch_deadline},
         }
         if not_before is not None:
             task["schedule_time"] = _timestamp(not_before)

@@ -1,10 +1,17 @@
 """The webhook: turns a Google push notification into at most one queued sync.
 
 It never calls the Calendar API. A notification is acted on only if its
-channel is known and delivering, its token verifies and its resource id
-matches. During a burst its hot path is reads only: a request already pending
-needs no write, and the last-notification fields are written at most every
-few seconds per channel.
+token verifies, its channel is known and delivering and its resource id
+matches. The token is an HMAC of the channel id alone, so it is checked
+before anything is read: a forged notification (token missing or wrong, for
+a known channel or not) is answered 403 at the cost of no Firestore read.
+A correctly signed notification for a channel we no longer know (deleted
+with its subscription) is acknowledged (200) so Google stops sending it.
+
+During a burst the hot path is reads only: a request already pending needs
+no write, and the last-notification fields are written at most about once
+per interval per channel across all instances (the write is conditional on
+the channel document being unchanged since it was read).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ CHANNEL_CACHE_SIZE = 10_000
 # never reach Firestore as a document path ("/", "..", "__x__" are special there).
 _CHANNEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _RESOURCE_ID = re.compile(r"^[\x21-\x7e]{1,512}$")
+MAX_MESSAGE_NUMBER = 2**63 - 1  # Firestore integers are int64
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,8 @@ def parse_notification(method: str, headers: HeaderLookup | Mapping[str, str]) -
         raise BadNotification("missing X-Goog-Message-Number header")
     if not number.isascii() or not number.isdigit() or len(number) > 20:
         raise BadNotification("malformed X-Goog-Message-Number header (want an integer)")
+    if int(number) > MAX_MESSAGE_NUMBER:
+        raise BadNotification("X-Goog-Message-Number out of range (above 2^63-1)")
     token = header("X-Goog-Channel-Token")
     return Notification(channel_id, resource_id, state, int(number), token or None)
 
@@ -123,11 +133,14 @@ class WebhookService:
         return replace(outcome, writes=writes[0])
 
     def _handle(self, note: Notification, writes: list[int]) -> Outcome:
+        # First, before any read: the token is computable from the channel id.
+        if not note.token:
+            return Outcome(403, "missing X-Goog-Channel-Token", "rejected_token")
+        if not channel_tokens.verify(note.channel_id, note.token, self._keyring):
+            return Outcome(403, "channel token does not verify", "rejected_token")
         channel = self._lookup(note.channel_id)
         if channel is None:
             return Outcome(200, "unknown channel", "ignored_unknown_channel")
-        if not channel_tokens.verify(note.channel_id, note.token, self._keyring):
-            return Outcome(403, "channel token does not verify", "rejected_token", channel.sub_id)
         if channel.state not in DELIVERING_STATES:
             return Outcome(200, f"channel is {channel.state}", f"ignored_{channel.state}_channel",
                            channel.sub_id)
@@ -138,6 +151,7 @@ class WebhookService:
             except ResourceMismatch:
                 return Outcome(403, "resource id does not match the channel",
                                "rejected_resource", channel.sub_id)
+            channel = self._relearnt(channel, note.resource_id)
         elif channel.resource_id != note.resource_id:
             return Outcome(403, "resource id does not match the channel", "rejected_resource",
                            channel.sub_id)
@@ -162,8 +176,12 @@ class WebhookService:
             self._queue.enqueue_sync(channel.sub_id, request.generation, not_before,
                                      origin="request")
         except QueueUnavailable:
-            # The request stays recorded; Google redelivers on 503 and the sweep
-            # re-enqueues requests left pending, so nothing is lost either way.
+            # The request stays recorded. Noting the failure lets Google's
+            # redelivery of this 503 queue the task at once; if even that note
+            # fails, the sweep re-enqueues requests left pending. Nothing is lost.
+            with contextlib.suppress(StoreError):
+                self._requests.enqueue_failed(channel.sub_id, request.generation)
+                writes[0] += 1
             return Outcome(503, "could not queue the sync task", "enqueue_failed",
                            channel.sub_id)
         # Bookkeeping for `status` only; the task is queued either way.
@@ -193,21 +211,50 @@ class WebhookService:
             self._cache.pop(channel_id, None)
         return channel
 
+    def _relearnt(self, channel: Channel, resource_id: str) -> Channel:
+        """The channel after learning its resource id, read again once per channel:
+        the write moved the document's version, which the bookkeeping write is
+        conditioned on. Bookkeeping only: if the read fails, skip it this time."""
+        learnt = replace(channel, resource_id=resource_id, version=None)
+        try:
+            return self._channels.get_channel(channel.id) or learnt
+        except StoreError:
+            return learnt
+
     def _maybe_record(self, channel: Channel, note: Notification, now: datetime) -> int:
-        """Write the last-notification fields if due; returns the documents written."""
+        """Write the last-notification fields if due; returns the documents written.
+
+        Due means the stored time is older than the interval. The write is
+        conditional on the channel's version from the read, so when several
+        instances find it due at once exactly one succeeds; the others note
+        the time in their cached copy and leave it until the cache refreshes.
+        Bookkeeping only: a failure never fails the notification.
+        """
         last = channel.last_notification_at
         if last is not None and now - last < self._record_interval:
             return 0
+        if channel.version is None:
+            return 0  # version unknown: a later notification records it
         # Note the time in the cached copy first, so concurrent notifications
-        # of this instance do not all write it.
-        cached = self._cache.get(channel.id)
-        if cached is not None:
-            self._cache[channel.id] = (cached[0], replace(channel, last_notification_at=now))
+        # of this instance do not all try.
+        self._update_cached(channel.id, now)
         try:
-            self._channels.record_notification(channel, note.message_number, now)
+            version = self._channels.record_notification(channel, note.message_number, now)
         except StoreError:
-            return 0  # bookkeeping only: never fail a notification over it
+            return 0
+        if version is None:
+            return 0  # another instance (or the renewer) wrote the channel first
+        self._update_cached(channel.id, now, version)
         return 2 if channel.sub_id else 1
+
+    def _update_cached(self, channel_id: str, noted_at: datetime,
+                       version: datetime | None = None) -> None:
+        cached = self._cache.get(channel_id)
+        if cached is not None:
+            channel = replace(cached[1], last_notification_at=noted_at)
+            if version is not None:
+                channel = replace(channel, version=version)
+            self._cache[channel_id] = (cached[0], channel)
 
 
 __all__ = ["BadNotification", "Notification", "Outcome", "WebhookService",

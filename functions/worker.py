@@ -18,6 +18,7 @@ MAX_ID_LENGTH = 512
 
 _STATUS = {outcome: 200 for outcome in Outcome}
 _STATUS[Outcome.TRANSIENT] = 500
+_STATUS[Outcome.MISCONFIGURED] = 500
 
 _SEVERITY = {
     Outcome.SYNCED: "INFO",
@@ -30,6 +31,7 @@ _SEVERITY = {
     Outcome.LEASE_LOST: "WARNING",
     Outcome.FAILED: "ERROR",
     Outcome.TRANSIENT: "WARNING",
+    Outcome.MISCONFIGURED: "ERROR",
 }
 
 

@@ -164,9 +164,9 @@ def run(story: Story, stack: Stack) -> None:
     control.register_refresh_token(REFRESH_TOKEN, USER)
     vault = CredentialVault(app.firestore_client(settings), settings.credential_keys)
     credentials_ref = vault.store_refresh_token(REFRESH_TOKEN)
-    sub, opened = service.subscribe(calendar_id, USER, credentials_ref)
+    sub = service.subscribe(calendar_id, USER, credentials_ref).subscription
     story.say(f"subscription {sub.id}: credentials {credentials_ref} (refresh token sealed "
-              f"with AES-GCM), channel {opened.channel_id}")
+              f"with AES-GCM); the first sync opens the watch channel, then lists")
     feed = Feed(store, sub.id)
     feed.drain(story, expect=4)
 
@@ -212,13 +212,14 @@ def run(story: Story, stack: Stack) -> None:
     story.title("A channel nears expiry and is replaced; no change is lost")
     story.say(f"channels here live {DEMO_SETTINGS['CALSYNC_CHANNEL_TTL_SECONDS']}s and are "
               f"renewed within {DEMO_SETTINGS['CALSYNC_RENEWAL_WINDOW_SECONDS']}s of expiry")
+    first_channel = service.status(sub.id).channel_id
     time.sleep(max(0.0, _seconds_until_due(service, sub.id, settings)))
     answer = _post_json(env["CALSYNC_RENEWER_URL"])
     story.say(f"renew_channels -> renewed {answer.get('renewed')}, "
               f"safety-net syncs {answer.get('safety_net')}")
     status = service.status(sub.id)
-    story.say(f"now on channel {status.channel_id} (was {opened.channel_id})")
-    control.expire_channel(opened.channel_id)
+    story.say(f"now on channel {status.channel_id} (was {first_channel})")
+    control.expire_channel(first_channel)
     events.patch(calendarId=calendar_id, eventId=made["Design review"]["id"],
                  body={"summary": "Design review v2"}).execute()
     story.say("old channel expired at Google; renamed 'Design review'")

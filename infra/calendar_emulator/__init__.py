@@ -9,6 +9,7 @@ Modules by concern: ``server`` (HTTP), ``app`` (wiring), ``api_routes`` and
 ``event_writes``, ``list_query`` + ``listing`` (events.list/instances),
 ``recurrence`` (dateutil expansion), ``tokens`` (sync/page tokens),
 ``channels`` + ``push`` (watch channels and delivery), ``auth`` (bearer
-tokens and ``/token``), ``faults`` (injected failures, rate limit),
-``counters``, ``clock``, ``errors``.
+tokens and ``/token``), ``auth_codes`` + ``consent`` (the authorization-code
+grant and its consent page ``/o/oauth2/v2/auth``), ``faults`` (injected
+failures, rate limit), ``counters``, ``clock``, ``errors``.
 """

@@ -6,6 +6,7 @@ from .api_routes import handle_api
 from .auth import Auth
 from .channels import MAX_TTL_SECONDS
 from .clock import Clock
+from .consent import handle_consent
 from .control_routes import handle_control
 from .counters import Counters
 from .errors import not_found
@@ -47,7 +48,7 @@ class Emulator:
         self._defaults()
 
     def handle(self, request: Request) -> Response:
-        """Route a request to the API, the token endpoint or the control API."""
+        """Route a request to the API, the token endpoint, the consent page or the control API."""
         segments = request.segments
         if segments[:2] == ("calendar", "v3"):
             return handle_api(self, request, segments[2:])
@@ -55,6 +56,9 @@ class Emulator:
             self.counters.add("calls", "token")
             self.faults.check("token", None)
             return self.auth.token_endpoint(request)
+        if segments == ("o", "oauth2", "v2", "auth") and request.method == "GET":
+            self.counters.add("calls", "consent")
+            return handle_consent(self.auth, request)
         if segments[:1] == ("control",):
             if segments[1:] == ("health",):
                 return json_response({"ok": True})

@@ -137,6 +137,45 @@ class EmulatorControl:
         """Map a refresh token to a user (``rt:<user>`` works without this)."""
         self._call("POST", "auth/refresh-tokens", {"refreshToken": refresh_token, "user": user})
 
+    def issue_auth_code(
+        self,
+        user: str,
+        redirect_uri: str,
+        scopes: Iterable[str],
+        *,
+        granted_scopes: Iterable[str] | None = None,
+        code_challenge: str | None = None,
+        code_challenge_method: str = "S256",
+        email_verified: bool = True,
+        audience: str | None = None,
+        refresh_token: bool = True,
+    ) -> str:
+        """A one-use authorization code, as if ``user`` consented to ``scopes``.
+
+        ``granted_scopes``: the user granted only these; ``email_verified``, ``audience``
+        (the ID token's ``aud``, else the redeeming client id) and ``refresh_token``
+        (False: none comes back) make the exchange answer as Google sometimes does.
+        """
+        body: dict[str, Any] = {
+            "user": user,
+            "redirect_uri": redirect_uri,
+            "scopes": list(scopes),
+            "code_challenge_method": code_challenge_method,
+            "email_verified": email_verified,
+            "refresh_token": refresh_token,
+        }
+        if granted_scopes is not None:
+            body["granted_scopes"] = list(granted_scopes)
+        if code_challenge is not None:
+            body["code_challenge"] = code_challenge
+        if audience is not None:
+            body["audience"] = audience
+        return str(self._call("POST", "auth/codes", body)["code"])
+
+    def register_oauth_client(self, client_id: str, client_secret: str) -> None:
+        """From now on /token answers 401 invalid_client to every other client."""
+        self._call("POST", "auth/clients", {"client_id": client_id, "client_secret": client_secret})
+
     def expire_access_tokens(self, user: str) -> None:
         """With auth enforced, the user's access token answers 401 until refreshed."""
         self._call("POST", "auth/expire", {"user": user})

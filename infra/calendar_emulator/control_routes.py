@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import event_writes
+from .auth_codes import CodeGrant, expand_scopes
 from .errors import ApiError, bad_request, not_found
 from .faults import InjectedFailure, RateLimit
 from .http_types import Request, Response, json_response
@@ -149,6 +150,51 @@ def _refresh_token(app: Emulator, body: dict[str, Any], request: Request) -> Non
     app.auth.register_refresh_token(_field(body, "refreshToken", str), _field(body, "user", str))
 
 
+def _issue_code(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
+    """A finished consent screen: ``user`` consented to ``scopes`` for ``redirect_uri``."""
+    scopes = _strings(body, "scopes", None)
+    if not scopes:
+        raise bad_request("required", "scopes must name at least one scope.", "scopes")
+    asked = expand_scopes(scopes)
+    granted_names = _strings(body, "granted_scopes", scopes)
+    if not granted_names:
+        raise bad_request("invalid", "granted_scopes must not be empty.", "granted_scopes")
+    granted = expand_scopes(granted_names)
+    if not set(granted) <= set(asked):
+        raise bad_request("invalid", "granted_scopes must be a subset of scopes.", "granted_scopes")
+    method = _field(body, "code_challenge_method", str, "S256")
+    if method not in ("S256", "plain"):
+        raise bad_request(
+            "invalid", "code_challenge_method must be S256 or plain.", "code_challenge_method"
+        )
+    grant = CodeGrant(
+        user=_field(body, "user", str),
+        redirect_uri=_field(body, "redirect_uri", str),
+        scopes=asked,
+        granted=granted,
+        challenge=_field(body, "code_challenge", str, None),
+        challenge_method=method,
+        email_verified=_field(body, "email_verified", bool, True),
+        audience=_field(body, "audience", str, None),
+        offline=_field(body, "refresh_token", bool, True),
+        issued_at=app.clock.timestamp(),
+    )
+    if not grant.user or not grant.redirect_uri:
+        raise bad_request("required", "user and redirect_uri must not be empty.", "user")
+    return {"code": app.auth.codes.issue(grant)}
+
+
+def _strings(body: dict[str, Any], name: str, default: list[str] | None) -> list[str] | None:
+    value = _field(body, name, list, default)
+    if value is not None and not all(isinstance(item, str) and item for item in value):
+        raise bad_request("invalid", f"{name} must be a list of non-empty strings.", name)
+    return value
+
+
+def _register_client(app: Emulator, body: dict[str, Any], request: Request) -> None:
+    app.auth.register_client(_field(body, "client_id", str), _field(body, "client_secret", str))
+
+
 def _expire_tokens(app: Emulator, body: dict[str, Any], request: Request) -> None:
     app.auth.expire_access_tokens(_field(body, "user", str))
 
@@ -242,6 +288,8 @@ _ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "auth/invalid-grant"): _invalid_grant,
     ("POST", "auth/refresh-tokens"): _refresh_token,
     ("POST", "auth/expire"): _expire_tokens,
+    ("POST", "auth/codes"): _issue_code,
+    ("POST", "auth/clients"): _register_client,
     ("POST", "clock/advance"): _advance_clock,
     ("GET", "clock"): _clock,
     ("GET", "counters"): _counters,

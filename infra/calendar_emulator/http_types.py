@@ -30,6 +30,7 @@ class Response:
     status: int
     body: bytes = b""
     content_type: str = "application/json; charset=UTF-8"
+    headers: tuple[tuple[str, str], ...] = ()
     after: Callable[[], None] | None = field(default=None, compare=False)
 
 

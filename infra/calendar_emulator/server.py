@@ -65,6 +65,7 @@ class _Handler(BaseHTTPRequestHandler):
         head = [f"HTTP/1.1 {response.status} {self.responses.get(response.status, ('',))[0]}\r\n"]
         if response.content_type:
             head.append(f"Content-Type: {response.content_type}\r\n")
+        head.extend(f"{name}: {value}\r\n" for name, value in response.headers)
         head.append(f"Content-Length: {len(response.body)}\r\n")
         head.append("Server: calendar-emulator\r\n")
         if self.close_connection:

@@ -19,6 +19,7 @@ class RunningEmulator:
     base_url: str
     api_endpoint: str
     token_uri: str
+    auth_uri: str  # the consent page (Google's https://accounts.google.com/o/oauth2/v2/auth)
     control: EmulatorControl
     app: Emulator
 
@@ -36,6 +37,7 @@ def running_emulator(
             base_url=server.base_url,
             api_endpoint=server.base_url + "/calendar/v3/",
             token_uri=server.base_url + "/token",
+            auth_uri=server.base_url + "/o/oauth2/v2/auth",
             control=EmulatorControl(server.base_url),
             app=app,
         )

@@ -42,6 +42,19 @@ class E2E:
             api.events().insert(calendarId=calendar_id, body=event_body(f"seed {n}", n)).execute()
         return api, calendar_id
 
+    def subscribe(self, calendar_id: str, user: str, credentials_ref: str = "bearer") -> Any:
+        """Subscribe as the CLI does; the Subscription."""
+        return self.service.subscribe(calendar_id, user, credentials_ref).subscription
+
+    def active_channel(self, sub_id: str, timeout: float = 30) -> Any:
+        """The subscription's active channel, once its first run has opened it."""
+        def found() -> Any:
+            live = [c for c in self.service._subs.delivering_channels(sub_id)
+                    if c.state == "active"]
+            return live[0] if len(live) == 1 else None
+
+        return wait_until(found, timeout, f"{sub_id} to have one active channel")
+
     def feed(self, sub_id: str) -> list[Any]:
         entries, cursor = [], 0
         while True:

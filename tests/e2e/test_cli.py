@@ -17,10 +17,16 @@ USER = "olive@example.com"
 REFRESH = "rt-olive-cli-secret"
 
 
-def cli(e2e: E2E, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **e2e.env}
-    return subprocess.run([sys.executable, "-m", "functions.cli", *args], cwd=ROOT, env=env,
+KEYS = ("CALSYNC_CHANNEL_TOKEN_KEYS", "CALSYNC_CREDENTIAL_KEYS", "CALSYNC_OAUTH_CLIENT_SECRET")
+
+
+def cli(e2e: E2E, *args: str, stdin: str = "",
+        without: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in {**os.environ, **e2e.env}.items() if k not in without}
+    done = subprocess.run([sys.executable, "-m", "functions.cli", *args], cwd=ROOT, env=env,
                           input=stdin, capture_output=True, text=True, timeout=180)
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    return done
 
 
 def test_operator_story_through_the_cli(e2e: E2E) -> None:
@@ -32,9 +38,11 @@ def test_operator_story_through_the_cli(e2e: E2E) -> None:
     created = json.loads(done.stdout)
     sub_id = created["subscription_id"]
     assert created["credentials_ref"].startswith("oauth:")
+    assert created["created"] is True and isinstance(created["queued"], bool)
     wait_until(lambda: len(e2e.feed(sub_id)) == 3, 30, "the initial sync")
 
-    changes = json.loads(cli(e2e, "changes", sub_id, "--json").stdout)
+    # Reading needs no key at all.
+    changes = json.loads(cli(e2e, "changes", sub_id, "--json", without=KEYS).stdout)
     assert [e["kind"] for e in changes["entries"]] == ["created"] * 3
     assert changes["next_cursor"] == 3
     tail = cli(e2e, "changes", sub_id, "--after", "2")
@@ -42,13 +50,13 @@ def test_operator_story_through_the_cli(e2e: E2E) -> None:
 
     status = json.loads(cli(e2e, "status", sub_id, "--json").stdout)["subscriptions"][0]
     assert status["status"] == "active" and status["channel_id"]
-    table = cli(e2e, "status")
+    table = cli(e2e, "status", without=KEYS)
     assert table.returncode == 0 and sub_id in table.stdout and "active" in table.stdout
     listing = json.loads(cli(e2e, "list", "--json").stdout)
     assert [s["id"] for s in listing["subscriptions"]] == [sub_id]
 
     resync = cli(e2e, "resync", sub_id, "--full", "--json", "--timeout", "60")
-    assert resync.returncode == 0, resync.stderr
+    assert resync.returncode == 0 and resync.stderr == "", resync.stderr
     assert json.loads(resync.stdout)["change_seq"] == 3  # a full resync of an unchanged calendar
 
     assert cli(e2e, "pause", sub_id).returncode == 0
@@ -58,16 +66,33 @@ def test_operator_story_through_the_cli(e2e: E2E) -> None:
     renew = json.loads(cli(e2e, "renew", "--json").stdout)
     assert renew["failed"] == 0
 
+    rotated = cli(e2e, "rotate-keys", "--json", without=("CALSYNC_CHANNEL_TOKEN_KEYS",))
+    assert rotated.returncode == 0, rotated.stdout
+    report = json.loads(rotated.stdout)
+    assert sum(report["credential_keys"]["sealed_by"].values()) >= 1
+    assert report["credential_keys"]["unopenable"] == []
+
     gone = cli(e2e, "unsubscribe", sub_id, "--json")
     assert gone.returncode == 0 and json.loads(gone.stdout)["deleted_documents"] > 3
-    outputs = [done, tail, table, resync, gone]
+    outputs = [done, tail, table, resync, rotated, gone]
     assert not any(REFRESH in o.stdout + o.stderr for o in outputs)
 
 
 def test_bad_arguments_and_unknown_subscriptions_have_trustworthy_exit_codes(e2e: E2E) -> None:
     missing = cli(e2e, "status", "no-such-subscription")
     assert missing.returncode == 3 and "no subscription" in missing.stderr
-    assert cli(e2e, "unsubscribe", "no-such-subscription").returncode == 3
+    for command in ("unsubscribe", "changes", "pause", "resume", "resync"):
+        assert cli(e2e, command, "no-such-subscription").returncode == 3, command
+    as_json = cli(e2e, "changes", "no-such-subscription", "--json", without=KEYS)
+    assert as_json.returncode == 3 and as_json.stderr == ""
+    assert json.loads(as_json.stdout) == {"error": {
+        "code": "not_found", "message": "no subscription 'no-such-subscription'",
+        "details": {"subscription_id": "no-such-subscription"}}}
+    unset = cli(e2e, "subscribe", "cal", "--owner", USER, "--json",
+                without=("CALSYNC_TASKS_QUEUE",))
+    assert unset.returncode == 1
+    assert json.loads(unset.stdout)["error"]["code"] == "failed_precondition"
+    assert "CALSYNC_TASKS_QUEUE is not set" in unset.stdout
     bad = cli(e2e, "changes", "x", "--limit", "0")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert cli(e2e, "subscribe", "cal").returncode == 2  # --owner is required

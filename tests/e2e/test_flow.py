@@ -36,7 +36,7 @@ def assert_converged(e2e: E2E, api, calendar_id: str, sub_id: str) -> None:  # t
 
 def test_subscribe_syncs_in_full_then_pushed_changes_reach_the_feed(e2e: E2E) -> None:
     api, calendar_id = e2e.new_calendar(USER, events=5)
-    sub, _ = e2e.service.subscribe(calendar_id, USER, "bearer")
+    sub = e2e.subscribe(calendar_id, USER)
     wait_until(lambda: len(e2e.feed(sub.id)) >= 5, 30, "the initial full sync")
     assert Counter(e.kind for e in e2e.feed(sub.id)) == {"created": 5}
 
@@ -55,19 +55,20 @@ def test_subscribe_syncs_in_full_then_pushed_changes_reach_the_feed(e2e: E2E) ->
 
 def test_forged_notifications_record_and_enqueue_nothing(e2e: E2E) -> None:
     api, calendar_id = e2e.new_calendar(USER, events=1)
-    sub, opened = e2e.service.subscribe(calendar_id, USER, "bearer")
+    sub = e2e.subscribe(calendar_id, USER)
     e2e.wait_quiet(sub.id)
+    opened = e2e.active_channel(sub.id)
     before = e2e.store.get_subscription(sub.id).requested_gen
     runs = len(e2e.worker_runs(sub.id, None))
     keys = {"k": b"f" * 32}
     base = {"X-Goog-Resource-State": "exists", "X-Goog-Message-Number": "7",
-            "X-Goog-Resource-ID": opened.resource_id, "X-Goog-Channel-ID": opened.channel_id}
+            "X-Goog-Resource-ID": opened.resource_id, "X-Goog-Channel-ID": opened.id}
     assert e2e.notify({**base, "X-Goog-Channel-Token": "v1.local1.forged"}) == 403
     assert e2e.notify({**base, "X-Goog-Channel-Token":
-                       channel_tokens.sign(opened.channel_id, keys)}) == 403
+                       channel_tokens.sign(opened.id, keys)}) == 403
     assert e2e.notify({**base, "X-Goog-Channel-ID": "11111111-2222-3333-4444-555555555555",
                        "X-Goog-Channel-Token": "v1.local1.x"}) == 200
-    good = channel_tokens.sign(opened.channel_id, e2e.service._settings.channel_token_keys)
+    good = channel_tokens.sign(opened.id, e2e.service._settings.channel_token_keys)
     assert e2e.notify({**base, "X-Goog-Channel-Token": good,
                        "X-Goog-Resource-ID": "someone-elses-resource"}) == 403
     assert e2e.store.get_subscription(sub.id).requested_gen == before
@@ -76,7 +77,7 @@ def test_forged_notifications_record_and_enqueue_nothing(e2e: E2E) -> None:
 
 def test_duplicated_delayed_and_merged_notifications_converge(e2e: E2E) -> None:
     api, calendar_id = e2e.new_calendar(USER, events=3)
-    sub, _ = e2e.service.subscribe(calendar_id, USER, "bearer")
+    sub = e2e.subscribe(calendar_id, USER)
     e2e.wait_quiet(sub.id)
     events = api.events()
     e2e.control.duplicate_notifications(3)
@@ -95,7 +96,7 @@ def test_request_recorded_but_never_enqueued_is_repaired_by_the_sweep(e2e: E2E) 
     from datetime import UTC, datetime
 
     api, calendar_id = e2e.new_calendar(USER, events=1)
-    sub, _ = e2e.service.subscribe(calendar_id, USER, "bearer")
+    sub = e2e.subscribe(calendar_id, USER)
     e2e.wait_quiet(sub.id)
     e2e.control.pause_notifications(True)  # Google's delivery is not the point here
     api.events().insert(calendarId=calendar_id, body=event_body("after crash", 2)).execute()
@@ -109,7 +110,7 @@ def test_request_recorded_but_never_enqueued_is_repaired_by_the_sweep(e2e: E2E) 
 
 def test_dropped_notifications_are_caught_by_the_safety_net(e2e: E2E) -> None:
     api, calendar_id = e2e.new_calendar(USER, events=1)
-    sub, _ = e2e.service.subscribe(calendar_id, USER, "bearer")
+    sub = e2e.subscribe(calendar_id, USER)
     e2e.wait_quiet(sub.id)
     e2e.control.drop_notifications(10)
     api.events().insert(calendarId=calendar_id, body=event_body("dropped", 3)).execute()
@@ -120,19 +121,21 @@ def test_dropped_notifications_are_caught_by_the_safety_net(e2e: E2E) -> None:
     assert len(e2e.feed(sub.id)) == 2
 
 
-def test_renewal_across_expiry_loses_no_change(e2e: E2E, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from functions import app
+def test_renewal_across_expiry_loses_no_change(e2e: E2E) -> None:
+    from datetime import UTC, datetime, timedelta
 
-    monkeypatch.setenv("CALSYNC_CHANNEL_TTL_SECONDS", "3600")  # inside the 1-day window
-    app.reset()
-    service = app.subscription_service(app.cli_settings())
+    service = e2e.service
     api, calendar_id = e2e.new_calendar(USER, events=1)
-    sub, old = service.subscribe(calendar_id, USER, "bearer")
+    sub = e2e.subscribe(calendar_id, USER)
     e2e.wait_quiet(sub.id)
+    old = e2e.active_channel(sub.id)
+    # Its record says it expires within the renewal window (Google's side
+    # expires when the test says so, below).
+    service._subs.set_channel(old.id, {"expiration": datetime.now(UTC) + timedelta(hours=1)})
     assert e2e.renew()["renewed"] == 1
     status = service.status(sub.id)
-    assert status.channel_id != old.channel_id
-    e2e.control.expire_channel(old.channel_id)
+    assert status.channel_id != old.id
+    e2e.control.expire_channel(old.id)
     api.events().insert(calendarId=calendar_id, body=event_body("after renewal", 4)).execute()
     assert_converged(e2e, api, calendar_id, sub.id)
     assert len(e2e.feed(sub.id)) == 2
@@ -148,8 +151,9 @@ def test_invalid_grant_puts_the_subscription_in_error_visible_in_status(e2e: E2E
     ref = CredentialVault(app.firestore_client(settings),
                           settings.credential_keys).store_refresh_token("rt-for-erin-e2e")
     api, calendar_id = e2e.new_calendar(USER, events=2)
-    sub, opened = e2e.service.subscribe(calendar_id, USER, ref)
+    sub = e2e.subscribe(calendar_id, USER, ref)
     e2e.wait_quiet(sub.id)
+    opened = e2e.active_channel(sub.id)
     assert len(e2e.feed(sub.id)) == 2  # refreshed through the emulator's /token for real
     e2e.control.set_invalid_grant(USER)
     # A fresh worker process would refresh; the resync path reaches the worker too.
@@ -160,7 +164,7 @@ def test_invalid_grant_puts_the_subscription_in_error_visible_in_status(e2e: E2E
                         30, "the subscription to enter error")
     assert "credentials" in (status.last_error or "").lower()
     assert "rt-for-erin" not in (status.last_error or "")
-    channel = e2e.store._client.document(f"channels/{opened.channel_id}").get().to_dict()
+    channel = e2e.store._client.document(f"channels/{opened.id}").get().to_dict()
     assert channel["state"] == "abandoned"
 
 
@@ -168,7 +172,7 @@ def test_unsubscribe_during_a_running_sync_leaves_nothing(e2e: E2E) -> None:
     api, calendar_id = e2e.new_calendar(USER)
     e2e.control.bulk_insert_events(calendar_id, [event_body(f"bulk {n}", n)
                                                  for n in range(6000)])
-    sub, _ = e2e.service.subscribe(calendar_id, USER, "bearer")
+    sub = e2e.subscribe(calendar_id, USER)
     wait_until(lambda: e2e.feed(sub.id), 60, "the full sync to start writing")
     e2e.service.unsubscribe(sub.id)
     wait_until(lambda: e2e.worker_runs(sub.id, None), 120, "the fenced run to end")
@@ -182,7 +186,7 @@ def test_unsubscribe_during_a_running_sync_leaves_nothing(e2e: E2E) -> None:
 
 def test_a_burst_of_notifications_coalesces_into_few_runs(e2e: E2E) -> None:
     api, calendar_id = e2e.new_calendar(USER, events=1)
-    sub, _ = e2e.service.subscribe(calendar_id, USER, "bearer")
+    sub = e2e.subscribe(calendar_id, USER)
     e2e.wait_quiet(sub.id)
     target = e2e.feed(sub.id)[0].event_id
     runs_before = len(e2e.worker_runs(sub.id))

@@ -14,7 +14,7 @@ from google.auth.transport.requests import Request
 
 from functions.config import Settings
 from functions.credentials import CredentialVault, GoogleCredentialsProvider
-from functions.errors import CredentialsRejected
+from functions.errors import CredentialsRejected, Misconfigured
 from functions.model import Subscription
 
 KEYS = {"v1": b"c" * 32}
@@ -76,5 +76,5 @@ def test_unknown_credentials_reference_is_rejected(calendar: Any) -> None:
     provider = GoogleCredentialsProvider(_settings(calendar), vault=None)
     with pytest.raises(CredentialsRejected):
         provider.credentials_for(Subscription("s", "primary", "x", credentials_ref="magic"))
-    with pytest.raises(CredentialsRejected, match="OAuth is not configured"):
+    with pytest.raises(Misconfigured, match="OAuth is not configured"):
         provider.credentials_for(Subscription("s", "primary", "x", credentials_ref="oauth:1"))

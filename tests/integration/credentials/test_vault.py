@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from functions.credentials import CREDENTIALS_COLLECTION, CredentialVault, key_id_of
-from functions.errors import CredentialsRejected
+from functions.errors import CredentialsRejected, Misconfigured
 
 OLD = {"v1": b"o" * 32}
 ROTATED = {"v2": b"n" * 32, "v1": b"o" * 32}
@@ -33,11 +33,11 @@ def test_key_rotation_old_tokens_decrypt_and_reseal_moves_them(firestore_db: Any
     assert CredentialVault(firestore_db, {"v2": b"n" * 32}).refresh_token("cred-b") == "rt-old"
 
 
-def test_missing_or_unreadable_credentials_are_rejected(firestore_db: Any) -> None:
+def test_missing_credentials_are_the_users_and_a_missing_key_is_ours(firestore_db: Any) -> None:
     vault = CredentialVault(firestore_db, OLD)
     with pytest.raises(CredentialsRejected, match="not found"):
         vault.refresh_token("absent")
     CredentialVault(firestore_db, {"v0": b"x" * 32}).store_refresh_token("rt", "cred-c")
-    with pytest.raises(CredentialsRejected, match="'v0'") as info:
+    with pytest.raises(Misconfigured, match="'v0'") as info:
         vault.refresh_token("cred-c")
     assert "rt" not in str(info.value).replace("cred-c", "")

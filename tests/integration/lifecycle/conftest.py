@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
-from functions.channel_store import FirestoreChannelStore
 from functions.channels import ChannelPort, OpenedChannel
 from functions.config import Settings
-from functions.errors import CalendarError
+from functions.errors import CalendarError, QueueUnavailable
 from functions.model import Subscription
 from functions.ports import TaskQueue
 from functions.renewer import Renewer
@@ -49,10 +48,16 @@ class ScriptedChannels(ChannelPort):
 
 
 class RecordingQueue(TaskQueue):
+    """Records tasks; `refuse` makes the next enqueues fail as Cloud Tasks would."""
+
     def __init__(self) -> None:
         self.tasks: list[tuple[str, int, str]] = []
+        self.refuse = 0
 
     def enqueue_sync(self, sub_id, generation, not_before=None, *, origin="request"):  # type: ignore[no-untyped-def]
+        if self.refuse:
+            self.refuse -= 1
+            raise QueueUnavailable("queue refused (injected)")
         self.tasks.append((sub_id, generation, origin))
 
 
@@ -66,12 +71,35 @@ class Lifecycle:
     store: FirestoreStore
     service: SubscriptionService
     settings: Settings
-    continued: list[int] = field(default_factory=list)
+    continued: list[str] = field(default_factory=list)
 
     def renewer(self, batch: int = 200) -> Renewer:
         return Renewer(self.settings, self.subs, self.service,
-                       continue_later=lambda: self.continued.append(1), batch=batch,
-                       clock=lambda: self.clock[0])
+                       continue_later=lambda _at, name: self.continued.append(name),
+                       batch=batch, clock=lambda: self.clock[0])
+
+    def subscribe(self, calendar_id: str, owner: str = "alice") -> str:
+        """Subscribe as the CLI does; returns the new subscription's id."""
+        result = self.service.subscribe(calendar_id, owner, "bearer")
+        return result.subscription.id
+
+    def subscribe_with_channel(self, calendar_id: str, owner: str = "alice") -> tuple[str, str]:
+        """Subscribe, then open the channel as the first sync run does: (sub id, channel id)."""
+        sub_id = self.subscribe(calendar_id, owner)
+        sub = self.store.get_subscription(sub_id)
+        assert sub is not None and self.service.ensure_channel(sub)
+        return sub_id, self.delivering(sub_id)[0]
+
+    def delivering(self, sub_id: str) -> list[str]:
+        return [c.id for c in self.subs.delivering_channels(sub_id)]
+
+    def served(self, sub_id: str) -> None:
+        """As if a run had served every request so far."""
+        data = self.db.document(f"subscriptions/{sub_id}").get().to_dict()
+        self.db.document(f"subscriptions/{sub_id}/state/writer").set(
+            {"synced_gen": data["requested_gen"], "claimed_gen": data["requested_gen"],
+             "sync_token": "t"}, merge=True)
+        self.subs.update(sub_id, {"requested_at": None, "last_synced_at": self.clock[0]})
 
     def advance(self, **delta: float) -> None:
         self.clock[0] += timedelta(**delta)
@@ -89,9 +117,10 @@ def lifecycle(firestore_db: Any) -> Lifecycle:
         "CALSYNC_WEBHOOK_URL": "http://127.0.0.1:2/", "CALSYNC_CHANNEL_TOKEN_KEYS": f"k:{KEY}",
         "CALSYNC_RENEWAL_WINDOW_SECONDS": "86400", "CALSYNC_SWEEP_AFTER_SECONDS": "120",
         "CALSYNC_SAFETY_NET_INTERVAL_SECONDS": "3600",
+        "CALSYNC_RENEWAL_BACKOFF_SECONDS": "60", "CALSYNC_PENDING_CHANNEL_GRACE_SECONDS": "120",
     })
     calendar, queue = ScriptedChannels(clock), RecordingQueue()
     subs, store = SubscriptionStore(firestore_db), FirestoreStore(firestore_db)
-    service = SubscriptionService(settings, subs, FirestoreChannelStore(firestore_db), calendar,
-                                  store, queue, clock=lambda: clock[0])
+    service = SubscriptionService(settings, subs, calendar, store, queue,
+                                  clock=lambda: clock[0])
     return Lifecycle(firestore_db, clock, calendar, queue, subs, store, service, settings)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from functions import codec
 from functions.calendar_api import GoogleCalendar, OwnerTokenCredentials
 from functions.diff import reported_fields
 from functions.model import ChangeEntry, EventPage, Subscription
@@ -110,10 +111,11 @@ class Harness:
         self.store.save_subscription(self.sub)
 
     def engine(self, store: FirestoreStore | None = None, calendar: CalendarPort | None = None,
-               clock: Callable[[], datetime] | None = None) -> SyncEngine:
+               clock: Callable[[], datetime] | None = None,
+               settings: SyncSettings | None = None) -> SyncEngine:
         return SyncEngine(store or self.store, calendar or self.calendar, self.queue,
-                          SyncSettings(page_size=self.page_size, lease_seconds=120,
-                                       min_sync_interval=2),
+                          settings or SyncSettings(page_size=self.page_size, lease_seconds=120,
+                                                   min_sync_interval=2),
                           clock=clock or self.clock)
 
     def request(self) -> None:
@@ -171,7 +173,7 @@ class Harness:
 
     def snapshots(self) -> dict[str, dict[str, Any]]:
         events = self.db.collection("subscriptions").document(self.sub.id).collection("events")
-        return {doc.id: doc.to_dict() for doc in events.stream()}
+        return {doc.id: codec.decode_snapshot(doc.to_dict() or {}) for doc in events.stream()}
 
     def live(self) -> dict[str, str]:
         return {i: s["etag"] for i, s in self.snapshots().items() if not s.get("_deleted")}

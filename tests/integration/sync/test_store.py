@@ -98,6 +98,13 @@ def test_sync_request_counters_write_nothing_while_a_request_is_pending(
 ):
     first = store.record_sync_request(subscription.id, T0)
     assert first.found and first.needs_task and first.generation == 1
+    # Pending while its caller is queueing it: nothing to do for the others.
+    assert not store.record_sync_request(subscription.id, T0).needs_task
+    # The enqueue failed: the next caller queues the same generation, no new request.
+    store.enqueue_failed(subscription.id, 1)
+    again = store.record_sync_request(subscription.id, T0)
+    assert again.needs_task and again.generation == 1
+    store.mark_queued(subscription.id, 1, T0)
     second = store.record_sync_request(subscription.id, T0)
     assert second.found and not second.needs_task and second.generation == 1
     lease = store.acquire_lease(subscription.id, T0, T0 + SPAN).lease
@@ -122,6 +129,9 @@ def test_release_records_retry_and_error(store: FirestoreStore, subscription: Su
 
 
 def test_queries_name_their_composite_indexes():
+    from functions import catalogue
+
+    assert QUERIES is catalogue.QUERIES  # one catalogue for the store and Terraform
     for query in QUERIES:
         assert query["collection"] in ("channels", "subscriptions")
         assert all(order in ("ASCENDING", "DESCENDING") for _, order in query["fields"])

@@ -86,9 +86,12 @@ def test_rate_limits_back_off_without_advancing_the_token(
     [(_, _, not_before, origin)] = world.queue.tasks
     assert origin == "retry" and not_before == report.retry_at
     assert world.store.get_subscription(world.sub.id).retry_at == report.retry_at
-    # Until then a delivery is deferred, and the retry is queued once.
+    # Until then a delivery is deferred and keeps a task queued for that moment,
+    # under a name of its own (never the name of a task that may be itself).
     assert world.sync().outcome is Outcome.DEFERRED
-    assert len(world.queue.tasks) == 1
+    assert len(world.queue.tasks) == 2
+    assert {task[2] for task in world.queue.tasks} == {report.retry_at}
+    assert world.queue.tasks[1][3].startswith("defer")
     world.clock.advance(delay)
     assert world.sync().outcome is Outcome.SYNCED
     assert world.store.get_subscription(world.sub.id).retry_at is None

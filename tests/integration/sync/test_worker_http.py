@@ -40,6 +40,9 @@ def http(firestore_db: Any, calendar: Any, tasks_emulator: str, tasks_queue: str
         "CLOUD_TASKS_EMULATOR_HOST": tasks_emulator,
         "CALENDAR_API_ENDPOINT": calendar.api_endpoint,
         "CALSYNC_PAGE_SIZE": "3",
+        # The worker opens a subscription's first channel before it lists.
+        "CALSYNC_WEBHOOK_URL": "http://127.0.0.1:9/hook",
+        "CALSYNC_CHANNEL_TOKEN_KEYS": "k:" + "a" * 44,
     }.items():
         monkeypatch.setenv(name, value)
     composition.reset()
@@ -139,3 +142,20 @@ def test_busy_is_200(http: Any):
     store.acquire_lease("sub-w", now, now + timedelta(seconds=120))
     answer = _post(http, {"subscription_id": "sub-w"})
     assert answer.status_code == 200 and answer.get_data(as_text=True) == "busy\n"
+
+
+def test_an_event_firestore_refuses_is_200_with_the_subscription_in_error(
+    http: Any, calendar: Any
+):
+    api = calendar_service(calendar.base_url, USER)
+    big = api.events().insert(calendarId="primary", body={
+        "summary": "huge", "description": "x" * 1_100_000, "start": {"date": "2031-03-01"},
+        "end": {"date": "2031-03-02"}}).execute()
+    answer = _post(http, {"subscription_id": "sub-w"})
+    assert answer.status_code == 200 and answer.get_data(as_text=True).startswith("failed")
+    sub = http.store.get_subscription("sub-w")
+    assert sub.status == "error"
+    assert f"event {big['id']} is" in sub.last_error and "1 MiB document limit" in sub.last_error
+    # The queue's retry (or any later task) ends at once: no retry for ever.
+    again = _post(http, {"subscription_id": "sub-w"})
+    assert again.status_code == 200 and again.get_data(as_text=True) == "inactive\n"

@@ -1,0 +1,148 @@
+"""The liveness rules over in-memory fakes of the lifecycle ports (fast; the
+emulator tests in tests/integration/lifecycle check the same rules on Firestore)."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from functions.channels import ChannelPort, OpenedChannel
+from functions.config import Settings
+from functions.errors import CalendarUnavailable, InvalidTransition, QueueUnavailable
+from functions.model import Subscription
+from functions.ports import TaskQueue
+from functions.renewer import Renewer
+from functions.subscriptions import SubscriptionService, backoff
+from tests.unit.lifecycle.fakes import MemoryLifecycle
+
+T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+class Watches(ChannelPort):
+    def __init__(self, clock: list[datetime]) -> None:
+        self.clock, self.failures, self.calls = clock, 0, []  # type: ignore[var-annotated]
+
+    def watch(self, subscription: Subscription, channel_id: str, token: str, address: str,
+              ttl_seconds: int) -> OpenedChannel:
+        self.calls.append(("watch", channel_id))
+        if self.failures:
+            self.failures -= 1
+            raise CalendarUnavailable("watch 503")
+        return OpenedChannel(channel_id, "res", self.clock[0] + timedelta(days=7))
+
+    def stop(self, subscription: Subscription, channel_id: str, resource_id: str) -> None:
+        self.calls.append(("stop", channel_id))
+
+
+class Queue(TaskQueue):
+    def __init__(self) -> None:
+        self.tasks: list[tuple[str, int, str]] = []
+        self.refuse = 0
+
+    def enqueue_sync(self, sub_id, generation, not_before=None, *, origin="request"):  # type: ignore[no-untyped-def]
+        if self.refuse:
+            self.refuse -= 1
+            raise QueueUnavailable("refused")
+        self.tasks.append((sub_id, generation, origin))
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = [T0]
+        self.db = MemoryLifecycle()
+        self.watches = Watches(self.clock)
+        self.queue = Queue()
+        self.settings = Settings.from_env({
+            "GOOGLE_CLOUD_PROJECT": "p", "CALSYNC_REGION": "r", "CALSYNC_TASKS_QUEUE": "q",
+            "CALSYNC_WORKER_URL": "http://127.0.0.1:1/",
+            "CALSYNC_WEBHOOK_URL": "http://127.0.0.1:2/",
+            "CALSYNC_CHANNEL_TOKEN_KEYS": "k:" + base64.b64encode(b"k" * 32).decode(),
+            "CALSYNC_SWEEP_AFTER_SECONDS": "120", "CALSYNC_SAFETY_NET_INTERVAL_SECONDS": "3600",
+        })
+        self.service = SubscriptionService(self.settings, self.db, self.watches, self.db,
+                                           self.queue, clock=lambda: self.clock[0])
+        self.continued: list[str] = []
+
+    def renewer(self, batch: int = 10) -> Renewer:
+        return Renewer(self.settings, self.db, self.service,
+                       continue_later=lambda _at, name: self.continued.append(name),
+                       batch=batch, clock=lambda: self.clock[0])
+
+    def served(self, sub_id: str) -> None:
+        gen = self.db.subs[sub_id]["requested_gen"]
+        self.db.writers[sub_id] = {"synced_gen": gen, "claimed_gen": gen}
+        self.db.subs[sub_id].update(requested_at=None, last_synced_at=self.clock[0])
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def test_every_transition_is_conditional(world: World) -> None:
+    sub_id = world.service.subscribe("c", "o", "bearer").subscription.id
+    assert world.service.pause(sub_id) and not world.service.pause(sub_id)
+    assert world.service.resume(sub_id) and not world.service.resume(sub_id)
+    world.db.begin_delete(sub_id, T0)
+    for action in (world.service.pause, world.service.resume):
+        with pytest.raises(InvalidTransition):
+            action(sub_id)
+    with pytest.raises(InvalidTransition):
+        world.service.subscribe("c", "o", "bearer")
+
+
+def test_resume_always_leaves_a_task_or_a_request_the_sweep_finds(world: World) -> None:
+    sub_id = world.service.subscribe("c", "o", "bearer").subscription.id
+    world.served(sub_id)
+    world.service.pause(sub_id)
+    world.queue.tasks.clear()
+    world.queue.refuse = 1
+    world.service.resume(sub_id)
+    assert world.queue.tasks == []
+    world.clock[0] += timedelta(minutes=3)
+    assert world.renewer().run().swept == 1 and world.queue.tasks[0][:2] == (sub_id, 2)
+
+
+def test_a_failed_first_watch_is_retried_with_a_doubling_backoff(world: World) -> None:
+    sub_id = world.service.subscribe("c", "o", "bearer").subscription.id
+    world.served(sub_id)
+    world.watches.failures = 3
+    sub = world.db.get(sub_id)[0]  # type: ignore[index]
+    assert not world.service.ensure_channel(sub)
+    waits = []
+    for _ in range(4):
+        [doc] = [d for d in world.db.channels.values() if d["state"] == "pending"]
+        waits.append(doc["next_attempt_at"] - world.clock[0])
+        world.clock[0] = doc["next_attempt_at"] + timedelta(seconds=1)
+        world.renewer().run()
+        if world.db.delivering_channels(sub_id)[0].state == "active":
+            break
+    first = timedelta(seconds=60)
+    assert waits == [backoff(1, first), backoff(2, first), backoff(3, first)] == [
+        first, 2 * first, 4 * first]
+    assert [c.state for c in world.db.delivering_channels(sub_id)] == ["active"]
+
+
+def test_exactly_one_delivering_channel_after_any_renewer_run(world: World) -> None:
+    ids = [world.service.subscribe(f"c{n}", "o", "bearer").subscription.id for n in range(5)]
+    for sub_id in ids:
+        world.served(sub_id)
+        world.service.ensure_channel(world.db.get(sub_id)[0])  # type: ignore[index]
+    world.clock[0] += timedelta(days=6, hours=12)
+    world.watches.failures = 2
+    for _ in range(6):
+        world.renewer(batch=2).run()
+        world.clock[0] += timedelta(minutes=10)
+    for sub_id in ids:
+        assert len(world.db.delivering_channels(sub_id)) == 1
+
+
+def test_continuation_only_with_progress(world: World) -> None:
+    for n in range(3):
+        sub_id = world.service.subscribe(f"c{n}", "o", "bearer").subscription.id
+        world.db.writers[sub_id] = {"lease_until": T0 + timedelta(days=1)}  # runs hold them
+    world.clock[0] += timedelta(minutes=5)
+    report = world.renewer(batch=2).run()
+    assert not report.continued and world.continued == []
