@@ -220,7 +220,7 @@ def _error_for(err: Exception) -> ApiError:
         return ApiError(INVALID_ARGUMENT, f"the authorization code was refused: {err}",
                         {"field": "oauth.code", "reason": err.reason})
     if isinstance(err, PERMANENT_CALENDAR_ERRORS):
-        # Only the older subscribe path calls Google: the owner cannot reach the calendar.
+        # Stopping a channel on pause is the only Google call behind the API.
         return ApiError(FAILED_PRECONDITION, f"the calendar is not accessible: {err}"[:300],
                         {"reason": type(err).__name__})
     if isinstance(err, _TRANSIENT) and not isinstance(err, Misconfigured):

@@ -1,15 +1,13 @@
 """Wires the API's ports to the real adapters; the one place that knows them.
 
-`ServiceCommands` adapts `functions.subscriptions.SubscriptionService`. It
-speaks the service's target contract (`subscribe(..., labels) ->
-SubscribeResult`, `begin_unsubscribe`) and falls back to the older one
-(`subscribe -> (subscription, channel)`, synchronous `unsubscribe`) while that
-is what the service offers; the fallbacks go once the service has the contract.
+`ServiceCommands` adapts `functions.subscriptions.SubscriptionService` (the
+same service the operator CLI calls); `OAuthExchanger` adapts h-oauth's
+`functions.oauth.CodeExchange`; `VaultSealer` seals refresh tokens at once.
 """
 
 from __future__ import annotations
 
-import inspect
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,83 +24,60 @@ from functions.api_ports import (
 from functions.config import Settings
 from functions.credentials import OAUTH_PREFIX, CredentialVault, SealError
 from functions.errors import InvalidTransition
-from functions.model import ACTIVE, DELETING, ERROR, PAUSED
-
-EMULATOR_AUTH_PATH = "/o/oauth2/v2/auth"
-REAUTHORIZATION_REQUIRED = "reauthorization_required"
+from functions.model import ACTIVE
 
 
 class ServiceCommands(SubscriptionCommands):
-    def __init__(self, service: Callable[[], Any], subscriptions: Any, store: Any,
+    def __init__(self, service: Callable[[], Any], store: Any,
                  vault: Callable[[], CredentialVault]) -> None:
-        self._service = service  # built on first use: subscribing needs the task queue
-        self._subs = subscriptions  # functions.subscription_store.SubscriptionStore
+        self._service = service  # built on first use
         self._store = store  # functions.store.FirestoreStore (full-resync requests)
         self._vault = vault
 
-    def _status(self, sub_id: str) -> tuple[str, dict[str, Any]]:
-        from functions.subscriptions import SubscriptionNotFound
-
-        found = self._subs.get(sub_id)
-        if found is None:
-            raise SubscriptionNotFound(sub_id)
-        return found[0].status, found[1]
-
     def subscribe(self, calendar_id: str, owner: str, credentials_ref: str,
                   labels: dict[str, str]) -> Subscribed:
-        service = self._service()
-        if "labels" in inspect.signature(service.subscribe).parameters:
-            result = service.subscribe(calendar_id, owner, credentials_ref, labels=labels)
-            return Subscribed(result.subscription.id, bool(result.created), bool(result.queued))
-        sub, _ = service.subscribe(calendar_id, owner, credentials_ref)  # older contract
-        self._subs.update(sub.id, {"labels": dict(labels)})
-        return Subscribed(sub.id, created=True, queued=True)
+        result = self._service().subscribe(calendar_id, owner, credentials_ref, labels=labels)
+        return Subscribed(result.subscription.id, bool(result.created), bool(result.queued))
 
     def reauthorize(self, sub_id: str, credentials_ref: str) -> None:
-        status, data = self._status(sub_id)
-        if status == DELETING:
-            raise InvalidTransition(f"subscription {sub_id} is being deleted", status)
-        old = str(data.get("credentials_ref") or "")
-        self._subs.update(sub_id, {"credentials_ref": credentials_ref})
+        from functions.subscriptions import SubscriptionNotFound
+
+        current = self._store.get_subscription(sub_id)
+        if current is None:
+            raise SubscriptionNotFound(sub_id)
+        self._service().replace_credentials(sub_id, credentials_ref)
+        old = current.credentials_ref
         if old.startswith(OAUTH_PREFIX) and old != credentials_ref:
             self._vault().delete(old[len(OAUTH_PREFIX):])
-        waiting = (data.get("last_error_reason") == REAUTHORIZATION_REQUIRED
-                   or REAUTHORIZATION_REQUIRED in str(data.get("last_error") or ""))
-        if status == ERROR and waiting:
-            self._service().resume(sub_id)
 
     def pause(self, sub_id: str) -> None:
-        status, _ = self._status(sub_id)
-        if status == PAUSED:
-            return
-        if status == DELETING:
-            raise InvalidTransition(f"subscription {sub_id} is being deleted", status)
         self._service().pause(sub_id)
 
     def resume(self, sub_id: str) -> None:
-        status, _ = self._status(sub_id)
-        if status == ACTIVE:
-            return
-        if status == DELETING:
-            raise InvalidTransition(f"subscription {sub_id} is being deleted", status)
         self._service().resume(sub_id)
 
     def unsubscribe(self, sub_id: str) -> None:
-        service = self._service()
-        begin = getattr(service, "begin_unsubscribe", None)
-        if begin is not None:
-            begin(sub_id)
-        else:
-            service.unsubscribe(sub_id)
+        self._service().unsubscribe(sub_id)
 
     def resync(self, sub_id: str, full: bool) -> None:
-        status, _ = self._status(sub_id)
-        if status != ACTIVE:
-            raise InvalidTransition(f"subscription {sub_id} is {status}: resume it first",
-                                    status)
+        """What `python -m functions.cli resync` does, without waiting for the run."""
+        from functions.subscriptions import SubscriptionNotFound
+
+        sub = self._store.get_subscription(sub_id)
+        if sub is None:
+            raise SubscriptionNotFound(sub_id)
+        if sub.status != ACTIVE:
+            raise InvalidTransition(f"subscription {sub_id} is {sub.status}: only an active "
+                                    "one syncs (resume it first)", sub.status)
         if full:
             self._store.request_full_resync(sub_id)
-        self._service().request_sync(sub_id, origin="resync")  # as the CLI
+        service = self._service()
+        if not service.request_sync(sub_id, origin="resync"):
+            # A request was pending already: make sure a task serves it now.
+            pending = self._store.get_subscription(sub_id)
+            if pending is not None:
+                service.requeue(sub_id, pending.requested_gen,
+                                origin=f"resync{int(time.time())}")
 
 
 class VaultSealer(CredentialSealer):
@@ -134,23 +109,16 @@ class OAuthExchanger(CodeExchanger):
         if not settings.credential_keys:
             raise OAuthNotConfigured("no key to seal refresh tokens (CALSYNC_CREDENTIAL_KEYS)")
         if self._exchange is None:
-            try:
-                from functions import oauth  # type: ignore[attr-defined,unused-ignore]
-            except ImportError:
-                raise OAuthNotConfigured("this build has no OAuth code exchange") from None
-            auth_uri = ""
-            if settings.oauth_token_uri and oauth.is_loopback_url(settings.oauth_token_uri):
-                # The local emulator serves the consent page beside its token endpoint.
-                auth_uri = settings.oauth_token_uri.rsplit("/", 1)[0] + EMULATOR_AUTH_PATH
+            from functions import oauth
             self._exchange = oauth.CodeExchange(
                 settings.oauth_client_id, settings.oauth_client_secret,
-                token_uri=settings.oauth_token_uri, auth_uri=auth_uri)
+                token_uri=settings.oauth_token_uri, auth_uri=settings.oauth_auth_uri)
         return self._exchange
 
     def exchange(self, code: str, redirect_uri: str,
                  code_verifier: str | None) -> ExchangedGrant:
         exchange = self._code_exchange()
-        from functions import oauth  # type: ignore[attr-defined,unused-ignore]
+        from functions import oauth
 
         try:
             grant = exchange.exchange(code, redirect_uri, code_verifier)
@@ -167,10 +135,11 @@ class OAuthExchanger(CodeExchanger):
 
 
 def api_settings() -> Settings:
-    """The api function's settings (it reads what the worker reads, to enqueue syncs)."""
-    from functions import app, config
+    """The api function's settings (`config.VARIABLES` used by `api`)."""
+    from functions import app
+    from functions.config import API
 
-    return app.settings(getattr(config, "API", config.WORKER))
+    return app.settings(API)
 
 
 def build() -> Any:
@@ -181,7 +150,6 @@ def build() -> Any:
     from functions.api_tokens import PageTokens
     from functions.api_views import FirestoreSubscriptions
     from functions.feed import Feed
-    from functions.subscription_store import SubscriptionStore
 
     settings = api_settings()
     client = app.firestore_client(settings)
@@ -193,7 +161,7 @@ def build() -> Any:
     def vault() -> CredentialVault:
         return CredentialVault(client, settings.credential_keys)
 
-    commands = ServiceCommands(lambda: app.subscription_service(settings),
-                               SubscriptionStore(client), app.store(settings), vault)
+    commands = ServiceCommands(lambda: app.subscription_service(settings), app.store(settings),
+                               vault)
     return Api(commands, FirestoreSubscriptions(client, tokens), Feed(client, tokens),
                OAuthExchanger(settings), VaultSealer(vault), document)

@@ -120,6 +120,7 @@ class Stack:
             "CALENDAR_API_ENDPOINT": f"{calendar_base}/calendar/v3/",
             "CALENDAR_EMULATOR_CONTROL": f"{calendar_base}/control/",
             "CALSYNC_OAUTH_TOKEN_URI": f"{calendar_base}/token",
+            "CALSYNC_OAUTH_AUTH_URI": f"{calendar_base}/o/oauth2/v2/auth",
             "CALSYNC_REGION": LOCAL_REGION,
             "CALSYNC_TASKS_QUEUE": cfg.queue,
             "CALSYNC_TASKS_INVOKER_SA": TASKS_INVOKER_SA,

@@ -16,7 +16,6 @@ from functions.api_wiring import ServiceCommands
 from functions.config import Settings
 from functions.credentials import CredentialVault
 from functions.errors import InvalidTransition
-from functions.subscription_store import SubscriptionStore
 from functions.subscriptions import SubscriptionNotFound
 from tests.conftest import TEST_PROJECT
 
@@ -40,8 +39,7 @@ def wired(firestore_db: Any, tasks_emulator: str, tasks_queue: str,
     })
     app.reset()
     vault = CredentialVault(firestore_db, settings.credential_keys)
-    commands = ServiceCommands(lambda: app.subscription_service(settings),
-                               SubscriptionStore(firestore_db), app.store(settings),
+    commands = ServiceCommands(lambda: app.subscription_service(settings), app.store(settings),
                                lambda: vault)
     calendar_id = calendar.control.create_calendar(USER)["id"]
     try:

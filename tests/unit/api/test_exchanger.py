@@ -16,7 +16,7 @@ import pytest
 
 from functions.api_ports import CodeRejected, ExchangeUnavailable, OAuthNotConfigured
 from functions.api_wiring import OAuthExchanger
-from functions.config import WORKER, Settings
+from functions.config import API, Settings
 
 KEY = base64.b64encode(b"k" * 32).decode()
 BASE = {"GOOGLE_CLOUD_PROJECT": "p", "CALSYNC_REGION": "r", "CALSYNC_TASKS_QUEUE": "q",
@@ -68,14 +68,13 @@ def oauth_module(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
     module.OAuthExchangeRejected = Rejected  # type: ignore[attr-defined]
     module.OAuthUnavailable = Unavailable  # type: ignore[attr-defined]
     module.CodeExchange = StandIn  # type: ignore[attr-defined]
-    module.is_loopback_url = lambda url: url.startswith("http://127.")  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "functions.oauth", module)
     StandIn.made.clear()
     yield module
 
 
 def exchanger(**env: str) -> OAuthExchanger:
-    return OAuthExchanger(Settings.from_env({**BASE, **env}, function=WORKER))
+    return OAuthExchanger(Settings.from_env({**BASE, **env}, function=API))
 
 
 def test_outcomes_of_the_exchange() -> None:
@@ -100,8 +99,11 @@ def test_unconfigured_oauth_is_a_failed_precondition() -> None:
     assert StandIn.made == []
 
 
-def test_the_local_emulator_serves_the_consent_page_beside_its_token_endpoint() -> None:
-    local = exchanger(**CONFIGURED, CALSYNC_OAUTH_TOKEN_URI="http://127.0.0.1:5/token")
+def test_endpoints_come_from_the_settings() -> None:
+    local = exchanger(**CONFIGURED, CALSYNC_OAUTH_TOKEN_URI="http://127.0.0.1:5/token",
+                      CALSYNC_OAUTH_AUTH_URI="http://127.0.0.1:5/o/oauth2/v2/auth")
     assert local.consent_config()["auth_uri"] == "http://127.0.0.1:5/o/oauth2/v2/auth"
+    assert StandIn.made == [("cid", "shh", "http://127.0.0.1:5/token",
+                             "http://127.0.0.1:5/o/oauth2/v2/auth")]
     google = exchanger(**CONFIGURED)
     assert google.consent_config()["auth_uri"].startswith("https://accounts.google.com/")
