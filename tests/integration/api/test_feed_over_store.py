@@ -20,7 +20,7 @@ RETENTION = timedelta(days=2)
 def write(event_id: str, summary: str, kind: str = "created") -> EventWrite:
     resource = {"id": event_id, "status": "confirmed", "summary": summary,
                 "extendedProperties": {"private": {"__odd__": "1"}}}
-    fields = {"summary": {"before": None, "after": summary}}
+    fields: dict[str, dict[str, Any]] = {"summary": {"before": None, "after": summary}}
     if kind == "created":
         fields["extendedProperties"] = {"before": None,
                                         "after": resource["extendedProperties"]}
