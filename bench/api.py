@@ -45,20 +45,13 @@ PROJECT = "calsync-bench"
 TARGET_RATIO = 0.7
 
 
-def _read_env(path: Path) -> dict[str, str]:
-    env = {}
-    for line in path.read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep:
-            env[key.strip()] = value
-    return env
-
-
 @contextlib.contextmanager
 def _api_stack(stack_env: Path | None) -> Iterator[dict[str, str]]:
     """The Firestore emulator and the `api` function: the stack's, or our own."""
     if stack_env is not None:
-        yield _read_env(stack_env)
+        from _stack import read_stack_env
+
+        yield read_stack_env(stack_env)
         return
     from infra.local import components
     from infra.local.processes import free_port
@@ -190,15 +183,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from _stack import add_bench_args, parse
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entries", type=int, default=1000, help="page size (max 1000)")
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes, a few seconds, the same code path (figures not "
-                             "meaningful)")
-    parser.add_argument("--stack-env", type=Path, default=None, metavar="PATH",
-                        help="use the running local stack of this stack.env")
-    args = parser.parse_args(argv)
+    add_bench_args(parser)  # --smoke, --stack-env PATH
+    args = parse(parser, argv)  # SIGTERM unwinds: what we started is stopped
     count, rounds = (20, 3) if args.smoke else (min(args.entries, 1000), args.rounds)
 
     with _api_stack(args.stack_env) as env:
