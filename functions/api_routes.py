@@ -120,7 +120,8 @@ RESYNC_BODY = Obj(properties={"full": Bool(
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/subscriptions", "create_subscription",
           "Subscribe a calendar (idempotent per calendar and owner)",
-          (201, 200), "Subscription", (*_BASE, FAILED_PRECONDITION), body=SUBSCRIBE_BODY),
+          # 404: only when it is unsubscribed between subscribing and the answer.
+          (201, 200), "Subscription", (*_ONE, FAILED_PRECONDITION), body=SUBSCRIBE_BODY),
     Route("GET", "/v1/subscriptions", "list_subscriptions", "List subscriptions",
           (200,), "SubscriptionList", _BASE, params=(
               Param("status", Str(enum=STATUSES, description="Only this status.")),
