@@ -286,6 +286,15 @@ def test_connect_an_account_with_an_authorization_code(e2e: E2E, http: Http) -> 
     synced(http, sub["id"], 1)  # the worker syncs with the sealed refresh token
     events, _ = read_events(http, sub["id"], limit=10)
     assert [e["summary"] for e in events.values()] == ["before connecting"]
+    # The emulator's refresh tokens start "1//": sealed at rest, never answered or logged.
+    from google.cloud import firestore
+
+    db = firestore.Client(project=e2e.env["GOOGLE_CLOUD_PROJECT"])
+    sealed = [d.to_dict()["sealed_refresh_token"] for d in db.collection("credentials").stream()]
+    assert len(sealed) == 1 and sealed[0].startswith("v1.") and "1//" not in sealed[0]
+    assert "1//" not in json.dumps(http("GET", f"/v1/subscriptions/{sub['id']}")[1])
+    api_log = (e2e.run_dir / "function-api.log").read_text()
+    assert '"operation":"create_subscription"' in api_log and "1//" not in api_log
 
 
 FUZZ_SUB = "sub-for-fuzz"
