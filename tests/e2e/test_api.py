@@ -21,6 +21,7 @@ from functions.store import seq_id
 from functions.subscriptions import SubscriptionService
 from tests.e2e.conftest import E2E, event_body, wait_until
 from tests.unit.api.strategies import requests
+from tests.unit.api.test_openapi import assert_documented
 
 pytestmark = pytest.mark.e2e
 USER = "ava@example.com"
@@ -333,3 +334,6 @@ def test_no_input_gets_a_5xx_over_http(local_stack: Any,
     status, payload, _ = Http(local_stack.env["CALSYNC_API_URL"])(
         method, path, raw=body if body else None, content_type=content_type)
     assert status < 500, (method, path, body, payload)
+    if not (status == 404 and "%0A" in path.split("?")[0].upper()):  # the framework's 404
+        assert isinstance(payload, dict), payload
+        assert_documented(method, path, status)
