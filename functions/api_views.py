@@ -18,10 +18,12 @@ from functions.api_ports import SubscriptionReader
 from functions.api_tokens import PageTokens
 from functions.catalogue import CHANNELS, STATE, SUBSCRIPTIONS, WRITER
 from functions.credentials import BEARER_REF, DWD_REF, OAUTH_PREFIX
+from functions.errors import CALENDAR_ACCESS_LOST, CALENDAR_NOT_FOUND, REAUTHORIZATION_REQUIRED
 from functions.feed import rfc3339
 from functions.store import _translated
 
 LIST_TOKEN = "subscriptions"
+PERMANENT_REASONS = (REAUTHORIZATION_REQUIRED, CALENDAR_ACCESS_LOST, CALENDAR_NOT_FOUND)
 
 
 def credentials_kind(ref: str) -> str:
@@ -31,15 +33,19 @@ def credentials_kind(ref: str) -> str:
 
 
 def _reason(data: dict[str, Any]) -> str:
-    """A stable word for the error: the stored reason, or the error's leading name."""
+    """A stable word for the error: a stored reason, one of the permanent errors'
+    reasons named in the message, else the error's own name in snake case."""
     stored = data.get("last_error_reason")
     if isinstance(stored, str) and stored:
         return stored
     text = str(data.get("last_error") or "")
+    for reason in PERMANENT_REASONS:
+        if re.search(rf"\b{reason}\b", text):
+            return reason
     head = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*:", text)
     if head is None:
         return "unknown"
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", head.group(1)).lower()
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", head.group(1)).lower()
 
 
 def subscription_json(sub_id: str, data: dict[str, Any], state: dict[str, Any],

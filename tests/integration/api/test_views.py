@@ -44,12 +44,19 @@ def test_one_subscription_with_its_channel_feed_position_and_error(
     assert views.get("missing") is None
 
 
-def test_a_stored_reason_wins_and_no_error_is_null(firestore_db: Any,
-                                                   views: FirestoreSubscriptions) -> None:
+def test_error_reasons_and_no_error_is_null(firestore_db: Any,
+                                            views: FirestoreSubscriptions) -> None:
     create_subscription(firestore_db, "s1", status="error", last_error="refresh refused",
                         last_error_reason="reauthorization_required")
     create_subscription(firestore_db, "s2")
-    assert views.get("s1")["error"]["reason"] == "reauthorization_required"  # type: ignore[index]
+    create_subscription(firestore_db, "s3", status="error",
+                        last_error="CalendarGone: calendar_not_found: 404 Not Found")
+    create_subscription(firestore_db, "s4", status="error",
+                        last_error="CredentialsRejected: reauthorization_required: revoked")
+    reasons = {s: views.get(s)["error"]["reason"]  # type: ignore[index]
+               for s in ("s1", "s3", "s4")}
+    assert reasons == {"s1": "reauthorization_required", "s3": "calendar_not_found",
+                       "s4": "reauthorization_required"}
     plain = views.get("s2")
     assert plain is not None
     assert (plain["error"], plain["channel"], plain["change_seq"]) == (None, None, 0)
