@@ -7,7 +7,6 @@ same service the operator CLI calls); `OAuthExchanger` adapts h-oauth's
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,8 +22,6 @@ from functions.api_ports import (
 )
 from functions.config import Settings
 from functions.credentials import OAUTH_PREFIX, CredentialVault, SealError
-from functions.errors import InvalidTransition
-from functions.model import ACTIVE
 
 
 class ServiceCommands(SubscriptionCommands):
@@ -60,24 +57,7 @@ class ServiceCommands(SubscriptionCommands):
         self._service().unsubscribe(sub_id)
 
     def resync(self, sub_id: str, full: bool) -> None:
-        """What `python -m functions.cli resync` does, without waiting for the run."""
-        from functions.subscriptions import SubscriptionNotFound
-
-        sub = self._store.get_subscription(sub_id)
-        if sub is None:
-            raise SubscriptionNotFound(sub_id)
-        if sub.status != ACTIVE:
-            raise InvalidTransition(f"subscription {sub_id} is {sub.status}: only an active "
-                                    "one syncs (resume it first)", sub.status)
-        if full:
-            self._store.request_full_resync(sub_id)
-        service = self._service()
-        if not service.request_sync(sub_id, origin="resync"):
-            # A request was pending already: make sure a task serves it now.
-            pending = self._store.get_subscription(sub_id)
-            if pending is not None:
-                service.requeue(sub_id, pending.requested_gen,
-                                origin=f"resync{int(time.time())}")
+        self._service().resync(sub_id, full)
 
 
 class VaultSealer(CredentialSealer):

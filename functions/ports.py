@@ -148,8 +148,10 @@ class SyncStore(ABC):
         *,
         retry_at: datetime | None = None,
         error: str | None = None,
+        reason: str | None = None,
     ) -> None:
-        """Release without committing a token; record a retry time or an error."""
+        """Release without committing a token; record a retry time or an error
+        (`reason`: a stable word such as `reauthorization_required`)."""
 
 
 class RequestStore(ABC):
@@ -166,6 +168,10 @@ class RequestStore(ABC):
     @abstractmethod
     def enqueue_failed(self, sub_id: str, generation: int) -> None:
         """Queueing the task for `generation` failed: the next request queues it."""
+
+    @abstractmethod
+    def request_full_resync(self, sub_id: str) -> int:
+        """Ask the next run to list in full and reconcile; the request's number."""
 
 
 class FeedReader(ABC):

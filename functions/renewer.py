@@ -152,7 +152,7 @@ class Renewer:
         try:
             self._service.open_channel(sub, replacing=channel)
         except CredentialsRejected as err:
-            self._service.mark_error(sub, f"credentials rejected: {err}")
+            self._service.mark_error(sub, f"credentials rejected: {err}", err.reason)
             report.abandoned += 1
             report.errors.append(f"{sub.id}: credentials rejected")
             return 1
