@@ -70,11 +70,12 @@ def start_firestore(
     return _launch(process, lambda: _http_status(url) == 200, timeout, f"answering on {url}")
 
 
-def reset_firestore(host: str, project: str, attempts: int = 50) -> None:
+def reset_firestore(host: str, project: str, attempts: int = 300) -> None:
     """Delete every document (the emulator's documents DELETE endpoint).
 
     The emulator answers 409 while a transaction holds locks; those end within
-    its lock timeout, so retry for a while.
+    its lock timeout (a transaction whose client went away holds them until
+    then), so retry for up to a minute.
     """
     request = urllib.request.Request(
         f"http://{host}/emulator/v1/projects/{project}/databases/(default)/documents",
