@@ -25,6 +25,7 @@ from functions.errors import LeaseLost, StoreError, StoreRejected, StoreUnavaila
 from functions.model import (
     ACTIVE,
     DEFER_TOLERANCE,
+    DELETING,
     RETRY_TOLERANCE,
     ChangeEntry,
     ChangePage,
@@ -37,7 +38,7 @@ from functions.model import (
     Subscription,
     SyncRequest,
 )
-from functions.ports import FeedReader, RequestStore, SyncStore
+from functions.ports import FeedReader, OutboxStore, RequestStore, SyncStore
 
 SUBSCRIPTIONS = catalogue.SUBSCRIPTIONS
 CHANNELS = catalogue.CHANNELS
@@ -140,6 +141,18 @@ def refusal(err: BaseException | None) -> str | None:
     return None
 
 
+def _outbox_marks(state: dict[str, Any], first: int, now: datetime | None) -> dict[str, Any]:
+    """What a commit that adds entries after `first` sets for the outbox: the
+    oldest unpublished moment, and `published_seq` when the outbox starts now
+    (a topic was just configured: no history replay)."""
+    marks: dict[str, Any] = {}
+    if state.get("publish_pending_since") is None:
+        marks["publish_pending_since"] = now or firestore.SERVER_TIMESTAMP
+    if state.get("published_seq") is None:
+        marks["published_seq"] = first
+    return marks
+
+
 def _entry(data: dict[str, Any]) -> ChangeEntry:
     return ChangeEntry(
         seq=int(data["seq"]),
@@ -152,7 +165,7 @@ def _entry(data: dict[str, Any]) -> ChangeEntry:
     )
 
 
-class FirestoreStore(SyncStore, RequestStore, FeedReader):
+class FirestoreStore(SyncStore, RequestStore, FeedReader, OutboxStore):
     """The store over a `google.cloud.firestore.Client`."""
 
     # Firestore refuses a larger document; a test may raise it to reach the
@@ -160,10 +173,13 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
     max_document_bytes = codec.MAX_DOCUMENT_BYTES
 
     def __init__(
-        self, client: firestore.Client, *, feed_retention: timedelta = FEED_RETENTION
+        self, client: firestore.Client, *, feed_retention: timedelta = FEED_RETENTION,
+        outbox: bool = False,
     ) -> None:
         self._client = client
         self._feed_retention = feed_retention
+        # A topic is configured: commits keep the outbox fields (functions/outbox.py).
+        self._outbox = outbox
 
     # -- references ---------------------------------------------------------
 
@@ -366,12 +382,15 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
 
     def commit_page(
         self, lease: Lease, writes: Sequence[EventWrite], now: datetime, until: datetime
-    ) -> None:
+    ) -> list[dict[str, Any]]:
         """Encode every document first (naming any over 1 MiB before sending),
-        then commit; see `_commit_encoded` for a commit Firestore refuses."""
+        then commit; see `_commit_encoded` for a commit Firestore refuses.
+        Returns the committed entry documents (with their `seq`), for the outbox."""
         expire_at = now + self._feed_retention
         encoded = [self._encode(lease.subscription.id, w, now, expire_at) for w in writes]
-        self._commit_encoded(lease, encoded, until)
+        committed: list[dict[str, Any]] = []
+        self._commit_encoded(lease, encoded, until, now, committed)
+        return committed
 
     def _encode(
         self, sub_id: str, write: EventWrite, now: datetime, expire_at: datetime
@@ -396,7 +415,9 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                                     "bytes, over Firestore's 1 MiB document limit")
         return _Encoded(write.event_id, document, entry)
 
-    def _commit_encoded(self, lease: Lease, encoded: list[_Encoded], until: datetime) -> None:
+    def _commit_encoded(self, lease: Lease, encoded: list[_Encoded], until: datetime,
+                        now: datetime | None = None,
+                        committed: list[dict[str, Any]] | None = None) -> None:
         """Commit in order; if Firestore refuses the data, commit each half on its
         own, down to the single event it refuses, which is named (permanent).
 
@@ -406,7 +427,7 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         """
         try:
             with _translated():
-                self._commit_once(lease, encoded, until)
+                self._commit_once(lease, encoded, until, now, committed)
         except StoreError as err:
             reason = refusal(err.__cause__)
             if reason is None or not encoded:
@@ -418,11 +439,15 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                 raise StoreRejected(
                     f"event {one.event_id} was refused by Firestore: {why}") from err
             half = len(encoded) // 2
-            self._commit_encoded(lease, encoded[:half], until)
-            self._commit_encoded(lease, encoded[half:], until)
+            self._commit_encoded(lease, encoded[:half], until, now, committed)
+            self._commit_encoded(lease, encoded[half:], until, now, committed)
 
-    def _commit_once(self, lease: Lease, encoded: list[_Encoded], until: datetime) -> None:
-        """One fenced transaction: the snapshots, their entries, `change_seq`."""
+    def _commit_once(self, lease: Lease, encoded: list[_Encoded], until: datetime,
+                     now: datetime | None = None,
+                     committed: list[dict[str, Any]] | None = None) -> None:
+        """One fenced transaction: the snapshots, their entries, `change_seq`, and
+        with an outbox `publish_pending_since` (and `published_seq` the first time)."""
+        entries: list[dict[str, Any]] = []
         sub_id = lease.subscription.id
         events = self._events(sub_id)
         changes = self._sub(sub_id).collection(CHANGES)
@@ -431,20 +456,29 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         def commit(transaction: Any) -> None:
             state = self._fenced_state(transaction, lease)
             seq = int(state.get("change_seq") or 0)
+            first = seq
+            entries.clear()  # a retried transaction starts over
             for item in encoded:
                 snapshot = item.snapshot
                 try:
                     if item.entry is not None:
                         seq += 1
                         snapshot = {**snapshot, "_seq": seq}
-                        transaction.set(changes.document(seq_id(seq)), {**item.entry, "seq": seq})
+                        entry = {**item.entry, "seq": seq}
+                        transaction.set(changes.document(seq_id(seq)), entry)
+                        entries.append(entry)
                     transaction.set(events.document(item.event_id), snapshot)
                 except ValueError as err:  # the client refuses a field name itself
                     raise StoreRejected(
                         f"event {item.event_id} was refused by Firestore: {err}") from err
-            transaction.update(self._state(sub_id), {"change_seq": seq, "lease_until": until})
+            update: dict[str, Any] = {"change_seq": seq, "lease_until": until}
+            if self._outbox and seq > first:
+                update.update(_outbox_marks(state, first, now))
+            transaction.update(self._state(sub_id), update)
 
         commit(self._client.transaction())
+        if committed is not None:
+            committed.extend(entries)
 
     def commit_final(self, lease: Lease, sync_token: str, now: datetime) -> FinalCommit:
         sub_id = lease.subscription.id
@@ -589,3 +623,98 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         with _translated():
             entries = tuple(_entry(snapshot.to_dict() or {}) for snapshot in query.stream())
         return ChangePage(entries=entries, next_cursor=entries[-1].seq if entries else after_cursor)
+
+
+    # -- the outbox (DESIGN.md, "Delivery (outbox)") -------------------------
+
+    def outbox_position(self, sub_id: str) -> tuple[int | None, int]:
+        state = self.get_writer_state(sub_id)
+        published = state.get("published_seq")
+        return (None if published is None else int(published)), int(state.get("change_seq") or 0)
+
+    def read_entries(self, sub_id: str, after: int, upto: int) -> list[dict[str, Any]]:
+        if upto <= after:
+            return []
+        query = (
+            self._sub(sub_id).collection(CHANGES)
+            .where(filter=FieldFilter("seq", ">", after))
+            .order_by("seq")
+            .limit(upto - after)
+        )
+        with _translated():
+            docs = [snapshot.to_dict() or {} for snapshot in query.stream()]
+        return [doc for doc in docs if int(doc.get("seq") or 0) <= upto]
+
+    def advance_published(self, lease: Lease, seq: int) -> None:
+        sub_id = lease.subscription.id
+
+        @firestore.transactional
+        def advance(transaction: Any) -> None:
+            state = self._fenced_state(transaction, lease)
+            published = state.get("published_seq")
+            if published is not None and int(published) >= seq:
+                return
+            update: dict[str, Any] = {"published_seq": seq}
+            if seq >= int(state.get("change_seq") or 0):
+                update["publish_pending_since"] = None
+            transaction.update(self._state(sub_id), update)
+
+        with _translated():
+            advance(self._client.transaction())
+
+    def acquire_publish_lease(self, sub_id: str, now: datetime, until: datetime) -> Lease | None:
+        """The lease of a run that only publishes (nothing requested, or paused).
+
+        Kept minimal: it bumps `lease_generation` (so every write stays fenced)
+        and sets `lease_until`, but claims no request and leaves
+        `lease_started_at` (MIN_SYNC_INTERVAL) alone.
+        """
+        @firestore.transactional
+        def take(transaction: Any) -> Lease | None:
+            sub_snap = self._sub(sub_id).get(transaction=transaction)
+            state = self._state(sub_id).get(transaction=transaction).to_dict() or {}
+            if not sub_snap.exists:
+                return None
+            sub = _subscription(sub_id, sub_snap.to_dict() or {})
+            published = state.get("published_seq")
+            if (sub.status == DELETING or published is None
+                    or int(published) >= int(state.get("change_seq") or 0)):
+                return None
+            held_until = state.get("lease_until")
+            if held_until is not None and held_until > now:
+                return None
+            generation = int(state.get("lease_generation") or 0) + 1
+            transaction.set(self._state(sub_id), {
+                "lease_generation": generation, "lease_until": until}, merge=True)
+            return Lease(
+                subscription=sub, generation=generation,
+                claimed_gen=int(state.get("claimed_gen") or 0),
+                sync_token=state.get("sync_token"), first_sync=state.get("sync_token") is None,
+                started_at=now, until=until)
+
+        with _translated():
+            return take(self._client.transaction())
+
+    def pending_outboxes(self, before: datetime, limit: int,
+                         after: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """A collection-group query on `state` (see `catalogue.COLLECTION_GROUP_QUERIES`):
+        `after` is the last row's `state/writer` path, to read past it."""
+        query = (
+            self._client.collection_group(STATE)
+            .where(filter=FieldFilter("publish_pending_since", "<=", before))
+            .order_by("publish_pending_since")
+            .order_by("__name__")
+            .limit(limit)
+        )
+        with _translated():
+            if after is not None:
+                last = self._client.document(after).get()
+                if last.exists:
+                    query = query.start_after(last)
+            rows = []
+            for snapshot in query.stream():
+                parent = snapshot.reference.parent.parent
+                if snapshot.id == WRITER and parent is not None:
+                    rows.append((parent.id, {**(snapshot.to_dict() or {}),
+                                             "_path": snapshot.reference.path}))
+        return rows

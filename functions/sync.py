@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from functions import catalogue, codec
 from functions.errors import (
@@ -31,6 +32,9 @@ from functions.errors import (
 from functions.model import CHANGE_KINDS, Event, EventPage, EventWrite, Lease, LeaseOutcome
 from functions.plan import deleted_series_ids, plan_page, plan_reconciliation
 from functions.ports import CalendarPort, ChannelKeeper, SyncStore, TaskQueue
+
+if TYPE_CHECKING:
+    from functions.outbox import Outbox, RunPublishing
 
 Clock = Callable[[], datetime]
 
@@ -123,7 +127,9 @@ class SyncEngine:
         settings: SyncSettings | None = None,
         clock: Clock = utcnow,
         channels: ChannelKeeper | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
+        self._outbox = outbox
         self._store = store
         self._calendar = calendar
         self._queue = queue
@@ -162,6 +168,8 @@ class SyncEngine:
         if attempt.outcome is LeaseOutcome.DEFERRED and attempt.retry_at is not None:
             return self._defer(sub_id, attempt.retry_at)
         if attempt.lease is None:
+            if attempt.outcome in (LeaseOutcome.IDLE, LeaseOutcome.INACTIVE):
+                self._publish_only(sub_id, started, lease_span)
             return Outcome(attempt.outcome.value), None, attempt.retry_at
         run = _Run(self, attempt.lease, progress)
         try:
@@ -170,6 +178,8 @@ class SyncEngine:
                 # is then announced by a notification.
                 self._channels.ensure_channel(attempt.lease.subscription)
             token = run.sync()
+            if run.publishing is not None:
+                run.publishing.finish()  # bounded by the publish timeout; never raises
             final = self._store.commit_final(run.lease, token, self._clock())
             if final.requested_gen > run.lease.claimed_gen:
                 not_before = started + timedelta(seconds=self._settings.min_sync_interval)
@@ -194,6 +204,20 @@ class SyncEngine:
         except BaseException:
             self._release_quietly(run.lease)  # a bug must not hold the lease till expiry
             raise
+
+    def _publish_only(self, sub_id: str, started: datetime, span: timedelta) -> None:
+        """Nothing to sync (or paused), but entries wait unpublished: take the
+        lease only to publish them (DESIGN.md, "Delivery (outbox)"), fenced."""
+        if self._outbox is None:
+            return
+        try:
+            lease = self._outbox.store.acquire_publish_lease(sub_id, started, started + span)
+        except CalsyncError:
+            return  # the renewer's sweep comes back
+        if lease is None:
+            return
+        self._outbox.start(lease).finish()
+        self._release_quietly(lease)
 
     def _defer(
         self, sub_id: str, retry_at: datetime
@@ -252,6 +276,9 @@ class _Run:
         self.store = engine._store
         self.settings = engine._settings
         self.lease_until = lease.until
+        outbox = engine._outbox
+        self.publishing: RunPublishing | None = (
+            outbox.start(lease) if outbox is not None else None)
 
     def sync(self) -> str:
         """List, diff and commit every page; the next sync token."""
@@ -344,10 +371,12 @@ class _Run:
         for chunk in chunks:
             now = self.engine._clock()
             self.lease_until = now + span
-            self.store.commit_page(self.lease, chunk, now, self.lease_until)
+            committed = self.store.commit_page(self.lease, chunk, now, self.lease_until)
             for write in chunk:
                 if write.change is not None:
                     self.progress.entries[write.change.kind] += 1
+            if self.publishing is not None and any(w.change is not None for w in chunk):
+                self.publishing.committed(committed)  # submits; waits for nothing
 
 
 def _chunks(
