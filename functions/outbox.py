@@ -225,7 +225,14 @@ class RunPublishing:
                 logs.log("WARNING", "publish skipped a missing entry", subscription=self._key,
                          seq=self._submitted + 1)
             marker = seq in self._markers
-            self._inflight.append((seq, self._send(doc, marker), marker))
+            future = self._send(doc, marker)
+            refused = future.exception() if future.done() else None
+            if not marker and isinstance(refused, PublishRefused) and refused.alone:
+                # Refused before it left (too large): its marker takes its place
+                # now, ahead of every later message.
+                self._marked(seq, refused)
+                marker, future = True, self._send(doc, True)
+            self._inflight.append((seq, future, marker))
             self._submitted = seq
 
     def _send(self, doc: dict[str, Any], marker: bool) -> Future[str]:
@@ -281,10 +288,13 @@ class RunPublishing:
                 self._outbox.publisher.resume(self._key)
                 return None
             self._outbox.publisher.resume(self._key)
+        self._marked(seq, err)
+        return None
+
+    def _marked(self, seq: int, err: PublishRefused) -> None:
         logs.log("WARNING", "message refused, marker published instead",
                  subscription=self._key, seq=seq, error=_describe(err))
         self._markers.add(seq)
-        return None
 
 
 class OutboxSweeper:

@@ -34,7 +34,11 @@ class PubSubPublisher(Publisher):
         self.topic_path = f"projects/{project}/topics/{topic}"
 
     def resume(self, ordering_key: str) -> None:
-        self._client.resume_publish(self.topic_path, ordering_key)
+        try:
+            self._client.resume_publish(self.topic_path, ordering_key)
+        except RuntimeError as err:  # "Ordering key is not paused": nothing to resume
+            if "not paused" not in str(err):
+                raise
 
     def submit(self, ordering_key: str, message: OutMessage) -> Future[str]:
         from google.cloud.pubsub_v1.publisher import exceptions as pexc
