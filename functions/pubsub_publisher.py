@@ -11,7 +11,8 @@ from google.api_core import exceptions as gexc
 from functions.outbox import PublishRefused
 from functions.ports import OutMessage, Publisher
 
-# Pub/Sub accepts up to 10 MB per message; the client's default batch is 1 MB.
+# Pub/Sub accepts up to 10 MB and 1000 messages per request; with ordering, one
+# batch per key is in flight at a time, so batches are as large as allowed.
 MAX_MESSAGE_BYTES = 9_000_000
 
 
@@ -25,7 +26,7 @@ class PubSubPublisher(Publisher):
         if client is None:
             client = pubsub_v1.PublisherClient(
                 batch_settings=pubsub_v1.types.BatchSettings(
-                    max_bytes=max_message_bytes, max_latency=0.005, max_messages=100),
+                    max_bytes=max_message_bytes, max_latency=0.005, max_messages=1000),
                 publisher_options=pubsub_v1.types.PublisherOptions(
                     enable_message_ordering=True),
             )
