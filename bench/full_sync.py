@@ -76,13 +76,14 @@ def pubsub_emulator(stack_env: Path | None) -> Iterator[str]:
 def publishing(db: Any, port: GoogleCalendar, events: int) -> tuple[float, int, int]:
     """The same full sync with the outbox on: (seconds, entries, published_seq)."""
     from functions.outbox import Outbox
+    from functions.outbox_store import OutboxFirestoreStore
     from functions.pubsub_publisher import PubSubPublisher
     from infra import pubsub_emulator as emulator
 
     project = db.project
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     emulator.create_topic(project, topic)
-    store = FirestoreStore(db, outbox=True)
+    store = OutboxFirestoreStore(db)
     publisher = PubSubPublisher(project, topic)
     sub = subscription(store, "bench-publishing")
     engine = SyncEngine(store, port, NullQueue(), SyncSettings(page_size=2500),  # type: ignore[arg-type]

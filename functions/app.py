@@ -53,9 +53,13 @@ def store(config: Settings) -> Any:
     from functions.store import FirestoreStore
 
     retention = timedelta(days=config.feed_retention_days)
+    if config.pubsub_topic:  # commits keep the outbox; see functions/outbox.py
+        from functions.outbox_store import OutboxFirestoreStore
+
+        return _memo("store", lambda: OutboxFirestoreStore(firestore_client(config),
+                                                           feed_retention=retention))
     return _memo("store", lambda: FirestoreStore(firestore_client(config),
-                                                 feed_retention=retention,
-                                                 outbox=bool(config.pubsub_topic)))
+                                                 feed_retention=retention))
 
 
 def outbox(config: Settings) -> Any:

@@ -14,6 +14,7 @@ import pytest
 from functions.config import Settings
 from functions.errors import LeaseLost
 from functions.outbox import Outbox, OutboxSweeper, entry_json
+from functions.outbox_store import OutboxFirestoreStore
 from functions.pubsub_publisher import PubSubPublisher
 from functions.renewer import Renewer
 from functions.store import FirestoreStore
@@ -34,7 +35,7 @@ class World:
     def __init__(self, db: Any, calendar: Any, pubsub: PubSubWorld, timeout: float = 10.0,
                  max_message_bytes: int | None = None) -> None:
         self.h = Harness(db, calendar, "alice@example.com")
-        self.h.store = FirestoreStore(db, outbox=True)
+        self.h.store = OutboxFirestoreStore(db)
         self.db, self.pubsub, self.timeout = db, pubsub, timeout
         options = {} if max_message_bytes is None else {"max_message_bytes": max_message_bytes}
         self.publisher = PubSubPublisher(PROJECT, pubsub.topic, **options)
@@ -43,7 +44,8 @@ class World:
 
     def engine(self, store: FirestoreStore | None = None, publish: bool = True) -> SyncEngine:
         store = store or self.h.store
-        outbox = Outbox(store, self.publisher, PROJECT, self.timeout) if publish else None
+        outbox = (Outbox(self.h.store, self.publisher, PROJECT, self.timeout)
+                  if publish else None)
         return SyncEngine(store, self.h.calendar, self.h.queue,
                           SyncSettings(page_size=5, lease_seconds=120, min_sync_interval=2),
                           clock=self.h.clock, outbox=outbox)

@@ -16,7 +16,7 @@ import pytest
 
 from examples import consumer as example
 from functions.outbox import entry_json
-from functions.store import FirestoreStore
+from functions.outbox_store import OutboxFirestoreStore
 from functions.sync import Outcome
 from infra import pubsub_emulator
 
@@ -45,7 +45,7 @@ def serve() -> Iterator[Callable[[Any], str]]:
         server.server_close()
 
 
-def changes_route(store: FirestoreStore) -> Any:
+def changes_route(store: OutboxFirestoreStore) -> Any:
     """The changes route's shape over the real store (the api function is
     built elsewhere; this keeps the test to what the consumer relies on)."""
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:

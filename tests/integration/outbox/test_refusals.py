@@ -11,8 +11,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from functions.outbox import Outbox, PublishRefused
+from functions.outbox_store import OutboxFirestoreStore
 from functions.ports import OutMessage, Publisher
-from functions.store import FirestoreStore
 from functions.sync import Outcome, SyncEngine, SyncSettings
 from tests.integration.sync.harness import Harness
 
@@ -55,7 +55,7 @@ class ScriptedPublisher(Publisher):
 def test_a_batch_refusal_resends_alone_and_marks_only_the_invalid_message(
         firestore_db: Any, calendar: Any) -> None:
     h = Harness(firestore_db, calendar, "alice@example.com")
-    h.store = FirestoreStore(firestore_db, outbox=True)
+    h.store = OutboxFirestoreStore(firestore_db)
     for i in range(6):
         h.insert("invalid one" if i == 3 else f"event {i}", day=i)
     publisher = ScriptedPublisher(batch_victim="event 2")
@@ -84,7 +84,7 @@ def test_a_refused_marker_stops_the_run_and_leaves_the_rest_pending(
             return super().submit(ordering_key, message)
 
     h = Harness(firestore_db, calendar, "alice@example.com")
-    h.store = FirestoreStore(firestore_db, outbox=True)
+    h.store = OutboxFirestoreStore(firestore_db)
     for i in range(4):
         h.insert(f"event {i}", day=i)
     publisher = RefusesAll(batch_victim="")
