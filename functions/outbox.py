@@ -137,7 +137,7 @@ class RunPublishing:
         self._lease = lease
         self._key = lease.subscription.id
         self._monotonic = monotonic
-        self._deadline = monotonic() + outbox.timeout
+        self._waited = 0.0  # time spent waiting for Pub/Sub, against `outbox.timeout`
         self._cache: dict[int, dict[str, Any]] = {}
         self._inflight: list[tuple[int, Future[str], bool]] = []  # (seq, future, marker)
         self._published: int | None = None  # what state/writer says
@@ -178,7 +178,16 @@ class RunPublishing:
                  published_seq=self._acked, error=_describe(err) if err else None)
 
     def _remaining(self) -> float:
-        return self._deadline - self._monotonic()
+        return self._outbox.timeout - self._waited
+
+    def _wait(self, future: Future[str]) -> str:
+        """The future's result, waiting at most what is left of the run's budget
+        (only waiting counts: submitting never blocks)."""
+        started = self._monotonic()
+        try:
+            return future.result(timeout=max(self._remaining(), 0.0))
+        finally:
+            self._waited += self._monotonic() - started
 
     def _pump(self, wait: bool) -> None:
         if self._remaining() <= 0:
@@ -249,7 +258,7 @@ class RunPublishing:
             if not wait and not future.done():
                 return False
             try:
-                future.result(timeout=max(self._remaining(), 0.0))
+                self._wait(future)
             except FutureTimeout:
                 self._stop("publish timeout", None)
                 return False
@@ -275,7 +284,7 @@ class RunPublishing:
         if seq in self._cache and not err.alone:
             future = self._send(self._cache[seq], False)
             try:
-                future.result(timeout=max(self._remaining(), 0.0))
+                self._wait(future)
             except PublishRefused:
                 pass
             except FutureTimeout:

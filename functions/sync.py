@@ -91,6 +91,7 @@ class SyncReport:
     duration: float
     error: str | None = None
     retry_at: datetime | None = None
+    published: int = 0  # change entries Pub/Sub acknowledged in this run (the outbox)
 
     def log_fields(self) -> dict[str, object]:
         return {
@@ -104,6 +105,7 @@ class SyncReport:
             "duration_s": round(self.duration, 3),
             "error": self.error,
             "retry_at": self.retry_at.isoformat() if self.retry_at else None,
+            "published": self.published,
         }
 
 
@@ -114,6 +116,7 @@ class _Progress:
     items: int = 0
     reconciled: int = 0
     entries: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHANGE_KINDS, 0))
+    published: int = 0
 
 
 class SyncEngine:
@@ -153,6 +156,7 @@ class SyncEngine:
             duration=time.monotonic() - ticks,
             error=error,
             retry_at=retry_at,
+            published=progress.published,
         )
 
     def _run(
@@ -169,7 +173,7 @@ class SyncEngine:
             return self._defer(sub_id, attempt.retry_at)
         if attempt.lease is None:
             if attempt.outcome in (LeaseOutcome.IDLE, LeaseOutcome.INACTIVE):
-                self._publish_only(sub_id, started, lease_span)
+                progress.published = self._publish_only(sub_id, started, lease_span)
             return Outcome(attempt.outcome.value), None, attempt.retry_at
         run = _Run(self, attempt.lease, progress)
         try:
@@ -180,6 +184,7 @@ class SyncEngine:
             token = run.sync()
             if run.publishing is not None:
                 run.publishing.finish()  # bounded by the publish timeout; never raises
+                progress.published = run.publishing.published
             final = self._store.commit_final(run.lease, token, self._clock())
             if final.requested_gen > run.lease.claimed_gen:
                 not_before = started + timedelta(seconds=self._settings.min_sync_interval)
@@ -205,19 +210,21 @@ class SyncEngine:
             self._release_quietly(run.lease)  # a bug must not hold the lease till expiry
             raise
 
-    def _publish_only(self, sub_id: str, started: datetime, span: timedelta) -> None:
+    def _publish_only(self, sub_id: str, started: datetime, span: timedelta) -> int:
         """Nothing to sync (or paused), but entries wait unpublished: take the
         lease only to publish them (DESIGN.md, "Delivery (outbox)"), fenced."""
         if self._outbox is None:
-            return
+            return 0
         try:
             lease = self._outbox.store.acquire_publish_lease(sub_id, started, started + span)
         except CalsyncError:
-            return  # the renewer's sweep comes back
+            return 0  # the renewer's sweep comes back
         if lease is None:
-            return
-        self._outbox.start(lease).finish()
+            return 0
+        publishing = self._outbox.start(lease)
+        publishing.finish()
         self._release_quietly(lease)
+        return publishing.published
 
     def _defer(
         self, sub_id: str, retry_at: datetime

@@ -91,7 +91,9 @@ def _first_copies(messages: list[Received]) -> list[int]:
 def test_every_entry_is_published_once_in_seq_order_with_cloudevents_attributes(
         world: World) -> None:
     ids = [world.h.insert(f"event {i}", day=i)["id"] for i in range(12)]
-    assert world.sync().outcome is Outcome.SYNCED
+    first = world.sync()
+    assert first.outcome is Outcome.SYNCED and first.published == 12
+    assert first.log_fields()["published"] == 12
     world.h.patch(ids[0], summary="Kick-off (all hands)")
     world.h.delete(ids[1])
     world.h.insert("late", day=20)
@@ -191,7 +193,8 @@ def test_a_crash_is_repaired_by_the_renewers_sweep_even_when_paused(world: World
     assert [t for t in queue.tasks if t[2].startswith("outbox")] == [
         (world.sub_id, 10, queue.tasks[-1][2])]
     # The swept task: paused, so nothing is synced, but the outbox is published.
-    assert world.task().outcome is Outcome.INACTIVE
+    swept = world.task()
+    assert swept.outcome is Outcome.INACTIVE and swept.published == 2
     assert _first_copies(world.pubsub.pull(2)) == [9, 10]
     state = world.state()
     assert state["published_seq"] == 10 and state.get("publish_pending_since") is None
@@ -214,7 +217,8 @@ def test_a_topic_that_refuses_publishes_loses_and_reorders_nothing(world: World)
     state = world.state()
     assert state["published_seq"] == 6 and state["change_seq"] == 13
     assert state["publish_pending_since"] is not None
-    assert world.task().outcome is Outcome.IDLE  # still refused: nothing advances
+    refused = world.task()  # still refused: nothing advances
+    assert refused.outcome is Outcome.IDLE and refused.published == 0
     assert world.state()["published_seq"] == 6
     world.pubsub.recreate_topic()
     world.h.insert("after recovery", day=30)
