@@ -37,6 +37,7 @@ from functions.model import Lease
 from functions.ports import OutboxStore, OutMessage, Publisher, TaskQueue
 
 EVENT_TYPE = "dev.calsync.event.{kind}"
+SUBMIT_CHUNK = 1000  # entries read from the store and submitted per step
 
 
 class PublishRefused(Exception):
@@ -203,10 +204,14 @@ class RunPublishing:
             self._acked = self._published
         if self._submitted is None:
             self._submitted = self._published
-        while True:
-            self._submit(change_seq)
-            if not self._harvest(wait):
-                break  # a refused message is re-sent (alone or as its marker) at once
+        while not self.stopped:
+            # A backlog is read and submitted a chunk at a time.
+            target = min(change_seq, self._submitted + SUBMIT_CHUNK)
+            self._submit(target)
+            if self._harvest(wait):
+                continue  # a refused message is re-sent (alone or as its marker) at once
+            if self._submitted >= change_seq or self._submitted < target:
+                break
         if self._acked is not None and self._acked > (self._published or 0):
             self._outbox.store.advance_published(self._lease, self._acked)
             self._published = self._acked
@@ -269,6 +274,7 @@ class RunPublishing:
                 self._stop("publish failed", err)
                 return False
             self._inflight.pop(0)
+            self._cache.pop(seq, None)
             self._acked = seq
             self.published += 1
         return False
@@ -293,6 +299,7 @@ class RunPublishing:
                 return self._stop("publish failed", failure)
             else:
                 self._acked, self._submitted = seq, seq
+                self._cache.pop(seq, None)
                 self.published += 1
                 self._outbox.publisher.resume(self._key)
                 return None

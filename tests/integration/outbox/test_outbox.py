@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from functions import outbox
 from functions.config import Settings
 from functions.errors import LeaseLost
 from functions.outbox import Outbox, OutboxSweeper, entry_json
@@ -44,11 +45,11 @@ class World:
 
     def engine(self, store: FirestoreStore | None = None, publish: bool = True) -> SyncEngine:
         store = store or self.h.store
-        outbox = (Outbox(self.h.store, self.publisher, PROJECT, self.timeout)
-                  if publish else None)
+        with_outbox = (Outbox(self.h.store, self.publisher, PROJECT, self.timeout)
+                       if publish else None)
         return SyncEngine(store, self.h.calendar, self.h.queue,
                           SyncSettings(page_size=5, lease_seconds=120, min_sync_interval=2),
-                          clock=self.h.clock, outbox=outbox)
+                          clock=self.h.clock, outbox=with_outbox)
 
     def sync(self, store: FirestoreStore | None = None, publish: bool = True) -> SyncReport:
         self.h.request()
@@ -144,7 +145,9 @@ def test_a_topic_configured_later_starts_at_change_seq_without_replaying_history
     assert world.state()["published_seq"] == 7
 
 
-def test_a_crash_between_commit_and_publish_is_repaired_by_the_next_run(world: World) -> None:
+def test_a_crash_between_commit_and_publish_is_repaired_by_the_next_run(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outbox, "SUBMIT_CHUNK", 4)  # the backlog goes out in chunks
     for i in range(12):
         world.h.insert(f"event {i}", day=i)
     with pytest.raises(Crash):
