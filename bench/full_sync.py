@@ -7,16 +7,26 @@ same documents (snapshots and change entries) with a BulkWriter whose rate
 limit is raised. Naive baseline: list, then get and set each event's snapshot
 and entry one at a time. All three run against the same emulators in one process.
 Document reads and writes are counted at the Firestore client (bench/_world.py).
+Publishing on: the same full sync with the outbox publishing every entry to the
+Pub/Sub emulator (the stack's, or one started here), beside the run without, in
+the same process (target: at most 10 % slower).
 `--smoke`: 50 events, a few seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from _stack import add_bench_args, parse
+from _stack import add_bench_args, environment, parse, read_stack_env
 from _world import (
     USER,
     NullQueue,
@@ -36,6 +46,57 @@ from functions.store import FirestoreStore
 from functions.sync import SyncEngine, SyncSettings
 
 DISPATCH_LIMIT = 1800.0
+PUBLISH_TIMEOUT = 60.0
+
+
+@contextmanager
+def pubsub_emulator(stack_env: Path | None) -> Iterator[str]:
+    """PUBSUB_EMULATOR_HOST set for the block: the stack's emulator, or our own."""
+    from infra import pubsub_emulator as emulator
+
+    host = read_stack_env(stack_env).get("PUBSUB_EMULATOR_HOST") if stack_env else None
+    if host:
+        with environment({"PUBSUB_EMULATOR_HOST": host}):
+            yield host
+        return
+    from infra.local.processes import free_port
+
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="calsync-bench-pubsub-") as run_dir:
+        started = time.perf_counter()
+        process = emulator.start_pubsub(port, Path(run_dir), timeout=90)
+        print(f"pubsub emulator up in {time.perf_counter() - started:.1f}s", flush=True)
+        try:
+            with environment({"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{port}"}):
+                yield f"127.0.0.1:{port}"
+        finally:
+            process.stop()
+
+
+def publishing(db: Any, port: GoogleCalendar, events: int) -> tuple[float, int, int]:
+    """The same full sync with the outbox on: (seconds, entries, published_seq)."""
+    from functions.outbox import Outbox
+    from functions.outbox_store import OutboxFirestoreStore
+    from functions.pubsub_publisher import PubSubPublisher
+    from infra import pubsub_emulator as emulator
+
+    project = db.project
+    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    emulator.create_topic(project, topic)
+    store = OutboxFirestoreStore(db)
+    publisher = PubSubPublisher(project, topic)
+    sub = subscription(store, "bench-publishing")
+    engine = SyncEngine(store, port, NullQueue(), SyncSettings(page_size=2500),  # type: ignore[arg-type]
+                        outbox=Outbox(store, publisher, project, timeout=PUBLISH_TIMEOUT))
+    try:
+        seconds, report = timed(lambda: engine.run(sub.id))
+    finally:
+        publisher.close()
+    entries = sum(report.entries.values())
+    if report.outcome.value != "synced" or entries != events:
+        fail(f"full sync with publishing: outcome {report.outcome.value}, {entries} entries")
+    published = int(store.get_writer_state(sub.id).get("published_seq") or 0)
+    return seconds, entries, published
 
 
 def list_all(port: GoogleCalendar, sub: Subscription) -> list[dict[str, Any]]:
@@ -98,7 +159,7 @@ def main() -> None:
     add_bench_args(parser)
     args = parse(parser)
     events = args.events or (50 if args.smoke else 20_000)
-    with emulators(args.stack_env) as (db, calendar):
+    with emulators(args.stack_env) as (db, calendar), pubsub_emulator(args.stack_env):
         seed(calendar, events)
         port = calendar_port(calendar)
         store = FirestoreStore(db)
@@ -112,11 +173,27 @@ def main() -> None:
         if report.outcome.value != "synced" or entries != events:
             fail(f"full sync of {events} events: outcome {report.outcome.value}, "
                  f"{entries} entries")
+        with_pub, published_entries, published = publishing(db, port, events)
+        # Once more without, after: the ratio compares with both runs' mean, so
+        # neither warm-up nor a growing database favours one side.
+        again_sub = subscription(store, "bench-ours-again")
+        again, again_report = timed(lambda: engine.run(again_sub.id))
+        if again_report.outcome.value != "synced":
+            fail(f"second full sync: outcome {again_report.outcome.value}")
+        without = (ours + again) / 2
+        if published != published_entries:
+            fail(f"publishing on: {published} of {published_entries} entries acknowledged "
+                 f"within {PUBLISH_TIMEOUT:.0f} s")
         bound, listed = lower_bound(db, port, subscription(store, "bench-bound"))
         slow, _ = naive(db, port, subscription(store, "bench-naive"))
         print(f"full sync of {listed} events ({USER}), Firestore + Calendar emulators")
         print(f"  calsync full sync     : {ours:8.2f} s  ({report.pages} pages, "
               f"{entries} entries, {reads} reads, {writes} writes)")
+        print(f"  with publishing on    : {with_pub:8.2f} s  ({published} entries published "
+              f"to the Pub/Sub emulator at {os.environ.get('PUBSUB_EMULATOR_HOST')})")
+        print(f"  same, publishing off  : {again:8.2f} s  (run again after it)")
+        print(f"  publishing overhead   : {with_pub / without:8.2f} x  (vs the mean of the two "
+              "runs without; target <= 1.10)")
         print(f"  lower bound           : {bound:8.2f} s  (list + BulkWriter at 100k ops/s)")
         print(f"  naive get+set         : {slow:8.2f} s")
         print(f"  ratio vs lower bound  : {ours / bound:8.2f} x  (target <= 1.5)")

@@ -53,8 +53,25 @@ def store(config: Settings) -> Any:
     from functions.store import FirestoreStore
 
     retention = timedelta(days=config.feed_retention_days)
+    if config.pubsub_topic:  # commits keep the outbox; see functions/outbox.py
+        from functions.outbox_store import OutboxFirestoreStore
+
+        return _memo("store", lambda: OutboxFirestoreStore(firestore_client(config),
+                                                           feed_retention=retention))
     return _memo("store", lambda: FirestoreStore(firestore_client(config),
                                                  feed_retention=retention))
+
+
+def outbox(config: Settings) -> Any:
+    """Publishing through the outbox, or None when no topic is configured."""
+    if not config.pubsub_topic:
+        return None
+    from functions.outbox import Outbox
+    from functions.pubsub_publisher import PubSubPublisher
+
+    return _memo("outbox", lambda: Outbox(
+        store(config), PubSubPublisher(config.project, config.pubsub_topic),
+        config.project, timeout=config.publish_timeout))
 
 
 def task_queue(config: Settings) -> Any:
@@ -92,7 +109,7 @@ def sync_engine(config: Settings | None = None) -> SyncEngine:
     )
     return _memo("engine", lambda: SyncEngine(
         store(config), calendar(config), task_queue(config), options,
-        channels=subscription_service(config)))
+        channels=subscription_service(config), outbox=outbox(config)))
 
 
 def sync_worker() -> SyncWorker:
@@ -129,6 +146,14 @@ def renewer(config: Settings | None = None) -> Any:
     config = config or settings(RENEWER)
     queue = task_queue(config)
     continue_later = queue.enqueue_renewal if config.renewer_url else None
+    sweeper = None
+    if config.pubsub_topic:
+        from datetime import timedelta
+
+        from functions.outbox import OutboxSweeper
+
+        sweeper = OutboxSweeper(store(config), queue,
+                                timedelta(seconds=config.outbox_sweep_after))
     return _memo("renewer", lambda: Renewer(
         config, SubscriptionStore(firestore_client(config)), subscription_service(config),
-        continue_later=continue_later))
+        continue_later=continue_later, outbox=sweeper))

@@ -48,6 +48,16 @@ SINGLE_FIELD_QUERIES: list[tuple[str, str]] = [
     (CHANNELS, "state"),              # a subscription's delivering channels
 ]
 
+# Single-field queries over a whole collection group (not one subscription's
+# subcollection): Firestore's automatic indexes are collection-scoped, so each
+# needs a single-field index with query scope COLLECTION_GROUP (terraform:
+# a `google_firestore_field` override that keeps the collection-scope indexes
+# too).
+COLLECTION_GROUP_QUERIES: list[tuple[str, str]] = [
+    # Renewer outbox sweep: `state/writer` documents with entries left unpublished.
+    (STATE, "publish_pending_since"),
+]
+
 # Payload fields no query uses: exempt from single-field indexing.
 INDEX_EXEMPTIONS: list[tuple[str, str]] = [
     (EVENTS, "event"),
@@ -68,7 +78,7 @@ TTL_FIELDS: list[tuple[str, str]] = [
 
 def queried_fields() -> set[tuple[str, str]]:
     """Every (collection group, field) some query filters or orders on."""
-    fields = set(SINGLE_FIELD_QUERIES)
+    fields = set(SINGLE_FIELD_QUERIES) | set(COLLECTION_GROUP_QUERIES)
     for query in QUERIES:
         fields.update((query["collection"], path) for path, _ in query["fields"])
     return fields

@@ -85,6 +85,14 @@ def _parse_commit_bytes(value: str) -> int:
     return number
 
 
+def _parse_topic_id(value: str) -> str:
+    value = value.strip()
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}", value) or value.startswith("goog"):
+        raise ValueError("must be a Pub/Sub topic id (3-255 characters: letters, digits, "
+                         "-_.~+%, starting with a letter, not with 'goog')")
+    return value
+
+
 def _parse_bool(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -214,6 +222,16 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CALSYNC_FEED_RETENTION_DAYS", "feed_retention_days", _parse_positive_int,
              "Change entries expire (Firestore TTL on `expire_at`) this many days after "
              "they were written.", (WORKER, API), default="30"),
+    Variable("CALSYNC_PUBSUB_TOPIC", "pubsub_topic", _parse_topic_id,
+             "Pub/Sub topic id every committed change is published to (the outbox); "
+             "unset: no publishing.", (WORKER, RENEWER), default="", required=False),
+    Variable("CALSYNC_PUBLISH_TIMEOUT_SECONDS", "publish_timeout", _parse_positive_float,
+             "A run waits at most this long in total for Pub/Sub to acknowledge its "
+             "publishes; the rest is left to the next run or the renewer's sweep.",
+             (WORKER,), default="10"),
+    Variable("CALSYNC_OUTBOX_SWEEP_SECONDS", "outbox_sweep_after", _parse_positive_int,
+             "Entries left unpublished longer than this get a publishing run from the "
+             "renewer.", (RENEWER,), default="60"),
     Variable("CALENDAR_API_ENDPOINT", "calendar_api_endpoint", _parse_url,
              "Calendar API root (the emulator locally).", (WORKER, RENEWER),
              default="", required=False, local_only=True),
@@ -263,6 +281,9 @@ class Settings:
     page_size: int = 2500
     commit_bytes: int = 3145728
     feed_retention_days: int = 30
+    pubsub_topic: str = ""
+    publish_timeout: float = 10.0
+    outbox_sweep_after: int = 60
     calendar_api_endpoint: str = ""
     oauth_token_uri: str = ""
     oauth_auth_uri: str = ""

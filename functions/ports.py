@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -128,8 +130,9 @@ class SyncStore(ABC):
     @abstractmethod
     def commit_page(
         self, lease: Lease, writes: Sequence[EventWrite], now: datetime, until: datetime
-    ) -> None:
-        """Write snapshots and their change entries in one fenced transaction.
+    ) -> Sequence[dict[str, Any]] | None:
+        """Write snapshots and their change entries in one fenced transaction;
+        the committed entry documents (for the outbox; None: it reads them back).
 
         Allocates dense `seq` values after `change_seq`, extends the lease to
         `until`. The caller keeps each call within the transaction write limit.
@@ -298,3 +301,52 @@ class ChannelStore(ABC):
         the renewer), nothing is written. Returns the channel's new version,
         or None when nothing was written (lost that race, or deleted).
         """
+
+
+@dataclass(frozen=True)
+class OutMessage:
+    """One Pub/Sub message: its data and attributes."""
+
+    data: bytes
+    attributes: dict[str, str]
+
+
+class Publisher(ABC):
+    """Publishes messages to the outbox's topic, in order per ordering key."""
+
+    @abstractmethod
+    def resume(self, ordering_key: str) -> None:
+        """Let the key publish again after a failure (the client refuses it until then)."""
+
+    @abstractmethod
+    def submit(self, ordering_key: str, message: OutMessage) -> Future[str]:
+        """Start publishing; the future's result is the message id. It fails with
+        `PublishRefused` when Pub/Sub refuses this message itself (too large, a bad
+        attribute), with another error when the topic or the service fails."""
+
+
+class OutboxStore(ABC):
+    """The outbox's side of `state/writer` (DESIGN.md, "Delivery (outbox)")."""
+
+    @abstractmethod
+    def outbox_position(self, sub_id: str) -> tuple[int | None, int]:
+        """(`published_seq` or None if the outbox never started, `change_seq`)."""
+
+    @abstractmethod
+    def read_entries(self, sub_id: str, after: int, upto: int) -> list[dict[str, Any]]:
+        """The stored change entries `after < seq <= upto`, ascending."""
+
+    @abstractmethod
+    def advance_published(self, lease: Lease, seq: int) -> None:
+        """Raise `published_seq` to `seq` (clearing `publish_pending_since` once it
+        caught up with `change_seq`); fenced: raises LeaseLost."""
+
+    @abstractmethod
+    def acquire_publish_lease(self, sub_id: str, now: datetime, until: datetime) -> Lease | None:
+        """Take the lease only to publish, when entries wait unpublished and no run
+        holds it; claims no sync request."""
+
+    @abstractmethod
+    def pending_outboxes(self, before: datetime, limit: int,
+                         after: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """(sub_id, writer state) with `publish_pending_since <= before`, oldest first."""

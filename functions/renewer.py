@@ -16,7 +16,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions import logs
 from functions.channel_store import ABANDONED, ACTIVE, PENDING, REPLACED, STOPPED, Channel
@@ -26,6 +26,9 @@ from functions.model import ACTIVE as SUB_ACTIVE
 from functions.model import ERROR, Subscription
 from functions.ports import LifecycleStore
 from functions.subscriptions import SubscriptionService, backoff
+
+if TYPE_CHECKING:
+    from functions.outbox import OutboxSweeper
 
 CLAIM_SPAN = timedelta(minutes=2)  # a claim outlives any one renewal
 CONTINUE_AFTER = timedelta(seconds=10)
@@ -41,6 +44,7 @@ class RenewalReport:
     abandoned: int = 0
     swept: int = 0
     safety_net: int = 0
+    outbox_swept: int = 0  # publishing runs queued for entries left unpublished
     channel_reads: int = 0
     subscription_reads: int = 0
     oldest_pending_age_s: float | None = None
@@ -68,7 +72,9 @@ class Renewer:
         continue_later: Callable[[datetime, str], None] | None = None,
         batch: int = 200,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        outbox: OutboxSweeper | None = None,
     ) -> None:
+        self._outbox = outbox
         self._settings = settings
         self._subs = subscriptions
         self._service = service
@@ -84,6 +90,8 @@ class Renewer:
                     for state, before in ((ACTIVE, now + window), (PENDING, now))]
         sections.append(self._sweep(now, report))
         sections.append(self._safety_net(now, report))
+        if self._outbox is not None:
+            sections.append(self._outbox_sweep(now, report))
         oldest = self._subs.oldest_request()
         if oldest is not None:
             report.oldest_pending_age_s = round(max((now - oldest).total_seconds(), 0.0), 3)
@@ -243,6 +251,21 @@ class Renewer:
             return queued
 
         return self._scan("last_synced_at", before, True, act, report)
+
+    def _outbox_sweep(self, now: datetime, report: RenewalReport) -> _Section:
+        """Queue a publishing run for subscriptions whose entries stayed unpublished
+        (a run died between commit and publish, or Pub/Sub failed): DESIGN.md,
+        "Delivery (outbox)"; paused subscriptions included."""
+        assert self._outbox is not None
+        try:
+            queued, more, errors = self._outbox.sweep(
+                now, self._batch, self._batch * READ_PAST_FACTOR)
+        except CalsyncError as err:
+            report.errors.append(f"outbox sweep: {type(err).__name__}")
+            return _Section()
+        report.outbox_swept += queued
+        report.errors.extend(errors)
+        return _Section(progress=queued, more=more)
 
     def _scan(self, field_name: str, before: datetime, include_null: bool,
               act: Callable[[Subscription, dict[str, Any]], bool],

@@ -140,6 +140,18 @@ def refusal(err: BaseException | None) -> str | None:
     return None
 
 
+def _outbox_marks(state: dict[str, Any], first: int, now: datetime | None) -> dict[str, Any]:
+    """What a commit that adds entries after `first` sets for the outbox: the
+    oldest unpublished moment, and `published_seq` when the outbox starts now
+    (a topic was just configured: no history replay)."""
+    marks: dict[str, Any] = {}
+    if state.get("publish_pending_since") is None:
+        marks["publish_pending_since"] = now or firestore.SERVER_TIMESTAMP
+    if state.get("published_seq") is None:
+        marks["published_seq"] = first
+    return marks
+
+
 def _entry(data: dict[str, Any]) -> ChangeEntry:
     return ChangeEntry(
         seq=int(data["seq"]),
@@ -160,10 +172,14 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
     max_document_bytes = codec.MAX_DOCUMENT_BYTES
 
     def __init__(
-        self, client: firestore.Client, *, feed_retention: timedelta = FEED_RETENTION
+        self, client: firestore.Client, *, feed_retention: timedelta = FEED_RETENTION,
+        outbox: bool = False,
     ) -> None:
         self._client = client
         self._feed_retention = feed_retention
+        # A topic is configured: commits keep the outbox fields (functions/outbox.py;
+        # `outbox_store.OutboxFirestoreStore` sets it and adds the outbox's reads).
+        self._outbox = outbox
 
     # -- references ---------------------------------------------------------
 
@@ -368,12 +384,15 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
 
     def commit_page(
         self, lease: Lease, writes: Sequence[EventWrite], now: datetime, until: datetime
-    ) -> None:
+    ) -> list[dict[str, Any]]:
         """Encode every document first (naming any over 1 MiB before sending),
-        then commit; see `_commit_encoded` for a commit Firestore refuses."""
+        then commit; see `_commit_encoded` for a commit Firestore refuses.
+        Returns the committed entry documents (with their `seq`), for the outbox."""
         expire_at = now + self._feed_retention
         encoded = [self._encode(lease.subscription.id, w, now, expire_at) for w in writes]
-        self._commit_encoded(lease, encoded, until)
+        committed: list[dict[str, Any]] = []
+        self._commit_encoded(lease, encoded, until, now, committed)
+        return committed
 
     def _encode(
         self, sub_id: str, write: EventWrite, now: datetime, expire_at: datetime
@@ -398,7 +417,9 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                                     "bytes, over Firestore's 1 MiB document limit")
         return _Encoded(write.event_id, document, entry)
 
-    def _commit_encoded(self, lease: Lease, encoded: list[_Encoded], until: datetime) -> None:
+    def _commit_encoded(self, lease: Lease, encoded: list[_Encoded], until: datetime,
+                        now: datetime | None = None,
+                        committed: list[dict[str, Any]] | None = None) -> None:
         """Commit in order; if Firestore refuses the data, commit each half on its
         own, down to the single event it refuses, which is named (permanent).
 
@@ -408,7 +429,7 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         """
         try:
             with _translated():
-                self._commit_once(lease, encoded, until)
+                self._commit_once(lease, encoded, until, now, committed)
         except StoreError as err:
             reason = refusal(err.__cause__)
             if reason is None or not encoded:
@@ -420,11 +441,15 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                 raise StoreRejected(
                     f"event {one.event_id} was refused by Firestore: {why}") from err
             half = len(encoded) // 2
-            self._commit_encoded(lease, encoded[:half], until)
-            self._commit_encoded(lease, encoded[half:], until)
+            self._commit_encoded(lease, encoded[:half], until, now, committed)
+            self._commit_encoded(lease, encoded[half:], until, now, committed)
 
-    def _commit_once(self, lease: Lease, encoded: list[_Encoded], until: datetime) -> None:
-        """One fenced transaction: the snapshots, their entries, `change_seq`."""
+    def _commit_once(self, lease: Lease, encoded: list[_Encoded], until: datetime,
+                     now: datetime | None = None,
+                     committed: list[dict[str, Any]] | None = None) -> None:
+        """One fenced transaction: the snapshots, their entries, `change_seq`, and
+        with an outbox `publish_pending_since` (and `published_seq` the first time)."""
+        entries: list[dict[str, Any]] = []
         sub_id = lease.subscription.id
         events = self._events(sub_id)
         changes = self._sub(sub_id).collection(CHANGES)
@@ -433,20 +458,29 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         def commit(transaction: Any) -> None:
             state = self._fenced_state(transaction, lease)
             seq = int(state.get("change_seq") or 0)
+            first = seq
+            entries.clear()  # a retried transaction starts over
             for item in encoded:
                 snapshot = item.snapshot
                 try:
                     if item.entry is not None:
                         seq += 1
                         snapshot = {**snapshot, "_seq": seq}
-                        transaction.set(changes.document(seq_id(seq)), {**item.entry, "seq": seq})
+                        entry = {**item.entry, "seq": seq}
+                        transaction.set(changes.document(seq_id(seq)), entry)
+                        entries.append(entry)
                     transaction.set(events.document(item.event_id), snapshot)
                 except ValueError as err:  # the client refuses a field name itself
                     raise StoreRejected(
                         f"event {item.event_id} was refused by Firestore: {err}") from err
-            transaction.update(self._state(sub_id), {"change_seq": seq, "lease_until": until})
+            update: dict[str, Any] = {"change_seq": seq, "lease_until": until}
+            if self._outbox and seq > first:
+                update.update(_outbox_marks(state, first, now))
+            transaction.update(self._state(sub_id), update)
 
         commit(self._client.transaction())
+        if committed is not None:
+            committed.extend(entries)
 
     def commit_final(self, lease: Lease, sync_token: str, now: datetime) -> FinalCommit:
         sub_id = lease.subscription.id

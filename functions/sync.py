@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from functions import catalogue, codec
 from functions.errors import (
@@ -32,6 +33,9 @@ from functions.errors import (
 from functions.model import CHANGE_KINDS, Event, EventPage, EventWrite, Lease, LeaseOutcome
 from functions.plan import deleted_series_ids, plan_page, plan_reconciliation
 from functions.ports import CalendarPort, ChannelKeeper, SyncStore, TaskQueue
+
+if TYPE_CHECKING:
+    from functions.outbox import Outbox, RunPublishing
 
 Clock = Callable[[], datetime]
 
@@ -88,6 +92,7 @@ class SyncReport:
     duration: float
     error: str | None = None
     retry_at: datetime | None = None
+    published: int = 0  # change entries Pub/Sub acknowledged in this run (the outbox)
 
     def log_fields(self) -> dict[str, object]:
         return {
@@ -101,6 +106,7 @@ class SyncReport:
             "duration_s": round(self.duration, 3),
             "error": self.error,
             "retry_at": self.retry_at.isoformat() if self.retry_at else None,
+            "published": self.published,
         }
 
 
@@ -111,6 +117,7 @@ class _Progress:
     items: int = 0
     reconciled: int = 0
     entries: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHANGE_KINDS, 0))
+    published: int = 0
 
 
 class SyncEngine:
@@ -124,7 +131,9 @@ class SyncEngine:
         settings: SyncSettings | None = None,
         clock: Clock = utcnow,
         channels: ChannelKeeper | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
+        self._outbox = outbox
         self._store = store
         self._calendar = calendar
         self._queue = queue
@@ -148,6 +157,7 @@ class SyncEngine:
             duration=time.monotonic() - ticks,
             error=error,
             retry_at=retry_at,
+            published=progress.published,
         )
 
     def _run(
@@ -163,6 +173,8 @@ class SyncEngine:
         if attempt.outcome is LeaseOutcome.DEFERRED and attempt.retry_at is not None:
             return self._defer(sub_id, attempt.retry_at)
         if attempt.lease is None:
+            if attempt.outcome in (LeaseOutcome.IDLE, LeaseOutcome.INACTIVE):
+                progress.published = self._publish_only(sub_id, started, lease_span)
             return Outcome(attempt.outcome.value), None, attempt.retry_at
         run = _Run(self, attempt.lease, progress)
         try:
@@ -171,6 +183,9 @@ class SyncEngine:
                 # is then announced by a notification.
                 self._channels.ensure_channel(attempt.lease.subscription)
             token = run.sync()
+            if run.publishing is not None:
+                run.publishing.finish()  # bounded by the publish timeout; never raises
+                progress.published = run.publishing.published
             final = self._store.commit_final(run.lease, token, self._clock())
             if final.requested_gen > run.lease.claimed_gen:
                 not_before = started + timedelta(seconds=self._settings.min_sync_interval)
@@ -195,6 +210,22 @@ class SyncEngine:
         except BaseException:
             self._release_quietly(run.lease)  # a bug must not hold the lease till expiry
             raise
+
+    def _publish_only(self, sub_id: str, started: datetime, span: timedelta) -> int:
+        """Nothing to sync (or paused), but entries wait unpublished: take the
+        lease only to publish them (DESIGN.md, "Delivery (outbox)"), fenced."""
+        if self._outbox is None:
+            return 0
+        try:
+            lease = self._outbox.store.acquire_publish_lease(sub_id, started, started + span)
+        except CalsyncError:
+            return 0  # the renewer's sweep comes back
+        if lease is None:
+            return 0
+        publishing = self._outbox.start(lease)
+        publishing.finish()
+        self._release_quietly(lease)
+        return publishing.published
 
     def _defer(
         self, sub_id: str, retry_at: datetime
@@ -254,6 +285,9 @@ class _Run:
         self.store = engine._store
         self.settings = engine._settings
         self.lease_until = lease.until
+        outbox = engine._outbox
+        self.publishing: RunPublishing | None = (
+            outbox.start(lease) if outbox is not None else None)
 
     def sync(self) -> str:
         """List, diff and commit every page; the next sync token."""
@@ -346,10 +380,12 @@ class _Run:
         for chunk in chunks:
             now = self.engine._clock()
             self.lease_until = now + span
-            self.store.commit_page(self.lease, chunk, now, self.lease_until)
+            committed = self.store.commit_page(self.lease, chunk, now, self.lease_until)
             for write in chunk:
                 if write.change is not None:
                     self.progress.entries[write.change.kind] += 1
+            if self.publishing is not None and any(w.change is not None for w in chunk):
+                self.publishing.committed(committed)  # submits; waits for nothing
 
 
 def _chunks(
