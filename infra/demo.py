@@ -228,6 +228,16 @@ def run(story: Story, stack: Stack) -> None:
     story.say("edited one 'Standup' instance and cancelled another")
     feed.drain(story, expect=2)
 
+    story.title("Told at once: Pub/Sub pushes every change to the app")
+    pushed = _wait_for(lambda: (lines := _consumer_lines(run_dir)) and
+                       any("Standup (demo day)" in line for line in lines) and lines,
+                       timeout=30) or _consumer_lines(run_dir)
+    story.say(f"the worker published each committed entry to topic "
+              f"{env.get('CALSYNC_PUBSUB_TOPIC')} (ordering key = subscription id); the "
+              f"push subscription delivered them to the app at {env.get('CALSYNC_CONSUMER_URL')}:")
+    for line in pushed[-8:]:
+        story.say(f"app: {line}")
+
     story.title("A burst of 200 rapid edits collapses into a few sync runs")
     before_runs = len(_synced_runs(run_dir, sub.id))
     started = time.monotonic()
@@ -316,6 +326,15 @@ def connect(story: Story, api: Api, env: dict[str, str], calendar_id: str) -> tu
               f"(owner from the ID token; refresh token sealed at once, never returned); "
               f"the first sync opens the watch channel, then lists")
     return str(sub["id"]), code
+
+
+def _consumer_lines(run_dir: Path) -> list[str]:
+    """What the example consumer printed: one line per change it was pushed."""
+    try:
+        text = (run_dir / "consumer.log").read_text()
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.startswith("subscription ")]
 
 
 def _synced_runs(run_dir: Path, sub_id: str) -> list[dict[str, Any]]:
