@@ -74,6 +74,17 @@ def outbox(config: Settings) -> Any:
         config.project, timeout=config.publish_timeout))
 
 
+def feed(config: Settings) -> Any:
+    """The feed reader (changes by cursor, event pages) the API and the CLI share."""
+    from functions.api_tokens import PageTokens
+    from functions.feed import Feed
+
+    # Event page tokens are signed with keys derived from the credential keys
+    # when there are any; otherwise they are still checked for integrity.
+    keys = list(config.credential_keys.values()) or [config.project.encode()]
+    return _memo("feed", lambda: Feed(firestore_client(config), PageTokens(keys)))
+
+
 def task_queue(config: Settings) -> Any:
     """The Cloud Tasks queue of sync tasks."""
     from functions.tasks import CloudTasksQueue

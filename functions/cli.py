@@ -85,37 +85,61 @@ def load_settings(needs: Sequence[str], uses: Sequence[str] = (),
 # -- changes -------------------------------------------------------------------
 
 
-def _format_entry(entry: Any) -> str:
-    series = f" (series {entry.recurring_event_id})" if entry.recurring_event_id else ""
-    fields = ", ".join(sorted(entry.fields)) or "-"
-    at = entry.at.isoformat() if entry.at else "-"
-    return f"{entry.seq:>8}  {entry.kind:<8} {entry.event_id}{series}  [{fields}]  {at}"
+def _format_entry(entry: dict[str, Any]) -> str:
+    recurring = entry.get("recurring_event_id")
+    series = f" (series {recurring})" if recurring else ""
+    fields = ", ".join(sorted(entry.get("fields") or {})) or "-"
+    return (f"{entry['seq']:>8}  {entry['kind']:<8} {entry['event_id']}{series}  [{fields}]  "
+            f"{entry.get('at') or '-'}")
 
 
 def _feed() -> Any:
-    """The store `changes` reads (FeedReader + get_subscription); tests replace it."""
+    """The feed reader the API's changes route uses (functions.feed); tests replace it."""
     from functions import app
 
-    return app.store(load_settings(FIRESTORE))
+    return app.feed(load_settings(FIRESTORE))
 
 
 def cmd_changes(args: argparse.Namespace, output: Output) -> int:
-    """Print the change feed of a subscription after a cursor."""
+    """Print the change feed of a subscription after a cursor (the API's changes route)."""
+    from functions.feed import ChangesQuery, CursorAhead, CursorExpired, SubscriptionMissing
     from functions.subscriptions import SubscriptionNotFound
 
-    store = _feed()
-    if store.get_subscription(args.subscription_id) is None:
-        raise SubscriptionNotFound(args.subscription_id)
-    page = store.list_changes(args.subscription_id, args.after, args.limit)
-    lines = [_format_entry(entry) for entry in page.entries]
-    lines.append(f"next cursor: {page.next_cursor}")
+    query = ChangesQuery(cursor=args.after, limit=args.limit, kinds=tuple(args.kinds or ()),
+                         fields=tuple(args.fields or ()))
+    try:
+        page = _feed().changes(args.subscription_id, query)
+    except SubscriptionMissing as err:
+        raise SubscriptionNotFound(args.subscription_id) from err
+    except CursorAhead as err:
+        raise CliError(USAGE, "invalid_argument", str(err),
+                       {"change_seq": err.change_seq}) from err
+    except CursorExpired as err:
+        raise CliError(FAILED, "cursor_expired", f"{err}: bootstrap again",
+                       {"oldest_available_seq": err.oldest_available_seq}) from err
+    lines = [_format_entry(entry) for entry in page.changes]
+    lines.append(f"next cursor: {page.next_cursor}" + (" (more after it)" if page.has_more
+                                                          else ""))
     output.result({
         "subscription_id": args.subscription_id,
         "after": args.after,
         "next_cursor": page.next_cursor,
-        "entries": [entry.to_json() for entry in page.entries],
+        "has_more": page.has_more,
+        "entries": page.changes,
     }, "\n".join(lines))
     return OK
+
+
+def _names(allowed: tuple[str, ...] | None = None) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [n for n in names if allowed is not None and n not in allowed]
+        if not names or unknown:
+            raise argparse.ArgumentTypeError(
+                f"want a comma-separated list{' of ' + ', '.join(allowed) if allowed else ''}")
+        return names
+
+    return parse
 
 
 def _whole(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -142,8 +166,14 @@ def _register_changes(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--after", type=_whole(0), default=0, metavar="CURSOR",
                         help="show changes after this cursor (default 0: from the start)")
     parser.add_argument("--limit", type=_whole(1, MAX_LIMIT), default=DEFAULT_LIMIT,
-                        metavar="N", help=f"at most N changes (1-{MAX_LIMIT}, "
+                        metavar="N", help=f"scan at most N changes (1-{MAX_LIMIT}, "
                                           f"default {DEFAULT_LIMIT})")
+    parser.add_argument("--kinds", type=_names(("created", "updated", "deleted")),
+                        metavar="KIND,...", help="show only these kinds (a filter: the "
+                                                 "cursor still moves past the others)")
+    parser.add_argument("--fields", type=_names(), metavar="FIELD,...",
+                        help="show `updated` changes only when they touch one of these "
+                             "fields (created and deleted always show)")
     parser.set_defaults(handler=cmd_changes)
 
 
@@ -212,7 +242,21 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return FAILED
     except Exception as failure:  # noqa: BLE001 - every failure is one message, no traceback
+        if _interrupted(failure):
+            # Ctrl-C inside a transaction: the client's rollback fails on top of it.
+            output.error(CliError(INTERRUPTED, "unavailable", "interrupted",
+                                  {"reason": "interrupted"}))
+            return INTERRUPTED
         return output.error(classify(failure))
+
+
+def _interrupted(failure: BaseException) -> bool:
+    seen: BaseException | None = failure
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 __all__ = ["FAILED", "NOT_FOUND", "OK", "USAGE", "load_settings", "main"]

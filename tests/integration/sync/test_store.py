@@ -146,7 +146,10 @@ def test_cli_changes_prints_the_feed(store: FirestoreStore, subscription: Subscr
 
     lease = store.acquire_lease(subscription.id, T0, T0 + SPAN).lease
     store.commit_page(lease, [_write("a"), _write("b"), _write("c")], T0, T0 + SPAN)
-    monkeypatch.setattr(cli, "_feed", lambda: store)
+    from functions.api_tokens import PageTokens
+    from functions.feed import Feed
+
+    monkeypatch.setattr(cli, "_feed", lambda: Feed(store._client, PageTokens([b"k" * 32])))
     out = io.StringIO()
     assert cli.main(["changes", subscription.id, "--after", "1", "--limit", "1", "--json"],
                     out=out) == 0
@@ -157,6 +160,9 @@ def test_cli_changes_prints_the_feed(store: FirestoreStore, subscription: Subscr
     assert cli.main(["changes", subscription.id], out=out) == 0
     lines = out.getvalue().splitlines()
     assert len(lines) == 4 and lines[-1] == "next cursor: 3" and "created" in lines[0]
+    out = io.StringIO()  # a cursor past the feed's end is refused, as by the API
+    assert cli.main(["changes", subscription.id, "--after", "9", "--json"], out=out) == 2
+    assert json.loads(out.getvalue())["error"]["code"] == "invalid_argument"
 
 
 def test_a_run_too_soon_after_the_last_one_is_deferred_to_the_gap(

@@ -75,4 +75,5 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fakes]:
 
     monkeypatch.setattr(app, "subscription_service", service)
     monkeypatch.setattr(app, "store", store)
+    monkeypatch.setattr(app, "feed", store)  # `changes` reads the feed the API reads
     yield found
