@@ -1,4 +1,4 @@
-"""Entry points for functions-framework: webhook, sync_worker, renew_channels.
+"""Entry points for functions-framework: webhook, sync_worker, renew_channels, api.
 
 Thin on purpose: each hands the Flask request to its handler in `functions`.
 """
@@ -24,3 +24,10 @@ def sync_worker(request: Request) -> Response:
 @functions_framework.http
 def renew_channels(request: Request) -> Response:
     return entrypoints.renew_channels(request)
+
+
+@functions_framework.http
+def api(request: Request) -> Response:
+    from functions import api as consumer_api  # imported by the api function only
+
+    return consumer_api.handle(request)  # type: ignore[no-any-return]

@@ -53,7 +53,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _stack import add_bench_args, parse  # noqa: E402
 from _world import IoCount, count_io, fail, firestore_emulator  # noqa: E402
 
-from functions.channel_store import FirestoreChannelStore  # noqa: E402
 from functions.channels import ChannelPort, OpenedChannel  # noqa: E402
 from functions.config import Settings  # noqa: E402
 from functions.model import Subscription  # noqa: E402
@@ -115,8 +114,7 @@ def build_renewer(client: Any, config: Settings, channels: ChannelPort, queue: T
                   continue_later: Callable[..., None], batch: int) -> Renewer:
     """The renewer over the real stores, as `app.renewer()` wires it, with our two fakes."""
     subs = SubscriptionStore(client)
-    service = SubscriptionService(config, subs, FirestoreChannelStore(client), channels,
-                                  FirestoreStore(client), queue)
+    service = SubscriptionService(config, subs, channels, FirestoreStore(client), queue)
     return Renewer(config, subs, service, continue_later=continue_later, batch=batch)
 
 

@@ -44,6 +44,8 @@ SINGLE_FIELD_QUERIES: list[tuple[str, str]] = [
     (CHANGES, "seq"),                 # the feed after a cursor
     (CHANNELS, "sub_id"),             # a subscription's channels
     (SUBSCRIPTIONS, "status"),        # listing by status
+    (SUBSCRIPTIONS, "labels"),        # the API's listing by label (labels.KEY ==)
+    (CHANNELS, "state"),              # a subscription's delivering channels
 ]
 
 # Single-field queries over a whole collection group (not one subscription's

@@ -7,7 +7,6 @@ then learnt from whichever comes first, and must match ever after.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from functions.ports import ChannelStore
 from functions.store import _translated
 
 CHANNELS = "channels"
@@ -44,30 +44,6 @@ class Channel:
 
 class ResourceMismatch(Exception):
     """The notification's resource id is not the channel's."""
-
-
-class ChannelStore(ABC):
-    """What the webhook reads and writes about channels."""
-
-    @abstractmethod
-    def get_channel(self, channel_id: str) -> Channel | None:
-        """The channel, or None when unknown."""
-
-    @abstractmethod
-    def learn_resource_id(self, channel_id: str, resource_id: str) -> None:
-        """Record the resource id of a pending channel; raises ResourceMismatch."""
-
-    @abstractmethod
-    def record_notification(
-        self, channel: Channel, message_number: int, now: datetime
-    ) -> datetime | None:
-        """Note the latest notification on the channel and its subscription.
-
-        Conditional on `channel.version` (when set): if anyone wrote the
-        channel since it was read (another instance noting a notification,
-        the renewer), nothing is written. Returns the channel's new version,
-        or None when nothing was written (lost that race, or deleted).
-        """
 
 
 def _channel(channel_id: str, data: dict[str, Any],

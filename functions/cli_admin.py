@@ -202,27 +202,14 @@ def cmd_list(args: argparse.Namespace, output: Output) -> int:
 def cmd_resync(args: argparse.Namespace, output: Output) -> int:
     """Queue a sync (a full one with --full) and wait for it to finish."""
     from functions import app
-    from functions.subscriptions import SubscriptionNotFound
 
     settings = load_settings(QUEUE, QUEUE_OPTIONS)
     service, store = _service(settings), app.store(settings)
-    sub = store.get_subscription(args.subscription_id)
-    if sub is None:
-        raise SubscriptionNotFound(args.subscription_id)
-    if sub.status != "active":
-        raise CliError(FAILED, "failed_precondition",
-                       f"subscription {sub.id} is {sub.status}: only an active one syncs"
-                       + (" (resume it first)" if sub.status in ("paused", "error") else ""),
-                       {"status": sub.status})
-    full = store.request_full_resync(sub.id) if args.full else 0
-    if not service.request_sync(sub.id, origin="resync"):
-        # A request was already pending: make sure a task serves it now.
-        service.requeue(sub.id, store.get_subscription(sub.id).requested_gen,
-                        origin=f"resync{int(time.time())}")
-    target = store.get_subscription(sub.id).requested_gen
+    requested = service.resync(args.subscription_id, full=args.full)  # refusals: exit 1
+    sub_id, target, full = args.subscription_id, requested.generation, requested.full_request
     deadline = time.monotonic() + args.timeout
     while True:
-        state = store.get_writer_state(sub.id)
+        state = store.get_writer_state(sub_id)
         seq = int(state.get("change_seq") or 0)
         if (int(state.get("synced_gen") or 0) >= target
                 and int(state.get("full_resync_served") or 0) >= full
@@ -230,13 +217,13 @@ def cmd_resync(args: argparse.Namespace, output: Output) -> int:
             break
         if time.monotonic() >= deadline:
             raise CliError(FAILED, "unavailable",
-                           f"the sync of {sub.id} did not finish within {args.timeout:.0f}s; "
+                           f"the sync of {sub_id} did not finish within {args.timeout:.0f}s; "
                            "it stays queued (see `status`)", {"timeout_s": args.timeout})
         output.progress(f"{'running' if state.get('lease_until') else 'queued'}: "
                         f"feed at cursor {seq}")
         time.sleep(0.5)
-    output.result({"subscription_id": sub.id, "synced_gen": target, "change_seq": seq},
-                  f"synced {sub.id}: feed at cursor {seq}")
+    output.result({"subscription_id": sub_id, "synced_gen": target, "change_seq": seq},
+                  f"synced {sub_id}: feed at cursor {seq}")
     return OK
 
 

@@ -19,8 +19,9 @@ from typing import Any
 WEBHOOK = "webhook"
 WORKER = "sync_worker"
 RENEWER = "renew_channels"
+API = "api"
 CLI = "cli"
-ALL_FUNCTIONS = (WEBHOOK, WORKER, RENEWER)
+ALL_FUNCTIONS = (WEBHOOK, WORKER, RENEWER, API)
 # Firestore refuses a commit request over 10 MiB (the emulator over 4 MiB).
 MAX_COMMIT_BYTES = 10 * 1024 * 1024
 
@@ -57,6 +58,13 @@ def _parse_positive_float(value: str) -> float:
     if not number > 0 or number != number or number == float("inf"):
         raise ValueError("must be a positive number")
     return number
+
+
+def _parse_dispatch_deadline(value: str) -> int:
+    seconds = _parse_positive_int(value)
+    if not 15 <= seconds <= 1800:
+        raise ValueError("must be between 15 and 1800 (Cloud Tasks' limits)")
+    return seconds
 
 
 def _parse_positive_int(value: str) -> int:
@@ -151,17 +159,23 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CALSYNC_RENEWER_URL", "renewer_url", _parse_url,
              "URL of the renewer function (target of fan-out tasks).", (RENEWER,),
              default="", required=False),
+    Variable("CALSYNC_RENEWER_INVOKER_SA", "renewer_invoker_sa", _parse_str,
+             "Service account the renewer's own continuation tasks are minted for (one "
+             "invoker account per target).", (RENEWER,), default="", required=False),
+    Variable("CALSYNC_DISPATCH_DEADLINE_SECONDS", "dispatch_deadline", _parse_dispatch_deadline,
+             "Dispatch deadline of every task; the worker's timeout is the same value.",
+             ALL_FUNCTIONS, default="1800"),
     Variable("CALSYNC_CHANNEL_TOKEN_KEYS", "channel_token_keys", _parse_keyring,
              "Channel-token HMAC keys, `id:base64key,...`, current first.",
              (WEBHOOK, WORKER, RENEWER), secret=True),
     Variable("CALSYNC_CREDENTIAL_KEYS", "credential_keys", _parse_keyring,
              "AES-GCM keys for stored refresh tokens, `id:base64key,...`, current first.",
-             (WORKER, RENEWER), secret=True, required=False, default=""),
+             (WORKER, RENEWER, API), secret=True, required=False, default=""),
     Variable("CALSYNC_OAUTH_CLIENT_ID", "oauth_client_id", _parse_str,
-             "OAuth client id for per-user refresh tokens.", (WORKER, RENEWER),
+             "OAuth client id for per-user refresh tokens.", (WORKER, RENEWER, API),
              required=False, default=""),
     Variable("CALSYNC_OAUTH_CLIENT_SECRET", "oauth_client_secret", _parse_str,
-             "OAuth client secret for per-user refresh tokens.", (WORKER, RENEWER),
+             "OAuth client secret for per-user refresh tokens.", (WORKER, RENEWER, API),
              secret=True, required=False, default=""),
     Variable("CALSYNC_DELEGATION_SA", "delegation_sa", _parse_str,
              "Service account with domain-wide delegation (Workspace calendars).",
@@ -184,7 +198,7 @@ VARIABLES: tuple[Variable, ...] = (
              default="86400"),
     Variable("CALSYNC_MIN_SYNC_INTERVAL_SECONDS", "min_sync_interval", _parse_positive_float,
              "Follow-up runs start no sooner than this after the previous run started.",
-             (WEBHOOK, WORKER, RENEWER), default="2"),
+             ALL_FUNCTIONS, default="2"),
     Variable("CALSYNC_SAFETY_NET_INTERVAL_SECONDS", "safety_net_interval",
              _parse_positive_int,
              "Subscriptions not synced within this interval get a safety-net sync.",
@@ -207,7 +221,7 @@ VARIABLES: tuple[Variable, ...] = (
              "refuses over 10 MiB, the emulator over 4 MiB).", (WORKER,), default="3145728"),
     Variable("CALSYNC_FEED_RETENTION_DAYS", "feed_retention_days", _parse_positive_int,
              "Change entries expire (Firestore TTL on `expire_at`) this many days after "
-             "they were written.", (WORKER,), default="30"),
+             "they were written.", (WORKER, API), default="30"),
     Variable("CALSYNC_PUBSUB_TOPIC", "pubsub_topic", _parse_topic_id,
              "Pub/Sub topic id every committed change is published to (the outbox); "
              "unset: no publishing.", (WORKER, RENEWER), default="", required=False),
@@ -222,7 +236,10 @@ VARIABLES: tuple[Variable, ...] = (
              "Calendar API root (the emulator locally).", (WORKER, RENEWER),
              default="", required=False, local_only=True),
     Variable("CALSYNC_OAUTH_TOKEN_URI", "oauth_token_uri", _parse_url,
-             "OAuth token endpoint (the emulator's /token locally).", (WORKER, RENEWER),
+             "OAuth token endpoint (the emulator's /token locally).", (WORKER, RENEWER, API),
+             default="", required=False, local_only=True),
+    Variable("CALSYNC_OAUTH_AUTH_URI", "oauth_auth_uri", _parse_url,
+             "OAuth consent page users are sent to (the emulator's locally).", (API,),
              default="", required=False, local_only=True),
     Variable("CLOUD_TASKS_EMULATOR_HOST", "tasks_emulator_host", _parse_host_port,
              "host:port of a Cloud Tasks emulator.", ALL_FUNCTIONS,
@@ -244,6 +261,8 @@ class Settings:
     tasks_invoker_sa: str = ""
     webhook_url: str = ""
     renewer_url: str = ""
+    renewer_invoker_sa: str = ""
+    dispatch_deadline: int = 1800
     channel_token_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
     credential_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
     oauth_client_id: str = ""
@@ -267,6 +286,7 @@ class Settings:
     outbox_sweep_after: int = 60
     calendar_api_endpoint: str = ""
     oauth_token_uri: str = ""
+    oauth_auth_uri: str = ""
     tasks_emulator_host: str = ""
     json_logs: bool = True
 

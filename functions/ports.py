@@ -151,8 +151,10 @@ class SyncStore(ABC):
         *,
         retry_at: datetime | None = None,
         error: str | None = None,
+        reason: str | None = None,
     ) -> None:
-        """Release without committing a token; record a retry time or an error."""
+        """Release without committing a token; record a retry time or an error
+        (`reason`: a stable word such as `reauthorization_required`)."""
 
 
 class RequestStore(ABC):
@@ -169,6 +171,10 @@ class RequestStore(ABC):
     @abstractmethod
     def enqueue_failed(self, sub_id: str, generation: int) -> None:
         """Queueing the task for `generation` failed: the next request queues it."""
+
+    @abstractmethod
+    def request_full_resync(self, sub_id: str) -> int:
+        """Ask the next run to list in full and reconcile; the request's number."""
 
 
 class FeedReader(ABC):
@@ -320,3 +326,27 @@ class OutboxStore(ABC):
     def pending_outboxes(self, before: datetime, limit: int,
                          after: str | None = None) -> list[tuple[str, dict[str, Any]]]:
         """(sub_id, writer state) with `publish_pending_since <= before`, oldest first."""
+
+
+class ChannelStore(ABC):
+    """What the webhook reads and writes about channels."""
+
+    @abstractmethod
+    def get_channel(self, channel_id: str) -> Channel | None:
+        """The channel, or None when unknown."""
+
+    @abstractmethod
+    def learn_resource_id(self, channel_id: str, resource_id: str) -> None:
+        """Record the resource id of a pending channel; raises ResourceMismatch."""
+
+    @abstractmethod
+    def record_notification(
+        self, channel: Channel, message_number: int, now: datetime
+    ) -> datetime | None:
+        """Note the latest notification on the channel and its subscription.
+
+        Conditional on `channel.version` (when set): if anyone wrote the
+        channel since it was read (another instance noting a notification,
+        the renewer), nothing is written. Returns the channel's new version,
+        or None when nothing was written (lost that race, or deleted).
+        """

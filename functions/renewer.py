@@ -102,8 +102,11 @@ class Renewer:
                 report.continued = True
             except CalsyncError as err:  # the next scheduler tick continues anyway
                 report.errors.append(f"continuation: {type(err).__name__}")
-        logs.log("INFO", "renewer run", outcome="done",
-                 **{k: v for k, v in report.to_json().items() if k != "errors"},
+        counts = {k: v for k, v in report.to_json().items()
+                  if k not in ("errors", "oldest_pending_age_s")}
+        # `oldest_pending_age_s` feeds the alert on requests left waiting.
+        logs.log("INFO", "renewer run", outcome="done", **counts,
+                 oldest_pending_age_s=report.oldest_pending_age_s,
                  error_count=len(report.errors))
         return report
 
@@ -157,7 +160,7 @@ class Renewer:
         try:
             self._service.open_channel(sub, replacing=channel)
         except CredentialsRejected as err:
-            self._service.mark_error(sub, f"credentials rejected: {err}")
+            self._service.mark_error(sub, f"credentials rejected: {err}", err.reason)
             report.abandoned += 1
             report.errors.append(f"{sub.id}: credentials rejected")
             return 1

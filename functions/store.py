@@ -297,6 +297,7 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         *,
         retry_at: datetime | None = None,
         error: str | None = None,
+        reason: str | None = None,
     ) -> None:
         sub_id = lease.subscription.id
 
@@ -312,7 +313,8 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                     (sub_snap.to_dict() or {}).get("status", ACTIVE) == ACTIVE):
                 # Only an active subscription goes to `error`: a pause or an
                 # unsubscribe that happened meanwhile stands.
-                changes.update(status="error", last_error=error, last_error_at=now)
+                changes.update(status="error", last_error=error, last_error_at=now,
+                               last_error_reason=reason)
             if changes and sub_snap.exists:
                 transaction.update(self._sub(sub_id), changes)
 

@@ -59,6 +59,15 @@ class SubscribeResult:
 
 
 @dataclass(frozen=True)
+class Resync:
+    """The request a resync recorded: done once `synced_gen >= generation` (and,
+    for a full one, `full_resync_served >= full_request`)."""
+
+    generation: int
+    full_request: int = 0
+
+
+@dataclass(frozen=True)
 class SubscriptionStatus:
     """What `status` shows for one subscription (no secrets in here)."""
 
@@ -239,6 +248,35 @@ class SubscriptionService(ChannelKeeper):
         self._requests.mark_queued(sub_id, request.generation, self._clock())
         return True
 
+    def resync(self, sub_id: str, full: bool = False) -> Resync:
+        """Sync an active subscription now (the CLI's and the API's `resync`).
+
+        `full` asks the run to list everything and reconcile deletions (served
+        inside its fenced lease). A request already pending gets a task queued
+        now as well, in case its own is scheduled far ahead (a rate limit).
+        Raises SubscriptionNotFound, InvalidTransition (not active) or
+        QueueUnavailable (the request stays recorded for the sweep).
+        """
+        sub = self._require(sub_id)
+        if sub.status != SUB_ACTIVE:
+            hint = " (resume it first)" if sub.status in (PAUSED, ERROR) else ""
+            raise InvalidTransition(
+                f"subscription {sub_id} is {sub.status}: only an active one syncs{hint}",
+                sub.status)
+        full_request = self._requests.request_full_resync(sub_id) if full else 0
+        now = self._clock()
+        request = self._requests.record_sync_request(sub_id, now)
+        if not request.found:
+            raise SubscriptionNotFound(sub_id)
+        origin = "resync" if request.needs_task else f"resync{int(now.timestamp() * 1000)}"
+        try:
+            self._queue.enqueue_sync(sub_id, request.generation, origin=origin)
+        except QueueUnavailable:
+            self._enqueue_failed(sub_id, request.generation)
+            raise
+        self._requests.mark_queued(sub_id, request.generation, now)
+        return Resync(generation=request.generation, full_request=full_request)
+
     def requeue(self, sub_id: str, generation: int, origin: str) -> None:
         """Queue a task for an already recorded request (the sweep's repair)."""
         self._queue.enqueue_sync(sub_id, generation, origin=origin)
@@ -279,12 +317,14 @@ class SubscriptionService(ChannelKeeper):
             self._queue_request(sub_id, moved.generation, origin="request")
         return moved.changed
 
-    def mark_error(self, sub: Subscription, reason: str) -> bool:
-        """Permanent failure of an active subscription: `error` with a reason;
-        channels left to expire (stopping them needs the rejected credentials)."""
+    def mark_error(self, sub: Subscription, message: str, reason: str | None = None) -> bool:
+        """Permanent failure of an active subscription: `error` with a message and a
+        stable reason word; channels left to expire (stopping them needs the
+        rejected credentials)."""
         try:
             moved = self._transition(sub.id, (SUB_ACTIVE,), ERROR,
-                                     fields={"last_error": reason,
+                                     fields={"last_error": message,
+                                             "last_error_reason": reason,
                                              "last_error_at": self._clock()})
         except InvalidTransition:
             return False  # paused or being deleted meanwhile: that stands

@@ -9,6 +9,7 @@ commits the next token last. See DESIGN.md, "Syncs: requests, runs, fencing".
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -260,7 +261,8 @@ class SyncEngine:
         self, lease: Lease, err: CalsyncError
     ) -> tuple[Outcome, str | None, datetime | None]:
         try:
-            self._store.release_lease(lease, self._clock(), error=_describe(err))
+            reason = getattr(err, "reason", None) or _snake(type(err).__name__)
+            self._store.release_lease(lease, self._clock(), error=_describe(err), reason=reason)
         except LeaseLost as lost:
             return Outcome.LEASE_LOST, _describe(lost), None
         except CalsyncError as failure:
@@ -432,3 +434,7 @@ def _epoch_ms(moment: datetime) -> int:
 def _describe(err: BaseException) -> str:
     text = str(err).splitlines()[0] if str(err) else ""
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

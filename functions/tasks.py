@@ -22,7 +22,8 @@ from functions.errors import QueueUnavailable
 from functions.ports import TaskQueue
 
 # Cloud Tasks caps an HTTP task's dispatch deadline at 30 minutes; the worker's
-# full sync must fit inside it (see README, "largest calendar").
+# full sync must fit inside it (see README, "largest calendar"). The deployed
+# value is CALSYNC_DISPATCH_DEADLINE_SECONDS, the same as the worker's timeout.
 DISPATCH_DEADLINE_SECONDS = 1800
 ENQUEUE_TIMEOUT_SECONDS = 10.0
 
@@ -97,8 +98,11 @@ class CloudTasksQueue(TaskQueue):
             "http_method": tasks_v2.HttpMethod.POST, "url": settings.renewer_url,
             "headers": {"Content-Type": "application/json"}, "body": b"{}",
         }
-        if settings.tasks_invoker_sa:
-            http_request["oidc_token"] = {"service_account_email": settings.tasks_invoker_sa,
+        # The renewer has its own invoker account: the one that may call the
+        # worker (and that the webhook may act as) cannot call the renewer.
+        invoker = settings.renewer_invoker_sa or settings.tasks_invoker_sa
+        if invoker:
+            http_request["oidc_token"] = {"service_account_email": invoker,
                                           "audience": settings.renewer_url}
         task: dict[str, Any] = {"http_request": http_request}
         if name is not None:
@@ -132,7 +136,7 @@ class CloudTasksQueue(TaskQueue):
         task: dict[str, Any] = {
             "name": f"{self._queue_path}/tasks/{task_id(sub_id, origin, generation)}",
             "http_request": http_request,
-            "dispatch_deadline": {"seconds": DISPATCH_DEADLINE_SECONDS},
+            "dispatch_deadline": {"seconds": settings.dispatch_deadline},
         }
         if not_before is not None:
             task["schedule_time"] = _timestamp(not_before)

@@ -1,3 +1,10 @@
+# Every API calsync's resources call. Each resource waits for the enablement of
+# the API it needs, directly (depends_on) or through a reference
+# (infra/tfcheck/apis.py holds the resource type -> API map and checks it).
+#
+# Two APIs must be on before the first plan, because Terraform itself calls
+# them to read the project and to enable the rest (README, "First apply"):
+#   gcloud services enable cloudresourcemanager.googleapis.com serviceusage.googleapis.com
 locals {
   services = toset([
     "artifactregistry.googleapis.com",
@@ -11,6 +18,7 @@ locals {
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",
     "logging.googleapis.com",
+    "monitoring.googleapis.com",
     "run.googleapis.com",
     "secretmanager.googleapis.com",
     "storage.googleapis.com",
@@ -29,4 +37,6 @@ resource "google_project_service" "enabled" {
 
 data "google_project" "this" {
   project_id = var.project
+
+  depends_on = [google_project_service.enabled["cloudresourcemanager.googleapis.com"]]
 }

@@ -3,6 +3,7 @@ locals {
     webhook = "${var.name_prefix}-webhook"
     worker  = "${var.name_prefix}-sync-worker"
     renewer = "${var.name_prefix}-renewer"
+    api     = "${var.name_prefix}-api"
   }
 
   # Cloud Run's deterministic URL, https://SERVICE-PROJECT_NUMBER.REGION.run.app:
@@ -17,6 +18,118 @@ locals {
 
   # The channel address given to Google (events.watch); must be public HTTPS.
   webhook_url = var.webhook_public_url != "" ? var.webhook_public_url : local.function_urls.webhook
+
+  # One entry per function: the consistency checks (tests/terraform) read this
+  # map, `env` against functions/config.py and `secrets` against secrets.tf.
+  # Each `env` is written out in full (no merge()) so the checks can read it.
+  functions = {
+    webhook = {
+      entry_point = "webhook"
+      description = "Receives Google Calendar push notifications and enqueues sync tasks."
+      # Google pushes from the internet; see the webhook_public grant in iam.tf.
+      ingress = "ALLOW_ALL"
+      sizing  = var.webhook_function
+      timeout = var.webhook_function.timeout_seconds
+      env = {
+        LOG_EXECUTION_ID                    = "true"
+        GOOGLE_CLOUD_PROJECT                = var.project
+        CALSYNC_REGION                      = var.region
+        CALSYNC_TASKS_QUEUE                 = google_cloud_tasks_queue.sync.name
+        CALSYNC_WORKER_URL                  = local.function_urls.worker
+        CALSYNC_TASKS_INVOKER_SA            = google_service_account.this["worker_invoker"].email
+        CALSYNC_DISPATCH_DEADLINE_SECONDS   = tostring(var.dispatch_deadline_seconds)
+        CALSYNC_MIN_SYNC_INTERVAL_SECONDS   = tostring(var.min_sync_interval_seconds)
+        CALSYNC_JSON_LOGS                   = "true"
+        CALSYNC_NOTIFICATION_RECORD_SECONDS = tostring(var.notification_record_seconds)
+      }
+      secrets = ["channel_token_keys"]
+    }
+    worker = {
+      entry_point = "sync_worker"
+      description = "Runs one incremental (or full) sync of a subscription per task."
+      ingress     = "ALLOW_INTERNAL_ONLY"
+      sizing      = var.worker_function
+      # A task's dispatch deadline and the worker's timeout are one setting: a
+      # longer run would be retried by Cloud Tasks while still running.
+      timeout = var.dispatch_deadline_seconds
+      env = {
+        LOG_EXECUTION_ID                  = "true"
+        GOOGLE_CLOUD_PROJECT              = var.project
+        CALSYNC_REGION                    = var.region
+        CALSYNC_TASKS_QUEUE               = google_cloud_tasks_queue.sync.name
+        CALSYNC_WORKER_URL                = local.function_urls.worker
+        CALSYNC_TASKS_INVOKER_SA          = google_service_account.this["worker_invoker"].email
+        CALSYNC_DISPATCH_DEADLINE_SECONDS = tostring(var.dispatch_deadline_seconds)
+        CALSYNC_MIN_SYNC_INTERVAL_SECONDS = tostring(var.min_sync_interval_seconds)
+        CALSYNC_JSON_LOGS                 = "true"
+        CALSYNC_OAUTH_CLIENT_ID           = var.oauth_client_id
+        CALSYNC_DELEGATION_SA             = google_service_account.this["delegation"].email
+        CALSYNC_LEASE_SECONDS             = tostring(var.lease_seconds)
+        CALSYNC_PAGE_SIZE                 = tostring(var.page_size)
+        CALSYNC_FEED_RETENTION_DAYS       = tostring(var.feed_retention_days)
+        CALSYNC_COMMIT_BYTES              = tostring(var.commit_bytes)
+        # A run opens its subscription's first channel before it lists.
+        CALSYNC_WEBHOOK_URL                   = local.webhook_url
+        CALSYNC_CHANNEL_TTL_SECONDS           = tostring(var.channel_ttl_seconds)
+        CALSYNC_PENDING_CHANNEL_GRACE_SECONDS = tostring(var.pending_channel_grace_seconds)
+        CALSYNC_RENEWAL_BACKOFF_SECONDS       = tostring(var.renewal_backoff_seconds)
+      }
+      secrets = ["channel_token_keys", "credential_keys", "oauth_client_secret"]
+    }
+    renewer = {
+      entry_point = "renew_channels"
+      description = "Renews expiring watch channels, schedules safety-net syncs, sweeps pending requests."
+      ingress     = "ALLOW_INTERNAL_ONLY"
+      sizing      = var.renewer_function
+      timeout     = var.renewer_function.timeout_seconds
+      env = {
+        LOG_EXECUTION_ID                      = "true"
+        GOOGLE_CLOUD_PROJECT                  = var.project
+        CALSYNC_REGION                        = var.region
+        CALSYNC_TASKS_QUEUE                   = google_cloud_tasks_queue.sync.name
+        CALSYNC_WORKER_URL                    = local.function_urls.worker
+        CALSYNC_TASKS_INVOKER_SA              = google_service_account.this["worker_invoker"].email
+        CALSYNC_DISPATCH_DEADLINE_SECONDS     = tostring(var.dispatch_deadline_seconds)
+        CALSYNC_MIN_SYNC_INTERVAL_SECONDS     = tostring(var.min_sync_interval_seconds)
+        CALSYNC_JSON_LOGS                     = "true"
+        CALSYNC_WEBHOOK_URL                   = local.webhook_url
+        CALSYNC_RENEWER_URL                   = local.function_urls.renewer
+        CALSYNC_RENEWER_INVOKER_SA            = google_service_account.this["renewer_invoker"].email
+        CALSYNC_OAUTH_CLIENT_ID               = var.oauth_client_id
+        CALSYNC_DELEGATION_SA                 = google_service_account.this["delegation"].email
+        CALSYNC_CHANNEL_TTL_SECONDS           = tostring(var.channel_ttl_seconds)
+        CALSYNC_RENEWAL_WINDOW_SECONDS        = tostring(var.renewal_window_seconds)
+        CALSYNC_SAFETY_NET_INTERVAL_SECONDS   = tostring(var.safety_net_interval_seconds)
+        CALSYNC_SWEEP_AFTER_SECONDS           = tostring(var.sweep_after_seconds)
+        CALSYNC_PENDING_CHANNEL_GRACE_SECONDS = tostring(var.pending_channel_grace_seconds)
+        CALSYNC_RENEWAL_BACKOFF_SECONDS       = tostring(var.renewal_backoff_seconds)
+      }
+      secrets = ["channel_token_keys", "credential_keys", "oauth_client_secret"]
+    }
+    api = {
+      entry_point = "api"
+      description = "The consumer API: subscriptions, change feed and snapshots under /v1."
+      # Callers must present an ID token of a var.api_invokers member whatever
+      # the ingress; see var.api_ingress.
+      ingress = var.api_ingress
+      sizing  = var.api_function
+      timeout = var.api_function.timeout_seconds
+      env = {
+        LOG_EXECUTION_ID                  = "true"
+        GOOGLE_CLOUD_PROJECT              = var.project
+        CALSYNC_REGION                    = var.region
+        CALSYNC_TASKS_QUEUE               = google_cloud_tasks_queue.sync.name
+        CALSYNC_WORKER_URL                = local.function_urls.worker
+        CALSYNC_TASKS_INVOKER_SA          = google_service_account.this["worker_invoker"].email
+        CALSYNC_DISPATCH_DEADLINE_SECONDS = tostring(var.dispatch_deadline_seconds)
+        CALSYNC_MIN_SYNC_INTERVAL_SECONDS = tostring(var.min_sync_interval_seconds)
+        CALSYNC_JSON_LOGS                 = "true"
+        CALSYNC_OAUTH_CLIENT_ID           = var.oauth_client_id
+        CALSYNC_FEED_RETENTION_DAYS       = tostring(var.feed_retention_days)
+      }
+      secrets = ["credential_keys", "oauth_client_secret"]
+    }
+  }
 
   # Deploy exactly what runs: main.py, requirements.txt and the functions package.
   source_root  = abspath("${path.module}/..")
@@ -46,11 +159,14 @@ resource "google_storage_bucket" "source" {
   public_access_prevention    = "enforced"
   force_destroy               = false
 
+  # The archive keeps one name (see the object below), so each deploy makes
+  # the previous archive a noncurrent version: these rules then fire. (With a
+  # new name per archive, as before, no object ever had a newer version.)
   versioning {
     enabled = true
   }
 
-  # Old archives are only needed to roll back; keep a few.
+  # Keep the last five archives for a rollback...
   lifecycle_rule {
     condition {
       num_newer_versions = 5
@@ -61,14 +177,25 @@ resource "google_storage_bucket" "source" {
     }
   }
 
-  depends_on = [google_project_service.enabled]
+  # ...and none of them longer than 30 days after it was replaced.
+  lifecycle_rule {
+    condition {
+      days_since_noncurrent_time = 30
+      with_state                 = "ARCHIVED"
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  depends_on = [google_project_service.enabled["storage.googleapis.com"]]
 }
 
-# The archive's hash is in the object name, so a code change is a new object
-# and the functions redeploy; an unchanged tree changes nothing.
+# One object name; a code change uploads a new generation (the md5 differs),
+# and the functions deploy that generation. An unchanged tree changes nothing.
 resource "google_storage_bucket_object" "source" {
   bucket = google_storage_bucket.source.name
-  name   = "source/calsync-${data.archive_file.source.output_sha256}.zip"
+  name   = "source/calsync.zip"
   source = data.archive_file.source.output_path
 }
 
@@ -97,229 +224,74 @@ resource "google_artifact_registry_repository" "functions" {
     }
   }
 
-  depends_on = [google_project_service.enabled]
+  depends_on = [google_project_service.enabled["artifactregistry.googleapis.com"]]
 }
 
-# --- webhook: public, validates Google's notification and enqueues a sync ------
+resource "google_cloudfunctions2_function" "this" {
+  #checkov:skip=CKV_GCP_124:Ingress comes from local.functions: ALLOW_ALL only for the webhook (Google pushes from the internet; HMAC-verified) and the api (every request needs an ID token of a var.api_invokers member); the worker and renewer are internal-only, enforced by tests/terraform.
+  for_each = local.functions
 
-resource "google_cloudfunctions2_function" "webhook" {
-  #checkov:skip=CKV_GCP_124:Google Calendar delivers push notifications from the internet, so the webhook's ingress must allow all traffic; it acts only on a known channel id whose HMAC token verifies.
   project     = var.project
-  name        = local.function_names.webhook
+  name        = local.function_names[each.key]
   location    = var.region
-  description = "Receives Google Calendar push notifications and enqueues sync tasks."
+  description = each.value.description
 
   build_config {
     runtime           = var.python_runtime
-    entry_point       = "webhook"
-    service_account   = google_service_account.builder.id
+    entry_point       = each.value.entry_point
+    service_account   = google_service_account.this["builder"].id
     docker_repository = google_artifact_registry_repository.functions.id
     source {
       storage_source {
-        bucket = google_storage_bucket.source.name
-        object = google_storage_bucket_object.source.name
+        bucket     = google_storage_bucket.source.name
+        object     = google_storage_bucket_object.source.name
+        generation = google_storage_bucket_object.source.generation
       }
     }
   }
 
   service_config {
-    service_account_email            = google_service_account.webhook.email
-    ingress_settings                 = "ALLOW_ALL"
+    service_account_email            = google_service_account.this[each.key].email
+    ingress_settings                 = each.value.ingress
     all_traffic_on_latest_revision   = true
-    available_memory                 = var.webhook_function.memory
-    available_cpu                    = var.webhook_function.cpu
-    min_instance_count               = var.webhook_function.min_instances
-    max_instance_count               = var.webhook_function.max_instances
-    max_instance_request_concurrency = var.webhook_function.concurrency
-    timeout_seconds                  = var.webhook_function.timeout_seconds
+    available_memory                 = each.value.sizing.memory
+    available_cpu                    = each.value.sizing.cpu
+    min_instance_count               = each.value.sizing.min_instances
+    max_instance_count               = each.value.sizing.max_instances
+    max_instance_request_concurrency = each.value.sizing.concurrency
+    timeout_seconds                  = each.value.timeout
+    environment_variables            = each.value.env
 
-    environment_variables = {
-      LOG_EXECUTION_ID                    = "true"
-      GOOGLE_CLOUD_PROJECT                = var.project
-      CALSYNC_REGION                      = var.region
-      CALSYNC_TASKS_QUEUE                 = google_cloud_tasks_queue.sync.name
-      CALSYNC_WORKER_URL                  = local.function_urls.worker
-      CALSYNC_TASKS_INVOKER_SA            = google_service_account.tasks_invoker.email
-      CALSYNC_MIN_SYNC_INTERVAL_SECONDS   = tostring(var.min_sync_interval_seconds)
-      CALSYNC_NOTIFICATION_RECORD_SECONDS = tostring(var.notification_record_seconds)
-      CALSYNC_JSON_LOGS                   = "true"
-    }
-
-    secret_environment_variables {
-      key        = "CALSYNC_CHANNEL_TOKEN_KEYS"
-      project_id = var.project
-      secret     = google_secret_manager_secret.channel_token_keys.secret_id
-      version    = "latest"
-    }
-  }
-
-  depends_on = [
-    google_project_service.enabled,
-    google_secret_manager_secret_version.channel_token_keys,
-    google_secret_manager_secret_iam_member.channel_token_keys_webhook,
-    google_project_iam_member.builder,
-    google_artifact_registry_repository_iam_member.builder,
-    google_storage_bucket_iam_member.builder,
-  ]
-}
-
-# --- sync worker: internal, invoked by Cloud Tasks only ------------------------
-
-resource "google_cloudfunctions2_function" "worker" {
-  project     = var.project
-  name        = local.function_names.worker
-  location    = var.region
-  description = "Runs one incremental (or full) sync of a subscription per task."
-
-  build_config {
-    runtime           = var.python_runtime
-    entry_point       = "sync_worker"
-    service_account   = google_service_account.builder.id
-    docker_repository = google_artifact_registry_repository.functions.id
-    source {
-      storage_source {
-        bucket = google_storage_bucket.source.name
-        object = google_storage_bucket_object.source.name
+    dynamic "secret_environment_variables" {
+      for_each = each.value.secrets
+      content {
+        key        = local.secrets[secret_environment_variables.value].env
+        project_id = var.project
+        secret     = google_secret_manager_secret.this[secret_environment_variables.value].secret_id
+        version    = local.secret_version[secret_environment_variables.value]
       }
     }
   }
 
-  service_config {
-    service_account_email            = google_service_account.worker.email
-    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
-    all_traffic_on_latest_revision   = true
-    available_memory                 = var.worker_function.memory
-    available_cpu                    = var.worker_function.cpu
-    min_instance_count               = var.worker_function.min_instances
-    max_instance_count               = var.worker_function.max_instances
-    max_instance_request_concurrency = var.worker_function.concurrency
-    # Covers a large full sync: 100,000 events are 40 pages of 2,500, each a
-    # listing plus batched snapshot and change-feed writes. Capped at 1800 s,
-    # the longest Cloud Tasks waits for an HTTP task (see variables.tf).
-    timeout_seconds = var.worker_function.timeout_seconds
-
-    environment_variables = {
-      LOG_EXECUTION_ID                  = "true"
-      GOOGLE_CLOUD_PROJECT              = var.project
-      CALSYNC_REGION                    = var.region
-      CALSYNC_TASKS_QUEUE               = google_cloud_tasks_queue.sync.name
-      CALSYNC_WORKER_URL                = local.function_urls.worker
-      CALSYNC_TASKS_INVOKER_SA          = google_service_account.tasks_invoker.email
-      CALSYNC_OAUTH_CLIENT_ID           = var.oauth_client_id
-      CALSYNC_DELEGATION_SA             = google_service_account.delegation.email
-      CALSYNC_MIN_SYNC_INTERVAL_SECONDS = tostring(var.min_sync_interval_seconds)
-      CALSYNC_LEASE_SECONDS             = tostring(var.lease_seconds)
-      CALSYNC_PAGE_SIZE                 = tostring(var.page_size)
-      CALSYNC_JSON_LOGS                 = "true"
-    }
-
-    secret_environment_variables {
-      key        = "CALSYNC_CREDENTIAL_KEYS"
-      project_id = var.project
-      secret     = google_secret_manager_secret.credential_keys.secret_id
-      version    = "latest"
-    }
-    secret_environment_variables {
-      key        = "CALSYNC_OAUTH_CLIENT_SECRET"
-      project_id = var.project
-      secret     = google_secret_manager_secret.oauth_client_secret.secret_id
-      version    = "latest"
-    }
-  }
-
   depends_on = [
-    google_project_service.enabled,
-    google_secret_manager_secret_version.credential_keys,
-    google_secret_manager_secret_version.oauth_client_secret,
-    google_secret_manager_secret_iam_member.credential_keys_worker,
-    google_secret_manager_secret_iam_member.oauth_client_secret_worker,
-    google_project_iam_member.builder,
-    google_artifact_registry_repository_iam_member.builder,
-    google_storage_bucket_iam_member.builder,
+    google_project_service.enabled["cloudfunctions.googleapis.com"],
+    google_project_service.enabled["cloudbuild.googleapis.com"],
+    google_project_service.enabled["run.googleapis.com"],
+    time_sleep.iam_propagation,
   ]
 }
 
-# --- renewer: internal, invoked by Cloud Scheduler (and its own fan-out tasks) -
+moved {
+  from = google_cloudfunctions2_function.webhook
+  to   = google_cloudfunctions2_function.this["webhook"]
+}
 
-resource "google_cloudfunctions2_function" "renewer" {
-  project     = var.project
-  name        = local.function_names.renewer
-  location    = var.region
-  description = "Renews expiring watch channels, schedules safety-net syncs, sweeps pending requests."
+moved {
+  from = google_cloudfunctions2_function.worker
+  to   = google_cloudfunctions2_function.this["worker"]
+}
 
-  build_config {
-    runtime           = var.python_runtime
-    entry_point       = "renew_channels"
-    service_account   = google_service_account.builder.id
-    docker_repository = google_artifact_registry_repository.functions.id
-    source {
-      storage_source {
-        bucket = google_storage_bucket.source.name
-        object = google_storage_bucket_object.source.name
-      }
-    }
-  }
-
-  service_config {
-    service_account_email            = google_service_account.renewer.email
-    ingress_settings                 = "ALLOW_INTERNAL_ONLY"
-    all_traffic_on_latest_revision   = true
-    available_memory                 = var.renewer_function.memory
-    available_cpu                    = var.renewer_function.cpu
-    min_instance_count               = var.renewer_function.min_instances
-    max_instance_count               = var.renewer_function.max_instances
-    max_instance_request_concurrency = var.renewer_function.concurrency
-    timeout_seconds                  = var.renewer_function.timeout_seconds
-
-    environment_variables = {
-      LOG_EXECUTION_ID                    = "true"
-      GOOGLE_CLOUD_PROJECT                = var.project
-      CALSYNC_REGION                      = var.region
-      CALSYNC_TASKS_QUEUE                 = google_cloud_tasks_queue.sync.name
-      CALSYNC_WORKER_URL                  = local.function_urls.worker
-      CALSYNC_TASKS_INVOKER_SA            = google_service_account.tasks_invoker.email
-      CALSYNC_WEBHOOK_URL                 = local.webhook_url
-      CALSYNC_RENEWER_URL                 = local.function_urls.renewer
-      CALSYNC_OAUTH_CLIENT_ID             = var.oauth_client_id
-      CALSYNC_DELEGATION_SA               = google_service_account.delegation.email
-      CALSYNC_CHANNEL_TTL_SECONDS         = tostring(var.channel_ttl_seconds)
-      CALSYNC_RENEWAL_WINDOW_SECONDS      = tostring(var.renewal_window_seconds)
-      CALSYNC_MIN_SYNC_INTERVAL_SECONDS   = tostring(var.min_sync_interval_seconds)
-      CALSYNC_SAFETY_NET_INTERVAL_SECONDS = tostring(var.safety_net_interval_seconds)
-      CALSYNC_SWEEP_AFTER_SECONDS         = tostring(var.sweep_after_seconds)
-      CALSYNC_JSON_LOGS                   = "true"
-    }
-
-    secret_environment_variables {
-      key        = "CALSYNC_CHANNEL_TOKEN_KEYS"
-      project_id = var.project
-      secret     = google_secret_manager_secret.channel_token_keys.secret_id
-      version    = "latest"
-    }
-    secret_environment_variables {
-      key        = "CALSYNC_CREDENTIAL_KEYS"
-      project_id = var.project
-      secret     = google_secret_manager_secret.credential_keys.secret_id
-      version    = "latest"
-    }
-    secret_environment_variables {
-      key        = "CALSYNC_OAUTH_CLIENT_SECRET"
-      project_id = var.project
-      secret     = google_secret_manager_secret.oauth_client_secret.secret_id
-      version    = "latest"
-    }
-  }
-
-  depends_on = [
-    google_project_service.enabled,
-    google_secret_manager_secret_version.channel_token_keys,
-    google_secret_manager_secret_version.credential_keys,
-    google_secret_manager_secret_version.oauth_client_secret,
-    google_secret_manager_secret_iam_member.channel_token_keys_renewer,
-    google_secret_manager_secret_iam_member.credential_keys_renewer,
-    google_secret_manager_secret_iam_member.oauth_client_secret_renewer,
-    google_project_iam_member.builder,
-    google_artifact_registry_repository_iam_member.builder,
-    google_storage_bucket_iam_member.builder,
-  ]
+moved {
+  from = google_cloudfunctions2_function.renewer
+  to   = google_cloudfunctions2_function.this["renewer"]
 }

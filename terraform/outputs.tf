@@ -4,26 +4,18 @@ output "webhook_url" {
 }
 
 output "function_urls" {
-  description = "URLs of the three functions (worker and renewer accept internal traffic only)."
+  description = "URLs of the four functions (worker and renewer accept internal traffic only; the api needs an ID token of an api_invokers member)."
   value       = local.function_urls
 }
 
 output "service_accounts" {
-  description = "Email of each service account calsync runs as."
-  value = {
-    webhook       = google_service_account.webhook.email
-    worker        = google_service_account.worker.email
-    renewer       = google_service_account.renewer.email
-    tasks_invoker = google_service_account.tasks_invoker.email
-    scheduler     = google_service_account.scheduler.email
-    builder       = google_service_account.builder.email
-    delegation    = google_service_account.delegation.email
-  }
+  description = "Email of each service account calsync runs as, builds with or mints tokens for."
+  value       = { for key, account in google_service_account.this : key => account.email }
 }
 
 output "delegation_client_id" {
   description = "Client id of the delegation account: authorize it for https://www.googleapis.com/auth/calendar.events.readonly under domain-wide delegation in the Workspace admin console."
-  value       = google_service_account.delegation.unique_id
+  value       = google_service_account.this["delegation"].unique_id
 }
 
 output "tasks_queue" {
@@ -31,17 +23,32 @@ output "tasks_queue" {
   value       = google_cloud_tasks_queue.sync.id
 }
 
+output "secrets" {
+  description = "Secret Manager secret ids (add versions with `gcloud secrets versions add`, then pin them in secret_versions)."
+  value       = { for key, secret in google_secret_manager_secret.this : key => secret.secret_id }
+}
+
 output "cli_environment" {
   description = "Settings for the operator CLI (`python -m functions.cli`) against this deployment; secrets are read from Secret Manager, not shown."
   value = {
-    GOOGLE_CLOUD_PROJECT     = var.project
-    CALSYNC_REGION           = var.region
-    CALSYNC_TASKS_QUEUE      = google_cloud_tasks_queue.sync.name
-    CALSYNC_WORKER_URL       = local.function_urls.worker
-    CALSYNC_RENEWER_URL      = local.function_urls.renewer
-    CALSYNC_WEBHOOK_URL      = local.webhook_url
-    CALSYNC_TASKS_INVOKER_SA = google_service_account.tasks_invoker.email
-    CALSYNC_DELEGATION_SA    = google_service_account.delegation.email
-    CALSYNC_OAUTH_CLIENT_ID  = var.oauth_client_id
+    GOOGLE_CLOUD_PROJECT       = var.project
+    CALSYNC_REGION             = var.region
+    CALSYNC_TASKS_QUEUE        = google_cloud_tasks_queue.sync.name
+    CALSYNC_WORKER_URL         = local.function_urls.worker
+    CALSYNC_RENEWER_URL        = local.function_urls.renewer
+    CALSYNC_WEBHOOK_URL        = local.webhook_url
+    CALSYNC_API_URL            = local.function_urls.api
+    CALSYNC_TASKS_INVOKER_SA   = google_service_account.this["worker_invoker"].email
+    CALSYNC_RENEWER_INVOKER_SA = google_service_account.this["renewer_invoker"].email
+    CALSYNC_DELEGATION_SA      = google_service_account.this["delegation"].email
+    CALSYNC_OAUTH_CLIENT_ID    = var.oauth_client_id
+  }
+}
+
+output "webhook_service" {
+  description = "Cloud Run service behind the webhook function (name and region): where the invoker check is disabled when webhook_public_invoker is false (README, \"The webhook address\")."
+  value = {
+    name   = google_cloudfunctions2_function.this["webhook"].name
+    region = var.region
   }
 }

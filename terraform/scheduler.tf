@@ -22,14 +22,15 @@ resource "google_cloud_scheduler_job" "renew" {
       "Content-Type" = "application/json"
     }
 
+    # The renewer-invoker may call the renewer and nothing else.
     oidc_token {
-      service_account_email = google_service_account.scheduler.email
+      service_account_email = google_service_account.this["renewer_invoker"].email
       audience              = local.function_urls.renewer
     }
   }
 
   depends_on = [
-    google_project_service.enabled,
-    google_cloud_run_service_iam_member.renewer_scheduler,
+    google_project_service.enabled["cloudscheduler.googleapis.com"],
+    google_cloud_run_service_iam_member.invoker["renewer/renewer_invoker"],
   ]
 }

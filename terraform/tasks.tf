@@ -24,9 +24,8 @@ resource "google_cloud_tasks_queue" "sync" {
   }
 
   # The dispatch deadline is a property of each task, not of the queue: the
-  # tasks adapter sets it to the worker's timeout (at most 1800 s, the Cloud
-  # Tasks maximum for HTTP targets), which is why worker_function.timeout_seconds
-  # is capped at 1800 although gen2 HTTP functions allow 3600.
+  # functions set it from CALSYNC_DISPATCH_DEADLINE_SECONDS, and the worker's
+  # timeout is the same variable (var.dispatch_deadline_seconds).
 
-  depends_on = [google_project_service.enabled]
+  depends_on = [google_project_service.enabled["cloudtasks.googleapis.com"]]
 }

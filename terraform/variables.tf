@@ -64,6 +64,39 @@ variable "channel_ttl_seconds" {
   }
 }
 
+variable "pending_channel_grace_seconds" {
+  type        = number
+  description = "A channel still pending after this long (its watch never completed) is retried by the renewer (CALSYNC_PENDING_CHANNEL_GRACE_SECONDS)."
+  default     = 120
+
+  validation {
+    condition     = var.pending_channel_grace_seconds > 0
+    error_message = "pending_channel_grace_seconds must be positive."
+  }
+}
+
+variable "renewal_backoff_seconds" {
+  type        = number
+  description = "First backoff after a failed watch; doubles per failure, at most an hour (CALSYNC_RENEWAL_BACKOFF_SECONDS)."
+  default     = 60
+
+  validation {
+    condition     = var.renewal_backoff_seconds > 0
+    error_message = "renewal_backoff_seconds must be positive."
+  }
+}
+
+variable "commit_bytes" {
+  type        = number
+  description = "Byte budget of one Firestore commit of a sync run (CALSYNC_COMMIT_BYTES); Firestore refuses commits over 10 MiB."
+  default     = 3145728
+
+  validation {
+    condition     = var.commit_bytes >= 65536 && var.commit_bytes <= 10485760
+    error_message = "commit_bytes must be between 64 KiB and 10 MiB."
+  }
+}
+
 variable "min_sync_interval_seconds" {
   type        = number
   description = "Follow-up sync runs start no sooner than this after the previous run started (CALSYNC_MIN_SYNC_INTERVAL_SECONDS)."
@@ -111,14 +144,90 @@ variable "oauth_client_id" {
   default     = ""
 }
 
-variable "oauth_client_secret" {
+variable "secret_versions" {
+  type        = map(string)
+  description = "Secret Manager version each function reads, per secret (channel_token_keys, credential_keys, oauth_client_secret), e.g. { oauth_client_secret = \"2\" }. Unset means the first version, created by Terraform. Moving a pin rolls every function that reads the secret (README: key rotation). Version numbers are not secret; the values never pass through Terraform."
+  default     = {}
+
+  validation {
+    condition     = alltrue([for key, version in var.secret_versions : contains(["channel_token_keys", "credential_keys", "oauth_client_secret"], key) && can(regex("^[1-9][0-9]*$", version))])
+    error_message = "secret_versions keys are channel_token_keys, credential_keys or oauth_client_secret; values are version numbers (never \"latest\": a pin is what rolls the functions)."
+  }
+}
+
+variable "feed_retention_days" {
+  type        = number
+  description = "Change-feed entries expire this many days after they were written (CALSYNC_FEED_RETENTION_DAYS); a Firestore TTL policy deletes them."
+  default     = 30
+
+  validation {
+    condition     = var.feed_retention_days >= 1
+    error_message = "feed_retention_days must be at least 1."
+  }
+}
+
+# --- who may call what ---------------------------------------------------------
+
+variable "webhook_public_invoker" {
+  type        = bool
+  description = "Grant roles/run.invoker to allUsers on the webhook (Google's notifications carry no identity). Set false where the organisation policy iam.allowedPolicyMemberDomains refuses allUsers, and follow README \"Deploy\" (policy exception, or the Cloud Run invoker check disabled on the webhook's service)."
+  default     = true
+}
+
+variable "api_invokers" {
+  type        = list(string)
+  description = "IAM members allowed to call the consumer API (roles/run.invoker on the api function), e.g. [\"serviceAccount:app@my-app.iam.gserviceaccount.com\"]. Never allUsers or allAuthenticatedUsers."
+  default     = []
+
+  validation {
+    condition     = alltrue([for member in var.api_invokers : !contains(["allUsers", "allAuthenticatedUsers"], member) && can(regex("^(serviceAccount|user|group|domain|principal|principalSet):", member))])
+    error_message = "api_invokers must be IAM members such as serviceAccount:... or group:...; allUsers and allAuthenticatedUsers are refused."
+  }
+}
+
+variable "api_ingress" {
   type        = string
-  description = "OAuth client secret for per-user refresh tokens, stored in Secret Manager (CALSYNC_OAUTH_CLIENT_SECRET). Empty when unused."
-  default     = ""
-  sensitive   = true
+  description = "Ingress of the api function. ALLOW_ALL (default): consumers anywhere, every request still needs an ID token of an api_invokers member. ALLOW_INTERNAL_AND_GCLB: only through a load balancer or from the project's VPC. ALLOW_INTERNAL_ONLY: VPC only."
+  default     = "ALLOW_ALL"
+
+  validation {
+    condition     = contains(["ALLOW_ALL", "ALLOW_INTERNAL_AND_GCLB", "ALLOW_INTERNAL_ONLY"], var.api_ingress)
+    error_message = "api_ingress must be ALLOW_ALL, ALLOW_INTERNAL_AND_GCLB or ALLOW_INTERNAL_ONLY."
+  }
+}
+
+# --- alerts --------------------------------------------------------------------
+
+variable "alert_notification_channels" {
+  type        = list(string)
+  description = "Cloud Monitoring notification channel ids (projects/P/notificationChannels/N) every calsync alert notifies. Empty: alerts open incidents without notifying."
+  default     = []
+}
+
+variable "alert_thresholds" {
+  type = object({
+    sync_failures_per_5m       = optional(number, 5)
+    renewal_failures_per_5m    = optional(number, 0)
+    oldest_pending_age_seconds = optional(number, 900)
+    webhook_5xx_per_5m         = optional(number, 10)
+  })
+  description = "Alert thresholds: an alert opens when the value in a 5-minute window is above it."
+  default     = {}
 }
 
 # --- the task queue ------------------------------------------------------------
+
+variable "dispatch_deadline_seconds" {
+  type        = number
+  description = "How long Cloud Tasks waits for the worker (each task's dispatch deadline, CALSYNC_DISPATCH_DEADLINE_SECONDS) and the worker function's timeout: one value, so a run is never retried while it still runs. Covers a large full sync (100,000 events are 40 pages of 2,500)."
+  default     = 1800
+
+  validation {
+    # Cloud Tasks accepts 15 s to 30 min for HTTP targets.
+    condition     = var.dispatch_deadline_seconds >= 60 && var.dispatch_deadline_seconds <= 1800
+    error_message = "dispatch_deadline_seconds must be between 60 and 1800 (the Cloud Tasks maximum for HTTP tasks)."
+  }
+}
 
 variable "queue_max_dispatches_per_second" {
   type        = number
@@ -182,7 +291,7 @@ variable "queue_log_sampling_ratio" {
 
 variable "python_runtime" {
   type        = string
-  description = "Cloud Functions runtime of the three functions."
+  description = "Cloud Functions runtime of the four functions (CI tests on the same Python, see cloudbuild.yaml)."
   default     = "python311"
 }
 
@@ -201,23 +310,14 @@ variable "webhook_function" {
 
 variable "worker_function" {
   type = object({
-    memory          = optional(string, "1Gi")
-    cpu             = optional(string, "1")
-    min_instances   = optional(number, 0)
-    max_instances   = optional(number, 50)
-    concurrency     = optional(number, 1)
-    timeout_seconds = optional(number, 1800)
+    memory        = optional(string, "1Gi")
+    cpu           = optional(string, "1")
+    min_instances = optional(number, 0)
+    max_instances = optional(number, 50)
+    concurrency   = optional(number, 1)
   })
-  description = "Sync worker sizing. One sync per instance (pages of up to 2500 events are held in memory); the timeout covers a large full sync."
+  description = "Sync worker sizing. One sync per instance (pages of up to 2500 events are held in memory). Its timeout is dispatch_deadline_seconds."
   default     = {}
-
-  validation {
-    # Cloud Tasks waits at most 30 minutes for an HTTP task (dispatch deadline
-    # 15 s to 1800 s): a longer run would be counted as failed and retried
-    # while still running, so the function timeout may not exceed it.
-    condition     = var.worker_function.timeout_seconds >= 60 && var.worker_function.timeout_seconds <= 1800
-    error_message = "worker_function.timeout_seconds must be between 60 and 1800 (the Cloud Tasks dispatch deadline maximum)."
-  }
 }
 
 variable "renewer_function" {
@@ -237,4 +337,17 @@ variable "renewer_function" {
     condition     = var.renewer_function.timeout_seconds >= 60 && var.renewer_function.timeout_seconds <= 1800
     error_message = "renewer_function.timeout_seconds must be between 60 and 1800 (the Cloud Scheduler attempt deadline maximum)."
   }
+}
+
+variable "api_function" {
+  type = object({
+    memory          = optional(string, "512Mi")
+    cpu             = optional(string, "1")
+    min_instances   = optional(number, 0)
+    max_instances   = optional(number, 20)
+    concurrency     = optional(number, 40)
+    timeout_seconds = optional(number, 60)
+  })
+  description = "Consumer API sizing. Pages of up to 1,000 entries or snapshots; an OAuth code exchange is one outbound call."
+  default     = {}
 }

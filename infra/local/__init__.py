@@ -1,1 +1,1 @@
-"""The local stack: emulators and the three functions on loopback ports."""
+"""The local stack: emulators and the four functions on loopback ports."""

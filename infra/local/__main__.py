@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--webhook-port", type=int, default=0)
     up.add_argument("--worker-port", type=int, default=0)
     up.add_argument("--renewer-port", type=int, default=0)
+    up.add_argument("--api-port", type=int, default=0)
     args = parser.parse_args(argv)
 
     config = StackConfig(
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         tasks_port=args.tasks_port,
         calendar_port=args.calendar_port,
         function_ports={"webhook": args.webhook_port, "sync_worker": args.worker_port,
-                        "renew_channels": args.renewer_port},
+                        "renew_channels": args.renewer_port, "api": args.api_port},
     )
     stack = Stack(config)
     stopping = threading.Event()

@@ -14,7 +14,7 @@ from infra.local.processes import ManagedProcess, StackError, port_in_use, wait_
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
-FUNCTION_TARGETS = ("webhook", "sync_worker", "renew_channels")
+FUNCTION_TARGETS = ("webhook", "sync_worker", "renew_channels", "api")
 
 
 def _http_status(url: str, timeout: float = 1.0) -> int:

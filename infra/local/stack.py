@@ -1,4 +1,4 @@
-"""The whole local stack: Firestore, Cloud Tasks and Calendar emulators, three functions.
+"""The whole local stack: Firestore, Cloud Tasks and Calendar emulators, four functions.
 
 `Stack.start()` brings everything up in dependency order and waits until each
 part answers; `Stack.stop()` stops every process it started (whole process
@@ -120,6 +120,7 @@ class Stack:
             "CALENDAR_API_ENDPOINT": f"{calendar_base}/calendar/v3/",
             "CALENDAR_EMULATOR_CONTROL": f"{calendar_base}/control/",
             "CALSYNC_OAUTH_TOKEN_URI": f"{calendar_base}/token",
+            "CALSYNC_OAUTH_AUTH_URI": f"{calendar_base}/o/oauth2/v2/auth",
             "CALSYNC_REGION": LOCAL_REGION,
             "CALSYNC_TASKS_QUEUE": cfg.queue,
             "CALSYNC_TASKS_INVOKER_SA": TASKS_INVOKER_SA,
@@ -132,6 +133,10 @@ class Stack:
             "CALSYNC_OAUTH_CLIENT_ID": "calsync-local-client",
             "CALSYNC_OAUTH_CLIENT_SECRET": "local-" + secrets.token_hex(8),
             "CALSYNC_JSON_LOGS": "true",
+            # Domain-wide delegation against the emulator's jwt-bearer grant: a key
+            # made for this stack only (production signs keylessly through IAM).
+            "CALSYNC_DELEGATION_KEY_FILE": str(_delegation_key(run_dir, cfg.project,
+                                                               f"{calendar_base}/token")),
             **cfg.extra_function_env,
         }
         for target in components.FUNCTION_TARGETS:
@@ -142,6 +147,7 @@ class Stack:
 
         self.env = {
             **env,
+            "CALSYNC_API_URL": urls["api"],
             "CALSYNC_TASKS_QUEUE_PATH": queue_path,
             "CALSYNC_RUN_DIR": str(run_dir),
         }
@@ -165,6 +171,26 @@ class Stack:
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.processes if p.pid is not None]
+
+
+def _delegation_key(run_dir: Path, project: str, token_uri: str) -> Path:
+    """A throwaway service-account key file for the local delegation account."""
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    path = run_dir / "delegation-key.json"
+    path.write_text(json.dumps({
+        "type": "service_account", "project_id": project, "private_key_id": "local1",
+        "private_key": pem, "client_email": f"delegation@{project}.iam.gserviceaccount.com",
+        "client_id": "1", "token_uri": token_uri,
+    }))
+    path.chmod(0o600)
+    return path
 
 
 def _new_key() -> str:

@@ -1,108 +1,81 @@
 """Check that terraform/ deploys what the code needs, and no more.
 
-- env: each function gets exactly the variables `functions/config.py` says it
-  reads (secrets through Secret Manager, `local_only` ones never), plus
-  LOG_EXECUTION_ID; entry points match main.py; URLs and identities come from
-  configuration, not typed by hand.
+- env: each function in `local.functions` gets exactly the variables
+  `functions/config.py` says it reads (secrets through Secret Manager,
+  `local_only` ones never), plus LOG_EXECUTION_ID; entry points match main.py;
+  URLs and identities come from configuration, not typed by hand. A variable
+  Terraform deploys before config.py declares it (`AHEAD_OF_CONFIG`), or a
+  function config.py does not know yet, is reported as such, never ignored.
 - secrets: each secret a function reads exists, has a version, and is readable
   by exactly the functions that read it.
-- indexes: each query in `queries.QUERIES` has its composite index.
-- iam: the least-privilege matrix below, and the rules behind it.
+- the rest lives beside this module: IAM (`iam_check`), API ordering
+  (`apis`), Firestore indexes, exemptions and TTL (`firestore_check`), log
+  metrics against the lines the code writes (`monitoring_check`), the
+  committed tfvars (`tfvars_check`).
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from infra.tfcheck import hcl
-from infra.tfcheck.queries import normalised
+from infra.tfcheck import (
+    apis,
+    firestore_check,
+    hcl,
+    iam_check,
+    monitoring_check,
+    tfvars_check,
+)
+from infra.tfcheck.iam_check import FUNCTION, SERVICE_ACCOUNT
 
-FUNCTION = "google_cloudfunctions2_function"
-SERVICE_ACCOUNT = "google_service_account"
 SECRET = "google_secret_manager_secret"
 
 # Entry point (config's function name) -> the service account it runs as.
 FUNCTION_ACCOUNTS = {"webhook": "webhook", "sync_worker": "worker",
-                     "renew_channels": "renewer"}
+                     "renew_channels": "renewer", "api": "api"}
 INGRESS = {"webhook": "ALLOW_ALL", "sync_worker": "ALLOW_INTERNAL_ONLY",
-           "renew_channels": "ALLOW_INTERNAL_ONLY"}
+           "renew_channels": "ALLOW_INTERNAL_ONLY", "api": "${var.api_ingress}"}
 
 # Variables whose value must come from configuration: the expression it must be.
 WIRED = {
     "CALSYNC_WORKER_URL": "local.function_urls.worker",
     "CALSYNC_RENEWER_URL": "local.function_urls.renewer",
     "CALSYNC_WEBHOOK_URL": "local.webhook_url",
-    "CALSYNC_TASKS_INVOKER_SA": "google_service_account.tasks_invoker.email",
-    "CALSYNC_DELEGATION_SA": "google_service_account.delegation.email",
+    "CALSYNC_TASKS_INVOKER_SA": 'google_service_account.this["worker_invoker"].email',
+    "CALSYNC_RENEWER_INVOKER_SA": 'google_service_account.this["renewer_invoker"].email',
+    "CALSYNC_DELEGATION_SA": 'google_service_account.this["delegation"].email',
     "CALSYNC_TASKS_QUEUE": "google_cloud_tasks_queue.sync.name",
 }
 
-PUBLIC_MEMBERS = {"allUsers", "allAuthenticatedUsers"}
-BASIC_ROLES = {"roles/owner", "roles/editor", "roles/viewer"}
-IMPERSONATION_ROLES = {"roles/iam.serviceAccountUser", "roles/iam.serviceAccountTokenCreator",
-                       "roles/iam.serviceAccountAdmin", "roles/iam.serviceAccountKeyAdmin"}
-BROAD_SCOPES = {"project", "folder", "organization"}
-DEFAULT_ACCOUNTS = ("-compute@developer.gserviceaccount.com", "@appspot.gserviceaccount.com",
-                    "@cloudbuild.gserviceaccount.com")
-
-# Every grant outside Secret Manager: (scope, role, member). Secret grants are
-# derived from the functions' secret variables (see `check_secrets`).
-# Scopes name the Terraform resource granted on; "sa:x" is google_service_account.x.
-_RUNTIME = ("sa:webhook", "sa:worker", "sa:renewer")
-EXPECTED_GRANTS: frozenset[tuple[str, str, str]] = frozenset(
-    {("project", "roles/datastore.user", sa) for sa in _RUNTIME}
-    | {("queue:sync", "roles/cloudtasks.enqueuer", sa) for sa in _RUNTIME}
-    | {("service_account:tasks_invoker", "roles/iam.serviceAccountUser", sa) for sa in _RUNTIME}
-    | {("service_account:delegation", "roles/iam.serviceAccountTokenCreator", sa)
-       for sa in ("sa:worker", "sa:renewer")}
-    | {
-        ("service:worker", "roles/run.invoker", "sa:tasks_invoker"),
-        ("service:renewer", "roles/run.invoker", "sa:tasks_invoker"),
-        ("service:renewer", "roles/run.invoker", "sa:scheduler"),
-        ("service:webhook", "roles/run.invoker", "allUsers"),
-        ("project", "roles/logging.logWriter", "sa:builder"),
-        ("repository:functions", "roles/artifactregistry.writer", "sa:builder"),
-        ("bucket:source", "roles/storage.objectViewer", "sa:builder"),
-    }
-)
-
-# IAM resource type -> (scope kind, attribute naming what is granted on, its type).
-_SCOPES: dict[str, tuple[str, str | None, str | None]] = {
-    "google_project_iam_member": ("project", None, None),
-    "google_project_iam_binding": ("project", None, None),
-    "google_folder_iam_member": ("folder", None, None),
-    "google_folder_iam_binding": ("folder", None, None),
-    "google_organization_iam_member": ("organization", None, None),
-    "google_organization_iam_binding": ("organization", None, None),
-    "google_cloud_tasks_queue_iam_member": ("queue", "name", "google_cloud_tasks_queue"),
-    "google_service_account_iam_member": ("service_account", "service_account_id",
-                                          SERVICE_ACCOUNT),
-    "google_service_account_iam_binding": ("service_account", "service_account_id",
-                                           SERVICE_ACCOUNT),
-    "google_cloud_run_v2_service_iam_member": ("service", "name", FUNCTION),
-    "google_cloud_run_v2_service_iam_binding": ("service", "name", FUNCTION),
-    "google_cloud_run_service_iam_member": ("service", "service", FUNCTION),
-    "google_cloudfunctions2_function_iam_member": ("service", "cloud_function", FUNCTION),
-    "google_secret_manager_secret_iam_member": ("secret", "secret_id", SECRET),
-    "google_secret_manager_secret_iam_binding": ("secret", "secret_id", SECRET),
-    "google_storage_bucket_iam_member": ("bucket", "bucket", "google_storage_bucket"),
-    "google_artifact_registry_repository_iam_member": (
-        "repository", "repository", "google_artifact_registry_repository"),
+# Deployed by Terraform before functions/config.py declares them (the code is
+# being written on other branches): name -> why. Each one is still reported
+# until config.py lists it; then the ordinary rules apply.
+AHEAD_OF_CONFIG = {
+    "CALSYNC_DISPATCH_DEADLINE_SECONDS": "each task's dispatch deadline, the same value as "
+                                         "the worker's timeout (functions/tasks.py still has "
+                                         "the constant DISPATCH_DEADLINE_SECONDS)",
+    "CALSYNC_RENEWER_INVOKER_SA": "the account the renewer's own continuation tasks are "
+                                  "minted for (one invoker account per target)",
+    "CALSYNC_FEED_RETENTION_DAYS": "feed entries' expire_at (DESIGN.md, Retention)",
 }
 
 
 def check(config: hcl.Config, root: Path) -> list[str]:
     """Every consistency problem, one message each; `root` holds main.py and functions/."""
-    from functions.config import VARIABLES
+    from functions.config import ALL_FUNCTIONS, VARIABLES
 
     return [
-        *check_env(config, VARIABLES, root),
+        *check_env(config, VARIABLES, root, ALL_FUNCTIONS),
         *check_secrets(config, VARIABLES),
-        *check_indexes(config, _store_queries(root)),
-        *check_iam(config),
+        *firestore_check.check(config),
+        *iam_check.check(config),
+        *apis.check(config),
+        *monitoring_check.check(config, root),
+        *tfvars_check.check(config),
     ]
 
 
@@ -113,10 +86,16 @@ def functions_by_entry_point(config: hcl.Config) -> dict[str, hcl.Block]:
     return {str(f.first("build_config", "entry_point")): f for f in config.resources(FUNCTION)}
 
 
-def check_env(config: hcl.Config, variables: Iterable[Any], root: Path) -> list[str]:
+def check_env(config: hcl.Config, variables: Iterable[Any], root: Path,
+              known_functions: Iterable[str] | None = None) -> list[str]:
     variables = list(variables)
+    known = set(known_functions) if known_functions is not None else None
+    declared = {v.name for v in variables}
     problems: list[str] = []
     deployed = functions_by_entry_point(config)
+    if not deployed:
+        return ["[env] no google_cloudfunctions2_function found (expected one for_each "
+                "over local.functions)"]
     entry_points = _entry_points(root / "main.py")
     for name in sorted(entry_points - set(deployed)):
         problems.append(f"[env] main.py entry point {name!r} is not deployed by any function")
@@ -125,8 +104,18 @@ def check_env(config: hcl.Config, variables: Iterable[Any], root: Path) -> list[
                         "which main.py does not define")
     for entry, function in sorted(deployed.items()):
         where = function.address
-        plain = function.first("service_config", "environment_variables") or {}
-        secret = {str(s.get("key")) for s in _secret_envs(function)}
+        plain = function.first("service_config", "environment_variables")
+        if not isinstance(plain, dict):
+            problems.append(f"[env] {where}: environment_variables must be a literal map "
+                            f"(local.functions[...].env), not {plain!r}")
+            plain = {}
+        secret = {str(s.get("key")) for s in secret_envs(function, config)}
+        if known is not None and entry not in known:
+            problems.append(
+                f"[env] {where}: functions/config.py does not know the function {entry!r} "
+                "(not in ALL_FUNCTIONS), so its variables cannot be checked; deployed: "
+                + ", ".join(sorted(set(plain) | secret)))
+            continue
         reads = [v for v in variables if entry in v.used_by and not v.local_only]
         want_plain = {v.name for v in reads if not v.secret} | {"LOG_EXECUTION_ID"}
         want_secret = {v.name for v in reads if v.secret}
@@ -137,8 +126,13 @@ def check_env(config: hcl.Config, variables: Iterable[Any], root: Path) -> list[
             problems.append(f"[env] {where}: secret {name} is read by {entry} but not set "
                             "from Secret Manager")
         for name in sorted((set(plain) | secret) - want_plain - want_secret):
-            why = ("is emulator-only (local_only) and must not be set in production"
-                   if name in local_only else f"is not read by {entry}")
+            if name in AHEAD_OF_CONFIG and name not in declared:
+                why = (f"is deployed ahead of functions/config.py ({AHEAD_OF_CONFIG[name]}); "
+                       f"add it to VARIABLES with {entry} in used_by")
+            elif name in local_only:
+                why = "is emulator-only (local_only) and must not be set in production"
+            else:
+                why = f"is not read by {entry}"
             problems.append(f"[env] {where}: {name} {why}")
         for name in sorted(set(plain) & want_secret):
             problems.append(f"[env] {where}: secret {name} is set as a plain environment "
@@ -150,18 +144,50 @@ def check_env(config: hcl.Config, variables: Iterable[Any], root: Path) -> list[
                 problems.append(f"[env] {where}: {name} must come from configuration "
                                 f"(`{expected}`), not {plain[name]!r}")
         ingress = function.first("service_config", "ingress_settings")
-        if ingress != INGRESS.get(entry, "ALLOW_INTERNAL_ONLY"):
+        expected_ingress = INGRESS.get(entry, "ALLOW_INTERNAL_ONLY")
+        if ingress != expected_ingress:
             problems.append(f"[env] {where}: ingress_settings is {ingress!r}, "
-                            f"expected {INGRESS.get(entry, 'ALLOW_INTERNAL_ONLY')!r}")
+                            f"expected {expected_ingress!r}")
     webhook_url = hcl.unquote(config.locals.get("webhook_url", ""))
     if "local.function_urls.webhook" not in str(webhook_url):
         problems.append("[env] local.webhook_url must default to local.function_urls.webhook")
     return problems
 
 
-def _secret_envs(function: hcl.Block) -> list[dict[str, Any]]:
-    service = function.body.get("service_config") or [{}]
-    return list(service[0].get("secret_environment_variables", []))
+_DYNAMIC_ITEM = "secret_environment_variables.value"
+
+
+def secret_envs(function: hcl.Block, config: hcl.Config) -> list[dict[str, Any]]:
+    """The function's secret variables: static blocks, and the dynamic block over
+    `each.value.secrets` resolved through `local.secrets` (key = its `env`)."""
+    service = (function.body.get("service_config") or [{}])[0]
+    found = list(service.get("secret_environment_variables", []))
+    for dynamic in service.get("dynamic", []):
+        spec = dynamic.get("secret_environment_variables")
+        if spec is None:
+            continue
+        items = spec.get("for_each")
+        content = (spec.get("content") or [{}])[0]
+        if not isinstance(items, list):
+            found.append({"key": f"<unresolved {items!r}>", "secret": None})
+            continue
+        for item in items:
+            resolved = {name: _resolve_item(value, str(item), config)
+                        for name, value in content.items()}
+            found.append(resolved)
+    return found
+
+
+def _resolve_item(value: Any, item: str, config: hcl.Config) -> Any:
+    if not isinstance(value, str):
+        return value
+    text = value.replace(_DYNAMIC_ITEM, f'"{item}"')
+    match = re.fullmatch(r'\$\{local\.([\w]+)\["([^"]+)"\]\.([\w]+)\}', text)
+    if match:
+        table = config.locals.get(match.group(1), {})
+        entry = table.get(match.group(2)) if isinstance(table, dict) else None
+        return entry.get(match.group(3)) if isinstance(entry, dict) else None
+    return text
 
 
 def _entry_points(main_py: Path) -> set[str]:
@@ -176,17 +202,17 @@ def _entry_points(main_py: Path) -> set[str]:
 def check_secrets(config: hcl.Config, variables: Iterable[Any]) -> list[str]:
     problems: list[str] = []
     secret_vars = {v.name for v in variables if v.secret}
-    readers: dict[str, set[str]] = {}  # secret resource -> members that must read it
-    backing: dict[str, str] = {}  # secret variable -> secret resource
+    readers: dict[str, set[str]] = {}  # secret -> members that must read it
+    backing: dict[str, str] = {}  # secret variable -> secret
     for _entry, function in sorted(functions_by_entry_point(config).items()):
         account = hcl.single_reference(
             function.first("service_config", "service_account_email"), SERVICE_ACCOUNT)
-        for env in _secret_envs(function):
+        for env in secret_envs(function, config):
             key, where = str(env.get("key")), function.address
             secret = hcl.single_reference(env.get("secret"), SECRET)
             if key not in secret_vars:
                 problems.append(f"[secrets] {where}: {key} is not a secret in functions/config.py")
-            if secret is None or config.resource(SECRET, secret) is None:
+            if secret is None or not _declared_secret(config, env.get("secret")):
                 problems.append(f"[secrets] {where}: {key} refers to a secret that is not "
                                 f"declared ({env.get('secret')!r})")
                 continue
@@ -194,10 +220,11 @@ def check_secrets(config: hcl.Config, variables: Iterable[Any]) -> list[str]:
                 problems.append(f"[secrets] {key} comes from {backing[key]} in one function "
                                 f"and {secret} in another")
             readers.setdefault(secret, set()).add(f"sa:{account}")
+            problems += _version_problems(config, where, key, env.get("version"))
     versions = {hcl.single_reference(v.body.get("secret"), SECRET)
                 for v in config.resources("google_secret_manager_secret_version")}
     granted: dict[str, set[str]] = {}
-    for grant in _grants(config):
+    for grant in iam_check.grants(config):
         if grant.role != "roles/secretmanager.secretAccessor":
             continue
         if not grant.scope.startswith("secret:"):
@@ -205,137 +232,46 @@ def check_secrets(config: hcl.Config, variables: Iterable[Any]) -> list[str]:
                             f"{grant.scope}; grant it per secret")
             continue
         granted.setdefault(grant.scope.removeprefix("secret:"), set()).add(grant.member)
-    for secret in sorted({b.name for b in config.resources(SECRET)} | set(readers)):
+    declared = {b.key or b.name for b in config.resources(SECRET)}
+    for secret in sorted(declared | set(readers)):
         if secret in readers and secret not in versions:
-            problems.append(f"[secrets] {SECRET}.{secret} has no version: functions reading "
-                            "it would fail to deploy")
+            problems.append(f"[secrets] {SECRET}[{secret!r}] has no version: functions "
+                            "reading it would fail to deploy")
         want, have = readers.get(secret, set()), granted.get(secret, set())
         for member in sorted(want - have):
-            problems.append(f"[secrets] {SECRET}.{secret}: {member} reads it but is not "
+            problems.append(f"[secrets] {SECRET}[{secret!r}]: {member} reads it but is not "
                             "granted secretAccessor")
         for member in sorted(have - want):
-            problems.append(f"[secrets] {SECRET}.{secret}: {member} is granted secretAccessor "
-                            "but runs no function that reads it")
+            problems.append(f"[secrets] {SECRET}[{secret!r}]: {member} is granted "
+                            "secretAccessor but runs no function that reads it")
     return problems
 
 
-# --- indexes -----------------------------------------------------------------
+def _declared_secret(config: hcl.Config, expression: Any) -> bool:
+    refs = [r for r in hcl.references(expression) if r.type == SECRET and not r.data]
+    return len(refs) == 1 and any(
+        b.name == refs[0].name and (refs[0].key is None or b.key == refs[0].key)
+        for b in config.resources(SECRET))
 
 
-def check_indexes(config: hcl.Config, queries: list[dict[str, Any]]) -> list[str]:
-    indexes = set()
-    for index in config.resources("google_firestore_index"):
-        if index.body.get("query_scope", "COLLECTION") != "COLLECTION":
-            continue
-        fields = tuple((str(f.get("field_path")), str(f.get("order", "ASCENDING")))
-                       for f in index.body.get("fields", []))
-        indexes.add((str(index.body.get("collection")), fields))
-    return [
-        f"[indexes] no composite index for the {collection} query on "
-        + ", ".join(f"{path} {order}" for path, order in fields)
-        for collection, fields in sorted(normalised(queries) - indexes)
-    ]
-
-
-def _store_queries(root: Path) -> list[dict[str, Any]]:
-    """queries.py's QUERIES plus store.py's, when store.py declares them."""
-    from infra.tfcheck.queries import QUERIES
-
-    queries = list(QUERIES)
-    if (root / "functions" / "store.py").exists():
-        import importlib
-
-        store = importlib.import_module("functions.store")
-        queries += list(getattr(store, "QUERIES", []))
-    return queries
-
-
-# --- iam ---------------------------------------------------------------------
-
-
-class Grant:
-    def __init__(self, address: str, scope: str, role: str, member: str) -> None:
-        self.address, self.scope, self.role, self.member = address, scope, role, member
-
-    def key(self) -> tuple[str, str, str]:
-        return (self.scope, self.role, self.member)
-
-
-def _grants(config: hcl.Config) -> list[Grant]:
-    grants = []
-    for block in config.resources():
-        if "_iam_" not in block.type:
-            continue
-        kind, attr, target_type = _SCOPES.get(block.type, (block.type, None, None))
-        scope = kind
-        if attr is not None and target_type is not None:
-            target = hcl.single_reference(block.body.get(attr), target_type)
-            scope = f"{kind}:{target or block.body.get(attr)}"
-        role = str(block.body.get("role", "<policy>"))
-        members = block.body.get("members") or [block.body.get("member")]
-        if block.type.endswith("_iam_policy"):
-            members = ["<whole policy>"]
-        for member in members:
-            grants.append(Grant(block.address, scope, role, _member(member)))
-    return grants
-
-
-def _member(value: Any) -> str:
-    account = hcl.single_reference(value, SERVICE_ACCOUNT)
-    return f"sa:{account}" if account else str(hcl.unquote(value))
-
-
-def check_iam(config: hcl.Config) -> list[str]:
-    problems: list[str] = []
-    grants = _grants(config)
-    for grant in grants:
-        where = f"[iam] {grant.address}"
-        if grant.member == "<whole policy>":
-            problems.append(f"{where}: authoritative IAM policies replace grants made "
-                            "elsewhere; use *_iam_member")
-        if grant.role in BASIC_ROLES:
-            problems.append(f"{where}: basic role {grant.role} is never granted")
-        if grant.scope in BROAD_SCOPES and grant.role in IMPERSONATION_ROLES:
-            problems.append(f"{where}: {grant.role} at {grant.scope} level lets "
-                            f"{grant.member} act as every service account; grant it on "
-                            "one service account")
-        if grant.member in PUBLIC_MEMBERS and grant.key() != (
-                "service:webhook", "roles/run.invoker", "allUsers"):
-            problems.append(f"{where}: {grant.member} may only invoke the webhook, "
-                            f"not hold {grant.role} on {grant.scope}")
-    actual = {g.key() for g in grants if not g.scope.startswith("secret:")}
-    for scope, role, member in sorted(EXPECTED_GRANTS - actual):
-        problems.append(f"[iam] missing grant: {role} on {scope} for {member}")
-    for grant in grants:
-        if not grant.scope.startswith("secret:") and grant.key() not in EXPECTED_GRANTS:
-            problems.append(f"[iam] {grant.address}: unexpected grant {grant.role} on "
-                            f"{grant.scope} for {grant.member} (not in the matrix)")
-    problems += _default_accounts(config)
-    return problems
-
-
-def _default_accounts(config: hcl.Config) -> list[str]:
-    problems = []
-    for block in config.blocks:
-        for text in hcl.strings(block.body):
-            if any(marker in text for marker in DEFAULT_ACCOUNTS):
-                problems.append(f"[iam] {block.address}: uses a default service account "
-                                f"({text!r})")
-    for entry, function in sorted(functions_by_entry_point(config).items()):
-        runtime = hcl.single_reference(
-            function.first("service_config", "service_account_email"), SERVICE_ACCOUNT)
-        builder = hcl.single_reference(function.first("build_config", "service_account"),
-                                       SERVICE_ACCOUNT)
-        if runtime != FUNCTION_ACCOUNTS.get(entry):
-            problems.append(f"[iam] {function.address}: must run as "
-                            f"google_service_account.{FUNCTION_ACCOUNTS.get(entry)} "
-                            "(unset means the default compute account)")
-        if builder is None:
-            problems.append(f"[iam] {function.address}: build_config.service_account must "
-                            "name a dedicated account (unset means the default compute account)")
-    for job in config.resources("google_cloud_scheduler_job"):
-        oidc = job.first("http_target", "oidc_token", "service_account_email")
-        if hcl.single_reference(oidc, SERVICE_ACCOUNT) != "scheduler":
-            problems.append(f"[iam] {job.address}: OIDC token must be minted for "
-                            "google_service_account.scheduler")
-    return problems
+def _version_problems(config: hcl.Config, where: str, key: str, version: Any) -> list[str]:
+    """A function reads a pinned version that Terraform created (or the tfvars pin),
+    never `latest`: it then cannot deploy before a version exists, and moving a
+    pin rolls it."""
+    text = str(version)
+    if text == "latest" or version is None:
+        return [f"[secrets] {where}: {key} reads version {version!r}; pin it to "
+                "local.secret_version (the created version, or var.secret_versions)"]
+    seen: set[str] = set()
+    pending = [text]
+    while pending:
+        current = pending.pop()
+        if "google_secret_manager_secret_version." in current:
+            return []
+        for name in re.findall(r"(?<![\w.])local\.([A-Za-z_][\w-]*)", current):
+            if name not in seen and name in config.locals:
+                seen.add(name)
+                pending.append(str(config.locals[name]))
+    return [f"[secrets] {where}: {key} reads version {version!r}, which does not come "
+            "from a google_secret_manager_secret_version: the function could deploy "
+            "before the secret has a version"]

@@ -2,9 +2,11 @@
 
 Expressions stay strings (`"${google_service_account.worker.email}"`); the
 checks compare them with references rather than evaluate them. A resource
-whose `for_each` is a literal map or list is expanded into one instance per
-key, with `each.key` / `each.value` substituted, so grants written with
-`for_each` are checked like grants written one by one.
+whose `for_each` is a literal map or list, or a `local.NAME` holding one, is
+expanded into one instance per key, with `each.key` / `each.value` (and
+`each.value.attr`) substituted, so grants written with `for_each` over a local
+map are checked like grants written one by one. A reference to an instance,
+`google_x.this["key"]`, is identified by its key.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import hcl2
 
 # `google_x.name.attr`, `data.google_x.name.attr`, `random_bytes.name.attr`...
 REFERENCE = re.compile(
-    r"(?<![\w.])(?P<data>data\.)?(?P<type>(?:google|archive|random)_[a-z0-9_]+)"
-    r"\.(?P<name>[a-zA-Z_][\w-]*)(?:\[[^\]]*\])?(?:\.(?P<attr>[a-z_][a-z0-9_]*))?"
+    r"(?<![\w.])(?P<data>data\.)?(?P<type>(?:google|archive|random|time)_[a-z0-9_]+)"
+    r"\.(?P<name>[a-zA-Z_][\w-]*)(?:\[(?P<index>[^\]]*)\])?(?:\.(?P<attr>[a-z_][a-z0-9_]*))?"
 )
+_QUOTED = re.compile(r'^"(?P<key>[^"]*)"$')
+_EACH_VALUE = re.compile(r"\beach\.value((?:\.[a-z_][a-z0-9_]*)*)")
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,12 @@ class Reference:
     type: str
     name: str
     attr: str | None
+    key: str | None = None  # `"k"` in `type.name["k"]`, unquoted; None otherwise
+
+    @property
+    def ident(self) -> str:
+        """The instance key when the reference names one, else the resource name."""
+        return self.key if self.key is not None else self.name
 
 
 @dataclass
@@ -72,7 +82,7 @@ class Config:
     def resources(self, type_: str | None = None, *, expand: bool = True) -> list[Block]:
         found = [b for b in self.blocks if b.kind == "resource"
                  and (type_ is None or b.type == type_)]
-        return [i for b in found for i in _expand(b)] if expand else found
+        return [i for b in found for i in _expand(b, self.locals)] if expand else found
 
     def resource(self, type_: str, name: str) -> Block | None:
         return next((b for b in self.resources(type_, expand=False) if b.name == name), None)
@@ -122,12 +132,14 @@ def strings(value: Any) -> Iterator[str]:
 def references(value: Any) -> Iterator[Reference]:
     for text in strings(value):
         for match in REFERENCE.finditer(text):
-            yield Reference(bool(match["data"]), match["type"], match["name"], match["attr"])
+            quoted = _QUOTED.match((match["index"] or "").strip())
+            yield Reference(bool(match["data"]), match["type"], match["name"], match["attr"],
+                            quoted["key"] if quoted else None)
 
 
 def single_reference(value: Any, type_: str) -> str | None:
-    """The name of the `type_` resource an expression refers to, if exactly one."""
-    names = {ref.name for ref in references(value) if ref.type == type_ and not ref.data}
+    """The resource (or instance key) of `type_` an expression refers to, if exactly one."""
+    names = {ref.ident for ref in references(value) if ref.type == type_ and not ref.data}
     return names.pop() if len(names) == 1 else None
 
 
@@ -138,8 +150,12 @@ def unquote(value: Any) -> Any:
     return value
 
 
-def _expand(block: Block) -> list[Block]:
+def _expand(block: Block, locals_: dict[str, Any] | None = None) -> list[Block]:
     for_each = block.body.get("for_each")
+    if isinstance(for_each, str):
+        match = re.fullmatch(r"\$\{local\.([\w-]+)\}", for_each)
+        if match and locals_ is not None:
+            for_each = locals_.get(match.group(1))
     if isinstance(for_each, dict):
         items = [(str(k), v) for k, v in for_each.items()]
     elif isinstance(for_each, list) and all(isinstance(v, str) for v in for_each):
@@ -148,21 +164,41 @@ def _expand(block: Block) -> list[Block]:
         return [block]
     instances = []
     for key, value in items:
-        body = _substitute(block.body, key, value)
+        body = _substitute({k: v for k, v in block.body.items() if k != "for_each"},
+                           key, value)
         instances.append(Block(block.kind, block.type, block.name, body, block.file, key))
     return instances
 
 
+def _lookup(value: Any, path: str) -> Any:
+    for step in filter(None, path.split(".")):
+        if not isinstance(value, dict) or step not in value:
+            return None
+        value = value[step]
+    return value
+
+
+def _as_expression(value: Any) -> str:
+    """A substituted value written back into an expression."""
+    if isinstance(value, str):
+        inner = unquote(value)
+        return inner if inner is not value else '"' + value + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def _substitute(value: Any, key: str, each_value: Any) -> Any:
     if isinstance(value, str):
-        if value == "${each.value}":
-            return each_value
         if value == "${each.key}":
             return key
-        inner = unquote(each_value) if isinstance(each_value, str) else str(each_value)
-        return value.replace("each.key", repr(key)[1:-1]).replace("each.value", inner)
+        whole = re.fullmatch(r"\$\{each\.value((?:\.[a-z_][a-z0-9_]*)*)\}", value)
+        if whole:
+            return _lookup(each_value, whole.group(1))
+        text = value.replace("each.key", '"' + key + '"')
+        return _EACH_VALUE.sub(lambda m: _as_expression(_lookup(each_value, m.group(1))), text)
     if isinstance(value, dict):
-        return {k: _substitute(v, key, each_value) for k, v in value.items() if k != "for_each"}
+        return {k: _substitute(v, key, each_value) for k, v in value.items()}
     if isinstance(value, list):
         return [_substitute(v, key, each_value) for v in value]
     return value

@@ -21,7 +21,8 @@ from infra.tfcheck.schema_cache import normalise
 META_ARGUMENTS = {"count", "for_each", "depends_on", "lifecycle", "provider",
                   "provisioner", "connection"}
 
-# hashicorp/archive 2.x and hashicorp/random 3.x: only the types calsync uses.
+# hashicorp/archive 2.x, hashicorp/random 3.x and hashicorp/time 0.x: only the
+# types calsync uses (the ephemeral random_password is not a resource).
 _OTHER_STRUCTS: dict[str, Any] = {
     "archive.file": {
         "attributes": {"type": True, "output_path": True, "source_content": False,
@@ -33,13 +34,16 @@ _OTHER_STRUCTS: dict[str, Any] = {
     },
     "archive.file.source": {"attributes": {"content": True, "filename": True}, "blocks": {}},
     "random.bytes": {"attributes": {"length": True, "keepers": False}, "blocks": {}},
+    "time.sleep": {"attributes": {"create_duration": False, "destroy_duration": False,
+                                  "triggers": False}, "blocks": {}},
 }
-_OTHER_RESOURCES = {"random_bytes": "random.bytes"}
+_OTHER_RESOURCES = {"random_bytes": "random.bytes", "time_sleep": "time.sleep"}
 _OTHER_DATA_SOURCES = {"archive_file": "archive.file"}
 _OTHER_OUTPUTS = {
     "archive_file": ["outputpath", "outputsize", "outputmd5", "outputsha", "outputsha256",
                      "outputbase64sha256", "outputsha512", "outputbase64sha512", "id"],
     "random_bytes": ["base64", "hex", "id", "length", "keepers"],
+    "time_sleep": ["createduration", "destroyduration", "id", "triggers"],
 }
 
 

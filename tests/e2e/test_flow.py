@@ -66,9 +66,15 @@ def test_forged_notifications_record_and_enqueue_nothing(e2e: E2E) -> None:
     assert e2e.notify({**base, "X-Goog-Channel-Token": "v1.local1.forged"}) == 403
     assert e2e.notify({**base, "X-Goog-Channel-Token":
                        channel_tokens.sign(opened.id, keys)}) == 403
-    assert e2e.notify({**base, "X-Goog-Channel-ID": "11111111-2222-3333-4444-555555555555",
-                       "X-Goog-Channel-Token": "v1.local1.x"}) == 200
-    good = channel_tokens.sign(opened.id, e2e.service._settings.channel_token_keys)
+    # The token is verified before anything is read: forged on an unknown channel is
+    # refused too; a validly signed one for a channel we no longer know is ignored.
+    unknown = "11111111-2222-3333-4444-555555555555"
+    assert e2e.notify({**base, "X-Goog-Channel-ID": unknown,
+                       "X-Goog-Channel-Token": "v1.local1.x"}) == 403
+    keyring = e2e.service._settings.channel_token_keys
+    assert e2e.notify({**base, "X-Goog-Channel-ID": unknown,
+                       "X-Goog-Channel-Token": channel_tokens.sign(unknown, keyring)}) == 200
+    good = channel_tokens.sign(opened.id, keyring)
     assert e2e.notify({**base, "X-Goog-Channel-Token": good,
                        "X-Goog-Resource-ID": "someone-elses-resource"}) == 403
     assert e2e.store.get_subscription(sub.id).requested_gen == before

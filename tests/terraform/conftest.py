@@ -33,17 +33,24 @@ CHECKOV_BREAKAGES: dict[str, tuple[list[Edit], str]] = {
           "uniform_bucket_level_access = false")], "CKV_GCP_29"),
     "webhook_skip_removed": (
         [("iam.tf", "  #checkov:skip=CKV_GCP_102:", "  # was a skip: ")], "CKV_GCP_102"),
-    "worker_public_ingress": (
-        [("functions.tf", 'ingress_settings                 = "ALLOW_INTERNAL_ONLY"',
-          'ingress_settings                 = "ALLOW_ALL"')], "CKV_GCP_124"),
+    # One function resource serves all four, so its ingress skip covers them
+    # all; tests/terraform/test_consistency.py holds each function's ingress.
+    "function_ingress_skip_removed": (
+        [("functions.tf", "  #checkov:skip=CKV_GCP_124:", "  # was a skip: ")], "CKV_GCP_124"),
+    "act_as_project_wide": (
+        [("extra.tf", "", 'resource "google_project_iam_member" "extra" {\n'
+          '  project = var.project\n  role    = "roles/iam.serviceAccountUser"\n'
+          '  member  = "serviceAccount:x@example.iam.gserviceaccount.com"\n}\n')],
+        "CKV_GCP_41"),
 }
 
 
 def copy_with_edits(destination: Path, edits: list[Edit]) -> Path:
-    """terraform/*.tf copied to `destination`, each edit applied to every occurrence."""
+    """terraform/*.tf and *.tfvars copied to `destination`, each edit applied everywhere."""
     destination.mkdir(parents=True)
-    for path in TERRAFORM.glob("*.tf"):
-        shutil.copy(path, destination / path.name)
+    for pattern in ("*.tf", "*.tfvars"):
+        for path in TERRAFORM.glob(pattern):
+            shutil.copy(path, destination / path.name)
     for name, old, new in edits:
         target = destination / name
         text = target.read_text() if target.exists() else ""

@@ -15,8 +15,9 @@ from .conftest import CHECKOV_BREAKAGES, TERRAFORM
 DOCUMENTED_SKIPS = {
     ("CKV_GCP_62", "google_storage_bucket.source"),  # access logs of a source-only bucket
     ("CKV_GCP_84", "google_artifact_registry_repository.functions"),  # CMEK for built images
-    ("CKV_GCP_124", "google_cloudfunctions2_function.webhook"),  # Google pushes from outside
-    ("CKV_GCP_102", "google_cloud_run_service_iam_member.webhook_public"),  # allUsers
+    # webhook: Google pushes from outside; api: ID token of an api_invokers member
+    ("CKV_GCP_124", "google_cloudfunctions2_function.this"),
+    ("CKV_GCP_102", "google_cloud_run_service_iam_member.webhook_public[0]"),  # allUsers
 }
 
 

@@ -40,24 +40,41 @@ BREAKAGES: dict[str, tuple[list[tuple[str, str, str]], str]] = {
           "  stackdriver_logging_config {")],
         "block 'stackdriver_logging_config' may appear only once"),
     "required attribute missing": (
-        [("iam.tf", '  account_id   = "${var.name_prefix}-scheduler"\n', "")],
-        "google_service_account.scheduler: required attribute 'account_id' is not set"),
+        [("iam.tf", '  account_id   = "${var.name_prefix}-${each.value.account_id}"\n', "")],
+        "google_service_account.this: required attribute 'account_id' is not set"),
     "required nested attribute missing": (
         [("scheduler.tf", "    uri         = local.function_urls.renewer\n", "")],
         "http_target: required attribute 'uri' is not set"),
     "required block missing": (
-        [("secrets.tf", '  secret_id = "${var.name_prefix}-oauth-client-secret"\n\n'
+        [("secrets.tf", '  secret_id = "${var.name_prefix}-${each.value.secret_id}"\n\n'
           "  replication {\n    auto {}\n  }\n",
-          '  secret_id = "${var.name_prefix}-oauth-client-secret"\n')],
-        "oauth_client_secret: required block 'replication' is missing"),
+          '  secret_id = "${var.name_prefix}-${each.value.secret_id}"\n')],
+        "google_secret_manager_secret.this: required block 'replication' is missing"),
     "reference to an undeclared resource": (
-        [("scheduler.tf", "google_service_account.scheduler.email",
+        [("scheduler.tf", 'google_service_account.this["renewer_invoker"].email',
           "google_service_account.cron.email")],
         "refers to google_service_account.cron, which is not declared"),
     "reference to an unknown attribute": (
-        [("outputs.tf", "google_service_account.delegation.unique_id",
-          "google_service_account.delegation.client_id")],
-        "google_service_account.delegation has no attribute 'client_id'"),
+        [("outputs.tf", 'google_service_account.this["delegation"].unique_id',
+          'google_service_account.this["delegation"].client_id')],
+        "google_service_account.this has no attribute 'client_id'"),
+    "unknown attribute in an alert policy": (
+        [("monitoring.tf", "      trigger {\n        count = 1",
+          "      trigger {\n        counts = 1")],
+        "condition_threshold.trigger: unknown attribute or block 'counts'"),
+    "unknown dynamic block on a Firestore field": (
+        [("firestore.tf", '  dynamic "ttl_config" {', '  dynamic "ttl_policy" {')],
+        "google_firestore_field.config: unknown nested block 'ttl_policy' (dynamic)"),
+    "unknown attribute of a log metric": (
+        [("monitoring.tf", "    metric_kind = \"DELTA\"", "    kind = \"DELTA\"")],
+        "metric_descriptor: unknown attribute or block 'kind'"),
+    "unknown attribute of the IAM wait": (
+        [("iam.tf", '  create_duration = "60s"', '  create_delay = "60s"')],
+        "time_sleep.iam_propagation: unknown attribute or block 'create_delay'"),
+    "IAM condition without its expression": (
+        [("iam.tf", '    expression  = "resource.name.startsWith',
+          '    expr        = "resource.name.startsWith')],
+        "condition: unknown attribute or block 'expr'"),
     "variable without description": (
         [("variables.tf", '  description = "Prefix of every resource name (functions, queue, '
           'service accounts, secrets)."\n', "")],

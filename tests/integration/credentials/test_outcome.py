@@ -76,7 +76,7 @@ def test_our_misconfiguration_is_retried_and_leaves_the_subscription_alone(
         report = engine.run(sub.id)
     finally:
         stub.close()
-    assert report.outcome is Outcome.TRANSIENT and "Misconfigured" in (report.error or "")
+    assert report.outcome is Outcome.MISCONFIGURED and "Misconfigured" in (report.error or "")
     after = store.get_subscription(sub.id)
     assert after is not None and after.status == "active" and after.last_error is None
     assert store.get_writer_state(sub.id).get("lease_until") is None  # released for the retry

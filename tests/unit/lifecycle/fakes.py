@@ -116,6 +116,11 @@ class MemoryLifecycle(LifecycleStore, RequestStore):
         data.update(requested_gen=requested + 1, requested_at=now, enqueuing_at=now)
         return SyncRequest(found=True, needs_task=True, generation=requested + 1)
 
+    def request_full_resync(self, sub_id: str) -> int:
+        data = self.subs[sub_id]
+        data["full_resync_requested"] = int(data.get("full_resync_requested") or 0) + 1
+        return int(data["full_resync_requested"])
+
     def enqueue_failed(self, sub_id: str, generation: int) -> None:
         data = self.subs.get(sub_id)
         if data is not None and int(data.get("queued_gen") or 0) < generation:

@@ -88,6 +88,9 @@ class FakeRequests(RequestStore):
     def enqueue_failed(self, sub_id: str, generation: int) -> None:
         self.failed.add(generation)
 
+    def request_full_resync(self, sub_id: str) -> int:
+        raise AssertionError("the webhook never asks for a full resync")
+
 
 class FakeQueue(TaskQueue):
     def __init__(self) -> None:

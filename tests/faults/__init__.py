@@ -1,0 +1,1 @@
+"""Fault-injection helpers for liveness and chaos tests (real emulators behind them)."""

@@ -1,0 +1,282 @@
+"""Random histories with faults, driven the way users, operators and Google drive calsync.
+
+- Calendar writes go through the Calendar emulator's API with the real client (the
+  emulator pushes real notifications to the webhook).
+- Subscribe, pause and resume go through the subscription service in-process, as the
+  CLI does.
+- Faults go through the emulator's control API (events.list 500/503/429/403/410,
+  rate limits, failing watches and stops, dropped, duplicated and delayed
+  notifications), plus whatever extra faults a test brings (a refusing Cloud Tasks
+  proxy, a killed worker).
+
+Everything is drawn from one seeded `random.Random`, and every fault kind is tallied.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from googleapiclient.errors import HttpError
+
+from tests.faults.invariants import Watched
+
+RETRIED_WRITE_STATUSES = (403, 429, 500, 502, 503)
+# Faults whose effect lasts RATE_LIMIT_DELAY (30 s without Retry-After): early only.
+EARLY_ONLY = frozenset({"list_429", "list_403_rate", "rate_limit"})
+
+
+def subscribe(service: Any, calendar_id: str, owner: str) -> str:
+    """Subscribe as the CLI does; the subscription id (both result shapes)."""
+    result = service.subscribe(calendar_id, owner, "bearer")
+    sub = getattr(result, "subscription", None)
+    if sub is None:
+        sub = result[0]  # the older (Subscription, OpenedChannel) shape
+    return str(sub.id)
+
+
+def event_body(rng: random.Random, summary: str) -> dict[str, Any]:
+    day = rng.randint(1, 28)
+    hour = rng.randint(6, 20)
+    return {"summary": summary,
+            "start": {"dateTime": f"2026-12-{day:02d}T{hour:02d}:00:00Z"},
+            "end": {"dateTime": f"2026-12-{day:02d}T{hour:02d}:30:00Z"}}
+
+
+@dataclass
+class Cal:
+    watched: Watched
+    events: list[str] = field(default_factory=list)
+    sub_id: str | None = None
+
+
+class History:
+    """One random history over `cals`; `run()` until enough mutations are done."""
+
+    def __init__(self, rng: random.Random, control: Any, service: Any, cals: list[Cal],
+                 extra_faults: dict[str, Callable[[History], None]] | None = None) -> None:
+        self.rng, self.control, self.service, self.cals = rng, control, service, cals
+        self.extra = dict(extra_faults or {})
+        self.tally: Counter[str] = Counter()
+        self.mutations = 0
+        self.progress = 0.0
+        self._undo: list[tuple[float, str, Callable[[], None]]] = []
+        self._paused: Cal | None = None
+        self._failed: list[Cal] = []
+
+    # -- scheduling -------------------------------------------------------------
+
+    def later(self, seconds: float, what: str, undo: Callable[[], None]) -> None:
+        """Run `undo` once `seconds` have passed (checked between steps and at quiet)."""
+        self._undo.append((time.monotonic() + seconds, what, undo))
+
+    def _due(self, everything: bool = False) -> None:
+        now = time.monotonic()
+        keep = []
+        for deadline, what, undo in self._undo:
+            if everything or deadline <= now:
+                undo()
+                self.tally[f"undo_{what}"] += 1
+            else:
+                keep.append((deadline, what, undo))
+        self._undo = keep
+
+    # -- the history ------------------------------------------------------------
+
+    def run(self, mutations: int, late: list[Cal], step_pause: float = 0.05,
+            fault_rate: float = 0.22) -> None:
+        """Mutate and inject faults until `mutations` writes are done.
+
+        `late` calendars are subscribed during the history (the first right after
+        a failing watch is injected); one subscription is paused at 35% and resumed
+        (after another failing watch) at 55%; one calendar is subscribed again at 70%.
+        """
+        plan = {round(mutations * (0.15 + 0.5 * i / max(len(late), 1))): cal
+                for i, cal in enumerate(late)}
+        pause_at, resume_at, again_at = (round(mutations * f) for f in (0.35, 0.55, 0.7))
+        kinds = self.fault_kinds()
+        # Every kind at least once (rate limits while they are still allowed), then random.
+        early = [k for k in kinds if k in EARLY_ONLY]
+        rest = [k for k in kinds if k not in EARLY_ONLY]
+        self.rng.shuffle(early)
+        self.rng.shuffle(rest)
+        unused = early + rest
+        while self.mutations < mutations:
+            self.progress = self.mutations / mutations
+            self._due()
+            if self.mutations in plan:
+                cal = plan.pop(self.mutations)
+                if not self.tally["subscribe_after_watch_fault"]:
+                    self.watch_fail(count=1)
+                    self.tally["subscribe_after_watch_fault"] += 1
+                self.subscribe(cal)
+            if self.mutations == pause_at and self._paused is None:
+                self.pause()
+            if self.mutations == resume_at and self._paused is not None:
+                self.watch_fail(count=1)
+                self.resume()
+            if self.mutations == again_at:
+                self.subscribe_again()
+            if self.rng.random() < fault_rate:
+                eligible = [k for k in kinds if self.progress < 0.3 or k not in EARLY_ONLY]
+                fresh = [k for k in unused if k in eligible]
+                kind = fresh[0] if fresh else self.rng.choice(eligible)
+                if kind in unused:
+                    unused.remove(kind)
+                self.fault(kind)
+            self.mutate(self.rng.choice(self.cals))
+            time.sleep(self.rng.uniform(0, step_pause))
+        if self._paused is not None:
+            self.resume()
+
+    def quiet(self) -> None:
+        """Lift every fault (timed ones at once), let the operator run once more each
+        subscribe that said it failed, and wait for pushes in flight."""
+        self._due(everything=True)
+        self.control.clear_failures()
+        self.control.set_rate_limit(None)
+        self.control.clear_notification_faults()
+        self.retry_failed_subscribes()
+        self.control.flush_notifications(timeout=15)
+
+    # -- lifecycle (as the CLI) ------------------------------------------------------
+
+    def subscribe(self, cal: Cal, what: str = "subscribe") -> None:
+        try:
+            cal.sub_id = subscribe(self.service, cal.watched.calendar_id, cal.watched.owner)
+            self.tally[what] += 1
+        except Exception as err:  # noqa: BLE001 - the CLI reports it; the test records it
+            self.tally[f"{what}_raised_{type(err).__name__}"] += 1
+            self._failed.append(cal)
+
+    def retry_failed_subscribes(self) -> None:
+        """The operator runs a subscribe that said it failed once more."""
+        failed, self._failed = self._failed, []
+        for cal in failed:
+            self.subscribe(cal, "subscribe_retried")
+
+    def subscribe_again(self) -> None:
+        done = [c for c in self.cals if c.sub_id]
+        if not done:
+            return
+        cal = self.rng.choice(done)
+        try:
+            again = subscribe(self.service, cal.watched.calendar_id, cal.watched.owner)
+            self.tally["subscribe_again" + ("_same" if again == cal.sub_id else "_new_id")] += 1
+        except Exception as err:  # noqa: BLE001
+            self.tally[f"subscribe_again_raised_{type(err).__name__}"] += 1
+
+    def pause(self) -> None:
+        done = [c for c in self.cals if c.sub_id]
+        if not done:
+            return
+        cal = self.rng.choice(done)
+        self._paused = cal  # whatever pause answers, the operator resumes it later
+        try:
+            self.service.pause(cal.sub_id)
+            self.tally["pause"] += 1
+        except Exception as err:  # noqa: BLE001
+            self.tally[f"pause_raised_{type(err).__name__}"] += 1
+
+    def resume(self) -> None:
+        cal, self._paused = self._paused, None
+        if cal is None:
+            return
+        try:
+            self.service.resume(cal.sub_id)
+            self.tally["resume"] += 1
+        except Exception as err:  # noqa: BLE001
+            self.tally[f"resume_raised_{type(err).__name__}"] += 1
+
+    # -- calendar writes ------------------------------------------------------------
+
+    def mutate(self, cal: Cal) -> None:
+        events = cal.watched.api.events()
+        calendar_id = cal.watched.calendar_id
+        roll = self.rng.random()
+        n = self.mutations
+        if not cal.events or roll < 0.45:
+            body = event_body(self.rng, f"chaos {n}")
+            created = self._write(lambda: events.insert(calendarId=calendar_id,
+                                                        body=body).execute())
+            cal.events.append(created["id"])
+            kind = "insert"
+        elif roll < 0.8:
+            event_id = self.rng.choice(cal.events)
+            field_name = self.rng.choice(["summary", "location", "description"])
+            body = {field_name: f"{field_name} {n}"}
+            self._write(lambda: events.patch(calendarId=calendar_id, eventId=event_id,
+                                             body=body).execute())
+            kind = "patch"
+        else:
+            event_id = cal.events.pop(self.rng.randrange(len(cal.events)))
+            self._write(lambda: events.delete(calendarId=calendar_id,
+                                              eventId=event_id).execute())
+            kind = "delete"
+        self.mutations += 1
+        self.tally[f"mutation_{kind}"] += 1
+
+    def _write(self, call: Callable[[], Any]) -> Any:
+        for attempt in range(60):
+            try:
+                return call()
+            except HttpError as err:
+                if err.status_code not in RETRIED_WRITE_STATUSES or attempt == 59:
+                    raise
+                self.tally["write_retried"] += 1
+                time.sleep(0.1 + 0.05 * attempt)
+        raise AssertionError("unreachable")
+
+    # -- faults -----------------------------------------------------------------------
+
+    def fault_kinds(self) -> list[str]:
+        return ["list_5xx", "list_429", "list_403_rate", "rate_limit", "list_410",
+                "watch_fail", "stop_fail", "push_drop", "push_dup", "push_delay",
+                *self.extra]
+
+    def fault(self, kind: str) -> None:
+        rng, control = self.rng, self.control
+        self.tally[f"fault_{kind}"] += 1
+        if kind in self.extra:
+            self.extra[kind](self)
+        elif kind == "list_5xx":
+            control.inject_failure("events.list", rng.choice([500, 503]), "backendError",
+                                   count=rng.randint(1, 3))
+        elif kind == "list_429":
+            control.inject_failure("events.list", 429, "rateLimitExceeded", count=2)
+        elif kind == "list_403_rate":
+            control.inject_failure("events.list", 403, "userRateLimitExceeded", count=2)
+        elif kind == "rate_limit":
+            owner = rng.choice(self.cals).watched.owner
+            control.set_rate_limit(3, window_seconds=1.0, status=rng.choice([403, 429]),
+                                   user=owner)
+            self.later(rng.uniform(0.5, 1.5), "rate_limit", lambda: control.set_rate_limit(None))
+        elif kind == "list_410":
+            cal = rng.choice(self.cals)
+            if rng.random() < 0.5:
+                control.invalidate_sync_tokens(cal.watched.calendar_id)
+            else:
+                control.inject_failure("events.list", 410, "fullSyncRequired")
+        elif kind == "watch_fail":
+            self.watch_fail(rng.randint(1, 2))
+        elif kind == "stop_fail":
+            control.inject_failure("channels.stop", 503, "backendError")
+        elif kind == "push_drop":
+            control.set_notification_faults(drop=rng.randint(1, 5))
+        elif kind == "push_dup":
+            control.set_notification_faults(duplicate=rng.randint(1, 5))
+        elif kind == "push_delay":
+            control.set_notification_faults(delay=rng.uniform(0.5, 2.0))
+            self.later(3.0, "push_delay", control.clear_notification_faults)
+        else:
+            raise AssertionError(f"unknown fault {kind}")
+
+    def watch_fail(self, count: int) -> None:
+        status = self.rng.choice([500, 503, 429])
+        reason = "rateLimitExceeded" if status == 429 else "backendError"
+        self.control.inject_failure("events.watch", status, reason, count=count)
+        self.tally[f"watch_fail_{status}"] += 1

@@ -1,0 +1,72 @@
+"""Hypothesis strategies for API requests: valid shapes, near misses and noise."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from hypothesis import strategies as st
+
+from functions.api_routes import ROUTES
+from tests.unit.api.fakes import GOOD_CODE
+
+PARAM_NAMES = sorted({p.name for r in ROUTES for p in r.params}) + ["x", "", "limit[]"]
+
+text = st.text(max_size=40)
+ints = st.integers(min_value=-(2**70), max_value=2**70)
+json_values = st.recursive(
+    st.none() | st.booleans() | ints | st.floats(allow_nan=False) | text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
+    max_leaves=12)
+
+
+def segments(sub_id: str) -> Any:
+    return st.sampled_from([sub_id, "missing", "known", "..", "__x__", "a b", "%2F", ""]) | text
+
+
+valid_bodies = st.sampled_from([
+    {"calendar_id": "c@x.io", "owner": "o@x.io", "credentials": "dwd"},
+    {"calendar_id": "primary", "oauth": {"code": GOOD_CODE, "redirect_uri": "http://h/cb"}},
+    {"calendar_id": "primary", "oauth": {"code": "bad", "redirect_uri": "http://h/cb"}},
+    {"full": True}, {},
+])
+
+
+@st.composite
+def bodies(draw: Any) -> Any:
+    base = draw(valid_bodies)
+    how = draw(st.sampled_from(["valid", "mutated", "json", "bytes", "none"]))
+    if how == "valid":
+        return json.dumps(base).encode()
+    if how == "mutated":
+        mutated = dict(base)
+        mutated[draw(st.sampled_from(list(base) + ["labels", "extra"]))] = draw(json_values)
+        return json.dumps(mutated).encode()
+    if how == "json":
+        return json.dumps(draw(json_values)).encode()
+    if how == "bytes":
+        return draw(st.binary(max_size=60) | st.sampled_from([
+            b'{"calendar_id": "\\ud800", "owner": "a@b.c", "credentials": "dwd"}',
+            b'{"calendar_id": "x", "labels": {"\\udfff": "v"}, "owner": "a@b.c", '
+            b'"credentials": "dwd"}', b"[" * 5000, b'{"full": 1e999}']))
+    return b""
+
+
+@st.composite
+def requests(draw: Any, sub_id: str) -> tuple[str, str, bytes, str | None]:
+    route = draw(st.sampled_from(ROUTES))
+    path = route.path.replace("{id}", quote(draw(segments(sub_id)), safe=""))
+    path = path.replace("{event_id}", quote(draw(segments(sub_id)), safe=""))
+    if draw(st.booleans()):
+        path = draw(st.sampled_from(["/v1", "/v1/subscriptions/", "/", "/v2/subscriptions",
+                                     path + "/extra"]))
+    method = draw(st.sampled_from([route.method] * 4 + ["GET", "POST", "DELETE", "PUT"]))
+    params = draw(st.lists(st.tuples(
+        st.sampled_from(PARAM_NAMES),
+        st.sampled_from(["0", "1", "-1", "1000", "1001", "true", "created,updated",
+                         "tenant:a", "start", ""]) | text | ints.map(str)), max_size=4))
+    query = "&".join(f"{quote(k)}={quote(v)}" for k, v in params)
+    content_type = draw(st.sampled_from(["application/json", "application/json; charset=utf-8",
+                                         "text/plain", None, "APPLICATION/JSON"]))
+    return method, path + ("?" + query if query else ""), draw(bodies()), content_type
