@@ -1,4 +1,4 @@
-"""End to end on the local stack: write-to-feed latency, and sync runs per burst.
+"""End to end on the local stack: write-to-feed and write-to-push latency, sync runs per burst.
 
     .venv/bin/python bench/end_to_end.py [--writes 30] [--bursts 1,10,100,1000]
                                          [--smoke] [--stack-env PATH]
@@ -16,7 +16,10 @@ a burst did not converge (performance figures never fail it).
    its own sync run, never deferred behind the previous run's start), timed from
    just before the API call until its entry appears in the change feed
    (`store.list_changes`, polled every 10 ms). Path: emulator push -> webhook ->
-   Cloud Tasks emulator -> worker -> Firestore -> feed read.
+   Cloud Tasks emulator -> worker -> Firestore -> feed read. Beside it, when the
+   stack runs Pub/Sub: until the example consumer app prints the entry's line
+   (its log polled every 10 ms). Path: ... worker -> outbox publish -> Pub/Sub
+   emulator -> push to the consumer app.
 2. Bursts: N rapid patches of one event (N push notifications), then wait until
    the subscription is quiet and count the worker's "sync run" log lines with
    outcome "synced" for it. T is the span of the webhook's "notification" log
@@ -118,6 +121,19 @@ def subscribed(result: Any) -> Any:
     return sub if sub is not None else result[0]
 
 
+def wait_pushed(consumer_log: Path, sub_id: str, seq: int, deadline: float) -> float | None:
+    """When the consumer app printed the line of entry `seq` (its log polled)."""
+    needle = f"subscription {sub_id[:3]}…, seq {seq},"
+    while time.perf_counter() < deadline:
+        try:
+            if needle in consumer_log.read_text(encoding="utf-8"):
+                return time.perf_counter()
+        except OSError:
+            pass
+        time.sleep(POLL)
+    return None
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
@@ -161,6 +177,8 @@ def main() -> None:
 
             # -- 1. write -> feed latency --------------------------------------------
             cursor = feed_cursor(store, sub.id)
+            consumer_log = run_dir / "consumer.log" if env.get("CALSYNC_CONSUMER_URL") else None
+            pushes: list[float] = []
             latencies: list[float] = []
             call_times: list[float] = []
             # The previous run started before its entry appeared: waiting MIN_SYNC_INTERVAL
@@ -179,16 +197,23 @@ def main() -> None:
                     events.patch(calendarId=calendar_id, eventId=event_id,
                                  body={"summary": f"single {n}"}).execute()
                 call_times.append(time.perf_counter() - start)
-                seen = None
+                seen, seq = None, 0
                 deadline = start + FEED_TIMEOUT
                 while time.perf_counter() < deadline:
                     page = store.list_changes(sub.id, cursor, 50)
                     if page.entries:
                         cursor = page.next_cursor
-                        if any(e.event_id == event_id for e in page.entries):
-                            seen = time.perf_counter()
+                        mine = [e.seq for e in page.entries if e.event_id == event_id]
+                        if mine:
+                            seen, seq = time.perf_counter(), mine[-1]
                             break
                     time.sleep(POLL)
+                if seen is not None and consumer_log is not None:
+                    pushed = wait_pushed(consumer_log, sub.id, seq, start + FEED_TIMEOUT)
+                    if pushed is None:
+                        invalid.append(f"write {n} never reached the consumer app")
+                    else:
+                        pushes.append(pushed - start)
                 ready_at = (seen or time.perf_counter()) + interval + 0.2
                 if seen is None:
                     print(f"write {n}: no feed entry within {FEED_TIMEOUT:.0f}s", flush=True)
@@ -204,6 +229,15 @@ def main() -> None:
                       f"mean {statistics.mean(latencies) * 1000:5.0f} ms")
                 print(f"  (of which the API write call itself: p50 "
                       f"{pct(call_times, 50) * 1000:.0f} ms)")
+            if pushes:
+                print(f"write -> consumer push receipt over {len(pushes)} of {writes} writes "
+                      f"(Pub/Sub emulator, push subscription)")
+                print(f"  p50 {pct(pushes, 50) * 1000:7.0f} ms   p95 "
+                      f"{pct(pushes, 95) * 1000:7.0f} ms   min "
+                      f"{min(pushes) * 1000:5.0f} ms   max {max(pushes) * 1000:5.0f} ms   "
+                      f"mean {statistics.mean(pushes) * 1000:5.0f} ms")
+            elif consumer_log is None:
+                print("write -> consumer push: this stack runs no Pub/Sub")
             wait_quiet(control, store, sub.id)
 
             # -- 2. sync runs per burst ------------------------------------------------

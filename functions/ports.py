@@ -279,6 +279,30 @@ class LifecycleStore(ABC):
         """`requested_at` of the oldest recorded request of an active subscription."""
 
 
+class ChannelStore(ABC):
+    """What the webhook reads and writes about channels."""
+
+    @abstractmethod
+    def get_channel(self, channel_id: str) -> Channel | None:
+        """The channel, or None when unknown."""
+
+    @abstractmethod
+    def learn_resource_id(self, channel_id: str, resource_id: str) -> None:
+        """Record the resource id of a pending channel; raises ResourceMismatch."""
+
+    @abstractmethod
+    def record_notification(
+        self, channel: Channel, message_number: int, now: datetime
+    ) -> datetime | None:
+        """Note the latest notification on the channel and its subscription.
+
+        Conditional on `channel.version` (when set): if anyone wrote the
+        channel since it was read (another instance noting a notification,
+        the renewer), nothing is written. Returns the channel's new version,
+        or None when nothing was written (lost that race, or deleted).
+        """
+
+
 @dataclass(frozen=True)
 class OutMessage:
     """One Pub/Sub message: its data and attributes."""
@@ -326,27 +350,3 @@ class OutboxStore(ABC):
     def pending_outboxes(self, before: datetime, limit: int,
                          after: str | None = None) -> list[tuple[str, dict[str, Any]]]:
         """(sub_id, writer state) with `publish_pending_since <= before`, oldest first."""
-
-
-class ChannelStore(ABC):
-    """What the webhook reads and writes about channels."""
-
-    @abstractmethod
-    def get_channel(self, channel_id: str) -> Channel | None:
-        """The channel, or None when unknown."""
-
-    @abstractmethod
-    def learn_resource_id(self, channel_id: str, resource_id: str) -> None:
-        """Record the resource id of a pending channel; raises ResourceMismatch."""
-
-    @abstractmethod
-    def record_notification(
-        self, channel: Channel, message_number: int, now: datetime
-    ) -> datetime | None:
-        """Note the latest notification on the channel and its subscription.
-
-        Conditional on `channel.version` (when set): if anyone wrote the
-        channel since it was read (another instance noting a notification,
-        the renewer), nothing is written. Returns the channel's new version,
-        or None when nothing was written (lost that race, or deleted).
-        """

@@ -2,9 +2,10 @@
 
 Every chapter drives real parts: google-api-python-client against the
 Calendar emulator, push notifications over HTTP to the webhook function,
-sync tasks through the Cloud Tasks emulator to the worker function, and the
-change feed read back from the Firestore emulator with the service code the
-operator CLI uses.
+sync tasks through the Cloud Tasks emulator to the worker function, and a
+consumer application that connects its user's account through the `api`
+function with an OAuth authorization code and follows the change feed by
+cursor over HTTP.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from infra.calendar_emulator.testing import calendar_service as emulator_calendar_service
 from infra.local.logs import json_log_lines
@@ -26,7 +28,7 @@ from infra.local.processes import StackError
 from infra.local.stack import ROOT, Stack, StackConfig
 
 USER = "alice@example.com"
-REFRESH_TOKEN = "demo-refresh-token-for-alice"
+REDIRECT = "http://127.0.0.1:8765/oauth/callback"  # the app's; nothing listens there
 # Short channel lifetimes and a short safety-net interval, so renewal and the
 # safety net happen within the demo instead of within days.
 DEMO_SETTINGS = {
@@ -75,41 +77,62 @@ def calendar_service(env: dict[str, str], user: str) -> Any:
     return emulator_calendar_service(base_url, user)
 
 
-class Feed:
-    """Reads a subscription's change feed after a cursor and prints each entry."""
+class Api:
+    """The consumer application's side: JSON over HTTP to the `api` function."""
 
-    def __init__(self, store: Any, sub_id: str) -> None:
-        self.store, self.sub_id, self.cursor = store, sub_id, 0
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base_url + path, method=method, data=data,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return int(response.status), json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as err:
+            return int(err.code), json.loads(err.read() or b"null")
+
+
+class Feed:
+    """Follows a subscription's change feed by cursor through the API, printing each entry."""
+
+    def __init__(self, api: Api, sub_id: str, cursor: int = 0) -> None:
+        self.api, self.sub_id, self.cursor = api, sub_id, cursor
 
     def drain(self, story: Story, expect: int, timeout: float = 40.0,
-              show: int = 1000) -> list[Any]:
-        got: list[Any] = []
+              show: int = 1000) -> list[dict[str, Any]]:
+        got: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            page = self.store.list_changes(self.sub_id, self.cursor, 500)
-            for entry in page.entries:
+            status, page = self.api.call(
+                "GET", f"/v1/subscriptions/{self.sub_id}/changes?cursor={self.cursor}&limit=500")
+            if status != 200:
+                raise RuntimeError(f"changes answered {status}: {page}")
+            for entry in page["changes"]:
                 if len(got) < show:
                     story.say(describe(entry))
                 got.append(entry)
-            self.cursor = page.next_cursor
-            if len(got) >= expect and not page.entries:
+            self.cursor = page["next_cursor"]
+            if len(got) >= expect and not page["has_more"]:
                 break
-            if not page.entries:
+            if not page["has_more"]:
                 time.sleep(0.3)
         if len(got) > show:
             story.say(f"... and {len(got) - show} more")
         return got
 
 
-def describe(entry: Any) -> str:
-    series = f" (instance of {entry.recurring_event_id})" if entry.recurring_event_id else ""
-    head = f"#{entry.seq:<4} {entry.kind:<8} {entry.event_id}{series}"
-    if entry.kind != "updated":
-        summary = (entry.fields.get("summary") or {}).get("after" if entry.kind == "created"
-                                                           else "before")
+def describe(entry: dict[str, Any]) -> str:
+    recurring, fields = entry.get("recurring_event_id"), entry.get("fields") or {}
+    series = f" (instance of {recurring})" if recurring else ""
+    head = f"#{entry['seq']:<4} {entry['kind']:<8} {entry['event_id']}{series}"
+    if entry["kind"] != "updated":
+        summary = (fields.get("summary") or {}).get("after" if entry["kind"] == "created"
+                                                     else "before")
         return head + (f"  {summary!r}" if summary else "")
     parts = []
-    for name, change in sorted(entry.fields.items()):
+    for name, change in sorted(fields.items()):
         before, after = change.get("before"), change.get("after")
         if name in ("start", "end"):
             before = (before or {}).get("dateTime") or (before or {}).get("date")
@@ -123,7 +146,6 @@ def run(story: Story, stack: Stack) -> None:
     run_dir = Path(env["CALSYNC_RUN_DIR"])
     os.environ.update(env)  # the service code reads the same variables as the functions
     from functions import app
-    from functions.credentials import CredentialVault
     from infra.calendar_emulator.control import EmulatorControl
 
     app.reset()
@@ -139,6 +161,7 @@ def run(story: Story, stack: Stack) -> None:
         "webhook function": env["CALSYNC_WEBHOOK_URL"],
         "sync_worker function": env["CALSYNC_WORKER_URL"],
         "renew_channels function": env["CALSYNC_RENEWER_URL"],
+        "api function": env["CALSYNC_API_URL"] + "/v1/openapi.json",
     }
     for name, url in checks.items():
         story.say(f"{name:<24} {url:<44} HTTP {_status(url)} to a GET")
@@ -160,15 +183,29 @@ def run(story: Story, stack: Stack) -> None:
         "recurrence": ["RRULE:FREQ=DAILY;COUNT=10"]}).execute()
     story.say(f"calendar {calendar_id}: 3 single events and a daily 'Standup' series")
 
-    story.title("Subscribe: a channel opens and the initial full sync fills the feed")
-    control.register_refresh_token(REFRESH_TOKEN, USER)
-    vault = CredentialVault(app.firestore_client(settings), settings.credential_keys)
-    credentials_ref = vault.store_refresh_token(REFRESH_TOKEN)
-    sub = service.subscribe(calendar_id, USER, credentials_ref).subscription
-    story.say(f"subscription {sub.id}: credentials {credentials_ref} (refresh token sealed "
-              f"with AES-GCM); the first sync opens the watch channel, then lists")
-    feed = Feed(store, sub.id)
-    feed.drain(story, expect=4)
+    story.title("An app connects the user's account through the API (OAuth code flow)")
+    api = Api(env["CALSYNC_API_URL"])
+    sub_id, code_used = connect(story, api, env, calendar_id)
+    status, again = api.call("POST", "/v1/subscriptions", {
+        "calendar_id": calendar_id, "oauth": {"code": code_used, "redirect_uri": REDIRECT}})
+    story.say(f"the same code again -> {status} {again['error']['code']}: "
+              f"{again['error']['message']}")
+
+    story.title("The app bootstraps: current events, then the feed from as_of_seq")
+    wait_quiet = _wait_for(lambda: _quiet(store, sub_id) and store.get_writer_state(sub_id)
+                           .get("sync_token"), timeout=40)
+    assert wait_quiet, "the first sync did not finish"
+    status, page = api.call("GET", f"/v1/subscriptions/{sub_id}/events?limit=100")
+    for item in page["events"]:
+        story.say(f"event {item['event_id']}: {item['event'].get('summary')!r}")
+    story.say(f"{len(page['events'])} events as of feed position {page['as_of_seq']}; "
+              f"the app follows GET /v1/subscriptions/{{id}}/changes?cursor=N from there")
+    history = Feed(api, sub_id)
+    story.say("(the first sync also put each event in the feed as `created`:)")
+    history.drain(story, expect=4)
+    feed = Feed(api, sub_id, cursor=page["as_of_seq"])
+    sub = store.get_subscription(sub_id)
+    assert sub is not None
 
     story.title("Changes in the calendar arrive as field-level feed entries")
     events.patch(calendarId=calendar_id, eventId=made["Kick-off"]["id"],
@@ -191,6 +228,16 @@ def run(story: Story, stack: Stack) -> None:
     story.say("edited one 'Standup' instance and cancelled another")
     feed.drain(story, expect=2)
 
+    story.title("Told at once: Pub/Sub pushes every change to the app")
+    pushed = _wait_for(lambda: (lines := _consumer_lines(run_dir)) and
+                       any("Standup (demo day)" in line for line in lines) and lines,
+                       timeout=30) or _consumer_lines(run_dir)
+    story.say(f"the worker published each committed entry to topic "
+              f"{env.get('CALSYNC_PUBSUB_TOPIC')} (ordering key = subscription id); the "
+              f"push subscription delivered them to the app at {env.get('CALSYNC_CONSUMER_URL')}:")
+    for line in pushed[-8:]:
+        story.say(f"app: {line}")
+
     story.title("A burst of 200 rapid edits collapses into a few sync runs")
     before_runs = len(_synced_runs(run_dir, sub.id))
     started = time.monotonic()
@@ -205,8 +252,8 @@ def run(story: Story, stack: Stack) -> None:
     bound = 1 + math.ceil(burst / settings.min_sync_interval)
     story.say(f"200 edits in {burst:.1f}s -> {runs} sync runs (DESIGN bound 1 + ceil(T / "
               f"MIN_SYNC_INTERVAL) = {bound}), {len(entries)} feed entries; "
-              f"the snapshot holds the last edit: "
-              f"{_snapshot(store, sub.id, made['Kick-off']['id']).get('description')!r}")
+              f"GET .../events/{{id}} holds the last edit: "
+              f"{_event(api, sub.id, made['Kick-off']['id']).get('description')!r}")
     assert final is not None
 
     story.title("A channel nears expiry and is replaced; no change is lost")
@@ -238,10 +285,56 @@ def run(story: Story, stack: Stack) -> None:
     story.say(f"renew_channels -> safety-net syncs {answer.get('safety_net')}")
     feed.drain(story, expect=1 - len(quiet))
 
-    story.title("Status")
+    story.title("Status, as the app and the operator see it")
+    status, view = api.call("GET", f"/v1/subscriptions/{sub.id}")
+    story.say(f"GET /v1/subscriptions/{{id}} -> {status}: status {view['status']}, "
+              f"channel {view['channel']['state'] if view['channel'] else None}, "
+              f"change_seq {view['change_seq']}, error {view['error']}")
     from functions.cli import main as cli
 
     cli(["status"])
+
+
+def connect(story: Story, api: Api, env: dict[str, str], calendar_id: str) -> tuple[str, str]:
+    """The consent redirect, then the code handed to calsync; (subscription id, code)."""
+    status, config = api.call("GET", "/v1/oauth/config")
+    query = urlencode({"client_id": config["client_id"], "redirect_uri": REDIRECT,
+                       "response_type": "code", "scope": " ".join(config["scopes"]),
+                       "access_type": config["access_type"], "prompt": config["prompt"],
+                       "state": "demo", "login_hint": USER})
+    story.say(f"GET /v1/oauth/config -> {status}: client {config['client_id']}, "
+              f"scopes {', '.join(s.rsplit('/', 1)[-1] for s in config['scopes'])}")
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        opener.open(f"{config['auth_uri']}?{query}", timeout=30)
+        raise RuntimeError("the consent page did not redirect")
+    except urllib.error.HTTPError as err:
+        location = err.headers["Location"]
+    code = parse_qs(urlsplit(location).query)["code"][0]
+    story.say(f"{USER} consents; the browser comes back to {REDIRECT} with a code")
+    status, sub = api.call("POST", "/v1/subscriptions", {
+        "calendar_id": calendar_id, "oauth": {"code": code, "redirect_uri": REDIRECT},
+        "labels": {"app_user": "alice"}})
+    if status != 201:
+        raise RuntimeError(f"subscribe answered {status}: {sub}")
+    story.say(f"POST /v1/subscriptions -> 201: subscription {sub['id']} for {sub['owner']} "
+              f"(owner from the ID token; refresh token sealed at once, never returned); "
+              f"the first sync opens the watch channel, then lists")
+    return str(sub["id"]), code
+
+
+def _consumer_lines(run_dir: Path) -> list[str]:
+    """What the example consumer printed: one line per change it was pushed."""
+    try:
+        text = (run_dir / "consumer.log").read_text()
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.startswith("subscription ")]
 
 
 def _synced_runs(run_dir: Path, sub_id: str) -> list[dict[str, Any]]:
@@ -256,8 +349,9 @@ def _quiet(store: Any, sub_id: str) -> bool:
                 and not state.get("lease_until"))
 
 
-def _snapshot(store: Any, sub_id: str, event_id: str) -> dict[str, Any]:
-    return store.load_snapshots(sub_id, [event_id]).get(event_id) or {}
+def _event(api: Api, sub_id: str, event_id: str) -> dict[str, Any]:
+    status, item = api.call("GET", f"/v1/subscriptions/{sub_id}/events/{event_id}")
+    return dict(item["event"]) if status == 200 else {}
 
 
 def _seconds_until_due(service: Any, sub_id: str, settings: Any) -> float:
@@ -285,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="where logs and stack.env go")
     run_dir = parser.parse_args(argv).run_dir.resolve()
     story = Story()
-    story.title("The local stack starts (emulators and the three functions)")
+    story.title("The local stack starts (emulators and the four functions)")
     stack = Stack(StackConfig(run_dir=run_dir, extra_function_env=dict(DEMO_SETTINGS)))
     code = 0
     try:

@@ -70,11 +70,12 @@ def start_firestore(
     return _launch(process, lambda: _http_status(url) == 200, timeout, f"answering on {url}")
 
 
-def reset_firestore(host: str, project: str, attempts: int = 50) -> None:
+def reset_firestore(host: str, project: str, attempts: int = 300) -> None:
     """Delete every document (the emulator's documents DELETE endpoint).
 
     The emulator answers 409 while a transaction holds locks; those end within
-    its lock timeout, so retry for a while.
+    its lock timeout (a transaction whose client went away holds them until
+    then), so retry for up to a minute.
     """
     request = urllib.request.Request(
         f"http://{host}/emulator/v1/projects/{project}/databases/(default)/documents",
@@ -174,4 +175,27 @@ def start_function(
     )
     url = f"http://{HOST}:{port}/"
     # Any HTTP answer (even 4xx/501) means the function is loaded and serving.
+    return _launch(process, lambda: _http_status(url) > 0, timeout, f"answering on {url}")
+
+
+def start_consumer(
+    port: int, run_dir: Path, api_url: str, timeout: float = 30.0,
+    on_start: Callable[[ManagedProcess], None] | None = None,
+) -> ManagedProcess:
+    """The example consumer app (examples/consumer.py) that Pub/Sub pushes to.
+
+    Local mode: the Pub/Sub emulator sends no OIDC token to verify. Its
+    output (one line per change) goes to `consumer.log`.
+    """
+    _claim("consumer app", port)
+    process = ManagedProcess(
+        "consumer app",
+        [sys.executable, "examples/consumer.py", "--host", HOST, "--port", str(port)],
+        run_dir / "consumer.log",
+        env={**_base_env(), "CONSUMER_MODE": "local", "CALSYNC_API_URL": api_url,
+             "PYTHONUNBUFFERED": "1"},
+        cwd=ROOT,
+        on_start=on_start,
+    )
+    url = f"http://{HOST}:{port}/"
     return _launch(process, lambda: _http_status(url) > 0, timeout, f"answering on {url}")

@@ -1,4 +1,5 @@
-"""The whole local stack: Firestore, Cloud Tasks and Calendar emulators, four functions.
+"""The whole local stack: Firestore, Cloud Tasks, Calendar and Pub/Sub emulators, the
+four functions, and the example consumer app that Pub/Sub pushes each change to.
 
 `Stack.start()` brings everything up in dependency order and waits until each
 part answers; `Stack.stop()` stops every process it started (whole process
@@ -21,6 +22,8 @@ from infra.local.processes import ManagedProcess, StackError, free_port
 ROOT = components.ROOT
 LOCAL_REGION = "local"
 DEFAULT_QUEUE = "calsync-sync"
+DEFAULT_TOPIC = "calsync-changes"
+CONSUMER_SUBSCRIPTION = "calsync-consumer-push"
 TASKS_INVOKER_SA = "tasks-invoker@local.iam.gserviceaccount.com"
 FALLBACK_MAX_ATTEMPTS = 10
 
@@ -51,6 +54,12 @@ class StackConfig:
     queue: str = DEFAULT_QUEUE
     extra_function_env: dict[str, str] = field(default_factory=dict)
     startup_timeout: float = 60.0
+    # Delivery: the Pub/Sub emulator, the topic every change is published to and
+    # the example consumer that a push subscription delivers them to.
+    pubsub: bool = True
+    pubsub_port: int = 0
+    consumer_port: int = 0
+    topic: str = DEFAULT_TOPIC
 
 
 class Stack:
@@ -90,6 +99,8 @@ class Stack:
             "firestore": cfg.firestore_port or free_port(),
             "tasks": cfg.tasks_port or free_port(),
             "calendar": cfg.calendar_port or free_port(),
+            "pubsub": cfg.pubsub_port or free_port(),
+            "consumer": cfg.consumer_port or free_port(),
         }
         fn_ports = {t: cfg.function_ports.get(t) or free_port()
                     for t in components.FUNCTION_TARGETS}
@@ -112,6 +123,17 @@ class Stack:
         say(f"calendar emulator on {calendar_base}")
         self._started(components.start_calendar_emulator(
             ports["calendar"], run_dir, cfg.startup_timeout, on_start=self._record))
+        delivery: dict[str, str] = {}
+        if cfg.pubsub:
+            from infra import pubsub_emulator
+
+            pubsub_host = f"{host}:{ports['pubsub']}"
+            say(f"pubsub emulator on {pubsub_host} (topic {cfg.topic})")
+            self._started(pubsub_emulator.start_pubsub(
+                ports["pubsub"], run_dir, cfg.startup_timeout, on_start=self._record))
+            with pubsub_emulator.emulator_env(pubsub_host):
+                pubsub_emulator.create_topic(cfg.project, cfg.topic)
+            delivery = {"PUBSUB_EMULATOR_HOST": pubsub_host, "CALSYNC_PUBSUB_TOPIC": cfg.topic}
 
         env = {
             "GOOGLE_CLOUD_PROJECT": cfg.project,
@@ -137,6 +159,7 @@ class Stack:
             # made for this stack only (production signs keylessly through IAM).
             "CALSYNC_DELEGATION_KEY_FILE": str(_delegation_key(run_dir, cfg.project,
                                                                f"{calendar_base}/token")),
+            **delivery,
             **cfg.extra_function_env,
         }
         for target in components.FUNCTION_TARGETS:
@@ -144,6 +167,20 @@ class Stack:
             self._started(components.start_function(
                 target, fn_ports[target], run_dir, env, cfg.functions_source,
                 cfg.startup_timeout, on_start=self._record))
+
+        if cfg.pubsub:
+            consumer_url = f"http://{host}:{ports['consumer']}/"
+            say(f"consumer app on {consumer_url} (push subscription {CONSUMER_SUBSCRIPTION})")
+            self._started(components.start_consumer(
+                ports["consumer"], run_dir, urls["api"].rstrip("/"), cfg.startup_timeout,
+                on_start=self._record))
+            from infra import pubsub_emulator
+
+            with pubsub_emulator.emulator_env(env["PUBSUB_EMULATOR_HOST"]):
+                pubsub_emulator.create_subscription(cfg.project, cfg.topic,
+                                                    CONSUMER_SUBSCRIPTION,
+                                                    push_endpoint=consumer_url)
+            env["CALSYNC_CONSUMER_URL"] = consumer_url
 
         self.env = {
             **env,

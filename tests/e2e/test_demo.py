@@ -21,14 +21,16 @@ def test_demo_story_runs_to_the_end_and_cleans_up(tmp_path: Path) -> None:
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
     assert out.rstrip().endswith("demo finished")
-    for chapter in ("initial full sync fills the feed", "field-level feed entries",
+    for chapter in ("connects the user's account through the API", "POST /v1/subscriptions -> 201",
+                    "invalid_argument", "bootstraps", "as of feed position",
+                    "field-level feed entries", "Pub/Sub pushes every change", "app: subscription",
                     "burst of 200 rapid edits", "replaced; no change is lost",
                     "caught by the safety net", "Status", "Everything stops"):
         assert chapter in out
     assert "updated" in out and "deleted" in out and "(instance of" in out
-    assert "refresh-token-for-alice" not in out + done.stderr
+    assert "refresh_token" not in out + done.stderr  # sealed at once, never shown
     pids = [int(line.split()[0]) for line in (tmp_path / "stack.pids").read_text().splitlines()]
-    assert len(pids) == 6
+    assert len(pids) == 9  # four emulators, four functions, the consumer app
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)

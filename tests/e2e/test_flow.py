@@ -236,7 +236,7 @@ def test_no_secret_ever_reaches_a_function_log(e2e: E2E) -> None:
     secrets += [e2e.env["CALSYNC_OAUTH_CLIENT_SECRET"], "rt-for-erin-e2e"]
     channel_token = re.compile(r"v1\.local1\.[A-Za-z0-9_-]{20,}")
     logs = sorted(e2e.run_dir.glob("function-*.log"))
-    assert len(logs) == 3
+    assert len(logs) == 4  # webhook, sync_worker, renew_channels, api
     scanned = 0
     for path in logs:
         for line in path.read_text(errors="replace").splitlines():

@@ -22,6 +22,7 @@ REQUIRED_KEYS = {
     "FIRESTORE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "CALENDAR_API_ENDPOINT",
     "CALENDAR_EMULATOR_CONTROL", "CLOUD_TASKS_EMULATOR_HOST", "CALSYNC_WEBHOOK_URL",
     "CALSYNC_WORKER_URL", "CALSYNC_RENEWER_URL", "CALSYNC_API_URL",
+    "PUBSUB_EMULATOR_HOST", "CALSYNC_PUBSUB_TOPIC",
 }
 
 
@@ -63,7 +64,7 @@ def test_stack_runs_every_component_and_stops_them_all(local_stack: Stack) -> No
     for key in ("CALSYNC_WEBHOOK_URL", "CALSYNC_WORKER_URL", "CALSYNC_RENEWER_URL"):
         assert _status(env[key]) < 600  # answered over HTTP at all
     pids = local_stack.pids()
-    assert len(pids) == 7 and all(_alive(pid) for pid in pids)
+    assert len(pids) == 9 and all(_alive(pid) for pid in pids)
 
 
 def test_taken_port_fails_clearly_and_cleans_up(tmp_path: Path) -> None:
@@ -118,5 +119,5 @@ def test_up_then_sigint_exits_zero_leaving_nothing(tmp_path: Path) -> None:
     assert process.returncode == 0, rest
     assert "[stack] stopped" in rest
     started = _recorded_pids(tmp_path)
-    assert len(started) == 7
+    assert len(started) == 9
     assert not any(_alive(pid) for pid in started)

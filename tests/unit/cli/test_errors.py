@@ -76,7 +76,10 @@ class Store:
 def test_changes_and_resync_of_an_unknown_subscription_exit_3(
     fakes: Fakes, command: list[str]
 ) -> None:
-    fakes.store, fakes.service = Store(None), Raising(AssertionError("not called"))
+    from functions.subscriptions import SubscriptionNotFound
+
+    # `changes` looks the subscription up itself; `resync` asks the service.
+    fakes.store, fakes.service = Store(None), Raising(SubscriptionNotFound("nope"))
     assert run(*command).status == 3
     _assert_error(run(*command, "--json"), 3, "not_found")
 
@@ -188,9 +191,11 @@ def test_progress_goes_to_a_terminal_stderr_only(fakes: Fakes,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("time.sleep", lambda _: None)
 
+    from functions.subscriptions import Resync
+
     class Service:
-        def request_sync(self, sub_id: str, origin: str) -> bool:
-            return True
+        def resync(self, sub_id: str, full: bool = False) -> Resync:
+            return Resync(generation=1)
 
     sub = Subscription("s1", "cal", "o@example.com", requested_gen=1)
     fakes.service = Service()
@@ -210,7 +215,10 @@ def test_progress_goes_to_a_terminal_stderr_only(fakes: Fakes,
 
 
 def test_resync_of_a_paused_subscription_is_refused(fakes: Fakes) -> None:
-    fakes.service = Raising(AssertionError("not called"))
+    from functions.errors import InvalidTransition
+
+    fakes.service = Raising(InvalidTransition(
+        "subscription s1 is paused: only an active one syncs (resume it first)", "paused"))
     fakes.store = Store(Subscription("s1", "cal", "o", status="paused"))
     _assert_error(run("resync", "s1", "--json"), 1, "failed_precondition", "resume it first")
 
