@@ -26,3 +26,9 @@ api_invokers = []
 
 # Cloud Monitoring notification channel ids for the alerts.
 alert_notification_channels = []
+
+# Delivery to consumers (README: Delivery to consumers). An https address to
+# push every change to (OIDC-authenticated), and/or the members of a consumer
+# that pulls from its own subscription instead.
+consumer_push_endpoint = ""
+consumer_pull_members  = []

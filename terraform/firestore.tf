@@ -52,6 +52,14 @@ locals {
     "changes/expire_at"                = { collection = "changes", field = "expire_at", exempt = true, ttl = true }
     "credentials/sealed_refresh_token" = { collection = "credentials", field = "sealed_refresh_token", exempt = true, ttl = false }
   }
+
+  # catalogue.COLLECTION_GROUP_QUERIES: a single-field query across every
+  # collection of that name (a collection group) needs a COLLECTION_GROUP
+  # index on the field, which Firestore does not create by itself.
+  collection_group_fields = {
+    # Renewer outbox sweep: state/writer documents with entries left unpublished.
+    "state/publish_pending_since" = { collection = "state", field = "publish_pending_since" }
+  }
 }
 
 resource "google_firestore_index" "composite" {
@@ -88,6 +96,32 @@ resource "google_firestore_field" "config" {
   dynamic "ttl_config" {
     for_each = each.value.ttl ? [1] : []
     content {}
+  }
+}
+
+# Overriding a field's indexes replaces the automatic ones: the two
+# collection-scope indexes are listed again beside the collection-group one.
+resource "google_firestore_field" "collection_group" {
+  for_each = local.collection_group_fields
+
+  project    = var.project
+  database   = google_firestore_database.main.name
+  collection = each.value.collection
+  field      = each.value.field
+
+  index_config {
+    indexes {
+      order       = "ASCENDING"
+      query_scope = "COLLECTION"
+    }
+    indexes {
+      order       = "DESCENDING"
+      query_scope = "COLLECTION"
+    }
+    indexes {
+      order       = "ASCENDING"
+      query_scope = "COLLECTION_GROUP"
+    }
   }
 }
 

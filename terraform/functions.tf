@@ -73,6 +73,9 @@ locals {
         CALSYNC_CHANNEL_TTL_SECONDS           = tostring(var.channel_ttl_seconds)
         CALSYNC_PENDING_CHANNEL_GRACE_SECONDS = tostring(var.pending_channel_grace_seconds)
         CALSYNC_RENEWAL_BACKOFF_SECONDS       = tostring(var.renewal_backoff_seconds)
+        # The outbox: every committed change entry is published here.
+        CALSYNC_PUBSUB_TOPIC            = google_pubsub_topic.changes.name
+        CALSYNC_PUBLISH_TIMEOUT_SECONDS = tostring(var.publish_timeout_seconds)
       }
       secrets = ["channel_token_keys", "credential_keys", "oauth_client_secret"]
     }
@@ -103,6 +106,9 @@ locals {
         CALSYNC_SWEEP_AFTER_SECONDS           = tostring(var.sweep_after_seconds)
         CALSYNC_PENDING_CHANNEL_GRACE_SECONDS = tostring(var.pending_channel_grace_seconds)
         CALSYNC_RENEWAL_BACKOFF_SECONDS       = tostring(var.renewal_backoff_seconds)
+        # The outbox sweep: publishing runs for entries left unpublished.
+        CALSYNC_PUBSUB_TOPIC         = google_pubsub_topic.changes.name
+        CALSYNC_OUTBOX_SWEEP_SECONDS = tostring(var.outbox_sweep_seconds)
       }
       secrets = ["channel_token_keys", "credential_keys", "oauth_client_secret"]
     }

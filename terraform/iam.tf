@@ -15,6 +15,11 @@
 #                                                                 repository; objectViewer on the source bucket and,
 #                                                                 conditioned, on Google's gcf-v2-sources-* buckets
 #   every function account         roles/secretmanager.secretAccessor  per secret it reads (secrets.tf)
+#   worker, renewer                roles/pubsub.publisher         the changes topic only (pubsub.tf)
+#   var.consumer_pull_members      roles/pubsub.subscriber        the pull subscription only
+#   Pub/Sub service agent          roles/pubsub.publisher         the dead-letter topic; subscriber on the
+#                                                                 consumer subscriptions; token creator on
+#                                                                 pubsub-push (OIDC push)
 #
 # One invoker account per target: the webhook and the api may act as the
 # worker-invoker, which can call nothing but the worker, so neither can reach
@@ -34,6 +39,9 @@ locals {
     # Workspace admin authorizes its client id (output `delegation_client_id`).
     delegation = { account_id = "delegate", display_name = "calsync domain-wide delegation (Workspace calendars)" }
     builder    = { account_id = "builder", display_name = "calsync function builds (instead of the default compute account)" }
+    # The identity in the OIDC token of every push to var.consumer_push_endpoint
+    # (pubsub.tf). No role: the consumer checks the token's email and audience.
+    pubsub_push = { account_id = "pubsub-push", display_name = "calsync Pub/Sub push identity (OIDC tokens to the consumer)" }
   }
 
   # Project-level Firestore access: Firestore has no finer IAM scope.
@@ -224,6 +232,7 @@ resource "time_sleep" "iam_propagation" {
     google_project_iam_member.datastore_user,
     google_service_account_iam_member.act_as,
     google_service_account_iam_member.token_creator,
+    google_pubsub_topic_iam_member.publisher,
   ]
 }
 

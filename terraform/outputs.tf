@@ -45,6 +45,19 @@ output "cli_environment" {
   }
 }
 
+output "pubsub" {
+  description = "Where changes are delivered: topic and subscription ids (null when not created), and the push account whose OIDC tokens a push consumer verifies."
+  value = {
+    topic                    = google_pubsub_topic.changes.id
+    dead_letter_topic        = google_pubsub_topic.dead_letter.id
+    dead_letter_subscription = google_pubsub_subscription.dead_letter.id
+    push_subscription        = one(google_pubsub_subscription.push[*].id)
+    pull_subscription        = one(google_pubsub_subscription.pull[*].id)
+    push_service_account     = google_service_account.this["pubsub_push"].email
+    push_audience            = var.consumer_push_endpoint != "" ? local.push_audience : null
+  }
+}
+
 output "webhook_service" {
   description = "Cloud Run service behind the webhook function (name and region): where the invoker check is disabled when webhook_public_invoker is false (README, \"The webhook address\")."
   value = {

@@ -166,6 +166,124 @@ variable "feed_retention_days" {
   }
 }
 
+# --- delivery to consumers (Pub/Sub, pubsub.tf) ---------------------------------
+
+variable "pubsub_topic_id" {
+  type        = string
+  description = "Id of the topic every committed change entry is published to (CALSYNC_PUBSUB_TOPIC). Empty means \"<name_prefix>-changes\"."
+  default     = ""
+
+  validation {
+    condition     = var.pubsub_topic_id == "" || (can(regex("^[A-Za-z][A-Za-z0-9._~+%-]{2,200}$", var.pubsub_topic_id)) && !startswith(var.pubsub_topic_id, "goog"))
+    error_message = "pubsub_topic_id must be 3-201 letters, digits or -_.~+%, start with a letter and not with \"goog\" (the -dead-letter, -push and -pull names are derived from it)."
+  }
+}
+
+variable "pubsub_message_retention_seconds" {
+  type        = number
+  description = "How long the changes and dead-letter topics keep every message, acknowledged or not, so a consumer can seek back and replay."
+  default     = 604800
+
+  validation {
+    condition     = var.pubsub_message_retention_seconds >= 600 && var.pubsub_message_retention_seconds <= 2678400
+    error_message = "pubsub_message_retention_seconds must be between 600 (10 minutes) and 2678400 (31 days)."
+  }
+}
+
+variable "publish_timeout_seconds" {
+  type        = number
+  description = "A sync run waits at most this long in total for Pub/Sub to acknowledge its publishes; the rest is left to the next run or the renewer's sweep (CALSYNC_PUBLISH_TIMEOUT_SECONDS)."
+  default     = 10
+
+  validation {
+    condition     = var.publish_timeout_seconds > 0
+    error_message = "publish_timeout_seconds must be positive."
+  }
+}
+
+variable "outbox_sweep_seconds" {
+  type        = number
+  description = "Entries left unpublished longer than this get a publishing run from the renewer (CALSYNC_OUTBOX_SWEEP_SECONDS)."
+  default     = 60
+
+  validation {
+    condition     = var.outbox_sweep_seconds >= 1
+    error_message = "outbox_sweep_seconds must be at least 1."
+  }
+}
+
+variable "consumer_push_endpoint" {
+  type        = string
+  description = "HTTPS address Pub/Sub pushes every change to, with an OIDC token of the pubsub_push account (output pubsub.push_service_account). Empty: no push subscription."
+  default     = ""
+
+  validation {
+    condition     = var.consumer_push_endpoint == "" || startswith(var.consumer_push_endpoint, "https://")
+    error_message = "consumer_push_endpoint must be an https:// address (Pub/Sub sends OIDC tokens only over HTTPS)."
+  }
+}
+
+variable "consumer_push_audience" {
+  type        = string
+  description = "Audience of the pushes' OIDC tokens, which the consumer must check. Empty means consumer_push_endpoint itself."
+  default     = ""
+}
+
+variable "consumer_pull_members" {
+  type        = list(string)
+  description = "IAM members of a consumer that pulls instead, e.g. [\"serviceAccount:app@my-app.iam.gserviceaccount.com\"]: non-empty creates the pull subscription and grants them roles/pubsub.subscriber on it alone."
+  default     = []
+
+  validation {
+    condition     = alltrue([for member in var.consumer_pull_members : !contains(["allUsers", "allAuthenticatedUsers"], member) && can(regex("^(serviceAccount|user|group|domain|principal|principalSet):", member))])
+    error_message = "consumer_pull_members must be IAM members such as serviceAccount:... or group:...; allUsers and allAuthenticatedUsers are refused."
+  }
+}
+
+variable "pubsub_ack_deadline_seconds" {
+  type        = number
+  description = "How long a consumer has to acknowledge a message (answer a push with 2xx) before it is redelivered."
+  default     = 60
+
+  validation {
+    condition     = var.pubsub_ack_deadline_seconds >= 10 && var.pubsub_ack_deadline_seconds <= 600
+    error_message = "pubsub_ack_deadline_seconds must be between 10 and 600."
+  }
+}
+
+variable "pubsub_min_backoff_seconds" {
+  type        = number
+  description = "Shortest wait before a message the consumer refused (or did not acknowledge) is redelivered."
+  default     = 10
+
+  validation {
+    condition     = var.pubsub_min_backoff_seconds >= 0 && var.pubsub_min_backoff_seconds <= 600
+    error_message = "pubsub_min_backoff_seconds must be between 0 and 600."
+  }
+}
+
+variable "pubsub_max_backoff_seconds" {
+  type        = number
+  description = "Longest wait between redeliveries of a refused message (the backoff grows exponentially up to it)."
+  default     = 600
+
+  validation {
+    condition     = var.pubsub_max_backoff_seconds >= 0 && var.pubsub_max_backoff_seconds <= 600
+    error_message = "pubsub_max_backoff_seconds must be between 0 and 600."
+  }
+}
+
+variable "pubsub_max_delivery_attempts" {
+  type        = number
+  description = "Deliveries of one message before it goes to the dead-letter topic. With ordering, later messages of the same subscription wait behind it until then."
+  default     = 10
+
+  validation {
+    condition     = var.pubsub_max_delivery_attempts >= 5 && var.pubsub_max_delivery_attempts <= 100
+    error_message = "pubsub_max_delivery_attempts must be between 5 and 100 (the Pub/Sub limits)."
+  }
+}
+
 # --- who may call what ---------------------------------------------------------
 
 variable "webhook_public_invoker" {

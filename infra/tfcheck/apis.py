@@ -47,6 +47,10 @@ API_BY_TYPE: dict[str, tuple[str, ...]] = {
     "google_firestore_field": ("firestore.googleapis.com",),
     "google_logging_metric": ("logging.googleapis.com",),
     "google_monitoring_alert_policy": ("monitoring.googleapis.com",),
+    "google_pubsub_topic": ("pubsub.googleapis.com",),
+    "google_pubsub_subscription": ("pubsub.googleapis.com",),
+    "google_pubsub_topic_iam_member": ("pubsub.googleapis.com",),
+    "google_pubsub_subscription_iam_member": ("pubsub.googleapis.com",),
 }
 # Types that call no Google API.
 NO_API = {"google_project_service", "archive_file", "random_bytes", "time_sleep"}

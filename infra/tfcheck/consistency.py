@@ -8,7 +8,8 @@
   function config.py does not know yet, is reported as such, never ignored.
 - secrets: each secret a function reads exists, has a version, and is readable
   by exactly the functions that read it.
-- the rest lives beside this module: IAM (`iam_check`), API ordering
+- the rest lives beside this module: IAM (`iam_check`), Pub/Sub publishers,
+  subscriptions and dead-lettering (`pubsub_check`), API ordering
   (`apis`), Firestore indexes, exemptions and TTL (`firestore_check`), log
   metrics against the lines the code writes (`monitoring_check`), the
   committed tfvars (`tfvars_check`).
@@ -28,6 +29,7 @@ from infra.tfcheck import (
     hcl,
     iam_check,
     monitoring_check,
+    pubsub_check,
     tfvars_check,
 )
 from infra.tfcheck.iam_check import FUNCTION, SERVICE_ACCOUNT
@@ -49,6 +51,7 @@ WIRED = {
     "CALSYNC_RENEWER_INVOKER_SA": 'google_service_account.this["renewer_invoker"].email',
     "CALSYNC_DELEGATION_SA": 'google_service_account.this["delegation"].email',
     "CALSYNC_TASKS_QUEUE": "google_cloud_tasks_queue.sync.name",
+    "CALSYNC_PUBSUB_TOPIC": "google_pubsub_topic.changes.name",
 }
 
 # Deployed by Terraform before functions/config.py declares them (the code is
@@ -73,6 +76,7 @@ def check(config: hcl.Config, root: Path) -> list[str]:
         *check_secrets(config, VARIABLES),
         *firestore_check.check(config),
         *iam_check.check(config),
+        *pubsub_check.check(config),
         *apis.check(config),
         *monitoring_check.check(config, root),
         *tfvars_check.check(config),

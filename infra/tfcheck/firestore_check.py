@@ -5,7 +5,11 @@
   with an empty index_config), and no exemption hits a field some query uses
   (catalogue.queried_fields()): that would make the query fail in production
   while the emulator, which enforces no index, keeps passing;
-- the TTL policies (ttl_config) are exactly catalogue.TTL_FIELDS.
+- the TTL policies (ttl_config) are exactly catalogue.TTL_FIELDS;
+- every catalogue.COLLECTION_GROUP_QUERIES field has a single-field index of
+  query scope COLLECTION_GROUP (a google_firestore_field override), and an
+  override that lists indexes keeps the collection-scope ascending and
+  descending ones (listing any index replaces all the automatic ones).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ def check(config: hcl.Config) -> list[str]:
         *check_indexes(config, catalogue.QUERIES),
         *check_fields(config, catalogue.INDEX_EXEMPTIONS, catalogue.TTL_FIELDS,
                       catalogue.queried_fields()),
+        *check_collection_groups(config, catalogue.COLLECTION_GROUP_QUERIES),
     ]
 
 
@@ -122,3 +127,36 @@ def check_fields(config: hcl.Config, exemptions: list[tuple[str, str]],
         problems.append(f"[firestore] {collection}/{name} has a TTL policy but is not in "
                         "catalogue.TTL_FIELDS")
     return problems
+
+
+# What Firestore creates by itself for a field, and loses once indexes are listed.
+AUTOMATIC = {("ASCENDING", "COLLECTION"), ("DESCENDING", "COLLECTION")}
+
+
+def check_collection_groups(config: hcl.Config,
+                            queries: list[tuple[str, str]]) -> list[str]:
+    problems: list[str] = []
+    group_indexed: set[tuple[str, str]] = set()
+    for field in config.resources(FIELD):
+        key = (str(field.body.get("collection")), str(field.body.get("field")))
+        listed = _listed_indexes(field)
+        if not listed:
+            continue
+        if ("ASCENDING", "COLLECTION_GROUP") in listed:
+            group_indexed.add(key)
+        for order, scope in sorted(AUTOMATIC - listed):
+            problems.append(f"[firestore] {field.address} overrides the indexes of "
+                            f"{key[0]}/{key[1]} without its {scope} {order} index: queries "
+                            "on that field inside one collection would fail")
+    for collection, name in sorted(set(queries) - group_indexed):
+        problems.append(f"[firestore] no COLLECTION_GROUP ASCENDING index on {collection}/"
+                        f"{name} (catalogue.COLLECTION_GROUP_QUERIES): a google_firestore_field "
+                        "with index_config.indexes of query_scope COLLECTION_GROUP")
+    return problems
+
+
+def _listed_indexes(field: hcl.Block) -> set[tuple[str, str]]:
+    """(order, query scope) of each index a field override lists (written out)."""
+    config = field.body.get("index_config") or [{}]
+    return {(str(index.get("order", "")), str(index.get("query_scope", "COLLECTION")))
+            for index in config[0].get("indexes", []) if isinstance(index, dict)}

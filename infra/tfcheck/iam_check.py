@@ -10,10 +10,14 @@
   for IAM propagation (a time_sleep after the build grants);
 - one invoker account per target, and every account that enqueues tasks may
   act as the worker's invoker.
+
+Google's Pub/Sub service agent is named `agent:pubsub` in the matrix; the
+Pub/Sub rules (who publishes, who subscribes where) are in `pubsub_check`.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from infra.tfcheck import hcl
@@ -33,6 +37,10 @@ GCF_SOURCES_CONDITION = 'resource.name.startsWith("projects/_/buckets/gcf-v2-sou
 GCF_SOURCES_SCOPE = f"project if {GCF_SOURCES_CONDITION}"
 OBJECT_READ_ROLES = {"roles/storage.objectViewer", "roles/storage.objectAdmin",
                      "roles/storage.admin"}
+
+# Google's Pub/Sub service agent, service-<number>@gcp-sa-pubsub.iam.gserviceaccount.com.
+PUBSUB_AGENT = "agent:pubsub"
+_PUBSUB_AGENT_DOMAIN = "@gcp-sa-pubsub.iam.gserviceaccount.com"
 
 # Each function's service -> the one account that may invoke it.
 INVOKERS = {"worker": "sa:worker_invoker", "renewer": "sa:renewer_invoker"}
@@ -57,6 +65,14 @@ EXPECTED_GRANTS: frozenset[tuple[str, str, str]] = frozenset(
         (GCF_SOURCES_SCOPE, "roles/storage.objectViewer", "sa:builder"),
         ("repository:functions", "roles/artifactregistry.writer", "sa:builder"),
         ("bucket:source", "roles/storage.objectViewer", "sa:builder"),
+        # Pub/Sub (pubsub.tf; the rules behind these are in pubsub_check.py).
+        ("topic:changes", "roles/pubsub.publisher", "sa:worker"),
+        ("topic:changes", "roles/pubsub.publisher", "sa:renewer"),
+        ("topic:dead_letter", "roles/pubsub.publisher", PUBSUB_AGENT),
+        ("subscription:push", "roles/pubsub.subscriber", PUBSUB_AGENT),
+        ("subscription:pull", "roles/pubsub.subscriber", PUBSUB_AGENT),
+        ("subscription:pull", "roles/pubsub.subscriber", "var.consumer_pull_members"),
+        ("service_account:pubsub_push", "roles/iam.serviceAccountTokenCreator", PUBSUB_AGENT),
     }
 )
 
@@ -84,6 +100,12 @@ _SCOPES: dict[str, tuple[str, str | None, str | None]] = {
     "google_storage_bucket_iam_member": ("bucket", "bucket", "google_storage_bucket"),
     "google_artifact_registry_repository_iam_member": (
         "repository", "repository", "google_artifact_registry_repository"),
+    "google_pubsub_topic_iam_member": ("topic", "topic", "google_pubsub_topic"),
+    "google_pubsub_topic_iam_binding": ("topic", "topic", "google_pubsub_topic"),
+    "google_pubsub_subscription_iam_member": ("subscription", "subscription",
+                                              "google_pubsub_subscription"),
+    "google_pubsub_subscription_iam_binding": ("subscription", "subscription",
+                                               "google_pubsub_subscription"),
 }
 
 
@@ -113,14 +135,21 @@ def grants(config: hcl.Config) -> list[Grant]:
         if block.type.endswith("_iam_policy"):
             members = ["<whole policy>"]
         for member in members:
-            found.append(Grant(block.address, scope, role, _member(member, block)))
+            found.append(Grant(block.address, scope, role,
+                               _member(member, block, config.locals)))
     return found
 
 
-def _member(value: Any, block: hcl.Block) -> str:
+def _member(value: Any, block: hcl.Block, locals_: dict[str, Any]) -> str:
     account = hcl.single_reference(value, SERVICE_ACCOUNT)
     if account:
         return f"sa:{account}"
+    named = re.fullmatch(r"\$\{local\.([\w-]+)\}", str(value))
+    if named and isinstance(locals_.get(named.group(1)), str):
+        value = locals_[named.group(1)]
+    text = str(value)
+    if text.startswith("serviceAccount:service-") and text.endswith(_PUBSUB_AGENT_DOMAIN):
+        return PUBSUB_AGENT
     if value == "${each.value}":  # for_each over a variable: the variable names the members
         variables = [v for v in hcl.strings(block.body.get("for_each")) if "var." in v]
         if variables:

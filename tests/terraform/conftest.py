@@ -42,6 +42,14 @@ CHECKOV_BREAKAGES: dict[str, tuple[list[Edit], str]] = {
           '  project = var.project\n  role    = "roles/iam.serviceAccountUser"\n'
           '  member  = "serviceAccount:x@example.iam.gserviceaccount.com"\n}\n')],
         "CKV_GCP_41"),
+    "topic_cmek_skip_removed": (
+        [("pubsub.tf", "  #checkov:skip=CKV_GCP_83:Messages are", "  # was a skip: ")],
+        "CKV_GCP_83"),
+    "topic_public": (
+        [("extra.tf", "", 'resource "google_pubsub_topic_iam_member" "extra" {\n'
+          '  topic  = google_pubsub_topic.changes.name\n  role   = "roles/pubsub.subscriber"\n'
+          '  member = "allUsers"\n}\n')],
+        "CKV_GCP_99"),
 }
 
 

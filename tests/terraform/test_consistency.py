@@ -222,8 +222,8 @@ BREAKAGES: dict[str, tuple[list[Edit], str]] = {
         [("apis.tf", '    "monitoring.googleapis.com",\n', "")],
         "needs monitoring.googleapis.com, which apis.tf does not enable"),
     "resource type without a known API": (
-        [_append('resource "google_pubsub_topic" "t" {\n  name = "x"\n}\n')],
-        "no API known for google_pubsub_topic"),
+        [_append('resource "google_bigquery_dataset" "d" {\n  dataset_id = "x"\n}\n')],
+        "no API known for google_bigquery_dataset"),
     # --- log metrics count lines the code writes, and alert
     "metric on a message nobody logs": (
         [("monitoring.tf", 'jsonPayload.message=\\"sync run crashed\\"',

@@ -18,6 +18,9 @@ DOCUMENTED_SKIPS = {
     # webhook: Google pushes from outside; api: ID token of an api_invokers member
     ("CKV_GCP_124", "google_cloudfunctions2_function.this"),
     ("CKV_GCP_102", "google_cloud_run_service_iam_member.webhook_public[0]"),  # allUsers
+    # CMEK on the topics: copies of change entries the API serves anyway
+    ("CKV_GCP_83", "google_pubsub_topic.changes"),
+    ("CKV_GCP_83", "google_pubsub_topic.dead_letter"),
 }
 
 

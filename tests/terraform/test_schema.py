@@ -24,6 +24,17 @@ BREAKAGES: dict[str, tuple[list[tuple[str, str, str]], str]] = {
     "unknown nested attribute": (
         [("tasks.tf", "    max_attempts       =", "    max_attempt        =")],
         "retry_config: unknown attribute or block 'max_attempt'"),
+    "unknown block in a push subscription": (
+        [("pubsub.tf", "    oidc_token {", "    oidc {")],
+        "google_pubsub_subscription.push.push_config: unknown attribute or block 'oidc'"),
+    "unknown dead-letter attribute": (
+        [("pubsub.tf", "    max_delivery_attempts = var.pubsub_max_delivery_attempts",
+          "    max_deliveries = var.pubsub_max_delivery_attempts")],
+        "dead_letter_policy: unknown attribute or block 'max_deliveries'"),
+    "index scope written as attribute of the field": (
+        [("firestore.tf", '      query_scope = "COLLECTION_GROUP"',
+          '      scope = "COLLECTION_GROUP"')],
+        "index_config.indexes: unknown attribute or block 'scope'"),
     "unknown nested block": (
         [("scheduler.tf", "    oidc_token {", "    oidc {")],
         "http_target: unknown attribute or block 'oidc'"),
