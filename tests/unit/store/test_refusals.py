@@ -59,7 +59,8 @@ class StubbedCommits(FirestoreStore):
         self.attempts: list[list[str]] = []
         self.committed: list[str] = []
 
-    def _commit_once(self, lease: Lease, encoded: list[Any], until: datetime) -> None:
+    def _commit_once(self, lease: Lease, encoded: list[Any], until: datetime,
+                     now: datetime | None = None, committed: list[Any] | None = None) -> None:
         ids = [item.event_id for item in encoded]
         self.attempts.append(ids)
         err = self.refuse(ids)
