@@ -10,7 +10,6 @@ application-default login` (or GOOGLE_APPLICATION_CREDENTIALS).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import textwrap
@@ -51,35 +50,9 @@ def load_settings(needs: Sequence[str], uses: Sequence[str] = (),
     other variable is ignored, however malformed, so an operator never has to
     export a secret a command does not use.
     """
-    from functions.config import VARIABLES, ConfigError, Settings
+    from functions.config import Settings
 
-    env = os.environ if environ is None else environ
-    wanted = set(needs) | set(uses)
-    values: dict[str, Any] = {}
-    problems: list[str] = []
-    for var in VARIABLES:
-        if var.name not in wanted:
-            continue
-        raw = env.get(var.name, "")
-        if not raw.strip():
-            if var.name in needs:
-                problems.append(f"{var.name} is not set ({var.description})")
-            elif var.default:
-                values[var.attr] = var.parse(var.default)
-            continue
-        try:
-            values[var.attr] = var.parse(raw)
-        except ValueError as err:
-            shown = "<secret>" if var.secret else repr(raw)
-            problems.append(f"{var.name}={shown} {err}")
-    if problems:
-        raise ConfigError("invalid configuration: " + "; ".join(problems))
-    for spec in dataclasses.fields(Settings):
-        # Fields without a default that this command never reads.
-        if (spec.name not in values and spec.default is dataclasses.MISSING
-                and spec.default_factory is dataclasses.MISSING):
-            values[spec.name] = ""
-    return Settings(**values)
+    return Settings.from_env(environ, only=set(needs) | set(uses), needs=set(needs))
 
 
 # -- changes -------------------------------------------------------------------

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -296,26 +297,35 @@ class Settings:
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, *, function: str | None = None
+        cls, environ: Mapping[str, str] | None = None, *, function: str | None = None,
+        only: Collection[str] | None = None, needs: Collection[str] = (),
     ) -> Settings:
         """Parse and validate; `function` limits the required set to what it reads.
 
-        Raises ConfigError naming every missing or malformed variable.
+        With `only` (the operator CLI: each command names what it reads) every
+        other variable is ignored however malformed, those in `needs` must be
+        set, and fields nothing read get an empty value. Raises ConfigError
+        naming every missing or malformed variable.
         """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         problems: list[str] = []
         for var in VARIABLES:
-            needed = function is None or function == CLI or function in var.used_by
+            if only is not None and var.name not in only:
+                continue
+            if only is not None:
+                needed = var.name in needs
+            else:
+                needed = var.default is None and var.required and (
+                    function is None or function == CLI or function in var.used_by)
             raw = env.get(var.name)
-            if raw is None or (raw.strip() == "" and var.default is not None):
-                if var.default is None:
-                    if needed and var.required:
-                        problems.append(f"{var.name} is not set ({var.description})")
+            if raw is None or not raw.strip():
+                if needed:
+                    problems.append(f"{var.name} is not set ({var.description})")
+                    continue
+                if not var.default:
                     continue
                 raw = var.default
-            if raw == "" and not var.required:
-                continue
             try:
                 values[var.attr] = var.parse(raw)
             except ValueError as err:
@@ -323,6 +333,11 @@ class Settings:
                 problems.append(f"{var.name}={shown} {err}")
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
+        if only is not None:
+            for spec in dataclasses.fields(cls):
+                if (spec.name not in values and spec.default is dataclasses.MISSING
+                        and spec.default_factory is dataclasses.MISSING):
+                    values[spec.name] = ""  # a field this command never reads
         return cls(**values)
 
 
