@@ -88,7 +88,7 @@ def test_component_that_cannot_start_is_reported_and_everything_stops(tmp_path: 
     with pytest.raises(StackError, match="function webhook exited"):
         stack.start()
     started = _recorded_pids(tmp_path)
-    assert len(started) == 4  # three emulators and the function that died
+    assert len(started) == 5  # four emulators and the function that died
     assert not any(_alive(pid) for pid in started)
 
 

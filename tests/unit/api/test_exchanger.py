@@ -69,6 +69,11 @@ def oauth_module(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
     module.OAuthUnavailable = Unavailable  # type: ignore[attr-defined]
     module.CodeExchange = StandIn  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "functions.oauth", module)
+    # `from functions import oauth` reads the package attribute first: once the
+    # real module was imported by an earlier test, it must be replaced there too.
+    import functions
+
+    monkeypatch.setattr(functions, "oauth", module, raising=False)
     StandIn.made.clear()
     yield module
 
