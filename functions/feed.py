@@ -22,7 +22,10 @@ later pages, in an even newer snapshot. No double that matters: a later page
 may show an event in a state newer than `as_of_seq`, and the entry that made
 it is then applied again; entries carry the full `after` value of each field
 they change (and whole resources for `created`), so re-applying is harmless.
-`tests/integration/api/test_bootstrap.py` checks this with a writer committing
+An event deleted before its page was read is in no page, yet entries after
+`as_of_seq` may update it before its `deleted` entry: a consumer applies an
+`updated` entry for an event it does not hold onto an empty record (its
+deletion follows). `tests/integration/api/test_bootstrap.py` checks this with a writer committing
 entries and snapshots while the pages are read.
 """
 
