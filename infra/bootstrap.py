@@ -79,12 +79,18 @@ def check_tools() -> None:
                 "run `gcloud components install cloud-firestore-emulator` "
                 "(or apt-get install google-cloud-cli-firestore-emulator)"
             )
+        if not (sdk_root / "platform/pubsub-emulator").is_dir():
+            missing.append(
+                f"the Pub/Sub emulator is not installed under {sdk_root}: "
+                "run `gcloud components install pubsub-emulator` "
+                "(or apt-get install google-cloud-cli-pubsub-emulator)"
+            )
     if shutil.which("java") is None:
         missing.append("java is not on PATH: the Firestore emulator needs a JRE 11+ "
                        "(apt-get install openjdk-17-jre-headless)")
     if missing:
         sys.exit("[setup] missing tools:\n  - " + "\n  - ".join(missing))
-    _say("gcloud, Firestore emulator and java: present")
+    _say("gcloud, the Firestore and Pub/Sub emulators and java: present")
 
 
 def _sdk_root(gcloud: str) -> Path:
