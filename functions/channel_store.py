@@ -14,10 +14,13 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
+from functions.errors import StoreError, StoreUnavailable
 from functions.ports import ChannelStore
 from functions.store import _translated
 
 CHANNELS = "channels"
+# Conditional writes re-read and retry this often before giving up (503).
+CONDITIONAL_ATTEMPTS = 10
 SUBSCRIPTIONS = "subscriptions"
 
 PENDING = "pending"
@@ -84,17 +87,34 @@ class FirestoreChannelStore(ChannelStore):
         return _channel(channel_id, snapshot.to_dict() or {}, snapshot.update_time)
 
     def learn_resource_id(self, channel_id: str, resource_id: str) -> None:
-        @firestore.transactional
-        def learn(transaction: Any) -> None:
-            snapshot = self._ref(channel_id).get(transaction=transaction)
-            known = (snapshot.to_dict() or {}).get("resource_id") if snapshot.exists else None
-            if known is None and snapshot.exists:
-                transaction.update(self._ref(channel_id), {"resource_id": resource_id})
-            elif known != resource_id:
-                raise ResourceMismatch(channel_id)
+        """Record the resource id of a pending channel, once; raises ResourceMismatch.
 
-        with _translated():
-            learn(self._client.transaction())
+        A read, then a write conditioned on the document's update time (re-read
+        if someone wrote meanwhile), not an interactive transaction: the sync
+        message arrives while the watch is in flight, and two transactions
+        holding read locks on one channel (this and `activate_channel`) can
+        deadlock until a lock timeout.
+        """
+        ref = self._ref(channel_id)
+        for _ in range(CONDITIONAL_ATTEMPTS):
+            with _translated():
+                snapshot = ref.get()
+            if not snapshot.exists:
+                return  # deleted meanwhile: nothing to learn
+            known = (snapshot.to_dict() or {}).get("resource_id")
+            if known is not None:
+                if known != resource_id:
+                    raise ResourceMismatch(channel_id)
+                return
+            try:
+                with _translated():
+                    ref.update({"resource_id": resource_id}, option=self._client.write_option(
+                        last_update_time=snapshot.update_time))
+                return
+            except StoreError as err:
+                if not isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Aborted):
+                    raise
+        raise StoreUnavailable(f"channel {channel_id} too contended to record its resource id")
 
     def record_notification(
         self, channel: Channel, message_number: int, now: datetime

@@ -592,28 +592,37 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
     def enqueue_failed(self, sub_id: str, generation: int) -> None:
         """An enqueue for `generation` failed: let the next caller (Google's
         redelivery of the 503) queue it at once instead of waiting out the grace."""
-        @firestore.transactional
-        def clear(transaction: Any) -> None:
-            snapshot = self._sub(sub_id).get(transaction=transaction)
-            data = snapshot.to_dict() or {}
-            if snapshot.exists and int(data.get("queued_gen") or 0) < generation:
-                transaction.update(self._sub(sub_id), {"enqueuing_at": None})
-
-        with _translated():
-            clear(self._client.transaction())
+        self._note_queue(sub_id, generation, None)
 
     def mark_queued(self, sub_id: str, generation: int, now: datetime) -> None:
-        @firestore.transactional
-        def mark(transaction: Any) -> None:
-            snapshot = self._sub(sub_id).get(transaction=transaction)
-            queued = int((snapshot.to_dict() or {}).get("queued_gen") or 0)
-            if snapshot.exists and queued < generation:
-                transaction.update(self._sub(sub_id), {"queued_gen": generation, "queued_at": now})
+        self._note_queue(sub_id, generation, now)
 
-        with _translated():
-            mark(self._client.transaction())
+    def _note_queue(self, sub_id: str, generation: int, queued_at: datetime | None) -> None:
+        """`queued_gen`/`queued_at` raised to `generation` (or, with None, the
+        enqueuing mark cleared), unless a task for it is already noted.
 
-    # -- the feed -----------------------------------------------------------
+        A conditional write, not a transaction: the webhook calls this during
+        bursts, beside the worker's fenced transactions on the same document.
+        """
+        ref = self._sub(sub_id)
+        for _ in range(_BUMP_ATTEMPTS):
+            with _translated():
+                snapshot = ref.get()
+            data = snapshot.to_dict() or {}
+            if not snapshot.exists or int(data.get("queued_gen") or 0) >= generation:
+                return
+            update: dict[str, Any] = (
+                {"queued_gen": generation, "queued_at": queued_at} if queued_at is not None
+                else {"enqueuing_at": None})
+            try:
+                with _translated():
+                    ref.update(update, option=self._client.write_option(
+                        last_update_time=snapshot.update_time))
+                return
+            except StoreError as err:
+                if not isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Aborted):
+                    raise
+        raise StoreUnavailable(f"subscription {sub_id} too contended to note its task")
 
     def list_changes(self, sub_id: str, after_cursor: int, limit: int) -> ChangePage:
         query = (

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
@@ -24,13 +25,14 @@ from functions.channel_store import (
 )
 from functions.channel_store import (
     CHANNELS,
+    CONDITIONAL_ATTEMPTS,
     PENDING,
     Channel,
     ResourceMismatch,
     _channel,
 )
 from functions.credentials import CREDENTIALS_COLLECTION, OAUTH_PREFIX
-from functions.errors import InvalidTransition
+from functions.errors import InvalidTransition, StoreError, StoreUnavailable
 from functions.model import ACTIVE, DELETING, Subscription, Transition
 from functions.ports import LifecycleStore
 from functions.store import SUBSCRIPTIONS, _subscription, _translated
@@ -269,25 +271,38 @@ class SubscriptionStore(LifecycleStore):
 
     def activate_channel(self, channel_id: str, sub_id: str, resource_id: str,
                          expiration: datetime) -> None:
-        """Record the watch response; it must match a resource id learnt meanwhile."""
-        @firestore.transactional
-        def activate(transaction: Any) -> None:
-            snapshot = self._channel(channel_id).get(transaction=transaction)
-            sub_exists = self._sub(sub_id).get(transaction=transaction).exists
+        """Record the watch response; it must match a resource id learnt meanwhile.
+
+        A read, then one batch conditioned on the channel's update time (re-read
+        if the webhook wrote meanwhile): no interactive transaction, which could
+        deadlock with the webhook learning the resource id from the `sync`
+        message that arrives while the watch is in flight.
+        """
+        ref = self._channel(channel_id)
+        for _ in range(CONDITIONAL_ATTEMPTS):
+            with _translated():
+                snapshot = ref.get()
             known = (snapshot.to_dict() or {}).get("resource_id")
             if known is not None and known != resource_id:
                 raise ResourceMismatch(channel_id)
-            transaction.update(self._channel(channel_id), {
+            batch = self._client.batch()
+            batch.update(ref, {
                 "state": "active", "resource_id": resource_id, "expiration": expiration,
                 "renewal_attempts": 0, "next_attempt_at": None, "last_error": None,
-            })
-            if sub_exists:
-                transaction.update(self._sub(sub_id), {
-                    "channel_id": channel_id, "channel_expiration": expiration,
-                })
-
-        with _translated():
-            activate(self._client.transaction())
+            }, option=self._client.write_option(last_update_time=snapshot.update_time))
+            # `update`, never `set`: must not resurrect a subscription deleted meanwhile.
+            batch.update(self._sub(sub_id), {"channel_id": channel_id,
+                                             "channel_expiration": expiration})
+            try:
+                with _translated():
+                    batch.commit()
+                return
+            except StoreError as err:
+                if isinstance(err.__cause__, gexc.NotFound):
+                    return  # unsubscribed meanwhile: the renewer retires the channel
+                if not isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Aborted):
+                    raise
+        raise StoreUnavailable(f"channel {channel_id} too contended to activate")
 
     def save_channel(self, channel: Channel, now: datetime, **fields: Any) -> None:
         """Create or replace a channel record (`fields`: extra bookkeeping such as
@@ -311,19 +326,23 @@ class SubscriptionStore(LifecycleStore):
         Conditional on the channel still being in `state` and unclaimed (or its
         claim expired), so two runs never both renew one channel.
         """
-        @firestore.transactional
-        def claim(transaction: Any) -> bool:
-            snapshot = self._channel(channel_id).get(transaction=transaction)
-            data = snapshot.to_dict() or {}
-            claimed = data.get("claimed_until")
-            if not snapshot.exists or data.get("state") != state or (
-                    claimed is not None and claimed > now):
-                return False
-            transaction.update(self._channel(channel_id), {"claimed_until": until})
-            return True
-
+        ref = self._channel(channel_id)
         with _translated():
-            return bool(claim(self._client.transaction()))
+            snapshot = ref.get()
+        data = snapshot.to_dict() or {}
+        claimed = data.get("claimed_until")
+        if not snapshot.exists or data.get("state") != state or (
+                claimed is not None and claimed > now):
+            return False
+        try:
+            with _translated():  # conditional: whoever writes first wins
+                ref.update({"claimed_until": until}, option=self._client.write_option(
+                    last_update_time=snapshot.update_time))
+        except StoreError as err:
+            if isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Aborted | gexc.NotFound):
+                return False
+            raise
+        return True
 
     def due_channels(self, state: str, before: datetime, limit: int,
                      after: str | None = None) -> list[tuple[Channel, dict[str, Any]]]:
