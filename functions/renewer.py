@@ -145,7 +145,12 @@ class Renewer:
         if sub is None or sub.status != SUB_ACTIVE:
             self._retire_orphan(sub, channel, report)
             return 1
-        others = [c for c in self._subs.delivering_channels(sub.id) if c.id != channel.id]
+        # The subscription names its newest active channel: only when that is
+        # another one can a second delivering channel exist (a renewal that
+        # crashed midway), and only then is it worth a query.
+        current = found[1].get("channel_id") if found else None
+        others = ([c for c in self._subs.delivering_channels(sub.id) if c.id != channel.id]
+                  if current and current != channel.id else [])
         window_end = now + timedelta(seconds=self._settings.renewal_window)
         if channel.state == ACTIVE and any(
                 o.state == ACTIVE and o.expiration is not None and o.expiration > window_end

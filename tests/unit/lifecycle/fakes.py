@@ -155,6 +155,8 @@ class MemoryLifecycle(LifecycleStore, RequestStore):
             raise ResourceMismatch(channel_id)
         doc.update(state="active", resource_id=resource_id, expiration=expiration,
                    renewal_attempts=0, next_attempt_at=None, last_error=None)
+        if sub_id in self.subs:
+            self.subs[sub_id].update(channel_id=channel_id, channel_expiration=expiration)
 
     def set_channel(self, channel_id: str, fields: dict[str, Any]) -> None:
         self.channels[channel_id].update(fields)
