@@ -13,10 +13,12 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 
@@ -106,3 +108,25 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                                              "CALSYNC_SAFETY_NET_INTERVAL_SECONDS": "3"})
     with Stack(config) as stack:
         yield stack
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Any], str]]:
+    """Serve a WSGI app on a free loopback port; its base URL. Stopped after the test."""
+    servers: list[Any] = []
+
+    def start(app: Any) -> str:
+        server = make_server("127.0.0.1", 0, app, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -6,41 +6,14 @@ from __future__ import annotations
 
 import datetime
 import json
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-
-App = Callable[[dict[str, Any], Callable[..., Any]], Any]
-
-
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, *args: Any) -> None:
-        return None
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[App], str]]:
-    """Serve a WSGI app on a free loopback port; its base URL."""
-    servers: list[Any] = []
-
-    def start(app: App) -> str:
-        server = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_port}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 class FakeFeed:

@@ -5,14 +5,10 @@ once, in seq order, filling gaps from a changes route over the same store."""
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
-from wsgiref.simple_server import WSGIRequestHandler, make_server
-
-import pytest
 
 from examples import consumer as example
 from functions.outbox import entry_json
@@ -22,27 +18,6 @@ from infra import pubsub_emulator
 
 from .conftest import PROJECT, PubSubWorld
 from .test_outbox import World
-
-
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, *args: Any) -> None:
-        return None
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[Any], str]]:
-    servers: list[Any] = []
-
-    def start(app: Any) -> str:
-        server = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_port}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def changes_route(store: OutboxFirestoreStore) -> Any:
