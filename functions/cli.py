@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TextIO
 
@@ -191,6 +193,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
          err: TextIO | None = None) -> int:
     """Run one command; returns the exit status (never raises, never a traceback)."""
+    # Ctrl-C can surface as another error (a client library's cleanup failing
+    # on top of it): remember that it happened, whatever is raised.
+    interrupted = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def on_sigint(signum: int, frame: Any) -> None:
+            interrupted.set()
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        return _main(argv, out, err, interrupted)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv: Sequence[str] | None, out: TextIO | None, err: TextIO | None,
+          interrupted: threading.Event) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     output = Output("--json" in argv, out, err)
     try:
@@ -215,7 +236,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return FAILED
     except Exception as failure:  # noqa: BLE001 - every failure is one message, no traceback
-        if _interrupted(failure):
+        if interrupted.is_set() or _interrupted(failure):
             # Ctrl-C inside a transaction: the client's rollback fails on top of it.
             output.error(CliError(INTERRUPTED, "unavailable", "interrupted",
                                   {"reason": "interrupted"}))
