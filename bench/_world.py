@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _stack import environment, read_stack_env  # noqa: E402
 
-from functions.calendar_api import GoogleCalendar, OwnerTokenCredentials  # noqa: E402
+from functions.adapters.firestore.store import FirestoreStore  # noqa: E402
+from functions.adapters.google.calendar import GoogleCalendar, OwnerTokenCredentials  # noqa: E402
 from functions.model import Subscription  # noqa: E402
-from functions.store import FirestoreStore  # noqa: E402
 
 PROJECT = "calsync-bench"
 USER = "bench@example.com"

@@ -38,8 +38,8 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from functions import codec  # noqa: E402
-from functions.store import seq_id  # noqa: E402
+from functions.adapters.firestore import codec  # noqa: E402
+from functions.adapters.firestore.store import seq_id  # noqa: E402
 
 PROJECT = "calsync-bench"
 TARGET_RATIO = 0.7
@@ -147,8 +147,8 @@ def reads_per_request(env: dict[str, str], sub_id: str, count: int) -> dict[str,
     """(documents read, items returned) per route, the handler run in process."""
     from google.cloud import firestore
 
-    from functions.api_tokens import PageTokens
-    from functions.feed import ChangesQuery, Feed
+    from functions.api.feed import ChangesQuery, Feed
+    from functions.api.tokens import PageTokens
 
     client = firestore.Client(project=env["GOOGLE_CLOUD_PROJECT"])
     counter = ReadCount(client)

@@ -39,11 +39,11 @@ from _world import (
     timed,
 )
 
-from functions.calendar_api import GoogleCalendar
+from functions.adapters.firestore.store import FirestoreStore
+from functions.adapters.google.calendar import GoogleCalendar
 from functions.model import Subscription
-from functions.plan import plan_page
-from functions.store import FirestoreStore
-from functions.sync import SyncEngine, SyncSettings
+from functions.sync.engine import SyncEngine, SyncSettings
+from functions.sync.plan import plan_page
 
 DISPATCH_LIMIT = 1800.0
 PUBLISH_TIMEOUT = 60.0
@@ -75,9 +75,9 @@ def pubsub_emulator(stack_env: Path | None) -> Iterator[str]:
 
 def publishing(db: Any, port: GoogleCalendar, events: int) -> tuple[float, int, int]:
     """The same full sync with the outbox on: (seconds, entries, published_seq)."""
-    from functions.outbox import Outbox
-    from functions.outbox_store import OutboxFirestoreStore
-    from functions.pubsub_publisher import PubSubPublisher
+    from functions.adapters.firestore.outbox import OutboxFirestoreStore
+    from functions.adapters.google.pubsub import PubSubPublisher
+    from functions.delivery.outbox import Outbox
     from infra import pubsub_emulator as emulator
 
     project = db.project

@@ -28,8 +28,8 @@ from _world import (
     subscription,
 )
 
-from functions.store import FirestoreStore
-from functions.sync import SyncEngine, SyncSettings
+from functions.adapters.firestore.store import FirestoreStore
+from functions.sync.engine import SyncEngine, SyncSettings
 from infra.calendar_emulator.testing import calendar_service
 
 

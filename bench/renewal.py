@@ -53,14 +53,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _stack import add_bench_args, parse  # noqa: E402
 from _world import IoCount, count_io, fail, firestore_emulator  # noqa: E402
 
-from functions.channels import ChannelPort, OpenedChannel  # noqa: E402
+from functions.adapters.firestore.store import FirestoreStore  # noqa: E402
+from functions.adapters.firestore.subscriptions import SubscriptionStore  # noqa: E402
+from functions.adapters.google.channels import ChannelPort, OpenedChannel  # noqa: E402
 from functions.config import Settings  # noqa: E402
+from functions.lifecycle.renewer import Renewer  # noqa: E402
+from functions.lifecycle.subscriptions import SubscriptionService  # noqa: E402
 from functions.model import Subscription  # noqa: E402
 from functions.ports import TaskQueue  # noqa: E402
-from functions.renewer import Renewer  # noqa: E402
-from functions.store import FirestoreStore  # noqa: E402
-from functions.subscription_store import SubscriptionStore  # noqa: E402
-from functions.subscriptions import SubscriptionService  # noqa: E402
 from infra.local import components  # noqa: E402
 
 WINDOW = 86_400  # CALSYNC_RENEWAL_WINDOW_SECONDS (the default)
@@ -120,8 +120,8 @@ def build_renewer(client: Any, config: Settings, channels: ChannelPort, queue: T
 
 def seed(db: Any, count: int, now: datetime, budget: float) -> tuple[int, int, float, bool]:
     """Seed `count` subscriptions + channels; returns (seeded, expiring, seconds, cut)."""
-    from functions.channel_store import CHANNELS
-    from functions.store import SUBSCRIPTIONS
+    from functions.adapters.firestore.channels import CHANNELS
+    from functions.adapters.firestore.store import SUBSCRIPTIONS
 
     def chunk(start: int, stop: int) -> int:
         batch = db.batch()

@@ -48,7 +48,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from functions import app, channel_tokens  # noqa: E402
+from functions import app  # noqa: E402
+from functions.intake import channel_tokens
 from infra.calendar_emulator.control import EmulatorControl  # noqa: E402
 from infra.local import components  # noqa: E402
 from infra.local.processes import free_port  # noqa: E402
@@ -342,7 +343,7 @@ def reads_per_request(headers: dict[str, str], numbers: itertools.count[int],
     """(read RPCs, documents read) per notification of an in-process webhook service
     wired as deployed (`entrypoints._webhook_service`), and the answers' statuses."""
     from functions import entrypoints
-    from functions.webhook import parse_notification
+    from functions.intake.webhook import parse_notification
 
     entrypoints._webhook_service.cache_clear()
     service = entrypoints._webhook_service()

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from functions.credentials import SCOPES
+from functions.adapters.google.credentials import SCOPES
 
 CALENDAR_SCOPE = SCOPES[0]  # the scope calsync's credentials ask for
 

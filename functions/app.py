@@ -11,8 +11,8 @@ import threading
 from typing import Any
 
 from functions.config import CLI, WORKER, Settings
-from functions.sync import SyncEngine, SyncSettings
-from functions.worker import SyncWorker
+from functions.sync.engine import SyncEngine, SyncSettings
+from functions.sync.worker import SyncWorker
 
 _lock = threading.RLock()
 _cache: dict[str, Any] = {}
@@ -50,11 +50,11 @@ def store(config: Settings) -> Any:
     """The Firestore store (`SyncStore`, `RequestStore`, `FeedReader`)."""
     from datetime import timedelta
 
-    from functions.store import FirestoreStore
+    from functions.adapters.firestore.store import FirestoreStore
 
     retention = timedelta(days=config.feed_retention_days)
     if config.pubsub_topic:  # commits keep the outbox; see functions/outbox.py
-        from functions.outbox_store import OutboxFirestoreStore
+        from functions.adapters.firestore.outbox import OutboxFirestoreStore
 
         return _memo("store", lambda: OutboxFirestoreStore(firestore_client(config),
                                                            feed_retention=retention))
@@ -66,8 +66,8 @@ def outbox(config: Settings) -> Any:
     """Publishing through the outbox, or None when no topic is configured."""
     if not config.pubsub_topic:
         return None
-    from functions.outbox import Outbox
-    from functions.pubsub_publisher import PubSubPublisher
+    from functions.adapters.google.pubsub import PubSubPublisher
+    from functions.delivery.outbox import Outbox
 
     return _memo("outbox", lambda: Outbox(
         store(config), PubSubPublisher(config.project, config.pubsub_topic),
@@ -76,8 +76,8 @@ def outbox(config: Settings) -> Any:
 
 def feed(config: Settings) -> Any:
     """The feed reader (changes by cursor, event pages) the API and the CLI share."""
-    from functions.api_tokens import PageTokens
-    from functions.feed import Feed
+    from functions.api.feed import Feed
+    from functions.api.tokens import PageTokens
 
     # Event page tokens are signed with keys derived from the credential keys
     # when there are any; otherwise they are still checked for integrity.
@@ -87,15 +87,15 @@ def feed(config: Settings) -> Any:
 
 def task_queue(config: Settings) -> Any:
     """The Cloud Tasks queue of sync tasks."""
-    from functions.tasks import CloudTasksQueue
+    from functions.adapters.google.tasks import CloudTasksQueue
 
     return _memo("queue", lambda: CloudTasksQueue(config))
 
 
 def calendar(config: Settings) -> Any:
     """The Calendar adapter with per-subscription credentials."""
-    from functions.calendar_api import GoogleCalendar
-    from functions.credentials import CredentialVault, GoogleCredentialsProvider
+    from functions.adapters.google.calendar import GoogleCalendar
+    from functions.adapters.google.credentials import CredentialVault, GoogleCredentialsProvider
 
     def build() -> Any:
         vault = None
@@ -135,9 +135,9 @@ def cli_settings() -> Settings:
 
 def subscription_service(config: Settings) -> Any:
     """Subscribe / unsubscribe / pause / resume / status, over the real adapters."""
-    from functions.channels import GoogleChannels
-    from functions.subscription_store import SubscriptionStore
-    from functions.subscriptions import SubscriptionService
+    from functions.adapters.firestore.subscriptions import SubscriptionStore
+    from functions.adapters.google.channels import GoogleChannels
+    from functions.lifecycle.subscriptions import SubscriptionService
 
     def build() -> Any:
         client = firestore_client(config)
@@ -150,9 +150,9 @@ def subscription_service(config: Settings) -> Any:
 
 def renewer(config: Settings | None = None) -> Any:
     """The renewer behind the `renew_channels` function."""
+    from functions.adapters.firestore.subscriptions import SubscriptionStore
     from functions.config import RENEWER
-    from functions.renewer import Renewer
-    from functions.subscription_store import SubscriptionStore
+    from functions.lifecycle.renewer import Renewer
 
     config = config or settings(RENEWER)
     queue = task_queue(config)
@@ -161,7 +161,7 @@ def renewer(config: Settings | None = None) -> Any:
     if config.pubsub_topic:
         from datetime import timedelta
 
-        from functions.outbox import OutboxSweeper
+        from functions.delivery.outbox import OutboxSweeper
 
         sweeper = OutboxSweeper(store(config), queue,
                                 timedelta(seconds=config.outbox_sweep_after))

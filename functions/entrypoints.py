@@ -15,7 +15,7 @@ from flask import Request, Response
 from functions import logs
 from functions.config import WEBHOOK, ConfigError, Settings
 from functions.errors import CalsyncError, StoreError
-from functions.webhook import BadNotification, WebhookService, parse_notification
+from functions.intake.webhook import BadNotification, WebhookService, parse_notification
 
 
 def _text(status: int, reason: str) -> Response:
@@ -48,9 +48,9 @@ def logged(handler: Handler) -> Handler:
 def _webhook_service() -> WebhookService:
     from google.cloud import firestore
 
-    from functions.channel_store import FirestoreChannelStore
-    from functions.store import FirestoreStore
-    from functions.tasks import CloudTasksQueue
+    from functions.adapters.firestore.channels import FirestoreChannelStore
+    from functions.adapters.firestore.store import FirestoreStore
+    from functions.adapters.google.tasks import CloudTasksQueue
 
     settings = Settings.from_env(function=WEBHOOK)
     client = firestore.Client(project=settings.project)

@@ -27,7 +27,7 @@ from functions.model import (
 )
 
 if TYPE_CHECKING:
-    from functions.channel_store import Channel
+    from functions.adapters.firestore.channels import Channel
 
 
 class CredentialsProvider(ABC):

@@ -290,7 +290,7 @@ def run(story: Story, stack: Stack) -> None:
     story.say(f"GET /v1/subscriptions/{{id}} -> {status}: status {view['status']}, "
               f"channel {view['channel']['state'] if view['channel'] else None}, "
               f"change_seq {view['change_seq']}, error {view['error']}")
-    from functions.cli import main as cli
+    from functions.cli.main import main as cli
 
     cli(["status"])
 

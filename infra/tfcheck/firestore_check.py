@@ -23,7 +23,7 @@ FIELD = "google_firestore_field"
 
 
 def check(config: hcl.Config) -> list[str]:
-    from functions import catalogue
+    from functions.adapters.firestore import catalogue
 
     return [
         *check_indexes(config, catalogue.QUERIES),

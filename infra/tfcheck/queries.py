@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from functions.catalogue import QUERIES
+from functions.adapters.firestore.catalogue import QUERIES
 
 __all__ = ["QUERIES", "normalised"]
 

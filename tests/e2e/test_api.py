@@ -17,8 +17,8 @@ from unittest import mock
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from functions.store import seq_id
-from functions.subscriptions import SubscriptionService
+from functions.adapters.firestore.store import seq_id
+from functions.lifecycle.subscriptions import SubscriptionService
 from tests.e2e.conftest import E2E, event_body, wait_until
 from tests.unit.api.strategies import requests
 from tests.unit.api.test_openapi import assert_documented
@@ -28,7 +28,7 @@ USER = "ava@example.com"
 SUB_KEYS = {"id", "calendar_id", "owner", "credentials", "status", "labels", "created_at",
             "last_synced_at", "last_notification_at", "change_seq", "channel", "error"}
 CONTRACT = "labels" in inspect.signature(SubscriptionService.subscribe).parameters
-HAS_OAUTH = importlib.util.find_spec("functions.oauth") is not None
+HAS_OAUTH = importlib.util.find_spec("functions.adapters.google.oauth") is not None
 
 
 class Http:

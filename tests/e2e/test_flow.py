@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from functions import channel_tokens
+from functions.intake import channel_tokens
 from tests.e2e.conftest import E2E, event_body, log_lines, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -150,7 +150,7 @@ def test_renewal_across_expiry_loses_no_change(e2e: E2E) -> None:
 
 def test_invalid_grant_puts_the_subscription_in_error_visible_in_status(e2e: E2E) -> None:
     from functions import app
-    from functions.credentials import CredentialVault
+    from functions.adapters.google.credentials import CredentialVault
 
     settings = app.cli_settings()
     e2e.control.register_refresh_token("rt-for-erin-e2e", USER)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from functions.diff import reported_fields
+from functions.sync.diff import reported_fields
 
 DELIVERING = ("pending", "active")
 STALE_REQUEST = timedelta(seconds=20)

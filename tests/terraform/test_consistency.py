@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from functions import catalogue
+from functions.adapters.firestore import catalogue
 from functions.config import ALL_FUNCTIONS, VARIABLES, WEBHOOK
 from infra.tfcheck import consistency, firestore_check, hcl, monitoring_check
 
@@ -398,8 +398,8 @@ def test_the_checks_read_the_catalogue() -> None:
 def test_the_store_declares_the_same_queries() -> None:
     from infra.tfcheck.queries import QUERIES, normalised
 
-    assert (Path(ROOT) / "functions" / "store.py").exists()
-    from functions import store
+    assert (Path(ROOT) / "functions" / "adapters" / "firestore" / "store.py").exists()
+    from functions.adapters.firestore import store
 
-    assert hasattr(store, "QUERIES"), "functions/store.py must expose QUERIES"
+    assert hasattr(store, "QUERIES"), "functions/adapters/firestore/store.py must expose QUERIES"
     assert normalised(store.QUERIES) == normalised(QUERIES)

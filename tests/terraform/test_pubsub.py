@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from functions import catalogue
+from functions.adapters.firestore import catalogue
 from infra.tfcheck import consistency, firestore_check, hcl, iam_check, pubsub_check
 
 from .conftest import ROOT

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from functions.channel_tokens import MAX_TOKEN_LENGTH, new_channel_id, sign, verify
+from functions.intake.channel_tokens import MAX_TOKEN_LENGTH, new_channel_id, sign, verify
 
 OLD = {"k1": b"a" * 32}
 ROTATED = {"k2": b"b" * 32, "k1": b"a" * 32}

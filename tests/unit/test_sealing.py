@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from functions.credentials import SealError, key_id_of, seal, unseal
+from functions.adapters.google.credentials import SealError, key_id_of, seal, unseal
 
 OLD = {"v1": b"o" * 32}
 ROTATED = {"v2": b"n" * 32, "v1": b"o" * 32}

@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from functions import codec
-from functions.store import seq_id
+from functions.adapters.firestore import codec
+from functions.adapters.firestore.store import seq_id
 
 RETENTION = timedelta(days=30)
 

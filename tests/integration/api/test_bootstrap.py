@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from functions.api_tokens import PageTokens
-from functions.feed import ChangesQuery, Feed
+from functions.api.feed import ChangesQuery, Feed
+from functions.api.tokens import PageTokens
 from tests.integration.api.feedwriter import FeedWriter, create_subscription, event
 
 

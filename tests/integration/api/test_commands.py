@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from functions import app
-from functions.api_wiring import ServiceCommands
+from functions.adapters.google.credentials import CredentialVault
+from functions.api.wiring import ServiceCommands
 from functions.config import Settings
-from functions.credentials import CredentialVault
 from functions.errors import InvalidTransition
-from functions.subscriptions import SubscriptionNotFound
+from functions.lifecycle.subscriptions import SubscriptionNotFound
 from tests.conftest import TEST_PROJECT
 
 USER = "cleo@example.com"

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from functions.api_errors import ApiError
-from functions.api_tokens import PageTokens
-from functions.feed import (
+from functions.api.errors import ApiError
+from functions.api.feed import (
     ChangesQuery,
     CursorAhead,
     CursorExpired,
@@ -18,6 +17,7 @@ from functions.feed import (
     Feed,
     SubscriptionMissing,
 )
+from functions.api.tokens import PageTokens
 from tests.integration.api.feedwriter import FeedWriter, create_subscription, event
 
 PAST = datetime(2020, 1, 1, tzinfo=UTC)

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from functions.api_tokens import PageTokens
-from functions.feed import ChangesQuery, CursorExpired, Feed
+from functions.adapters.firestore.store import FirestoreStore
+from functions.api.feed import ChangesQuery, CursorExpired, Feed
+from functions.api.tokens import PageTokens
 from functions.model import ChangeDraft, EventWrite, Subscription
-from functions.store import FirestoreStore
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 RETENTION = timedelta(days=2)

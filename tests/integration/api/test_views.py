@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from functions.api_errors import ApiError
-from functions.api_tokens import PageTokens
-from functions.api_views import FirestoreSubscriptions
+from functions.api.errors import ApiError
+from functions.api.tokens import PageTokens
+from functions.api.views import FirestoreSubscriptions
 from tests.integration.api.feedwriter import create_subscription
 
 KEYS = {"id", "calendar_id", "owner", "credentials", "status", "labels", "created_at",

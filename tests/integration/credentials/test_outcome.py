@@ -15,8 +15,9 @@ import pytest
 from google.auth import exceptions as auth_exceptions
 from google.oauth2 import _client
 
-from functions.calendar_api import GoogleCalendar
-from functions.credentials import (
+from functions.adapters.firestore.store import FirestoreStore
+from functions.adapters.google.calendar import GoogleCalendar
+from functions.adapters.google.credentials import (
     BEARER_KIND,
     DELEGATION_KIND,
     USER_KIND,
@@ -24,6 +25,7 @@ from functions.credentials import (
     GoogleCredentialsProvider,
     auth_failure,
 )
+from functions.adapters.google.tasks import CloudTasksQueue
 from functions.errors import (
     CALENDAR_ACCESS_LOST,
     REAUTHORIZATION_REQUIRED,
@@ -32,9 +34,7 @@ from functions.errors import (
     Misconfigured,
 )
 from functions.model import Subscription
-from functions.store import FirestoreStore
-from functions.sync import Outcome, SyncEngine
-from functions.tasks import CloudTasksQueue
+from functions.sync.engine import Outcome, SyncEngine
 from tests.integration.credentials.test_refresh import KEYS, _settings
 from tests.integration.credentials.test_whose_failure import (
     INVALID_JWT_SIGNATURE,

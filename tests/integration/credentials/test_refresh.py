@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth.transport.requests import Request
 
+from functions.adapters.google.credentials import CredentialVault, GoogleCredentialsProvider
 from functions.config import Settings
-from functions.credentials import CredentialVault, GoogleCredentialsProvider
 from functions.errors import CredentialsRejected, Misconfigured
 from functions.model import Subscription
 
@@ -63,7 +63,7 @@ def test_sealed_refresh_token_refreshes_and_invalid_grant_is_rejected(
     creds.refresh(Request())
     assert creds.token == "dana@example.com"
 
-    from functions.calendar_api import GoogleCalendar
+    from functions.adapters.google.calendar import GoogleCalendar
 
     calendar.control.set_invalid_grant("dana@example.com")
     port = GoogleCalendar(provider, api_endpoint=calendar.api_endpoint)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from functions.credentials import CREDENTIALS_COLLECTION, CredentialVault, key_id_of
+from functions.adapters.google.credentials import CREDENTIALS_COLLECTION, CredentialVault, key_id_of
 from functions.errors import CredentialsRejected, Misconfigured
 
 OLD = {"v1": b"o" * 32}

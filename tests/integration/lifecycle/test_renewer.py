@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from functions.channel_store import Channel
+from functions.adapters.firestore.channels import Channel
 from functions.errors import CalendarUnavailable, CredentialsRejected
 from tests.integration.lifecycle.conftest import Lifecycle
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 import base64
 from datetime import datetime, timedelta
 
-from functions import channel_tokens
-from functions.channel_store import Channel, FirestoreChannelStore
+from functions.adapters.firestore.channels import Channel, FirestoreChannelStore
+from functions.adapters.google.tasks import task_id
 from functions.errors import QueueUnavailable
+from functions.intake import channel_tokens
+from functions.intake.webhook import Notification, WebhookService
 from functions.model import LeaseOutcome
 from functions.ports import TaskQueue
-from functions.sync import Outcome, SyncEngine, SyncSettings
-from functions.tasks import task_id
-from functions.webhook import Notification, WebhookService
+from functions.sync.engine import Outcome, SyncEngine, SyncSettings
 from tests.integration.lifecycle.conftest import Lifecycle
 
 KEYS = {"k": base64.b64decode(base64.b64encode(b"r" * 32))}

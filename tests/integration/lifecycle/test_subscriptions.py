@@ -13,10 +13,10 @@ from datetime import timedelta
 
 import pytest
 
-from functions.channel_store import ResourceMismatch
+from functions.adapters.firestore.channels import ResourceMismatch
 from functions.errors import CalendarUnavailable, InvalidTransition, LeaseLost
+from functions.lifecycle.subscriptions import SubscriptionNotFound
 from functions.model import EventWrite
-from functions.subscriptions import SubscriptionNotFound
 from tests.integration.lifecycle.conftest import Lifecycle
 
 

@@ -24,16 +24,16 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 
-from functions import channel_tokens
-from functions.calendar_api import GoogleCalendar, OwnerTokenCredentials
-from functions.channel_store import ACTIVE, Channel, FirestoreChannelStore
+from functions.adapters.firestore.channels import ACTIVE, Channel, FirestoreChannelStore
+from functions.adapters.firestore.store import FirestoreStore
+from functions.adapters.google.calendar import GoogleCalendar, OwnerTokenCredentials
+from functions.adapters.google.tasks import CloudTasksQueue, build_client
 from functions.config import Settings
+from functions.intake import channel_tokens
+from functions.intake.webhook import Notification, WebhookService
 from functions.model import Subscription
-from functions.store import FirestoreStore
-from functions.sync import SyncEngine, SyncReport, SyncSettings
-from functions.tasks import CloudTasksQueue, build_client
-from functions.webhook import Notification, WebhookService
-from functions.worker import SyncWorker
+from functions.sync.engine import SyncEngine, SyncReport, SyncSettings
+from functions.sync.worker import SyncWorker
 from infra.calendar_emulator.testing import calendar_service
 from tests.e2e.conftest import wait_until
 from tests.faults.tasks import NameRuleClient

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from functions.adapters.google.tasks import CloudTasksQueue
 from functions.config import Settings
 from functions.errors import QueueUnavailable
-from functions.tasks import CloudTasksQueue
 from tests.e2e.conftest import wait_until
 from tests.faults.proxy import TcpProxy
 

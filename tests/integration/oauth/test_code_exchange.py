@@ -18,8 +18,7 @@ from google.oauth2.credentials import Credentials
 from oauthlib.oauth2 import InsecureTransportError
 from requests_oauthlib import OAuth2Session
 
-from functions.errors import Misconfigured
-from functions.oauth import (
+from functions.adapters.google.oauth import (
     CALENDAR_SCOPE,
     EMAIL_SCOPE,
     GOOGLE_AUTH_URI,
@@ -28,6 +27,7 @@ from functions.oauth import (
     OAuthExchangeRejected,
     OAuthUnavailable,
 )
+from functions.errors import Misconfigured
 from infra.calendar_emulator.testing import calendar_service
 
 CLIENT_ID = "app-client.apps.googleusercontent.com"

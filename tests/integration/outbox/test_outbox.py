@@ -11,17 +11,17 @@ from typing import Any
 
 import pytest
 
-from functions import outbox
+from functions.adapters.firestore.outbox import OutboxFirestoreStore
+from functions.adapters.firestore.store import FirestoreStore
+from functions.adapters.firestore.subscriptions import SubscriptionStore
+from functions.adapters.google.pubsub import PubSubPublisher
 from functions.config import Settings
+from functions.delivery import outbox
+from functions.delivery.outbox import Outbox, OutboxSweeper, entry_json
 from functions.errors import LeaseLost
-from functions.outbox import Outbox, OutboxSweeper, entry_json
-from functions.outbox_store import OutboxFirestoreStore
-from functions.pubsub_publisher import PubSubPublisher
-from functions.renewer import Renewer
-from functions.store import FirestoreStore
-from functions.subscription_store import SubscriptionStore
-from functions.subscriptions import SubscriptionService
-from functions.sync import Outcome, SyncEngine, SyncReport, SyncSettings
+from functions.lifecycle.renewer import Renewer
+from functions.lifecycle.subscriptions import SubscriptionService
+from functions.sync.engine import Outcome, SyncEngine, SyncReport, SyncSettings
 from tests.integration.lifecycle.conftest import RecordingQueue, ScriptedChannels
 from tests.integration.sync.harness import Crash, CrashingStore, Harness
 

@@ -11,9 +11,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from examples import consumer as example
-from functions.outbox import entry_json
-from functions.outbox_store import OutboxFirestoreStore
-from functions.sync import Outcome
+from functions.adapters.firestore.outbox import OutboxFirestoreStore
+from functions.delivery.outbox import entry_json
+from functions.sync.engine import Outcome
 from infra import pubsub_emulator
 
 from .conftest import PROJECT, PubSubWorld

@@ -10,10 +10,10 @@ import json
 from concurrent.futures import Future
 from typing import Any
 
-from functions.outbox import Outbox, PublishRefused
-from functions.outbox_store import OutboxFirestoreStore
+from functions.adapters.firestore.outbox import OutboxFirestoreStore
+from functions.delivery.outbox import Outbox, PublishRefused
 from functions.ports import OutMessage, Publisher
-from functions.sync import Outcome, SyncEngine, SyncSettings
+from functions.sync.engine import Outcome, SyncEngine, SyncSettings
 from tests.integration.sync.harness import Harness
 
 

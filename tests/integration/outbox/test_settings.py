@@ -33,7 +33,7 @@ def test_a_malformed_topic_id_is_named(topic: str) -> None:
 
 def test_app_wires_the_outbox_only_with_a_topic(monkeypatch: pytest.MonkeyPatch) -> None:
     from functions import app
-    from functions.outbox import Outbox
+    from functions.delivery.outbox import Outbox
 
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", "127.0.0.1:9")  # neither is contacted here
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", "127.0.0.1:9")

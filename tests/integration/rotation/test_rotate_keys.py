@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from functions import app, rotation
-from functions.cli import main
-from functions.credentials import CredentialVault, key_id_of, seal
+from functions import app
+from functions.adapters.google.credentials import CredentialVault, key_id_of, seal
+from functions.cli.main import main
 from functions.errors import Misconfigured
+from functions.lifecycle import rotation
 
 OLD, NEW, LOST = b"o" * 32, b"n" * 32, b"l" * 32
 TOKENS = {f"cred-{n}": f"rt-rotation-secret-{n}" for n in range(4)}

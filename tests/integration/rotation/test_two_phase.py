@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 
 from functions import app as composition
-from functions import channel_tokens, entrypoints, logs
-from functions.cli import main
-from functions.credentials import CredentialVault
+from functions import entrypoints, logs
+from functions.adapters.firestore.store import FirestoreStore
+from functions.adapters.google.credentials import CredentialVault
+from functions.cli.main import main
+from functions.intake import channel_tokens
 from functions.model import Subscription
-from functions.store import FirestoreStore
 from infra.calendar_emulator.testing import calendar_service
 from tests.receiver import Receiver
 

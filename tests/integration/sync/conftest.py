@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from functions.adapters.firestore.store import FirestoreStore
 from functions.model import Subscription
-from functions.store import FirestoreStore
 
 
 @pytest.fixture

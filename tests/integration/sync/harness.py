@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from functions import codec
-from functions.calendar_api import GoogleCalendar, OwnerTokenCredentials
-from functions.diff import reported_fields
+from functions.adapters.firestore import codec
+from functions.adapters.firestore.store import FirestoreStore
+from functions.adapters.google.calendar import GoogleCalendar, OwnerTokenCredentials
 from functions.model import ChangeEntry, EventPage, Subscription
 from functions.ports import CalendarPort, TaskQueue
-from functions.store import FirestoreStore
-from functions.sync import SyncEngine, SyncReport, SyncSettings
+from functions.sync.diff import reported_fields
+from functions.sync.engine import SyncEngine, SyncReport, SyncSettings
 
 
 class Crash(Exception):

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from functions.errors import Misconfigured
-from functions.sync import Outcome
-from functions.worker import SyncWorker
+from functions.sync.engine import Outcome
+from functions.sync.worker import SyncWorker
 from tests.integration.sync.harness import Harness, HookedCalendar
 
 

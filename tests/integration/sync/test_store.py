@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from functions.adapters.firestore.store import QUERIES, FirestoreStore
 from functions.errors import LeaseLost
 from functions.model import (
     ChangeDraft,
@@ -13,7 +14,6 @@ from functions.model import (
     LeaseOutcome,
     Subscription,
 )
-from functions.store import QUERIES, FirestoreStore
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 SPAN = timedelta(seconds=120)
@@ -129,7 +129,7 @@ def test_release_records_retry_and_error(store: FirestoreStore, subscription: Su
 
 
 def test_queries_name_their_composite_indexes():
-    from functions import catalogue
+    from functions.adapters.firestore import catalogue
 
     assert QUERIES is catalogue.QUERIES  # one catalogue for the store and Terraform
     for query in QUERIES:
@@ -142,12 +142,12 @@ def test_cli_changes_prints_the_feed(store: FirestoreStore, subscription: Subscr
     import io
     import json
 
-    from functions import cli
+    from functions.cli import main as cli
 
     lease = store.acquire_lease(subscription.id, T0, T0 + SPAN).lease
     store.commit_page(lease, [_write("a"), _write("b"), _write("c")], T0, T0 + SPAN)
-    from functions.api_tokens import PageTokens
-    from functions.feed import Feed
+    from functions.api.feed import Feed
+    from functions.api.tokens import PageTokens
 
     monkeypatch.setattr(cli, "_feed", lambda: Feed(store._client, PageTokens([b"k" * 32])))
     out = io.StringIO()

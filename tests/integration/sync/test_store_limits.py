@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from functions import sync
+from functions.adapters.firestore.store import FirestoreStore
 from functions.errors import StoreRejected
 from functions.model import ChangeDraft, EventWrite, Lease, Subscription
-from functions.store import FirestoreStore
-from functions.sync import Outcome, SyncSettings
+from functions.sync import engine as sync
+from functions.sync.engine import Outcome, SyncSettings
 
 from .harness import Harness, kinds
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from functions.model import Subscription
-from functions.sync import Outcome
+from functions.sync.engine import Outcome
 
 from .harness import Harness, HookedCalendar, kinds
 

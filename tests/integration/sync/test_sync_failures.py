@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from functions.sync import Outcome
+from functions.sync.engine import Outcome
 
 from .harness import Crash, CrashingStore, Harness, HookedCalendar, kinds
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from functions.sync import Outcome
+from functions.sync.engine import Outcome
 
 from .harness import Harness, kinds
 

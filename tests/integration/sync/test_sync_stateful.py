@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
-from functions.sync import Outcome
+from functions.sync.engine import Outcome
 from infra.local import components
 
 from .harness import Crash, CrashingStore, Harness, HookedCalendar

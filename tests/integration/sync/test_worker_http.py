@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from functions import app as composition
+from functions.adapters.firestore.store import FirestoreStore
+from functions.adapters.google.tasks import build_client
 from functions.model import Subscription
-from functions.store import FirestoreStore
-from functions.tasks import build_client
 from infra.calendar_emulator.testing import calendar_service
 
 USER = "dana@example.com"

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from functions.adapters.google.tasks import CloudTasksQueue, task_id
 from functions.config import Settings
 from functions.errors import QueueUnavailable
-from functions.tasks import CloudTasksQueue, task_id
 from infra.local.processes import free_port
 from tests.receiver import Receiver
 

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from functions import channel_tokens, entrypoints
-from functions.channel_store import Channel, FirestoreChannelStore
+from functions import entrypoints
+from functions.adapters.firestore.channels import Channel, FirestoreChannelStore
+from functions.adapters.firestore.store import FirestoreStore
+from functions.intake import channel_tokens
 from functions.model import Subscription
-from functions.store import FirestoreStore
 from tests.receiver import Receiver
 
 KEYS = {"k1": b"w" * 32}

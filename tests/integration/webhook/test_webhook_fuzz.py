@@ -10,7 +10,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from functions import channel_tokens
+from functions.intake import channel_tokens
 from tests.integration.webhook.conftest import KEYS, WebhookWorld
 
 HEADER_NAMES = ["X-Goog-Channel-ID", "X-Goog-Resource-State", "X-Goog-Resource-ID",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from functions import channel_tokens
+from functions.intake import channel_tokens
 from tests.integration.webhook.conftest import KEYS, WebhookWorld
 
 

@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 from google.cloud.firestore_v1.services.firestore.client import FirestoreClient
 
-from functions import channel_tokens, entrypoints, webhook
-from functions.channel_store import Channel, FirestoreChannelStore
+from functions import entrypoints
+from functions.adapters.firestore.channels import Channel, FirestoreChannelStore
+from functions.adapters.firestore.store import FirestoreStore
+from functions.adapters.google.tasks import CloudTasksQueue
 from functions.config import WEBHOOK, Settings
-from functions.store import FirestoreStore
-from functions.tasks import CloudTasksQueue
-from functions.webhook import Notification, WebhookService
+from functions.intake import channel_tokens, webhook
+from functions.intake.webhook import Notification, WebhookService
 from tests.integration.webhook.conftest import KEYS, WebhookWorld
 
 READ_RPCS = ("get_document", "batch_get_documents", "run_query", "list_documents",

@@ -8,8 +8,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from functions.api import Api
-from functions.api_openapi import document
+from functions.api.feed import (
+    ChangesPage,
+    ChangesQuery,
+    CursorAhead,
+    CursorExpired,
+    EventMissing,
+    EventsPage,
+    SubscriptionMissing,
+)
+from functions.api.openapi import document
+from functions.api.service import Api
 from functions.api_ports import (
     CALENDAR_SCOPE,
     CodeExchanger,
@@ -22,16 +31,7 @@ from functions.api_ports import (
     SubscriptionReader,
 )
 from functions.errors import InvalidTransition
-from functions.feed import (
-    ChangesPage,
-    ChangesQuery,
-    CursorAhead,
-    CursorExpired,
-    EventMissing,
-    EventsPage,
-    SubscriptionMissing,
-)
-from functions.subscriptions import SubscriptionNotFound
+from functions.lifecycle.subscriptions import SubscriptionNotFound
 
 GOOD_CODE = "good-code"
 REFRESH_TOKEN = "1//refresh-token-never-shown"
@@ -164,7 +164,7 @@ class FakeFeed(FeedPort):
                include_deleted: bool) -> EventsPage:
         head = self._head(sub_id)
         if page_token is not None and page_token != "fake-token":
-            from functions.api_errors import invalid
+            from functions.api.errors import invalid
 
             raise invalid("page_token is not a token this request issued")
         return EventsPage([], head, None)

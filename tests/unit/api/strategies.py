@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from hypothesis import strategies as st
 
-from functions.api_routes import ROUTES
+from functions.api.routes import ROUTES
 from tests.unit.api.fakes import GOOD_CODE
 
 PARAM_NAMES = sorted({p.name for r in ROUTES for p in r.params}) + ["x", "", "limit[]"]

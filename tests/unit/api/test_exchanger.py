@@ -1,4 +1,4 @@
-"""`OAuthExchanger`: how the code exchange's outcomes (`functions.oauth.CodeExchange`,
+"""`OAuthExchanger`: how the code exchange's outcomes (`adapters.google.oauth.CodeExchange`,
 h-oauth's module, imported when first used) become the API's answers. A stand-in
 module with the same names is installed here; the real exchange runs against the
 Calendar emulator in tests/integration/oauth and tests/e2e/test_api.py."""
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from functions.api.wiring import OAuthExchanger
 from functions.api_ports import CodeRejected, ExchangeUnavailable, OAuthNotConfigured
-from functions.api_wiring import OAuthExchanger
 from functions.config import API, Settings
 
 KEY = base64.b64encode(b"k" * 32).decode()
@@ -64,16 +64,17 @@ class StandIn:
 
 @pytest.fixture(autouse=True)
 def oauth_module(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
-    module = types.ModuleType("functions.oauth")
+    module = types.ModuleType("functions.adapters.google.oauth")
     module.OAuthExchangeRejected = Rejected  # type: ignore[attr-defined]
     module.OAuthUnavailable = Unavailable  # type: ignore[attr-defined]
     module.CodeExchange = StandIn  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "functions.oauth", module)
-    # `from functions import oauth` reads the package attribute first: once the
-    # real module was imported by an earlier test, it must be replaced there too.
-    import functions
+    monkeypatch.setitem(sys.modules, "functions.adapters.google.oauth", module)
+    # `from functions.adapters.google import oauth` reads the package attribute
+    # first: once the real module was imported by an earlier test, it must be
+    # replaced there too.
+    import functions.adapters.google
 
-    monkeypatch.setattr(functions, "oauth", module, raising=False)
+    monkeypatch.setattr(functions.adapters.google, "oauth", module, raising=False)
     StandIn.made.clear()
     yield module
 

@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from functions import codec
-from functions.feed import ChangesQuery, _unescaped, rfc3339
+from functions.adapters.firestore import codec
+from functions.api.feed import ChangesQuery, _unescaped, rfc3339
 
 keys = st.sampled_from(["", "a", "~a", "~", "__x__", "~~b", "id"]) | st.text(max_size=6)
 values = st.recursive(

@@ -14,11 +14,11 @@ from urllib.parse import quote
 
 import pytest
 
-from functions.api import Api
-from functions.api_errors import CODES
-from functions.api_openapi import document
-from functions.api_routes import ROUTES, match
-from functions.api_schema import Bool, CommaList, Int, Str
+from functions.api.errors import CODES
+from functions.api.openapi import document
+from functions.api.routes import ROUTES, match
+from functions.api.schema import Bool, CommaList, Int, Str
+from functions.api.service import Api
 from functions.errors import StoreUnavailable
 from tests.unit.api.fakes import World
 from tests.unit.api.test_routes import DWD, OAUTH

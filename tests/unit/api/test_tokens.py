@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from functions.api_errors import ApiError
-from functions.api_tokens import PageTokens
+from functions.api.errors import ApiError
+from functions.api.tokens import PageTokens
 
 
 def test_round_trip_and_binding() -> None:

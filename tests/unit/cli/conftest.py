@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from functions import app
-from functions.cli import main
+from functions.cli.main import main
 
 QUEUE_ENV = {
     "GOOGLE_CLOUD_PROJECT": "calsync-cli", "CALSYNC_REGION": "local",

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from functions import cli
-from functions.cli_output import CODES, Output
-from functions.credentials import SealError
+from functions.adapters.google.credentials import SealError
+from functions.cli import main as cli
+from functions.cli.output import CODES, Output
 from functions.errors import InvalidTransition, QueueUnavailable, StoreUnavailable
+from functions.lifecycle.subscriptions import SubscriptionNotFound
 from functions.model import Subscription
-from functions.subscriptions import SubscriptionNotFound
 from tests.unit.cli.conftest import Fakes, TtyStream, run
 
 
@@ -69,7 +69,7 @@ class Store:
         return self.states.pop(0) if len(self.states) > 1 else self.states[0]
 
     def changes(self, sub_id: str, query: Any) -> Any:
-        from functions.feed import SubscriptionMissing
+        from functions.api.feed import SubscriptionMissing
 
         if self.subscription is None:
             raise SubscriptionMissing(sub_id)
@@ -80,7 +80,7 @@ class Store:
 def test_changes_and_resync_of_an_unknown_subscription_exit_3(
     fakes: Fakes, command: list[str]
 ) -> None:
-    from functions.subscriptions import SubscriptionNotFound
+    from functions.lifecycle.subscriptions import SubscriptionNotFound
 
     # `changes` looks the subscription up itself; `resync` asks the service.
     fakes.store, fakes.service = Store(None), Raising(SubscriptionNotFound("nope"))
@@ -195,7 +195,7 @@ def test_progress_goes_to_a_terminal_stderr_only(fakes: Fakes,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("time.sleep", lambda _: None)
 
-    from functions.subscriptions import Resync
+    from functions.lifecycle.subscriptions import Resync
 
     class Service:
         def resync(self, sub_id: str, full: bool = False) -> Resync:
@@ -308,7 +308,8 @@ class Vault:
 def vault(fakes: Fakes, monkeypatch: pytest.MonkeyPatch) -> type[Vault]:
     import io
 
-    from functions import app, credentials
+    from functions import app
+    from functions.adapters.google import credentials
 
     Vault.stored, Vault.deleted = [], []
     monkeypatch.setattr(credentials, "CredentialVault", Vault)

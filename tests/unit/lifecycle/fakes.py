@@ -12,12 +12,12 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from functions.channel_store import Channel, ResourceMismatch, _channel
+from functions.adapters.firestore.channels import Channel, ResourceMismatch, _channel
+from functions.adapters.firestore.store import ENQUEUE_GRACE, _subscription
+from functions.adapters.firestore.subscriptions import DELIVERING, subscription_key
 from functions.errors import InvalidTransition
 from functions.model import ACTIVE, DELETING, Subscription, SyncRequest, Transition
 from functions.ports import LifecycleStore, RequestStore
-from functions.store import ENQUEUE_GRACE, _subscription
-from functions.subscription_store import DELIVERING, subscription_key
 
 
 class MemoryLifecycle(LifecycleStore, RequestStore):

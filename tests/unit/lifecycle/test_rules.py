@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from functions.channels import ChannelPort, OpenedChannel
+from functions.adapters.google.channels import ChannelPort, OpenedChannel
 from functions.config import Settings
 from functions.errors import CalendarUnavailable, InvalidTransition, QueueUnavailable
+from functions.lifecycle.renewer import Renewer
+from functions.lifecycle.subscriptions import SubscriptionService, backoff
 from functions.model import Subscription
 from functions.ports import TaskQueue
-from functions.renewer import Renewer
-from functions.subscriptions import SubscriptionService, backoff
 from tests.unit.lifecycle.fakes import MemoryLifecycle
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from google.api_core import exceptions as gexc
 
+from functions.adapters.firestore.store import FirestoreStore, refusal
 from functions.errors import LeaseLost, StoreRejected, StoreUnavailable
 from functions.model import ChangeDraft, EventWrite, Lease, Subscription
-from functions.store import FirestoreStore, refusal
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 INDEX = "too many index entries for entity"

@@ -11,7 +11,7 @@ from google.cloud.firestore_v1.types import document as document_pb
 from google.cloud.firestore_v1.types import firestore as firestore_pb
 from google.cloud.firestore_v1.types import write as write_pb
 
-from functions import codec
+from functions.adapters.firestore import codec
 from functions.model import ChangeDraft
 
 NOW = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functions.model import ChangeDraft, EventWrite
-from functions.sync import MAX_COMMIT_BYTES, _chunks, _write_bytes
+from functions.sync.engine import MAX_COMMIT_BYTES, _chunks, _write_bytes
 
 
 def _write(event_id: str, size: int = 10, change: bool = True) -> EventWrite:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from functions.diff import diff_fields
 from functions.model import EventWrite
-from functions.plan import decide, plan_page, plan_reconciliation
-from functions.sync import _chunks
+from functions.sync.diff import diff_fields
+from functions.sync.engine import _chunks
+from functions.sync.plan import decide, plan_page, plan_reconciliation
 
 
 def ev(event_id: str, etag: str, **fields: object) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from functions.worker import MalformedTask, parse_task
+from functions.sync.worker import MalformedTask, parse_task
 
 
 def test_valid_body():

@@ -7,12 +7,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from functions import channel_tokens
-from functions.channel_store import Channel, ChannelStore, ResourceMismatch
+from functions.adapters.firestore.channels import Channel, ChannelStore, ResourceMismatch
 from functions.errors import QueueUnavailable, StoreUnavailable
+from functions.intake import channel_tokens
+from functions.intake.webhook import (
+    BadNotification,
+    Notification,
+    WebhookService,
+    parse_notification,
+)
 from functions.model import SyncRequest
 from functions.ports import RequestStore, TaskQueue
-from functions.webhook import BadNotification, Notification, WebhookService, parse_notification
 
 KEYS = {"k1": b"s" * 32}
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -251,7 +256,7 @@ def test_last_notification_is_rate_limited_per_channel_across_instances(
     world, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
     """Four instances share one store: the channel is written about once per interval."""
-    from functions import webhook
+    from functions.intake import webhook
 
     _, channels, requests, queue, clock = world
     tick = [1000.0]
@@ -339,7 +344,7 @@ def test_task_waits_for_min_sync_interval_after_the_last_run_started(world) -> N
 
 
 def test_confirmed_channels_are_looked_up_once_per_cache_period(world, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from functions import webhook
+    from functions.intake import webhook
 
     service, channels, _, _, _ = world
     lookups: list[str] = []

@@ -1,0 +1,130 @@
+"""The store with the outbox: `FirestoreStore` plus what publishing reads and
+writes in `state/writer` (DESIGN.md, "Delivery (outbox)"; functions/outbox.py).
+
+Its commits set `publish_pending_since` (and `published_seq` the first time);
+`advance_published` and the publish-only lease are fenced like every write of
+a run; the renewer's sweep finds unpublished entries with one collection-group
+query on `state` (`catalogue.COLLECTION_GROUP_QUERIES`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from functions.adapters.firestore.store import (
+    CHANGES,
+    FEED_RETENTION,
+    STATE,
+    WRITER,
+    FirestoreStore,
+    _subscription,
+    _translated,
+)
+from functions.model import DELETING, Lease
+from functions.ports import OutboxStore
+
+
+class OutboxFirestoreStore(FirestoreStore, OutboxStore):
+    """`FirestoreStore` whose commits keep the outbox, with the outbox's queries."""
+
+    def __init__(self, client: firestore.Client, *,
+                 feed_retention: timedelta = FEED_RETENTION) -> None:
+        super().__init__(client, feed_retention=feed_retention, outbox=True)
+
+    # -- the outbox (DESIGN.md, "Delivery (outbox)") -------------------------
+
+    def outbox_position(self, sub_id: str) -> tuple[int | None, int]:
+        state = self.get_writer_state(sub_id)
+        published = state.get("published_seq")
+        return (None if published is None else int(published)), int(state.get("change_seq") or 0)
+
+    def read_entries(self, sub_id: str, after: int, upto: int) -> list[dict[str, Any]]:
+        if upto <= after:
+            return []
+        query = (
+            self._sub(sub_id).collection(CHANGES)
+            .where(filter=FieldFilter("seq", ">", after))
+            .order_by("seq")
+            .limit(upto - after)
+        )
+        with _translated():
+            docs = [snapshot.to_dict() or {} for snapshot in query.stream()]
+        return [doc for doc in docs if int(doc.get("seq") or 0) <= upto]
+
+    def advance_published(self, lease: Lease, seq: int) -> None:
+        sub_id = lease.subscription.id
+
+        @firestore.transactional
+        def advance(transaction: Any) -> None:
+            state = self._fenced_state(transaction, lease)
+            published = state.get("published_seq")
+            if published is not None and int(published) >= seq:
+                return
+            update: dict[str, Any] = {"published_seq": seq}
+            if seq >= int(state.get("change_seq") or 0):
+                update["publish_pending_since"] = None
+            transaction.update(self._state(sub_id), update)
+
+        with _translated():
+            advance(self._client.transaction())
+
+    def acquire_publish_lease(self, sub_id: str, now: datetime, until: datetime) -> Lease | None:
+        """The lease of a run that only publishes (nothing requested, or paused).
+
+        Kept minimal: it bumps `lease_generation` (so every write stays fenced)
+        and sets `lease_until`, but claims no request and leaves
+        `lease_started_at` (MIN_SYNC_INTERVAL) alone.
+        """
+        @firestore.transactional
+        def take(transaction: Any) -> Lease | None:
+            sub_snap = self._sub(sub_id).get(transaction=transaction)
+            state = self._state(sub_id).get(transaction=transaction).to_dict() or {}
+            if not sub_snap.exists:
+                return None
+            sub = _subscription(sub_id, sub_snap.to_dict() or {})
+            published = state.get("published_seq")
+            if (sub.status == DELETING or published is None
+                    or int(published) >= int(state.get("change_seq") or 0)):
+                return None
+            held_until = state.get("lease_until")
+            if held_until is not None and held_until > now:
+                return None
+            generation = int(state.get("lease_generation") or 0) + 1
+            transaction.set(self._state(sub_id), {
+                "lease_generation": generation, "lease_until": until}, merge=True)
+            return Lease(
+                subscription=sub, generation=generation,
+                claimed_gen=int(state.get("claimed_gen") or 0),
+                sync_token=state.get("sync_token"), first_sync=state.get("sync_token") is None,
+                started_at=now, until=until)
+
+        with _translated():
+            return take(self._client.transaction())
+
+    def pending_outboxes(self, before: datetime, limit: int,
+                         after: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """A collection-group query on `state` (see `catalogue.COLLECTION_GROUP_QUERIES`):
+        `after` is the last row's `state/writer` path, to read past it."""
+        query = (
+            self._client.collection_group(STATE)
+            .where(filter=FieldFilter("publish_pending_since", "<=", before))
+            .order_by("publish_pending_since")
+            .order_by("__name__")
+            .limit(limit)
+        )
+        with _translated():
+            if after is not None:
+                last = self._client.document(after).get()
+                if last.exists:
+                    query = query.start_after(last)
+            rows = []
+            for snapshot in query.stream():
+                parent = snapshot.reference.parent.parent
+                if snapshot.id == WRITER and parent is not None:
+                    rows.append((parent.id, {**(snapshot.to_dict() or {}),
+                                             "_path": snapshot.reference.path}))
+        return rows

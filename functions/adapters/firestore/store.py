@@ -1,0 +1,636 @@
+"""Firestore adapter: subscriptions, the writer state, snapshots and the change feed.
+
+Data model (DESIGN.md): `subscriptions/{sub}`, `subscriptions/{sub}/state/writer`,
+`subscriptions/{sub}/events/{event_id}`, `subscriptions/{sub}/changes/{seq:020d}`,
+`channels/{id}`. Every write of a sync run is a transaction that reads
+`state/writer` first and aborts unless `lease_generation` is still the run's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from functions.adapters.firestore import catalogue, codec
+from functions.errors import LeaseLost, StoreError, StoreRejected, StoreUnavailable
+from functions.model import (
+    ACTIVE,
+    DEFER_TOLERANCE,
+    RETRY_TOLERANCE,
+    ChangeEntry,
+    ChangePage,
+    EventWrite,
+    FinalCommit,
+    Lease,
+    LeaseAttempt,
+    LeaseOutcome,
+    Snapshot,
+    Subscription,
+    SyncRequest,
+)
+from functions.ports import FeedReader, RequestStore, SyncStore
+
+SUBSCRIPTIONS = catalogue.SUBSCRIPTIONS
+CHANNELS = catalogue.CHANNELS
+EVENTS = catalogue.EVENTS
+CHANGES = catalogue.CHANGES
+STATE = catalogue.STATE
+WRITER = catalogue.WRITER
+
+# Every store query that needs a composite index (terraform/ builds one each),
+# from the one catalogue. Single-field queries (`catalogue.SINGLE_FIELD_QUERIES`)
+# use Firestore's automatic single-field indexes.
+QUERIES: list[dict[str, Any]] = catalogue.QUERIES
+
+FEED_RETENTION = timedelta(days=30)
+# A snapshot written before the `event` map layout kept the resource's fields at
+# the top level: its exceptions are found by `recurringEventId` too.
+_LEGACY_RECURRING_FIELD = "recurringEventId"
+
+_TRANSIENT = (
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.InternalServerError,
+    gexc.Aborted,
+    gexc.TooManyRequests,
+    gexc.ResourceExhausted,
+    gexc.Unknown,
+    gexc.RetryError,
+    gexc.GatewayTimeout,
+    ConnectionError,
+)
+_GET_ALL_BATCH = 500
+# While a caller is queueing a request's task (the enqueue itself times out
+# after 10 s), others treat the request as served by that task.
+ENQUEUE_GRACE = timedelta(seconds=15)
+_BUMP_ATTEMPTS = 20
+
+
+def seq_id(seq: int) -> str:
+    """The document id of a change entry: zero-padded so ids sort by seq."""
+    return f"{seq:020d}"
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except (LeaseLost, StoreError):
+        raise
+    except _TRANSIENT as err:
+        raise StoreUnavailable(f"firestore unavailable: {err}") from err
+    except ValueError as err:
+        # The client's `transactional` gives up on contention with a ValueError.
+        if "Failed to commit transaction" not in str(err):
+            raise
+        raise StoreUnavailable(f"firestore contention: {err}") from err
+    except gexc.GoogleAPICallError as err:
+        raise StoreError(f"firestore error: {err}") from err
+
+
+def _subscription(sub_id: str, data: dict[str, Any]) -> Subscription:
+    return Subscription(
+        id=sub_id,
+        calendar_id=data.get("calendar_id", "primary"),
+        owner=data.get("owner", ""),
+        credentials_ref=data.get("credentials_ref") or "",
+        status=data.get("status", ACTIVE),
+        last_error=data.get("last_error"),
+        requested_gen=int(data.get("requested_gen") or 0),
+        retry_at=data.get("retry_at"),
+        last_synced_at=data.get("last_synced_at"),
+        labels=dict(data.get("labels") or {}),
+        created_at=data.get("created_at"),
+    )
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """A write as stored: the snapshot document and its entry document, if any."""
+
+    event_id: str
+    snapshot: dict[str, Any]
+    entry: dict[str, Any] | None
+
+
+def refusal(err: BaseException | None) -> str | None:
+    """Firestore's reason when it refuses a commit's data itself (sending the same
+    data again cannot help), or None for failures worth retrying.
+
+    InvalidArgument covers a document over 1 MiB, a reserved or over-long field
+    name, too deep a map, too many index entries and (in production) a request
+    over 10 MiB; the emulator answers a request over its 4 MiB gRPC message cap
+    with RESOURCE_EXHAUSTED, which the client retries until its deadline.
+    """
+    if isinstance(err, gexc.RetryError):
+        err = err.cause
+    if isinstance(err, gexc.InvalidArgument):
+        return (err.message or str(err)).splitlines()[0]
+    if isinstance(err, gexc.ResourceExhausted) and "exceeds maximum size" in str(err):
+        return (err.message or str(err)).splitlines()[0]
+    return None
+
+
+def _outbox_marks(state: dict[str, Any], first: int, now: datetime | None) -> dict[str, Any]:
+    """What a commit that adds entries after `first` sets for the outbox: the
+    oldest unpublished moment, and `published_seq` when the outbox starts now
+    (a topic was just configured: no history replay)."""
+    marks: dict[str, Any] = {}
+    if state.get("publish_pending_since") is None:
+        marks["publish_pending_since"] = now or firestore.SERVER_TIMESTAMP
+    if state.get("published_seq") is None:
+        marks["published_seq"] = first
+    return marks
+
+
+def _entry(data: dict[str, Any]) -> ChangeEntry:
+    return ChangeEntry(
+        seq=int(data["seq"]),
+        kind=data["kind"],
+        event_id=data["event_id"],
+        fields=codec.unescape(data.get("fields") or {}),
+        etag=data.get("etag"),
+        recurring_event_id=data.get("recurring_event_id"),
+        at=data.get("at"),
+    )
+
+
+class FirestoreStore(SyncStore, RequestStore, FeedReader):
+    """The store over a `google.cloud.firestore.Client`."""
+
+    # Firestore refuses a larger document; a test may raise it to reach the
+    # refusal path on the emulator.
+    max_document_bytes = codec.MAX_DOCUMENT_BYTES
+
+    def __init__(
+        self, client: firestore.Client, *, feed_retention: timedelta = FEED_RETENTION,
+        outbox: bool = False,
+    ) -> None:
+        self._client = client
+        self._feed_retention = feed_retention
+        # A topic is configured: commits keep the outbox fields (functions/outbox.py;
+        # `outbox_store.OutboxFirestoreStore` sets it and adds the outbox's reads).
+        self._outbox = outbox
+
+    # -- references ---------------------------------------------------------
+
+    def _sub(self, sub_id: str) -> Any:
+        return self._client.collection(SUBSCRIPTIONS).document(sub_id)
+
+    def _state(self, sub_id: str) -> Any:
+        return self._sub(sub_id).collection(STATE).document(WRITER)
+
+    def _events(self, sub_id: str) -> Any:
+        return self._sub(sub_id).collection(EVENTS)
+
+    def _fenced_state(self, transaction: Any, lease: Lease) -> dict[str, Any]:
+        state = self._state(lease.subscription.id).get(transaction=transaction).to_dict() or {}
+        if state.get("lease_generation") != lease.generation:
+            raise LeaseLost(
+                f"lease generation {lease.generation} of {lease.subscription.id} was taken "
+                f"over (now {state.get('lease_generation')})"
+            )
+        return state
+
+    # -- subscriptions ------------------------------------------------------
+
+    def save_subscription(self, subscription: Subscription) -> None:
+        """Create or replace a subscription document (operators and tests)."""
+        with _translated():
+            self._sub(subscription.id).set({
+                "calendar_id": subscription.calendar_id,
+                "owner": subscription.owner,
+                "credentials_ref": subscription.credentials_ref,
+                "status": subscription.status,
+                "last_error": subscription.last_error,
+                "requested_gen": subscription.requested_gen,
+                "retry_at": subscription.retry_at,
+                "last_synced_at": subscription.last_synced_at,
+            }, merge=True)
+
+    def get_subscription(self, sub_id: str) -> Subscription | None:
+        with _translated():
+            snapshot = self._sub(sub_id).get()
+        return _subscription(sub_id, snapshot.to_dict() or {}) if snapshot.exists else None
+
+    def get_writer_state(self, sub_id: str) -> dict[str, Any]:
+        """The raw `state/writer` document (empty if none): for tools and tests."""
+        with _translated():
+            return self._state(sub_id).get().to_dict() or {}
+
+    # -- the lease ----------------------------------------------------------
+
+    def acquire_lease(
+        self, sub_id: str, now: datetime, until: datetime, min_gap: timedelta | None = None
+    ) -> LeaseAttempt:
+        @firestore.transactional
+        def take(transaction: Any) -> LeaseAttempt:
+            sub_snap = self._sub(sub_id).get(transaction=transaction)
+            state = self._state(sub_id).get(transaction=transaction).to_dict() or {}
+            if not sub_snap.exists:
+                return LeaseAttempt(LeaseOutcome.NOT_FOUND)
+            sub = _subscription(sub_id, sub_snap.to_dict() or {})
+            if sub.status != ACTIVE:
+                return LeaseAttempt(LeaseOutcome.INACTIVE)
+            if sub.retry_at is not None and sub.retry_at - now > RETRY_TOLERANCE:
+                return LeaseAttempt(LeaseOutcome.DEFERRED, retry_at=sub.retry_at)
+            held_until = state.get("lease_until")
+            if held_until is not None and held_until > now:
+                return LeaseAttempt(LeaseOutcome.BUSY)
+            synced = int(state.get("synced_gen") or 0)
+            wanted_full = int((sub_snap.to_dict() or {}).get("full_resync_requested") or 0)
+            full_resync = wanted_full if wanted_full > int(
+                state.get("full_resync_served") or 0) else 0
+            if (state.get("sync_token") is not None and sub.requested_gen <= synced
+                    and not full_resync):
+                return LeaseAttempt(LeaseOutcome.IDLE)
+            last_start = state.get("lease_started_at")
+            if min_gap and last_start is not None and (
+                    now + DEFER_TOLERANCE < last_start + min_gap):
+                return LeaseAttempt(LeaseOutcome.DEFERRED, retry_at=last_start + min_gap)
+            generation = int(state.get("lease_generation") or 0) + 1
+            claimed = max(sub.requested_gen, int(state.get("claimed_gen") or 0))
+            transaction.set(self._state(sub_id), {
+                "lease_generation": generation,
+                "lease_until": until,
+                "lease_started_at": now,
+                "claimed_gen": claimed,
+            }, merge=True)
+            lease = Lease(
+                subscription=sub,
+                generation=generation,
+                claimed_gen=claimed,
+                # An operator's full resync lists everything and reconciles, as after a 410.
+                sync_token=None if full_resync else state.get("sync_token"),
+                first_sync=state.get("sync_token") is None,
+                started_at=now,
+                until=until,
+                full_resync=full_resync,
+            )
+            return LeaseAttempt(LeaseOutcome.ACQUIRED, lease=lease)
+
+        with _translated():
+            return take(self._client.transaction())
+
+    def extend_lease(self, lease: Lease, until: datetime) -> None:
+        @firestore.transactional
+        def extend(transaction: Any) -> None:
+            self._fenced_state(transaction, lease)
+            transaction.update(self._state(lease.subscription.id), {"lease_until": until})
+
+        with _translated():
+            extend(self._client.transaction())
+
+    def release_lease(
+        self,
+        lease: Lease,
+        now: datetime,
+        *,
+        retry_at: datetime | None = None,
+        error: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        sub_id = lease.subscription.id
+
+        @firestore.transactional
+        def release(transaction: Any) -> None:
+            self._fenced_state(transaction, lease)
+            sub_snap = self._sub(sub_id).get(transaction=transaction)
+            transaction.update(self._state(sub_id), {"lease_until": None})
+            changes: dict[str, Any] = {}
+            if retry_at is not None:
+                changes["retry_at"] = retry_at
+            if error is not None and sub_snap.exists and (
+                    (sub_snap.to_dict() or {}).get("status", ACTIVE) == ACTIVE):
+                # Only an active subscription goes to `error`: a pause or an
+                # unsubscribe that happened meanwhile stands.
+                changes.update(status="error", last_error=error, last_error_at=now,
+                               last_error_reason=reason)
+            if changes and sub_snap.exists:
+                transaction.update(self._sub(sub_id), changes)
+
+        with _translated():
+            release(self._client.transaction())
+        if error is not None:
+            self._abandon_channels(sub_id)
+
+    def _abandon_channels(self, sub_id: str) -> None:
+        """A subscription in `error` cannot stop its channels (that needs the
+        credentials that were just rejected): mark them abandoned, to expire."""
+        query = self._client.collection(CHANNELS).where(
+            filter=FieldFilter("sub_id", "==", sub_id))
+        with _translated():
+            for snapshot in query.stream():
+                if (snapshot.to_dict() or {}).get("state") in ("pending", "active", "replaced"):
+                    snapshot.reference.update({"state": "abandoned"})
+
+    # -- snapshots ----------------------------------------------------------
+
+    def load_snapshots(self, sub_id: str, event_ids: Iterable[str]) -> dict[str, Snapshot | None]:
+        ids = list(dict.fromkeys(event_ids))
+        found: dict[str, Snapshot | None] = dict.fromkeys(ids)
+        events = self._events(sub_id)
+        with _translated():
+            for start in range(0, len(ids), _GET_ALL_BATCH):
+                refs = [events.document(i) for i in ids[start:start + _GET_ALL_BATCH]]
+                for snapshot in self._client.get_all(refs):
+                    if snapshot.exists:
+                        found[snapshot.id] = codec.decode_snapshot(snapshot.to_dict() or {})
+        return found
+
+    def load_exception_ids(self, sub_id: str, series_id: str) -> list[str]:
+        found: dict[str, None] = {}
+        for field in (codec.RECURRING_FIELD, _LEGACY_RECURRING_FIELD):
+            query = self._events(sub_id).where(
+                filter=FieldFilter(field, "==", series_id)).select(["__name__"])
+            with _translated():
+                found.update((snapshot.id, None) for snapshot in query.stream())
+        return list(found)
+
+    def has_events(self, sub_id: str) -> bool:
+        with _translated():
+            return any(True for _ in self._events(sub_id).select(["__name__"]).limit(1).stream())
+
+    def iter_live_ids(self, sub_id: str, batch_size: int) -> Iterator[list[str]]:
+        base = (
+            self._events(sub_id)
+            .where(filter=FieldFilter("_deleted", "==", False))
+            .order_by("__name__")
+            .select(["__name__"])
+            .limit(batch_size)
+        )
+        last = None
+        while True:
+            query = base if last is None else base.start_after(last)
+            with _translated():
+                batch = list(query.stream())
+            if not batch:
+                return
+            yield [snapshot.id for snapshot in batch]
+            if len(batch) < batch_size:
+                return
+            last = batch[-1]
+
+    # -- commits ------------------------------------------------------------
+
+    def commit_page(
+        self, lease: Lease, writes: Sequence[EventWrite], now: datetime, until: datetime
+    ) -> list[dict[str, Any]]:
+        """Encode every document first (naming any over 1 MiB before sending),
+        then commit; see `_commit_encoded` for a commit Firestore refuses.
+        Returns the committed entry documents (with their `seq`), for the outbox."""
+        expire_at = now + self._feed_retention
+        encoded = [self._encode(lease.subscription.id, w, now, expire_at) for w in writes]
+        committed: list[dict[str, Any]] = []
+        self._commit_encoded(lease, encoded, until, now, committed)
+        return committed
+
+    def _encode(
+        self, sub_id: str, write: EventWrite, now: datetime, expire_at: datetime
+    ) -> _Encoded:
+        # `_seq` and `seq` are placeholders here (same size): the transaction
+        # allocates them after `change_seq`.
+        snapshot = {**write.snapshot, "_synced_at": now}
+        if write.change is not None:
+            snapshot["_seq"] = 0
+        document = codec.encode_snapshot(snapshot)
+        base = f"{SUBSCRIPTIONS}/{sub_id}"
+        size = codec.document_size(f"{base}/{EVENTS}/{write.event_id}", document)
+        if size > self.max_document_bytes:
+            raise StoreRejected(f"event {write.event_id} is {size} bytes, over Firestore's "
+                                "1 MiB document limit")
+        entry = None
+        if write.change is not None:
+            entry = codec.encode_change(write.change, 0, now, expire_at)
+            size = codec.document_size(f"{base}/{CHANGES}/{seq_id(0)}", entry)
+            if size > self.max_document_bytes:
+                raise StoreRejected(f"the change entry of event {write.event_id} is {size} "
+                                    "bytes, over Firestore's 1 MiB document limit")
+        return _Encoded(write.event_id, document, entry)
+
+    def _commit_encoded(self, lease: Lease, encoded: list[_Encoded], until: datetime,
+                        now: datetime | None = None,
+                        committed: list[dict[str, Any]] | None = None) -> None:
+        """Commit in order; if Firestore refuses the data, commit each half on its
+        own, down to the single event it refuses, which is named (permanent).
+
+        Every snapshot and its entry still commit together, fenced and with
+        dense `seq`, so committing a page in smaller pieces is harmless; a
+        request that was only too large as a whole succeeds in pieces.
+        """
+        try:
+            with _translated():
+                self._commit_once(lease, encoded, until, now, committed)
+        except StoreError as err:
+            reason = refusal(err.__cause__)
+            if reason is None or not encoded:
+                raise
+            if len(encoded) == 1:
+                one = encoded[0]
+                why = codec.field_problem(one.snapshot) or (
+                    codec.field_problem(one.entry) if one.entry else None) or reason
+                raise StoreRejected(
+                    f"event {one.event_id} was refused by Firestore: {why}") from err
+            half = len(encoded) // 2
+            self._commit_encoded(lease, encoded[:half], until, now, committed)
+            self._commit_encoded(lease, encoded[half:], until, now, committed)
+
+    def _commit_once(self, lease: Lease, encoded: list[_Encoded], until: datetime,
+                     now: datetime | None = None,
+                     committed: list[dict[str, Any]] | None = None) -> None:
+        """One fenced transaction: the snapshots, their entries, `change_seq`, and
+        with an outbox `publish_pending_since` (and `published_seq` the first time)."""
+        entries: list[dict[str, Any]] = []
+        sub_id = lease.subscription.id
+        events = self._events(sub_id)
+        changes = self._sub(sub_id).collection(CHANGES)
+
+        @firestore.transactional
+        def commit(transaction: Any) -> None:
+            state = self._fenced_state(transaction, lease)
+            seq = int(state.get("change_seq") or 0)
+            first = seq
+            entries.clear()  # a retried transaction starts over
+            for item in encoded:
+                snapshot = item.snapshot
+                try:
+                    if item.entry is not None:
+                        seq += 1
+                        snapshot = {**snapshot, "_seq": seq}
+                        entry = {**item.entry, "seq": seq}
+                        transaction.set(changes.document(seq_id(seq)), entry)
+                        entries.append(entry)
+                    transaction.set(events.document(item.event_id), snapshot)
+                except ValueError as err:  # the client refuses a field name itself
+                    raise StoreRejected(
+                        f"event {item.event_id} was refused by Firestore: {err}") from err
+            update: dict[str, Any] = {"change_seq": seq, "lease_until": until}
+            if self._outbox and seq > first:
+                update.update(_outbox_marks(state, first, now))
+            transaction.update(self._state(sub_id), update)
+
+        commit(self._client.transaction())
+        if committed is not None:
+            committed.extend(entries)
+
+    def commit_final(self, lease: Lease, sync_token: str, now: datetime) -> FinalCommit:
+        sub_id = lease.subscription.id
+
+        @firestore.transactional
+        def commit(transaction: Any) -> FinalCommit:
+            self._fenced_state(transaction, lease)
+            sub_snap = self._sub(sub_id).get(transaction=transaction)
+            committed: dict[str, Any] = {
+                "sync_token": sync_token,
+                "synced_gen": lease.claimed_gen,
+                "lease_until": None,
+                "synced_at": now,
+            }
+            if lease.full_resync:
+                committed["full_resync_served"] = lease.full_resync
+            transaction.update(self._state(sub_id), committed)
+            if not sub_snap.exists:
+                return FinalCommit(requested_gen=0)
+            data = sub_snap.to_dict() or {}
+            requested = int(data.get("requested_gen") or 0)
+            served: dict[str, Any] = {"last_synced_at": now, "retry_at": None,
+                                      "last_error": None}
+            if requested <= lease.claimed_gen:
+                # Nothing newer: drop out of the sweep's query at no extra cost.
+                served["requested_at"] = None
+            elif int(data.get("queued_gen") or 0) < requested:
+                # The caller enqueues the follow-up right after this commit; if
+                # that fails the run answers 500 and its own retry serves it.
+                served["queued_gen"] = requested
+            transaction.update(self._sub(sub_id), served)
+            return FinalCommit(requested_gen=requested)
+
+        with _translated():
+            return commit(self._client.transaction())
+
+    # -- sync requests (the webhook's side) ---------------------------------
+
+    def record_sync_request(self, sub_id: str, now: datetime) -> SyncRequest:
+        """Bump `requested_gen` unless a request is already pending.
+
+        No transaction, so a burst of notifications takes no locks: one
+        consistent read of the subscription and `state/writer`. A request is
+        pending when `requested_gen` is ahead of `claimed_gen`: the run that
+        will claim it has not listed yet, so this notification needs no write
+        at all (the hot-document rule); it still needs a task when none is
+        known to be queued for that generation (`queued_gen` behind: an
+        earlier enqueue failed), and then `needs_task` names the existing
+        generation. Otherwise a write conditioned on the subscription's update
+        time increments it; if another notification won that race, re-reading
+        finds the request pending. `needs_task` tells the caller to queue a
+        task for `generation` and then `mark_queued`.
+        """
+        sub_ref, state_ref = self._sub(sub_id), self._state(sub_id)
+        for attempt in range(_BUMP_ATTEMPTS):
+            with _translated():
+                found = {snap.reference.path: snap
+                         for snap in self._client.get_all([sub_ref, state_ref])}
+            sub_snap, state_snap = found.get(sub_ref.path), found.get(state_ref.path)
+            if sub_snap is None or not sub_snap.exists:
+                return SyncRequest(found=False, needs_task=False)
+            data = sub_snap.to_dict() or {}
+            state = (state_snap.to_dict() if state_snap is not None else None) or {}
+            requested = int(data.get("requested_gen") or 0)
+            if data.get("status", ACTIVE) != ACTIVE:
+                return SyncRequest(found=True, needs_task=False, generation=requested)
+            update: dict[str, Any] = {"enqueuing_at": now}
+            if requested > int(state.get("claimed_gen") or 0):
+                # Pending: the run that claims it will see this change too. A
+                # task is needed only if none is known to be queued for it
+                # (`queued_gen` behind: an earlier enqueue failed) and nobody
+                # is queueing it right now (`enqueuing_at`, written with the
+                # request, cleared when an enqueue fails).
+                queued = int(data.get("queued_gen") or 0) >= requested
+                enqueuing = data.get("enqueuing_at")
+                if queued or (enqueuing is not None and now - enqueuing < ENQUEUE_GRACE):
+                    return SyncRequest(found=True, needs_task=False, generation=requested,
+                                       last_run_started_at=state.get("lease_started_at"))
+                generation = requested  # re-queue the recorded request: no new one
+            else:
+                generation = requested + 1
+                update.update(requested_gen=generation, requested_at=now)
+            try:
+                with _translated():
+                    sub_ref.update(
+                        update,
+                        option=self._client.write_option(last_update_time=sub_snap.update_time),
+                    )
+            except StoreError as err:
+                if not isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Aborted):
+                    raise
+                time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
+                continue  # someone else wrote it first: look again
+            return SyncRequest(found=True, needs_task=True, generation=generation,
+                               last_run_started_at=state.get("lease_started_at"))
+        raise StoreUnavailable(f"subscription {sub_id} too contended to record a request")
+
+    def request_full_resync(self, sub_id: str) -> int:
+        """Ask the next run to list in full and reconcile; returns the request number.
+
+        Only a counter on the subscription: the run that serves it drops the
+        token inside its own fenced lease, so a run in flight is unaffected.
+        """
+        with _translated():
+            self._sub(sub_id).update({"full_resync_requested": firestore.Increment(1)})
+            data = self._sub(sub_id).get().to_dict() or {}
+        return int(data.get("full_resync_requested") or 0)
+
+    def enqueue_failed(self, sub_id: str, generation: int) -> None:
+        """An enqueue for `generation` failed: let the next caller (Google's
+        redelivery of the 503) queue it at once instead of waiting out the grace."""
+        self._note_queue(sub_id, generation, None)
+
+    def mark_queued(self, sub_id: str, generation: int, now: datetime) -> None:
+        self._note_queue(sub_id, generation, now)
+
+    def _note_queue(self, sub_id: str, generation: int, queued_at: datetime | None) -> None:
+        """`queued_gen`/`queued_at` raised to `generation` (or, with None, the
+        enqueuing mark cleared), unless a task for it is already noted.
+
+        A conditional write, not a transaction: the webhook calls this during
+        bursts, beside the worker's fenced transactions on the same document.
+        """
+        ref = self._sub(sub_id)
+        for _ in range(_BUMP_ATTEMPTS):
+            with _translated():
+                snapshot = ref.get()
+            data = snapshot.to_dict() or {}
+            if not snapshot.exists or int(data.get("queued_gen") or 0) >= generation:
+                return
+            update: dict[str, Any] = (
+                {"queued_gen": generation, "queued_at": queued_at} if queued_at is not None
+                else {"enqueuing_at": None})
+            try:
+                with _translated():
+                    ref.update(update, option=self._client.write_option(
+                        last_update_time=snapshot.update_time))
+                return
+            except StoreError as err:
+                if not isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Aborted):
+                    raise
+        raise StoreUnavailable(f"subscription {sub_id} too contended to note its task")
+
+    def list_changes(self, sub_id: str, after_cursor: int, limit: int) -> ChangePage:
+        query = (
+            self._sub(sub_id).collection(CHANGES)
+            .where(filter=FieldFilter("seq", ">", after_cursor))
+            .order_by("seq")
+            .limit(limit)
+        )
+        with _translated():
+            entries = tuple(_entry(snapshot.to_dict() or {}) for snapshot in query.stream())
+        return ChangePage(entries=entries, next_cursor=entries[-1].seq if entries else after_cursor)

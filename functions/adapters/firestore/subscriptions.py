@@ -1,0 +1,399 @@
+"""Firestore side of the subscription lifecycle and the renewer's indexed queries.
+
+The sync run's own reads and writes live in `store.py`; this module creates
+subscriptions (one per calendar and owner, through `subscription_keys`),
+moves them between statuses (every transition conditional on the current
+status), fences and deletes them, tracks channels through their lifecycle,
+and answers the renewer's queries (each backed by an index in terraform/,
+listed in `catalogue.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from functions.adapters.firestore.catalogue import CHANGES, EVENTS, STATE, SUBSCRIPTION_KEYS, WRITER
+from functions.adapters.firestore.channels import (
+    ACTIVE as CHANNEL_ACTIVE,
+)
+from functions.adapters.firestore.channels import (
+    CHANNELS,
+    CONDITIONAL_ATTEMPTS,
+    PENDING,
+    Channel,
+    ResourceMismatch,
+    _channel,
+)
+from functions.adapters.firestore.store import SUBSCRIPTIONS, _subscription, _translated
+from functions.adapters.google.credentials import CREDENTIALS_COLLECTION, OAUTH_PREFIX
+from functions.errors import InvalidTransition, StoreError, StoreUnavailable
+from functions.model import ACTIVE, DELETING, Subscription, Transition
+from functions.ports import LifecycleStore
+
+DELETE_BATCH = 400
+# DESIGN.md: "delivering" is pending or active; a replaced channel still
+# accepts notifications until it expires, but is not counted.
+DELIVERING = (PENDING, CHANNEL_ACTIVE)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def subscription_key(calendar_id: str, owner: str) -> str:
+    """The identity of a subscription: one per (calendar, owner), normalised."""
+    owner = owner.strip().lower()
+    calendar = calendar_id.strip().lower()
+    if calendar == "primary":
+        calendar = owner  # `primary` is the owner's own calendar
+    return hashlib.sha256(f"{calendar}\x00{owner}".encode()).hexdigest()
+
+
+class SubscriptionStore(LifecycleStore):
+    def __init__(self, client: firestore.Client) -> None:
+        self._client = client
+
+    def _sub(self, sub_id: str) -> Any:
+        return self._client.collection(SUBSCRIPTIONS).document(sub_id)
+
+    def _key(self, key: str) -> Any:
+        return self._client.collection(SUBSCRIPTION_KEYS).document(key)
+
+    def _channel(self, channel_id: str) -> Any:
+        return self._client.collection(CHANNELS).document(channel_id)
+
+    # -- subscriptions --------------------------------------------------------
+
+    def create_or_get(self, sub: Subscription, now: datetime) -> tuple[Subscription, bool]:
+        """Create the subscription with its first sync request recorded, or find the
+        existing one for the same (calendar, owner); True when created.
+
+        The key and the subscription are written in one transaction, so of two
+        racing subscribes exactly one creates and the other finds it.
+        """
+        key = subscription_key(sub.calendar_id, sub.owner)
+
+        @firestore.transactional
+        def create(transaction: Any) -> tuple[Subscription, bool]:
+            key_snap = self._key(key).get(transaction=transaction)
+            existing_id = (key_snap.to_dict() or {}).get("sub_id") if key_snap.exists else None
+            if existing_id:
+                existing = self._sub(existing_id).get(transaction=transaction)
+                if existing.exists:
+                    return _subscription(existing_id, existing.to_dict() or {}), False
+                # A key whose subscription is gone (an unsubscribe that stopped
+                # between its last two deletes) is taken over.
+            transaction.set(self._key(key), {"sub_id": sub.id, "calendar_id": sub.calendar_id,
+                                             "owner": sub.owner, "created_at": now})
+            transaction.create(self._sub(sub.id), {
+                "calendar_id": sub.calendar_id, "owner": sub.owner, "key": key,
+                "credentials_ref": sub.credentials_ref, "status": ACTIVE,
+                "labels": dict(sub.labels), "last_error": None, "last_error_at": None,
+                # The first sync is requested in the same write that creates the
+                # subscription: a crash before its task is queued leaves a
+                # request the sweep finds.
+                "requested_gen": 1, "requested_at": now, "queued_gen": 0,
+                "enqueuing_at": now,
+                "retry_at": None, "last_synced_at": None, "last_notification_at": None,
+                "created_at": now, "channel_id": None, "channel_expiration": None,
+            })
+            created = Subscription(id=sub.id, calendar_id=sub.calendar_id, owner=sub.owner,
+                                   credentials_ref=sub.credentials_ref, labels=dict(sub.labels),
+                                   requested_gen=1, created_at=now)
+            return created, True
+
+        with _translated():
+            result: tuple[Subscription, bool] = create(self._client.transaction())
+            return result
+
+    def get(self, sub_id: str) -> tuple[Subscription, dict[str, Any]] | None:
+        with _translated():
+            snapshot = self._sub(sub_id).get()
+        if not snapshot.exists:
+            return None
+        data = snapshot.to_dict() or {}
+        return _subscription(sub_id, data), data
+
+    def writer_state(self, sub_id: str) -> dict[str, Any]:
+        with _translated():
+            return self._sub(sub_id).collection(STATE).document(WRITER).get().to_dict() or {}
+
+    def list_all(self, limit: int = 1000) -> list[tuple[Subscription, dict[str, Any]]]:
+        with _translated():
+            snapshots = list(self._client.collection(SUBSCRIPTIONS).limit(limit).stream())
+        return [(_subscription(s.id, s.to_dict() or {}), s.to_dict() or {}) for s in snapshots]
+
+    def update(self, sub_id: str, fields: dict[str, Any]) -> None:
+        with _translated():
+            self._sub(sub_id).update(fields)
+
+    def transition(self, sub_id: str, allowed: Iterable[str], to: str, now: datetime,
+                   fields: dict[str, Any] | None = None,
+                   request_sync: bool = False) -> Transition:
+        """Move to `to` only from a status in `allowed`, in one transaction.
+
+        Already in `to`: a no-op (`changed` False). Any other status raises
+        InvalidTransition. With `request_sync` the same write records a sync
+        request (`generation` is its number), so nothing can run in between
+        without seeing it. Raises LookupError when the subscription is gone.
+        """
+        allowed = tuple(allowed)
+
+        @firestore.transactional
+        def move(transaction: Any) -> Transition:
+            snapshot = self._sub(sub_id).get(transaction=transaction)
+            if not snapshot.exists:
+                raise LookupError(sub_id)
+            data = snapshot.to_dict() or {}
+            status = data.get("status", ACTIVE)
+            requested = int(data.get("requested_gen") or 0)
+            if status == to:
+                return Transition(changed=False, previous=status, generation=requested)
+            if status not in allowed:
+                raise InvalidTransition(
+                    f"subscription {sub_id} is {status}: cannot become {to}", status)
+            update: dict[str, Any] = {"status": to, "status_changed_at": now, **(fields or {})}
+            if request_sync:
+                requested += 1
+                update.update(requested_gen=requested, requested_at=now)
+            transaction.update(self._sub(sub_id), update)
+            return Transition(changed=True, previous=status, generation=requested)
+
+        with _translated():
+            result: Transition = move(self._client.transaction())
+            return result
+
+    def begin_delete(self, sub_id: str, now: datetime) -> bool:
+        """Mark `deleting` and bump the lease generation: an in-flight run writes nothing more.
+
+        Safe to repeat on a subscription already `deleting` (a resumed unsubscribe).
+        """
+        @firestore.transactional
+        def fence(transaction: Any) -> bool:
+            snapshot = self._sub(sub_id).get(transaction=transaction)
+            writer = self._sub(sub_id).collection(STATE).document(WRITER)
+            state = writer.get(transaction=transaction).to_dict() or {}
+            if not snapshot.exists:
+                return False
+            if (snapshot.to_dict() or {}).get("status") != DELETING:
+                transaction.update(self._sub(sub_id), {"status": DELETING, "deleting_since": now})
+            transaction.set(writer, {
+                "lease_generation": int(state.get("lease_generation") or 0) + 1,
+                "lease_until": None,
+            }, merge=True)
+            return True
+
+        with _translated():
+            return bool(fence(self._client.transaction()))
+
+    def delete_tree(self, sub_id: str, credentials_ref: str) -> int:
+        """Delete snapshots, feed, state, channels, credentials, the document, the key.
+
+        Batched, and safe to re-run after an interruption: the subscription
+        document and then its key go last, so `deleting` stays visible until
+        all else is gone, and the same calendar cannot be subscribed again
+        before that.
+        """
+        deleted = 0
+        sub = self._sub(sub_id)
+        with _translated():
+            key = (sub.get().to_dict() or {}).get("key")
+            for name in (EVENTS, CHANGES, STATE):
+                deleted += self._delete_query(sub.collection(name))
+            deleted += self._delete_query(
+                self._client.collection(CHANNELS).where(filter=FieldFilter("sub_id", "==", sub_id)))
+            if credentials_ref.startswith(OAUTH_PREFIX):
+                self._client.collection(CREDENTIALS_COLLECTION).document(
+                    credentials_ref[len(OAUTH_PREFIX):]).delete()
+            sub.delete()
+            if key:
+                self._delete_key(key, sub_id)
+        return deleted + 1
+
+    def _delete_key(self, key: str, sub_id: str) -> None:
+        @firestore.transactional
+        def delete(transaction: Any) -> None:
+            snapshot = self._key(key).get(transaction=transaction)
+            if snapshot.exists and (snapshot.to_dict() or {}).get("sub_id") == sub_id:
+                transaction.delete(self._key(key))
+
+        delete(self._client.transaction())
+
+    def _delete_query(self, query: Any) -> int:
+        count = 0
+        while True:
+            docs = list(query.limit(DELETE_BATCH).stream())
+            if not docs:
+                return count
+            batch = self._client.batch()
+            for doc in docs:
+                batch.delete(doc.reference)
+            batch.commit()
+            count += len(docs)
+
+    def clear_request_marker(self, sub_id: str, requested_gen: int) -> bool:
+        """Unset `requested_at` if `requested_gen` is still the one that was served."""
+        @firestore.transactional
+        def clear(transaction: Any) -> bool:
+            snapshot = self._sub(sub_id).get(transaction=transaction)
+            data = snapshot.to_dict() or {}
+            if not snapshot.exists or int(data.get("requested_gen") or 0) != requested_gen:
+                return False
+            transaction.update(self._sub(sub_id), {"requested_at": None})
+            return True
+
+        with _translated():
+            return bool(clear(self._client.transaction()))
+
+    # -- channels -------------------------------------------------------------
+
+    def channels_of(self, sub_id: str) -> list[Channel]:
+        query = self._client.collection(CHANNELS).where(filter=FieldFilter("sub_id", "==", sub_id))
+        with _translated():
+            return [_channel(s.id, s.to_dict() or {}) for s in query.stream()]
+
+    def delivering_channels(self, sub_id: str) -> list[Channel]:
+        """The subscription's `pending` and `active` channels (equality filters only,
+        served by single-field indexes)."""
+        query = (self._client.collection(CHANNELS)
+                 .where(filter=FieldFilter("sub_id", "==", sub_id))
+                 .where(filter=FieldFilter("state", "in", list(DELIVERING))))
+        with _translated():
+            return [_channel(s.id, s.to_dict() or {}) for s in query.stream()]
+
+    def channel_doc(self, channel_id: str) -> dict[str, Any]:
+        with _translated():
+            return self._channel(channel_id).get().to_dict() or {}
+
+    def activate_channel(self, channel_id: str, sub_id: str, resource_id: str,
+                         expiration: datetime) -> None:
+        """Record the watch response; it must match a resource id learnt meanwhile.
+
+        A read, then one batch conditioned on the channel's update time (re-read
+        if the webhook wrote meanwhile): no interactive transaction, which could
+        deadlock with the webhook learning the resource id from the `sync`
+        message that arrives while the watch is in flight.
+        """
+        ref = self._channel(channel_id)
+        for _ in range(CONDITIONAL_ATTEMPTS):
+            with _translated():
+                snapshot = ref.get()
+            known = (snapshot.to_dict() or {}).get("resource_id")
+            if known is not None and known != resource_id:
+                raise ResourceMismatch(channel_id)
+            batch = self._client.batch()
+            batch.update(ref, {
+                "state": "active", "resource_id": resource_id, "expiration": expiration,
+                "renewal_attempts": 0, "next_attempt_at": None, "last_error": None,
+            }, option=self._client.write_option(last_update_time=snapshot.update_time))
+            # `update`, never `set`: must not resurrect a subscription deleted meanwhile.
+            batch.update(self._sub(sub_id), {"channel_id": channel_id,
+                                             "channel_expiration": expiration})
+            try:
+                with _translated():
+                    batch.commit()
+                return
+            except StoreError as err:
+                if isinstance(err.__cause__, gexc.NotFound):
+                    return  # unsubscribed meanwhile: the renewer retires the channel
+                if not isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Aborted):
+                    raise
+        raise StoreUnavailable(f"channel {channel_id} too contended to activate")
+
+    def save_channel(self, channel: Channel, now: datetime, **fields: Any) -> None:
+        """Create or replace a channel record (`fields`: extra bookkeeping such as
+        `token_key_id`)."""
+        with _translated():
+            self._channel(channel.id).set({
+                "sub_id": channel.sub_id, "state": channel.state,
+                "resource_id": channel.resource_id, "expiration": channel.expiration,
+                "created_at": now, "last_notification_at": None,
+                "last_message_number": 0, "renewal_attempts": 0, **fields,
+            })
+
+    def set_channel(self, channel_id: str, fields: dict[str, Any]) -> None:
+        with _translated():
+            self._channel(channel_id).update(fields)
+
+    def claim_channel(self, channel_id: str, state: str, now: datetime,
+                      until: datetime) -> bool:
+        """Take the right to act on a due channel: True for exactly one renewer run.
+
+        Conditional on the channel still being in `state` and unclaimed (or its
+        claim expired), so two runs never both renew one channel.
+        """
+        ref = self._channel(channel_id)
+        with _translated():
+            snapshot = ref.get()
+        data = snapshot.to_dict() or {}
+        claimed = data.get("claimed_until")
+        if not snapshot.exists or data.get("state") != state or (
+                claimed is not None and claimed > now):
+            return False
+        try:
+            with _translated():  # conditional: whoever writes first wins
+                ref.update({"claimed_until": until}, option=self._client.write_option(
+                    last_update_time=snapshot.update_time))
+        except StoreError as err:
+            if isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Aborted | gexc.NotFound):
+                return False
+            raise
+        return True
+
+    def due_channels(self, state: str, before: datetime, limit: int,
+                     after: str | None = None) -> list[tuple[Channel, dict[str, Any]]]:
+        """Channels in `state` expiring at or before `before`, soonest first (indexed);
+        `after` (a channel id from the previous page) continues past it."""
+        query = (self._client.collection(CHANNELS)
+                 .where(filter=FieldFilter("state", "==", state))
+                 .where(filter=FieldFilter("expiration", "<=", before))
+                 .order_by("expiration").limit(limit))
+        with _translated():
+            if after is not None:
+                cursor = self._channel(after).get()
+                if cursor.exists:
+                    query = query.start_after(cursor)
+            return [(_channel(s.id, s.to_dict() or {}), s.to_dict() or {})
+                    for s in query.stream()]
+
+    # -- the renewer's subscription queries -------------------------------------
+
+    def subscriptions_where(self, field: str, before: datetime, limit: int,
+                            after: str | None = None, *, include_null: bool = False,
+                            ) -> list[tuple[Subscription, dict[str, Any]]]:
+        """Active subscriptions whose `field` is at or before `before`, oldest
+        first (indexed on (status, field)); `after` (an id from the previous
+        page) continues past it.
+
+        With `include_null` the query orders with an end cursor instead of a
+        range filter: a range filter skips documents whose field is null (a
+        subscription never synced), while the ordering puts nulls first.
+        """
+        query = (self._client.collection(SUBSCRIPTIONS)
+                 .where(filter=FieldFilter("status", "==", ACTIVE)))
+        if include_null:
+            query = query.order_by(field).end_at({field: before})
+        else:
+            query = query.where(filter=FieldFilter(field, "<=", before)).order_by(field)
+        query = query.limit(limit)
+        with _translated():
+            if after is not None:
+                cursor = self._sub(after).get()
+                if cursor.exists:
+                    query = query.start_after(cursor)
+            return [(_subscription(s.id, s.to_dict() or {}), s.to_dict() or {})
+                    for s in query.stream()]
+
+    def oldest_request(self) -> datetime | None:
+        """`requested_at` of the oldest recorded request of an active subscription."""
+        query = (self._client.collection(SUBSCRIPTIONS)
+                 .where(filter=FieldFilter("status", "==", ACTIVE))
+                 .where(filter=FieldFilter("requested_at", ">", _EPOCH))
+                 .order_by("requested_at").limit(1))
+        with _translated():
+            found = [s.to_dict() or {} for s in query.stream()]
+        return found[0].get("requested_at") if found else None

@@ -1,0 +1,69 @@
+"""Watch channels on Google's side: open (`events.watch`) and stop (`channels.stop`).
+
+The channel record is saved `pending` before `events.watch` is called (the
+`sync` message can arrive first); the watch response's resource id must then
+match whatever the webhook learnt meanwhile.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from functions.adapters.google.calendar import GoogleCalendar, _translated
+from functions.model import Subscription
+
+MAX_TTL_SECONDS = 604800  # Google's maximum for calendar channels: 7 days
+
+
+@dataclass(frozen=True)
+class OpenedChannel:
+    channel_id: str
+    resource_id: str
+    expiration: datetime
+
+
+class ChannelPort(ABC):
+    """Opens and stops watch channels for a subscription's calendar."""
+
+    @abstractmethod
+    def watch(self, subscription: Subscription, channel_id: str, token: str, address: str,
+              ttl_seconds: int) -> OpenedChannel:
+        """`events.watch`; raises the calendar errors of `functions.errors`."""
+
+    @abstractmethod
+    def stop(self, subscription: Subscription, channel_id: str, resource_id: str) -> None:
+        """`channels.stop`; a channel Google no longer knows counts as stopped."""
+
+
+class GoogleChannels(ChannelPort):
+    """`ChannelPort` over the same client (and credentials) as the sync adapter."""
+
+    def __init__(self, calendar: GoogleCalendar) -> None:
+        self._calendar = calendar
+
+    def watch(self, subscription: Subscription, channel_id: str, token: str, address: str,
+              ttl_seconds: int) -> OpenedChannel:
+        body = {"id": channel_id, "type": "web_hook", "address": address, "token": token,
+                "params": {"ttl": str(min(ttl_seconds, MAX_TTL_SECONDS))}}
+        with _translated(None):
+            service: Any = self._calendar._service(subscription)
+            response = service.events().watch(
+                calendarId=subscription.calendar_id, body=body).execute()
+        expiration_ms = int(response.get("expiration") or 0)
+        expiration = (datetime.fromtimestamp(expiration_ms / 1000, UTC) if expiration_ms
+                      else datetime.now(UTC) + timedelta(seconds=ttl_seconds))
+        return OpenedChannel(channel_id, str(response["resourceId"]), expiration)
+
+    def stop(self, subscription: Subscription, channel_id: str, resource_id: str) -> None:
+        from functions.errors import CalendarGone
+
+        try:
+            with _translated(None):
+                service: Any = self._calendar._service(subscription)
+                service.channels().stop(body={"id": channel_id,
+                                              "resourceId": resource_id}).execute()
+        except CalendarGone:
+            return  # 404: unknown or already expired channel

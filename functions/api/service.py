@@ -1,0 +1,261 @@
+"""The `api` function: the consumer's face, JSON over HTTP under `/v1`.
+
+Thin: the router (`api_routes`) turns a request into a validated `Call`, one
+handler calls one service, and `_error_for` maps domain errors to the one error
+shape. Malformed input is always a 4xx with a one-line reason, never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from functions import logs
+from functions.api.errors import (
+    CURSOR_EXPIRED,
+    FAILED_PRECONDITION,
+    INTERNAL,
+    INVALID_ARGUMENT,
+    NOT_FOUND,
+    RETRY_AFTER_SECONDS,
+    UNAVAILABLE,
+    ApiError,
+)
+from functions.api.feed import (
+    ChangesQuery,
+    CursorAhead,
+    CursorExpired,
+    EventMissing,
+    SubscriptionMissing,
+    rfc3339,
+)
+from functions.api.routes import Call, match, parse
+from functions.api_ports import (
+    CALENDAR_SCOPE,
+    CodeExchanger,
+    CodeRejected,
+    CredentialSealer,
+    ExchangeUnavailable,
+    FeedPort,
+    OAuthNotConfigured,
+    SubscriptionCommands,
+    SubscriptionReader,
+)
+from functions.errors import (
+    PERMANENT_CALENDAR_ERRORS,
+    CalendarUnavailable,
+    InvalidTransition,
+    Misconfigured,
+    QueueUnavailable,
+    StoreUnavailable,
+)
+from functions.lifecycle.subscriptions import SubscriptionNotFound
+
+_TRANSIENT = (StoreUnavailable, QueueUnavailable, ExchangeUnavailable, CalendarUnavailable)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def text(self) -> str:
+        return json.dumps(self.body, default=_json_default, separators=(",", ":")) + "\n"
+
+
+def _json_default(value: Any) -> Any:
+    converted = rfc3339(value)
+    return converted if converted is not value else str(value)
+
+
+class Api:
+    """Routes `/v1` requests to the services; every answer is JSON."""
+
+    def __init__(self, commands: SubscriptionCommands, subscriptions: SubscriptionReader,
+                 feed: FeedPort, exchanger: CodeExchanger, sealer: CredentialSealer,
+                 openapi: Callable[[], dict[str, Any]]) -> None:
+        self._commands = commands
+        self._subscriptions = subscriptions
+        self._feed = feed
+        self._exchanger = exchanger
+        self._sealer = sealer
+        self._document = openapi
+
+    def handle(self, method: str, path: str, args: Sequence[tuple[str, str]],
+               content_type: str | None, body: bytes) -> Answer:
+        operation = None
+        try:
+            route, raw_path = match(method, path)
+            operation = route.operation
+            call = parse(route, raw_path, args, content_type, body)
+            status, payload = getattr(self, "_" + route.operation)(call)
+            answer = Answer(status, payload)
+        except Exception as err:  # noqa: BLE001 - every failure becomes the one error shape
+            answer = self._error_answer(_error_for(err), err)
+        logs.log("WARNING" if answer.status >= 500 else "INFO", "api request",
+                 method=method, operation=operation, status=answer.status,
+                 code=answer.body["error"]["code"] if answer.status >= 400 else None)
+        return answer
+
+    def _error_answer(self, error: ApiError, cause: Exception) -> Answer:
+        if error.code == INTERNAL:
+            logs.log("ERROR", "api internal error", error=type(cause).__name__,
+                     reason=str(cause)[:300])
+        headers: tuple[tuple[str, str], ...] = ()
+        if error.code == UNAVAILABLE:
+            headers = (("Retry-After", str(RETRY_AFTER_SECONDS)),)
+        return Answer(error.status, error.to_json(), headers)
+
+    # -- subscriptions --------------------------------------------------------
+
+    def _view(self, sub_id: str) -> dict[str, Any]:
+        view = self._subscriptions.get(sub_id)
+        if view is None:
+            raise SubscriptionNotFound(sub_id)
+        return view
+
+    def _create_subscription(self, call: Call) -> tuple[int, dict[str, Any]]:
+        body = call.body
+        labels = body.get("labels", {})
+        if "oauth" not in body:
+            done = self._commands.subscribe(body["calendar_id"], body["owner"], "dwd", labels)
+            return (201 if done.created else 200), self._view(done.sub_id)
+        oauth = body["oauth"]
+        grant = self._exchanger.exchange(oauth["code"], oauth["redirect_uri"],
+                                         oauth.get("code_verifier"))
+        if not grant.refresh_token:
+            raise CodeRejected("no_refresh_token", "Google returned no refresh token "
+                               "(ask for access_type=offline and prompt=consent)")
+        if CALENDAR_SCOPE not in grant.scopes:
+            raise CodeRejected("scope_not_granted", "the calendar scope was not granted")
+        credentials_ref = self._sealer.seal(grant.refresh_token)
+        try:
+            done = self._commands.subscribe(body["calendar_id"], grant.owner_email,
+                                            credentials_ref, labels)
+        except BaseException:
+            self._sealer.discard(credentials_ref)
+            raise
+        if not done.created:
+            self._commands.reauthorize(done.sub_id, credentials_ref)
+        return (201 if done.created else 200), self._view(done.sub_id)
+
+    def _list_subscriptions(self, call: Call) -> tuple[int, dict[str, Any]]:
+        q = call.query
+        labels = tuple(tuple(s.split(":", 1)) for s in q["label"])
+        found, token = self._subscriptions.search(q["status"], labels,  # type: ignore[arg-type]
+                                                q["page_token"], q["limit"])
+        return 200, {"subscriptions": found, "next_page_token": token}
+
+    def _get_subscription(self, call: Call) -> tuple[int, dict[str, Any]]:
+        return 200, self._view(call.path["id"])
+
+    def _delete_subscription(self, call: Call) -> tuple[int, dict[str, Any]]:
+        sub_id = call.path["id"]
+        before = self._view(sub_id)
+        self._commands.unsubscribe(sub_id)
+        after = self._subscriptions.get(sub_id) or before
+        return 202, {**after, "status": "deleting"}
+
+    def _pause_subscription(self, call: Call) -> tuple[int, dict[str, Any]]:
+        self._commands.pause(call.path["id"])
+        return 200, self._view(call.path["id"])
+
+    def _resume_subscription(self, call: Call) -> tuple[int, dict[str, Any]]:
+        self._commands.resume(call.path["id"])
+        return 200, self._view(call.path["id"])
+
+    def _resync_subscription(self, call: Call) -> tuple[int, dict[str, Any]]:
+        self._commands.resync(call.path["id"], bool(call.body.get("full", False)))
+        return 202, self._view(call.path["id"])
+
+    # -- the feed -------------------------------------------------------------
+
+    def _list_changes(self, call: Call) -> tuple[int, dict[str, Any]]:
+        q = call.query
+        query = ChangesQuery(cursor=q["cursor"], limit=q["limit"], kinds=q["kinds"] or (),
+                             fields=q["fields"] or ())
+        return 200, self._feed.changes(call.path["id"], query).to_json()
+
+    def _list_events(self, call: Call) -> tuple[int, dict[str, Any]]:
+        q = call.query
+        page = self._feed.events(call.path["id"], q["page_token"], q["limit"],
+                                 q["include_deleted"])
+        return 200, page.to_json()
+
+    def _get_event(self, call: Call) -> tuple[int, dict[str, Any]]:
+        return 200, self._feed.event(call.path["id"], call.path["event_id"])
+
+    # -- documents ------------------------------------------------------------
+
+    def _oauth_config(self, call: Call) -> tuple[int, dict[str, Any]]:
+        return 200, self._exchanger.consent_config()
+
+    def _openapi(self, call: Call) -> tuple[int, dict[str, Any]]:
+        return 200, self._document()
+
+
+def _error_for(err: Exception) -> ApiError:
+    """The API error a domain error means (anything unexpected is `internal`)."""
+    if isinstance(err, ApiError):
+        return err
+    if isinstance(err, SubscriptionNotFound | SubscriptionMissing):
+        return ApiError(NOT_FOUND, f"no subscription {err.args[0] if err.args else ''}".strip(),
+                        {"subscription_id": str(err.args[0]) if err.args else None})
+    if isinstance(err, EventMissing):
+        return ApiError(NOT_FOUND, f"no event {err.args[0]}", {"event_id": str(err.args[0])})
+    if isinstance(err, InvalidTransition):
+        return ApiError(FAILED_PRECONDITION, str(err), {"status": err.status})
+    if isinstance(err, OAuthNotConfigured):
+        return ApiError(FAILED_PRECONDITION, str(err) or "OAuth is not configured", {})
+    if isinstance(err, CursorAhead):
+        return ApiError(INVALID_ARGUMENT, str(err),
+                        {"field": "cursor", "change_seq": err.change_seq})
+    if isinstance(err, CursorExpired):
+        return ApiError(CURSOR_EXPIRED, str(err),
+                        {"oldest_available_seq": err.oldest_available_seq})
+    if isinstance(err, CodeRejected):
+        return ApiError(INVALID_ARGUMENT, f"the authorization code was refused: {err}",
+                        {"field": "oauth.code", "reason": err.reason})
+    if isinstance(err, PERMANENT_CALENDAR_ERRORS):
+        # Stopping a channel on pause is the only Google call behind the API.
+        return ApiError(FAILED_PRECONDITION, f"the calendar is not accessible: {err}"[:300],
+                        {"reason": type(err).__name__})
+    if isinstance(err, _TRANSIENT) and not isinstance(err, Misconfigured):
+        return ApiError(UNAVAILABLE, f"temporarily unavailable ({type(err).__name__}); retry",
+                        {})
+    return ApiError(INTERNAL, "internal error (logged)", {})
+
+
+_api: Api | None = None
+
+
+def handle(request: Any) -> Any:
+    """functions-framework entry (`main.api`): a Flask request to a Flask response."""
+    from flask import Response
+
+    from functions.api.routes import MAX_BODY_BYTES
+
+    global _api
+    logs.configure()
+    try:
+        if _api is None:
+            from functions.api.wiring import build
+
+            _api = build()
+        api = _api
+    except Exception as err:  # noqa: BLE001 - misconfigured: a loud 500, never a crash
+        logs.log("ERROR", "api misconfigured", error=type(err).__name__, reason=str(err)[:300])
+        api = None
+    if api is None:
+        answer = Answer(500, ApiError(INTERNAL, "api misconfigured (see logs)").to_json())
+    else:
+        # At most one byte past the limit is read: the router refuses such a body.
+        answer = api.handle(request.method, request.path,
+                            list(request.args.items(multi=True)),
+                            request.headers.get("Content-Type"),
+                            request.stream.read(MAX_BODY_BYTES + 1))
+    return Response(answer.text(), status=answer.status, mimetype="application/json",
+                    headers=list(answer.headers))

@@ -1,0 +1,147 @@
+"""Wires the API's ports to the real adapters; the one place that knows them.
+
+`ServiceCommands` adapts `functions.lifecycle.subscriptions.SubscriptionService` (the
+same service the operator CLI calls); `OAuthExchanger` adapts h-oauth's
+`functions.adapters.google.oauth.CodeExchange`; `VaultSealer` seals refresh tokens at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from functions.adapters.google.credentials import OAUTH_PREFIX, CredentialVault, SealError
+from functions.api_ports import (
+    CodeExchanger,
+    CodeRejected,
+    CredentialSealer,
+    ExchangedGrant,
+    ExchangeUnavailable,
+    OAuthNotConfigured,
+    Subscribed,
+    SubscriptionCommands,
+)
+from functions.config import Settings
+
+
+class ServiceCommands(SubscriptionCommands):
+    def __init__(self, service: Callable[[], Any], store: Any,
+                 vault: Callable[[], CredentialVault]) -> None:
+        self._service = service  # built on first use
+        self._store = store  # the Firestore store (full-resync requests)
+        self._vault = vault
+
+    def subscribe(self, calendar_id: str, owner: str, credentials_ref: str,
+                  labels: dict[str, str]) -> Subscribed:
+        result = self._service().subscribe(calendar_id, owner, credentials_ref, labels=labels)
+        return Subscribed(result.subscription.id, bool(result.created), bool(result.queued))
+
+    def reauthorize(self, sub_id: str, credentials_ref: str) -> None:
+        from functions.lifecycle.subscriptions import SubscriptionNotFound
+
+        current = self._store.get_subscription(sub_id)
+        if current is None:
+            raise SubscriptionNotFound(sub_id)
+        self._service().replace_credentials(sub_id, credentials_ref)
+        old = current.credentials_ref
+        if old.startswith(OAUTH_PREFIX) and old != credentials_ref:
+            self._vault().delete(old[len(OAUTH_PREFIX):])
+
+    def pause(self, sub_id: str) -> None:
+        self._service().pause(sub_id)
+
+    def resume(self, sub_id: str) -> None:
+        self._service().resume(sub_id)
+
+    def unsubscribe(self, sub_id: str) -> None:
+        self._service().unsubscribe(sub_id)
+
+    def resync(self, sub_id: str, full: bool) -> None:
+        self._service().resync(sub_id, full)
+
+
+class VaultSealer(CredentialSealer):
+    def __init__(self, vault: Callable[[], CredentialVault]) -> None:
+        self._vault = vault
+
+    def seal(self, refresh_token: str) -> str:
+        try:
+            return self._vault().store_refresh_token(refresh_token)
+        except SealError as err:
+            raise OAuthNotConfigured(str(err)) from None
+
+    def discard(self, credentials_ref: str) -> None:
+        if credentials_ref.startswith(OAUTH_PREFIX):
+            self._vault().delete(credentials_ref[len(OAUTH_PREFIX):])
+
+
+class OAuthExchanger(CodeExchanger):
+    """`functions.adapters.google.oauth.CodeExchange` (h-oauth), imported when first used."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._exchange: Any = None
+
+    def _code_exchange(self) -> Any:
+        settings = self._settings
+        if not settings.oauth_client_id:
+            raise OAuthNotConfigured("OAuth is not configured (CALSYNC_OAUTH_CLIENT_ID)")
+        if not settings.credential_keys:
+            raise OAuthNotConfigured("no key to seal refresh tokens (CALSYNC_CREDENTIAL_KEYS)")
+        if self._exchange is None:
+            from functions.adapters.google import oauth
+            self._exchange = oauth.CodeExchange(
+                settings.oauth_client_id, settings.oauth_client_secret,
+                token_uri=settings.oauth_token_uri, auth_uri=settings.oauth_auth_uri)
+        return self._exchange
+
+    def exchange(self, code: str, redirect_uri: str,
+                 code_verifier: str | None) -> ExchangedGrant:
+        exchange = self._code_exchange()
+        from functions.adapters.google import oauth
+
+        try:
+            grant = exchange.exchange(code, redirect_uri, code_verifier)
+        except oauth.OAuthExchangeRejected as err:
+            raise CodeRejected(str(err.reason), str(err)) from None
+        except oauth.OAuthUnavailable as err:
+            raise ExchangeUnavailable(str(err)) from None
+        return ExchangedGrant(owner_email=grant.owner_email, refresh_token=grant.refresh_token,
+                              scopes=tuple(grant.scopes))
+
+    def consent_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = self._code_exchange().config().to_json()
+        return config
+
+
+def api_settings() -> Settings:
+    """The api function's settings (`config.VARIABLES` used by `api`)."""
+    from functions import app
+    from functions.config import API
+
+    return app.settings(API)
+
+
+def build() -> Any:
+    """The `Api` over the real adapters (Firestore, Cloud Tasks, the OAuth endpoint)."""
+    from functions import app
+    from functions.api.feed import Feed
+    from functions.api.openapi import document
+    from functions.api.service import Api
+    from functions.api.tokens import PageTokens
+    from functions.api.views import FirestoreSubscriptions
+
+    settings = api_settings()
+    client = app.firestore_client(settings)
+    # Page tokens are signed with keys derived from the credential keys when there
+    # are any; otherwise they are still checked for integrity (not secret then).
+    keys = list(settings.credential_keys.values()) or [settings.project.encode()]
+    tokens = PageTokens(keys)
+
+    def vault() -> CredentialVault:
+        return CredentialVault(client, settings.credential_keys)
+
+    commands = ServiceCommands(lambda: app.subscription_service(settings), app.store(settings),
+                               vault)
+    return Api(commands, FirestoreSubscriptions(client, tokens), Feed(client, tokens),
+               OAuthExchanger(settings), VaultSealer(vault), document)

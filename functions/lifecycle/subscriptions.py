@@ -1,0 +1,393 @@
+"""Subscription lifecycle: subscribe, unsubscribe, pause, resume, status, channels.
+
+Subscribing calls no Google API: it records the subscription with its first
+sync request and queues that request's task. The run that serves it opens the
+watch channel before it lists (`ensure_channel`), so whatever changes after
+the listing is announced. Opening a channel follows DESIGN.md's order: the
+record is saved `pending` (with a short expiry, so the renewer retries a
+watch that never completed), then `events.watch` is called, then the response
+is recorded and must match any resource id the webhook learnt meanwhile.
+
+Every status change is conditional on the current status
+(`LifecycleStore.transition`): a transition the status forbids raises
+InvalidTransition, one to the status it already has does nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from functions import logs
+from functions.adapters.firestore.channels import ABANDONED, ACTIVE, PENDING, STOPPED, Channel
+from functions.adapters.google.channels import ChannelPort, OpenedChannel
+from functions.config import Settings
+from functions.errors import (
+    CalendarError,
+    CalsyncError,
+    CredentialsRejected,
+    InvalidTransition,
+    QueueUnavailable,
+)
+from functions.intake import channel_tokens
+from functions.model import ACTIVE as SUB_ACTIVE
+from functions.model import DELETING, ERROR, PAUSED, Subscription
+from functions.ports import ChannelKeeper, LifecycleStore, RequestStore, TaskQueue
+
+MAX_BACKOFF = timedelta(hours=1)
+# The reason a revoked or expired user grant puts in `last_error` (DESIGN.md,
+# "Whose credentials failed"); a new grant resumes such a subscription.
+REAUTHORIZATION_REQUIRED = "reauthorization_required"
+
+
+class SubscriptionNotFound(LookupError):
+    """No subscription with that id."""
+
+
+@dataclass(frozen=True)
+class SubscribeResult:
+    """`created` False: the (calendar, owner) pair was subscribed already.
+    `queued` False: the first sync's task could not be queued now; the
+    renewer's sweep queues it."""
+
+    subscription: Subscription
+    created: bool
+    queued: bool
+
+
+@dataclass(frozen=True)
+class Resync:
+    """The request a resync recorded: done once `synced_gen >= generation` (and,
+    for a full one, `full_resync_served >= full_request`)."""
+
+    generation: int
+    full_request: int = 0
+
+
+@dataclass(frozen=True)
+class SubscriptionStatus:
+    """What `status` shows for one subscription (no secrets in here)."""
+
+    id: str
+    calendar_id: str
+    owner: str
+    status: str
+    channel_id: str | None
+    channel_state: str | None
+    channel_expiration: datetime | None
+    last_notification_at: datetime | None
+    last_synced_at: datetime | None
+    lag_seconds: float | None
+    pending_requests: int
+    change_seq: int
+    last_error: str | None
+    last_error_at: datetime | None
+    renewal_error: str | None
+    created_at: datetime | None = None
+    credentials_ref: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (v.isoformat() if isinstance(v, datetime) else v)
+                for k, v in self.__dict__.items()}
+
+
+def backoff(attempts: int, first: timedelta) -> timedelta:
+    """Exponential backoff after `attempts` failures, capped at MAX_BACKOFF."""
+    return min(first * (2 ** max(attempts - 1, 0)), MAX_BACKOFF)
+
+
+class SubscriptionService(ChannelKeeper):
+    def __init__(
+        self,
+        settings: Settings,
+        subscriptions: LifecycleStore,
+        channels: ChannelPort | None,
+        requests: RequestStore,
+        queue: TaskQueue,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._settings = settings
+        self._subs = subscriptions
+        self._channels = channels
+        self._requests = requests
+        self._queue = queue
+        self._clock = clock
+
+    @property
+    def pending_grace(self) -> timedelta:
+        return timedelta(seconds=self._settings.pending_channel_grace)
+
+    @property
+    def first_backoff(self) -> timedelta:
+        return timedelta(seconds=self._settings.renewal_backoff)
+
+    # -- channels -------------------------------------------------------------
+
+    def open_channel(self, sub: Subscription, replacing: Channel | None = None) -> OpenedChannel:
+        """Save pending, watch, record the response. Raises calendar errors.
+
+        A failed watch of a first channel (`replacing` None) leaves its record
+        `pending`, due at once with a backoff, so the renewer retries it; a
+        failed replacement is abandoned (the renewer backs off on the channel
+        it was replacing instead).
+        """
+        if self._channels is None:
+            raise CalendarError("this service cannot open channels (no Calendar access)")
+        now = self._clock()
+        channel_id = channel_tokens.new_channel_id()
+        keys = self._settings.channel_token_keys
+        self._subs.save_channel(
+            Channel(channel_id, sub.id, PENDING, expiration=now + self.pending_grace), now,
+            token_key_id=next(iter(keys)))
+        token = channel_tokens.sign(channel_id, keys)
+        try:
+            opened = self._channels.watch(sub, channel_id, token, self._settings.webhook_url,
+                                          self._settings.channel_ttl)
+        except CalendarError as err:
+            if replacing is None:
+                self._subs.set_channel(channel_id, {
+                    "renewal_attempts": 1, "expiration": now,
+                    "next_attempt_at": now + self.first_backoff,
+                    "last_error": f"watch failed: {type(err).__name__}: {err}"[:500]})
+            else:
+                self._subs.set_channel(channel_id, {"state": ABANDONED,
+                                                    "last_error": str(err)[:500]})
+            raise
+        self._subs.activate_channel(channel_id, sub.id, opened.resource_id, opened.expiration)
+        return opened
+
+    def ensure_channel(self, sub: Subscription) -> bool:
+        """Open a channel unless the subscription has a delivering one; True if opened.
+
+        Called by a sync run before it lists. A failed watch is left for the
+        renewer (a pending record with a backoff) and the run goes on.
+        """
+        if self._subs.delivering_channels(sub.id):
+            return False
+        try:
+            self.open_channel(sub)
+        except CalendarError as err:
+            logs.log("WARNING", "watch failed", subscription=sub.id, outcome="watch_failed",
+                     error=f"{type(err).__name__}: {err}"[:300])
+            return False
+        return True
+
+    def stop_channel(self, sub: Subscription, channel: Channel) -> None:
+        """Stop on Google's side, then mark stopped; rejected credentials → abandoned."""
+        if channel.resource_id and self._channels is not None:
+            try:
+                self._channels.stop(sub, channel.id, channel.resource_id)
+            except CredentialsRejected:
+                self._subs.set_channel(channel.id, {"state": ABANDONED})
+                return
+        self._subs.set_channel(channel.id, {"state": STOPPED})
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def subscribe(self, calendar_id: str, owner: str, credentials_ref: str,
+                  labels: dict[str, str] | None = None) -> SubscribeResult:
+        """Create the subscription with its first sync requested, and queue that sync.
+
+        The same (calendar, owner) again returns the existing subscription.
+        Raises InvalidTransition while that one is being deleted.
+        """
+        candidate = Subscription(id=uuid.uuid4().hex, calendar_id=calendar_id, owner=owner,
+                                 credentials_ref=credentials_ref, labels=dict(labels or {}))
+        sub, created = self._subs.create_or_get(candidate, self._clock())
+        if not created:
+            if sub.status == DELETING:
+                raise InvalidTransition(
+                    f"subscription {sub.id} for this calendar is being deleted", DELETING)
+            return SubscribeResult(sub, created=False, queued=False)
+        return SubscribeResult(sub, created=True, queued=self._queue_request(sub.id, 1))
+
+    def replace_credentials(self, sub_id: str, credentials_ref: str) -> bool:
+        """New credentials for an existing subscription (a user connected again).
+
+        The old sealed token is deleted by the caller's vault if it was one of
+        ours; a subscription in `error` because its grant was revoked resumes.
+        True when it was resumed.
+        """
+        sub = self._require(sub_id)
+        self._subs.update(sub_id, {"credentials_ref": credentials_ref})
+        if sub.status == ERROR and REAUTHORIZATION_REQUIRED in (sub.last_error or ""):
+            return self.resume(sub_id)
+        return False
+
+    def _queue_request(self, sub_id: str, generation: int, origin: str = "request") -> bool:
+        """Queue the task of a recorded request; False (left to the sweep) if the queue
+        refuses."""
+        try:
+            self._queue.enqueue_sync(sub_id, generation, origin=origin)
+        except QueueUnavailable as err:
+            logs.log("WARNING", "enqueue failed", subscription=sub_id, outcome="enqueue_failed",
+                     error=str(err))
+            self._enqueue_failed(sub_id, generation)
+            return False
+        self._requests.mark_queued(sub_id, generation, self._clock())
+        return True
+
+    def _enqueue_failed(self, sub_id: str, generation: int) -> None:
+        with contextlib.suppress(CalsyncError):  # else the grace runs out, or the sweep
+            self._requests.enqueue_failed(sub_id, generation)
+
+    def request_sync(self, sub_id: str, origin: str = "request") -> bool:
+        """Record a request and queue its task unless one is queued; True if queued."""
+        request = self._requests.record_sync_request(sub_id, self._clock())
+        if not request.found or not request.needs_task:
+            return False
+        try:
+            self._queue.enqueue_sync(sub_id, request.generation, origin=origin)
+        except QueueUnavailable:
+            self._enqueue_failed(sub_id, request.generation)
+            raise
+        self._requests.mark_queued(sub_id, request.generation, self._clock())
+        return True
+
+    def resync(self, sub_id: str, full: bool = False) -> Resync:
+        """Sync an active subscription now (the CLI's and the API's `resync`).
+
+        `full` asks the run to list everything and reconcile deletions (served
+        inside its fenced lease). A request already pending gets a task queued
+        now as well, in case its own is scheduled far ahead (a rate limit).
+        Raises SubscriptionNotFound, InvalidTransition (not active) or
+        QueueUnavailable (the request stays recorded for the sweep).
+        """
+        sub = self._require(sub_id)
+        if sub.status != SUB_ACTIVE:
+            hint = " (resume it first)" if sub.status in (PAUSED, ERROR) else ""
+            raise InvalidTransition(
+                f"subscription {sub_id} is {sub.status}: only an active one syncs{hint}",
+                sub.status)
+        full_request = self._requests.request_full_resync(sub_id) if full else 0
+        now = self._clock()
+        request = self._requests.record_sync_request(sub_id, now)
+        if not request.found:
+            raise SubscriptionNotFound(sub_id)
+        origin = "resync" if request.needs_task else f"resync{int(now.timestamp() * 1000)}"
+        try:
+            self._queue.enqueue_sync(sub_id, request.generation, origin=origin)
+        except QueueUnavailable:
+            self._enqueue_failed(sub_id, request.generation)
+            raise
+        self._requests.mark_queued(sub_id, request.generation, now)
+        return Resync(generation=request.generation, full_request=full_request)
+
+    def requeue(self, sub_id: str, generation: int, origin: str) -> None:
+        """Queue a task for an already recorded request (the sweep's repair)."""
+        self._queue.enqueue_sync(sub_id, generation, origin=origin)
+        self._requests.mark_queued(sub_id, generation, self._clock())
+
+    def unsubscribe(self, sub_id: str) -> int:
+        """Fence runs in flight, stop channels, delete everything; resumable."""
+        sub = self._require(sub_id)
+        self._subs.begin_delete(sub_id, self._clock())
+        for channel in self._subs.channels_of(sub_id):
+            if channel.state in (PENDING, ACTIVE, "replaced"):
+                # Deleting anyway: an unstoppable channel expires and is then unknown.
+                with contextlib.suppress(CalendarError):
+                    self.stop_channel(sub, channel)
+        return self._subs.delete_tree(sub_id, sub.credentials_ref)
+
+    def pause(self, sub_id: str) -> bool:
+        """Stop the channels and keep the data; True if it was not paused already."""
+        sub = self._require(sub_id)
+        moved = self._transition(sub_id, (SUB_ACTIVE, ERROR), PAUSED)
+        if moved.changed:
+            for channel in self._subs.channels_of(sub_id):
+                if channel.state in (PENDING, ACTIVE, "replaced"):
+                    with contextlib.suppress(CalendarError):
+                        self.stop_channel(sub, channel)
+        return moved.changed
+
+    def resume(self, sub_id: str) -> bool:
+        """Back to `active` with a sync requested and queued (the run opens a channel).
+
+        True if it was not active already. A failed enqueue is left to the sweep.
+        """
+        moved = self._transition(sub_id, (PAUSED, ERROR), SUB_ACTIVE,
+                                 fields={"last_error": None, "retry_at": None,
+                                         "enqueuing_at": self._clock()},
+                                 request_sync=True)
+        if moved.changed:
+            self._queue_request(sub_id, moved.generation, origin="request")
+        return moved.changed
+
+    def mark_error(self, sub: Subscription, message: str, reason: str | None = None) -> bool:
+        """Permanent failure of an active subscription: `error` with a message and a
+        stable reason word; channels left to expire (stopping them needs the
+        rejected credentials)."""
+        try:
+            moved = self._transition(sub.id, (SUB_ACTIVE,), ERROR,
+                                     fields={"last_error": message,
+                                             "last_error_reason": reason,
+                                             "last_error_at": self._clock()})
+        except InvalidTransition:
+            return False  # paused or being deleted meanwhile: that stands
+        if moved.changed:
+            for channel in self._subs.delivering_channels(sub.id):
+                self._subs.set_channel(channel.id, {"state": ABANDONED})
+        return moved.changed
+
+    def _transition(self, sub_id: str, allowed: tuple[str, ...], to: str,
+                    fields: dict[str, Any] | None = None, request_sync: bool = False) -> Any:
+        try:
+            return self._subs.transition(sub_id, allowed, to, self._clock(), fields,
+                                         request_sync=request_sync)
+        except LookupError as err:
+            raise SubscriptionNotFound(sub_id) from err
+
+    def _require(self, sub_id: str) -> Subscription:
+        found = self._subs.get(sub_id)
+        if found is None:
+            raise SubscriptionNotFound(sub_id)
+        return found[0]
+
+    # -- status ---------------------------------------------------------------
+
+    def status(self, sub_id: str) -> SubscriptionStatus:
+        found = self._subs.get(sub_id)
+        if found is None:
+            raise SubscriptionNotFound(sub_id)
+        return self._status(*found)
+
+    def list_status(self) -> list[SubscriptionStatus]:
+        return [self._status(sub, data) for sub, data in self._subs.list_all()]
+
+    def _status(self, sub: Subscription, data: dict[str, Any]) -> SubscriptionStatus:
+        state = self._subs.writer_state(sub.id)
+        delivering = self._subs.delivering_channels(sub.id)
+        current = max(delivering, key=lambda c: (c.state == ACTIVE, c.expiration
+                                                 or datetime.min.replace(tzinfo=UTC)),
+                      default=None)
+        renewal_error = None
+        if current is not None:
+            doc = self._subs.channel_doc(current.id)
+            if doc.get("last_error"):
+                renewal_error = f"{doc['last_error']} (attempt {doc.get('renewal_attempts', 0)})"
+        requested = int(data.get("requested_gen") or 0)
+        synced = int(state.get("synced_gen") or 0)
+        last_synced = data.get("last_synced_at")
+        pending = max(requested - synced, 0)
+        lag = None
+        if pending and data.get("requested_at"):
+            lag = (self._clock() - data["requested_at"]).total_seconds()
+        elif last_synced is not None:
+            lag = 0.0
+        return SubscriptionStatus(
+            id=sub.id, calendar_id=sub.calendar_id, owner=sub.owner, status=sub.status,
+            channel_id=current.id if current else None,
+            channel_state=current.state if current else None,
+            channel_expiration=current.expiration if current else None,
+            last_notification_at=data.get("last_notification_at"),
+            last_synced_at=last_synced, lag_seconds=lag, pending_requests=pending,
+            change_seq=int(state.get("change_seq") or 0), last_error=sub.last_error,
+            last_error_at=data.get("last_error_at"), renewal_error=renewal_error,
+            created_at=sub.created_at, credentials_ref=sub.credentials_ref,
+            labels=dict(sub.labels),
+        )

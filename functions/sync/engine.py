@@ -1,0 +1,440 @@
+"""The sync algorithm: one run of one subscription, talking only to ports.
+
+A run takes the lease (its generation fences every later write), lists the
+calendar incrementally with the stored sync token, or in full without one
+(first sync, or after the token expired) and then reconciles deletions, and
+commits the next token last. See DESIGN.md, "Syncs: requests, runs, fencing".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from functions.adapters.firestore import catalogue, codec
+from functions.errors import (
+    PERMANENT_CALENDAR_ERRORS,
+    CalendarUnavailable,
+    CalsyncError,
+    LeaseLost,
+    Misconfigured,
+    QueueUnavailable,
+    RateLimited,
+    StoreError,
+    StoreRejected,
+    SyncTokenInvalid,
+)
+from functions.model import CHANGE_KINDS, Event, EventPage, EventWrite, Lease, LeaseOutcome
+from functions.ports import CalendarPort, ChannelKeeper, SyncStore, TaskQueue
+from functions.sync.plan import deleted_series_ids, plan_page, plan_reconciliation
+
+if TYPE_CHECKING:
+    from functions.delivery.outbox import Outbox, RunPublishing
+
+Clock = Callable[[], datetime]
+
+# Firestore allows 500 writes per transaction; one goes to state/writer.
+MAX_TRANSACTION_WRITES = 500
+# Bytes per commit request: production refuses over 10 MiB, the emulator over
+# 4 MiB (its gRPC message cap). Estimated on the wire (`codec.write_size`).
+MAX_COMMIT_BYTES = 3 * 1024 * 1024
+_COMMIT_OVERHEAD = 4096  # the state/writer update, the transaction id, framing
+RECONCILE_BATCH = 1000
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware."""
+    return datetime.now(UTC)
+
+
+class Outcome(Enum):
+    SYNCED = "synced"
+    BUSY = "busy"
+    NOT_FOUND = "not_found"
+    INACTIVE = "inactive"
+    DEFERRED = "deferred"
+    IDLE = "idle"  # a duplicate or late task: every request is already synced
+    RATE_LIMITED = "rate_limited"
+    LEASE_LOST = "lease_lost"
+    FAILED = "failed"  # permanent: the subscription is now in `error`
+    TRANSIENT = "transient"  # retry the task
+    MISCONFIGURED = "misconfigured"  # our deployment is wrong: retry, loudly
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """The knobs of a run (from Settings in production)."""
+
+    page_size: int = 2500
+    lease_seconds: float = 120.0
+    min_sync_interval: float = 2.0
+    max_transaction_writes: int = MAX_TRANSACTION_WRITES
+    max_commit_bytes: int = MAX_COMMIT_BYTES
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What one run did: everything its log line says."""
+
+    subscription_id: str
+    outcome: Outcome
+    mode: str | None
+    pages: int
+    items: int
+    reconciled: int
+    entries: dict[str, int]
+    duration: float
+    error: str | None = None
+    retry_at: datetime | None = None
+    published: int = 0  # change entries Pub/Sub acknowledged in this run (the outbox)
+
+    def log_fields(self) -> dict[str, object]:
+        return {
+            "subscription": self.subscription_id,
+            "outcome": self.outcome.value,
+            "mode": self.mode,
+            "pages": self.pages,
+            "items": self.items,
+            "reconciled": self.reconciled,
+            "entries": self.entries,
+            "duration_s": round(self.duration, 3),
+            "error": self.error,
+            "retry_at": self.retry_at.isoformat() if self.retry_at else None,
+            "published": self.published,
+        }
+
+
+@dataclass
+class _Progress:
+    mode: str | None = None
+    pages: int = 0
+    items: int = 0
+    reconciled: int = 0
+    entries: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHANGE_KINDS, 0))
+    published: int = 0
+
+
+class SyncEngine:
+    """Runs syncs; `run` never raises for failures it knows (see `Outcome`)."""
+
+    def __init__(
+        self,
+        store: SyncStore,
+        calendar: CalendarPort,
+        queue: TaskQueue,
+        settings: SyncSettings | None = None,
+        clock: Clock = utcnow,
+        channels: ChannelKeeper | None = None,
+        outbox: Outbox | None = None,
+    ) -> None:
+        self._outbox = outbox
+        self._store = store
+        self._calendar = calendar
+        self._queue = queue
+        self._settings = settings or SyncSettings()
+        self._clock = clock
+        self._channels = channels
+
+    def run(self, sub_id: str) -> SyncReport:
+        """Sync one subscription once."""
+        started, ticks = self._clock(), time.monotonic()
+        progress = _Progress()
+        outcome, error, retry_at = self._run(sub_id, started, progress)
+        return SyncReport(
+            subscription_id=sub_id,
+            outcome=outcome,
+            mode=progress.mode,
+            pages=progress.pages,
+            items=progress.items,
+            reconciled=progress.reconciled,
+            entries=dict(progress.entries),
+            duration=time.monotonic() - ticks,
+            error=error,
+            retry_at=retry_at,
+            published=progress.published,
+        )
+
+    def _run(
+        self, sub_id: str, started: datetime, progress: _Progress
+    ) -> tuple[Outcome, str | None, datetime | None]:
+        lease_span = timedelta(seconds=self._settings.lease_seconds)
+        try:
+            attempt = self._store.acquire_lease(
+                sub_id, started, started + lease_span,
+                min_gap=timedelta(seconds=self._settings.min_sync_interval))
+        except StoreError as err:
+            return Outcome.TRANSIENT, _describe(err), None
+        if attempt.outcome is LeaseOutcome.DEFERRED and attempt.retry_at is not None:
+            return self._defer(sub_id, attempt.retry_at)
+        if attempt.lease is None:
+            if attempt.outcome in (LeaseOutcome.IDLE, LeaseOutcome.INACTIVE):
+                progress.published = self._publish_only(sub_id, started, lease_span)
+            return Outcome(attempt.outcome.value), None, attempt.retry_at
+        run = _Run(self, attempt.lease, progress)
+        try:
+            if self._channels is not None:
+                # Watch first, then list: a change after the listing's snapshot
+                # is then announced by a notification.
+                self._channels.ensure_channel(attempt.lease.subscription)
+            token = run.sync()
+            if run.publishing is not None:
+                run.publishing.finish()  # bounded by the publish timeout; never raises
+                progress.published = run.publishing.published
+            final = self._store.commit_final(run.lease, token, self._clock())
+            if final.requested_gen > run.lease.claimed_gen:
+                not_before = started + timedelta(seconds=self._settings.min_sync_interval)
+                self._queue.enqueue_sync(sub_id, run.lease.generation, not_before, origin="run")
+            return Outcome.SYNCED, None, None
+        except LeaseLost as err:
+            return Outcome.LEASE_LOST, _describe(err), None
+        except RateLimited as err:
+            return self._back_off(run.lease, err)
+        except PERMANENT_CALENDAR_ERRORS as err:
+            return self._fail(run.lease, err)
+        except StoreRejected as err:  # the data itself is refused: retrying cannot help
+            return self._fail(run.lease, err)
+        except Misconfigured as err:
+            # Ours, not the user's: the subscription stays as it is, the task is
+            # retried, and the log line is an ERROR an alert fires on.
+            self._release_quietly(run.lease)
+            return Outcome.MISCONFIGURED, _describe(err), None
+        except CalsyncError as err:
+            self._release_quietly(run.lease)
+            return Outcome.TRANSIENT, _describe(err), None
+        except BaseException:
+            self._release_quietly(run.lease)  # a bug must not hold the lease till expiry
+            raise
+
+    def _publish_only(self, sub_id: str, started: datetime, span: timedelta) -> int:
+        """Nothing to sync (or paused), but entries wait unpublished: take the
+        lease only to publish them (DESIGN.md, "Delivery (outbox)"), fenced."""
+        if self._outbox is None:
+            return 0
+        try:
+            lease = self._outbox.store.acquire_publish_lease(sub_id, started, started + span)
+        except CalsyncError:
+            return 0  # the renewer's sweep comes back
+        if lease is None:
+            return 0
+        publishing = self._outbox.start(lease)
+        publishing.finish()
+        self._release_quietly(lease)
+        return publishing.published
+
+    def _defer(
+        self, sub_id: str, retry_at: datetime
+    ) -> tuple[Outcome, str | None, datetime | None]:
+        # Make sure the retry is queued. Named by the time it runs AND the time
+        # of this deferral: a task deferred twice to the same moment must not
+        # re-create its own name (Cloud Tasks would answer AlreadyExists, and
+        # answering 200 would delete the only task of the request).
+        origin = f"defer{_epoch_ms(self._clock())}"
+        try:
+            self._queue.enqueue_sync(sub_id, _epoch_ms(retry_at), retry_at, origin=origin)
+        except QueueUnavailable as err:
+            return Outcome.TRANSIENT, _describe(err), retry_at
+        return Outcome.DEFERRED, None, retry_at
+
+    def _back_off(
+        self, lease: Lease, err: RateLimited
+    ) -> tuple[Outcome, str | None, datetime | None]:
+        now = self._clock()
+        retry_at = now + timedelta(seconds=err.retry_after)
+        try:
+            self._store.release_lease(lease, now, retry_at=retry_at)
+            self._queue.enqueue_sync(
+                lease.subscription.id, _epoch_ms(retry_at), retry_at, origin="retry"
+            )
+        except LeaseLost as lost:
+            return Outcome.LEASE_LOST, _describe(lost), None
+        except CalsyncError as failure:
+            return Outcome.TRANSIENT, _describe(failure), retry_at
+        return Outcome.RATE_LIMITED, _describe(err), retry_at
+
+    def _fail(
+        self, lease: Lease, err: CalsyncError
+    ) -> tuple[Outcome, str | None, datetime | None]:
+        try:
+            reason = getattr(err, "reason", None) or _snake(type(err).__name__)
+            self._store.release_lease(lease, self._clock(), error=_describe(err), reason=reason)
+        except LeaseLost as lost:
+            return Outcome.LEASE_LOST, _describe(lost), None
+        except CalsyncError as failure:
+            return Outcome.TRANSIENT, _describe(failure), None
+        return Outcome.FAILED, _describe(err), None
+
+    def _release_quietly(self, lease: Lease) -> None:
+        # Lets the task's retry start at once instead of waiting for expiry.
+        with contextlib.suppress(CalsyncError):
+            self._store.release_lease(lease, self._clock())
+
+
+class _Run:
+    """The state of one leased run: which pages are done, when the lease ends."""
+
+    def __init__(self, engine: SyncEngine, lease: Lease, progress: _Progress) -> None:
+        self.engine = engine
+        self.lease = lease
+        self.progress = progress
+        self.store = engine._store
+        self.settings = engine._settings
+        self.lease_until = lease.until
+        outbox = engine._outbox
+        self.publishing: RunPublishing | None = (
+            outbox.start(lease) if outbox is not None else None)
+
+    def sync(self) -> str:
+        """List, diff and commit every page; the next sync token."""
+        if self.lease.sync_token is not None:
+            self.progress.mode = "incremental"
+            try:
+                return self._pass(self.lease.sync_token)
+            except SyncTokenInvalid:
+                self.progress.mode = "full_after_410"
+        else:
+            self.progress.mode = "full"
+        return self._pass(None)
+
+    def _pass(self, sync_token: str | None) -> str:
+        sub_id = self.lease.subscription.id
+        full = sync_token is None
+        listed: set[str] = set()
+        # A full pass over an empty store needs no snapshot reads: only this
+        # run (holding the lease) can have written what is there.
+        fresh = full and not self.store.has_events(sub_id)
+        next_sync_token: str | None = None
+        for page in self._pages(sync_token):
+            self._apply(page.items, listed if full else None, fresh)
+            next_sync_token = page.next_sync_token
+        if next_sync_token is None:
+            raise CalendarUnavailable("events.list ended without a nextSyncToken")
+        if full and not fresh:
+            self._reconcile(listed)
+        return next_sync_token
+
+    def _pages(self, sync_token: str | None) -> Iterator[EventPage]:
+        page_token: str | None = None
+        while True:
+            page = self.engine._calendar.list_page(
+                self.lease.subscription,
+                sync_token=sync_token,
+                page_token=page_token,
+                page_size=self.settings.page_size,
+            )
+            self.progress.pages += 1
+            self.progress.items += len(page.items)
+            yield page
+            if not page.next_page_token:
+                return
+            page_token = page.next_page_token
+
+    def _apply(self, items: Sequence[Event], listed: set[str] | None, fresh: bool) -> None:
+        sub_id = self.lease.subscription.id
+        ids = list(dict.fromkeys(item["id"] for item in items))
+        if fresh and listed is not None:
+            stored = self.store.load_snapshots(sub_id, [i for i in ids if i in listed])
+            stored.update((i, None) for i in ids if i not in stored)
+        else:
+            stored = self.store.load_snapshots(sub_id, ids)
+        exceptions = {
+            series: self.store.load_exception_ids(sub_id, series)
+            for series in deleted_series_ids(items, stored)
+        }
+        extra = {i for ids_ in exceptions.values() for i in ids_ if i not in stored}
+        if extra:
+            stored.update(self.store.load_snapshots(sub_id, extra))
+        writes = plan_page(items, stored, exceptions, first_sync=self.lease.first_sync)
+        self._commit(writes)
+        if listed is not None:
+            listed.update(ids)
+
+    def _reconcile(self, listed: set[str]) -> None:
+        sub_id = self.lease.subscription.id
+        for batch in self.store.iter_live_ids(sub_id, RECONCILE_BATCH):
+            unlisted = [event_id for event_id in batch if event_id not in listed]
+            writes = []
+            if unlisted:
+                stored = self.store.load_snapshots(sub_id, unlisted)
+                writes = plan_reconciliation({k: v for k, v in stored.items() if v is not None})
+            self.progress.reconciled += len(writes)
+            self._commit(writes)  # with nothing to write, it still keeps the lease
+
+    def _commit(self, writes: Sequence[EventWrite]) -> None:
+        span = timedelta(seconds=self.settings.lease_seconds)
+        if not writes:
+            now = self.engine._clock()
+            if self.lease_until - now < span / 2:
+                self.lease_until = now + span
+                self.store.extend_lease(self.lease, self.lease_until)
+            return
+        sub_id = self.lease.subscription.id
+        chunks = _chunks(writes, self.settings.max_transaction_writes - 1,
+                         self.settings.max_commit_bytes - _COMMIT_OVERHEAD,
+                         lambda write: _write_bytes(sub_id, write))
+        for chunk in chunks:
+            now = self.engine._clock()
+            self.lease_until = now + span
+            committed = self.store.commit_page(self.lease, chunk, now, self.lease_until)
+            for write in chunk:
+                if write.change is not None:
+                    self.progress.entries[write.change.kind] += 1
+            if self.publishing is not None and any(w.change is not None for w in chunk):
+                self.publishing.committed(committed)  # submits; waits for nothing
+
+
+def _chunks(
+    writes: Sequence[EventWrite],
+    limit: int,
+    max_bytes: int | None = None,
+    size: Callable[[EventWrite], int] | None = None,
+) -> Iterator[Sequence[EventWrite]]:
+    """Consecutive runs of `writes` of at most `limit` document writes and (when
+    `size` is given) at most `max_bytes`; a write over `max_bytes` on its own."""
+    start, used, weight = 0, 0, 0
+    for index, write in enumerate(writes):
+        bytes_ = size(write) if size is not None else 0
+        over = max_bytes is not None and weight + bytes_ > max_bytes
+        if index > start and (used + write.write_count > limit or over):
+            yield writes[start:index]
+            start, used, weight = index, 0, 0
+        used += write.write_count
+        weight += bytes_
+    if start < len(writes):
+        yield writes[start:]
+
+
+# Placeholders as large as any real value, for estimates made before the
+# commit stamps the time and allocates `seq`.
+_SOME_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+_SOME_SEQ = 2**62
+
+
+def _write_bytes(sub_id: str, write: EventWrite) -> int:
+    """Bytes `write` adds to a commit request: its snapshot and its entry."""
+    base = f"{catalogue.SUBSCRIPTIONS}/{sub_id}"
+    snapshot = codec.encode_snapshot({**write.snapshot, "_synced_at": _SOME_TIME,
+                                      "_seq": _SOME_SEQ})
+    size = codec.write_size(f"{base}/{catalogue.EVENTS}/{write.event_id}", snapshot)
+    if write.change is not None:
+        entry = codec.encode_change(write.change, _SOME_SEQ, _SOME_TIME, _SOME_TIME)
+        size += codec.write_size(f"{base}/{catalogue.CHANGES}/{_SOME_SEQ:020d}", entry)
+    return size
+
+
+def _epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
