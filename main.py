@@ -28,6 +28,4 @@ def renew_channels(request: Request) -> Response:
 
 @functions_framework.http
 def api(request: Request) -> Response:
-    from functions.api import service as consumer_api  # imported by the api function only
-
-    return consumer_api.handle(request)  # type: ignore[no-any-return]
+    return entrypoints.api(request)

@@ -147,12 +147,13 @@ def reads_per_request(env: dict[str, str], sub_id: str, count: int) -> dict[str,
     """(documents read, items returned) per route, the handler run in process."""
     from google.cloud import firestore
 
+    from functions.adapters.firestore.feed import FirestoreFeedStore
     from functions.api.feed import ChangesQuery, Feed
     from functions.api.tokens import PageTokens
 
     client = firestore.Client(project=env["GOOGLE_CLOUD_PROJECT"])
     counter = ReadCount(client)
-    feed = Feed(client, PageTokens([b"bench"]))
+    feed = Feed(FirestoreFeedStore(client), PageTokens([b"bench"]))
     figures = {}
     counter.reads = 0
     changes = feed.changes(sub_id, ChangesQuery(cursor=0, limit=count))

@@ -55,12 +55,15 @@ from _world import IoCount, count_io, fail, firestore_emulator  # noqa: E402
 
 from functions.adapters.firestore.store import FirestoreStore  # noqa: E402
 from functions.adapters.firestore.subscriptions import SubscriptionStore  # noqa: E402
-from functions.adapters.google.channels import ChannelPort, OpenedChannel  # noqa: E402
 from functions.config import Settings  # noqa: E402
 from functions.lifecycle.renewer import Renewer  # noqa: E402
 from functions.lifecycle.subscriptions import SubscriptionService  # noqa: E402
 from functions.model import Subscription  # noqa: E402
-from functions.ports import TaskQueue  # noqa: E402
+from functions.ports import (
+    ChannelPort,
+    OpenedChannel,
+    TaskQueue,  # noqa: E402
+)
 from infra.local import components  # noqa: E402
 
 WINDOW = 86_400  # CALSYNC_RENEWAL_WINDOW_SECONDS (the default)

@@ -341,12 +341,11 @@ class ReadCounter:
 def reads_per_request(headers: dict[str, str], numbers: itertools.count[int],
                       count: int) -> tuple[float, float, dict[int, int]]:
     """(read RPCs, documents read) per notification of an in-process webhook service
-    wired as deployed (`entrypoints._webhook_service`), and the answers' statuses."""
-    from functions import entrypoints
+    wired as deployed (`app.webhook_service`), and the answers' statuses."""
     from functions.intake.webhook import parse_notification
 
-    entrypoints._webhook_service.cache_clear()
-    service = entrypoints._webhook_service()
+    app._cache.pop("webhook", None)  # a fresh instance: its channel cache starts empty
+    service = app.webhook_service()
     statuses: dict[int, int] = {}
     with ReadCounter() as reads:
         for _ in range(count):
@@ -354,7 +353,7 @@ def reads_per_request(headers: dict[str, str], numbers: itertools.count[int],
                                                "X-Goog-Message-Number": str(next(numbers))})
             status = service.handle(note).status
             statuses[status] = statuses.get(status, 0) + 1
-    entrypoints._webhook_service.cache_clear()
+    app._cache.pop("webhook", None)
     return reads.rpcs / count, reads.documents / count, statuses
 
 

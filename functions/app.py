@@ -76,13 +76,48 @@ def outbox(config: Settings) -> Any:
 
 def feed(config: Settings) -> Any:
     """The feed reader (changes by cursor, event pages) the API and the CLI share."""
+    from functions.adapters.firestore.feed import FirestoreFeedStore
     from functions.api.feed import Feed
     from functions.api.tokens import PageTokens
 
     # Event page tokens are signed with keys derived from the credential keys
     # when there are any; otherwise they are still checked for integrity.
     keys = list(config.credential_keys.values()) or [config.project.encode()]
-    return _memo("feed", lambda: Feed(firestore_client(config), PageTokens(keys)))
+    return _memo("feed", lambda: Feed(FirestoreFeedStore(firestore_client(config)),
+                                       PageTokens(keys)))
+
+
+def credential_vault(config: Settings) -> Any:
+    """Sealed refresh tokens (`credentials/{id}`) under the configured keys."""
+    from functions.adapters.firestore.credentials import CredentialVault
+
+    return CredentialVault(firestore_client(config), config.credential_keys)
+
+
+def key_usage(config: Settings) -> Any:
+    """Which keys stored refresh tokens and channel tokens use (key rotation)."""
+    from functions.adapters.firestore.keys import FirestoreKeyUsage
+
+    return FirestoreKeyUsage(firestore_client(config), config.credential_keys)
+
+
+def webhook_service() -> Any:
+    """The webhook's service: channel lookups, sync requests, the task queue."""
+    from functions.adapters.firestore.channels import FirestoreChannelStore
+    from functions.adapters.firestore.store import FirestoreStore
+    from functions.adapters.google.tasks import CloudTasksQueue
+    from functions.config import WEBHOOK
+    from functions.intake.webhook import WebhookService
+
+    def build() -> Any:
+        config = settings(WEBHOOK)
+        client = firestore_client(config)
+        return WebhookService(
+            FirestoreChannelStore(client), FirestoreStore(client), CloudTasksQueue(config),
+            config.channel_token_keys, config.notification_record_interval,
+            config.min_sync_interval)
+
+    return _memo("webhook", build)
 
 
 def task_queue(config: Settings) -> Any:
@@ -95,12 +130,10 @@ def task_queue(config: Settings) -> Any:
 def calendar(config: Settings) -> Any:
     """The Calendar adapter with per-subscription credentials."""
     from functions.adapters.google.calendar import GoogleCalendar
-    from functions.adapters.google.credentials import CredentialVault, GoogleCredentialsProvider
+    from functions.adapters.google.credentials import GoogleCredentialsProvider
 
     def build() -> Any:
-        vault = None
-        if config.credential_keys:
-            vault = CredentialVault(firestore_client(config), config.credential_keys)
+        vault = credential_vault(config) if config.credential_keys else None
         provider = GoogleCredentialsProvider(config, vault)
         # One quick in-run retry of 5xx/429 before the task itself is retried.
         return GoogleCalendar(provider, api_endpoint=config.calendar_api_endpoint,

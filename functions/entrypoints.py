@@ -8,14 +8,18 @@ execution id and turns an unexpected exception into one logged 500.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 
 from flask import Request, Response
 
-from functions import logs
-from functions.config import WEBHOOK, ConfigError, Settings
+from functions import app, logs
+from functions.api.errors import INTERNAL, ApiError
+from functions.api.routes import MAX_BODY_BYTES
+from functions.api.service import Answer, Api
+from functions.config import ConfigError
 from functions.errors import CalsyncError, StoreError
-from functions.intake.webhook import BadNotification, WebhookService, parse_notification
+from functions.intake.webhook import BadNotification, parse_notification
 
 
 def _text(status: int, reason: str) -> Response:
@@ -44,23 +48,6 @@ def logged(handler: Handler) -> Handler:
     return serve
 
 
-@functools.cache
-def _webhook_service() -> WebhookService:
-    from google.cloud import firestore
-
-    from functions.adapters.firestore.channels import FirestoreChannelStore
-    from functions.adapters.firestore.store import FirestoreStore
-    from functions.adapters.google.tasks import CloudTasksQueue
-
-    settings = Settings.from_env(function=WEBHOOK)
-    client = firestore.Client(project=settings.project)
-    return WebhookService(
-        FirestoreChannelStore(client), FirestoreStore(client), CloudTasksQueue(settings),
-        settings.channel_token_keys, settings.notification_record_interval,
-        settings.min_sync_interval,
-    )
-
-
 @logged
 def webhook(request: Request) -> Response:
     """Google push notification → at most one queued sync; 200 fast."""
@@ -73,7 +60,7 @@ def webhook(request: Request) -> Response:
                  outcome="bad_request", reason=str(err))
         return _text(400, f"webhook: {err}")
     try:
-        outcome = _webhook_service().handle(note)
+        outcome = app.webhook_service().handle(note)
     except ConfigError as err:
         logs.log("ERROR", "webhook misconfigured", reason=str(err))
         return _text(500, "webhook: misconfigured (see logs)")
@@ -95,7 +82,6 @@ def webhook(request: Request) -> Response:
 @logged
 def sync_worker(request: Request) -> Response:
     """A Cloud Tasks delivery: `{"subscription_id": ...}` -> one sync run."""
-    from functions import app
     try:
         worker = app.sync_worker()
     except ConfigError as err:
@@ -108,10 +94,6 @@ def sync_worker(request: Request) -> Response:
 @logged
 def renew_channels(request: Request) -> Response:
     """Cloud Scheduler (or a fan-out task): renew channels, sweep, safety net."""
-    import json
-
-    from functions import app
-
     if request.method != "POST":
         return _text(405, "renew_channels: only POST is accepted")
     try:
@@ -125,3 +107,31 @@ def renew_channels(request: Request) -> Response:
         return _text(500, "renew_channels: store unavailable, retry")
     return Response(json.dumps(report.to_json()) + "\n", status=200,
                     mimetype="application/json")
+
+
+_api: Api | None = None
+
+
+def api(request: Request) -> Response:
+    """The consumer API (`main.api`): a Flask request to a JSON answer under `/v1`."""
+    global _api
+    logs.configure()
+    try:
+        if _api is None:
+            from functions.api.wiring import build
+
+            _api = build()
+        consumer_api = _api
+    except Exception as err:  # noqa: BLE001 - misconfigured: a loud 500, never a crash
+        logs.log("ERROR", "api misconfigured", error=type(err).__name__, reason=str(err)[:300])
+        consumer_api = None
+    if consumer_api is None:
+        answer = Answer(500, ApiError(INTERNAL, "api misconfigured (see logs)").to_json())
+    else:
+        # At most one byte past the limit is read: the router refuses such a body.
+        answer = consumer_api.handle(request.method, request.path,
+                                     list(request.args.items(multi=True)),
+                                     request.headers.get("Content-Type"),
+                                     request.stream.read(MAX_BODY_BYTES + 1))
+    return Response(answer.text(), status=answer.status, mimetype="application/json",
+                    headers=list(answer.headers))

@@ -20,6 +20,13 @@ sync core and the worker decide on them and never see HTTP status codes.
     │   └── LeaseLost                 another run holds the subscription now
     ├── QueueUnavailable              a task could not be queued; retry later
     └── InvalidTransition             the subscription's status forbids the change (409)
+
+Outside the tree (each a plain exception the callers catch by name):
+ResourceMismatch (a notification's resource id is not its channel's), SealError
+(a sealed credential does not open), SubscriptionNotFound / EventMissing /
+CursorAhead / CursorExpired (what a read found), CodeRejected /
+ExchangeUnavailable / OAuthNotConfigured (the OAuth code exchange) and
+PublishRefused (Pub/Sub refused one message itself).
 """
 
 from __future__ import annotations
@@ -120,3 +127,71 @@ class InvalidTransition(CalsyncError):
 
 # Failures that retrying cannot fix: the subscription goes to `error`.
 PERMANENT_CALENDAR_ERRORS: tuple[type[CalendarError], ...] = (CredentialsRejected, CalendarGone)
+
+
+class ResourceMismatch(Exception):
+    """The notification's resource id is not the channel's."""
+
+
+class SealError(ValueError):
+    """A sealed value cannot be opened (unknown key, tampered, wrong context)."""
+
+
+class SealKeyMissing(SealError):
+    """Sealed under a key id the configured keyring lacks (or no key at all)."""
+
+
+class SubscriptionNotFound(LookupError):
+    """No subscription with that id."""
+
+
+class EventMissing(LookupError):
+    """The subscription holds no snapshot of that event."""
+
+
+class CursorAhead(ValueError):
+    """The cursor is beyond the last `seq` issued."""
+
+    def __init__(self, cursor: int, change_seq: int) -> None:
+        super().__init__(f"cursor {cursor} is beyond the last change {change_seq}")
+        self.cursor = cursor
+        self.change_seq = change_seq
+
+
+class CursorExpired(Exception):
+    """Entries after the cursor are gone (retention): bootstrap again."""
+
+    def __init__(self, cursor: int, oldest_available_seq: int) -> None:
+        super().__init__(f"entries after cursor {cursor} are no longer retained; the oldest "
+                         f"available is {oldest_available_seq}")
+        self.cursor = cursor
+        self.oldest_available_seq = oldest_available_seq
+
+
+class CodeRejected(Exception):
+    """Google refused the authorization code (bad, reused, wrong redirect URI) or
+    the grant lacks what calsync needs; `reason` is Google's word for it."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ExchangeUnavailable(Exception):
+    """The token endpoint could not be reached or failed: try again later."""
+
+
+class OAuthNotConfigured(Exception):
+    """This deployment has no OAuth client (or no key to seal refresh tokens)."""
+
+
+class PublishRefused(Exception):
+    """Pub/Sub refuses a message as invalid (too large, a bad attribute).
+
+    `alone` is True when the refusal names this very message (the client found it
+    too large); a refusal from the service fails the whole batch it was in.
+    """
+
+    def __init__(self, message: str, alone: bool = False) -> None:
+        super().__init__(message)
+        self.alone = alone

@@ -7,7 +7,7 @@ store keeps for it: the resource plus `_deleted`, `_synced_at` and `_seq`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -20,6 +20,25 @@ ERROR = "error"
 DELETING = "deleting"
 
 STATUSES = (ACTIVE, PAUSED, ERROR, DELETING)
+
+# A channel's states (`channels/{id}.state`); `active` is the same word as above.
+PENDING = "pending"  # saved before `events.watch`; its resource id is learnt once
+REPLACED = "replaced"  # a successor exists; still accepted until it expires
+STOPPED = "stopped"
+ABANDONED = "abandoned"  # credentials rejected: cannot be stopped, left to expire
+CHANNEL_STATES = (PENDING, ACTIVE, REPLACED, STOPPED, ABANDONED)
+# "Delivering" (DESIGN.md): at most one such channel per active subscription.
+DELIVERING_STATES = (PENDING, ACTIVE)
+# Notifications are acted on for these (a replaced channel until it expires).
+ACCEPTING_STATES = (PENDING, ACTIVE, REPLACED)
+
+# How calsync acts as a subscription's owner (`credentials_ref`): domain-wide
+# delegation, a sealed OAuth refresh token `oauth:<id>`, or (local emulator
+# only) the owner's id as bearer token.
+DWD_REF = "dwd"
+BEARER_REF = "bearer"
+OAUTH_PREFIX = "oauth:"
+CALENDAR_SCOPES = ("https://www.googleapis.com/auth/calendar.events.readonly",)
 
 # A run is deferred only while `retry_at` is further away than this, since a
 # follow-up scheduled for `retry_at` may be dispatched a little early.
@@ -49,6 +68,33 @@ class Subscription:
     last_synced_at: datetime | None = None
     labels: dict[str, str] = field(default_factory=dict)
     created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One watch channel, as stored in `channels/{id}`."""
+
+    id: str
+    sub_id: str
+    state: str
+    resource_id: str | None = None
+    expiration: datetime | None = None
+    last_notification_at: datetime | None = None
+    last_message_number: int = 0
+    # The document's update time when it was read: writes conditioned on it
+    # (last-notification bookkeeping) fail if anyone wrote the channel since.
+    version: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SubscriptionRecord:
+    """A subscription's documents as stored: its own, its `state/writer` and its
+    current channel (None when it names none)."""
+
+    id: str
+    data: dict[str, Any]
+    state: dict[str, Any]
+    channel: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -152,6 +198,31 @@ class ChangeEntry:
             "etag": self.etag,
             "at": self.at.isoformat() if self.at else None,
         }
+
+
+def rfc3339(value: Any) -> Any:
+    """A datetime as RFC 3339 in UTC ending in `Z`, always with microseconds (the
+    `/v1` form); anything else unchanged."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value
+
+
+def entry_json(entry: dict[str, Any]) -> dict[str, Any]:
+    """A stored change entry (decoded: field names restored) in its one wire form: the
+    changes route's items and each Pub/Sub message's data."""
+    return {
+        "seq": int(entry["seq"]),
+        "kind": entry.get("kind"),
+        "event_id": entry.get("event_id"),
+        "recurring_event_id": entry.get("recurring_event_id"),
+        "fields": entry.get("fields") or {},
+        "etag": entry.get("etag"),
+        "at": rfc3339(entry.get("at")),
+        "expire_at": rfc3339(entry.get("expire_at")),
+    }
 
 
 @dataclass(frozen=True)

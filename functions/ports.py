@@ -1,7 +1,9 @@
-"""Ports: the small abstract classes the sync core talks to.
+"""Ports: the small abstract classes the services talk to.
 
-Adapters implement them over Google's clients (calendar_api, store, tasks);
-tests implement them in memory or wrap the real adapters to inject faults.
+Adapters (`functions.adapters`) implement them over Google's clients; tests
+implement them in memory or wrap the real adapters to inject faults. Grouped
+by who uses them: the sync engine, the webhook, the lifecycle (subscriptions,
+channels, renewer), delivery, and the consumer API.
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from functions.model import (
     ChangePage,
+    Channel,
     EventPage,
     EventWrite,
     FinalCommit,
@@ -22,12 +25,10 @@ from functions.model import (
     LeaseAttempt,
     Snapshot,
     Subscription,
+    SubscriptionRecord,
     SyncRequest,
     Transition,
 )
-
-if TYPE_CHECKING:
-    from functions.adapters.firestore.channels import Channel
 
 
 class CredentialsProvider(ABC):
@@ -127,6 +128,11 @@ class SyncStore(ABC):
     def iter_live_ids(self, sub_id: str, batch_size: int) -> Iterator[list[str]]:
         """Ids of live (not deleted) snapshots, in id order, a batch at a time."""
 
+    def write_bytes(self, sub_id: str, write: EventWrite) -> int:
+        """Bytes `write` adds to a commit request (its snapshot and its entry); runs
+        cut page commits to stay under `max_commit_bytes`. 0: no request-size limit."""
+        return 0
+
     @abstractmethod
     def commit_page(
         self, lease: Lease, writes: Sequence[EventWrite], now: datetime, until: datetime
@@ -183,6 +189,38 @@ class FeedReader(ABC):
     @abstractmethod
     def list_changes(self, sub_id: str, after_cursor: int, limit: int) -> ChangePage:
         """Entries with `seq > after_cursor`, ascending, at most `limit`."""
+
+
+class FeedStore(ABC):
+    """The feed's documents as stored, for the API's feed reader (`api.feed.Feed`).
+
+    Entries and snapshots come back decoded (field names restored). Each method
+    is one consistent read; unknown subscriptions raise SubscriptionNotFound.
+    """
+
+    @abstractmethod
+    def read_changes(self, sub_id: str, cursor: int,
+                     limit: int) -> tuple[int, list[dict[str, Any]]]:
+        """`change_seq` and up to `limit` entries with `seq > cursor`, ascending, read
+        together; raises CursorAhead when `cursor > change_seq`."""
+
+    @abstractmethod
+    def change_entry(self, sub_id: str, seq: int) -> dict[str, Any] | None:
+        """One entry, or None if it is not stored (never was, or expired and deleted)."""
+
+    @abstractmethod
+    def first_events(self, sub_id: str, limit: int,
+                     include_deleted: bool) -> tuple[int, list[tuple[str, Snapshot]]]:
+        """`change_seq` and the first `limit` snapshots in id order, read together."""
+
+    @abstractmethod
+    def events_after(self, sub_id: str, after_id: str, limit: int,
+                     include_deleted: bool) -> list[tuple[str, Snapshot]]:
+        """Up to `limit` snapshots after `after_id`, in id order."""
+
+    @abstractmethod
+    def event(self, sub_id: str, event_id: str) -> Snapshot:
+        """One snapshot; raises EventMissing."""
 
 
 class LifecycleStore(ABC):
@@ -334,7 +372,7 @@ class OutboxStore(ABC):
 
     @abstractmethod
     def read_entries(self, sub_id: str, after: int, upto: int) -> list[dict[str, Any]]:
-        """The stored change entries `after < seq <= upto`, ascending."""
+        """The stored change entries `after < seq <= upto`, ascending, decoded."""
 
     @abstractmethod
     def advance_published(self, lease: Lease, seq: int) -> None:
@@ -350,3 +388,172 @@ class OutboxStore(ABC):
     def pending_outboxes(self, before: datetime, limit: int,
                          after: str | None = None) -> list[tuple[str, dict[str, Any]]]:
         """(sub_id, writer state) with `publish_pending_since <= before`, oldest first."""
+
+
+# -- channels on Google's side ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpenedChannel:
+    channel_id: str
+    resource_id: str
+    expiration: datetime
+
+
+class ChannelPort(ABC):
+    """Opens and stops watch channels for a subscription's calendar."""
+
+    @abstractmethod
+    def watch(self, subscription: Subscription, channel_id: str, token: str, address: str,
+              ttl_seconds: int) -> OpenedChannel:
+        """`events.watch`; raises the calendar errors of `functions.errors`."""
+
+    @abstractmethod
+    def stop(self, subscription: Subscription, channel_id: str, resource_id: str) -> None:
+        """`channels.stop`; a channel Google no longer knows counts as stopped."""
+
+
+class RefreshTokenVault(ABC):
+    """Users' OAuth refresh tokens, sealed at rest (`credentials/{id}`)."""
+
+    @abstractmethod
+    def store_refresh_token(self, refresh_token: str, credential_id: str | None = None) -> str:
+        """Seal and save; returns the subscription's `credentials_ref`."""
+
+    @abstractmethod
+    def refresh_token(self, credential_id: str) -> str:
+        """The plain token; raises CredentialsRejected or Misconfigured."""
+
+    @abstractmethod
+    def delete(self, credential_id: str) -> None:
+        """Forget a sealed token."""
+
+
+class KeyUsage(ABC):
+    """Which keys stored secrets use (key rotation, `lifecycle.rotation`)."""
+
+    @abstractmethod
+    def sealed_key_ids(self) -> Iterator[tuple[str, str]]:
+        """(credential id, id of the key that sealed it, or "malformed") per stored token."""
+
+    @abstractmethod
+    def check_opens(self, credential_id: str) -> None:
+        """Raise SealError unless the configured keys open the stored token."""
+
+    @abstractmethod
+    def reseal(self, credential_id: str) -> bool:
+        """Re-seal under the current key; False if already current or gone; SealError."""
+
+    @abstractmethod
+    def channel_key_ids(self, states: Iterable[str], now: datetime) -> Iterator[str | None]:
+        """The signing key id of each unexpired channel in `states` (None: not recorded)."""
+
+
+# -- the consumer API (`functions.api`; `api.wiring` fills them) ----------------------
+
+
+@dataclass(frozen=True)
+class Subscribed:
+    """What subscribing did: `created` False means it existed; `queued` False
+    means the renewer's sweep will enqueue the initial sync."""
+
+    sub_id: str
+    created: bool
+    queued: bool
+
+
+class SubscriptionCommands(ABC):
+    """The lifecycle, as `SubscriptionService` implements it.
+
+    Raise `functions.errors.SubscriptionNotFound` for an unknown id and
+    `functions.errors.InvalidTransition` for a change the status forbids; a
+    change to the status it already has is a no-op.
+    """
+
+    @abstractmethod
+    def subscribe(self, calendar_id: str, owner: str, credentials_ref: str,
+                  labels: dict[str, str]) -> Subscribed: ...
+
+    @abstractmethod
+    def reauthorize(self, sub_id: str, credentials_ref: str) -> None:
+        """A fresh OAuth grant for an existing subscription: switch to it, drop
+        the old one, and resume if it was in `error` awaiting reauthorization."""
+
+    @abstractmethod
+    def pause(self, sub_id: str) -> None: ...
+
+    @abstractmethod
+    def resume(self, sub_id: str) -> None: ...
+
+    @abstractmethod
+    def unsubscribe(self, sub_id: str) -> None: ...
+
+    @abstractmethod
+    def resync(self, sub_id: str, full: bool) -> None: ...
+
+
+class SubscriptionReader(ABC):
+    """Subscriptions as the API shows them (DESIGN.md, "The /v1 contract")."""
+
+    @abstractmethod
+    def get(self, sub_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def search(self, status: str | None, labels: tuple[tuple[str, str], ...],
+             page_token: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]: ...
+
+
+class SubscriptionRecords(ABC):
+    """Subscriptions' documents for the API's views (`api.views.SubscriptionViews`)."""
+
+    @abstractmethod
+    def get(self, sub_id: str) -> SubscriptionRecord | None: ...
+
+    @abstractmethod
+    def search(self, status: str | None, labels: tuple[tuple[str, str], ...],
+               after: str | None, limit: int) -> list[SubscriptionRecord]:
+        """Up to `limit` records in id order after the id `after`, every filter matching."""
+
+
+class FeedPort(ABC):
+    """The change feed and the current events (`functions.api.feed.Feed`)."""
+
+    @abstractmethod
+    def changes(self, sub_id: str, query: Any) -> Any:
+        """A `ChangesPage`; raises `SubscriptionNotFound`, `CursorAhead`, `CursorExpired`."""
+
+    @abstractmethod
+    def events(self, sub_id: str, page_token: str | None, limit: int,
+               include_deleted: bool) -> Any:
+        """An `EventsPage`; raises `SubscriptionNotFound` (and ApiError for a bad token)."""
+
+    @abstractmethod
+    def event(self, sub_id: str, event_id: str) -> dict[str, Any]:
+        """One event item; raises `SubscriptionNotFound`, `EventMissing`."""
+
+
+@dataclass(frozen=True)
+class ExchangedGrant:
+    owner_email: str
+    refresh_token: str = field(repr=False)
+    scopes: tuple[str, ...]
+
+
+class CodeExchanger(ABC):
+    @abstractmethod
+    def exchange(self, code: str, redirect_uri: str,
+                 code_verifier: str | None) -> ExchangedGrant: ...
+
+    @abstractmethod
+    def consent_config(self) -> dict[str, Any]:
+        """`client_id`, `scopes`, `auth_uri`, `access_type`, `prompt`."""
+
+
+class CredentialSealer(ABC):
+    @abstractmethod
+    def seal(self, refresh_token: str) -> str:
+        """Seal and store at once; the subscription's `credentials_ref`."""
+
+    @abstractmethod
+    def discard(self, credentials_ref: str) -> None:
+        """Delete a sealed credential that ended up unused."""

@@ -1,7 +1,8 @@
 """The read side of the consumer API: the change feed by cursor, and the current events.
 
-Changes (`seq > cursor`, ascending) are read in one read-only transaction
-together with `state/writer.change_seq`, so a page is checked against one
+The documents come from a `ports.FeedStore` (Firestore:
+`adapters.firestore.feed`). Changes (`seq > cursor`, ascending) are read in one
+read-only transaction together with `state/writer.change_seq`, so a page is checked against one
 consistent view: a cursor beyond `change_seq` is refused, and because `seq` is
 dense, any hole met while reading (an entry the TTL policy removed) or an entry
 whose `expire_at` has passed means the cursor is older than the retained feed
@@ -36,53 +37,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
-
-from functions.adapters.firestore import codec
-from functions.adapters.firestore.catalogue import CHANGES, EVENTS, STATE, SUBSCRIPTIONS, WRITER
-from functions.adapters.firestore.store import _translated, seq_id
 from functions.api.tokens import PageTokens
-from functions.api_ports import FeedPort
-from functions.model import CREATED, DELETED
+from functions.errors import CursorExpired
+from functions.model import CREATED, DELETED, Snapshot, entry_json
+from functions.ports import FeedPort, FeedStore
 
 EVENTS_TOKEN = "events"
-
-
-class SubscriptionMissing(LookupError):
-    """No subscription with that id."""
-
-
-class EventMissing(LookupError):
-    """The subscription holds no snapshot of that event."""
-
-
-class CursorAhead(ValueError):
-    """The cursor is beyond the last `seq` issued."""
-
-    def __init__(self, cursor: int, change_seq: int) -> None:
-        super().__init__(f"cursor {cursor} is beyond the last change {change_seq}")
-        self.cursor = cursor
-        self.change_seq = change_seq
-
-
-class CursorExpired(Exception):
-    """Entries after the cursor are gone (retention): bootstrap again."""
-
-    def __init__(self, cursor: int, oldest_available_seq: int) -> None:
-        super().__init__(f"entries after cursor {cursor} are no longer retained; the oldest "
-                         f"available is {oldest_available_seq}")
-        self.cursor = cursor
-        self.oldest_available_seq = oldest_available_seq
-
-
-def rfc3339(value: Any) -> Any:
-    """A datetime as RFC 3339 in UTC ending in `Z`; anything else unchanged."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return value
 
 
 @dataclass(frozen=True)
@@ -123,51 +83,8 @@ class EventsPage:
                 "next_page_token": self.next_page_token}
 
 
-def _data(snapshot: Any) -> dict[str, Any]:
-    """A page's document data without `to_dict()`'s deep copy.
-
-    The client already deep-copies each document into its snapshot; a second copy
-    per document was a third of a 1,000-entry page's time (bench/api.py). The
-    data is only read here, never changed.
-    """
-    data = getattr(snapshot, "_data", None)
-    return data if isinstance(data, dict) else (snapshot.to_dict() or {})
-
-
-def _unescaped(value: Any) -> Any:
-    """`codec.unescape(value)`, sharing every part that holds no escaped key."""
-    if isinstance(value, dict):
-        changed = False
-        out = {}
-        for key, item in value.items():
-            new_key = codec.unescape_key(key) if key.startswith(codec.ESCAPE) else key
-            new_item = _unescaped(item)
-            changed = changed or new_key is not key or new_item is not item
-            out[new_key] = new_item
-        return out if changed else value
-    if isinstance(value, list):
-        items = [_unescaped(item) for item in value]
-        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
-    return value
-
-
-def entry_json(data: dict[str, Any]) -> dict[str, Any]:
-    """A stored change entry as the API shows it (field names unescaped)."""
-    return {
-        "seq": int(data["seq"]),
-        "kind": data.get("kind"),
-        "event_id": data.get("event_id"),
-        "recurring_event_id": data.get("recurring_event_id"),
-        "fields": _unescaped(data.get("fields") or {}),
-        "etag": data.get("etag"),
-        "at": rfc3339(data.get("at")),
-        "expire_at": rfc3339(data.get("expire_at")),
-    }
-
-
-def event_json(event_id: str, document: dict[str, Any]) -> dict[str, Any]:
+def event_json(event_id: str, snapshot: Snapshot) -> dict[str, Any]:
     """A stored snapshot as the API shows it: Google's resource plus our position."""
-    snapshot = codec.decode_snapshot(document)
     resource = {k: v for k, v in snapshot.items() if not k.startswith("_")}
     seq = snapshot.get("_seq")
     return {"event_id": event_id, "seq": int(seq) if seq is not None else None,
@@ -175,46 +92,18 @@ def event_json(event_id: str, document: dict[str, Any]) -> dict[str, Any]:
 
 
 class Feed(FeedPort):
-    """Reads a subscription's feed and snapshots from Firestore."""
+    """A subscription's feed and snapshots, paged, filtered and checked for retention."""
 
-    def __init__(self, client: firestore.Client, tokens: PageTokens,
+    def __init__(self, store: FeedStore, tokens: PageTokens,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self._client = client
+        self._store = store
         self._tokens = tokens
         self._clock = clock
-
-    def _sub(self, sub_id: str) -> Any:
-        return self._client.collection(SUBSCRIPTIONS).document(sub_id)
-
-    def _head(self, sub_id: str, transaction: Any) -> int:
-        """`change_seq` of an existing subscription, read in `transaction`."""
-        sub_ref, state_ref = self._sub(sub_id), self._sub(sub_id).collection(STATE).document(WRITER)
-        found = {snap.reference.path: snap
-                 for snap in self._client.get_all([sub_ref, state_ref], transaction=transaction)}
-        sub_snap, state_snap = found.get(sub_ref.path), found.get(state_ref.path)
-        if sub_snap is None or not sub_snap.exists:
-            raise SubscriptionMissing(sub_id)
-        state = (state_snap.to_dict() if state_snap is not None else None) or {}
-        return int(state.get("change_seq") or 0)
 
     # -- changes --------------------------------------------------------------
 
     def changes(self, sub_id: str, query: ChangesQuery) -> ChangesPage:
-        feed = self._sub(sub_id).collection(CHANGES)
-
-        @firestore.transactional
-        def read(transaction: Any) -> tuple[int, list[dict[str, Any]]]:
-            change_seq = self._head(sub_id, transaction)
-            if query.cursor > change_seq:
-                raise CursorAhead(query.cursor, change_seq)
-            if query.cursor == change_seq:
-                return change_seq, []
-            scan = (feed.where(filter=FieldFilter("seq", ">", query.cursor))
-                    .order_by("seq").limit(query.limit))
-            return change_seq, [_data(s) for s in scan.stream(transaction=transaction)]
-
-        with _translated():
-            change_seq, scanned = read(self._client.transaction(read_only=True))
+        change_seq, scanned = self._store.read_changes(sub_id, query.cursor, query.limit)
         self._check_retained(sub_id, query, scanned, change_seq)
         next_cursor = int(scanned[-1]["seq"]) if scanned else query.cursor
         entries = [entry_json(data) for data in scanned]
@@ -245,12 +134,10 @@ class Feed(FeedPort):
         `seq`, and the TTL policy deletes only expired ones), so "present and
         not expired" flips once: a binary search of point reads.
         """
-        feed = self._sub(sub_id).collection(CHANGES)
         now = self._clock()
 
         def retained(seq: int) -> bool:
-            with _translated():
-                data = feed.document(seq_id(seq)).get().to_dict()
+            data = self._store.change_entry(sub_id, seq)
             if data is None:
                 return False
             expire_at = data.get("expire_at")
@@ -271,44 +158,20 @@ class Feed(FeedPort):
     def events(self, sub_id: str, page_token: str | None, limit: int,
                include_deleted: bool) -> EventsPage:
         scope = f"{sub_id}\x00{int(include_deleted)}"
-        collection = self._sub(sub_id).collection(EVENTS)
-        base = collection
-        if not include_deleted:
-            base = base.where(filter=FieldFilter("_deleted", "==", False))
-        base = base.order_by("__name__").limit(limit + 1)
-
         if page_token is None:
-            @firestore.transactional
-            def first(transaction: Any) -> tuple[int, list[Any]]:
-                as_of = self._head(sub_id, transaction)
-                return as_of, list(base.stream(transaction=transaction))
-
-            with _translated():
-                as_of_seq, docs = first(self._client.transaction(read_only=True))
+            as_of_seq, docs = self._store.first_events(sub_id, limit + 1, include_deleted)
         else:
             fields = self._tokens.decode(page_token, EVENTS_TOKEN, scope)
-            as_of_seq, last = fields.get("a"), fields.get("l")
-            if not isinstance(as_of_seq, int) or not isinstance(last, str):
+            as_of, last = fields.get("a"), fields.get("l")
+            if not isinstance(as_of, int) or not isinstance(last, str):
                 raise ValueError("page token fields")  # unreachable for a token we signed
-            with _translated():
-                if not self._sub(sub_id).get().exists:
-                    raise SubscriptionMissing(sub_id)
-                query = base.start_after({"__name__": collection.document(last)})
-                docs = list(query.stream())
+            as_of_seq = as_of
+            docs = self._store.events_after(sub_id, last, limit + 1, include_deleted)
         page, more = docs[:limit], len(docs) > limit
-        token = (self._tokens.encode(EVENTS_TOKEN, scope, {"a": as_of_seq, "l": page[-1].id})
+        token = (self._tokens.encode(EVENTS_TOKEN, scope, {"a": as_of_seq, "l": page[-1][0]})
                  if more else None)
-        return EventsPage(events=[event_json(d.id, _data(d)) for d in page],
+        return EventsPage(events=[event_json(event_id, snapshot) for event_id, snapshot in page],
                           as_of_seq=as_of_seq, next_page_token=token)
 
     def event(self, sub_id: str, event_id: str) -> dict[str, Any]:
-        sub_ref = self._sub(sub_id)
-        event_ref = sub_ref.collection(EVENTS).document(event_id)
-        with _translated():
-            found = {s.reference.path: s for s in self._client.get_all([sub_ref, event_ref])}
-        sub_snap, event_snap = found.get(sub_ref.path), found.get(event_ref.path)
-        if sub_snap is None or not sub_snap.exists:
-            raise SubscriptionMissing(sub_id)
-        if event_snap is None or not event_snap.exists:
-            raise EventMissing(event_id)
-        return event_json(event_id, event_snap.to_dict() or {})
+        return event_json(event_id, self._store.event(sub_id, event_id))

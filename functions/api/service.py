@@ -23,35 +23,31 @@ from functions.api.errors import (
     UNAVAILABLE,
     ApiError,
 )
-from functions.api.feed import (
-    ChangesQuery,
-    CursorAhead,
-    CursorExpired,
-    EventMissing,
-    SubscriptionMissing,
-    rfc3339,
-)
+from functions.api.feed import ChangesQuery
 from functions.api.routes import Call, match, parse
-from functions.api_ports import (
-    CALENDAR_SCOPE,
-    CodeExchanger,
-    CodeRejected,
-    CredentialSealer,
-    ExchangeUnavailable,
-    FeedPort,
-    OAuthNotConfigured,
-    SubscriptionCommands,
-    SubscriptionReader,
-)
 from functions.errors import (
     PERMANENT_CALENDAR_ERRORS,
     CalendarUnavailable,
+    CodeRejected,
+    CursorAhead,
+    CursorExpired,
+    EventMissing,
+    ExchangeUnavailable,
     InvalidTransition,
     Misconfigured,
+    OAuthNotConfigured,
     QueueUnavailable,
     StoreUnavailable,
+    SubscriptionNotFound,
 )
-from functions.lifecycle.subscriptions import SubscriptionNotFound
+from functions.model import CALENDAR_SCOPES, rfc3339
+from functions.ports import (
+    CodeExchanger,
+    CredentialSealer,
+    FeedPort,
+    SubscriptionCommands,
+    SubscriptionReader,
+)
 
 _TRANSIENT = (StoreUnavailable, QueueUnavailable, ExchangeUnavailable, CalendarUnavailable)
 
@@ -129,7 +125,7 @@ class Api:
         if not grant.refresh_token:
             raise CodeRejected("no_refresh_token", "Google returned no refresh token "
                                "(ask for access_type=offline and prompt=consent)")
-        if CALENDAR_SCOPE not in grant.scopes:
+        if CALENDAR_SCOPES[0] not in grant.scopes:
             raise CodeRejected("scope_not_granted", "the calendar scope was not granted")
         credentials_ref = self._sealer.seal(grant.refresh_token)
         try:
@@ -201,7 +197,7 @@ def _error_for(err: Exception) -> ApiError:
     """The API error a domain error means (anything unexpected is `internal`)."""
     if isinstance(err, ApiError):
         return err
-    if isinstance(err, SubscriptionNotFound | SubscriptionMissing):
+    if isinstance(err, SubscriptionNotFound):
         return ApiError(NOT_FOUND, f"no subscription {err.args[0] if err.args else ''}".strip(),
                         {"subscription_id": str(err.args[0]) if err.args else None})
     if isinstance(err, EventMissing):
@@ -227,35 +223,3 @@ def _error_for(err: Exception) -> ApiError:
         return ApiError(UNAVAILABLE, f"temporarily unavailable ({type(err).__name__}); retry",
                         {})
     return ApiError(INTERNAL, "internal error (logged)", {})
-
-
-_api: Api | None = None
-
-
-def handle(request: Any) -> Any:
-    """functions-framework entry (`main.api`): a Flask request to a Flask response."""
-    from flask import Response
-
-    from functions.api.routes import MAX_BODY_BYTES
-
-    global _api
-    logs.configure()
-    try:
-        if _api is None:
-            from functions.api.wiring import build
-
-            _api = build()
-        api = _api
-    except Exception as err:  # noqa: BLE001 - misconfigured: a loud 500, never a crash
-        logs.log("ERROR", "api misconfigured", error=type(err).__name__, reason=str(err)[:300])
-        api = None
-    if api is None:
-        answer = Answer(500, ApiError(INTERNAL, "api misconfigured (see logs)").to_json())
-    else:
-        # At most one byte past the limit is read: the router refuses such a body.
-        answer = api.handle(request.method, request.path,
-                            list(request.args.items(multi=True)),
-                            request.headers.get("Content-Type"),
-                            request.stream.read(MAX_BODY_BYTES + 1))
-    return Response(answer.text(), status=answer.status, mimetype="application/json",
-                    headers=list(answer.headers))

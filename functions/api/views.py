@@ -1,7 +1,9 @@
-"""Subscriptions as the API shows them, read from Firestore.
+"""Subscriptions as the API shows them (DESIGN.md, "The /v1 contract").
 
-One subscription costs three document reads at most (the subscription, its
-`state/writer` and its current channel), batched per page when listing.
+The documents come from a `ports.SubscriptionRecords` (Firestore:
+`adapters.firestore.views`): one subscription costs three document reads at
+most (the subscription, its `state/writer` and its current channel), batched
+per page when listing.
 """
 
 from __future__ import annotations
@@ -10,17 +12,10 @@ import hashlib
 import re
 from typing import Any
 
-from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
-from google.cloud.firestore_v1.field_path import FieldPath
-
-from functions.adapters.firestore.catalogue import CHANNELS, STATE, SUBSCRIPTIONS, WRITER
-from functions.adapters.firestore.store import _translated
-from functions.adapters.google.credentials import BEARER_REF, DWD_REF, OAUTH_PREFIX
-from functions.api.feed import rfc3339
 from functions.api.tokens import PageTokens
-from functions.api_ports import SubscriptionReader
 from functions.errors import CALENDAR_ACCESS_LOST, CALENDAR_NOT_FOUND, REAUTHORIZATION_REQUIRED
+from functions.model import BEARER_REF, DWD_REF, OAUTH_PREFIX, SubscriptionRecord, rfc3339
+from functions.ports import SubscriptionReader, SubscriptionRecords
 
 LIST_TOKEN = "subscriptions"
 PERMANENT_REASONS = (REAUTHORIZATION_REQUIRED, CALENDAR_ACCESS_LOST, CALENDAR_NOT_FOUND)
@@ -70,59 +65,29 @@ def subscription_json(sub_id: str, data: dict[str, Any], state: dict[str, Any],
     }
 
 
-class FirestoreSubscriptions(SubscriptionReader):
-    def __init__(self, client: firestore.Client, tokens: PageTokens) -> None:
-        self._client = client
+def record_json(record: SubscriptionRecord) -> dict[str, Any]:
+    return subscription_json(record.id, record.data, record.state, record.channel)
+
+
+class SubscriptionViews(SubscriptionReader):
+    def __init__(self, records: SubscriptionRecords, tokens: PageTokens) -> None:
+        self._records = records
         self._tokens = tokens
 
     def get(self, sub_id: str) -> dict[str, Any] | None:
-        with _translated():
-            snapshot = self._client.collection(SUBSCRIPTIONS).document(sub_id).get()
-        if not snapshot.exists:
-            return None
-        return self._render([snapshot])[0]
+        record = self._records.get(sub_id)
+        return None if record is None else record_json(record)
 
     def search(self, status: str | None, labels: tuple[tuple[str, str], ...],
-             page_token: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
-        collection = self._client.collection(SUBSCRIPTIONS)
-        query: Any = collection
-        if status is not None:
-            query = query.where(filter=FieldFilter("status", "==", status))
-        for key, value in labels:
-            path = FieldPath("labels", key).to_api_repr()
-            query = query.where(filter=FieldFilter(path, "==", value))
-        query = query.order_by("__name__").limit(limit + 1)
+               page_token: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
         scope = hashlib.sha256(repr((status, sorted(set(labels)))).encode()).hexdigest()[:32]
+        after = None
         if page_token is not None:
-            last = self._tokens.decode(page_token, LIST_TOKEN, scope).get("l")
-            if not isinstance(last, str):
+            after = self._tokens.decode(page_token, LIST_TOKEN, scope).get("l")
+            if not isinstance(after, str):
                 raise ValueError("page token fields")  # unreachable for a token we signed
-            query = query.start_after({"__name__": collection.document(last)})
-        with _translated():
-            snapshots = list(query.stream())
-        page = snapshots[:limit]
+        found = self._records.search(status, labels, after, limit + 1)
+        page = found[:limit]
         token = (self._tokens.encode(LIST_TOKEN, scope, {"l": page[-1].id})
-                 if len(snapshots) > limit else None)
-        return self._render(page), token
-
-    def _render(self, snapshots: list[Any]) -> list[dict[str, Any]]:
-        """Views of `snapshots`, with their writer states and channels in two batched reads."""
-        if not snapshots:
-            return []
-        datas = [s.to_dict() or {} for s in snapshots]
-        state_refs = [s.reference.collection(STATE).document(WRITER) for s in snapshots]
-        channel_refs = [self._client.collection(CHANNELS).document(d["channel_id"])
-                        for d in datas if isinstance(d.get("channel_id"), str)
-                        and d["channel_id"]]
-        with _translated():
-            found = {s.reference.path: s.to_dict() or {}
-                     for s in self._client.get_all(state_refs + channel_refs) if s.exists}
-        views = []
-        for snapshot, data, state_ref in zip(snapshots, datas, state_refs, strict=True):
-            channel_id = data.get("channel_id")
-            channel = None
-            if isinstance(channel_id, str) and channel_id:
-                channel = found.get(f"{CHANNELS}/{channel_id}")
-            views.append(subscription_json(snapshot.id, data, found.get(state_ref.path, {}),
-                                           channel))
-        return views
+                 if len(found) > limit else None)
+        return [record_json(record) for record in page], token

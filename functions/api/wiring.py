@@ -10,18 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from functions.adapters.google.credentials import OAUTH_PREFIX, CredentialVault, SealError
-from functions.api_ports import (
+from functions.adapters.firestore.credentials import CredentialVault
+from functions.config import Settings
+from functions.errors import CodeRejected, ExchangeUnavailable, OAuthNotConfigured, SealError
+from functions.model import OAUTH_PREFIX
+from functions.ports import (
     CodeExchanger,
-    CodeRejected,
     CredentialSealer,
     ExchangedGrant,
-    ExchangeUnavailable,
-    OAuthNotConfigured,
     Subscribed,
     SubscriptionCommands,
 )
-from functions.config import Settings
 
 
 class ServiceCommands(SubscriptionCommands):
@@ -37,7 +36,7 @@ class ServiceCommands(SubscriptionCommands):
         return Subscribed(result.subscription.id, bool(result.created), bool(result.queued))
 
     def reauthorize(self, sub_id: str, credentials_ref: str) -> None:
-        from functions.lifecycle.subscriptions import SubscriptionNotFound
+        from functions.errors import SubscriptionNotFound
 
         current = self._store.get_subscription(sub_id)
         if current is None:
@@ -125,11 +124,13 @@ def api_settings() -> Settings:
 def build() -> Any:
     """The `Api` over the real adapters (Firestore, Cloud Tasks, the OAuth endpoint)."""
     from functions import app
+    from functions.adapters.firestore.feed import FirestoreFeedStore
+    from functions.adapters.firestore.views import FirestoreSubscriptionRecords
     from functions.api.feed import Feed
     from functions.api.openapi import document
     from functions.api.service import Api
     from functions.api.tokens import PageTokens
-    from functions.api.views import FirestoreSubscriptions
+    from functions.api.views import SubscriptionViews
 
     settings = api_settings()
     client = app.firestore_client(settings)
@@ -143,5 +144,6 @@ def build() -> Any:
 
     commands = ServiceCommands(lambda: app.subscription_service(settings), app.store(settings),
                                vault)
-    return Api(commands, FirestoreSubscriptions(client, tokens), Feed(client, tokens),
+    return Api(commands, SubscriptionViews(FirestoreSubscriptionRecords(client), tokens),
+               Feed(FirestoreFeedStore(client), tokens),
                OAuthExchanger(settings), VaultSealer(vault), document)

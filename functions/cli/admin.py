@@ -2,7 +2,7 @@
 status, resync, renew.
 
 Each prints a readable line or table, or one JSON object with `--json`; the
-exit statuses are in `functions.cli_output`.
+exit statuses are in `functions.cli.output`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from functions.cli.main import (
+from functions.cli.common import (
     CALENDAR_OPTIONS,
     FIRESTORE,
     QUEUE,
@@ -90,10 +90,9 @@ def cmd_subscribe(args: argparse.Namespace, output: Output) -> int:
     credentials_ref, vault, stored = args.credentials, None, None
     if args.refresh_token_stdin:
         from functions import app
-        from functions.adapters.google.credentials import CredentialVault
 
         token = _read_refresh_token()
-        vault = CredentialVault(app.firestore_client(settings), settings.credential_keys)
+        vault = app.credential_vault(settings)
         credentials_ref = stored = vault.store_refresh_token(token)
     extra = {"labels": labels} if labels else {}
     try:

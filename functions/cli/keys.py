@@ -7,7 +7,7 @@ import argparse
 import os
 from typing import Any
 
-from functions.cli.main import FIRESTORE, add_command, load_settings
+from functions.cli.common import FIRESTORE, add_command, load_settings
 from functions.cli.output import FAILED, OK, Output
 
 
@@ -30,7 +30,7 @@ def cmd_rotate_keys(args: argparse.Namespace, output: Output) -> int:
     from functions.lifecycle.rotation import rotate
 
     settings = load_settings(FIRESTORE + ("CALSYNC_CREDENTIAL_KEYS",))
-    report = rotate(app.firestore_client(settings), settings.credential_keys,
+    report = rotate(app.key_usage(settings), list(settings.credential_keys),
                     _channel_key_ids(args), dry_run=args.dry_run)
     creds, channels = report.credential_keys, report.channel_keys
     verb = "would re-seal" if args.dry_run else "re-sealed"

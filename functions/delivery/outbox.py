@@ -28,52 +28,16 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from functions import logs
-from functions.adapters.firestore import codec
-from functions.errors import CalsyncError, LeaseLost
-from functions.model import Lease
+from functions.errors import CalsyncError, LeaseLost, PublishRefused
+from functions.model import Lease, entry_json
 from functions.ports import OutboxStore, OutMessage, Publisher, TaskQueue
 
 EVENT_TYPE = "dev.calsync.event.{kind}"
 SUBMIT_CHUNK = 1000  # entries read from the store and submitted per step
-
-
-class PublishRefused(Exception):
-    """Pub/Sub refuses a message as invalid (too large, a bad attribute).
-
-    `alone` is True when the refusal names this very message (the client found it
-    too large); a refusal from the service fails the whole batch it was in.
-    """
-
-    def __init__(self, message: str, alone: bool = False) -> None:
-        super().__init__(message)
-        self.alone = alone
-
-
-def rfc3339(moment: Any) -> str | None:
-    """A timestamp as RFC 3339 in UTC ending in Z (None stays None)."""
-    if not isinstance(moment, datetime):
-        return None if moment is None else str(moment)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def entry_json(doc: dict[str, Any]) -> dict[str, Any]:
-    """A stored change entry in the changes route's shape."""
-    return {
-        "seq": int(doc["seq"]),
-        "kind": doc["kind"],
-        "event_id": doc["event_id"],
-        "recurring_event_id": doc.get("recurring_event_id"),
-        "fields": codec.unescape(doc.get("fields") or {}),
-        "etag": doc.get("etag"),
-        "at": rfc3339(doc.get("at")),
-        "expire_at": rfc3339(doc.get("expire_at")),
-    }
 
 
 def _attributes(entry: dict[str, Any], sub_id: str, labels: dict[str, str],

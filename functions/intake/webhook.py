@@ -24,15 +24,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from functions.adapters.firestore.channels import (
-    DELIVERING_STATES,
-    Channel,
-    ChannelStore,
-    ResourceMismatch,
-)
-from functions.errors import QueueUnavailable, StoreError
+from functions.errors import QueueUnavailable, ResourceMismatch, StoreError
 from functions.intake import channel_tokens
-from functions.ports import RequestStore, TaskQueue
+from functions.model import ACCEPTING_STATES, Channel
+from functions.ports import ChannelStore, RequestStore, TaskQueue
 
 RESOURCE_STATES = ("sync", "exists", "not_exists")
 CHANNEL_CACHE_SECONDS = 5.0
@@ -141,7 +136,7 @@ class WebhookService:
         channel = self._lookup(note.channel_id)
         if channel is None:
             return Outcome(200, "unknown channel", "ignored_unknown_channel")
-        if channel.state not in DELIVERING_STATES:
+        if channel.state not in ACCEPTING_STATES:
             return Outcome(200, f"channel is {channel.state}", f"ignored_{channel.state}_channel",
                            channel.sub_id)
         if channel.resource_id is None:
@@ -203,7 +198,7 @@ class WebhookService:
         if cached is not None and cached[0] > tick:
             return cached[1]
         channel = self._channels.get_channel(channel_id)
-        if channel is not None and channel.resource_id and channel.state in DELIVERING_STATES:
+        if channel is not None and channel.resource_id and channel.state in ACCEPTING_STATES:
             if len(self._cache) >= CHANNEL_CACHE_SIZE:
                 self._cache.clear()
             self._cache[channel_id] = (tick + CHANNEL_CACHE_SECONDS, channel)

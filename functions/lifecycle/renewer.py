@@ -19,19 +19,20 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from functions import logs
-from functions.adapters.firestore.channels import (
+from functions.config import Settings
+from functions.errors import CalendarError, CalsyncError, CredentialsRejected
+from functions.lifecycle.subscriptions import SubscriptionService, backoff
+from functions.model import (
     ABANDONED,
     ACTIVE,
+    ERROR,
     PENDING,
     REPLACED,
     STOPPED,
     Channel,
+    Subscription,
 )
-from functions.config import Settings
-from functions.errors import CalendarError, CalsyncError, CredentialsRejected
-from functions.lifecycle.subscriptions import SubscriptionService, backoff
 from functions.model import ACTIVE as SUB_ACTIVE
-from functions.model import ERROR, Subscription
 from functions.ports import LifecycleStore
 
 if TYPE_CHECKING:

@@ -14,24 +14,20 @@ function instance reads its keys once, when it starts:
 
 A channel record carries `token_key_id`, the id of the key that signed its
 token; records written before that field existed count as `unknown` (assume
-they use any key). Only channels that can still deliver count.
+they use any key). Only channels whose notifications are still accepted count.
+The stored side is a `ports.KeyUsage` (Firestore: `adapters.firestore.keys`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from functions.adapters.firestore.catalogue import CHANNELS, CREDENTIALS
-from functions.adapters.google.credentials import SealError, key_id_of, seal, unseal
-
-SEALED_FIELD = "sealed_refresh_token"
-TOKEN_KEY_FIELD = "token_key_id"
-# Channels that may still deliver a notification whose token must verify.
-DELIVERING = ("pending", "active", "replaced")
+from functions.errors import SealError
+from functions.model import ACCEPTING_STATES
+from functions.ports import KeyUsage
 
 
 @dataclass(frozen=True)
@@ -104,56 +100,24 @@ class RotationReport:
         }
 
 
-def _credential_docs(db: Any) -> Iterator[Any]:
-    yield from db.collection(CREDENTIALS).select([SEALED_FIELD]).stream()
-
-
-def reseal_one(db: Any, credential_id: str, keyring: Mapping[str, bytes]) -> bool:
-    """Re-seal one stored token under the current key, in a transaction.
-
-    Returns True if it was re-sealed, False if already current or gone; raises
-    SealError when the configured keys cannot open it. The transaction makes a
-    token stored anew meanwhile win over the re-sealed old one.
-    """
-    from google.cloud import firestore
-
-    current = next(iter(keyring))
-    ref = db.collection(CREDENTIALS).document(credential_id)
-
-    @firestore.transactional
-    def run(transaction: Any) -> bool:
-        snapshot = ref.get(transaction=transaction)
-        sealed = (snapshot.to_dict() or {}).get(SEALED_FIELD) if snapshot.exists else None
-        if not isinstance(sealed, str) or key_id_of(sealed) == current:
-            return False
-        plain = unseal(sealed, keyring, credential_id)
-        transaction.update(ref, {SEALED_FIELD: seal(plain, keyring, credential_id)})
-        return True
-
-    return bool(run(db.transaction()))
-
-
-def credential_keys(db: Any, keyring: Mapping[str, bytes], *, dry_run: bool) -> CredentialKeys:
+def credential_keys(keys: KeyUsage, configured: list[str], *,
+                    dry_run: bool) -> CredentialKeys:
     """Count tokens per sealing key; re-seal those under an old key unless `dry_run`."""
-    report = CredentialKeys(configured=list(keyring))
+    report = CredentialKeys(configured=list(configured))
     counts: Counter[str] = Counter()
-    for snapshot in _credential_docs(db):
-        sealed = (snapshot.to_dict() or {}).get(SEALED_FIELD)
-        if not isinstance(sealed, str):
-            continue
-        key_id = key_id_of(sealed) or "malformed"
+    for credential_id, key_id in keys.sealed_key_ids():
         if key_id == report.current:
             counts[key_id] += 1
             continue
         try:
             if dry_run:
-                unseal(sealed, keyring, snapshot.id)  # would it open?
+                keys.check_opens(credential_id)  # would it open?
                 report.resealed += 1
                 counts[key_id] += 1
                 continue
-            changed = reseal_one(db, snapshot.id, keyring)
+            changed = keys.reseal(credential_id)
         except SealError as err:
-            report.unopenable.append(Unopenable(snapshot.id, key_id, str(err)))
+            report.unopenable.append(Unopenable(credential_id, key_id, str(err)))
             counts[key_id] += 1
             continue
         report.resealed += int(changed)
@@ -162,31 +126,23 @@ def credential_keys(db: Any, keyring: Mapping[str, bytes], *, dry_run: bool) -> 
     return report
 
 
-def channel_keys(db: Any, configured: list[str] | None,
+def channel_keys(keys: KeyUsage, configured: list[str] | None,
                  now: datetime | None = None) -> ChannelKeys:
-    """Delivering, unexpired channels per signing key (the renewer's state+expiration index)."""
-    from google.cloud.firestore_v1.base_query import FieldFilter
-
+    """Channels whose notifications are accepted, unexpired, per signing key."""
     now = now or datetime.now(UTC)
     report = ChannelKeys(configured=configured)
     counts: Counter[str] = Counter()
-    for state in DELIVERING:
-        query = (db.collection(CHANNELS)
-                 .where(filter=FieldFilter("state", "==", state))
-                 .where(filter=FieldFilter("expiration", ">", now))
-                 .select([TOKEN_KEY_FIELD]))
-        for snapshot in query.stream():
-            key_id = (snapshot.to_dict() or {}).get(TOKEN_KEY_FIELD)
-            if isinstance(key_id, str) and key_id:
-                counts[key_id] += 1
-            else:
-                report.unknown += 1
+    for key_id in keys.channel_key_ids(ACCEPTING_STATES, now):
+        if key_id:
+            counts[key_id] += 1
+        else:
+            report.unknown += 1
     report.in_use = dict(counts)
     return report
 
 
-def rotate(db: Any, credential_keyring: Mapping[str, bytes],
+def rotate(keys: KeyUsage, credential_key_ids: list[str],
            channel_key_ids: list[str] | None, *, dry_run: bool = False) -> RotationReport:
     """Re-seal stored refresh tokens under the current key and report every key's use."""
-    return RotationReport(credential_keys(db, credential_keyring, dry_run=dry_run),
-                          channel_keys(db, channel_key_ids), dry_run)
+    return RotationReport(credential_keys(keys, credential_key_ids, dry_run=dry_run),
+                          channel_keys(keys, channel_key_ids), dry_run)

@@ -23,8 +23,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from functions import logs
-from functions.adapters.firestore.channels import ABANDONED, ACTIVE, PENDING, STOPPED, Channel
-from functions.adapters.google.channels import ChannelPort, OpenedChannel
 from functions.config import Settings
 from functions.errors import (
     CalendarError,
@@ -32,20 +30,35 @@ from functions.errors import (
     CredentialsRejected,
     InvalidTransition,
     QueueUnavailable,
+    SubscriptionNotFound,
 )
 from functions.intake import channel_tokens
+from functions.model import (
+    ABANDONED,
+    ACCEPTING_STATES,
+    ACTIVE,
+    DELETING,
+    ERROR,
+    PAUSED,
+    PENDING,
+    STOPPED,
+    Channel,
+    Subscription,
+)
 from functions.model import ACTIVE as SUB_ACTIVE
-from functions.model import DELETING, ERROR, PAUSED, Subscription
-from functions.ports import ChannelKeeper, LifecycleStore, RequestStore, TaskQueue
+from functions.ports import (
+    ChannelKeeper,
+    ChannelPort,
+    LifecycleStore,
+    OpenedChannel,
+    RequestStore,
+    TaskQueue,
+)
 
 MAX_BACKOFF = timedelta(hours=1)
 # The reason a revoked or expired user grant puts in `last_error` (DESIGN.md,
 # "Whose credentials failed"); a new grant resumes such a subscription.
 REAUTHORIZATION_REQUIRED = "reauthorization_required"
-
-
-class SubscriptionNotFound(LookupError):
-    """No subscription with that id."""
 
 
 @dataclass(frozen=True)
@@ -288,7 +301,7 @@ class SubscriptionService(ChannelKeeper):
         sub = self._require(sub_id)
         self._subs.begin_delete(sub_id, self._clock())
         for channel in self._subs.channels_of(sub_id):
-            if channel.state in (PENDING, ACTIVE, "replaced"):
+            if channel.state in ACCEPTING_STATES:
                 # Deleting anyway: an unstoppable channel expires and is then unknown.
                 with contextlib.suppress(CalendarError):
                     self.stop_channel(sub, channel)
@@ -300,7 +313,7 @@ class SubscriptionService(ChannelKeeper):
         moved = self._transition(sub_id, (SUB_ACTIVE, ERROR), PAUSED)
         if moved.changed:
             for channel in self._subs.channels_of(sub_id):
-                if channel.state in (PENDING, ACTIVE, "replaced"):
+                if channel.state in ACCEPTING_STATES:
                     with contextlib.suppress(CalendarError):
                         self.stop_channel(sub, channel)
         return moved.changed

@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from functions.adapters.firestore import catalogue, codec
 from functions.errors import (
     PERMANENT_CALENDAR_ERRORS,
     CalendarUnavailable,
@@ -42,7 +41,7 @@ Clock = Callable[[], datetime]
 # Firestore allows 500 writes per transaction; one goes to state/writer.
 MAX_TRANSACTION_WRITES = 500
 # Bytes per commit request: production refuses over 10 MiB, the emulator over
-# 4 MiB (its gRPC message cap). Estimated on the wire (`codec.write_size`).
+# 4 MiB (its gRPC message cap). Estimated by the store (`SyncStore.write_bytes`).
 MAX_COMMIT_BYTES = 3 * 1024 * 1024
 _COMMIT_OVERHEAD = 4096  # the state/writer update, the transaction id, framing
 RECONCILE_BATCH = 1000
@@ -376,7 +375,7 @@ class _Run:
         sub_id = self.lease.subscription.id
         chunks = _chunks(writes, self.settings.max_transaction_writes - 1,
                          self.settings.max_commit_bytes - _COMMIT_OVERHEAD,
-                         lambda write: _write_bytes(sub_id, write))
+                         lambda write: self.store.write_bytes(sub_id, write))
         for chunk in chunks:
             now = self.engine._clock()
             self.lease_until = now + span
@@ -407,24 +406,6 @@ def _chunks(
         weight += bytes_
     if start < len(writes):
         yield writes[start:]
-
-
-# Placeholders as large as any real value, for estimates made before the
-# commit stamps the time and allocates `seq`.
-_SOME_TIME = datetime(2000, 1, 1, tzinfo=UTC)
-_SOME_SEQ = 2**62
-
-
-def _write_bytes(sub_id: str, write: EventWrite) -> int:
-    """Bytes `write` adds to a commit request: its snapshot and its entry."""
-    base = f"{catalogue.SUBSCRIPTIONS}/{sub_id}"
-    snapshot = codec.encode_snapshot({**write.snapshot, "_synced_at": _SOME_TIME,
-                                      "_seq": _SOME_SEQ})
-    size = codec.write_size(f"{base}/{catalogue.EVENTS}/{write.event_id}", snapshot)
-    if write.change is not None:
-        entry = codec.encode_change(write.change, _SOME_SEQ, _SOME_TIME, _SOME_TIME)
-        size += codec.write_size(f"{base}/{catalogue.CHANGES}/{_SOME_SEQ:020d}", entry)
-    return size
 
 
 def _epoch_ms(moment: datetime) -> int:

@@ -150,7 +150,7 @@ def test_renewal_across_expiry_loses_no_change(e2e: E2E) -> None:
 
 def test_invalid_grant_puts_the_subscription_in_error_visible_in_status(e2e: E2E) -> None:
     from functions import app
-    from functions.adapters.google.credentials import CredentialVault
+    from functions.adapters.firestore.credentials import CredentialVault
 
     settings = app.cli_settings()
     e2e.control.register_refresh_token("rt-for-erin-e2e", USER)

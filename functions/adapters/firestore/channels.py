@@ -7,7 +7,6 @@ then learnt from whichever comes first, and must match ever after.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -15,39 +14,14 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from functions.adapters.firestore.store import _translated
-from functions.errors import StoreError, StoreUnavailable
+from functions.errors import ResourceMismatch, StoreError, StoreUnavailable
+from functions.model import PENDING, Channel
 from functions.ports import ChannelStore
 
 CHANNELS = "channels"
 # Conditional writes re-read and retry this often before giving up (503).
 CONDITIONAL_ATTEMPTS = 10
 SUBSCRIPTIONS = "subscriptions"
-
-PENDING = "pending"
-ACTIVE = "active"
-REPLACED = "replaced"  # a successor exists; still delivers until it expires
-STOPPED = "stopped"
-ABANDONED = "abandoned"  # credentials rejected: cannot be stopped, left to expire
-DELIVERING_STATES = (PENDING, ACTIVE, REPLACED)
-
-
-@dataclass(frozen=True)
-class Channel:
-    id: str
-    sub_id: str
-    state: str
-    resource_id: str | None = None
-    expiration: datetime | None = None
-    last_notification_at: datetime | None = None
-    last_message_number: int = 0
-    # The document's update time when it was read: writes conditioned on it
-    # (last-notification bookkeeping) fail if anyone wrote the channel since.
-    version: datetime | None = None
-
-
-class ResourceMismatch(Exception):
-    """The notification's resource id is not the channel's."""
-
 
 def _channel(channel_id: str, data: dict[str, Any],
              version: datetime | None = None) -> Channel:

@@ -64,6 +64,29 @@ def unescape(value: Any) -> Any:
     return value
 
 
+def unescape_shared(value: Any) -> Any:
+    """`unescape(value)`, sharing every part that holds no escaped key (reads of a
+    page of entries, where nearly nothing is escaped, copy nothing)."""
+    if isinstance(value, dict):
+        changed = False
+        out = {}
+        for key, item in value.items():
+            new_key = unescape_key(key) if key.startswith(ESCAPE) else key
+            new_item = unescape_shared(item)
+            changed = changed or new_key is not key or new_item is not item
+            out[new_key] = new_item
+        return out if changed else value
+    if isinstance(value, list):
+        items = [unescape_shared(item) for item in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    return value
+
+
+def decode_change(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored change entry with its `fields` names restored."""
+    return {**document, "fields": unescape_shared(document.get("fields") or {})}
+
+
 def encode_snapshot(snapshot: Snapshot) -> dict[str, Any]:
     """The stored document for a snapshot (resource plus calsync's `_` fields)."""
     resource = {k: v for k, v in snapshot.items() if not k.startswith("_")}

@@ -15,6 +15,7 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from functions.adapters.firestore import codec
 from functions.adapters.firestore.store import (
     CHANGES,
     FEED_RETENTION,
@@ -53,7 +54,7 @@ class OutboxFirestoreStore(FirestoreStore, OutboxStore):
         )
         with _translated():
             docs = [snapshot.to_dict() or {} for snapshot in query.stream()]
-        return [doc for doc in docs if int(doc.get("seq") or 0) <= upto]
+        return [codec.decode_change(doc) for doc in docs if int(doc.get("seq") or 0) <= upto]
 
     def advance_published(self, lease: Lease, seq: int) -> None:
         sub_id = lease.subscription.id

@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -73,6 +73,24 @@ _GET_ALL_BATCH = 500
 # after 10 s), others treat the request as served by that task.
 ENQUEUE_GRACE = timedelta(seconds=15)
 _BUMP_ATTEMPTS = 20
+
+
+# Placeholders as large as any real value, for estimates made before the
+# commit stamps the time and allocates `seq`.
+_SOME_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+_SOME_SEQ = 2**62
+
+
+def write_bytes(sub_id: str, write: EventWrite) -> int:
+    """Bytes `write` adds to a commit request: its snapshot and its entry."""
+    base = f"{catalogue.SUBSCRIPTIONS}/{sub_id}"
+    snapshot = codec.encode_snapshot({**write.snapshot, "_synced_at": _SOME_TIME,
+                                      "_seq": _SOME_SEQ})
+    size = codec.write_size(f"{base}/{catalogue.EVENTS}/{write.event_id}", snapshot)
+    if write.change is not None:
+        entry = codec.encode_change(write.change, _SOME_SEQ, _SOME_TIME, _SOME_TIME)
+        size += codec.write_size(f"{base}/{catalogue.CHANGES}/{_SOME_SEQ:020d}", entry)
+    return size
 
 
 def seq_id(seq: int) -> str:
@@ -182,6 +200,9 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         self._outbox = outbox
 
     # -- references ---------------------------------------------------------
+
+    def write_bytes(self, sub_id: str, write: EventWrite) -> int:
+        return write_bytes(sub_id, write)
 
     def _sub(self, sub_id: str) -> Any:
         return self._client.collection(SUBSCRIPTIONS).document(sub_id)
@@ -387,7 +408,7 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
     ) -> list[dict[str, Any]]:
         """Encode every document first (naming any over 1 MiB before sending),
         then commit; see `_commit_encoded` for a commit Firestore refuses.
-        Returns the committed entry documents (with their `seq`), for the outbox."""
+        Returns the committed entries (decoded, with their `seq`), for the outbox."""
         expire_at = now + self._feed_retention
         encoded = [self._encode(lease.subscription.id, w, now, expire_at) for w in writes]
         committed: list[dict[str, Any]] = []
@@ -480,7 +501,7 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
 
         commit(self._client.transaction())
         if committed is not None:
-            committed.extend(entries)
+            committed.extend(codec.decode_change(entry) for entry in entries)
 
     def commit_final(self, lease: Lease, sync_token: str, now: datetime) -> FinalCommit:
         sub_id = lease.subscription.id

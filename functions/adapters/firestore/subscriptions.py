@@ -20,27 +20,22 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from functions.adapters.firestore.catalogue import CHANGES, EVENTS, STATE, SUBSCRIPTION_KEYS, WRITER
-from functions.adapters.firestore.channels import (
-    ACTIVE as CHANNEL_ACTIVE,
-)
-from functions.adapters.firestore.channels import (
-    CHANNELS,
-    CONDITIONAL_ATTEMPTS,
-    PENDING,
-    Channel,
-    ResourceMismatch,
-    _channel,
-)
+from functions.adapters.firestore.channels import CHANNELS, CONDITIONAL_ATTEMPTS, _channel
+from functions.adapters.firestore.credentials import CREDENTIALS_COLLECTION
 from functions.adapters.firestore.store import SUBSCRIPTIONS, _subscription, _translated
-from functions.adapters.google.credentials import CREDENTIALS_COLLECTION, OAUTH_PREFIX
-from functions.errors import InvalidTransition, StoreError, StoreUnavailable
-from functions.model import ACTIVE, DELETING, Subscription, Transition
+from functions.errors import InvalidTransition, ResourceMismatch, StoreError, StoreUnavailable
+from functions.model import (
+    ACTIVE,
+    DELETING,
+    DELIVERING_STATES,
+    OAUTH_PREFIX,
+    Channel,
+    Subscription,
+    Transition,
+)
 from functions.ports import LifecycleStore
 
 DELETE_BATCH = 400
-# DESIGN.md: "delivering" is pending or active; a replaced channel still
-# accepts notifications until it expires, but is not counted.
-DELIVERING = (PENDING, CHANNEL_ACTIVE)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -261,7 +256,7 @@ class SubscriptionStore(LifecycleStore):
         served by single-field indexes)."""
         query = (self._client.collection(CHANNELS)
                  .where(filter=FieldFilter("sub_id", "==", sub_id))
-                 .where(filter=FieldFilter("state", "in", list(DELIVERING))))
+                 .where(filter=FieldFilter("state", "in", list(DELIVERING_STATES))))
         with _translated():
             return [_channel(s.id, s.to_dict() or {}) for s in query.stream()]
 

@@ -7,35 +7,15 @@ match whatever the webhook learnt meanwhile.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from functions.adapters.google.calendar import GoogleCalendar, _translated
+from functions.errors import CalendarGone
 from functions.model import Subscription
+from functions.ports import ChannelPort, OpenedChannel
 
 MAX_TTL_SECONDS = 604800  # Google's maximum for calendar channels: 7 days
-
-
-@dataclass(frozen=True)
-class OpenedChannel:
-    channel_id: str
-    resource_id: str
-    expiration: datetime
-
-
-class ChannelPort(ABC):
-    """Opens and stops watch channels for a subscription's calendar."""
-
-    @abstractmethod
-    def watch(self, subscription: Subscription, channel_id: str, token: str, address: str,
-              ttl_seconds: int) -> OpenedChannel:
-        """`events.watch`; raises the calendar errors of `functions.errors`."""
-
-    @abstractmethod
-    def stop(self, subscription: Subscription, channel_id: str, resource_id: str) -> None:
-        """`channels.stop`; a channel Google no longer knows counts as stopped."""
 
 
 class GoogleChannels(ChannelPort):
@@ -58,8 +38,6 @@ class GoogleChannels(ChannelPort):
         return OpenedChannel(channel_id, str(response["resourceId"]), expiration)
 
     def stop(self, subscription: Subscription, channel_id: str, resource_id: str) -> None:
-        from functions.errors import CalendarGone
-
         try:
             with _translated(None):
                 service: Any = self._calendar._service(subscription)

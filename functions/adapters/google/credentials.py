@@ -1,4 +1,4 @@
-"""Per-subscription Google credentials, and refresh tokens sealed at rest.
+"""Per-subscription Google credentials.
 
 A subscription's `credentials_ref` says how calsync acts as its owner:
 
@@ -6,8 +6,7 @@ A subscription's `credentials_ref` says how calsync acts as its owner:
   (Google Workspace). In production the JWT is signed keylessly through the
   IAM API; locally a JSON key file can stand in.
 - `oauth:<id>`: a user's OAuth refresh token, stored in `credentials/<id>`
-  sealed with AES-GCM under a versioned key (the key id travels with the
-  ciphertext, so keys rotate without re-encrypting everything at once).
+  sealed at rest (`sealing`; the vault is `adapters.firestore.credentials`).
 - `bearer`: local emulator only: the owner's id is the access token.
 
 Whose fault a failure is decides its outcome (DESIGN.md, "Whose credentials
@@ -23,15 +22,8 @@ Tokens and keys never appear in logs, errors or reprs.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import os
-import uuid
-from collections.abc import Mapping
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.auth import exceptions as auth_exceptions
 
 from functions.config import Settings
@@ -43,16 +35,10 @@ from functions.errors import (
     CredentialsRejected,
     Misconfigured,
 )
-from functions.model import Subscription
-from functions.ports import CredentialsProvider
+from functions.model import BEARER_REF, CALENDAR_SCOPES, DWD_REF, OAUTH_PREFIX, Subscription
+from functions.ports import CredentialsProvider, RefreshTokenVault
 
-SCOPES = ("https://www.googleapis.com/auth/calendar.events.readonly",)
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
-SEAL_VERSION = "v1"
-CREDENTIALS_COLLECTION = "credentials"
-DWD_REF = "dwd"
-BEARER_REF = "bearer"
-OAUTH_PREFIX = "oauth:"
 
 # What kind of credentials a refresh failed for (`credential_kind`).
 USER_KIND = "oauth_user"
@@ -64,115 +50,10 @@ _OUR_OAUTH_ERRORS = frozenset({"unauthorized_client", "invalid_client", "invalid
 _MAX_DETAIL = 300
 
 
-class SealError(ValueError):
-    """A sealed value cannot be opened (unknown key, tampered, wrong context)."""
-
-
-class SealKeyMissing(SealError):
-    """Sealed under a key id the keyring lacks (or no key is configured at all)."""
-
-
-def _aes_key(raw: bytes) -> bytes:
-    # Keys in the keyring are at least 16 bytes; AES-GCM takes 16, 24 or 32.
-    return raw[:32] if len(raw) >= 32 else raw[:24] if len(raw) >= 24 else raw[:16]
-
-
-def seal(plaintext: str, keyring: Mapping[str, bytes], context: str) -> str:
-    """Encrypt under the current (first) key; `context` is bound as associated data."""
-    if not keyring:
-        raise SealKeyMissing("no credential encryption key is configured "
-                             "(CALSYNC_CREDENTIAL_KEYS)")
-    key_id, key = next(iter(keyring.items()))
-    nonce = os.urandom(12)
-    ciphertext = AESGCM(_aes_key(key)).encrypt(nonce, plaintext.encode(), context.encode())
-    blob = base64.urlsafe_b64encode(nonce + ciphertext).decode()
-    return f"{SEAL_VERSION}.{key_id}.{blob}"
-
-
-def unseal(sealed: str, keyring: Mapping[str, bytes], context: str) -> str:
-    """Decrypt with whichever key version sealed it; raises SealError."""
-    parts = sealed.split(".") if isinstance(sealed, str) else []
-    if len(parts) != 3 or parts[0] != SEAL_VERSION:
-        raise SealError("sealed value is malformed")
-    key = keyring.get(parts[1])
-    if key is None:
-        raise SealKeyMissing(f"sealed under key {parts[1]!r}, which is not configured "
-                             "(CALSYNC_CREDENTIAL_KEYS)")
-    try:
-        blob = base64.urlsafe_b64decode(parts[2])
-        plaintext = AESGCM(_aes_key(key)).decrypt(blob[:12], blob[12:], context.encode())
-    except (InvalidTag, ValueError, binascii.Error) as err:
-        raise SealError("sealed value does not open (tampered, or another context)") from err
-    return plaintext.decode()
-
-
-def key_id_of(sealed: str) -> str:
-    parts = sealed.split(".")
-    return parts[1] if len(parts) == 3 else ""
-
-
-class CredentialVault:
-    """Sealed refresh tokens in Firestore: `credentials/{id}`."""
-
-    def __init__(self, db: Any, keyring: Mapping[str, bytes]) -> None:
-        self._db = db
-        self._keyring = keyring
-
-    def store_refresh_token(self, refresh_token: str, credential_id: str | None = None) -> str:
-        """Seal and save; returns the subscription's `credentials_ref`."""
-        credential_id = credential_id or uuid.uuid4().hex
-        self._db.collection(CREDENTIALS_COLLECTION).document(credential_id).set({
-            "kind": "oauth_user",
-            "sealed_refresh_token": seal(refresh_token, self._keyring, credential_id),
-        })
-        return OAUTH_PREFIX + credential_id
-
-    def refresh_token(self, credential_id: str) -> str:
-        """The plain refresh token.
-
-        Raises CredentialsRejected when the stored credential is missing or
-        malformed (only a new grant helps), Misconfigured when it is sealed
-        under a key the settings lack or does not open under the configured
-        key of its id (a deployment fix helps).
-        """
-        snapshot = self._db.collection(CREDENTIALS_COLLECTION).document(credential_id).get()
-        data = snapshot.to_dict() if snapshot.exists else None
-        if not data or "sealed_refresh_token" not in data:
-            raise CredentialsRejected(f"{REAUTHORIZATION_REQUIRED}: stored credentials "
-                                      f"{credential_id} not found")
-        sealed = data["sealed_refresh_token"]
-        try:
-            return unseal(sealed, self._keyring, credential_id)
-        except SealKeyMissing as err:
-            raise Misconfigured(f"stored credentials {credential_id}: {err}") from err
-        except SealError as err:
-            if key_id_of(sealed) in self._keyring:
-                # The key of that id no longer opens it: the key material changed.
-                raise Misconfigured(f"stored credentials {credential_id}: {err} "
-                                    "(was the key of that id replaced?)") from err
-            raise CredentialsRejected(f"{REAUTHORIZATION_REQUIRED}: stored credentials "
-                                      f"{credential_id}: {err}") from err
-
-    def reseal(self, credential_id: str) -> bool:
-        """Re-encrypt under the current key (rotation); True if it changed."""
-        ref = self._db.collection(CREDENTIALS_COLLECTION).document(credential_id)
-        data = ref.get().to_dict() or {}
-        sealed = data.get("sealed_refresh_token", "")
-        current = next(iter(self._keyring))
-        if key_id_of(sealed) == current:
-            return False
-        ref.update({"sealed_refresh_token": seal(self.refresh_token(credential_id),
-                                                 self._keyring, credential_id)})
-        return True
-
-    def delete(self, credential_id: str) -> None:
-        self._db.collection(CREDENTIALS_COLLECTION).document(credential_id).delete()
-
-
 class GoogleCredentialsProvider(CredentialsProvider):
     """Builds google-auth credentials for a subscription from its `credentials_ref`."""
 
-    def __init__(self, settings: Settings, vault: CredentialVault | None) -> None:
+    def __init__(self, settings: Settings, vault: RefreshTokenVault | None) -> None:
         self._settings = settings
         self._vault = vault
         self._token_uri = settings.oauth_token_uri or GOOGLE_TOKEN_URI
@@ -203,7 +84,7 @@ class GoogleCredentialsProvider(CredentialsProvider):
             token_uri=self._token_uri,
             client_id=settings.oauth_client_id,
             client_secret=settings.oauth_client_secret or None,
-            scopes=list(SCOPES),
+            scopes=list(CALENDAR_SCOPES),
         )
 
     def _delegated(self, owner: str) -> Any:
@@ -213,7 +94,7 @@ class GoogleCredentialsProvider(CredentialsProvider):
         if settings.delegation_key_file:
             try:
                 credentials = service_account.Credentials.from_service_account_file(
-                    settings.delegation_key_file, scopes=list(SCOPES))
+                    settings.delegation_key_file, scopes=list(CALENDAR_SCOPES))
             except (OSError, ValueError, KeyError) as err:
                 raise Misconfigured("the delegation key file (CALSYNC_DELEGATION_KEY_FILE) "
                                     f"cannot be used: {type(err).__name__}") from err
@@ -237,7 +118,8 @@ class GoogleCredentialsProvider(CredentialsProvider):
                                 f"(application default credentials): {err}") from err
         signer = iam.Signer(Request(), source, settings.delegation_sa)
         return service_account.Credentials(
-            signer, settings.delegation_sa, self._token_uri, scopes=list(SCOPES), subject=owner)
+            signer, settings.delegation_sa, self._token_uri, scopes=list(CALENDAR_SCOPES),
+            subject=owner)
 
 
 def credential_kind(credentials: Any) -> str | None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 
-from functions.delivery.outbox import PublishRefused
+from functions.errors import PublishRefused
 from functions.ports import OutMessage, Publisher
 
 # Pub/Sub accepts up to 10 MB and 1000 messages per request; with ordering, one

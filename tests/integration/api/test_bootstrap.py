@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from functions.adapters.firestore.feed import FirestoreFeedStore
 from functions.api.feed import ChangesQuery, Feed
 from functions.api.tokens import PageTokens
 from tests.integration.api.feedwriter import FeedWriter, create_subscription, event
@@ -93,7 +94,7 @@ def test_bootstrap_then_follow_equals_final_snapshots(firestore_db: Any, seed: i
     create_subscription(firestore_db, "boot")
     feed_writer = FeedWriter(firestore_db, "boot")
     feed_writer.commit([event(f"e{i:03d}", "initial") for i in range(0, 60, 2)])
-    feed = Feed(firestore_db, PageTokens([b"k" * 32]))
+    feed = Feed(FirestoreFeedStore(firestore_db), PageTokens([b"k" * 32]))
     writer = Writer(feed_writer, seed, commits=40)
     writer.start()
 

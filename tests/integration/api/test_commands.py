@@ -12,11 +12,10 @@ from typing import Any
 import pytest
 
 from functions import app
-from functions.adapters.google.credentials import CredentialVault
+from functions.adapters.firestore.credentials import CredentialVault
 from functions.api.wiring import ServiceCommands
 from functions.config import Settings
-from functions.errors import InvalidTransition
-from functions.lifecycle.subscriptions import SubscriptionNotFound
+from functions.errors import InvalidTransition, SubscriptionNotFound
 from tests.conftest import TEST_PROJECT
 
 USER = "cleo@example.com"

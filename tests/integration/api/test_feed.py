@@ -8,16 +8,11 @@ from typing import Any
 
 import pytest
 
+from functions.adapters.firestore.feed import FirestoreFeedStore
 from functions.api.errors import ApiError
-from functions.api.feed import (
-    ChangesQuery,
-    CursorAhead,
-    CursorExpired,
-    EventMissing,
-    Feed,
-    SubscriptionMissing,
-)
+from functions.api.feed import ChangesQuery, Feed
 from functions.api.tokens import PageTokens
+from functions.errors import CursorAhead, CursorExpired, EventMissing, SubscriptionNotFound
 from tests.integration.api.feedwriter import FeedWriter, create_subscription, event
 
 PAST = datetime(2020, 1, 1, tzinfo=UTC)
@@ -25,7 +20,7 @@ PAST = datetime(2020, 1, 1, tzinfo=UTC)
 
 @pytest.fixture
 def feed(firestore_db: Any) -> Feed:
-    return Feed(firestore_db, PageTokens([b"k" * 32]))
+    return Feed(FirestoreFeedStore(firestore_db), PageTokens([b"k" * 32]))
 
 
 @pytest.fixture
@@ -66,11 +61,11 @@ def test_cursor_beyond_change_seq_is_refused(feed: Feed, writer: FeedWriter) -> 
 
 
 def test_unknown_subscription(feed: Feed) -> None:
-    with pytest.raises(SubscriptionMissing):
+    with pytest.raises(SubscriptionNotFound):
         feed.changes("nope", ChangesQuery())
-    with pytest.raises(SubscriptionMissing):
+    with pytest.raises(SubscriptionNotFound):
         feed.events("nope", None, 10, False)
-    with pytest.raises(SubscriptionMissing):
+    with pytest.raises(SubscriptionNotFound):
         feed.event("nope", "a")
 
 
@@ -175,7 +170,7 @@ def test_event_page_tokens_are_checked(feed: Feed, writer: FeedWriter,
     for sub_id, include_deleted in (("s2", False), ("s1", True)):
         with pytest.raises(ApiError):
             feed.events(sub_id, token, 2, include_deleted)
-    other = Feed(firestore_db, PageTokens([b"other key" * 4]))
+    other = Feed(FirestoreFeedStore(firestore_db), PageTokens([b"other key" * 4]))
     with pytest.raises(ApiError):
         other.events("s1", token, 2, False)
 
@@ -189,7 +184,7 @@ def test_clock_decides_expiry(firestore_db: Any, writer: FeedWriter) -> None:
     soon = datetime.now(UTC) + timedelta(hours=1)
     writer.commit([event("a", "1")], expire_at=soon)
     writer.commit([event("b", "1")])
-    later = Feed(firestore_db, PageTokens([b"k" * 32]),
+    later = Feed(FirestoreFeedStore(firestore_db), PageTokens([b"k" * 32]),
                  clock=lambda: datetime.now(UTC) + timedelta(hours=2))
     with pytest.raises(CursorExpired) as err:
         later.changes("s1", ChangesQuery())

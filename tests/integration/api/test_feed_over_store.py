@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
+from functions.adapters.firestore.feed import FirestoreFeedStore
 from functions.adapters.firestore.store import FirestoreStore
-from functions.api.feed import ChangesQuery, CursorExpired, Feed
+from functions.api.feed import ChangesQuery, Feed
 from functions.api.tokens import PageTokens
+from functions.errors import CursorExpired
 from functions.model import ChangeDraft, EventWrite, Subscription
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -38,7 +40,7 @@ def test_pages_committed_by_the_store(firestore_db: Any) -> None:
     store.commit_page(lease, [write("a", "2", "updated")], later, later + timedelta(minutes=2))
 
     def feed(now: datetime) -> Feed:
-        return Feed(firestore_db, PageTokens([b"k" * 32]), clock=lambda: now)
+        return Feed(FirestoreFeedStore(firestore_db), PageTokens([b"k" * 32]), clock=lambda: now)
 
     page = feed(T0 + timedelta(hours=1)).changes("s1", ChangesQuery())
     assert [(c["seq"], c["kind"], c["event_id"]) for c in page.changes] == [

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from functions.adapters.firestore.views import FirestoreSubscriptionRecords
 from functions.api.errors import ApiError
 from functions.api.tokens import PageTokens
-from functions.api.views import FirestoreSubscriptions
+from functions.api.views import SubscriptionViews
 from tests.integration.api.feedwriter import create_subscription
 
 KEYS = {"id", "calendar_id", "owner", "credentials", "status", "labels", "created_at",
@@ -18,12 +19,12 @@ KEYS = {"id", "calendar_id", "owner", "credentials", "status", "labels", "create
 
 
 @pytest.fixture
-def views(firestore_db: Any) -> FirestoreSubscriptions:
-    return FirestoreSubscriptions(firestore_db, PageTokens([b"k" * 32]))
+def views(firestore_db: Any) -> SubscriptionViews:
+    return SubscriptionViews(FirestoreSubscriptionRecords(firestore_db), PageTokens([b"k" * 32]))
 
 
 def test_one_subscription_with_its_channel_feed_position_and_error(
-        firestore_db: Any, views: FirestoreSubscriptions) -> None:
+        firestore_db: Any, views: SubscriptionViews) -> None:
     at = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
     create_subscription(firestore_db, "s1", credentials_ref="oauth:abc", status="error",
                         labels={"tenant": "t1"}, channel_id="ch1", last_synced_at=at,
@@ -45,7 +46,7 @@ def test_one_subscription_with_its_channel_feed_position_and_error(
 
 
 def test_error_reasons_and_no_error_is_null(firestore_db: Any,
-                                            views: FirestoreSubscriptions) -> None:
+                                            views: SubscriptionViews) -> None:
     create_subscription(firestore_db, "s1", status="error", last_error="refresh refused",
                         last_error_reason="reauthorization_required")
     create_subscription(firestore_db, "s2")
@@ -63,7 +64,7 @@ def test_error_reasons_and_no_error_is_null(firestore_db: Any,
     assert plain["credentials"] == "dwd"
 
 
-def test_listing_filters_and_pages(firestore_db: Any, views: FirestoreSubscriptions) -> None:
+def test_listing_filters_and_pages(firestore_db: Any, views: SubscriptionViews) -> None:
     for n in range(7):
         create_subscription(firestore_db, f"s{n}", status="paused" if n % 2 else "active",
                             labels={"tenant": f"t{n % 3}", "tier-x": "gold" if n < 4 else ""})

@@ -15,13 +15,13 @@ import pytest
 from google.auth import exceptions as auth_exceptions
 from google.oauth2 import _client
 
+from functions.adapters.firestore.credentials import CredentialVault
 from functions.adapters.firestore.store import FirestoreStore
 from functions.adapters.google.calendar import GoogleCalendar
 from functions.adapters.google.credentials import (
     BEARER_KIND,
     DELEGATION_KIND,
     USER_KIND,
-    CredentialVault,
     GoogleCredentialsProvider,
     auth_failure,
 )

@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth.transport.requests import Request
 
-from functions.adapters.google.credentials import CredentialVault, GoogleCredentialsProvider
+from functions.adapters.firestore.credentials import CredentialVault
+from functions.adapters.google.credentials import GoogleCredentialsProvider
 from functions.config import Settings
 from functions.errors import CredentialsRejected, Misconfigured
 from functions.model import Subscription

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from functions.adapters.google.credentials import CREDENTIALS_COLLECTION, CredentialVault, key_id_of
+from functions.adapters.firestore.credentials import CREDENTIALS_COLLECTION, CredentialVault
+from functions.adapters.google.sealing import key_id_of
 from functions.errors import CredentialsRejected, Misconfigured
 
 OLD = {"v1": b"o" * 32}

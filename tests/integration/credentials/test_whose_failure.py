@@ -19,9 +19,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from functions.adapters.firestore.credentials import CredentialVault
 from functions.adapters.google.calendar import GoogleCalendar
 from functions.adapters.google.channels import GoogleChannels
-from functions.adapters.google.credentials import CredentialVault, GoogleCredentialsProvider
+from functions.adapters.google.credentials import GoogleCredentialsProvider
 from functions.errors import (
     CALENDAR_ACCESS_LOST,
     CALENDAR_NOT_FOUND,

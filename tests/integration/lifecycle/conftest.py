@@ -16,13 +16,12 @@ import pytest
 
 from functions.adapters.firestore.store import FirestoreStore
 from functions.adapters.firestore.subscriptions import SubscriptionStore
-from functions.adapters.google.channels import ChannelPort, OpenedChannel
 from functions.config import Settings
 from functions.errors import CalendarError, QueueUnavailable
 from functions.lifecycle.renewer import Renewer
 from functions.lifecycle.subscriptions import SubscriptionService
 from functions.model import Subscription
-from functions.ports import TaskQueue
+from functions.ports import ChannelPort, OpenedChannel, TaskQueue
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 KEY = base64.b64encode(b"r" * 32).decode()

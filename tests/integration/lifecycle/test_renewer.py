@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from functions.adapters.firestore.channels import Channel
 from functions.errors import CalendarUnavailable, CredentialsRejected
+from functions.model import Channel
 from tests.integration.lifecycle.conftest import Lifecycle
 
 

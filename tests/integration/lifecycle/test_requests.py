@@ -13,12 +13,12 @@ from __future__ import annotations
 import base64
 from datetime import datetime, timedelta
 
-from functions.adapters.firestore.channels import Channel, FirestoreChannelStore
+from functions.adapters.firestore.channels import FirestoreChannelStore
 from functions.adapters.google.tasks import task_id
 from functions.errors import QueueUnavailable
 from functions.intake import channel_tokens
 from functions.intake.webhook import Notification, WebhookService
-from functions.model import LeaseOutcome
+from functions.model import Channel, LeaseOutcome
 from functions.ports import TaskQueue
 from functions.sync.engine import Outcome, SyncEngine, SyncSettings
 from tests.integration.lifecycle.conftest import Lifecycle

@@ -13,9 +13,13 @@ from datetime import timedelta
 
 import pytest
 
-from functions.adapters.firestore.channels import ResourceMismatch
-from functions.errors import CalendarUnavailable, InvalidTransition, LeaseLost
-from functions.lifecycle.subscriptions import SubscriptionNotFound
+from functions.errors import (
+    CalendarUnavailable,
+    InvalidTransition,
+    LeaseLost,
+    ResourceMismatch,
+    SubscriptionNotFound,
+)
 from functions.model import EventWrite
 from tests.integration.lifecycle.conftest import Lifecycle
 

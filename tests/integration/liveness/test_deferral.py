@@ -24,14 +24,14 @@ import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
 
-from functions.adapters.firestore.channels import ACTIVE, Channel, FirestoreChannelStore
+from functions.adapters.firestore.channels import FirestoreChannelStore
 from functions.adapters.firestore.store import FirestoreStore
 from functions.adapters.google.calendar import GoogleCalendar, OwnerTokenCredentials
 from functions.adapters.google.tasks import CloudTasksQueue, build_client
 from functions.config import Settings
 from functions.intake import channel_tokens
 from functions.intake.webhook import Notification, WebhookService
-from functions.model import Subscription
+from functions.model import ACTIVE, Channel, Subscription
 from functions.sync.engine import SyncEngine, SyncReport, SyncSettings
 from functions.sync.worker import SyncWorker
 from infra.calendar_emulator.testing import calendar_service

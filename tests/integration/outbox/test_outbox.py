@@ -11,16 +11,18 @@ from typing import Any
 
 import pytest
 
+from functions.adapters.firestore import codec
 from functions.adapters.firestore.outbox import OutboxFirestoreStore
 from functions.adapters.firestore.store import FirestoreStore
 from functions.adapters.firestore.subscriptions import SubscriptionStore
 from functions.adapters.google.pubsub import PubSubPublisher
 from functions.config import Settings
 from functions.delivery import outbox
-from functions.delivery.outbox import Outbox, OutboxSweeper, entry_json
+from functions.delivery.outbox import Outbox, OutboxSweeper
 from functions.errors import LeaseLost
 from functions.lifecycle.renewer import Renewer
 from functions.lifecycle.subscriptions import SubscriptionService
+from functions.model import entry_json
 from functions.sync.engine import Outcome, SyncEngine, SyncReport, SyncSettings
 from tests.integration.lifecycle.conftest import RecordingQueue, ScriptedChannels
 from tests.integration.sync.harness import Crash, CrashingStore, Harness
@@ -109,7 +111,7 @@ def test_every_entry_is_published_once_in_seq_order_with_cloudevents_attributes(
         f"subscriptions/{world.sub_id}/changes").stream()}
     for message in messages:
         entry = json.loads(message.data)
-        assert entry == entry_json(stored[message.seq])
+        assert entry == entry_json(codec.decode_change(stored[message.seq]))
         assert entry["at"].endswith("Z") and entry["expire_at"].endswith("Z")
         assert message.ordering_key == world.sub_id
         assert message.attributes == {

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs
 
 from examples import consumer as example
 from functions.adapters.firestore.outbox import OutboxFirestoreStore
-from functions.delivery.outbox import entry_json
+from functions.model import entry_json
 from functions.sync.engine import Outcome
 from infra import pubsub_emulator
 

@@ -11,7 +11,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from functions.adapters.firestore.outbox import OutboxFirestoreStore
-from functions.delivery.outbox import Outbox, PublishRefused
+from functions.delivery.outbox import Outbox
+from functions.errors import PublishRefused
 from functions.ports import OutMessage, Publisher
 from functions.sync.engine import Outcome, SyncEngine, SyncSettings
 from tests.integration.sync.harness import Harness

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from functions import app
-from functions.adapters.google.credentials import CredentialVault, key_id_of, seal
+from functions.adapters.firestore.credentials import CredentialVault
+from functions.adapters.firestore.keys import FirestoreKeyUsage
+from functions.adapters.google.sealing import key_id_of, seal
 from functions.cli.main import main
 from functions.errors import Misconfigured
-from functions.lifecycle import rotation
 
 OLD, NEW, LOST = b"o" * 32, b"n" * 32, b"l" * 32
 TOKENS = {f"cred-{n}": f"rt-rotation-secret-{n}" for n in range(4)}
@@ -110,7 +111,7 @@ def test_reseal_never_overwrites_a_token_stored_meanwhile(cli_env: Any) -> None:
     ref = db.collection("credentials").document("cred-r")
     # Between the listing and the re-seal, the owner re-authorised under k2.
     ref.update({"sealed_refresh_token": seal("rt-second", keyring, "cred-r")})
-    assert rotation.reseal_one(db, "cred-r", keyring) is False
+    assert FirestoreKeyUsage(db, keyring).reseal("cred-r") is False
     assert CredentialVault(db, {"k2": NEW}).refresh_token("cred-r") == "rt-second"
 
 

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from functions import app as composition
-from functions import entrypoints, logs
+from functions import logs
+from functions.adapters.firestore.credentials import CredentialVault
 from functions.adapters.firestore.store import FirestoreStore
-from functions.adapters.google.credentials import CredentialVault
 from functions.cli.main import main
 from functions.intake import channel_tokens
 from functions.model import Subscription
@@ -55,7 +55,6 @@ class Stack:
         self.monkeypatch.setenv("CALSYNC_CHANNEL_TOKEN_KEYS", _ring(CHANNEL, *channel_ids))
         self.monkeypatch.setenv("CALSYNC_CREDENTIAL_KEYS", _ring(CREDENTIAL, *credential_ids))
         composition.reset()
-        entrypoints._webhook_service.cache_clear()
         return functions_framework.create_app(target=target, source=MAIN).test_client()
 
     def _headers(self) -> dict[str, str]:
@@ -109,7 +108,6 @@ def stack(firestore_db: Any, tasks_emulator: str, tasks_queue: str, calendar: An
         yield Stack(firestore_db, store, monkeypatch)
     finally:
         composition.reset()
-        entrypoints._webhook_service.cache_clear()
         logs.reset()
         worker.close()
 

@@ -142,14 +142,17 @@ def test_cli_changes_prints_the_feed(store: FirestoreStore, subscription: Subscr
     import io
     import json
 
+    from functions.cli import changes
     from functions.cli import main as cli
 
     lease = store.acquire_lease(subscription.id, T0, T0 + SPAN).lease
     store.commit_page(lease, [_write("a"), _write("b"), _write("c")], T0, T0 + SPAN)
+    from functions.adapters.firestore.feed import FirestoreFeedStore
     from functions.api.feed import Feed
     from functions.api.tokens import PageTokens
 
-    monkeypatch.setattr(cli, "_feed", lambda: Feed(store._client, PageTokens([b"k" * 32])))
+    monkeypatch.setattr(changes, "_feed",
+                        lambda: Feed(FirestoreFeedStore(store._client), PageTokens([b"k" * 32])))
     out = io.StringIO()
     assert cli.main(["changes", subscription.id, "--after", "1", "--limit", "1", "--json"],
                     out=out) == 0

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from functions import entrypoints
-from functions.adapters.firestore.channels import Channel, FirestoreChannelStore
+from functions import app as composition
+from functions.adapters.firestore.channels import FirestoreChannelStore
 from functions.adapters.firestore.store import FirestoreStore
 from functions.intake import channel_tokens
-from functions.model import Subscription
+from functions.model import Channel, Subscription
 from tests.receiver import Receiver
 
 KEYS = {"k1": b"w" * 32}
@@ -68,7 +68,7 @@ def webhook_world(
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    entrypoints._webhook_service.cache_clear()
+    composition.reset()
     app = functions_framework.create_app(target="webhook", source=os.path.join(
         os.path.dirname(__file__), "..", "..", "..", "main.py"))
     store = FirestoreStore(firestore_db)
@@ -77,5 +77,5 @@ def webhook_world(
         yield WebhookWorld(app.test_client(), store, FirestoreChannelStore(firestore_db),
                            worker, firestore_db)
     finally:
-        entrypoints._webhook_service.cache_clear()
+        composition.reset()
         worker.close()

@@ -70,9 +70,9 @@ def test_enqueue_failure_answers_503_and_keeps_the_request(
 ) -> None:  # type: ignore[no-untyped-def]
     token = webhook_world.open_channel()
     monkeypatch.setenv("CALSYNC_TASKS_QUEUE", "queue-that-does-not-exist")
-    from functions import entrypoints
+    from functions import app as composition
 
-    entrypoints._webhook_service.cache_clear()
+    composition.reset()
     response = webhook_world.post(token=token)
     assert response.status_code == 503
     doc = webhook_world.subscription_doc()

@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 from google.cloud.firestore_v1.services.firestore.client import FirestoreClient
 
-from functions import entrypoints
-from functions.adapters.firestore.channels import Channel, FirestoreChannelStore
+from functions import app as composition
+from functions.adapters.firestore.channels import FirestoreChannelStore
 from functions.adapters.firestore.store import FirestoreStore
 from functions.adapters.google.tasks import CloudTasksQueue
 from functions.config import WEBHOOK, Settings
 from functions.intake import channel_tokens, webhook
 from functions.intake.webhook import Notification, WebhookService
+from functions.model import Channel
 from tests.integration.webhook.conftest import KEYS, WebhookWorld
 
 READ_RPCS = ("get_document", "batch_get_documents", "run_query", "list_documents",
@@ -153,4 +154,4 @@ def test_last_notification_is_written_once_per_interval_across_instances(
     assert sum(s.attempts for s in stores) > len(writes)  # and lost a race
     sub = webhook_world.subscription_doc()
     assert sub["last_notification_at"] == seen[-1]  # the subscription's copy moves with it
-    entrypoints._webhook_service.cache_clear()
+    composition.reset()

@@ -9,7 +9,7 @@ from typing import Any
 import functions_framework
 import pytest
 
-from functions.api import service as api
+from functions import entrypoints as api
 from tests.unit.api.fakes import World, fake_api
 
 ROOT = Path(__file__).resolve().parents[3]

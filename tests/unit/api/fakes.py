@@ -8,21 +8,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from functions.api.feed import (
-    ChangesPage,
-    ChangesQuery,
+from functions.api.feed import ChangesPage, ChangesQuery, EventsPage
+from functions.api.openapi import document
+from functions.api.service import Api
+from functions.errors import (
+    CodeRejected,
     CursorAhead,
     CursorExpired,
     EventMissing,
-    EventsPage,
-    SubscriptionMissing,
+    InvalidTransition,
+    SubscriptionNotFound,
 )
-from functions.api.openapi import document
-from functions.api.service import Api
-from functions.api_ports import (
-    CALENDAR_SCOPE,
+from functions.model import CALENDAR_SCOPES
+from functions.ports import (
     CodeExchanger,
-    CodeRejected,
     CredentialSealer,
     ExchangedGrant,
     FeedPort,
@@ -30,8 +29,6 @@ from functions.api_ports import (
     SubscriptionCommands,
     SubscriptionReader,
 )
-from functions.errors import InvalidTransition
-from functions.lifecycle.subscriptions import SubscriptionNotFound
 
 GOOD_CODE = "good-code"
 REFRESH_TOKEN = "1//refresh-token-never-shown"
@@ -142,7 +139,7 @@ class FakeFeed(FeedPort):
         if self.w.failure:
             raise self.w.failure
         if sub_id not in self.w.subs:
-            raise SubscriptionMissing(sub_id)
+            raise SubscriptionNotFound(sub_id)
         return self.w.entries.get(sub_id, 0)
 
     def changes(self, sub_id: str, query: ChangesQuery) -> ChangesPage:
@@ -187,10 +184,10 @@ class FakeExchanger(CodeExchanger):
         if code != GOOD_CODE:
             raise CodeRejected("invalid_grant", "Bad Request")
         return ExchangedGrant("user@example.com", REFRESH_TOKEN,
-                              ("openid", "email", CALENDAR_SCOPE))
+                              ("openid", "email", CALENDAR_SCOPES[0]))
 
     def consent_config(self) -> dict[str, Any]:
-        return {"client_id": "cid", "scopes": ["openid", CALENDAR_SCOPE],
+        return {"client_id": "cid", "scopes": ["openid", CALENDAR_SCOPES[0]],
                 "auth_uri": "http://127.0.0.1/auth", "access_type": "offline",
                 "prompt": "consent"}
 

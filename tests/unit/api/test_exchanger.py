@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from functions.api.wiring import OAuthExchanger
-from functions.api_ports import CodeRejected, ExchangeUnavailable, OAuthNotConfigured
 from functions.config import API, Settings
+from functions.errors import CodeRejected, ExchangeUnavailable, OAuthNotConfigured
 
 KEY = base64.b64encode(b"k" * 32).decode()
 BASE = {"GOOGLE_CLOUD_PROJECT": "p", "CALSYNC_REGION": "r", "CALSYNC_TASKS_QUEUE": "q",

@@ -10,7 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from functions.adapters.firestore import codec
-from functions.api.feed import ChangesQuery, _unescaped, rfc3339
+from functions.api.feed import ChangesQuery
+from functions.model import rfc3339
+
+_unescaped = codec.unescape_shared
 
 keys = st.sampled_from(["", "a", "~a", "~", "__x__", "~~b", "id"]) | st.text(max_size=6)
 values = st.recursive(

@@ -12,7 +12,7 @@ import json
 
 from hypothesis import HealthCheck, given, settings
 
-from functions.api import service as api
+from functions import entrypoints as api
 from tests.unit.api.conftest import make_client
 from tests.unit.api.fakes import World
 from tests.unit.api.strategies import requests

@@ -9,11 +9,15 @@ from typing import Any
 
 import pytest
 
-from functions.adapters.google.credentials import SealError
 from functions.cli import main as cli
 from functions.cli.output import CODES, Output
-from functions.errors import InvalidTransition, QueueUnavailable, StoreUnavailable
-from functions.lifecycle.subscriptions import SubscriptionNotFound
+from functions.errors import (
+    InvalidTransition,
+    QueueUnavailable,
+    SealError,
+    StoreUnavailable,
+    SubscriptionNotFound,
+)
 from functions.model import Subscription
 from tests.unit.cli.conftest import Fakes, TtyStream, run
 
@@ -69,10 +73,9 @@ class Store:
         return self.states.pop(0) if len(self.states) > 1 else self.states[0]
 
     def changes(self, sub_id: str, query: Any) -> Any:
-        from functions.api.feed import SubscriptionMissing
 
         if self.subscription is None:
-            raise SubscriptionMissing(sub_id)
+            raise SubscriptionNotFound(sub_id)
         raise AssertionError("not needed by these tests")
 
 
@@ -80,7 +83,7 @@ class Store:
 def test_changes_and_resync_of_an_unknown_subscription_exit_3(
     fakes: Fakes, command: list[str]
 ) -> None:
-    from functions.lifecycle.subscriptions import SubscriptionNotFound
+    from functions.errors import SubscriptionNotFound
 
     # `changes` looks the subscription up itself; `resync` asks the service.
     fakes.store, fakes.service = Store(None), Raising(SubscriptionNotFound("nope"))
@@ -309,11 +312,10 @@ def vault(fakes: Fakes, monkeypatch: pytest.MonkeyPatch) -> type[Vault]:
     import io
 
     from functions import app
-    from functions.adapters.google import credentials
 
     Vault.stored, Vault.deleted = [], []
-    monkeypatch.setattr(credentials, "CredentialVault", Vault)
-    monkeypatch.setattr(app, "firestore_client", lambda settings: object())
+    monkeypatch.setattr(app, "credential_vault",
+                        lambda settings: Vault(object(), settings.credential_keys))
     monkeypatch.setattr("sys.stdin", io.StringIO("rt-cli-unit-secret\n"))
     monkeypatch.setenv("CALSYNC_CREDENTIAL_KEYS", "k1:" + "a" * 44)
     return Vault

@@ -12,11 +12,12 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from functions.adapters.firestore.channels import Channel, ResourceMismatch, _channel
+from functions.adapters.firestore.channels import _channel
 from functions.adapters.firestore.store import ENQUEUE_GRACE, _subscription
-from functions.adapters.firestore.subscriptions import DELIVERING, subscription_key
-from functions.errors import InvalidTransition
-from functions.model import ACTIVE, DELETING, Subscription, SyncRequest, Transition
+from functions.adapters.firestore.subscriptions import subscription_key
+from functions.errors import InvalidTransition, ResourceMismatch
+from functions.model import ACTIVE, DELETING, Channel, Subscription, SyncRequest, Transition
+from functions.model import DELIVERING_STATES as DELIVERING
 from functions.ports import LifecycleStore, RequestStore
 
 

@@ -8,13 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from functions.adapters.google.channels import ChannelPort, OpenedChannel
 from functions.config import Settings
 from functions.errors import CalendarUnavailable, InvalidTransition, QueueUnavailable
 from functions.lifecycle.renewer import Renewer
 from functions.lifecycle.subscriptions import SubscriptionService, backoff
 from functions.model import Subscription
-from functions.ports import TaskQueue
+from functions.ports import ChannelPort, OpenedChannel, TaskQueue
 from tests.unit.lifecycle.fakes import MemoryLifecycle
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from functions import app as composition
-from functions import entrypoints, logs
+from functions import logs
 
 MAIN = str(Path(__file__).resolve().parents[3] / "main.py")
 PROJECT = "calsync-logs"
@@ -113,7 +113,6 @@ def functions(fresh_logs: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[dic
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CALSYNC_CHANNEL_TOKEN_KEYS", "k1:" + SHORT_KEY)
     composition.reset()
-    entrypoints._webhook_service.cache_clear()
     logging.getLogger("calsync").handlers.clear()
     clients = {target: functions_framework.create_app(target=target, source=MAIN).test_client()
                for target in ("webhook", "sync_worker", "renew_channels")}
@@ -121,7 +120,6 @@ def functions(fresh_logs: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[dic
         yield clients
     finally:
         composition.reset()
-        entrypoints._webhook_service.cache_clear()
 
 
 def _trace(n: int) -> dict[str, str]:

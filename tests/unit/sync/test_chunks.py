@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from functions.adapters.firestore.store import write_bytes as _write_bytes
 from functions.model import ChangeDraft, EventWrite
-from functions.sync.engine import MAX_COMMIT_BYTES, _chunks, _write_bytes
+from functions.sync.engine import MAX_COMMIT_BYTES, _chunks
 
 
 def _write(event_id: str, size: int = 10, change: bool = True) -> EventWrite:

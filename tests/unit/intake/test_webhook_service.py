@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from functions.adapters.firestore.channels import Channel, ChannelStore, ResourceMismatch
-from functions.errors import QueueUnavailable, StoreUnavailable
+from functions.errors import QueueUnavailable, ResourceMismatch, StoreUnavailable
 from functions.intake import channel_tokens
 from functions.intake.webhook import (
     BadNotification,
@@ -16,8 +15,8 @@ from functions.intake.webhook import (
     WebhookService,
     parse_notification,
 )
-from functions.model import SyncRequest
-from functions.ports import RequestStore, TaskQueue
+from functions.model import Channel, SyncRequest
+from functions.ports import ChannelStore, RequestStore, TaskQueue
 
 KEYS = {"k1": b"s" * 32}
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from functions.adapters.google.credentials import SealError, key_id_of, seal, unseal
+from functions.adapters.google.sealing import key_id_of, seal, unseal
+from functions.errors import SealError
 
 OLD = {"v1": b"o" * 32}
 ROTATED = {"v2": b"n" * 32, "v1": b"o" * 32}
