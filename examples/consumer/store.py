@@ -4,7 +4,8 @@
 `ConsumerStore` is the interface a real application backs with its own
 database (the same transaction that applies a change moves the position, so a
 crash never applies twice nor skips); `SqliteConsumerStore` is the example's,
-on the standard library's `sqlite3`.
+on the standard library's `sqlite3`: durable only on a disk that outlives the
+process (not a Cloud Run instance's, whose files live in memory).
 """
 
 from __future__ import annotations
