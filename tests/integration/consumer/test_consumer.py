@@ -1,4 +1,4 @@
-"""examples/consumer.py over real HTTP on loopback: push envelopes in, lines out,
+"""examples/consumer over real HTTP on loopback: push envelopes in, lines out,
 duplicates dropped, gaps and markers filled from a (fake) changes route, and in
 production mode the OIDC token verified against a locally served key set."""
 
