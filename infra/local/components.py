@@ -182,18 +182,22 @@ def start_consumer(
     port: int, run_dir: Path, api_url: str, timeout: float = 30.0,
     on_start: Callable[[ManagedProcess], None] | None = None,
 ) -> ManagedProcess:
-    """The example consumer app (examples/consumer.py) that Pub/Sub pushes to.
+    """The example consumer app (`python -m examples.consumer`) that Pub/Sub pushes to.
 
-    Local mode: the Pub/Sub emulator sends no OIDC token to verify. Its
-    output (one line per change) goes to `consumer.log`.
+    With `CONSUMER_INSECURE_NO_AUTH=1`: the Pub/Sub emulator sends no OIDC token
+    and the local api function wants none (without the flag the consumer refuses
+    to start). Its position is kept in `consumer.sqlite3`, started empty like
+    the stack's Firestore; its output (one line per change) goes to `consumer.log`.
     """
     _claim("consumer app", port)
+    state = run_dir / "consumer.sqlite3"
+    state.unlink(missing_ok=True)  # positions of the previous stack's subscriptions
     process = ManagedProcess(
         "consumer app",
-        [sys.executable, "examples/consumer.py", "--host", HOST, "--port", str(port)],
+        [sys.executable, "-m", "examples.consumer", "--host", HOST, "--port", str(port)],
         run_dir / "consumer.log",
-        env={**_base_env(), "CONSUMER_MODE": "local", "CALSYNC_API_URL": api_url,
-             "PYTHONUNBUFFERED": "1"},
+        env={**_base_env(), "CONSUMER_INSECURE_NO_AUTH": "1", "CALSYNC_API_URL": api_url,
+             "CONSUMER_STATE_PATH": str(state), "PYTHONUNBUFFERED": "1"},
         cwd=ROOT,
         on_start=on_start,
     )

@@ -1,19 +1,31 @@
-"""The example consumer (examples/consumer.py) served on loopback, with a fake
-changes route and a local OIDC key set (DESIGN.md: the Pub/Sub emulator sends no
-token, so tokens are minted locally and verified against keys served here)."""
+"""The example consumer (examples/consumer) served on loopback, with a fake
+changes route or the real `/v1` API over the Firestore emulator, and a local
+OIDC key set (DESIGN.md: the Pub/Sub emulator sends no token, so tokens are
+minted locally and verified against keys served here)."""
 
 from __future__ import annotations
 
 import datetime
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+
+# The Pub/Sub emulator fixtures live beside the outbox tests; the pipeline test
+# here uses them too.
+from tests.integration.outbox.conftest import pubsub, pubsub_emulator_host  # noqa: E402,F401
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 class FakeFeed:
@@ -74,3 +86,86 @@ class KeySet:
                    "sub": "1234", "email": "push@calsync-test.iam.gserviceaccount.com",
                    "email_verified": True, **claims}
         return jwt.encode(signer, payload).decode()
+
+
+# -- the real /v1 API over the Firestore emulator ---------------------------------
+
+class ApiOverStore:
+    """The real `api` function (functions-framework's app of `main.api`, routes,
+    feed, retention check, errors) over the Firestore emulator, for the read
+    routes a consumer uses; writes go through `FeedWriter`. Records each request
+    (`path?query`) and runs `before` / `after` hooks around it, so a test can
+    hold a request or commit between two pages."""
+
+    def __init__(self, db: Any) -> None:
+        import functions_framework
+
+        from functions.adapters.firestore.feed import FirestoreFeedStore
+        from functions.adapters.firestore.views import FirestoreSubscriptionRecords
+        from functions.api.feed import Feed
+        from functions.api.openapi import document
+        from functions.api.service import Api
+        from functions.api.tokens import PageTokens
+        from functions.api.views import SubscriptionViews
+        from tests.unit.api.fakes import FakeCommands, FakeExchanger, FakeSealer, World
+
+        tokens = PageTokens([b"consumer-test-key" * 2])
+        unused = World()  # the write routes are not what a consumer calls
+        self.api = Api(FakeCommands(unused),
+                       SubscriptionViews(FirestoreSubscriptionRecords(db), tokens),
+                       Feed(FirestoreFeedStore(db), tokens), FakeExchanger(unused),
+                       FakeSealer(unused), document)
+        self._app = functions_framework.create_app(target="api", source=str(ROOT / "main.py"))
+        self.requests: list[str] = []
+        self.before: list[Callable[[str], None]] = []
+        self.after: list[Callable[[str], None]] = []
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        request = f"{environ['PATH_INFO']}?{environ.get('QUERY_STRING', '')}"
+        self.requests.append(request)
+        for hook in list(self.before):
+            hook(request)
+        body = b"".join(self._app(environ, start_response))
+        for hook in list(self.after):
+            hook(request)
+        return [body]
+
+
+@pytest.fixture
+def real_api(firestore_db: Any) -> Iterator[ApiOverStore]:
+    from functions import entrypoints
+
+    saved = entrypoints._api
+    api = ApiOverStore(firestore_db)
+    entrypoints._api = api.api
+    try:
+        yield api
+    finally:
+        entrypoints._api = saved
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def serve_threaded() -> Iterator[Callable[[Any], str]]:
+    """Like `serve`, but one thread per request (as `python -m examples.consumer` runs)."""
+    servers: list[Any] = []
+
+    def start(app: Any) -> str:
+        server = make_server("127.0.0.1", 0, app, server_class=_ThreadingServer,
+                             handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -1,4 +1,4 @@
-"""examples/consumer.py over real HTTP on loopback: push envelopes in, lines out,
+"""examples/consumer over real HTTP on loopback: push envelopes in, lines out,
 duplicates dropped, gaps and markers filled from a (fake) changes route, and in
 production mode the OIDC token verified against a locally served key set."""
 
@@ -33,11 +33,13 @@ def entry(seq: int, kind: str = "updated", event_id: str = "ev1",
 
 def envelope(item: dict[str, Any], sub_id: str = SUB, truncated: bool = False) -> bytes:
     attributes = {"subscription_id": sub_id, "seq": str(item["seq"]), "kind": item["kind"],
-                  "event_id": item["event_id"], "ce-specversion": "1.0"}
+                  "ce-specversion": "1.0"}
+    if item.get("event_id") is not None:  # lifecycle entries have none
+        attributes["event_id"] = item["event_id"]
     data = item
     if truncated:
         attributes["truncated"] = "true"
-        data = {"seq": item["seq"], "kind": item["kind"], "event_id": item["event_id"],
+        data = {"seq": item["seq"], "kind": item["kind"], "event_id": item.get("event_id"),
                 "truncated": True}
     return json.dumps({
         "message": {"data": base64.b64encode(json.dumps(data).encode()).decode(),
@@ -140,8 +142,7 @@ def test_production_mode_verifies_the_push_token_against_the_key_set(
         serve: Callable[[Any], str]) -> None:
     keys, other = KeySet(), KeySet()
     certs = serve(keys.certs)
-    world = Running(serve, verify=True, audience=AUDIENCE, push_sa=PUSH_SA,
-                    certs_url=certs)
+    world = Running(serve, push_auth=example.PushIdentity(AUDIENCE, PUSH_SA, certs_url=certs))
     body = envelope(entry(1))
     assert post(world.url, body)[0] == 401
     assert post(world.url, body, token="not-a-jwt")[0] == 401
