@@ -8,9 +8,11 @@ directly (the classes take their ports as arguments).
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 from typing import Any
 
 from functions.config import CLI, WORKER, Settings
+from functions.ports import TaskQueue
 from functions.sync.engine import SyncEngine, SyncSettings
 from functions.sync.worker import SyncWorker
 
@@ -179,6 +181,29 @@ def subscription_service(config: Settings) -> Any:
             store(config), task_queue(config))
 
     return _memo("subscriptions", build)
+
+
+class _NoQueue(TaskQueue):
+    """The task queue of a service that only reads: it queues nothing."""
+
+    def enqueue_sync(self, sub_id: str, generation: int, not_before: datetime | None = None,
+                     *, origin: str = "request") -> None:
+        raise RuntimeError("a read-only subscription service cannot queue a sync")
+
+
+def subscription_reader(config: Settings) -> Any:
+    """The subscription service for `status` and `list_status` only, over Firestore alone.
+
+    It builds no Calendar, credential or Cloud Tasks client, so reading status
+    needs no Google credentials against the emulator (and no queue settings).
+    It opens and stops no channel and queues nothing: never use it to change a
+    subscription.
+    """
+    from functions.adapters.firestore.subscriptions import SubscriptionStore
+    from functions.lifecycle.subscriptions import SubscriptionService
+
+    return _memo("subscription_reader", lambda: SubscriptionService(
+        config, SubscriptionStore(firestore_client(config)), None, store(config), _NoQueue()))
 
 
 def renewer(config: Settings | None = None) -> Any:

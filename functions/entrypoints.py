@@ -11,7 +11,8 @@ import functools
 import json
 from collections.abc import Callable
 
-from flask import Request, Response
+from flask import Flask, Request, Response
+from werkzeug.routing import PathConverter
 
 from functions import app, logs
 from functions.api.errors import INTERNAL, ApiError
@@ -20,6 +21,25 @@ from functions.api.service import Answer, Api
 from functions.config import ConfigError
 from functions.errors import CalsyncError, StoreError
 from functions.intake.webhook import BadNotification, parse_notification
+
+
+class EveryPath(PathConverter):
+    """werkzeug's `path` converter with `.` matching a newline too.
+
+    functions-framework routes every request to the function through
+    `/<path:path>`, and werkzeug's regex for it (`[^/].*?`) matches no newline:
+    a path holding an encoded one (`/v1/subscriptions/a%0Ab`) got the framework's
+    HTML 404 before any function ran. With this the function sees every path and
+    answers it itself (the API: 400, 404 or 405 in its one JSON error shape).
+    """
+
+    regex = "(?s:[^/].*?)"
+
+
+def route_every_path(app: Flask) -> None:
+    """Make `app`'s routes take paths with newlines; call it before the framework adds
+    them (main.py does, while functions-framework executes it inside the app's context)."""
+    app.url_map.converters["path"] = EveryPath
 
 
 def _text(status: int, reason: str) -> Response:

@@ -11,6 +11,7 @@ from typing import Any
 
 INVALID_ARGUMENT = "invalid_argument"
 NOT_FOUND = "not_found"
+METHOD_NOT_ALLOWED = "method_not_allowed"
 FAILED_PRECONDITION = "failed_precondition"
 CURSOR_EXPIRED = "cursor_expired"
 UNAVAILABLE = "unavailable"
@@ -20,6 +21,8 @@ INTERNAL = "internal"
 CODES: dict[str, tuple[int, str]] = {
     INVALID_ARGUMENT: (400, "The request is malformed; `message` names the field."),
     NOT_FOUND: (404, "No such subscription, event or route."),
+    METHOD_NOT_ALLOWED: (405, "The path exists but not with this method; the `Allow` header "
+                              "and `details.allowed` name the methods it has."),
     FAILED_PRECONDITION: (409, "The subscription's status forbids this change."),
     CURSOR_EXPIRED: (410, "The cursor is older than the retained feed; "
                           "`details.oldest_available_seq` says where it starts. Bootstrap again."),
@@ -57,3 +60,9 @@ def invalid(message: str, **details: Any) -> ApiError:
 
 def not_found(message: str, **details: Any) -> ApiError:
     return ApiError(NOT_FOUND, message, details)
+
+
+def method_not_allowed(method: str, path: str, allowed: list[str]) -> ApiError:
+    """405: HTTP's answer to a method the path does not have; the entry point adds `Allow`."""
+    return ApiError(METHOD_NOT_ALLOWED, f"{method} is not allowed on {path} "
+                                        f"(allowed: {', '.join(allowed)})", {"allowed": allowed})

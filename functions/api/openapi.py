@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from functions.api.errors import CODES
+from functions.api.errors import CODES, METHOD_NOT_ALLOWED
 from functions.api.routes import KINDS, ROUTES, STATUSES, Route
 
 TIME = {"type": ["string", "null"], "format": "date-time",
@@ -108,6 +108,17 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+# Not an operation's answer: what every path answers to a method it does not declare.
+METHOD_NOT_ALLOWED_RESPONSE: dict[str, Any] = {
+    "description": f"`{METHOD_NOT_ALLOWED}`: {CODES[METHOD_NOT_ALLOWED][1]} Any path answers "
+                   "it to a method this document does not declare for it (HEAD, OPTIONS, "
+                   "TRACE and PUT included).",
+    "headers": {"Allow": {"description": "The path's methods, comma-separated.",
+                          "schema": {"type": "string"}}},
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+
+
 def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -160,9 +171,13 @@ def _document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "calsync", "version": "v1",
                  "description": "Google Calendar change feeds: subscribe calendars, read "
-                                "their current events, follow their changes by cursor."},
+                                "their current events, follow their changes by cursor. "
+                                "Every error is the `Error` object; a method a path does "
+                                "not declare is answered 405 with an `Allow` header "
+                                "(`components.responses.MethodNotAllowed`)."},
         "paths": paths,
-        "components": {"schemas": SCHEMAS},
+        "components": {"schemas": SCHEMAS,
+                       "responses": {"MethodNotAllowed": METHOD_NOT_ALLOWED_RESPONSE}},
     }
 
 

@@ -21,6 +21,7 @@ from functions.api.errors import (
     NOT_FOUND,
     UNAVAILABLE,
     invalid,
+    method_not_allowed,
     not_found,
 )
 from functions.api.schema import Bool, CommaList, Int, Obj, Schema, Str, StrMap
@@ -182,7 +183,8 @@ _MATCHERS = [(route, _pattern(route)) for route in ROUTES]
 
 
 def match(method: str, path: str) -> tuple[Route, dict[str, str]]:
-    """The route for `method path` and its raw path parameters; ApiError if none."""
+    """The route for `method path` and its raw path parameters; ApiError if none:
+    404 when no route has the path, 405 when some route has it with another method."""
     allowed: list[str] = []
     for route, pattern in _MATCHERS:
         found = pattern.match(path)
@@ -192,8 +194,7 @@ def match(method: str, path: str) -> tuple[Route, dict[str, str]]:
             return route, found.groupdict()
         allowed.append(route.method)
     if allowed:
-        raise invalid(f"{method} is not allowed on {path} (allowed: {', '.join(allowed)})",
-                      allowed=allowed)
+        raise method_not_allowed(method, path, allowed)
     raise not_found(f"no route {path}")
 
 

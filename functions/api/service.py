@@ -18,6 +18,7 @@ from functions.api.errors import (
     FAILED_PRECONDITION,
     INTERNAL,
     INVALID_ARGUMENT,
+    METHOD_NOT_ALLOWED,
     NOT_FOUND,
     RETRY_AFTER_SECONDS,
     UNAVAILABLE,
@@ -103,6 +104,8 @@ class Api:
         headers: tuple[tuple[str, str], ...] = ()
         if error.code == UNAVAILABLE:
             headers = (("Retry-After", str(RETRY_AFTER_SECONDS)),)
+        elif error.code == METHOD_NOT_ALLOWED:
+            headers = (("Allow", ", ".join(error.details["allowed"])),)
         return Answer(error.status, error.to_json(), headers)
 
     # -- subscriptions --------------------------------------------------------

@@ -174,9 +174,17 @@ def _table(rows: list[list[str]], columns: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+def _reader() -> Any:
+    """The subscription service for reading status: Firestore only, no credentials needed
+    against the emulator (no Calendar or Cloud Tasks client is built)."""
+    from functions import app
+
+    return app.subscription_reader(load_settings(FIRESTORE))
+
+
 def cmd_status(args: argparse.Namespace, output: Output) -> int:
     """State, channel, lag and errors of one subscription or all."""
-    service = _service(load_settings(FIRESTORE, QUEUE[1:] + QUEUE_OPTIONS))
+    service = _reader()
     statuses = ([service.status(args.subscription_id)] if args.subscription_id
                 else service.list_status())
     output.result({"subscriptions": [s.to_json() for s in statuses]},
@@ -186,7 +194,7 @@ def cmd_status(args: argparse.Namespace, output: Output) -> int:
 
 def cmd_list(args: argparse.Namespace, output: Output) -> int:
     """Every subscription: id, calendar, owner, status."""
-    statuses = _service(load_settings(FIRESTORE, QUEUE[1:] + QUEUE_OPTIONS)).list_status()
+    statuses = _reader().list_status()
     output.result(
         {"subscriptions": [{"id": s.id, "calendar_id": s.calendar_id, "owner": s.owner,
                             "status": s.status} for s in statuses]},

@@ -1,6 +1,7 @@
 """The `api` function over real HTTP against the whole local stack: subscribe,
 read, follow, the lifecycle, every error case, retention (410 after pruning),
-the bootstrap protocol under concurrent calendar changes, and a fuzz."""
+the bootstrap protocol under concurrent calendar changes, every method on every path,
+and a fuzz (300 derandomised requests)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from functions.adapters.firestore.store import seq_id
+from functions.api.openapi import document
 from functions.lifecycle.subscriptions import SubscriptionService
 from tests.e2e.conftest import E2E, event_body, wait_until
-from tests.unit.api.strategies import requests
+from tests.unit.api.strategies import METHODS, requests
 from tests.unit.api.test_openapi import assert_documented
+from tests.unit.api.test_routes import CONTROL_PATHS
 
 pytestmark = pytest.mark.e2e
 USER = "ava@example.com"
@@ -43,14 +46,20 @@ class Http:
                                          headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
-                return response.status, json.loads(response.read()), response.headers
+                return response.status, _payload(method, response.read()), response.headers
         except urllib.error.HTTPError as err:
-            text = err.read()
-            try:
-                payload = json.loads(text)
-            except ValueError:
-                payload = text
-            return err.code, payload, err.headers
+            return err.code, _payload(method, err.read()), err.headers
+
+
+def _payload(method: str, text: bytes) -> Any:
+    """The JSON answered, or the bytes when it is not JSON (None for HEAD: no body)."""
+    if method == "HEAD":
+        assert text == b""
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 @pytest.fixture
@@ -256,7 +265,9 @@ def test_input_errors_over_http(e2e: E2E, http: Http) -> None:
         expect_error(http("POST", "/v1/subscriptions", raw=raw, content_type=content_type),
                      400, "invalid_argument")
     expect_error(http("GET", "/v1/unknown"), 404, "not_found")
-    expect_error(http("PUT", "/v1/subscriptions"), 400, "invalid_argument")
+    assert expect_error(http("PUT", "/v1/subscriptions"), 405, "method_not_allowed") == {
+        "allowed": ["POST", "GET"]}
+    assert http("TRACE", "/v1/subscriptions/nope")[2]["Allow"] == "GET, DELETE"
     for method, suffix in (("GET", ""), ("DELETE", ""), ("POST", "/pause"), ("POST", "/resume"),
                            ("POST", "/resync"), ("GET", "/changes"), ("GET", "/events"),
                            ("GET", "/events/e1")):
@@ -334,9 +345,37 @@ def test_no_input_gets_a_5xx_over_http(local_stack: Any,
                                        request: tuple[str, str, bytes, str | None]) -> None:
     _seed_fuzz_subscription(local_stack.env)
     method, path, body, content_type = request
-    status, payload, _ = Http(local_stack.env["CALSYNC_API_URL"])(
+    status, payload, headers = Http(local_stack.env["CALSYNC_API_URL"])(
         method, path, raw=body if body else None, content_type=content_type)
-    assert status < 500, (method, path, body, payload)
-    if not (status == 404 and "%0A" in path.split("?")[0].upper()):  # the framework's 404
-        assert isinstance(payload, dict), payload
-        assert_documented(method, path, status)
+    assert_one_shape(method, path, status, payload, headers)
+
+
+def assert_one_shape(method: str, path: str, status: int, payload: Any, headers: Any) -> None:
+    """No 5xx; JSON, an error in the one shape; a documented status; 405 with `Allow`."""
+    assert status < 500, (method, path, payload)
+    assert headers.get_content_type() == "application/json", (method, path, payload)
+    if method != "HEAD":
+        assert isinstance(payload, dict), (method, path, payload)
+        if status >= 400:
+            assert set(payload) == {"error"}, payload
+            assert set(payload["error"]) == {"code", "message", "details"}, payload
+    assert_documented(method, path, status, headers.get("Allow"))
+
+
+def test_every_method_on_every_path_over_http(local_stack: Any) -> None:
+    """Every method against every path template (a known subscription and event), and
+    paths with control characters: what the framework's router, not ours, used to
+    answer (an HTML 404) or ours answered wrongly (400 for a method, not 405)."""
+    _seed_fuzz_subscription(local_stack.env)
+    http = Http(local_stack.env["CALSYNC_API_URL"])
+    for template, declared in document()["paths"].items():
+        path = template.replace("{id}", FUZZ_SUB).replace("{event_id}", "known")
+        # The declared ones are the other tests' (and would delete the seeded subscription).
+        for method in (m for m in METHODS if m.lower() not in declared):
+            status, payload, headers = http(method, path)
+            assert status == 405, (method, path, payload)
+            assert_one_shape(method, path, status, payload, headers)
+    for method, path, expected in CONTROL_PATHS:
+        status, payload, headers = http(method, path.replace("sub0001", FUZZ_SUB))
+        assert_one_shape(method, path, status, payload, headers)
+        assert status == expected, (method, path, payload)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +98,64 @@ def test_bad_arguments_and_unknown_subscriptions_have_trustworthy_exit_codes(e2e
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert cli(e2e, "subscribe", "cal").returncode == 2  # --owner is required
     assert cli(e2e, "frobnicate").returncode == 2
+
+
+def no_credentials(e2e: E2E, home: Path, *names: str) -> dict[str, str]:
+    """An environment with no Google credentials of any kind: no ADC file (HOME and the
+    gcloud config point at an empty directory), no GOOGLE_APPLICATION_CREDENTIALS, no
+    metadata server (only loopback port 9, which refuses), no emulator but Firestore's;
+    only GOOGLE_CLOUD_PROJECT, FIRESTORE_EMULATOR_HOST and the stack variables `names`."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CALSYNC_", "FIRESTORE_", "CLOUD_TASKS_", "GOOGLE_",
+                                "CLOUDSDK_", "CALENDAR_", "PUBSUB_"))}
+    env.update({"HOME": str(home), "CLOUDSDK_CONFIG": str(home / "gcloud"),
+                "GCE_METADATA_HOST": "127.0.0.1:9", "GCE_METADATA_IP": "127.0.0.1:9",
+                "GOOGLE_CLOUD_PROJECT": e2e.env["GOOGLE_CLOUD_PROJECT"],
+                "FIRESTORE_EMULATOR_HOST": e2e.env["FIRESTORE_EMULATOR_HOST"]})
+    env.update({name: e2e.env[name] for name in names})
+    return env
+
+
+def bare(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-m", "functions.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
+    return done
+
+
+def test_reading_needs_no_google_credentials_against_the_emulator(e2e: E2E,
+                                                                  tmp_path: Path) -> None:
+    """status, list and changes read Firestore only: with the project and the emulator
+    host alone they work; every command that writes still names the missing credentials."""
+    _, calendar_id = e2e.new_calendar(USER, events=2)
+    sub_id = e2e.subscribe(calendar_id, USER).id
+    wait_until(lambda: len(e2e.feed(sub_id)) == 2, 30, "the initial sync")
+    env = no_credentials(e2e, tmp_path)
+    for args, shown in ((("status",), sub_id), (("status", sub_id), sub_id),
+                        (("list",), sub_id), (("changes", sub_id), "next cursor: 2")):
+        done = bare(env, *args)
+        assert done.returncode == 0, (args, done.stderr)
+        assert shown in done.stdout and done.stderr == "", (args, done.stdout)
+    status = json.loads(bare(env, "status", sub_id, "--json").stdout)["subscriptions"][0]
+    full = json.loads(cli(e2e, "status", sub_id, "--json").stdout)["subscriptions"][0]
+    assert set(status) == set(full)  # the same report as with every setting
+    assert (status["id"], status["status"], status["channel_id"], status["change_seq"]) == (
+        full["id"], full["status"], full["channel_id"], 2)
+    listed = json.loads(bare(env, "list", "--json").stdout)["subscriptions"]
+    assert listed == [{"id": sub_id, "calendar_id": calendar_id, "owner": USER,
+                       "status": "active"}]
+    assert json.loads(bare(env, "changes", sub_id, "--json").stdout)["next_cursor"] == 2
+    assert bare(env, "status", "no-such-subscription").returncode == 3
+
+    queue = no_credentials(e2e, tmp_path, "CALSYNC_REGION", "CALSYNC_TASKS_QUEUE",
+                           "CALSYNC_WORKER_URL")
+    for args in (("pause", sub_id), ("resume", sub_id), ("resync", sub_id),
+                 ("unsubscribe", sub_id), ("subscribe", "cal@x.io", "--owner", USER)):
+        done = bare(queue, *args)
+        assert done.returncode == 1 and done.stdout == "", (args, done.stdout)
+        assert done.stderr.startswith("error: no Google credentials found"), (args, done.stderr)
+        assert done.stderr.count("\n") == 1, done.stderr
+    as_json = bare(queue, "pause", sub_id, "--json")
+    assert json.loads(as_json.stdout)["error"]["details"] == {"reason": "credentials"}
+    assert bare(env, "status", sub_id).returncode == 0  # nothing was changed on the way
+    assert json.loads(bare(env, "list", "--json").stdout)["subscriptions"] == listed

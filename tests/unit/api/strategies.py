@@ -21,8 +21,17 @@ json_values = st.recursive(
     max_leaves=12)
 
 
+# Every C0 control, DEL and the C1 controls, mixed with the characters around them.
+controls = st.text(st.characters(min_codepoint=0, max_codepoint=0x9F) | st.sampled_from("øæ="),
+                   min_size=1, max_size=12)
+# Every method HTTP defines that a client can send, and one it does not define.
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "PROPFIND"]
+
+
 def segments(sub_id: str) -> Any:
-    return st.sampled_from([sub_id, "missing", "known", "..", "__x__", "a b", "%2F", ""]) | text
+    return (st.sampled_from([sub_id, "missing", "known", "..", "__x__", "a b", "%2F", "",
+                             "øæ\n2", "\x8f=\n", f"{sub_id}\n", "\r\n"])
+            | text | controls)
 
 
 valid_bodies = st.sampled_from([
@@ -61,7 +70,7 @@ def requests(draw: Any, sub_id: str) -> tuple[str, str, bytes, str | None]:
     if draw(st.booleans()):
         path = draw(st.sampled_from(["/v1", "/v1/subscriptions/", "/", "/v2/subscriptions",
                                      path + "/extra"]))
-    method = draw(st.sampled_from([route.method] * 4 + ["GET", "POST", "DELETE", "PUT"]))
+    method = draw(st.sampled_from([route.method] * 4 + METHODS))
     params = draw(st.lists(st.tuples(
         st.sampled_from(PARAM_NAMES),
         st.sampled_from(["0", "1", "-1", "1000", "1001", "true", "created,updated",

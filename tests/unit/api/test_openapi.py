@@ -9,8 +9,9 @@ scenarios covering all error codes is documented for its operation.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
 
@@ -25,6 +26,9 @@ from tests.unit.api.test_routes import DWD, OAUTH
 
 DOC = document()
 METHODS = ("get", "post", "put", "patch", "delete")
+# Every method HTTP defines that a client can send, and one it does not define.
+EVERY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
+                "PROPFIND")
 
 
 def documented() -> dict[tuple[str, str], dict[str, Any]]:
@@ -95,13 +99,30 @@ def test_error_codes_are_the_documented_ones() -> None:
         "code"]["enum"] == list(CODES)
 
 
-def assert_documented(method: str, path: str, status: int) -> None:
-    """The answer's status is documented for the operation that matched (if any)."""
-    try:
-        route, _ = match(method, path.split("?", 1)[0])
-    except Exception:  # noqa: BLE001 - unrouted: only 400 (method) or 404 (path)
-        assert status in (400, 404), (method, path, status)
+def declared_methods(path: str) -> list[str] | None:
+    """The methods the document declares for the path template `path` matches (None: no
+    template), read from the document alone, not from the router."""
+    for template, item in DOC["paths"].items():
+        pattern = re.escape(template).replace(r"\{id\}", "[^/]+").replace(
+            r"\{event_id\}", "[^/]+")
+        if re.fullmatch(pattern, unquote(path.split("?", 1)[0]), flags=re.DOTALL):
+            return sorted(method.upper() for method in item)
+    return None
+
+
+def assert_documented(method: str, path: str, status: int, allow: str | None = None) -> None:
+    """The answer's status is documented for the operation that matched; a method the
+    document does not declare for the path is 405 naming the declared ones in `Allow`;
+    a path no template matches is 404."""
+    declared = declared_methods(path)
+    if declared is None:
+        assert status == 404, (method, path, status)
         return
+    if method not in declared:
+        assert status == 405, (method, path, status)
+        assert allow is not None and sorted(allow.split(", ")) == declared, (path, allow)
+        return
+    route, _ = match(method, path.split("?", 1)[0])
     responses = documented()[(route.method, route.path)]["responses"]
     assert str(status) in responses, (method, path, status, sorted(responses))
 
@@ -150,7 +171,32 @@ def test_every_status_answered_is_documented(client: Any, world: World) -> None:
         assert_documented(method, path, status)
 
 
-@pytest.mark.parametrize("method", ["PUT", "PATCH"])
-def test_undocumented_methods_are_refused(client: Any, method: str) -> None:
-    for route in ROUTES:
-        assert client.open(concrete(route.path), method=method).status_code == 400
+@pytest.mark.parametrize("method", EVERY_METHOD)
+def test_every_method_on_every_path_is_routed_or_405_with_allow(client: Any,
+                                                                method: str) -> None:
+    """HTTP's answer to a method a resource does not support: 405 and `Allow`, in the
+    one JSON error shape (no body for HEAD)."""
+    for path in DOC["paths"]:
+        declared = declared_methods(concrete(path))
+        assert declared is not None
+        answer = client.open(concrete(path), method=method)
+        assert answer.status_code < 500, (method, path)
+        if method in declared:
+            assert answer.status_code != 405, (method, path)
+            continue
+        assert answer.status_code == 405, (method, path, answer.get_data(as_text=True))
+        assert sorted(answer.headers["Allow"].split(", ")) == declared
+        assert answer.mimetype == "application/json"
+        if method != "HEAD":
+            body = answer.get_json()
+            assert body["error"]["code"] == "method_not_allowed"
+            assert body["error"]["details"] == {"allowed": answer.headers["Allow"].split(", ")}
+            assert method in body["error"]["message"]
+
+
+def test_the_document_describes_405_and_allow() -> None:
+    response = DOC["components"]["responses"]["MethodNotAllowed"]
+    assert "Allow" in response["headers"]
+    assert response["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"}
+    assert "405" in DOC["info"]["description"]

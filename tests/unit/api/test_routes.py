@@ -183,10 +183,41 @@ def test_events_routes(client: Any) -> None:
 def test_routing_errors(client: Any) -> None:
     error(client.get("/v1/nothing"), 404, "not_found")
     error(client.get("/"), 404, "not_found")
-    error(client.put("/v1/subscriptions"), 400, "invalid_argument")
+    refused = client.put("/v1/subscriptions")
+    assert error(refused, 405, "method_not_allowed")["details"] == {"allowed": ["POST", "GET"]}
+    assert refused.headers["Allow"] == "POST, GET"
     error(client.get("/v1/subscriptions/a%20b"), 400, "invalid_argument")
     error(client.get("/v1/subscriptions", data="{}", content_type="application/json"),
           400, "invalid_argument")
+
+
+# A control character in a path segment: the two paths generated requests found
+# (issue 18, item 13), then one of each kind. werkzeug's `path` converter, which
+# functions-framework routes every request with, matches no newline.
+CONTROL_PATHS = [
+    ("POST", "/v1/subscriptions/%C3%B8%C3%A6%0A2/pause", 400),
+    ("GET", "/v1/subscriptions/%C2%8F%3D%0A/events/e1", 400),
+    ("GET", "/v1/subscriptions/sub0001/events/a%0Ab", 400),
+    ("DELETE", "/v1/subscriptions/%0A", 400),
+    ("GET", "/v1/subscriptions/a%0Db/changes", 400),
+    ("GET", "/v1/subscriptions/a%00b", 400),
+    ("GET", "/v1/subscriptions/sub0001/events/a%1Fb", 400),
+    # DEL and C1 controls may be in an event id (only `/` and C0 are refused): unknown.
+    ("GET", "/v1/subscriptions/sub0001/events/a%7Fb%C2%85", 404),
+    ("GET", "/v1/nothing%0A", 404),
+    ("GET", "/%0A", 404),
+    ("PUT", "/v1/subscriptions/%0A", 405),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "status"), CONTROL_PATHS)
+def test_a_control_character_in_a_path_gets_the_one_error_shape(
+        client: Any, method: str, path: str, status: int) -> None:
+    post(client, "/v1/subscriptions", DWD)
+    code = {400: "invalid_argument", 404: "not_found", 405: "method_not_allowed"}[status]
+    found = error(client.open(path, method=method), status, code)
+    if status == 400:
+        assert found["details"]["field"] in ("id", "event_id"), found
 
 
 def test_oauth_config_and_openapi(client: Any) -> None:

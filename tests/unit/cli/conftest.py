@@ -74,6 +74,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Fakes]:
         return found.store
 
     monkeypatch.setattr(app, "subscription_service", service)
+    monkeypatch.setattr(app, "subscription_reader", service)  # status and list read through it
     monkeypatch.setattr(app, "store", store)
     monkeypatch.setattr(app, "feed", store)  # `changes` reads the feed the API reads
     yield found
