@@ -315,6 +315,10 @@ class EmulatorControl:
         """Move the emulator clock (updated, channel and token expiry); returns the new time."""
         return str(self._call("POST", "clock/advance", {"seconds": seconds})["now"])
 
+    def freeze_clock(self, frozen: bool = True) -> str:
+        """Stop the emulator clock (only ``advance_clock`` moves it) or, False, run it on."""
+        return str(self._call("POST", "clock/freeze", {"frozen": frozen})["now"])
+
     def now(self) -> str:
         """The emulator's current time (RFC 3339)."""
         return str(self._call("GET", "clock")["now"])

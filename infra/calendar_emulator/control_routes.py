@@ -196,6 +196,10 @@ def _advance_clock(app: Emulator, body: dict[str, Any], request: Request) -> dic
     return {"now": format_rfc3339(app.clock.advance(field_value(body, "seconds", float)))}
 
 
+def _freeze_clock(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
+    return {"now": format_rfc3339(app.clock.freeze(field_value(body, "frozen", bool, True)))}
+
+
 def _clock(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
     return {"now": format_rfc3339(app.clock.now())}
 
@@ -294,6 +298,7 @@ _ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "auth/codes"): _issue_code,
     ("POST", "auth/clients"): _register_client,
     ("POST", "clock/advance"): _advance_clock,
+    ("POST", "clock/freeze"): _freeze_clock,
     ("GET", "clock"): _clock,
     ("GET", "counters"): _counters,
     ("POST", "counters/reset"): _reset_counters,

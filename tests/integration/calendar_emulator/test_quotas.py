@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,6 +74,7 @@ def test_quotas_are_off_by_default(emu: Any, service: Any) -> None:
 def test_exactly_the_default_user_limit_passes_then_403_user_rate_limit(
     emu: Any, service: Any
 ) -> None:
+    emu.control.freeze_clock()
     emu.control.set_quotas(project_per_minute=10_000, user_per_minute=600)
     for _ in range(600):
         get(service).execute()
@@ -85,6 +87,7 @@ def test_exactly_the_default_user_limit_passes_then_403_user_rate_limit(
 def test_exactly_the_default_project_limit_passes_then_rate_limit_exceeded(
     emu: Any, service: Any, status: int
 ) -> None:
+    emu.control.freeze_clock()
     emu.control.set_quotas(project_per_minute=10_000, user_per_minute=600, project_status=status)
     # 9,990 requests of other users of the project (as a busy deployment makes them) ...
     for index in range(9_990 // 555):
@@ -102,17 +105,35 @@ def test_exactly_the_default_project_limit_passes_then_rate_limit_exceeded(
     get(other).execute()
 
 
+def test_a_frozen_clock_moves_only_when_advanced(emu: Any) -> None:
+    frozen = emu.control.freeze_clock()
+    time.sleep(0.01)
+    assert emu.control.now() == frozen
+    emu.control.advance_clock(1.5)
+    moved = emu.control.now()
+    assert moved > frozen and emu.control.now() == moved
+    emu.control.freeze_clock(False)
+    time.sleep(0.01)
+    assert emu.control.now() > moved
+    emu.control.freeze_clock()
+    emu.control.reset()
+    first = emu.control.now()
+    time.sleep(0.01)
+    assert emu.control.now() > first  # reset runs the clock again
+
+
 def test_the_window_slides(emu: Any, service: Any) -> None:
+    emu.control.freeze_clock()  # only advance_clock moves time: the window edges are exact
     emu.control.set_quotas(user_per_minute=3)
     get(service).execute()
     get(service).execute()
     emu.control.advance_clock(30)
     get(service).execute()
     assert refused(get(service))[0] == 403
-    emu.control.advance_clock(29)
-    assert refused(get(service))[0] == 403  # the first two are 59 s old: still in the window
-    emu.control.advance_clock(2)
-    get(service).execute()  # they left the window; the one from second 30 is still in it
+    emu.control.advance_clock(29.999)
+    assert refused(get(service))[0] == 403  # the first two are 59.999 s old: in the window
+    emu.control.advance_clock(0.001)
+    get(service).execute()  # 60 s old: they left the window; the one from second 30 is in it
     get(service).execute()
     assert refused(get(service))[0] == 403
     emu.control.advance_clock(60)
@@ -120,6 +141,7 @@ def test_the_window_slides(emu: Any, service: Any) -> None:
 
 
 def test_refused_requests_do_not_use_up_the_window(emu: Any, service: Any) -> None:
+    emu.control.freeze_clock()
     emu.control.set_quotas(user_per_minute=2)
     get(service).execute()
     get(service).execute()
