@@ -144,7 +144,10 @@ def test_min_access_role_filters_and_is_refused_with_a_sync_token(emu: Any, serv
     for role in ("freeBusyReader", "reader", "writer", "owner"):
         created = emu.control.create_calendar(BOB, summary=role)
         emu.control.share_calendar(created["id"], USER, role)
-    roles = lambda **kw: sorted(e["accessRole"] for e in list_entries(service, **kw)[0])  # noqa: E731
+
+    def roles(**params: Any) -> list[str]:
+        return sorted(entry["accessRole"] for entry in list_entries(service, **params)[0])
+
     assert roles(minAccessRole="writer") == ["owner", "owner", "writer"]
     assert roles(minAccessRole="reader") == ["owner", "owner", "reader", "writer"]
     assert len(roles(minAccessRole="freeBusyReader")) == 5
@@ -161,6 +164,20 @@ def test_min_access_role_filters_and_is_refused_with_a_sync_token(emu: Any, serv
         and body is not None
         and body["error"]["errors"][0]["location"] == "minAccessRole"
     )
+
+
+def test_own_organization_only(emu: Any, service: Any) -> None:
+    ours = emu.control.create_calendar("carol@example.com", summary="ours")["id"]
+    theirs = emu.control.create_calendar("dan@other.org", summary="theirs")["id"]
+    for calendar_id in (ours, theirs):
+        emu.control.share_calendar(calendar_id, USER, "reader")
+    shown = {entry["id"] for entry in list_entries(service, showOwnOrganizationOnly=True)[0]}
+    assert shown == {USER, ours}
+    with pytest.raises(HttpError) as caught:
+        service.calendarList().list(
+            syncToken=sync_token(service), showOwnOrganizationOnly=True
+        ).execute()
+    assert caught.value.status_code == 400
 
 
 def test_show_deleted_lists_removed_entries(emu: Any, service: Any) -> None:
