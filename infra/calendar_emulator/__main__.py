@@ -1,4 +1,9 @@
-"""``python -m infra.calendar_emulator --port N [--host 127.0.0.1] [--enforce-auth]``."""
+"""``python -m infra.calendar_emulator --port N [--host 127.0.0.1] [--enforce-auth] [quotas]``.
+
+Quotas are off unless given: ``--project-quota-per-minute 10000
+--user-quota-per-minute 600`` enforces Google's figures (``--project-quota-status
+429`` answers 429 instead of 403 over the project limit).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import threading
 from types import FrameType
 
 from .app import Emulator
+from .quotas import QuotaSettings
 from .server import EmulatorHTTPServer
 
 
@@ -23,13 +29,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--enforce-auth", action="store_true", help="answer 401 for tokens not issued by /token"
     )
+    parser.add_argument(
+        "--project-quota-per-minute",
+        type=_positive,
+        default=None,
+        help="requests per minute per project, a sliding window (Google: 10000); default off",
+    )
+    parser.add_argument(
+        "--user-quota-per-minute",
+        type=_positive,
+        default=None,
+        help="requests per minute per user per project (Google: 600); default off",
+    )
+    parser.add_argument(
+        "--project-quota-status",
+        type=int,
+        choices=(403, 429),
+        default=403,
+        help="status over the project limit, reason rateLimitExceeded (default 403)",
+    )
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
 
-    app = Emulator(enforce_auth=args.enforce_auth)
+    quotas = QuotaSettings(
+        project_per_minute=args.project_quota_per_minute,
+        user_per_minute=args.user_quota_per_minute,
+        project_status=args.project_quota_status,
+    )
+    app = Emulator(enforce_auth=args.enforce_auth, quotas=quotas)
     server = EmulatorHTTPServer(args.host, args.port, app)
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -45,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         server.server_close()
         app.close()
     return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from . import event_writes
+from . import acl, event_writes
+from .calendar_list_listing import get_entry, list_calendar_list, parse_calendar_list_query
 from .channels import Channel, parse_stop, parse_watch, resource_id_for
 from .errors import ApiError, bad_request, not_found
 from .http_types import NO_CONTENT, Request, Response, json_response, raw_json_response
@@ -65,6 +66,8 @@ def handle_api(app: Emulator, request: Request, path: tuple[str, ...]) -> Respon
         raise not_found()
     app.counters.add("calls", name)
     user = app.auth.user_for(request)
+    # Every authenticated call counts against the quotas, watch and channels.stop included.
+    app.quotas.admit(request.header("x-goog-user-project"), user)
     app.faults.check(name, user)
     store = app.store
     body = _json_body(request)
@@ -80,6 +83,8 @@ def handle_api(app: Emulator, request: Request, path: tuple[str, ...]) -> Respon
     if name == "calendars.insert":
         return _calendars_insert(app, body, user)
     calendar = store.resolve(user, path[1])
+    role = store.role_of(calendar, user)
+    acl.require(name, role, busy_only=app.free_busy_events == "busyOnly")
     if name.startswith("calendars."):
         return _calendar(app, request, name, calendar, body)
     if name == "acl.watch":
@@ -88,8 +93,10 @@ def handle_api(app: Emulator, request: Request, path: tuple[str, ...]) -> Respon
         )
     if name == "events.list":
         query = parse_list_query(request.query, store.clock.now(), app.updated_min_max_age)
-        listing = list_events(store, calendar, query, app.list_settings)
+        listing = list_events(store, calendar, query, app.list_settings, role or "none")
         app.counters.add("items", name, listing.count)
+        if role == "freeBusyReader":
+            return json_response(acl.busy_only(json.loads(listing.body)))
         return raw_json_response(listing.body)
     if name == "events.watch":
         return _watch(
@@ -118,7 +125,12 @@ def handle_api(app: Emulator, request: Request, path: tuple[str, ...]) -> Respon
         event_writes.delete(store, calendar, event_id, if_match)
         return NO_CONTENT
     listing = list_instances(
-        store, calendar, event_id, parse_instances_query(request.query), app.list_settings
+        store,
+        calendar,
+        event_id,
+        parse_instances_query(request.query),
+        app.list_settings,
+        role or "none",
     )
     app.counters.add("items", name, listing.count)
     return raw_json_response(listing.body)
@@ -133,35 +145,21 @@ def _json_body(request: Request) -> Any:
         raise ApiError(400, "parseError", "Parse Error") from None
 
 
-def _calendar_entry(app: Emulator, calendar: Calendar, user: str) -> dict[str, Any]:
-    entry = calendar.resource()
-    entry.update(kind="calendar#calendarListEntry", accessRole="owner", defaultReminders=[])
-    if app.store.primary.get(user) == calendar.id:
-        entry["primary"] = True
-    return entry
-
-
 def _calendar_list(
     app: Emulator, request: Request, name: str, user: str, path: tuple[str, ...]
 ) -> Response:
     if name == "calendarList.watch":
+        parse_calendar_list_query(request.query)
         return _watch(
             app, request, _json_body(request), user, f"calendarList:{user}", "users/me/calendarList"
         )
-    with app.store.lock:
-        if name == "calendarList.get":
-            calendar = app.store.resolve(user, path[3])
-            return json_response(_calendar_entry(app, calendar, user))
-        items = [_calendar_entry(app, calendar, user) for calendar in app.store.calendars_of(user)]
-    app.counters.add("items", name, len(items))
-    return json_response(
-        {
-            "kind": "calendar#calendarList",
-            "etag": '"0"',
-            "nextSyncToken": "calendarList",
-            "items": items,
-        }
+    if name == "calendarList.get":
+        return json_response(get_entry(app.store, user, path[3]))
+    page = list_calendar_list(
+        app.store, user, parse_calendar_list_query(request.query), app.list_settings
     )
+    app.counters.add("items", name, len(page["items"]))
+    return json_response(page)
 
 
 def _calendars_insert(app: Emulator, body: Any, user: str) -> Response:
@@ -176,7 +174,6 @@ def _calendars_insert(app: Emulator, body: Any, user: str) -> Response:
     calendar = app.store.create_calendar(user, summary, str(time_zone))
     if body.get("description"):
         calendar.description = str(body["description"])
-    app.push.changed(f"calendarList:{user}")
     return json_response(calendar.resource())
 
 
@@ -187,7 +184,6 @@ def _calendar(
         return json_response(calendar.resource())
     if name == "calendars.delete":
         app.store.delete_calendar(calendar)
-        app.push.changed(f"calendarList:{calendar.owner}")
         return NO_CONTENT
     if not isinstance(body, dict):
         raise ApiError(400, "parseError", "Parse Error")
@@ -203,7 +199,8 @@ def _calendar(
         ):
             if isinstance(body.get(key), str):
                 setattr(calendar, attribute, body[key])
-    app.push.changed(f"calendarList:{calendar.owner}")
+        # No calendarList change or push: per the discovery document, an entry whose read-only
+        # fields (calendar properties) alone changed is not returned by an incremental list.
     return json_response(calendar.resource())
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from .acl import at_least
 from .api_routes import handle_api
 from .auth import Auth
-from .channels import MAX_TTL_SECONDS
+from .channels import MAX_TTL_SECONDS, Channel
 from .clock import Clock
 from .consent import handle_consent
 from .control_routes import handle_control
@@ -14,6 +15,7 @@ from .faults import Faults
 from .http_types import Request, Response, json_response
 from .listing import ListSettings
 from .push import PushHub
+from .quotas import Quotas, QuotaSettings
 from .store import Store
 
 DEFAULT_UPDATED_MIN_MAX_AGE = 28 * 24 * 3600.0
@@ -22,27 +24,42 @@ DEFAULT_UPDATED_MIN_MAX_AGE = 28 * 24 * 3600.0
 class Emulator:
     """All state of one emulator instance; ``handle`` answers one HTTP request."""
 
-    def __init__(self, enforce_auth: bool = False) -> None:
+    def __init__(self, enforce_auth: bool = False, quotas: QuotaSettings | None = None) -> None:
         self.clock = Clock()
         self.counters = Counters()
         self.store = Store(self.clock)
         self.auth = Auth(self.clock, self.counters, enforce_auth)
         self.faults = Faults(self.clock)
-        self.push = PushHub(self.clock, self.counters)
-        self.store.add_listener(lambda calendar_id: self.push.changed(f"events:{calendar_id}"))
+        self.quotas = Quotas(self.clock, quotas)
+        self.push = PushHub(self.clock, self.counters, self._may_notify)
+        self.store.add_listener(self.push.changed)
         self._defaults()
 
     def _defaults(self) -> None:
         self.list_settings = ListSettings()
         self.updated_min_max_age: float | None = DEFAULT_UPDATED_MIN_MAX_AGE
         self.max_channel_ttl = MAX_TTL_SECONDS
+        self.free_busy_events = "forbidden"
+
+    def _may_notify(self, channel: Channel) -> bool:
+        """A calendar's channel tells its user of changes only while the user may read them."""
+        kind, _, calendar_id = channel.resource_key.partition(":")
+        if kind not in ("events", "acl"):
+            return True
+        role = self.store.peek_role(calendar_id, channel.user)
+        if kind == "acl":
+            return at_least(role, "writer")
+        return at_least(role, "reader") or (
+            role == "freeBusyReader" and self.free_busy_events == "busyOnly"
+        )
 
     def reset(self) -> None:
-        """Back to an empty emulator with default settings (the auth mode stays)."""
+        """Back to an empty emulator with default settings (auth mode and quota flags stay)."""
         self.push.reset()
         self.store.reset()
         self.auth.reset()
         self.faults.reset()
+        self.quotas.reset()
         self.counters.reset()
         self.clock.reset()
         self._defaults()

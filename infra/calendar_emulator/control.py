@@ -79,6 +79,34 @@ class EmulatorControl:
             body["id"] = calendar_id
         return dict(self._call("POST", "calendars", body))
 
+    def delete_calendar(self, calendar_id: str) -> None:
+        """Delete a secondary calendar: it leaves every list holding it (each list pushes)."""
+        self._call("POST", "calendars/delete", {"calendarId": calendar_id})
+
+    # -- sharing and calendar lists ----------------------------------------------------------
+
+    def share_calendar(self, calendar_id: str, user: str, role: str = "reader") -> dict[str, str]:
+        """Grant ``user`` a role (or change it): the calendar enters or changes on their list.
+
+        Roles: ``freeBusyReader``, ``reader``, ``writerWithoutPrivateAccess``, ``writer``,
+        ``owner`` (``none`` unshares). Returns the calendar's ACL, user -> role.
+        """
+        body = {"calendarId": calendar_id, "user": user, "role": role}
+        return dict(self._call("POST", "acl", body)["acl"])
+
+    def unshare_calendar(self, calendar_id: str, user: str) -> dict[str, str]:
+        """Take ``user``'s access away: the calendar leaves their list; returns the ACL."""
+        body = {"calendarId": calendar_id, "user": user}
+        return dict(self._call("DELETE", "acl", body)["acl"])
+
+    def acl(self, calendar_id: str) -> dict[str, str]:
+        """The calendar's ACL: user -> role, the data owner included."""
+        return dict(self._call("GET", "acl", query={"calendarId": calendar_id})["acl"])
+
+    def invalidate_calendar_list_tokens(self, user: str) -> None:
+        """Every calendarList sync token issued to ``user`` so far answers 410."""
+        self._call("POST", "calendar-list/invalidate", {"user": user})
+
     def bulk_insert_events(
         self, calendar_id: str, events: Iterable[Mapping[str, Any]], user: str | None = None
     ) -> list[str]:
@@ -180,6 +208,47 @@ class EmulatorControl:
         """With auth enforced, the user's access token answers 401 until refreshed."""
         self._call("POST", "auth/expire", {"user": user})
 
+    # -- quotas ----------------------------------------------------------------------------------
+
+    def quotas(self) -> dict[str, Any]:
+        """The quota settings in force (``None`` limits are not enforced)."""
+        return dict(self._call("GET", "quotas"))
+
+    def set_quotas(
+        self,
+        project_per_minute: int | None = None,
+        user_per_minute: int | None = None,
+        *,
+        project_status: int = 403,
+        window_seconds: float = 60.0,
+        day_time_zone: str = "America/Los_Angeles",
+    ) -> dict[str, Any]:
+        """Enforce Google's quotas (10,000 and 600 per minute) or others; None is no limit.
+
+        Over the per-user limit: 403 ``userRateLimitExceeded``; over the project limit
+        ``project_status`` (403 or 429) ``rateLimitExceeded``. Windows start empty.
+        """
+        body = {
+            "projectPerMinute": project_per_minute,
+            "userPerMinute": user_per_minute,
+            "projectStatus": project_status,
+            "windowSeconds": window_seconds,
+            "dayTimeZone": day_time_zone,
+        }
+        return dict(self._call("POST", "quotas", body))
+
+    def quota_usage(self) -> dict[str, Any]:
+        """Requests and refusals per project and per user per day: ``{day, timeZone,
+        projects: {p: {day: {requests, refused}}}, users: {u: {day: {...}}}}``."""
+        return dict(self._call("GET", "quotas/usage"))
+
+    def charge_quota(self, count: int, user: str = "other", project: str | None = None) -> None:
+        """Count ``count`` requests as made now by ``user`` (traffic from elsewhere)."""
+        body: dict[str, Any] = {"count": count, "user": user}
+        if project:
+            body["project"] = project
+        self._call("POST", "quotas/charge", body)
+
     # -- push ----------------------------------------------------------------------------------
 
     def set_notification_faults(
@@ -245,6 +314,10 @@ class EmulatorControl:
     def advance_clock(self, seconds: float) -> str:
         """Move the emulator clock (updated, channel and token expiry); returns the new time."""
         return str(self._call("POST", "clock/advance", {"seconds": seconds})["now"])
+
+    def freeze_clock(self, frozen: bool = True) -> str:
+        """Stop the emulator clock (only ``advance_clock`` moves it) or, False, run it on."""
+        return str(self._call("POST", "clock/freeze", {"frozen": frozen})["now"])
 
     def now(self) -> str:
         """The emulator's current time (RFC 3339)."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import event_writes
+from .acl import FREE_BUSY_EVENTS
 from .auth_codes import CodeGrant, expand_scopes
+from .control_access import ACCESS_ROUTES
+from .control_fields import Handler, choice, field_value
 from .errors import ApiError, bad_request, not_found
 from .faults import InjectedFailure, RateLimit
 from .http_types import Request, Response, json_response
@@ -18,8 +20,6 @@ from .timeutil import format_rfc3339
 
 if TYPE_CHECKING:
     from .app import Emulator
-
-Handler = Callable[["Emulator", dict[str, Any], Request], object]
 
 
 def handle_control(app: Emulator, request: Request, path: tuple[str, ...]) -> Response:
@@ -41,21 +41,8 @@ def handle_control(app: Emulator, request: Request, path: tuple[str, ...]) -> Re
     return json_response(result if result is not None else {"ok": True})
 
 
-def _field(body: dict[str, Any], name: str, kind: type, default: Any = ...) -> Any:
-    value = body.get(name, default)
-    if value is ...:
-        raise ApiError(
-            400, "required", f"Missing field {name}.", location_type="other", location=name
-        )
-    if value is not None and value is not default and not isinstance(value, kind):
-        if kind is float and isinstance(value, int):
-            return float(value)
-        raise bad_request("invalid", f"Invalid value for {name}.", name)
-    return value
-
-
 def _calendar(app: Emulator, body: dict[str, Any]) -> Calendar:
-    calendar_id = _field(body, "calendarId", str)
+    calendar_id = field_value(body, "calendarId", str)
     with app.store.lock:
         calendar = app.store.calendars.get(calendar_id)
         # A user id names that user's primary calendar, created on first use.
@@ -67,25 +54,25 @@ def _reset(app: Emulator, body: dict[str, Any], request: Request) -> None:
 
 
 def _add_user(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
-    user = _field(body, "user", str)
-    app.auth.register_user(user, _field(body, "refreshToken", str, None))
+    user = field_value(body, "user", str)
+    app.auth.register_user(user, field_value(body, "refreshToken", str, None))
     return {"calendarId": app.store.ensure_user(user).id}
 
 
 def _create_calendar(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
     calendar = app.store.create_calendar(
-        _field(body, "user", str),
-        _field(body, "summary", str, "Calendar"),
-        _field(body, "timeZone", str, "UTC"),
-        _field(body, "id", str, None),
+        field_value(body, "user", str),
+        field_value(body, "summary", str, "Calendar"),
+        field_value(body, "timeZone", str, "UTC"),
+        field_value(body, "id", str, None),
     )
     return calendar.resource()
 
 
 def _bulk_insert(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
     calendar = _calendar(app, body)
-    events = _field(body, "events", list)
-    user = _field(body, "user", str, calendar.owner)
+    events = field_value(body, "events", list)
+    user = field_value(body, "user", str, calendar.owner)
     with app.store.lock:
         ids = [
             event_writes.insert(app.store, calendar, user, event, lenient=True, notify=False).id
@@ -99,11 +86,11 @@ def _bulk_insert(app: Emulator, body: dict[str, Any], request: Request) -> dict[
 def _inject_failure(app: Emulator, body: dict[str, Any], request: Request) -> None:
     app.faults.inject(
         InjectedFailure(
-            _field(body, "method", str),
-            _field(body, "status", int),
-            _field(body, "reason", str),
-            _field(body, "message", str, None),
-            _field(body, "count", int, 1),
+            field_value(body, "method", str),
+            field_value(body, "status", int),
+            field_value(body, "reason", str),
+            field_value(body, "message", str, None),
+            field_value(body, "count", int, 1),
         )
     )
 
@@ -118,23 +105,23 @@ def _invalidate(app: Emulator, body: dict[str, Any], request: Request) -> None:
 
 def _notification_faults(app: Emulator, body: dict[str, Any], request: Request) -> None:
     app.push.set_faults(
-        _field(body, "channelId", str, None),
+        field_value(body, "channelId", str, None),
         PushFaults(
-            drop=_field(body, "drop", int, 0),
-            delay=_field(body, "delay", float, 0.0),
-            duplicate=_field(body, "duplicate", int, 0),
-            merge_window=_field(body, "mergeWindow", float, 0.0),
-            paused=_field(body, "paused", bool, False),
+            drop=field_value(body, "drop", int, 0),
+            delay=field_value(body, "delay", float, 0.0),
+            duplicate=field_value(body, "duplicate", int, 0),
+            merge_window=field_value(body, "mergeWindow", float, 0.0),
+            paused=field_value(body, "paused", bool, False),
         ),
     )
 
 
 def _flush(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
-    return {"idle": app.push.flush(_field(body, "timeout", float, 10.0))}
+    return {"idle": app.push.flush(field_value(body, "timeout", float, 10.0))}
 
 
 def _expire_channel(app: Emulator, body: dict[str, Any], request: Request) -> None:
-    if not app.push.expire_now(_field(body, "id", str)):
+    if not app.push.expire_now(field_value(body, "id", str)):
         raise not_found("Channel not found")
 
 
@@ -143,11 +130,15 @@ def _channels(app: Emulator, body: dict[str, Any], request: Request) -> dict[str
 
 
 def _invalid_grant(app: Emulator, body: dict[str, Any], request: Request) -> None:
-    app.auth.set_invalid_grant(_field(body, "user", str), _field(body, "enabled", bool, True))
+    app.auth.set_invalid_grant(
+        field_value(body, "user", str), field_value(body, "enabled", bool, True)
+    )
 
 
 def _refresh_token(app: Emulator, body: dict[str, Any], request: Request) -> None:
-    app.auth.register_refresh_token(_field(body, "refreshToken", str), _field(body, "user", str))
+    app.auth.register_refresh_token(
+        field_value(body, "refreshToken", str), field_value(body, "user", str)
+    )
 
 
 def _issue_code(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
@@ -162,21 +153,21 @@ def _issue_code(app: Emulator, body: dict[str, Any], request: Request) -> dict[s
     granted = expand_scopes(granted_names)
     if not set(granted) <= set(asked):
         raise bad_request("invalid", "granted_scopes must be a subset of scopes.", "granted_scopes")
-    method = _field(body, "code_challenge_method", str, "S256")
+    method = field_value(body, "code_challenge_method", str, "S256")
     if method not in ("S256", "plain"):
         raise bad_request(
             "invalid", "code_challenge_method must be S256 or plain.", "code_challenge_method"
         )
     grant = CodeGrant(
-        user=_field(body, "user", str),
-        redirect_uri=_field(body, "redirect_uri", str),
+        user=field_value(body, "user", str),
+        redirect_uri=field_value(body, "redirect_uri", str),
         scopes=asked,
         granted=granted,
-        challenge=_field(body, "code_challenge", str, None),
+        challenge=field_value(body, "code_challenge", str, None),
         challenge_method=method,
-        email_verified=_field(body, "email_verified", bool, True),
-        audience=_field(body, "audience", str, None),
-        offline=_field(body, "refresh_token", bool, True),
+        email_verified=field_value(body, "email_verified", bool, True),
+        audience=field_value(body, "audience", str, None),
+        offline=field_value(body, "refresh_token", bool, True),
         issued_at=app.clock.timestamp(),
     )
     if not grant.user or not grant.redirect_uri:
@@ -185,22 +176,28 @@ def _issue_code(app: Emulator, body: dict[str, Any], request: Request) -> dict[s
 
 
 def _strings(body: dict[str, Any], name: str, default: list[str] | None) -> list[str] | None:
-    value = _field(body, name, list, default)
+    value = field_value(body, name, list, default)
     if value is not None and not all(isinstance(item, str) and item for item in value):
         raise bad_request("invalid", f"{name} must be a list of non-empty strings.", name)
     return value
 
 
 def _register_client(app: Emulator, body: dict[str, Any], request: Request) -> None:
-    app.auth.register_client(_field(body, "client_id", str), _field(body, "client_secret", str))
+    app.auth.register_client(
+        field_value(body, "client_id", str), field_value(body, "client_secret", str)
+    )
 
 
 def _expire_tokens(app: Emulator, body: dict[str, Any], request: Request) -> None:
-    app.auth.expire_access_tokens(_field(body, "user", str))
+    app.auth.expire_access_tokens(field_value(body, "user", str))
 
 
 def _advance_clock(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
-    return {"now": format_rfc3339(app.clock.advance(_field(body, "seconds", float)))}
+    return {"now": format_rfc3339(app.clock.advance(field_value(body, "seconds", float)))}
+
+
+def _freeze_clock(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
+    return {"now": format_rfc3339(app.clock.freeze(field_value(body, "frozen", bool, True)))}
 
 
 def _clock(app: Emulator, body: dict[str, Any], request: Request) -> dict[str, Any]:
@@ -216,8 +213,8 @@ def _reset_counters(app: Emulator, body: dict[str, Any], request: Request) -> No
 
 
 def _rate_limit(app: Emulator, body: dict[str, Any], request: Request) -> None:
-    limit = _field(body, "limit", int, None)
-    status = _field(body, "status", int, 403)
+    limit = field_value(body, "limit", int, None)
+    status = field_value(body, "status", int, 403)
     if status not in (403, 429):
         raise bad_request("invalid", "status must be 403 or 429", "status")
     app.faults.set_rate_limit(
@@ -225,9 +222,9 @@ def _rate_limit(app: Emulator, body: dict[str, Any], request: Request) -> None:
         if limit is None
         else RateLimit(
             limit,
-            _field(body, "windowSeconds", float, 60.0),
+            field_value(body, "windowSeconds", float, 60.0),
             status,
-            _field(body, "user", str, None),
+            field_value(body, "user", str, None),
         )
     )
 
@@ -238,18 +235,26 @@ def _settings(app: Emulator, body: dict[str, Any], request: Request) -> dict[str
         if body["syncOrder"] not in ("async", "before", "after"):
             raise bad_request("invalid", "syncOrder must be async, before or after", "syncOrder")
         push.sync_order = body["syncOrder"]
-    push.retry_initial = _field(body, "retryInitialSeconds", float, push.retry_initial)
-    push.max_attempts = _field(body, "maxAttempts", int, push.max_attempts)
-    push.timeout = _field(body, "pushTimeoutSeconds", float, push.timeout)
+    push.retry_initial = field_value(body, "retryInitialSeconds", float, push.retry_initial)
+    push.max_attempts = field_value(body, "maxAttempts", int, push.max_attempts)
+    push.timeout = field_value(body, "pushTimeoutSeconds", float, push.timeout)
+    role_changes = choice(
+        body,
+        "calendarListRoleChanges",
+        ("reported", "silent"),
+        "reported" if app.store.lists.report_role_changes else "silent",
+    )
+    app.store.lists.report_role_changes = role_changes == "reported"
+    app.free_busy_events = choice(body, "freeBusyEvents", FREE_BUSY_EVENTS, app.free_busy_events)
     settings = app.list_settings
     app.list_settings = ListSettings(
-        max_page_items=_field(body, "maxPageItems", int, settings.max_page_items),
-        sync_token_ttl=_field(body, "syncTokenTtlSeconds", float, settings.sync_token_ttl),
+        max_page_items=field_value(body, "maxPageItems", int, settings.max_page_items),
+        sync_token_ttl=field_value(body, "syncTokenTtlSeconds", float, settings.sync_token_ttl),
     )
-    app.updated_min_max_age = _field(
+    app.updated_min_max_age = field_value(
         body, "updatedMinMaxAgeSeconds", float, app.updated_min_max_age
     )
-    app.max_channel_ttl = _field(body, "maxChannelTtlSeconds", int, app.max_channel_ttl)
+    app.max_channel_ttl = field_value(body, "maxChannelTtlSeconds", int, app.max_channel_ttl)
     return {
         "syncOrder": push.sync_order,
         "retryInitialSeconds": push.retry_initial,
@@ -259,6 +264,8 @@ def _settings(app: Emulator, body: dict[str, Any], request: Request) -> dict[str
         "syncTokenTtlSeconds": app.list_settings.sync_token_ttl,
         "updatedMinMaxAgeSeconds": app.updated_min_max_age,
         "maxChannelTtlSeconds": app.max_channel_ttl,
+        "calendarListRoleChanges": role_changes,
+        "freeBusyEvents": app.free_busy_events,
     }
 
 
@@ -291,9 +298,11 @@ _ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "auth/codes"): _issue_code,
     ("POST", "auth/clients"): _register_client,
     ("POST", "clock/advance"): _advance_clock,
+    ("POST", "clock/freeze"): _freeze_clock,
     ("GET", "clock"): _clock,
     ("GET", "counters"): _counters,
     ("POST", "counters/reset"): _reset_counters,
     ("POST", "rate-limit"): _rate_limit,
     ("POST", "settings"): _settings,
+    **ACCESS_ROUTES,
 }

@@ -1,4 +1,8 @@
-"""Injected failures (the next N calls of a method fail) and the per-user rate limit."""
+"""Injected failures (the next N calls of a method fail) and the per-user rate limit.
+
+The rate limit is a test knob (any window, one user or all); Google's own
+per-project and per-user quotas are in ``quotas``.
+"""
 
 from __future__ import annotations
 

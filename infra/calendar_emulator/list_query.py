@@ -59,13 +59,15 @@ class ListQuery:
         )
 
 
-def _last(query: Mapping[str, list[str]], name: str) -> str | None:
+def last_param(query: Mapping[str, list[str]], name: str) -> str | None:
+    """The last value of a repeated-or-not query parameter."""
     values = query.get(name)
     return values[-1] if values else None
 
 
-def _bool(query: Mapping[str, list[str]], name: str) -> bool:
-    value = _last(query, name)
+def bool_param(query: Mapping[str, list[str]], name: str) -> bool:
+    """``true``/``false`` (absent or empty: false); 400 ``invalid`` otherwise."""
+    value = last_param(query, name)
     if value is None or value == "":
         return False
     if value.lower() not in ("true", "false"):
@@ -73,8 +75,9 @@ def _bool(query: Mapping[str, list[str]], name: str) -> bool:
     return value.lower() == "true"
 
 
-def _int(query: Mapping[str, list[str]], name: str, default: int) -> int:
-    value = _last(query, name)
+def int_param(query: Mapping[str, list[str]], name: str, default: int) -> int:
+    """A positive integer; 400 ``invalid`` otherwise."""
+    value = last_param(query, name)
     if value is None:
         return default
     try:
@@ -87,7 +90,7 @@ def _int(query: Mapping[str, list[str]], name: str, default: int) -> int:
 
 
 def _time(query: Mapping[str, list[str]], name: str) -> datetime | None:
-    value = _last(query, name)
+    value = last_param(query, name)
     if value is None:
         return None
     moment = parse_rfc3339(value)
@@ -110,15 +113,15 @@ def parse_list_query(
     query: Mapping[str, list[str]], now: datetime, updated_min_max_age: float | None
 ) -> ListQuery:
     """Validate an events.list query as Google does (400/410 on the cases calendar-api.md lists)."""
-    sync_token = _last(query, "syncToken")
+    sync_token = last_param(query, "syncToken")
     if sync_token is not None:
         for name in _FORBIDDEN_WITH_SYNC:
             if name in query:
                 raise bad_request(
                     "invalid", f"The parameter {name} cannot be used with syncToken.", name
                 )
-    order_by = _last(query, "orderBy")
-    single_events = _bool(query, "singleEvents")
+    order_by = last_param(query, "orderBy")
+    single_events = bool_param(query, "singleEvents")
     if order_by is not None:
         if order_by not in ("startTime", "updated"):
             raise invalid_param("orderBy", order_by)
@@ -146,20 +149,20 @@ def parse_list_query(
             location_type="parameter",
             location="updatedMin",
         )
-    text = _last(query, "q")
+    text = last_param(query, "q")
     return ListQuery(
         # Clamped, not rejected, as calendar-api.md decides.
-        max_results=min(_int(query, "maxResults", DEFAULT_PAGE), MAX_PAGE),
-        page_token=_last(query, "pageToken") or None,
+        max_results=min(int_param(query, "maxResults", DEFAULT_PAGE), MAX_PAGE),
+        page_token=last_param(query, "pageToken") or None,
         sync_token=sync_token,
         single_events=single_events,
-        show_deleted=_bool(query, "showDeleted"),
+        show_deleted=bool_param(query, "showDeleted"),
         time_min=time_min,
         time_max=time_max,
         updated_min=updated_min,
         order_by=order_by,
         text=tuple(text.lower().split()) if text else (),
-        ical_uid=_last(query, "iCalUID"),
+        ical_uid=last_param(query, "iCalUID"),
         private_properties=_properties(query, "privateExtendedProperty"),
         shared_properties=_properties(query, "sharedExtendedProperty"),
         event_types=frozenset(query.get("eventTypes", [])),
@@ -173,11 +176,11 @@ def parse_instances_query(query: Mapping[str, list[str]]) -> ListQuery:
     if time_min is not None and time_max is not None and time_max <= time_min:
         raise bad_request("timeRangeEmpty", "The specified time range is empty.", "timeMax")
     return ListQuery(
-        max_results=min(_int(query, "maxResults", DEFAULT_PAGE), MAX_PAGE),
-        page_token=_last(query, "pageToken") or None,
+        max_results=min(int_param(query, "maxResults", DEFAULT_PAGE), MAX_PAGE),
+        page_token=last_param(query, "pageToken") or None,
         sync_token=None,
         single_events=True,
-        show_deleted=_bool(query, "showDeleted"),
+        show_deleted=bool_param(query, "showDeleted"),
         time_min=time_min,
         time_max=time_max,
         updated_min=None,

@@ -52,9 +52,13 @@ class Listing:
 
 
 def list_events(
-    store: Store, calendar: Calendar, query: ListQuery, settings: ListSettings
+    store: Store,
+    calendar: Calendar,
+    query: ListQuery,
+    settings: ListSettings,
+    access_role: str = "owner",
 ) -> Listing:
-    """One page of events.list."""
+    """One page of events.list, for a caller holding ``access_role`` on the calendar."""
     with store.lock:
         since = 0
         if query.sync_token is not None:
@@ -94,11 +98,16 @@ def list_events(
             next_sync = encode_sync_token(
                 SyncToken(calendar.id, snapshot, store.epoch_of(calendar), store.clock.timestamp())
             )
-        return Listing(_envelope(calendar, items, next_page, next_sync), len(items))
+        return Listing(_envelope(calendar, items, next_page, next_sync, access_role), len(items))
 
 
 def list_instances(
-    store: Store, calendar: Calendar, event_id: str, query: ListQuery, settings: ListSettings
+    store: Store,
+    calendar: Calendar,
+    event_id: str,
+    query: ListQuery,
+    settings: ListSettings,
+    access_role: str = "owner",
 ) -> Listing:
     """One page of events.instances for a series."""
     with store.lock:
@@ -119,7 +128,7 @@ def list_instances(
             next_page = encode_page_token(
                 PageToken("instances", calendar.counter, resume[0], 0, query.fingerprint, 0)
             )
-        return Listing(_envelope(calendar, items, next_page, None), len(items))
+        return Listing(_envelope(calendar, items, next_page, None, access_role), len(items))
 
 
 def _page_token(query: ListQuery, mode: str) -> PageToken | None:
@@ -192,7 +201,11 @@ def _paginate(
 
 
 def _envelope(
-    calendar: Calendar, items: list[str], next_page: str | None, next_sync: str | None
+    calendar: Calendar,
+    items: list[str],
+    next_page: str | None,
+    next_sync: str | None,
+    access_role: str,
 ) -> str:
     head: dict[str, object] = {
         "kind": "calendar#events",
@@ -200,7 +213,7 @@ def _envelope(
         "summary": calendar.summary,
         "updated": format_rfc3339(calendar.updated),
         "timeZone": calendar.time_zone,
-        "accessRole": "owner",
+        "accessRole": access_role,
         "defaultReminders": [],
     }
     if next_page:

@@ -12,6 +12,7 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from email.utils import formatdate
@@ -60,9 +61,16 @@ class PushSettings:
 class PushHub:
     """All channels and the delivery machinery."""
 
-    def __init__(self, clock: Clock, counters: Counters) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        counters: Counters,
+        may_notify: Callable[[Channel], bool] | None = None,
+    ) -> None:
         self.clock = clock
         self.counters = counters
+        # Whether a channel's user is still entitled to hear about changes (access revoked).
+        self._may_notify = may_notify or (lambda channel: True)
         self.settings = PushSettings()
         self.lock = threading.Condition()
         self._sequence = itertools.count()
@@ -139,6 +147,9 @@ class PushHub:
             for channel_id in self._by_resource.get(resource_key, ()):
                 channel = self.channels[channel_id]
                 if channel.stopped or channel.expired(now_ms):
+                    continue
+                if not self._may_notify(channel):
+                    self.counters.add("notifications", "suppressed")
                     continue
                 number = channel.next_number()
                 faults = self._faults.get(channel_id) or self._faults.get("*") or PushFaults()

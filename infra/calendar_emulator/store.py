@@ -1,8 +1,12 @@
-"""The in-memory model: users, calendars, events and each calendar's change counter.
+"""The in-memory model: users, calendars, their ACLs, events and each calendar's change counter.
 
 Each write gives the event the next value of its calendar's change counter
 (``seq``); sync tokens are positions on that counter. Events are never removed
 (deletion keeps a cancelled tombstone), so incremental listings can report them.
+Sharing and deleting calendars change users' calendar lists (``calendar_lists``).
+
+Listeners hear resource keys: ``events:<calendarId>``, ``calendarList:<user>``
+and ``acl:<calendarId>``, the keys watch channels are registered under.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from .acl import parse_role
+from .calendar_lists import CalendarLists
 from .clock import Clock
-from .errors import ApiError, not_found
+from .errors import ApiError, bad_request, not_found
 from .timeutil import EventTime, format_rfc3339, parse_event_time
 
 ChangeListener = Callable[[str], None]
@@ -85,6 +91,8 @@ class Calendar:
         self.summary = summary
         self.time_zone = time_zone
         self.description: str | None = None
+        # Users other than the data owner and the role the ACL grants each.
+        self.acl: dict[str, str] = {}
         self.counter = 0
         self.epoch = 0
         self.updated = now
@@ -114,6 +122,7 @@ class Store:
         self.lock = threading.RLock()
         self.clock = clock
         self._listeners: list[ChangeListener] = []
+        self.lists = CalendarLists()
         self.reset()
 
     def reset(self) -> None:
@@ -122,15 +131,21 @@ class Store:
             self.generation = secrets.token_hex(4)
             self.calendars: dict[str, Calendar] = {}
             self.primary: dict[str, str] = {}
+            self.lists.reset()
 
     def add_listener(self, listener: ChangeListener) -> None:
-        """Call ``listener(calendar_id)`` after every change to a calendar's events."""
+        """Call ``listener(resource_key)`` after every change to a watchable collection."""
         self._listeners.append(listener)
 
     def notify(self, calendar_id: str) -> None:
-        """Tell listeners (push delivery) that a calendar changed."""
-        for listener in self._listeners:
-            listener(calendar_id)
+        """Tell listeners (push delivery) that a calendar's events changed."""
+        self.announce([f"events:{calendar_id}"])
+
+    def announce(self, resource_keys: list[str]) -> None:
+        """Tell listeners that these collections changed."""
+        for key in resource_keys:
+            for listener in self._listeners:
+                listener(key)
 
     # -- users and calendars ----------------------------------------------------------
 
@@ -145,6 +160,8 @@ class Store:
                 calendar = Calendar(user, user, user, "UTC", self.clock.now())
                 self.calendars[user] = calendar
             self.primary[user] = user
+            # Not announced: to the user the primary calendar has always been there.
+            self.lists.put(user, calendar.id, "owner")
             return calendar
 
     def resolve(self, user: str, calendar_id: str) -> Calendar:
@@ -168,25 +185,69 @@ class Store:
                 raise ApiError(409, "duplicate", "The requested identifier already exists.")
             calendar = Calendar(calendar_id, owner, summary, time_zone, self.clock.now())
             self.calendars[calendar_id] = calendar
-            return calendar
+            self.lists.put(owner, calendar_id, "owner")
+        self.announce([f"calendarList:{owner}"])
+        return calendar
 
     def delete_calendar(self, calendar: Calendar) -> None:
-        """Remove a secondary calendar."""
+        """Remove a secondary calendar from the store and from every list holding it."""
         with self.lock:
             if self.primary.get(calendar.owner) == calendar.id:
                 raise ApiError(
                     400, "cannotDeletePrimaryCalendar", "Cannot delete primary calendar."
                 )
-            self.calendars.pop(calendar.id, None)
+            if self.calendars.pop(calendar.id, None) is None:
+                return
+            users = [calendar.owner, *calendar.acl]
+            changed = [user for user in users if self.lists.remove(user, calendar.id)]
+        self.announce([f"calendarList:{user}" for user in changed] + [f"acl:{calendar.id}"])
 
-    def calendars_of(self, user: str) -> list[Calendar]:
-        """Calendars owned by ``user``, primary first."""
+    # -- access -------------------------------------------------------------------------
+
+    def role_of(self, calendar: Calendar, user: str) -> str | None:
+        """The user's role on the calendar, None without access."""
+        if calendar.owner == user:
+            return "owner"
+        return calendar.acl.get(user)
+
+    def peek_role(self, calendar_id: str, user: str) -> str | None:
+        """``role_of`` by id without taking the lock (single dict reads), for push delivery.
+
+        Push delivery holds its own lock and writers announce while holding this
+        one, so taking it here could deadlock; a role read a moment early is harmless.
+        """
+        calendar = self.calendars.get(calendar_id)
+        return None if calendar is None else self.role_of(calendar, user)
+
+    def share(self, calendar: Calendar, user: str, role: str) -> None:
+        """Grant ``user`` a role (``none`` unshares): the ACL and the user's list change."""
+        if role != "none":
+            parse_role(role, "role")
+        if not user or user == calendar.owner:
+            raise bad_request("invalid", "The data owner's access cannot be changed.", "user")
         with self.lock:
-            primary = self.ensure_user(user)
-            others = [
-                cal for cal in self.calendars.values() if cal.owner == user and cal is not primary
-            ]
-            return [primary, *others]
+            if role == "none":
+                if calendar.acl.pop(user, None) is None:
+                    return
+                listed = self.lists.remove(user, calendar.id)
+            else:
+                if calendar.acl.get(user) == role:
+                    return
+                calendar.acl[user] = role
+                listed = self.lists.put(user, calendar.id, role)
+        keys = [f"acl:{calendar.id}"]
+        if listed:
+            keys.append(f"calendarList:{user}")
+        self.announce(keys)
+
+    def list_epoch(self, user: str) -> str:
+        """The epoch of the user's list tokens: changes on reset and on invalidation."""
+        return f"{self.generation}.{self.lists.of(user).epoch}"
+
+    def invalidate_list_tokens(self, user: str) -> None:
+        """Every calendarList sync token issued to ``user`` so far now answers 410."""
+        with self.lock:
+            self.lists.invalidate(user)
 
     def epoch_of(self, calendar: Calendar) -> str:
         """The token epoch: changes on reset and on sync token invalidation."""

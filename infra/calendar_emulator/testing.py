@@ -9,6 +9,7 @@ from typing import Any
 
 from .app import Emulator
 from .control import EmulatorControl
+from .quotas import QuotaSettings
 from .server import EmulatorHTTPServer
 
 
@@ -26,10 +27,13 @@ class RunningEmulator:
 
 @contextmanager
 def running_emulator(
-    enforce_auth: bool = False, host: str = "127.0.0.1"
+    enforce_auth: bool = False, host: str = "127.0.0.1", quotas: QuotaSettings | None = None
 ) -> Iterator[RunningEmulator]:
-    """Serve a fresh emulator on a free loopback port in a background thread."""
-    app = Emulator(enforce_auth=enforce_auth)
+    """Serve a fresh emulator on a free loopback port in a background thread.
+
+    ``quotas``: limits it starts with (and returns to on reset); default none enforced.
+    """
+    app = Emulator(enforce_auth=enforce_auth, quotas=quotas)
     server = EmulatorHTTPServer(host, 0, app)
     server.start_background()
     try:
