@@ -27,6 +27,10 @@ locals {
   }
 
   push_audience = var.consumer_push_audience != "" ? var.consumer_push_audience : var.consumer_push_endpoint
+
+  # Named here so the alerts (monitoring.tf) can watch them whether they exist or not.
+  push_subscription_id = "${local.pubsub_topic_id}-push"
+  pull_subscription_id = "${local.pubsub_topic_id}-pull"
 }
 
 resource "google_pubsub_topic" "changes" {
@@ -73,7 +77,7 @@ resource "google_pubsub_subscription" "push" {
   count = var.consumer_push_endpoint != "" ? 1 : 0
 
   project = var.project
-  name    = "${local.pubsub_topic_id}-push"
+  name    = local.push_subscription_id
   topic   = google_pubsub_topic.changes.id
 
   # Entries of one subscription arrive in seq order (ordering key = its id).
@@ -115,7 +119,7 @@ resource "google_pubsub_subscription" "pull" {
   count = length(var.consumer_pull_members) > 0 ? 1 : 0
 
   project = var.project
-  name    = "${local.pubsub_topic_id}-pull"
+  name    = local.pull_subscription_id
   topic   = google_pubsub_topic.changes.id
 
   enable_message_ordering    = true

@@ -226,16 +226,15 @@ BREAKAGES: dict[str, tuple[list[Edit], str]] = {
         "no API known for google_bigquery_dataset"),
     # --- log metrics count lines the code writes, and alert
     "metric on a message nobody logs": (
-        [("monitoring.tf", 'jsonPayload.message=\\"sync run crashed\\"',
-          'jsonPayload.message=\\"sync run failed hard\\"')],
+        [("monitoring.tf", '(\\"sync run crashed\\" OR', '(\\"sync run failed hard\\" OR')],
         "counts 'sync run failed hard', which functions/ never logs"),
     "metric on an outcome nobody logs": (
-        [("monitoring.tf", '\\"failed\\" OR \\"transient\\"',
-          '\\"failed\\" OR \\"transiant\\"')],
+        [("monitoring.tf", 'jsonPayload.outcome=\\"transient\\"',
+          'jsonPayload.outcome=\\"transiant\\"')],
         "counts 'transiant', which functions/ never logs"),
     "metric without an alert": (
-        [("monitoring.tf", "    webhook_5xx = {\n      display_name",
-          "    webhook_errors = {\n      display_name")],
+        # the webhook_5xx alert pointed at another metric
+        [("monitoring.tf", 'this["webhook_5xx"].name}', 'this["crashes"].name}')],
         'google_logging_metric.this["webhook_5xx"] has no alert policy'),
     "alert notifying nobody": (
         [("monitoring.tf", "notification_channels = var.alert_notification_channels",
