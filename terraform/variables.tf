@@ -449,11 +449,11 @@ variable "webhook_function" {
     memory          = optional(string, "256Mi")
     cpu             = optional(string, "1")
     min_instances   = optional(number, 0)
-    max_instances   = optional(number, 20)
+    max_instances   = optional(number, 100)
     concurrency     = optional(number, 80)
     timeout_seconds = optional(number, 30)
   })
-  description = "Webhook sizing. It only validates and enqueues, answering in milliseconds, so one instance serves many notifications at once and a short timeout suffices."
+  description = "Webhook sizing. It only validates and enqueues, answering in milliseconds, so one instance serves many notifications at once (`concurrency`, which also sets its THREADS) and a short timeout suffices. Keep max_instances well above the peak: at max instances Cloud Run answers 429, which Google never retries (alert \"webhook refused by Cloud Run (429)\"); idle instances cost nothing with min_instances = 0."
   default     = {}
 }
 
@@ -497,6 +497,6 @@ variable "api_function" {
     concurrency     = optional(number, 40)
     timeout_seconds = optional(number, 60)
   })
-  description = "Consumer API sizing. Pages of up to 1,000 entries or snapshots; an OAuth code exchange is one outbound call."
+  description = "Consumer API sizing. Pages of up to 1,000 entries or snapshots; an OAuth code exchange is one outbound call. `concurrency` also sets its THREADS."
   default     = {}
 }

@@ -11,8 +11,8 @@
 - the rest lives beside this module: IAM (`iam_check`), Pub/Sub publishers,
   subscriptions and dead-lettering (`pubsub_check`), API ordering
   (`apis`), Firestore indexes, exemptions and TTL (`firestore_check`), log
-  metrics against the lines the code writes (`monitoring_check`), the
-  committed tfvars (`tfvars_check`).
+  metrics against the lines the code writes (`monitoring_check`), threads
+  against concurrency (`sizing_check`), the committed tfvars (`tfvars_check`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from infra.tfcheck import (
     iam_check,
     monitoring_check,
     pubsub_check,
+    sizing_check,
     tfvars_check,
 )
 from infra.tfcheck.iam_check import FUNCTION, SERVICE_ACCOUNT
@@ -41,6 +42,10 @@ FUNCTION_ACCOUNTS = {"webhook": "webhook", "sync_worker": "worker",
                      "renew_channels": "renewer", "api": "api"}
 INGRESS = {"webhook": "ALLOW_ALL", "sync_worker": "ALLOW_INTERNAL_ONLY",
            "renew_channels": "ALLOW_INTERNAL_ONLY", "api": "${var.api_ingress}"}
+
+# Read by the runtime rather than functions/config.py, set on every function:
+# the framework's execution ids in logs, and gunicorn's threads (sizing_check).
+RUNTIME_VARIABLES = {"LOG_EXECUTION_ID", sizing_check.THREADS}
 
 # Variables whose value must come from configuration: the expression it must be.
 WIRED = {
@@ -79,6 +84,7 @@ def check(config: hcl.Config, root: Path) -> list[str]:
         *pubsub_check.check(config),
         *apis.check(config),
         *monitoring_check.check(config, root),
+        *sizing_check.check(config),
         *tfvars_check.check(config),
     ]
 
@@ -121,7 +127,7 @@ def check_env(config: hcl.Config, variables: Iterable[Any], root: Path,
                 + ", ".join(sorted(set(plain) | secret)))
             continue
         reads = [v for v in variables if entry in v.used_by and not v.local_only]
-        want_plain = {v.name for v in reads if not v.secret} | {"LOG_EXECUTION_ID"}
+        want_plain = {v.name for v in reads if not v.secret} | RUNTIME_VARIABLES
         want_secret = {v.name for v in reads if v.secret}
         local_only = {v.name for v in variables if v.local_only}
         for name in sorted(want_plain - set(plain)):
