@@ -45,7 +45,9 @@ def _threads_problems(key: str, entry: Any) -> list[str]:
     if not isinstance(entry, dict):
         return [f"{where}: not a literal object"]
     sizing = hcl.unquote(entry.get("sizing"))
-    env = entry.get("env") if isinstance(entry.get("env"), dict) else {}
+    env = entry.get("env")
+    if not isinstance(env, dict):
+        env = {}
     expected = f"tostring({sizing}.concurrency)"
     threads = hcl.unquote(env.get(THREADS))
     if threads is None:
