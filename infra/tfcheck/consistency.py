@@ -8,6 +8,8 @@
   function config.py does not know yet, is reported as such, never ignored.
 - secrets: each secret a function reads exists, has a version, and is readable
   by exactly the functions that read it.
+- cli: the `cli_environment` output carries every configured (WIRED) value
+  the functions get, and no secret.
 - the rest lives beside this module: IAM (`iam_check`), Pub/Sub publishers,
   subscriptions and dead-lettering (`pubsub_check`), API ordering
   (`apis`), Firestore indexes, exemptions and TTL (`firestore_check`), log
@@ -79,9 +81,10 @@ def check(config: hcl.Config, root: Path) -> list[str]:
     return [
         *check_env(config, VARIABLES, root, ALL_FUNCTIONS),
         *check_secrets(config, VARIABLES),
+        *check_cli_environment(config, VARIABLES),
         *firestore_check.check(config),
         *iam_check.check(config),
-        *pubsub_check.check(config),
+        *pubsub_check.check(config, root),
         *apis.check(config),
         *monitoring_check.check(config, root),
         *sizing_check.check(config),
@@ -204,6 +207,35 @@ def _entry_points(main_py: Path) -> set[str]:
     tree = ast.parse(main_py.read_text())
     return {node.name for node in tree.body
             if isinstance(node, ast.FunctionDef) and node.decorator_list}
+
+
+# --- the operator CLI's environment -------------------------------------------
+
+CLI_OUTPUT = "cli_environment"
+# Besides WIRED: where the deployment is.
+CLI_PLACE = {"GOOGLE_CLOUD_PROJECT": "var.project", "CALSYNC_REGION": "var.region"}
+
+
+def check_cli_environment(config: hcl.Config, variables: Iterable[Any]) -> list[str]:
+    """`terraform output cli_environment` points the CLI at this deployment: every
+    variable whose value comes from the configuration (WIRED), as the functions
+    get it, and no secret (those are read from Secret Manager per command)."""
+    output = config.outputs.get(CLI_OUTPUT, {}).get("value")
+    if not isinstance(output, dict):
+        return [f"[cli] output {CLI_OUTPUT} must be a literal map of variables"]
+    problems: list[str] = []
+    for name, expected in sorted({**WIRED, **CLI_PLACE}.items()):
+        if name not in output:
+            problems.append(f"[cli] output {CLI_OUTPUT} lacks {name} (`{expected}`): the CLI "
+                            "would run against another configuration than the functions")
+        elif hcl.unquote(output[name]) != expected:
+            problems.append(f"[cli] output {CLI_OUTPUT}: {name} must be `{expected}`, "
+                            f"not {output[name]!r}")
+    for variable in variables:
+        if variable.name in output and (variable.secret or variable.local_only):
+            kind = "a secret" if variable.secret else "emulator-only (local_only)"
+            problems.append(f"[cli] output {CLI_OUTPUT} shows {variable.name}, which is {kind}")
+    return problems
 
 
 # --- secrets -----------------------------------------------------------------
