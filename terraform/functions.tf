@@ -30,8 +30,12 @@ locals {
       ingress = "ALLOW_ALL"
       sizing  = var.webhook_function
       timeout = var.webhook_function.timeout_seconds
+      # THREADS: gunicorn's threads under functions-framework = the requests
+      # Cloud Run sends one instance (its concurrency); with fewer threads the
+      # rest would queue inside a busy instance (infra/tfcheck/sizing_check.py).
       env = {
         LOG_EXECUTION_ID                    = "true"
+        THREADS                             = tostring(var.webhook_function.concurrency)
         GOOGLE_CLOUD_PROJECT                = var.project
         CALSYNC_REGION                      = var.region
         CALSYNC_TASKS_QUEUE                 = google_cloud_tasks_queue.sync.name
@@ -54,6 +58,7 @@ locals {
       timeout = var.dispatch_deadline_seconds
       env = {
         LOG_EXECUTION_ID                  = "true"
+        THREADS                           = tostring(var.worker_function.concurrency)
         GOOGLE_CLOUD_PROJECT              = var.project
         CALSYNC_REGION                    = var.region
         CALSYNC_TASKS_QUEUE               = google_cloud_tasks_queue.sync.name
@@ -87,6 +92,7 @@ locals {
       timeout     = var.renewer_function.timeout_seconds
       env = {
         LOG_EXECUTION_ID                      = "true"
+        THREADS                               = tostring(var.renewer_function.concurrency)
         GOOGLE_CLOUD_PROJECT                  = var.project
         CALSYNC_REGION                        = var.region
         CALSYNC_TASKS_QUEUE                   = google_cloud_tasks_queue.sync.name
@@ -122,6 +128,7 @@ locals {
       timeout = var.api_function.timeout_seconds
       env = {
         LOG_EXECUTION_ID                  = "true"
+        THREADS                           = tostring(var.api_function.concurrency)
         GOOGLE_CLOUD_PROJECT              = var.project
         CALSYNC_REGION                    = var.region
         CALSYNC_TASKS_QUEUE               = google_cloud_tasks_queue.sync.name

@@ -15,7 +15,8 @@
 #                                                                 repository; objectViewer on the source bucket and,
 #                                                                 conditioned, on Google's gcf-v2-sources-* buckets
 #   every function account         roles/secretmanager.secretAccessor  per secret it reads (secrets.tf)
-#   worker, renewer                roles/pubsub.publisher         the changes topic only (pubsub.tf)
+#   worker                         roles/pubsub.publisher         the changes topic only (pubsub.tf; the
+#                                                                 renewer's outbox sweep only enqueues)
 #   var.consumer_pull_members      roles/pubsub.subscriber        the pull subscription only
 #   Pub/Sub service agent          roles/pubsub.publisher         the dead-letter topic; subscriber on the
 #                                                                 consumer subscriptions; token creator on
@@ -219,9 +220,25 @@ resource "google_storage_bucket_iam_member" "builder" {
 
 # IAM is eventually consistent: a build started right after these grants can
 # still be refused ("Access to bucket gcf-v2-sources-... denied"), and a
-# revision can be refused its secrets. The functions wait for this.
+# revision can be refused its secrets. The functions wait for this. A sleep
+# is created once; its triggers name every grant it covers, so a grant added
+# or changed by a later apply replaces it and the functions wait again.
 resource "time_sleep" "iam_propagation" {
   create_duration = "60s"
+
+  triggers = {
+    grants = sha256(jsonencode([
+      google_project_iam_member.builder_log_writer.id,
+      google_project_iam_member.builder_gcf_sources.id,
+      google_artifact_registry_repository_iam_member.builder.id,
+      google_storage_bucket_iam_member.builder.id,
+      [for grant in google_secret_manager_secret_iam_member.accessor : grant.id],
+      [for grant in google_project_iam_member.datastore_user : grant.id],
+      [for grant in google_service_account_iam_member.act_as : grant.id],
+      [for grant in google_service_account_iam_member.token_creator : grant.id],
+      [for grant in google_pubsub_topic_iam_member.publisher : grant.id],
+    ]))
+  }
 
   depends_on = [
     google_project_iam_member.builder_log_writer,

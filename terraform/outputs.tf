@@ -29,7 +29,7 @@ output "secrets" {
 }
 
 output "cli_environment" {
-  description = "Settings for the operator CLI (`python -m functions.cli`) against this deployment; secrets are read from Secret Manager, not shown."
+  description = "Settings for the operator CLI (`python -m functions.cli`) against this deployment: every value the functions get from this configuration (CALSYNC_PUBSUB_TOPIC included, so what the CLI commits keeps the outbox as the functions do; checked by infra/tfcheck/consistency.py); secrets are read from Secret Manager, not shown."
   value = {
     GOOGLE_CLOUD_PROJECT       = var.project
     CALSYNC_REGION             = var.region
@@ -42,6 +42,7 @@ output "cli_environment" {
     CALSYNC_RENEWER_INVOKER_SA = google_service_account.this["renewer_invoker"].email
     CALSYNC_DELEGATION_SA      = google_service_account.this["delegation"].email
     CALSYNC_OAUTH_CLIENT_ID    = var.oauth_client_id
+    CALSYNC_PUBSUB_TOPIC       = google_pubsub_topic.changes.name
   }
 }
 

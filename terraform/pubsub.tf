@@ -1,6 +1,8 @@
-# Delivery to consumers (DESIGN.md, "Delivery (outbox)"): the worker and the
-# renewer publish every committed change entry to the changes topic, ordered
-# per subscription (ordering key = subscription id). Consumers receive them
+# Delivery to consumers (DESIGN.md, "Delivery (outbox)"): the worker publishes
+# every committed change entry to the changes topic, ordered per subscription
+# (ordering key = subscription id); the renewer reads the topic's name only to
+# sweep the outbox, which enqueues publishing runs and publishes nothing
+# itself (infra/tfcheck/publishers.py reads this from the code). Consumers receive them
 #   - by push, when var.consumer_push_endpoint is set: an authenticated push
 #     (an OIDC token minted for the pubsub_push account) to that address;
 #   - by pull, when var.consumer_pull_members is set: those members may pull
@@ -13,20 +15,24 @@
 # (service-<project number>@gcp-sa-pubsub.iam.gserviceaccount.com): it
 # publishes to the dead-letter topic, subscribes to (acknowledges on) each
 # consumer subscription, and mints the push account's tokens. It is the only
-# publisher besides the worker and the renewer (infra/tfcheck/pubsub_check.py).
+# publisher besides the worker (infra/tfcheck/pubsub_check.py).
 
 locals {
   pubsub_topic_id = var.pubsub_topic_id != "" ? var.pubsub_topic_id : "${var.name_prefix}-changes"
 
   pubsub_service_agent = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
 
-  # The functions that publish (those whose settings include CALSYNC_PUBSUB_TOPIC).
+  # The functions whose code publishes: the worker's runs. (The renewer has
+  # CALSYNC_PUBSUB_TOPIC too, but only enqueues publishing runs.)
   pubsub_publishers = {
-    worker  = "worker"
-    renewer = "renewer"
+    worker = "worker"
   }
 
   push_audience = var.consumer_push_audience != "" ? var.consumer_push_audience : var.consumer_push_endpoint
+
+  # Named here so the alerts (monitoring.tf) can watch them whether they exist or not.
+  push_subscription_id = "${local.pubsub_topic_id}-push"
+  pull_subscription_id = "${local.pubsub_topic_id}-pull"
 }
 
 resource "google_pubsub_topic" "changes" {
@@ -73,7 +79,7 @@ resource "google_pubsub_subscription" "push" {
   count = var.consumer_push_endpoint != "" ? 1 : 0
 
   project = var.project
-  name    = "${local.pubsub_topic_id}-push"
+  name    = local.push_subscription_id
   topic   = google_pubsub_topic.changes.id
 
   # Entries of one subscription arrive in seq order (ordering key = its id).
@@ -115,7 +121,7 @@ resource "google_pubsub_subscription" "pull" {
   count = length(var.consumer_pull_members) > 0 ? 1 : 0
 
   project = var.project
-  name    = "${local.pubsub_topic_id}-pull"
+  name    = local.pull_subscription_id
   topic   = google_pubsub_topic.changes.id
 
   enable_message_ordering    = true
@@ -139,7 +145,7 @@ resource "google_pubsub_subscription" "pull" {
 
 # --- who may do what --------------------------------------------------------------
 
-# Only the functions that run the outbox publish, on the changes topic only.
+# Only the function that publishes the outbox, on the changes topic only.
 resource "google_pubsub_topic_iam_member" "publisher" {
   for_each = local.pubsub_publishers
 

@@ -324,13 +324,44 @@ variable "alert_notification_channels" {
 
 variable "alert_thresholds" {
   type = object({
-    sync_failures_per_5m       = optional(number, 5)
-    renewal_failures_per_5m    = optional(number, 0)
-    oldest_pending_age_seconds = optional(number, 900)
-    webhook_5xx_per_5m         = optional(number, 10)
+    subscriptions_in_error_per_5m    = optional(number, 3)
+    sync_transient_ratio             = optional(number, 0.25)
+    sync_transient_sustained_seconds = optional(number, 900)
+    renewal_failures_per_5m          = optional(number, 0)
+    renewer_store_failures_per_15m   = optional(number, 1)
+    renewer_silent_seconds           = optional(number, 1200)
+    oldest_pending_age_seconds       = optional(number, 900)
+    oldest_outbox_age_seconds        = optional(number, 900)
+    webhook_5xx_per_5m               = optional(number, 10)
+    webhook_throttled_per_5m         = optional(number, 0)
+    webhook_forbidden_per_5m         = optional(number, 20)
+    dead_letters_per_5m              = optional(number, 0)
+    consumer_backlog_age_seconds     = optional(number, 1800)
+    queue_depth                      = optional(number, 1000)
+    queue_depth_sustained_seconds    = optional(number, 900)
   })
-  description = "Alert thresholds: an alert opens when the value in a 5-minute window is above it."
+  description = "Alert thresholds (README, \"Logs and alerts\"): an alert opens when the value in its window is above the threshold (`_per_5m`, `_per_15m`: a count in that window; `_ratio`: a share of sync runs; `_seconds`: an age or, for `renewer_silent_seconds`, how long without a renewer run). `*_sustained_seconds`: how long the condition must hold."
   default     = {}
+
+  validation {
+    condition = alltrue([
+      for seconds in [var.alert_thresholds.sync_transient_sustained_seconds, var.alert_thresholds.queue_depth_sustained_seconds, var.alert_thresholds.renewer_silent_seconds] :
+      seconds >= 0 && seconds <= 86400 && floor(seconds / 60) * 60 == seconds
+    ])
+    error_message = "alert_thresholds durations (*_sustained_seconds, renewer_silent_seconds) must be whole minutes between 0 and 86400 seconds (Cloud Monitoring's condition durations)."
+  }
+
+  validation {
+    # Cloud Scheduler runs the renewer every few minutes (renewal_schedule):
+    # shorter silences would alert between two ticks.
+    condition     = var.alert_thresholds.renewer_silent_seconds >= 600
+    error_message = "alert_thresholds.renewer_silent_seconds must be at least 600 (two renewer ticks at the default schedule)."
+  }
+
+  validation {
+    condition     = var.alert_thresholds.sync_transient_ratio > 0 && var.alert_thresholds.sync_transient_ratio <= 1
+    error_message = "alert_thresholds.sync_transient_ratio is a share of sync runs, above 0 and at most 1."
+  }
 }
 
 # --- the task queue ------------------------------------------------------------
@@ -418,11 +449,11 @@ variable "webhook_function" {
     memory          = optional(string, "256Mi")
     cpu             = optional(string, "1")
     min_instances   = optional(number, 0)
-    max_instances   = optional(number, 20)
+    max_instances   = optional(number, 100)
     concurrency     = optional(number, 80)
     timeout_seconds = optional(number, 30)
   })
-  description = "Webhook sizing. It only validates and enqueues, answering in milliseconds, so one instance serves many notifications at once and a short timeout suffices."
+  description = "Webhook sizing. It only validates and enqueues, answering in milliseconds, so one instance serves many notifications at once (`concurrency`, which also sets its THREADS) and a short timeout suffices. Keep max_instances well above the peak: at max instances Cloud Run answers 429, which Google never retries (alert \"webhook refused by Cloud Run (429)\"); idle instances cost nothing with min_instances = 0."
   default     = {}
 }
 
@@ -466,6 +497,6 @@ variable "api_function" {
     concurrency     = optional(number, 40)
     timeout_seconds = optional(number, 60)
   })
-  description = "Consumer API sizing. Pages of up to 1,000 entries or snapshots; an OAuth code exchange is one outbound call."
+  description = "Consumer API sizing. Pages of up to 1,000 entries or snapshots; an OAuth code exchange is one outbound call. `concurrency` also sets its THREADS."
   default     = {}
 }

@@ -29,7 +29,9 @@ _SEVERITY = {
     Outcome.INACTIVE: "INFO",
     Outcome.RATE_LIMITED: "WARNING",
     Outcome.LEASE_LOST: "WARNING",
-    Outcome.FAILED: "ERROR",
+    # The user's doing (revoked grant, calendar gone): the subscription shows it;
+    # ERROR is kept for calsync's own faults, which page (terraform/monitoring.tf).
+    Outcome.FAILED: "WARNING",
     Outcome.TRANSIENT: "WARNING",
     Outcome.MISCONFIGURED: "ERROR",
 }

@@ -8,7 +8,13 @@
   cannot undo what people set), no `-var`/`TF_VAR_` names a secret-looking or
   sensitive variable, and no Terraform step sees `secretEnv`;
 - the tests run on the functions' Python (3.11), and the steps that use the
-  virtualenv run on the image that built it.
+  virtualenv run on the image that built it;
+- providers are locked before `terraform init`: `terraform providers lock`
+  for every platform in LOCK_PLATFORMS runs in a step init waits for (no
+  `.terraform.lock.hcl` is committed: its hashes could not be fetched where it
+  was written);
+- builds of main run one after the other: their plan and apply wait for the
+  state lock (`-lock-timeout`) instead of failing on it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ _SECRETISH = re.compile(r"secret|password|token|key|credential", re.I)
 _STEP = re.compile(r"^  - id:\s*(?P<id>\S+)\s*$", re.M)
 
 ALLOWED_VARS = {"project"}  # everything else lives in terraform/calsync.auto.tfvars
+LOCK_PLATFORMS = ("linux_amd64", "darwin_arm64")  # Cloud Build; people's Macs
+_WAIT_FOR = re.compile(r"^\s+waitFor:\s*\[(?P<ids>[^\]]*)\]", re.M)
 PYTHON_CHECK = "sys.version_info[:2] == (3, 11)"
 
 
@@ -60,6 +68,8 @@ def problems(text: str, sensitive: set[str] | frozenset[str] = frozenset()) -> l
                          "pinned to a version")
     found += _secrets(text, steps(text), sensitive)
     found += _runtime(steps(text))
+    found += _provider_lock(steps(text))
+    found += _serialised(text)
     if "terraform apply" not in text:
         found.append("[cloudbuild] no terraform apply step")
         return found
@@ -114,4 +124,42 @@ def _runtime(by_step: dict[str, tuple[str, str]]) -> list[str]:
         if step_id != test_id and ".venv/bin/python" in step_body and image != test_image:
             found.append(f"[cloudbuild] step {step_id} runs .venv on {image}, but the "
                          f"virtualenv was built on {test_image} (its interpreter may not exist)")
+    return found
+
+
+def _provider_lock(by_step: dict[str, tuple[str, str]]) -> list[str]:
+    ids = list(by_step)
+    locks = [sid for sid, (_image, body) in by_step.items()
+             if re.search(r"providers\W+lock", body)]
+    if not locks:
+        return ["[cloudbuild] no step runs `terraform providers lock` (no .terraform.lock.hcl "
+                "is committed, so nothing else pins the providers' checksums)"]
+    found: list[str] = []
+    body = by_step[locks[0]][1]
+    for platform in LOCK_PLATFORMS:
+        if f"-platform={platform}" not in body:
+            found.append(f"[cloudbuild] step {locks[0]} does not lock the providers for "
+                         f"-platform={platform}")
+    for step_id, (_image, step_body) in by_step.items():
+        if "terraform init" not in step_body:
+            continue
+        waits = _WAIT_FOR.search(step_body)
+        before = ids[:ids.index(step_id)]
+        waited = ([w.strip().strip("\"'") for w in waits["ids"].split(",")] if waits
+                  else before)
+        if locks[0] not in waited or locks[0] not in before:
+            found.append(f"[cloudbuild] step {step_id} runs terraform init without waiting "
+                         f"for step {locks[0]} (terraform providers lock)")
+    return found
+
+
+def _serialised(text: str) -> list[str]:
+    found: list[str] = []
+    for line in text.splitlines():
+        command = line.strip()
+        main_plan = command.startswith("terraform plan") and "-out=" in command
+        apply = re.search(r"terraform apply\b", command) is not None
+        if (main_plan or apply) and "-lock-timeout=" not in command:
+            found.append(f"[cloudbuild] `{command[:60]}...` does not wait for the state lock "
+                         "(-lock-timeout=...): a second build of main would fail on it")
     return found

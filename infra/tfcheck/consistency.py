@@ -8,11 +8,14 @@
   function config.py does not know yet, is reported as such, never ignored.
 - secrets: each secret a function reads exists, has a version, and is readable
   by exactly the functions that read it.
+- cli: the `cli_environment` output carries every configured (WIRED) value
+  the functions get, and no secret.
 - the rest lives beside this module: IAM (`iam_check`), Pub/Sub publishers,
   subscriptions and dead-lettering (`pubsub_check`), API ordering
   (`apis`), Firestore indexes, exemptions and TTL (`firestore_check`), log
-  metrics against the lines the code writes (`monitoring_check`), the
-  committed tfvars (`tfvars_check`).
+  metrics against the lines the code writes (`monitoring_check`), threads
+  against concurrency (`sizing_check`), the committed tfvars (`tfvars_check`),
+  README's deploy guide against terraform/ and cloudbuild.yaml (`deploy_guide`).
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from typing import Any
 
 from infra.tfcheck import (
     apis,
+    deploy_guide,
     firestore_check,
     hcl,
     iam_check,
     monitoring_check,
     pubsub_check,
+    sizing_check,
     tfvars_check,
 )
 from infra.tfcheck.iam_check import FUNCTION, SERVICE_ACCOUNT
@@ -41,6 +46,10 @@ FUNCTION_ACCOUNTS = {"webhook": "webhook", "sync_worker": "worker",
                      "renew_channels": "renewer", "api": "api"}
 INGRESS = {"webhook": "ALLOW_ALL", "sync_worker": "ALLOW_INTERNAL_ONLY",
            "renew_channels": "ALLOW_INTERNAL_ONLY", "api": "${var.api_ingress}"}
+
+# Read by the runtime rather than functions/config.py, set on every function:
+# the framework's execution ids in logs, and gunicorn's threads (sizing_check).
+RUNTIME_VARIABLES = {"LOG_EXECUTION_ID", sizing_check.THREADS}
 
 # Variables whose value must come from configuration: the expression it must be.
 WIRED = {
@@ -67,6 +76,12 @@ AHEAD_OF_CONFIG = {
 }
 
 
+def is_pending(problem: str) -> bool:
+    """A problem that only says terraform/ is ahead of code being written elsewhere."""
+    return (" which functions/ does not log yet " in problem
+            or " is deployed ahead of functions/config.py " in problem)
+
+
 def check(config: hcl.Config, root: Path) -> list[str]:
     """Every consistency problem, one message each; `root` holds main.py and functions/."""
     from functions.config import ALL_FUNCTIONS, VARIABLES
@@ -74,12 +89,16 @@ def check(config: hcl.Config, root: Path) -> list[str]:
     return [
         *check_env(config, VARIABLES, root, ALL_FUNCTIONS),
         *check_secrets(config, VARIABLES),
+        *check_cli_environment(config, VARIABLES),
         *firestore_check.check(config),
         *iam_check.check(config),
-        *pubsub_check.check(config),
+        *pubsub_check.check(config, root),
         *apis.check(config),
         *monitoring_check.check(config, root),
+        *sizing_check.check(config),
         *tfvars_check.check(config),
+        *deploy_guide.check(config, (root / "README.md").read_text(),
+                            (root / "cloudbuild.yaml").read_text()),
     ]
 
 
@@ -121,7 +140,7 @@ def check_env(config: hcl.Config, variables: Iterable[Any], root: Path,
                 + ", ".join(sorted(set(plain) | secret)))
             continue
         reads = [v for v in variables if entry in v.used_by and not v.local_only]
-        want_plain = {v.name for v in reads if not v.secret} | {"LOG_EXECUTION_ID"}
+        want_plain = {v.name for v in reads if not v.secret} | RUNTIME_VARIABLES
         want_secret = {v.name for v in reads if v.secret}
         local_only = {v.name for v in variables if v.local_only}
         for name in sorted(want_plain - set(plain)):
@@ -198,6 +217,35 @@ def _entry_points(main_py: Path) -> set[str]:
     tree = ast.parse(main_py.read_text())
     return {node.name for node in tree.body
             if isinstance(node, ast.FunctionDef) and node.decorator_list}
+
+
+# --- the operator CLI's environment -------------------------------------------
+
+CLI_OUTPUT = "cli_environment"
+# Besides WIRED: where the deployment is.
+CLI_PLACE = {"GOOGLE_CLOUD_PROJECT": "var.project", "CALSYNC_REGION": "var.region"}
+
+
+def check_cli_environment(config: hcl.Config, variables: Iterable[Any]) -> list[str]:
+    """`terraform output cli_environment` points the CLI at this deployment: every
+    variable whose value comes from the configuration (WIRED), as the functions
+    get it, and no secret (those are read from Secret Manager per command)."""
+    output = config.outputs.get(CLI_OUTPUT, {}).get("value")
+    if not isinstance(output, dict):
+        return [f"[cli] output {CLI_OUTPUT} must be a literal map of variables"]
+    problems: list[str] = []
+    for name, expected in sorted({**WIRED, **CLI_PLACE}.items()):
+        if name not in output:
+            problems.append(f"[cli] output {CLI_OUTPUT} lacks {name} (`{expected}`): the CLI "
+                            "would run against another configuration than the functions")
+        elif hcl.unquote(output[name]) != expected:
+            problems.append(f"[cli] output {CLI_OUTPUT}: {name} must be `{expected}`, "
+                            f"not {output[name]!r}")
+    for variable in variables:
+        if variable.name in output and (variable.secret or variable.local_only):
+            kind = "a secret" if variable.secret else "emulator-only (local_only)"
+            problems.append(f"[cli] output {CLI_OUTPUT} shows {variable.name}, which is {kind}")
+    return problems
 
 
 # --- secrets -----------------------------------------------------------------

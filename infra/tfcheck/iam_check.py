@@ -7,7 +7,8 @@
   service account;
 - builds: the build account reads Google's gcf-v2-sources-* buckets
   (project-level grant conditioned on the bucket name) and the functions wait
-  for IAM propagation (a time_sleep after the build grants);
+  for IAM propagation (a time_sleep after the build grants, whose triggers
+  name those grants so that later changes wait too);
 - one invoker account per target, and every account that enqueues tasks may
   act as the worker's invoker.
 
@@ -67,7 +68,6 @@ EXPECTED_GRANTS: frozenset[tuple[str, str, str]] = frozenset(
         ("bucket:source", "roles/storage.objectViewer", "sa:builder"),
         # Pub/Sub (pubsub.tf; the rules behind these are in pubsub_check.py).
         ("topic:changes", "roles/pubsub.publisher", "sa:worker"),
-        ("topic:changes", "roles/pubsub.publisher", "sa:renewer"),
         ("topic:dead_letter", "roles/pubsub.publisher", PUBSUB_AGENT),
         ("subscription:push", "roles/pubsub.subscriber", PUBSUB_AGENT),
         ("subscription:pull", "roles/pubsub.subscriber", PUBSUB_AGENT),
@@ -159,7 +159,7 @@ def _member(value: Any, block: hcl.Block, locals_: dict[str, Any]) -> str:
 
 def check(config: hcl.Config) -> list[str]:
     found = grants(config)
-    return [*check_matrix(found), *check_builds(config, found),
+    return [*check_matrix(found), *check_builds(config, found), *check_wait_triggers(config),
             *check_invokers(config, found), *_default_accounts(config)]
 
 
@@ -211,6 +211,22 @@ def check_builds(config: hcl.Config, found: list[Grant]) -> list[str]:
             if not _waits_for(config, function, address):
                 problems.append(f"[builds] {function.address} does not wait for IAM "
                                 f"propagation of {address} (a time_sleep that depends on it)")
+    return problems
+
+
+def check_wait_triggers(config: hcl.Config) -> list[str]:
+    """A time_sleep is created once: a grant added or changed by a later apply
+    would not wait for it, unless its `triggers` name that grant, so that the
+    sleep is replaced (and waited for again) whenever the grant changes."""
+    problems: list[str] = []
+    for sleep in config.resources("time_sleep", expand=False):
+        covered = [str(hcl.unquote(d)).split("[")[0] for d in sleep.body.get("depends_on", [])]
+        triggered = {f"{r.type}.{r.name}" for r in hcl.references(sleep.body.get("triggers"))}
+        for address in covered:
+            if "_iam_" in address and address not in triggered:
+                problems.append(f"[builds] {sleep.address}: its triggers do not name "
+                                f"{address}, so a grant added or changed after the first "
+                                "apply would not wait for IAM propagation")
     return problems
 
 

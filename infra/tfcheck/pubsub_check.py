@@ -1,9 +1,10 @@
 """Pub/Sub rules for terraform/ (DESIGN.md, "Delivery (outbox)" and "Apply-time facts").
 
-- only the worker and the renewer may publish, on the topic their
-  CALSYNC_PUBSUB_TOPIC names and nowhere else; the one exemption is Google's
-  Pub/Sub service agent (`iam_check.PUBSUB_AGENT`), by name, on a dead-letter
-  topic: dead-lettering is the agent publishing there;
+- exactly the functions whose code publishes (`publishers`: today the worker;
+  the renewer's outbox sweep only enqueues publishing runs) may publish, on
+  the topic their CALSYNC_PUBSUB_TOPIC names and nowhere else; the one
+  exemption is Google's Pub/Sub service agent (`iam_check.PUBSUB_AGENT`), by
+  name, on a dead-letter topic: dead-lettering is the agent publishing there;
 - every dead-letter topic has a subscription (else what is dead-lettered is
   dropped), is not the changes topic, and the agent may publish to it;
 - every subscription on the changes topic delivers in order, retries with a
@@ -18,29 +19,44 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from infra.tfcheck import hcl
+from infra.tfcheck import hcl, publishers
 from infra.tfcheck.iam_check import FUNCTION, PUBSUB_AGENT, SERVICE_ACCOUNT, Grant, grants
 
 TOPIC = "google_pubsub_topic"
 SUBSCRIPTION = "google_pubsub_subscription"
 TOPIC_VARIABLE = "CALSYNC_PUBSUB_TOPIC"
-PUBLISHERS = ("sa:worker", "sa:renewer")
+ROOT = Path(__file__).resolve().parents[2]
 PUSH_ACCOUNT = "pubsub_push"
 
 PUBLISH_ROLES = {"roles/pubsub.publisher", "roles/pubsub.editor", "roles/pubsub.admin"}
 SUBSCRIBE_ROLES = {"roles/pubsub.subscriber", "roles/pubsub.editor", "roles/pubsub.admin"}
 
 
-def check(config: hcl.Config) -> list[str]:
+def publishing_accounts(root: Path = ROOT) -> tuple[str, ...]:
+    """The accounts of the functions whose code publishes (`sa:worker`, ...)."""
+    from infra.tfcheck.consistency import FUNCTION_ACCOUNTS
+
+    return tuple(sorted(f"sa:{FUNCTION_ACCOUNTS[entry]}"
+                        for entry in publishers.publishing_entry_points(root)
+                        if entry in FUNCTION_ACCOUNTS))
+
+
+def check(config: hcl.Config, root: Path = ROOT) -> list[str]:
     found = grants(config)
     topic, problems = changes_topic(config)
     subscriptions = config.resources(SUBSCRIPTION, expand=False)
     dead_letter = {name for s in subscriptions
                    if (name := _ref(s.first("dead_letter_policy", "dead_letter_topic"),
                                     TOPIC)) is not None}
-    problems += check_publishers(found, topic, dead_letter)
+    accounts = publishing_accounts(root)
+    if topic is not None and not accounts:
+        problems.append(f"[pubsub] no function's code constructs {publishers.PUBLISHER} "
+                        "(functions/app.py, reached from functions/entrypoints.py): the "
+                        "check cannot tell who publishes; update infra/tfcheck/publishers.py")
+    problems += check_publishers(found, topic, dead_letter, accounts)
     problems += check_dead_letter(config, found, topic, dead_letter)
     problems += check_subscriptions(config, found, topic)
     problems += check_subscribers(found, topic, config)
@@ -72,22 +88,24 @@ def changes_topic(config: hcl.Config) -> tuple[str | None, list[str]]:
     return topic, problems
 
 
-def check_publishers(found: list[Grant], topic: str | None,
-                     dead_letter: set[str]) -> list[str]:
+def check_publishers(found: list[Grant], topic: str | None, dead_letter: set[str],
+                     accounts: tuple[str, ...]) -> list[str]:
     problems: list[str] = []
-    allowed = {(f"topic:{topic}", member) for member in PUBLISHERS}
+    allowed = {(f"topic:{topic}", member) for member in accounts}
     allowed |= {(f"topic:{name}", PUBSUB_AGENT) for name in dead_letter}
     for grant in found:
         if grant.role not in PUBLISH_ROLES or (grant.scope, grant.member) in allowed:
             continue
+        why = "" if grant.scope != f"topic:{topic}" else (
+            f" ({grant.member} runs no code that publishes)")
         problems.append(
             f"[pubsub] {grant.address}: {grant.member} may publish ({grant.role}) on "
-            f"{grant.scope}; only sa:worker and sa:renewer publish, on topic:{topic}, and "
-            "the Pub/Sub service agent on a dead-letter topic")
+            f"{grant.scope}{why}; only {', '.join(accounts) or 'no function'} publish, on "
+            f"topic:{topic}, and the Pub/Sub service agent on a dead-letter topic")
     if topic is not None:
         have = {g.member for g in found if g.role in PUBLISH_ROLES
                 and g.scope == f"topic:{topic}"}
-        for member in PUBLISHERS:
+        for member in accounts:
             if member not in have:
                 problems.append(f"[pubsub] {member} may not publish to topic:{topic}: its "
                                 "outbox would never be delivered")

@@ -82,6 +82,27 @@ def broken_copy(tmp_path: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture
+def broken_code(tmp_path: Path) -> Callable[..., Path]:
+    """A root holding main.py and a copy of functions/ with edits (file under
+    functions/, text to find, replacement), for checks that read the code."""
+    counter = iter(range(1000))
+
+    def make(*edits: Edit) -> Path:
+        root = tmp_path / f"code{next(counter)}"
+        shutil.copytree(ROOT / "functions", root / "functions",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(ROOT / "main.py", root / "main.py")
+        for name, old, new in edits:
+            target = root / "functions" / name
+            text = target.read_text()
+            assert old in text, f"the edit expects {old!r} in functions/{name}: update the test"
+            target.write_text(text.replace(old, new))
+        return root
+
+    return make
+
+
+@pytest.fixture
 def load_broken(broken_copy: Callable[..., Path]) -> Callable[..., hcl.Config]:
     def make(*edits: Edit) -> hcl.Config:
         return hcl.load(broken_copy(*edits))

@@ -1,5 +1,6 @@
 """cloudbuild.yaml: pinned images, apply on main as the deployer only, no secret
-on any command line, the tests on Python 3.11 with a virtualenv later steps can use."""
+on any command line, the tests on Python 3.11 with a virtualenv later steps can use,
+providers locked before init, builds of main serialised on the state lock."""
 
 from __future__ import annotations
 
@@ -51,6 +52,19 @@ def test_cloudbuild_follows_the_rules(real_config: hcl.Config) -> None:
     ("  - id: offline-checks\n    name: ${_CLOUD_SDK_IMAGE}",
      "  - id: offline-checks\n    name: ${_NODE_IMAGE}",
      "step offline-checks runs .venv on ${_NODE_IMAGE}"),
+    # providers locked before init, for the platforms in use
+    ('args: ["providers", "lock", "-platform=linux_amd64", "-platform=darwin_arm64"]',
+     'args: ["version"]', "no step runs `terraform providers lock`"),
+    ('"-platform=linux_amd64", "-platform=darwin_arm64"]', '"-platform=linux_amd64"]',
+     "does not lock the providers for -platform=darwin_arm64"),
+    ('waitFor: ["provider-lock", "terraform-fmt", "offline-checks"]',
+     'waitFor: ["terraform-fmt", "offline-checks"]',
+     "step terraform-init runs terraform init without waiting for step provider-lock"),
+    # builds of main wait for each other's state lock
+    ("terraform plan -input=false -lock-timeout=${_TF_LOCK_TIMEOUT} -out=",
+     "terraform plan -input=false -out=", "`terraform plan -input=false -out=calsync.tfplan"),
+    ("terraform apply -input=false -lock-timeout=${_TF_LOCK_TIMEOUT} calsync.tfplan",
+     "terraform apply -input=false calsync.tfplan", "does not wait for the state lock"),
 ])
 def test_cloudbuild_rule_fails_when_broken(old: str, new: str, expected: str) -> None:
     assert old in TEXT

@@ -110,6 +110,19 @@ BREAKAGES: dict[str, tuple[list[Edit], str]] = {
           "google_secret_manager_secret_version.initial[key].version)",
           'lookup(var.secret_versions, key, "1")')],
         "does not come from a google_secret_manager_secret_version"),
+    # --- the operator CLI's environment
+    "CLI without the topic": (
+        [("outputs.tf", "    CALSYNC_PUBSUB_TOPIC       = google_pubsub_topic.changes.name\n", "")],
+        "output cli_environment lacks CALSYNC_PUBSUB_TOPIC"),
+    "CLI given a different queue": (
+        [("outputs.tf", "    CALSYNC_TASKS_QUEUE        = google_cloud_tasks_queue.sync.name",
+          '    CALSYNC_TASKS_QUEUE        = "calsync-sync"')],
+        "output cli_environment: CALSYNC_TASKS_QUEUE must be `google_cloud_tasks_queue.sync.name`"),
+    "CLI shown a secret": (
+        [("outputs.tf", "    CALSYNC_OAUTH_CLIENT_ID    = var.oauth_client_id\n",
+          "    CALSYNC_OAUTH_CLIENT_ID    = var.oauth_client_id\n"
+          '    CALSYNC_CREDENTIAL_KEYS    = "k1:abc"\n')],
+        "output cli_environment shows CALSYNC_CREDENTIAL_KEYS, which is a secret"),
     # --- iam
     "project-level serviceAccountUser": (
         [_grant("google_project_iam_member", "extra",
@@ -205,6 +218,11 @@ BREAKAGES: dict[str, tuple[list[Edit], str]] = {
     "the wait does not cover the builder's grant": (
         [("iam.tf", "    google_project_iam_member.builder_gcf_sources,\n", "")],
         "does not wait for IAM propagation of google_project_iam_member.builder_gcf_sources"),
+    "grants changed later do not wait": (
+        [("iam.tf", "      [for grant in google_service_account_iam_member.act_as : grant.id],\n",
+          "")],
+        "time_sleep.iam_propagation: its triggers do not name "
+        "google_service_account_iam_member.act_as"),
     # --- every resource waits for its API
     "service accounts before the IAM API": (
         [("iam.tf", '  depends_on = [google_project_service.enabled["iam.googleapis.com"]]\n',
@@ -226,16 +244,15 @@ BREAKAGES: dict[str, tuple[list[Edit], str]] = {
         "no API known for google_bigquery_dataset"),
     # --- log metrics count lines the code writes, and alert
     "metric on a message nobody logs": (
-        [("monitoring.tf", 'jsonPayload.message=\\"sync run crashed\\"',
-          'jsonPayload.message=\\"sync run failed hard\\"')],
+        [("monitoring.tf", '(\\"sync run crashed\\" OR', '(\\"sync run failed hard\\" OR')],
         "counts 'sync run failed hard', which functions/ never logs"),
     "metric on an outcome nobody logs": (
-        [("monitoring.tf", '\\"failed\\" OR \\"transient\\"',
-          '\\"failed\\" OR \\"transiant\\"')],
+        [("monitoring.tf", 'jsonPayload.outcome=\\"transient\\"',
+          'jsonPayload.outcome=\\"transiant\\"')],
         "counts 'transiant', which functions/ never logs"),
     "metric without an alert": (
-        [("monitoring.tf", "    webhook_5xx = {\n      display_name",
-          "    webhook_errors = {\n      display_name")],
+        # the webhook_5xx alert pointed at another metric
+        [("monitoring.tf", 'this["webhook_5xx"].name}', 'this["crashes"].name}')],
         'google_logging_metric.this["webhook_5xx"] has no alert policy'),
     "alert notifying nobody": (
         [("monitoring.tf", "notification_channels = var.alert_notification_channels",

@@ -8,11 +8,12 @@ broken copies: each breakage must be reported with the message given.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from functions.adapters.firestore import catalogue
-from infra.tfcheck import consistency, firestore_check, hcl, iam_check, pubsub_check
+from infra.tfcheck import consistency, firestore_check, hcl, iam_check, publishers, pubsub_check
 
 from .conftest import ROOT
 
@@ -59,7 +60,7 @@ DESCENDING_INDEX = ('    indexes {\n      order       = "DESCENDING"\n'
                     '      query_scope = "COLLECTION"\n    }\n')
 
 BREAKAGES: dict[str, tuple[list[Edit], str]] = {
-    # --- only the worker and the renewer publish, on the changes topic
+    # --- only the functions whose code publishes (the worker), on the changes topic
     "the api may publish": (
         [_topic_grant("changes", "roles/pubsub.publisher", SA.format("api"))],
         "sa:api may publish (roles/pubsub.publisher) on topic:changes"),
@@ -72,8 +73,12 @@ BREAKAGES: dict[str, tuple[list[Edit], str]] = {
         [_topic_grant("changes", "roles/pubsub.editor", SA.format("webhook"))],
         "sa:webhook may publish (roles/pubsub.editor) on topic:changes"),
     "the worker may not publish": (
-        [("pubsub.tf", '    worker  = "worker"\n', "")],
+        [("pubsub.tf", '    worker = "worker"\n', "")],
         "sa:worker may not publish to topic:changes"),
+    "the renewer may publish though its code never does": (
+        [_topic_grant("changes", "roles/pubsub.publisher", SA.format("renewer"))],
+        "sa:renewer may publish (roles/pubsub.publisher) on topic:changes (sa:renewer runs "
+        "no code that publishes)"),
     "the service agent publishes to the changes topic": (
         [_topic_grant("changes", "roles/pubsub.publisher", "local.pubsub_service_agent")],
         "agent:pubsub may publish (roles/pubsub.publisher) on topic:changes"),
@@ -198,6 +203,38 @@ def test_real_configuration_passes_the_pubsub_rules(real_config: hcl.Config) -> 
     assert pubsub_check.check(real_config) == []
     assert firestore_check.check_collection_groups(
         real_config, catalogue.COLLECTION_GROUP_QUERIES) == []
+
+
+def test_who_publishes_is_read_from_the_code() -> None:
+    """The worker's runs publish; the renewer's outbox sweep only enqueues runs."""
+    assert publishers.publishing_entry_points(ROOT) == {"sync_worker"}
+    assert pubsub_check.publishing_accounts(ROOT) == ("sa:worker",)
+
+
+def test_a_renewer_that_publishes_needs_the_role(
+    real_config: hcl.Config, broken_code: Callable[..., Path]
+) -> None:
+    """Were the renewer's builder to construct a publisher, it would need the grant."""
+    root = broken_code(("app.py", "    continue_later = queue.enqueue_renewal if "
+                        "config.renewer_url else None\n",
+                        "    continue_later = queue.enqueue_renewal if "
+                        "config.renewer_url else None\n    outbox(config)\n"))
+    assert pubsub_check.publishing_accounts(root) == ("sa:renewer", "sa:worker")
+    found = pubsub_check.check(real_config, root)
+    assert "[pubsub] sa:renewer may not publish to topic:changes: its outbox would never be " \
+           "delivered" in found, found
+
+
+def test_unknown_publishing_code_is_reported(
+    real_config: hcl.Config, broken_code: Callable[..., Path]
+) -> None:
+    """Publishing moved where the reader does not look: said, never passed silently."""
+    root = broken_code(("app.py", "    from functions.adapters.google.pubsub import "
+                        "PubSubPublisher\n", ""),
+                       ("app.py", "PubSubPublisher(config.project, config.pubsub_topic)",
+                        "None"))
+    found = pubsub_check.check(real_config, root)
+    assert any("no function's code constructs PubSubPublisher" in p for p in found), found
 
 
 def test_the_service_agent_is_recognised_by_name(real_config: hcl.Config) -> None:
