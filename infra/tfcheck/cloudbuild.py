@@ -10,9 +10,9 @@
 - the tests run on the functions' Python (3.11), and the steps that use the
   virtualenv run on the image that built it;
 - providers are locked before `terraform init`: `terraform providers lock`
-  for every platform in LOCK_PLATFORMS runs in a step init waits for (no
-  `.terraform.lock.hcl` is committed: its hashes could not be fetched where it
-  was written);
+  for every platform in LOCK_PLATFORMS runs in a step init waits for (the
+  committed `.terraform.lock.hcl` holds the registry's `zh:` checksums, checked
+  by `lockfile.py`; this adds the `h1:` hashes of the platforms in use);
 - builds of main run one after the other: their plan and apply wait for the
   state lock (`-lock-timeout`) instead of failing on it.
 """
@@ -132,8 +132,9 @@ def _provider_lock(by_step: dict[str, tuple[str, str]]) -> list[str]:
     locks = [sid for sid, (_image, body) in by_step.items()
              if re.search(r"providers\W+lock", body)]
     if not locks:
-        return ["[cloudbuild] no step runs `terraform providers lock` (no .terraform.lock.hcl "
-                "is committed, so nothing else pins the providers' checksums)"]
+        return ["[cloudbuild] no step runs `terraform providers lock` (the committed "
+                ".terraform.lock.hcl holds zh: checksums only: the h1: hashes of the build's "
+                "platforms are recorded by that step)"]
     found: list[str] = []
     body = by_step[locks[0]][1]
     for platform in LOCK_PLATFORMS:

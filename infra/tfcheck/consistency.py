@@ -32,6 +32,7 @@ from infra.tfcheck import (
     firestore_check,
     hcl,
     iam_check,
+    lockfile,
     monitoring_check,
     pubsub_check,
     sizing_check,
@@ -97,6 +98,7 @@ def check(config: hcl.Config, root: Path) -> list[str]:
         *monitoring_check.check(config, root),
         *sizing_check.check(config),
         *tfvars_check.check(config),
+        *lockfile.check(config.directory),
         *deploy_guide.check(config, (root / "README.md").read_text(),
                             (root / "cloudbuild.yaml").read_text()),
     ]
