@@ -10,7 +10,6 @@ channel. States only move forward (`SubscriptionService.move_channel`).
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -100,8 +99,6 @@ class ChannelRenewal:
             self._service.move_channel(channel.id, ABANDONED)
             report.retired += 1
             return Step.PROGRESS
-        if not self._subs.holds_claim(channel.id, self._run.claimant):
-            return Step.SKIPPED  # the reads above outlasted the claim: another run has it
         attempts = int(doc.get("renewal_attempts") or 0)
         try:
             opened = self._service.open_channel(sub, attempts=attempts)
@@ -160,11 +157,13 @@ class ChannelRenewal:
                                        "channel_expiration": newest.expiration})
 
     def _retire(self, sub: Subscription, channel: Channel) -> None:
-        """The replacement delivers now: mark the old one replaced and stop it."""
-        self._service.move_channel(channel.id, REPLACED)
-        # If the stop fails it expires on its own; its notifications stay accepted.
-        with contextlib.suppress(CalendarError):
+        """The replacement delivers now: stop the old one (then `stopped`), or if the
+        stop fails mark it `replaced`: it expires on its own, and its notifications
+        stay accepted until then."""
+        try:
             self._service.stop_channel(sub, channel)
+        except CalendarError:
+            self._service.move_channel(channel.id, REPLACED)
 
     def _retire_orphan(self, sub: Subscription | None, channel: Channel) -> None:
         if sub is not None and sub.status == ERROR:
