@@ -236,7 +236,7 @@ class LifecycleStore(ABC):
     """What the subscription service and the renewer keep in the database:
     subscriptions and their statuses, channel records, the renewer's queries.
 
-    Implemented over Firestore by `subscription_store.SubscriptionStore`; unit
+    Implemented over Firestore by `adapters.firestore.subscriptions.SubscriptionStore`; unit
     tests use an in-memory fake (tests/unit/lifecycle).
     """
 
