@@ -195,8 +195,26 @@ VARIABLES: tuple[Variable, ...] = (
              "First backoff after a failed watch; doubles per failure, at most an hour.",
              (WORKER, RENEWER), default="60"),
     Variable("CALSYNC_RENEWAL_WINDOW_SECONDS", "renewal_window", _parse_positive_int,
-             "Channels expiring within this window are replaced.", (RENEWER,),
+             "Channels expiring within this window are replaced; must be shorter than "
+             "the channel TTL.", (RENEWER,), default="86400"),
+    Variable("CALSYNC_CHANNEL_CLAIM_SECONDS", "channel_claim", _parse_positive_int,
+             "A renewer run claims a due channel for this long; longer than any one "
+             "renewal (token minting and the watch), so two runs never renew one channel.",
+             (RENEWER,), default="300"),
+    Variable("CALSYNC_CHANNEL_RECORD_RETENTION_SECONDS", "channel_record_retention",
+             _parse_positive_int,
+             "Abandoned channel records (every failed watch leaves one) are deleted this "
+             "long after they expired; kept meanwhile for diagnosis.", (RENEWER,),
              default="86400"),
+    Variable("CALSYNC_GIVE_UP_ATTEMPTS", "give_up_attempts", _parse_positive_int,
+             "A Calendar answer that refuses the request itself (a 4xx from events.list or "
+             "events.watch; a calendar gone when watching) puts the subscription in `error` "
+             "after this many attempts in a row.", (WORKER, RENEWER), default="5"),
+    Variable("CALSYNC_TASK_MAX_BACKOFF_SECONDS", "task_max_backoff", _parse_positive_int,
+             "The queue's longest wait between two attempts of a task (its max_backoff): "
+             "the sweep gives a pending request a new task only after its runs have been "
+             "silent this long. Unset: the sweep age (the emulator retries at once).",
+             (RENEWER,), default="", required=False),
     Variable("CALSYNC_MIN_SYNC_INTERVAL_SECONDS", "min_sync_interval", _parse_positive_float,
              "Follow-up runs start no sooner than this after the previous run started.",
              ALL_FUNCTIONS, default="2"),
@@ -274,6 +292,10 @@ class Settings:
     pending_channel_grace: int = 120
     renewal_backoff: int = 60
     renewal_window: int = 86400
+    channel_claim: int = 300
+    channel_record_retention: int = 86400
+    give_up_attempts: int = 5
+    task_max_backoff: int = 0  # unset: the sweep age
     min_sync_interval: float = 2.0
     safety_net_interval: int = 21600
     sweep_after: int = 120
@@ -331,6 +353,7 @@ class Settings:
             except ValueError as err:
                 shown = "<secret>" if var.secret else repr(raw)
                 problems.append(f"{var.name}={shown} {err}")
+        problems.extend(_conflicts(values, function, only))
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
         if only is not None:
@@ -339,6 +362,26 @@ class Settings:
                         and spec.default_factory is dataclasses.MISSING):
                     values[spec.name] = ""  # a field this command never reads
         return cls(**values)
+
+
+def _conflicts(values: Mapping[str, Any], function: str | None,
+               only: Collection[str] | None) -> list[str]:
+    """Settings that are each valid but wrong together, for a function that reads them all."""
+    def read(name: str) -> bool:
+        var = next(v for v in VARIABLES if v.name == name)
+        if only is not None:
+            return name in only
+        return function is None or function == CLI or function in var.used_by
+
+    ttl, window = values.get("channel_ttl"), values.get("renewal_window")
+    if (read("CALSYNC_CHANNEL_TTL_SECONDS") and read("CALSYNC_RENEWAL_WINDOW_SECONDS")
+            and ttl is not None and window is not None and ttl <= window):
+        # Every channel would be due for renewal the moment it opens: the renewer
+        # would replace every channel on every run.
+        return [f"CALSYNC_CHANNEL_TTL_SECONDS={ttl} must be longer than "
+                f"CALSYNC_RENEWAL_WINDOW_SECONDS={window} (channels are renewed within the "
+                "window before they expire)"]
+    return []
 
 
 def markdown_table() -> str:

@@ -30,6 +30,10 @@ from functions.model import (
     Transition,
 )
 
+# A page cursor of the renewer's queries: the sort value and the document id of the
+# last row read (taken before acting on it, so acting cannot move the cursor).
+RowCursor = tuple[Any, str]
+
 
 class CredentialsProvider(ABC):
     """Google credentials that act as a subscription's owner."""
@@ -162,6 +166,11 @@ class SyncStore(ABC):
         """Release without committing a token; record a retry time or an error
         (`reason`: a stable word such as `reauthorization_required`)."""
 
+    @abstractmethod
+    def note_rejected_run(self, lease: Lease) -> int:
+        """Count a run the Calendar API refused as a request (a 4xx); fenced. Returns
+        the runs refused in a row (the final commit starts the count again)."""
+
 
 class RequestStore(ABC):
     """The sync-request counters the webhook keeps on a subscription."""
@@ -227,7 +236,7 @@ class LifecycleStore(ABC):
     """What the subscription service and the renewer keep in the database:
     subscriptions and their statuses, channel records, the renewer's queries.
 
-    Implemented over Firestore by `subscription_store.SubscriptionStore`; unit
+    Implemented over Firestore by `adapters.firestore.subscriptions.SubscriptionStore`; unit
     tests use an in-memory fake (tests/unit/lifecycle).
     """
 
@@ -268,7 +277,13 @@ class LifecycleStore(ABC):
 
     @abstractmethod
     def clear_request_marker(self, sub_id: str, requested_gen: int) -> bool:
-        """Unset `requested_at` if `requested_gen` is still current."""
+        """Unset `requested_at` and `sweep_at` if `requested_gen` is still current."""
+
+    @abstractmethod
+    def update_if(self, sub_id: str, expect: dict[str, Any], fields: dict[str, Any]) -> bool:
+        """Set `fields` on the subscription only if each field of `expect` still has that
+        value (absent counts as None), atomically; False if not (or gone). The renewer
+        moves rows with it, and claims a sweep or a resumed deletion."""
 
     @abstractmethod
     def channels_of(self, sub_id: str) -> list[Channel]:
@@ -288,29 +303,50 @@ class LifecycleStore(ABC):
 
     @abstractmethod
     def activate_channel(self, channel_id: str, sub_id: str, resource_id: str,
-                         expiration: datetime) -> None:
-        """Record a watch response; raises ResourceMismatch."""
+                         expiration: datetime) -> bool:
+        """Record a watch response on a channel still `pending` (and name it the
+        subscription's current channel); False when it is not pending any more (stopped
+        by a pause, abandoned by the renewer, deleted): it must not deliver. Raises
+        ResourceMismatch."""
 
     @abstractmethod
     def set_channel(self, channel_id: str, fields: dict[str, Any]) -> None:
-        """Set fields on a channel record."""
+        """Set bookkeeping fields on a channel record (never its `state`: `move_channel`)."""
+
+    @abstractmethod
+    def move_channel(self, channel_id: str, from_states: Iterable[str],
+                     fields: dict[str, Any]) -> bool:
+        """Set `fields` (with a new `state`) only while the channel is in one of
+        `from_states`, atomically; False if it is not (or gone). States only move
+        forward: a stopped or abandoned channel never delivers again."""
+
+    @abstractmethod
+    def delete_channel(self, channel_id: str, state: str) -> bool:
+        """Delete the channel record if it is still in `state`; False if not."""
 
     @abstractmethod
     def claim_channel(self, channel_id: str, state: str, now: datetime,
-                      until: datetime) -> bool:
-        """True for exactly one caller while the channel is in `state` and unclaimed."""
+                      until: datetime, claimant: str = "") -> bool:
+        """True for exactly one caller while the channel is in `state` and unclaimed
+        (or its claim expired); the claim names `claimant`."""
+
+    @abstractmethod
+    def holds_claim(self, channel_id: str, claimant: str) -> bool:
+        """Whether `claimant` still holds the channel's claim (nobody took it over)."""
 
     @abstractmethod
     def due_channels(self, state: str, before: datetime, limit: int,
-                     after: str | None = None) -> list[tuple[Channel, dict[str, Any]]]:
-        """Channels in `state` expiring at or before `before`, soonest first."""
+                     after: RowCursor | None = None) -> list[tuple[Channel, dict[str, Any]]]:
+        """Channels in `state` whose `expiration` is at or before `before`, soonest first;
+        `after` is the (expiration, id) of the last row of the previous page, as read."""
 
     @abstractmethod
     def subscriptions_where(self, field: str, before: datetime, limit: int,
-                            after: str | None = None, *, include_null: bool = False,
+                            after: RowCursor | None = None,
                             ) -> list[tuple[Subscription, dict[str, Any]]]:
-        """Active subscriptions whose `field` is at or before `before`, oldest first;
-        with `include_null` also those where it is null (first)."""
+        """Subscriptions (any status) whose `field` is at or before `before`, oldest first;
+        documents where it is null or absent are not in the query. `after` is the
+        (value, id) of the last row of the previous page, as read."""
 
     @abstractmethod
     def oldest_request(self) -> datetime | None:

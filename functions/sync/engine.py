@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from functions.errors import (
     PERMANENT_CALENDAR_ERRORS,
+    CalendarRequestRejected,
     CalendarUnavailable,
     CalsyncError,
     LeaseLost,
@@ -75,6 +76,9 @@ class SyncSettings:
     min_sync_interval: float = 2.0
     max_transaction_writes: int = MAX_TRANSACTION_WRITES
     max_commit_bytes: int = MAX_COMMIT_BYTES
+    # Runs in a row whose request events.list refuses (a 4xx) before the
+    # subscription goes to `error` (CALSYNC_GIVE_UP_ATTEMPTS).
+    give_up_attempts: int = 5
 
 
 @dataclass(frozen=True)
@@ -196,6 +200,8 @@ class SyncEngine:
             return self._back_off(run.lease, err)
         except PERMANENT_CALENDAR_ERRORS as err:
             return self._fail(run.lease, err)
+        except CalendarRequestRejected as err:
+            return self._refused(run.lease, err)
         except StoreRejected as err:  # the data itself is refused: retrying cannot help
             return self._fail(run.lease, err)
         except Misconfigured as err:
@@ -267,6 +273,25 @@ class SyncEngine:
         except CalsyncError as failure:
             return Outcome.TRANSIENT, _describe(failure), None
         return Outcome.FAILED, _describe(err), None
+
+    def _refused(
+        self, lease: Lease, err: CalendarRequestRejected
+    ) -> tuple[Outcome, str | None, datetime | None]:
+        """events.list refused the request itself (a 4xx that is neither a rate limit
+        nor an expired token): a bug, an API change or a calendar it cannot list.
+        Retried (500) a bounded number of runs in a row, then permanent: the
+        subscription goes to `error` with the reason, instead of retrying for ever."""
+        try:
+            refused = self._store.note_rejected_run(lease)
+        except LeaseLost as lost:
+            return Outcome.LEASE_LOST, _describe(lost), None
+        except CalsyncError as failure:
+            self._release_quietly(lease)
+            return Outcome.TRANSIENT, _describe(failure), None
+        if refused >= self._settings.give_up_attempts:
+            return self._fail(lease, err)
+        self._release_quietly(lease)
+        return Outcome.TRANSIENT, f"{_describe(err)} (refused {refused} times)", None
 
     def _release_quietly(self, lease: Lease) -> None:
         # Lets the task's retry start at once instead of waiting for expiry.

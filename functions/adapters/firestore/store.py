@@ -344,6 +344,19 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         if error is not None:
             self._abandon_channels(sub_id)
 
+    def note_rejected_run(self, lease: Lease) -> int:
+        """Count a run whose request the Calendar API refused (a 4xx), fenced; the
+        final commit resets the count. Returns the refused runs in a row."""
+        @firestore.transactional
+        def note(transaction: Any) -> int:
+            state = self._fenced_state(transaction, lease)
+            refused = int(state.get("rejected_runs") or 0) + 1
+            transaction.update(self._state(lease.subscription.id), {"rejected_runs": refused})
+            return refused
+
+        with _translated():
+            return int(note(self._client.transaction()))
+
     def _abandon_channels(self, sub_id: str) -> None:
         """A subscription in `error` cannot stop its channels (that needs the
         credentials that were just rejected): mark them abandoned, to expire."""
@@ -515,6 +528,7 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                 "synced_gen": lease.claimed_gen,
                 "lease_until": None,
                 "synced_at": now,
+                "rejected_runs": 0,
             }
             if lease.full_resync:
                 committed["full_resync_served"] = lease.full_resync
@@ -523,11 +537,12 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                 return FinalCommit(requested_gen=0)
             data = sub_snap.to_dict() or {}
             requested = int(data.get("requested_gen") or 0)
+            # Synced: the safety net looks again an interval from now.
             served: dict[str, Any] = {"last_synced_at": now, "retry_at": None,
-                                      "last_error": None}
+                                      "last_error": None, "safety_net_at": now}
             if requested <= lease.claimed_gen:
                 # Nothing newer: drop out of the sweep's query at no extra cost.
-                served["requested_at"] = None
+                served.update(requested_at=None, sweep_at=None)
             elif int(data.get("queued_gen") or 0) < requested:
                 # The caller enqueues the follow-up right after this commit; if
                 # that fails the run answers 500 and its own retry serves it.
@@ -547,13 +562,18 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         consistent read of the subscription and `state/writer`. A request is
         pending when `requested_gen` is ahead of `claimed_gen`: the run that
         will claim it has not listed yet, so this notification needs no write
-        at all (the hot-document rule); it still needs a task when none is
-        known to be queued for that generation (`queued_gen` behind: an
-        earlier enqueue failed), and then `needs_task` names the existing
-        generation. Otherwise a write conditioned on the subscription's update
-        time increments it; if another notification won that race, re-reading
-        finds the request pending. `needs_task` tells the caller to queue a
-        task for `generation` and then `mark_queued`.
+        at all (the hot-document rule). It still needs a task when none is
+        known to be queued for that generation (`queued_gen` behind) and nobody
+        is queueing it right now (`enqueuing_at`, written with the request and
+        cleared by a failed enqueue, 15 s grace): an enqueue failed, or its
+        caller died before enqueueing. Then `needs_task` names the existing
+        generation, and nothing is written: the task's name is the request's,
+        so two callers doing this queue one task, and during an outage of the
+        queue a notification costs no write at all. Otherwise a write
+        conditioned on the subscription's update time increments it (and sets
+        the sweep's `sweep_at`); if another notification won that race,
+        re-reading finds the request pending. `needs_task` tells the caller to
+        queue a task for `generation` and then `mark_queued`.
         """
         sub_ref, state_ref = self._sub(sub_id), self._state(sub_id)
         for attempt in range(_BUMP_ATTEMPTS):
@@ -566,24 +586,19 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
             data = sub_snap.to_dict() or {}
             state = (state_snap.to_dict() if state_snap is not None else None) or {}
             requested = int(data.get("requested_gen") or 0)
+            last_run = state.get("lease_started_at")
             if data.get("status", ACTIVE) != ACTIVE:
                 return SyncRequest(found=True, needs_task=False, generation=requested)
-            update: dict[str, Any] = {"enqueuing_at": now}
             if requested > int(state.get("claimed_gen") or 0):
-                # Pending: the run that claims it will see this change too. A
-                # task is needed only if none is known to be queued for it
-                # (`queued_gen` behind: an earlier enqueue failed) and nobody
-                # is queueing it right now (`enqueuing_at`, written with the
-                # request, cleared when an enqueue fails).
+                # Pending: the run that claims it will see this change too.
                 queued = int(data.get("queued_gen") or 0) >= requested
                 enqueuing = data.get("enqueuing_at")
-                if queued or (enqueuing is not None and now - enqueuing < ENQUEUE_GRACE):
-                    return SyncRequest(found=True, needs_task=False, generation=requested,
-                                       last_run_started_at=state.get("lease_started_at"))
-                generation = requested  # re-queue the recorded request: no new one
-            else:
-                generation = requested + 1
-                update.update(requested_gen=generation, requested_at=now)
+                in_flight = enqueuing is not None and now - enqueuing < ENQUEUE_GRACE
+                return SyncRequest(found=True, needs_task=not queued and not in_flight,
+                                   generation=requested, last_run_started_at=last_run)
+            generation = requested + 1
+            update = {"requested_gen": generation, "requested_at": now, "enqueuing_at": now,
+                      "sweep_at": now}
             try:
                 with _translated():
                     sub_ref.update(
@@ -596,7 +611,7 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                 time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
                 continue  # someone else wrote it first: look again
             return SyncRequest(found=True, needs_task=True, generation=generation,
-                               last_run_started_at=state.get("lease_started_at"))
+                               last_run_started_at=last_run)
         raise StoreUnavailable(f"subscription {sub_id} too contended to record a request")
 
     def request_full_resync(self, sub_id: str) -> int:
@@ -612,7 +627,9 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
 
     def enqueue_failed(self, sub_id: str, generation: int) -> None:
         """An enqueue for `generation` failed: let the next caller (Google's
-        redelivery of the 503) queue it at once instead of waiting out the grace."""
+        redelivery of the 503) queue it at once instead of waiting out the grace.
+        Writes only when the grace mark is still set, so an outage of the queue
+        costs one such write per request, not one per notification."""
         self._note_queue(sub_id, generation, None)
 
     def mark_queued(self, sub_id: str, generation: int, now: datetime) -> None:
@@ -632,6 +649,8 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
             data = snapshot.to_dict() or {}
             if not snapshot.exists or int(data.get("queued_gen") or 0) >= generation:
                 return
+            if queued_at is None and data.get("enqueuing_at") is None:
+                return  # cleared already (an earlier failure): nothing to write
             update: dict[str, Any] = (
                 {"queued_gen": generation, "queued_at": queued_at} if queued_at is not None
                 else {"enqueuing_at": None})

@@ -29,14 +29,17 @@ from functions.model import (
     DELETING,
     DELIVERING_STATES,
     OAUTH_PREFIX,
+    PENDING,
     Channel,
     Subscription,
     Transition,
 )
-from functions.ports import LifecycleStore
+from functions.ports import LifecycleStore, RowCursor
 
 DELETE_BATCH = 400
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# `safety_net_at` of a subscription the safety net has never covered: due at once.
+NEVER = _EPOCH
 
 
 def subscription_key(calendar_id: str, owner: str) -> str:
@@ -92,7 +95,11 @@ class SubscriptionStore(LifecycleStore):
                 # subscription: a crash before its task is queued leaves a
                 # request the sweep finds.
                 "requested_gen": 1, "requested_at": now, "queued_gen": 0,
-                "enqueuing_at": now,
+                "enqueuing_at": now, "sweep_at": now,
+                # The renewer's sort keys (DESIGN.md, "Liveness"): the sweep looks at a
+                # request `sweep_after` past `sweep_at`; the safety net at a
+                # subscription `safety_net_at` (never covered yet: at once).
+                "safety_net_at": NEVER,
                 "retry_at": None, "last_synced_at": None, "last_notification_at": None,
                 "created_at": now, "channel_id": None, "channel_expiration": None,
             })
@@ -154,7 +161,7 @@ class SubscriptionStore(LifecycleStore):
             update: dict[str, Any] = {"status": to, "status_changed_at": now, **(fields or {})}
             if request_sync:
                 requested += 1
-                update.update(requested_gen=requested, requested_at=now)
+                update.update(requested_gen=requested, requested_at=now, sweep_at=now)
             transaction.update(self._sub(sub_id), update)
             return Transition(changed=True, previous=status, generation=requested)
 
@@ -175,7 +182,10 @@ class SubscriptionStore(LifecycleStore):
             if not snapshot.exists:
                 return False
             if (snapshot.to_dict() or {}).get("status") != DELETING:
-                transaction.update(self._sub(sub_id), {"status": DELETING, "deleting_since": now})
+                # `deleting_since` is the renewer's sort key for resuming it; the
+                # sweep and the safety net have nothing more to do here.
+                transaction.update(self._sub(sub_id), {"status": DELETING, "deleting_since": now,
+                                                       "sweep_at": None, "safety_net_at": None})
             transaction.set(writer, {
                 "lease_generation": int(state.get("lease_generation") or 0) + 1,
                 "lease_until": None,
@@ -238,11 +248,25 @@ class SubscriptionStore(LifecycleStore):
             data = snapshot.to_dict() or {}
             if not snapshot.exists or int(data.get("requested_gen") or 0) != requested_gen:
                 return False
-            transaction.update(self._sub(sub_id), {"requested_at": None})
+            transaction.update(self._sub(sub_id), {"requested_at": None, "sweep_at": None})
             return True
 
         with _translated():
             return bool(clear(self._client.transaction()))
+
+    def update_if(self, sub_id: str, expect: dict[str, Any], fields: dict[str, Any]) -> bool:
+        """Compare and set in one transaction (the renewer's moves and claims)."""
+        @firestore.transactional
+        def update(transaction: Any) -> bool:
+            snapshot = self._sub(sub_id).get(transaction=transaction)
+            data = snapshot.to_dict() or {}
+            if not snapshot.exists or any(data.get(k) != v for k, v in expect.items()):
+                return False
+            transaction.update(self._sub(sub_id), fields)
+            return True
+
+        with _translated():
+            return bool(update(self._client.transaction()))
 
     # -- channels -------------------------------------------------------------
 
@@ -265,8 +289,10 @@ class SubscriptionStore(LifecycleStore):
             return self._channel(channel_id).get().to_dict() or {}
 
     def activate_channel(self, channel_id: str, sub_id: str, resource_id: str,
-                         expiration: datetime) -> None:
-        """Record the watch response; it must match a resource id learnt meanwhile.
+                         expiration: datetime) -> bool:
+        """Record the watch response on a channel still `pending`; it must match a
+        resource id learnt meanwhile. False (nothing written) when the channel left
+        `pending` while the watch was in flight, or it or its subscription is gone.
 
         A read, then one batch conditioned on the channel's update time (re-read
         if the webhook wrote meanwhile): no interactive transaction, which could
@@ -277,12 +303,15 @@ class SubscriptionStore(LifecycleStore):
         for _ in range(CONDITIONAL_ATTEMPTS):
             with _translated():
                 snapshot = ref.get()
-            known = (snapshot.to_dict() or {}).get("resource_id")
+            data = snapshot.to_dict() or {}
+            known = data.get("resource_id")
             if known is not None and known != resource_id:
                 raise ResourceMismatch(channel_id)
+            if not snapshot.exists or data.get("state") != PENDING:
+                return False  # stopped, abandoned or deleted meanwhile: never revived
             batch = self._client.batch()
             batch.update(ref, {
-                "state": "active", "resource_id": resource_id, "expiration": expiration,
+                "state": ACTIVE, "resource_id": resource_id, "expiration": expiration,
                 "renewal_attempts": 0, "next_attempt_at": None, "last_error": None,
             }, option=self._client.write_option(last_update_time=snapshot.update_time))
             # `update`, never `set`: must not resurrect a subscription deleted meanwhile.
@@ -291,10 +320,10 @@ class SubscriptionStore(LifecycleStore):
             try:
                 with _translated():
                     batch.commit()
-                return
+                return True
             except StoreError as err:
                 if isinstance(err.__cause__, gexc.NotFound):
-                    return  # unsubscribed meanwhile: the renewer retires the channel
+                    return False  # unsubscribed meanwhile
                 if not isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Aborted):
                     raise
         raise StoreUnavailable(f"channel {channel_id} too contended to activate")
@@ -314,8 +343,39 @@ class SubscriptionStore(LifecycleStore):
         with _translated():
             self._channel(channel_id).update(fields)
 
+    def _conditional(self, channel_id: str, allowed: Any, write: Any) -> bool:
+        """Read the channel, and if `allowed(data)` write it conditioned on its update
+        time (re-read if someone wrote meanwhile); False if not allowed or gone."""
+        ref = self._channel(channel_id)
+        for _ in range(CONDITIONAL_ATTEMPTS):
+            with _translated():
+                snapshot = ref.get()
+            if not snapshot.exists or not allowed(snapshot.to_dict() or {}):
+                return False
+            option = self._client.write_option(last_update_time=snapshot.update_time)
+            try:
+                with _translated():
+                    write(ref, option)
+                return True
+            except StoreError as err:
+                if isinstance(err.__cause__, gexc.NotFound):
+                    return False
+                if not isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Aborted):
+                    raise
+        raise StoreUnavailable(f"channel {channel_id} too contended to change")
+
+    def move_channel(self, channel_id: str, from_states: Iterable[str],
+                     fields: dict[str, Any]) -> bool:
+        states = tuple(from_states)
+        return self._conditional(channel_id, lambda data: data.get("state") in states,
+                                 lambda ref, option: ref.update(fields, option=option))
+
+    def delete_channel(self, channel_id: str, state: str) -> bool:
+        return self._conditional(channel_id, lambda data: data.get("state") == state,
+                                 lambda ref, option: ref.delete(option=option))
+
     def claim_channel(self, channel_id: str, state: str, now: datetime,
-                      until: datetime) -> bool:
+                      until: datetime, claimant: str = "") -> bool:
         """Take the right to act on a due channel: True for exactly one renewer run.
 
         Conditional on the channel still being in `state` and unclaimed (or its
@@ -331,55 +391,48 @@ class SubscriptionStore(LifecycleStore):
             return False
         try:
             with _translated():  # conditional: whoever writes first wins
-                ref.update({"claimed_until": until}, option=self._client.write_option(
-                    last_update_time=snapshot.update_time))
+                ref.update({"claimed_until": until, "claimed_by": claimant},
+                           option=self._client.write_option(
+                               last_update_time=snapshot.update_time))
         except StoreError as err:
             if isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Aborted | gexc.NotFound):
                 return False
             raise
         return True
 
+    def holds_claim(self, channel_id: str, claimant: str) -> bool:
+        return self.channel_doc(channel_id).get("claimed_by") == claimant
+
     def due_channels(self, state: str, before: datetime, limit: int,
-                     after: str | None = None) -> list[tuple[Channel, dict[str, Any]]]:
-        """Channels in `state` expiring at or before `before`, soonest first (indexed);
-        `after` (a channel id from the previous page) continues past it."""
+                     after: RowCursor | None = None) -> list[tuple[Channel, dict[str, Any]]]:
+        """Channels in `state` expiring at or before `before`, soonest first (indexed
+        on (state, expiration)); `after` continues past the (expiration, id) read last."""
         query = (self._client.collection(CHANNELS)
                  .where(filter=FieldFilter("state", "==", state))
                  .where(filter=FieldFilter("expiration", "<=", before))
-                 .order_by("expiration").limit(limit))
+                 .order_by("expiration").order_by("__name__").limit(limit))
+        if after is not None:
+            query = query.start_after([after[0], self._channel(after[1])])
         with _translated():
-            if after is not None:
-                cursor = self._channel(after).get()
-                if cursor.exists:
-                    query = query.start_after(cursor)
             return [(_channel(s.id, s.to_dict() or {}), s.to_dict() or {})
                     for s in query.stream()]
 
     # -- the renewer's subscription queries -------------------------------------
 
     def subscriptions_where(self, field: str, before: datetime, limit: int,
-                            after: str | None = None, *, include_null: bool = False,
+                            after: RowCursor | None = None,
                             ) -> list[tuple[Subscription, dict[str, Any]]]:
-        """Active subscriptions whose `field` is at or before `before`, oldest
-        first (indexed on (status, field)); `after` (an id from the previous
-        page) continues past it.
-
-        With `include_null` the query orders with an end cursor instead of a
-        range filter: a range filter skips documents whose field is null (a
-        subscription never synced), while the ordering puts nulls first.
-        """
+        """Subscriptions whose `field` is at or before `before`, oldest first: a range
+        on one field (its automatic single-field index; documents where it is null
+        or absent are not in the range); `after` continues past the (value, id) read
+        last. The renewer's sort keys (`sweep_at`, `safety_net_at`, `deleting_since`)
+        are set only while there is something to look at."""
         query = (self._client.collection(SUBSCRIPTIONS)
-                 .where(filter=FieldFilter("status", "==", ACTIVE)))
-        if include_null:
-            query = query.order_by(field).end_at({field: before})
-        else:
-            query = query.where(filter=FieldFilter(field, "<=", before)).order_by(field)
-        query = query.limit(limit)
+                 .where(filter=FieldFilter(field, "<=", before))
+                 .order_by(field).order_by("__name__").limit(limit))
+        if after is not None:
+            query = query.start_after([after[0], self._sub(after[1])])
         with _translated():
-            if after is not None:
-                cursor = self._sub(after).get()
-                if cursor.exists:
-                    query = query.start_after(cursor)
             return [(_subscription(s.id, s.to_dict() or {}), s.to_dict() or {})
                     for s in query.stream()]
 

@@ -14,11 +14,19 @@ from typing import Any
 
 from functions.adapters.firestore.channels import _channel
 from functions.adapters.firestore.store import ENQUEUE_GRACE, _subscription
-from functions.adapters.firestore.subscriptions import subscription_key
+from functions.adapters.firestore.subscriptions import NEVER, subscription_key
 from functions.errors import InvalidTransition, ResourceMismatch
-from functions.model import ACTIVE, DELETING, Channel, Subscription, SyncRequest, Transition
+from functions.model import (
+    ACTIVE,
+    DELETING,
+    PENDING,
+    Channel,
+    Subscription,
+    SyncRequest,
+    Transition,
+)
 from functions.model import DELIVERING_STATES as DELIVERING
-from functions.ports import LifecycleStore, RequestStore
+from functions.ports import LifecycleStore, RequestStore, RowCursor
 
 
 class MemoryLifecycle(LifecycleStore, RequestStore):
@@ -40,6 +48,7 @@ class MemoryLifecycle(LifecycleStore, RequestStore):
             "calendar_id": sub.calendar_id, "owner": sub.owner, "key": key,
             "credentials_ref": sub.credentials_ref, "status": ACTIVE, "labels": sub.labels,
             "requested_gen": 1, "requested_at": now, "queued_gen": 0, "enqueuing_at": now,
+            "sweep_at": now, "safety_net_at": NEVER,
             "last_synced_at": None, "created_at": now, "retry_at": None,
         }
         return _subscription(sub.id, self.subs[sub.id]), True
@@ -71,13 +80,15 @@ class MemoryLifecycle(LifecycleStore, RequestStore):
         data.update(status=to, **(fields or {}))
         if request_sync:
             requested += 1
-            data.update(requested_gen=requested, requested_at=now)
+            data.update(requested_gen=requested, requested_at=now, sweep_at=now)
         return Transition(True, status, requested)
 
     def begin_delete(self, sub_id: str, now: datetime) -> bool:
         if sub_id not in self.subs:
             return False
-        self.subs[sub_id]["status"] = DELETING
+        if self.subs[sub_id]["status"] != DELETING:
+            self.subs[sub_id].update(status=DELETING, deleting_since=now, sweep_at=None,
+                                     safety_net_at=None)
         writer = self.writers.setdefault(sub_id, {})
         writer["lease_generation"] = int(writer.get("lease_generation") or 0) + 1
         return True
@@ -95,7 +106,14 @@ class MemoryLifecycle(LifecycleStore, RequestStore):
         data = self.subs.get(sub_id)
         if data is None or data.get("requested_gen") != requested_gen:
             return False
-        data["requested_at"] = None
+        data.update(requested_at=None, sweep_at=None)
+        return True
+
+    def update_if(self, sub_id: str, expect: dict[str, Any], fields: dict[str, Any]) -> bool:
+        data = self.subs.get(sub_id)
+        if data is None or any(data.get(k) != v for k, v in expect.items()):
+            return False
+        data.update(fields)
         return True
 
     # -- requests (what FirestoreStore does for the webhook) -------------------
@@ -110,11 +128,11 @@ class MemoryLifecycle(LifecycleStore, RequestStore):
         if requested > int(self.writers.get(sub_id, {}).get("claimed_gen") or 0):
             queued = int(data.get("queued_gen") or 0) >= requested
             enqueuing = data.get("enqueuing_at")
-            if queued or (enqueuing is not None and now - enqueuing < ENQUEUE_GRACE):
-                return SyncRequest(found=True, needs_task=False, generation=requested)
-            data["enqueuing_at"] = now
-            return SyncRequest(found=True, needs_task=True, generation=requested)
-        data.update(requested_gen=requested + 1, requested_at=now, enqueuing_at=now)
+            in_flight = enqueuing is not None and now - enqueuing < ENQUEUE_GRACE
+            return SyncRequest(found=True, needs_task=not queued and not in_flight,
+                               generation=requested)
+        data.update(requested_gen=requested + 1, requested_at=now, enqueuing_at=now,
+                    sweep_at=now)
         return SyncRequest(found=True, needs_task=True, generation=requested + 1)
 
     def request_full_resync(self, sub_id: str) -> int:
@@ -124,7 +142,8 @@ class MemoryLifecycle(LifecycleStore, RequestStore):
 
     def enqueue_failed(self, sub_id: str, generation: int) -> None:
         data = self.subs.get(sub_id)
-        if data is not None and int(data.get("queued_gen") or 0) < generation:
+        if (data is not None and int(data.get("queued_gen") or 0) < generation
+                and data.get("enqueuing_at") is not None):
             data["enqueuing_at"] = None
 
     def mark_queued(self, sub_id: str, generation: int, now: datetime) -> None:
@@ -150,51 +169,64 @@ class MemoryLifecycle(LifecycleStore, RequestStore):
             "created_at": now, "renewal_attempts": 0, **fields}
 
     def activate_channel(self, channel_id: str, sub_id: str, resource_id: str,
-                         expiration: datetime) -> None:
-        doc = self.channels[channel_id]
-        if doc.get("resource_id") not in (None, resource_id):
+                         expiration: datetime) -> bool:
+        doc = self.channels.get(channel_id)
+        if doc is not None and doc.get("resource_id") not in (None, resource_id):
             raise ResourceMismatch(channel_id)
+        if doc is None or doc["state"] != PENDING or sub_id not in self.subs:
+            return False
         doc.update(state="active", resource_id=resource_id, expiration=expiration,
                    renewal_attempts=0, next_attempt_at=None, last_error=None)
-        if sub_id in self.subs:
-            self.subs[sub_id].update(channel_id=channel_id, channel_expiration=expiration)
+        self.subs[sub_id].update(channel_id=channel_id, channel_expiration=expiration)
+        return True
 
     def set_channel(self, channel_id: str, fields: dict[str, Any]) -> None:
         self.channels[channel_id].update(fields)
 
+    def move_channel(self, channel_id: str, from_states: Iterable[str],
+                     fields: dict[str, Any]) -> bool:
+        doc = self.channels.get(channel_id)
+        if doc is None or doc["state"] not in tuple(from_states):
+            return False
+        doc.update(fields)
+        return True
+
+    def delete_channel(self, channel_id: str, state: str) -> bool:
+        doc = self.channels.get(channel_id)
+        if doc is None or doc["state"] != state:
+            return False
+        del self.channels[channel_id]
+        return True
+
     def claim_channel(self, channel_id: str, state: str, now: datetime,
-                      until: datetime) -> bool:
+                      until: datetime, claimant: str = "") -> bool:
         doc = self.channels.get(channel_id)
         claimed = (doc or {}).get("claimed_until")
         if doc is None or doc["state"] != state or (claimed is not None and claimed > now):
             return False
-        doc["claimed_until"] = until
+        doc.update(claimed_until=until, claimed_by=claimant)
         return True
 
+    def holds_claim(self, channel_id: str, claimant: str) -> bool:
+        return self.channels.get(channel_id, {}).get("claimed_by") == claimant
+
     def due_channels(self, state: str, before: datetime, limit: int,
-                     after: str | None = None) -> list[tuple[Channel, dict[str, Any]]]:
-        rows = sorted(((d["expiration"], i) for i, d in self.channels.items()
-                       if d["state"] == state and d["expiration"] is not None
-                       and d["expiration"] <= before))
-        ids = [i for _, i in rows]
-        if after in ids:
-            ids = ids[ids.index(after) + 1:]
-        return [(_channel(i, self.channels[i]), dict(self.channels[i])) for i in ids[:limit]]
+                     after: RowCursor | None = None) -> list[tuple[Channel, dict[str, Any]]]:
+        rows = sorted((d["expiration"], i) for i, d in self.channels.items()
+                      if d["state"] == state and d["expiration"] is not None
+                      and d["expiration"] <= before)
+        if after is not None:
+            rows = [row for row in rows if row > after]
+        return [(_channel(i, self.channels[i]), dict(self.channels[i])) for _, i in rows[:limit]]
 
     def subscriptions_where(self, field: str, before: datetime, limit: int,
-                            after: str | None = None, *, include_null: bool = False,
+                            after: RowCursor | None = None,
                             ) -> list[tuple[Subscription, dict[str, Any]]]:
-        def due(value: Any) -> bool:
-            return (value is None and include_null) or (value is not None and value <= before)
-
-        rows = sorted(((d.get(field) is not None, d.get(field) or before, i)
-                       for i, d in self.subs.items()
-                       if d["status"] == ACTIVE and due(d.get(field))),
-                      key=lambda row: (row[0], row[1], row[2]))
-        ids = [i for _, _, i in rows]
-        if after in ids:
-            ids = ids[ids.index(after) + 1:]
-        return [(_subscription(i, self.subs[i]), dict(self.subs[i])) for i in ids[:limit]]
+        rows = sorted((d[field], i) for i, d in self.subs.items()
+                      if d.get(field) is not None and d[field] <= before)
+        if after is not None:
+            rows = [row for row in rows if row > after]
+        return [(_subscription(i, self.subs[i]), dict(self.subs[i])) for _, i in rows[:limit]]
 
     def oldest_request(self) -> datetime | None:
         times = [d["requested_at"] for d in self.subs.values()
