@@ -152,6 +152,7 @@ def sync_engine(config: Settings | None = None) -> SyncEngine:
         lease_seconds=float(config.lease_seconds),
         min_sync_interval=config.min_sync_interval,
         max_commit_bytes=config.commit_bytes,
+        give_up_attempts=config.give_up_attempts,
     )
     return _memo("engine", lambda: SyncEngine(
         store(config), calendar(config), task_queue(config), options,

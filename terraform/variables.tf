@@ -86,6 +86,39 @@ variable "renewal_backoff_seconds" {
   }
 }
 
+variable "channel_claim_seconds" {
+  type        = number
+  description = "How long a renewer run's claim on a channel lasts; longer than any one renewal (CALSYNC_CHANNEL_CLAIM_SECONDS)."
+  default     = 300
+
+  validation {
+    condition     = var.channel_claim_seconds > 0
+    error_message = "channel_claim_seconds must be positive."
+  }
+}
+
+variable "channel_record_retention_seconds" {
+  type        = number
+  description = "Abandoned channel records are deleted this long after they expire (CALSYNC_CHANNEL_RECORD_RETENTION_SECONDS)."
+  default     = 86400
+
+  validation {
+    condition     = var.channel_record_retention_seconds >= 0
+    error_message = "channel_record_retention_seconds must not be negative."
+  }
+}
+
+variable "give_up_attempts" {
+  type        = number
+  description = "Permanent-looking failures (a 4xx from events.list or a watch) tolerated before the subscription goes to error (CALSYNC_GIVE_UP_ATTEMPTS)."
+  default     = 5
+
+  validation {
+    condition     = var.give_up_attempts >= 1
+    error_message = "give_up_attempts must be at least 1."
+  }
+}
+
 variable "commit_bytes" {
   type        = number
   description = "Byte budget of one Firestore commit of a sync run (CALSYNC_COMMIT_BYTES); Firestore refuses commits over 10 MiB."
