@@ -89,6 +89,16 @@ def feed(config: Settings) -> Any:
                                        PageTokens(keys)))
 
 
+def subscription_store(config: Settings) -> Any:
+    """Subscriptions, channels and the renewer's queries (`LifecycleStore`) in Firestore."""
+    from datetime import timedelta
+
+    from functions.adapters.firestore.subscriptions import SubscriptionStore
+
+    return SubscriptionStore(firestore_client(config), outbox=bool(config.pubsub_topic),
+                             feed_retention=timedelta(days=config.feed_retention_days))
+
+
 def credential_vault(config: Settings) -> Any:
     """Sealed refresh tokens (`credentials/{id}`) under the configured keys."""
     from functions.adapters.firestore.credentials import CredentialVault
@@ -171,14 +181,12 @@ def cli_settings() -> Settings:
 
 def subscription_service(config: Settings) -> Any:
     """Subscribe / unsubscribe / pause / resume / status, over the real adapters."""
-    from functions.adapters.firestore.subscriptions import SubscriptionStore
     from functions.adapters.google.channels import GoogleChannels
     from functions.lifecycle.subscriptions import SubscriptionService
 
     def build() -> Any:
-        client = firestore_client(config)
         return SubscriptionService(
-            config, SubscriptionStore(client), GoogleChannels(calendar(config)),
+            config, subscription_store(config), GoogleChannels(calendar(config)),
             store(config), task_queue(config))
 
     return _memo("subscriptions", build)
@@ -200,16 +208,14 @@ def subscription_reader(config: Settings) -> Any:
     It opens and stops no channel and queues nothing: never use it to change a
     subscription.
     """
-    from functions.adapters.firestore.subscriptions import SubscriptionStore
     from functions.lifecycle.subscriptions import SubscriptionService
 
     return _memo("subscription_reader", lambda: SubscriptionService(
-        config, SubscriptionStore(firestore_client(config)), None, store(config), _NoQueue()))
+        config, subscription_store(config), None, store(config), _NoQueue()))
 
 
 def renewer(config: Settings | None = None) -> Any:
     """The renewer behind the `renew_channels` function."""
-    from functions.adapters.firestore.subscriptions import SubscriptionStore
     from functions.config import RENEWER
     from functions.lifecycle.renewer import Renewer
 
@@ -225,5 +231,5 @@ def renewer(config: Settings | None = None) -> Any:
         sweeper = OutboxSweeper(store(config), queue,
                                 timedelta(seconds=config.outbox_sweep_after))
     return _memo("renewer", lambda: Renewer(
-        config, SubscriptionStore(firestore_client(config)), subscription_service(config),
+        config, subscription_store(config), subscription_service(config),
         continue_later=continue_later, outbox=sweeper))

@@ -52,6 +52,21 @@ UPDATED = "updated"
 DELETED = "deleted"
 CHANGE_KINDS = (CREATED, UPDATED, DELETED)
 
+# Lifecycle entries (DESIGN.md, "Accounts, lifecycle events, watermark"): entries of
+# the feed of their own kind, ordered and de-duplicated with the event entries.
+REAUTHORIZATION_REQUIRED_KIND = "reauthorization_required"
+RESYNC_REQUIRED = "resync_required"
+ERROR_KIND = "error"
+RECOVERED = "recovered"
+# Not the short type "deleted": that is an event's kind, and `kinds=deleted` must keep
+# meaning deleted events (CloudEvents type `dev.calsync.subscription.deleted`).
+DELETED_KIND = "subscription_deleted"
+CALENDAR_ADDED = "calendar_added"
+CALENDAR_REMOVED = "calendar_removed"
+SUBSCRIPTION_EVENT_KINDS = (REAUTHORIZATION_REQUIRED_KIND, RESYNC_REQUIRED, ERROR_KIND,
+                            RECOVERED, DELETED_KIND)
+ACCOUNT_EVENT_KINDS = (CALENDAR_ADDED, CALENDAR_REMOVED)
+
 
 @dataclass(frozen=True)
 class Subscription:
@@ -212,8 +227,9 @@ def rfc3339(value: Any) -> Any:
 
 def entry_json(entry: dict[str, Any]) -> dict[str, Any]:
     """A stored change entry (decoded: field names restored) in its one wire form: the
-    changes route's items and each Pub/Sub message's data."""
-    return {
+    changes route's items and each Pub/Sub message's data. Lifecycle entries add
+    `details` (and have no `event_id`)."""
+    shown = {
         "seq": int(entry["seq"]),
         "kind": entry.get("kind"),
         "event_id": entry.get("event_id"),
@@ -223,6 +239,9 @@ def entry_json(entry: dict[str, Any]) -> dict[str, Any]:
         "at": rfc3339(entry.get("at")),
         "expire_at": rfc3339(entry.get("expire_at")),
     }
+    if "details" in entry:
+        shown["details"] = entry.get("details") or {}
+    return shown
 
 
 @dataclass(frozen=True)

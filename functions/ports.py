@@ -352,6 +352,15 @@ class LifecycleStore(ABC):
     def oldest_request(self) -> datetime | None:
         """`requested_at` of the oldest recorded request of an active subscription."""
 
+    @abstractmethod
+    def record_event(self, sub_id: str, kind: str, details: dict[str, Any],
+                     now: datetime) -> int:
+        """Append a lifecycle entry (`kind` one of `model.SUBSCRIPTION_EVENT_KINDS` or
+        `ACCOUNT_EVENT_KINDS`, no `event_id`, `details` a small map) to the
+        subscription's feed, taking the next `seq` and marking the outbox in the same
+        transaction; returns its `seq`. Raises LookupError for an unknown subscription.
+        """
+
 
 class ChannelStore(ABC):
     """What the webhook reads and writes about channels."""

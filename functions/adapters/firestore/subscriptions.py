@@ -12,17 +12,25 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from functions.adapters.firestore import codec
 from functions.adapters.firestore.catalogue import CHANGES, EVENTS, STATE, SUBSCRIPTION_KEYS, WRITER
 from functions.adapters.firestore.channels import CHANNELS, CONDITIONAL_ATTEMPTS, _channel
 from functions.adapters.firestore.credentials import CREDENTIALS_COLLECTION
-from functions.adapters.firestore.store import SUBSCRIPTIONS, _subscription, _translated
+from functions.adapters.firestore.store import (
+    FEED_RETENTION,
+    SUBSCRIPTIONS,
+    _outbox_marks,
+    _subscription,
+    _translated,
+    seq_id,
+)
 from functions.errors import InvalidTransition, ResourceMismatch, StoreError, StoreUnavailable
 from functions.model import (
     ACTIVE,
@@ -52,8 +60,11 @@ def subscription_key(calendar_id: str, owner: str) -> str:
 
 
 class SubscriptionStore(LifecycleStore):
-    def __init__(self, client: firestore.Client) -> None:
+    def __init__(self, client: firestore.Client, *, outbox: bool = False,
+                 feed_retention: timedelta = FEED_RETENTION) -> None:
         self._client = client
+        self._outbox = outbox  # a topic is configured: entries are published
+        self._feed_retention = feed_retention
 
     def _sub(self, sub_id: str) -> Any:
         return self._client.collection(SUBSCRIPTIONS).document(sub_id)
@@ -445,3 +456,39 @@ class SubscriptionStore(LifecycleStore):
         with _translated():
             found = [s.to_dict() or {} for s in query.stream()]
         return found[0].get("requested_at") if found else None
+
+    # -- lifecycle entries ------------------------------------------------------
+
+    def record_event(self, sub_id: str, kind: str, details: dict[str, Any],
+                     now: datetime) -> int:
+        """One transaction on `state/writer`, like a run's page commit: the entry takes
+        `change_seq + 1`, so it is ordered with the event entries (a run's commits and
+        this one serialise on the same document) and published by the same outbox."""
+        sub_ref = self._sub(sub_id)
+        state_ref = sub_ref.collection(STATE).document(WRITER)
+        changes = sub_ref.collection(CHANGES)
+
+        @firestore.transactional
+        def write(transaction: Any) -> int:
+            found = {s.reference.path: s for s in self._client.get_all(
+                [sub_ref, state_ref], transaction=transaction)}
+            sub_snap = found.get(sub_ref.path)
+            if sub_snap is None or not sub_snap.exists:
+                raise LookupError(sub_id)
+            state_snap = found.get(state_ref.path)
+            state = (state_snap.to_dict() if state_snap is not None else None) or {}
+            first = int(state.get("change_seq") or 0)
+            seq = first + 1
+            transaction.set(changes.document(seq_id(seq)), {
+                "seq": seq, "kind": kind, "event_id": None, "recurring_event_id": None,
+                "fields": {}, "details": codec.escape(dict(details)), "etag": None,
+                "at": now, "expire_at": now + self._feed_retention,
+            })
+            update: dict[str, Any] = {"change_seq": seq}
+            if self._outbox:
+                update.update(_outbox_marks(state, first, now))
+            transaction.set(state_ref, update, merge=True)
+            return seq
+
+        with _translated():
+            return int(write(self._client.transaction()))

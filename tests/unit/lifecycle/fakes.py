@@ -35,6 +35,7 @@ class MemoryLifecycle(LifecycleStore, RequestStore):
         self.writers: dict[str, dict[str, Any]] = {}
         self.keys: dict[str, str] = {}
         self.channels: dict[str, dict[str, Any]] = {}
+        self.events: list[tuple[str, int, str, dict[str, Any]]] = []  # lifecycle entries
 
     # -- subscriptions --------------------------------------------------------
 
@@ -232,6 +233,16 @@ class MemoryLifecycle(LifecycleStore, RequestStore):
         times = [d["requested_at"] for d in self.subs.values()
                  if d["status"] == ACTIVE and d.get("requested_at") is not None]
         return min(times, default=None)
+
+    def record_event(self, sub_id: str, kind: str, details: dict[str, Any],
+                     now: datetime) -> int:
+        if sub_id not in self.subs:
+            raise LookupError(sub_id)
+        writer = self.writers.setdefault(sub_id, {})
+        seq = int(writer.get("change_seq") or 0) + 1
+        writer["change_seq"] = seq
+        self.events.append((sub_id, seq, kind, dict(details)))
+        return seq
 
 
 def digest(text: str) -> str:
