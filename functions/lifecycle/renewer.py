@@ -56,6 +56,9 @@ class RenewalReport:
     channel_reads: int = 0
     subscription_reads: int = 0
     oldest_pending_age_s: float | None = None
+    # Seconds since the oldest `publish_pending_since` (null: nothing waits); logged
+    # on "renewer run" for the outbox-age alert.
+    oldest_outbox_age_s: float | None = None
     continued: bool = False
     errors: list[str] = field(default_factory=list)
 
@@ -271,6 +274,7 @@ class Renewer:
         "Delivery (outbox)"; paused subscriptions included."""
         assert self._outbox is not None
         try:
+            report.oldest_outbox_age_s = self._outbox.oldest_pending_age(now)
             queued, more, errors = self._outbox.sweep(
                 now, self._batch, self._batch * READ_PAST_FACTOR)
         except CalsyncError as err:
