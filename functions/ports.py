@@ -367,6 +367,20 @@ class Publisher(ABC):
         `PublishRefused` when Pub/Sub refuses this message itself (too large, a bad
         attribute), with another error when the topic or the service fails."""
 
+    def submit_batch(self, ordering_key: str,
+                     messages: Sequence[OutMessage]) -> list[Future[str]]:
+        """`submit` each, in order, one future per message; after a message that
+        failed at once, the rest are not sent (their futures fail too)."""
+        futures: list[Future[str]] = []
+        for message in messages:
+            if futures and futures[-1].done() and futures[-1].exception() is not None:
+                unsent: Future[str] = Future()
+                unsent.set_exception(RuntimeError("not sent: an earlier message failed"))
+                futures.append(unsent)
+                continue
+            futures.append(self.submit(ordering_key, message))
+        return futures
+
 
 @dataclass(frozen=True)
 class OutboxPosition:

@@ -64,7 +64,10 @@ class PublishLimits:
 
 class _Window:
     """What the whole process has submitted and Pub/Sub not yet answered: runs
-    that ended (timed out) leave theirs here until the client lets go of them."""
+    that ended (timed out) leave theirs here until the client lets go of them.
+
+    Counted per submitted batch, freed when its last message is answered: one
+    ordering key's messages are answered in order, so by then all of them are."""
 
     def __init__(self, max_messages: int, max_bytes: int) -> None:
         self._lock = threading.Lock()
@@ -72,20 +75,20 @@ class _Window:
         self.messages = self.bytes = 0
         self._listeners: set[Callable[[], None]] = set()
 
-    def room(self, size: int) -> bool:
+    def room(self) -> tuple[int, int]:
+        """(messages, bytes) that may still be submitted."""
         with self._lock:
-            return self.messages == 0 or (self.messages < self.max_messages
-                                           and self.bytes + size <= self.max_bytes)
+            return self.max_messages - self.messages, self.max_bytes - self.bytes
 
-    def take(self, size: int, future: Future[str]) -> None:
+    def take(self, count: int, size: int, last: Future[str]) -> None:
         with self._lock:
-            self.messages += 1
+            self.messages += count
             self.bytes += size
-        future.add_done_callback(lambda _: self._give(size))
+        last.add_done_callback(lambda _: self._give(count, size))
 
-    def _give(self, size: int) -> None:
+    def _give(self, count: int, size: int) -> None:
         with self._lock:
-            self.messages -= 1
+            self.messages -= count
             self.bytes -= size
             listeners = list(self._listeners)
         for wake in listeners:
@@ -121,13 +124,15 @@ class Outbox:
 
 @dataclass
 class _Sent:
-    """A submitted message (or a skipped entry: `future` None), in seq order."""
+    """A submitted message (or an entry passed over: `size` 0, `future` None), in
+    seq order."""
 
     seq: int
     doc: dict[str, Any] | None
     future: Future[str] | None
     marker: bool = False
     size: int = 0
+    message: OutMessage | None = None
 
 
 class RunPublishing:
@@ -173,6 +178,8 @@ class RunPublishing:
         self._checked_commits = -1
         self._since_check = 0
         self._action_started = 0.0
+        self._watched: _Sent | None = None
+        self._now = outbox.clock()  # retention is judged once per run
 
     # -- what the sync thread calls ---------------------------------------------
 
@@ -332,7 +339,7 @@ class RunPublishing:
                 head = self._inflight[0] if self._inflight else None
                 if head is not None and (head.future is None or head.future.done()):
                     return True
-                if self._reread or (self._next <= self._known_seq and self._has_room()):
+                if self._reread or (self._next <= self._known_seq and self._room()[0] > 0):
                     return True
                 if head is None and self._next > self._known_seq:
                     if self._finishing:
@@ -340,61 +347,110 @@ class RunPublishing:
                     self._cond.wait()
                     continue
                 self._tried = True
+                if head is not None and head.future is not None and head is not self._watched:
+                    # Woken when the oldest message is answered (they are answered
+                    # in order), not by every message.
+                    self._watched = head
+                    head.future.add_done_callback(self._woken)
                 started = self._monotonic()
                 self._cond.wait(self._limits.timeout - self._spent)
                 self._spent += self._monotonic() - started
 
-    def _has_room(self, size: int = 0) -> bool:
+    def _woken(self, _: Future[str]) -> None:
+        self._wake()
+
+    def _room(self) -> tuple[int, int]:
+        """(messages, bytes) this run may submit now: its own window and the
+        process's, whichever is smaller; one message may always go alone."""
         if self._solo is not None and self._inflight:
-            return False  # a message sent alone is answered first
-        if self._inflight and (len(self._inflight) >= self._limits.max_messages
-                               or self._inflight_bytes + size > self._limits.max_bytes):
-            return False
-        return self._outbox.window.room(size)
+            return 0, 0  # a message sent alone is answered first
+        messages, size = self._outbox.window.room()
+        messages = min(messages, self._limits.max_messages - len(self._inflight))
+        size = min(size, self._limits.max_bytes - self._inflight_bytes)
+        if messages <= 0 and not self._inflight and self._outbox.window.messages == 0:
+            return 1, 0
+        return messages, size
 
     def _fill(self) -> None:
-        """Submit what is committed, as far as the window allows."""
+        """Submit what is committed, as far as the windows allow, as one batch."""
         with self._cond:
             reread, self._reread = self._reread, False
             commits = self._commits
         if reread or (commits == self._checked_commits
                       and self._since_check >= self._limits.max_messages):
             self._check_lease()
-        while True:
+        with self._cond:
+            if self._stopped:
+                return
+            room, room_bytes = self._room()
+            known = self._known_seq
+            self._submitting = True
+        try:
+            batch = self._plan(room, room_bytes, known)
+            sent = [item for item in batch if item.message is not None]
+            futures = (self._outbox.publisher.submit_batch(
+                self._key, [item.message for item in sent if item.message is not None])
+                if sent and not self._stopped else [])
+            self._take(batch, sent, futures)
+        finally:
             with self._cond:
-                if self._stopped or self._next > self._known_seq or not self._has_room():
-                    return
-                if self._spent + self._monotonic() - self._action_started >= self._limits.timeout:
-                    return  # the budget is spent: `_await_work` stops the run
-                self._tried = True
+                self._submitting = False
+                self._cond.notify_all()
+
+    def _plan(self, room: int, room_bytes: int, known: int) -> list[_Sent]:
+        """The next entries in seq order: messages (built, checked) and skipped ones."""
+        batch: list[_Sent] = []
+        count = size = 0
+        while (count < room and self._next <= known and not self._stopped
+               and self._spent + self._monotonic() - self._action_started
+               < self._limits.timeout):
+            self._tried = True
             seq = self._next
             doc = self._doc(seq)
             if doc is None or self._expired(doc):
-                self._skip(seq, doc)
+                # Past retention (or already deleted by TTL): not published, and
+                # `published_seq` moves past it (the consumer's gap read gets 410).
+                batch.append(_Sent(seq, doc, None))
+                self._next += 1
                 continue
             message, marker = self._message(doc, seq in self._markers)
-            size = message_size(message)
-            with self._cond:
-                if not self._has_room(size):
-                    self._ahead[seq] = doc
-                    return
-            future = self._submit(message)
-            if future is None:
-                return  # stopped meanwhile
-            refused = future.exception() if future.done() else None
-            if not marker and isinstance(refused, PublishRefused) and refused.alone:
-                # Refused before it left: its marker takes its place now, ahead of
-                # every later message.
-                self._marked(seq, refused)
-                message, marker = self._message(doc, True)
-                size = message_size(message)
-                future = self._submit(message)
-                if future is None:
-                    return
-            self._inflight.append(_Sent(seq, doc, future, marker, size))
-            self._inflight_bytes += size
+            weight = message_size(message)
+            if size + weight > room_bytes and (count or self._inflight):
+                self._ahead[seq] = doc  # the window is full
+                break
+            batch.append(_Sent(seq, doc, None, marker, weight, message))
+            count, size = count + 1, size + weight
             self._next += 1
-            self._since_check += 1
+            if self._solo is not None:
+                break  # alone: answered before anything else goes
+        return batch
+
+    def _take(self, batch: list[_Sent], sent: list[_Sent], futures: list[Future[str]]) -> None:
+        """Put the batch in flight, in seq order, up to a message refused before it
+        left: that one goes again as its marker, with everything after it."""
+        answers = dict(zip((item.seq for item in sent), futures, strict=False))
+        count, size, last = 0, 0, None
+        for index, item in enumerate(batch):
+            if item.message is not None:
+                future = answers.get(item.seq)
+                refused = (future.exception() if future is not None and future.done()
+                           else None)
+                if future is None or (not item.marker and isinstance(refused, PublishRefused)
+                                      and refused.alone):
+                    if isinstance(refused, PublishRefused):
+                        self._marked(item.seq, refused)
+                    for later in batch[index:]:
+                        if later.doc is not None:
+                            self._ahead[later.seq] = later.doc
+                    self._next = item.seq
+                    break
+                item.future = future
+                count, size, last = count + 1, size + item.size, future
+                self._since_check += 1
+            self._inflight.append(item)
+            self._inflight_bytes += item.size
+        if last is not None:
+            self._outbox.window.take(count, size, last)
 
     def _check_lease(self) -> None:
         position = self._outbox.store.outbox_position(self._key)
@@ -412,27 +468,23 @@ class RunPublishing:
         with self._cond:
             doc = self._handed.pop(seq, None)
             upto = self._known_seq
-            handed = set(self._handed)
         if doc is None:
             doc = self._ahead.pop(seq, None)
         if doc is None and seq > self._read_upto:
             upto = min(upto, seq - 1 + self._limits.max_messages)
-            for found in self._outbox.store.read_entries(self._key, seq - 1, upto):
-                if int(found["seq"]) not in handed:
-                    self._ahead[int(found["seq"])] = found
+            found = self._outbox.store.read_entries(self._key, seq - 1, upto)
+            with self._cond:
+                handed = set(self._handed)
+            for entry in found:
+                if int(entry["seq"]) not in handed:
+                    self._ahead[int(entry["seq"])] = entry
             self._read_upto = upto
             doc = self._ahead.pop(seq, None)
         return doc
 
     def _expired(self, doc: dict[str, Any]) -> bool:
         expire_at = doc.get("expire_at")
-        return isinstance(expire_at, datetime) and expire_at <= self._outbox.clock()
-
-    def _skip(self, seq: int, doc: dict[str, Any] | None) -> None:
-        """An entry past retention (or already deleted by TTL): not published, and
-        `published_seq` moves past it (the consumer's gap read gets 410)."""
-        self._inflight.append(_Sent(seq, doc, None))
-        self._next += 1
+        return isinstance(expire_at, datetime) and expire_at <= self._now
 
     def _message(self, doc: dict[str, Any], marker: bool) -> tuple[OutMessage, bool]:
         sub, project = self._lease.subscription, self._outbox.project
@@ -444,47 +496,42 @@ class RunPublishing:
             self._marked(int(doc["seq"]), why)
         return marker_for(doc, sub, project), True
 
-    def _submit(self, message: OutMessage) -> Future[str] | None:
-        with self._cond:
-            if self._stopped:
-                return None
-            self._submitting = True
-            self._tried = True
-        try:
-            future = self._outbox.publisher.submit(self._key, message)
-            self._outbox.window.take(message_size(message), future)
-            future.add_done_callback(lambda _: self._wake())
-            return future
-        finally:
-            with self._cond:
-                self._submitting = False
-                self._cond.notify_all()
-
     def _harvest(self) -> None:
         """Count acknowledgements in seq order; handle the first failure."""
+        acked, published, skipped = None, 0, 0
+        failed: tuple[_Sent, BaseException] | None = None
         while self._inflight:
             head = self._inflight[0]
-            if head.future is not None and not head.future.done():
-                return
-            err = head.future.exception() if head.future is not None else None
-            if err is None:
-                self._inflight.popleft()
-                self._inflight_bytes -= head.size
-                if self._solo == head.seq:
-                    self._solo = None
-                with self._cond:
-                    following = self._inflight[0].doc if self._inflight else (
-                        self._handed.get(head.seq + 1) or self._ahead.get(head.seq + 1))
-                    self._acked = head.seq
-                    self._head_at = following.get("at") if following else None
-                    if head.future is None:
-                        self.skipped += 1
-                    else:
-                        self.published += 1
-                continue
+            if head.future is not None:
+                if not head.future.done():
+                    break
+                err = head.future.exception()
+                if err is not None:
+                    failed = (head, err)
+                    break
+            self._inflight.popleft()
+            self._inflight_bytes -= head.size
+            if self._solo == head.seq:
+                self._solo = None
+            acked = head.seq
+            if head.future is None:
+                skipped += 1
+            else:
+                published += 1
+        if acked is not None:
+            with self._cond:
+                following = self._inflight[0].doc if self._inflight else (
+                    self._handed.get(acked + 1) or self._ahead.get(acked + 1))
+                self._acked = acked
+                self._head_at = following.get("at") if following else None
+                self.published += published
+                self.skipped += skipped
+        if failed is not None:
+            head, err = failed
             if isinstance(err, PublishRefused):
-                return self._refused(head, err)
-            return self._failed(head, err)
+                self._refused(head, err)
+            else:
+                self._failed(head, err)
 
     def _refused(self, head: _Sent, err: PublishRefused) -> None:
         """Pub/Sub refused the batch holding `head` (every later message on the key

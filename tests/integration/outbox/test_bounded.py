@@ -127,11 +127,10 @@ def test_the_client_lets_go_of_a_publish_that_never_answers(blackhole: str) -> N
         done, not_done = wait(futures, timeout=60)
         assert not not_done, "a publish to a Pub/Sub that never answers never ended"
         assert all(future.exception() is not None for future in done)
-        client: Any = publisher._client
-        flow = client.publisher_options.flow_control
+        flow = publisher.flow_control
         assert flow.limit_exceeded_behavior == LimitExceededBehavior.ERROR
         assert (flow.message_limit, flow.byte_limit) == (2 * 1000, 2 * 10 * 1024 * 1024)
-        assert client._flow_controller._message_count == 0  # all let go
+        assert publisher._flow._message_count == 0  # all let go
     finally:
         publisher.close()
 
