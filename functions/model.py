@@ -214,11 +214,16 @@ def _canonical(value: Any) -> Any:
     """Maps with their keys in one order: Firestore returns a map's keys in an order
     of its own, a commit holds them in the diff's, and the two wire copies of an
     entry must be the same bytes."""
-    if isinstance(value, dict):
-        return {key: _canonical(value[key]) for key in sorted(value)}
-    if isinstance(value, list):
-        return [_canonical(item) for item in value]
+    kind = type(value)
+    if kind is dict:
+        return {key: item if type(item) not in _NESTED else _canonical(item)
+                for key, item in sorted(value.items())}
+    if kind is list:
+        return [item if type(item) not in _NESTED else _canonical(item) for item in value]
     return value
+
+
+_NESTED = (dict, list)  # what `_canonical` descends into (scalars are returned as they are)
 
 
 def entry_json(entry: dict[str, Any]) -> dict[str, Any]:

@@ -90,7 +90,9 @@ def problem(message: OutMessage, ordering_key: str) -> str | None:
         return f"{len(attributes)} attributes, over Pub/Sub's {MAX_ATTRIBUTES}"
     size = len(message.data) + len(ordering_key.encode())
     for key, value in attributes.items():
-        key_bytes, value_bytes = len(key.encode()), len(value.encode())
+        # A character is at most 4 bytes: only a long string needs encoding.
+        key_bytes = len(key.encode()) if len(key) * 4 > MAX_KEY_BYTES else len(key)
+        value_bytes = len(value.encode()) if len(value) * 4 > MAX_VALUE_BYTES else len(value)
         if key_bytes > MAX_KEY_BYTES:
             return f"attribute key {key[:40]!r}… is {key_bytes} bytes, over {MAX_KEY_BYTES}"
         if value_bytes > MAX_VALUE_BYTES:

@@ -38,6 +38,7 @@ MAX_REQUEST_MESSAGES = 1000
 # window here until the request's deadline; the next run may fill one more.
 FLOW_CONTROL_WINDOWS = 2
 SENDERS = 4  # threads sending requests (one request per ordering key at a time)
+_MAX_ATTRIBUTE_BYTES = 100 * (256 + 1024)  # attributes within Pub/Sub's limits, at most
 
 
 class KeyPaused(RuntimeError):
@@ -99,8 +100,9 @@ class PubSubPublisher(Publisher):
         futures: list[Future[str]] = [Future() for _ in messages]
         protos = []
         for index, message in enumerate(messages):
-            size = len(message.data) + sum(len(k) + len(v) for k, v in
-                                           message.attributes.items())
+            size = len(message.data)
+            if size + _MAX_ATTRIBUTE_BYTES > self._max_bytes:  # else it fits whatever they are
+                size += sum(len(k) + len(v) for k, v in message.attributes.items())
             if size > self._max_bytes:
                 # Refused before it left: it and everything after it stay unsent.
                 futures[index].set_exception(PublishRefused(
