@@ -69,11 +69,17 @@ def outbox(config: Settings) -> Any:
     if not config.pubsub_topic:
         return None
     from functions.adapters.google.pubsub import PubSubPublisher
-    from functions.delivery.outbox import Outbox
+    from functions.delivery.outbox import Outbox, PublishLimits
 
+    limits = PublishLimits(timeout=config.publish_timeout,
+                           max_messages=config.publish_max_messages,
+                           max_bytes=config.publish_max_bytes,
+                           retry_backoff=config.publish_retry)
     return _memo("outbox", lambda: Outbox(
-        store(config), PubSubPublisher(config.project, config.pubsub_topic),
-        config.project, timeout=config.publish_timeout))
+        store(config),
+        PubSubPublisher(config.project, config.pubsub_topic, rpc_timeout=limits.timeout,
+                        max_messages=limits.max_messages, max_bytes=limits.max_bytes),
+        config.project, limits=limits))
 
 
 def feed(config: Settings) -> Any:
@@ -229,7 +235,8 @@ def renewer(config: Settings | None = None) -> Any:
         from functions.delivery.outbox import OutboxSweeper
 
         sweeper = OutboxSweeper(store(config), queue,
-                                timedelta(seconds=config.outbox_sweep_after))
+                                timedelta(seconds=config.outbox_sweep_after),
+                                max_backoff=timedelta(seconds=config.safety_net_interval))
     return _memo("renewer", lambda: Renewer(
         config, subscription_store(config), subscription_service(config),
         continue_later=continue_later, outbox=sweeper))

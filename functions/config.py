@@ -245,9 +245,21 @@ VARIABLES: tuple[Variable, ...] = (
              "Pub/Sub topic id every committed change is published to (the outbox); "
              "unset: no publishing.", (WORKER, RENEWER), default="", required=False),
     Variable("CALSYNC_PUBLISH_TIMEOUT_SECONDS", "publish_timeout", _parse_positive_float,
-             "A run waits at most this long in total for Pub/Sub to acknowledge its "
-             "publishes; the rest is left to the next run or the renewer's sweep.",
-             (WORKER,), default="10"),
+             "A run spends at most this long publishing (reading, submitting, waiting for "
+             "Pub/Sub to acknowledge; each publish request's deadline too), and the sync "
+             "waits for it at most what is left; the rest goes to a continuation task, the "
+             "next run or the renewer's sweep.", (WORKER,), default="10"),
+    Variable("CALSYNC_PUBLISH_MAX_MESSAGES", "publish_max_messages", _parse_positive_int,
+             "Messages a run keeps submitted to Pub/Sub and not yet acknowledged (its "
+             "window; the process holds at most two windows, earlier runs' included).",
+             (WORKER,), default="1000"),
+    Variable("CALSYNC_PUBLISH_MAX_BYTES", "publish_max_bytes", _parse_positive_int,
+             "Bytes of messages a run keeps submitted and not yet acknowledged (one "
+             "larger message still goes alone).", (WORKER,), default="10485760"),
+    Variable("CALSYNC_PUBLISH_RETRY_SECONDS", "publish_retry", _parse_positive_float,
+             "Pause after a transient publish failure before publishing again; doubles per "
+             "failure (at most 5 per run, within its publish timeout).", (WORKER,),
+             default="0.2"),
     Variable("CALSYNC_OUTBOX_SWEEP_SECONDS", "outbox_sweep_after", _parse_positive_int,
              "Entries left unpublished longer than this get a publishing run from the "
              "renewer.", (RENEWER,), default="60"),
@@ -306,6 +318,9 @@ class Settings:
     feed_retention_days: int = 30
     pubsub_topic: str = ""
     publish_timeout: float = 10.0
+    publish_max_messages: int = 1000
+    publish_max_bytes: int = 10485760
+    publish_retry: float = 0.2
     outbox_sweep_after: int = 60
     calendar_api_endpoint: str = ""
     oauth_token_uri: str = ""

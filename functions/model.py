@@ -225,6 +225,22 @@ def rfc3339(value: Any) -> Any:
     return value
 
 
+def _canonical(value: Any) -> Any:
+    """Maps with their keys in one order: Firestore returns a map's keys in an order
+    of its own, a commit holds them in the diff's, and the two wire copies of an
+    entry must be the same bytes."""
+    kind = type(value)
+    if kind is dict:
+        return {key: item if type(item) not in _NESTED else _canonical(item)
+                for key, item in sorted(value.items())}
+    if kind is list:
+        return [item if type(item) not in _NESTED else _canonical(item) for item in value]
+    return value
+
+
+_NESTED = (dict, list)  # what `_canonical` descends into (scalars are returned as they are)
+
+
 def entry_json(entry: dict[str, Any]) -> dict[str, Any]:
     """A stored change entry (decoded: field names restored) in its one wire form: the
     changes route's items and each Pub/Sub message's data. Lifecycle entries add
@@ -234,7 +250,7 @@ def entry_json(entry: dict[str, Any]) -> dict[str, Any]:
         "kind": entry.get("kind"),
         "event_id": entry.get("event_id"),
         "recurring_event_id": entry.get("recurring_event_id"),
-        "fields": entry.get("fields") or {},
+        "fields": _canonical(entry.get("fields") or {}),
         "etag": entry.get("etag"),
         "at": rfc3339(entry.get("at")),
         "expire_at": rfc3339(entry.get("expire_at")),

@@ -139,19 +139,24 @@ class SyncStore(ABC):
 
     @abstractmethod
     def commit_page(
-        self, lease: Lease, writes: Sequence[EventWrite], now: datetime, until: datetime
+        self, lease: Lease, writes: Sequence[EventWrite], now: datetime, until: datetime,
+        publish: PublishProgress | None = None,
     ) -> Sequence[dict[str, Any]] | None:
         """Write snapshots and their change entries in one fenced transaction;
         the committed entry documents (for the outbox; None: it reads them back).
 
         Allocates dense `seq` values after `change_seq`, extends the lease to
         `until`. The caller keeps each call within the transaction write limit.
-        Raises LeaseLost (nothing written) or StoreUnavailable.
+        `publish`: the outbox's progress, recorded in the same transaction (the
+        caller passes it only when publishing is on). Raises LeaseLost (nothing
+        written) or StoreUnavailable.
         """
 
     @abstractmethod
-    def commit_final(self, lease: Lease, sync_token: str, now: datetime) -> FinalCommit:
-        """Store the token and `synced_gen`, release the lease; fenced."""
+    def commit_final(self, lease: Lease, sync_token: str, now: datetime,
+                     publish: PublishProgress | None = None) -> FinalCommit:
+        """Store the token and `synced_gen` (and the outbox's progress), release the
+        lease; fenced."""
 
     @abstractmethod
     def release_lease(
@@ -407,27 +412,75 @@ class Publisher(ABC):
         `PublishRefused` when Pub/Sub refuses this message itself (too large, a bad
         attribute), with another error when the topic or the service fails."""
 
+    def submit_batch(self, ordering_key: str,
+                     messages: Sequence[OutMessage]) -> list[Future[str]]:
+        """`submit` each, in order, one future per message; after a message that
+        failed at once, the rest are not sent (their futures fail too)."""
+        futures: list[Future[str]] = []
+        for message in messages:
+            if futures and futures[-1].done() and futures[-1].exception() is not None:
+                unsent: Future[str] = Future()
+                unsent.set_exception(RuntimeError("not sent: an earlier message failed"))
+                futures.append(unsent)
+                continue
+            futures.append(self.submit(ordering_key, message))
+        return futures
+
+
+@dataclass(frozen=True)
+class OutboxPosition:
+    """What `state/writer` says of the outbox, with the lease it is fenced by."""
+
+    published_seq: int | None  # None: the outbox never started (no topic yet)
+    change_seq: int
+    lease_generation: int
+
+
+@dataclass(frozen=True)
+class PublishProgress:
+    """How far a run's publishing got; recorded with the run's next fenced write."""
+
+    published_seq: int  # every entry up to here was acknowledged (or skipped: expired)
+    # When the first entry still unpublished was committed (its `at`), when known:
+    # `publish_pending_since` follows it, so its age is the backlog's.
+    oldest_unpublished_at: datetime | None = None
+    stalled: bool = False  # the run tried and got nothing acknowledged: the sweep backs off
+
+
+@dataclass(frozen=True)
+class PublishRelease:
+    """What releasing a publish-only lease found."""
+
+    request_pending: bool  # an active subscription's request is not synced yet
+    backlog: int  # entries still unpublished (`change_seq - published_seq`)
+
 
 class OutboxStore(ABC):
     """The outbox's side of `state/writer` (DESIGN.md, "Delivery (outbox)")."""
 
     @abstractmethod
-    def outbox_position(self, sub_id: str) -> tuple[int | None, int]:
-        """(`published_seq` or None if the outbox never started, `change_seq`)."""
+    def outbox_position(self, sub_id: str) -> OutboxPosition:
+        """`published_seq`, `change_seq` and the lease generation, in one read."""
 
     @abstractmethod
     def read_entries(self, sub_id: str, after: int, upto: int) -> list[dict[str, Any]]:
         """The stored change entries `after < seq <= upto`, ascending, decoded."""
 
     @abstractmethod
-    def advance_published(self, lease: Lease, seq: int) -> None:
-        """Raise `published_seq` to `seq` (clearing `publish_pending_since` once it
-        caught up with `change_seq`); fenced: raises LeaseLost."""
+    def advance_published(self, lease: Lease, progress: PublishProgress, now: datetime) -> None:
+        """Record `progress` on its own (a run ending without a commit to carry it);
+        fenced: raises LeaseLost."""
 
     @abstractmethod
     def acquire_publish_lease(self, sub_id: str, now: datetime, until: datetime) -> Lease | None:
         """Take the lease only to publish, when entries wait unpublished and no run
-        holds it; claims no sync request."""
+        holds it; claims no sync request. A subscription being deleted (or gone)
+        drops its outbox instead: nothing of it will be published."""
+
+    @abstractmethod
+    def release_publish_lease(self, lease: Lease, progress: PublishProgress | None,
+                              now: datetime) -> PublishRelease:
+        """Release a publish-only lease, recording `progress`; fenced: raises LeaseLost."""
 
     @abstractmethod
     def pending_outboxes(self, before: datetime, limit: int,

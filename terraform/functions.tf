@@ -82,6 +82,9 @@ locals {
         # The outbox: every committed change entry is published here.
         CALSYNC_PUBSUB_TOPIC            = google_pubsub_topic.changes.name
         CALSYNC_PUBLISH_TIMEOUT_SECONDS = tostring(var.publish_timeout_seconds)
+        CALSYNC_PUBLISH_MAX_MESSAGES    = tostring(var.publish_max_messages)
+        CALSYNC_PUBLISH_MAX_BYTES       = tostring(var.publish_max_bytes)
+        CALSYNC_PUBLISH_RETRY_SECONDS   = tostring(var.publish_retry_seconds)
       }
       secrets = ["channel_token_keys", "credential_keys", "oauth_client_secret"]
     }

@@ -223,6 +223,39 @@ variable "pubsub_message_retention_seconds" {
   }
 }
 
+variable "publish_max_messages" {
+  type        = number
+  description = "Messages one sync run may have submitted and unacknowledged at once; bounds the worker's memory while Pub/Sub is slow or down (CALSYNC_PUBLISH_MAX_MESSAGES)."
+  default     = 1000
+
+  validation {
+    condition     = var.publish_max_messages >= 1
+    error_message = "publish_max_messages must be at least 1."
+  }
+}
+
+variable "publish_max_bytes" {
+  type        = number
+  description = "Bytes of messages one sync run may have submitted and unacknowledged at once (CALSYNC_PUBLISH_MAX_BYTES)."
+  default     = 10485760
+
+  validation {
+    condition     = var.publish_max_bytes >= 1048576
+    error_message = "publish_max_bytes must be at least 1 MiB (a message may be that large)."
+  }
+}
+
+variable "publish_retry_seconds" {
+  type        = number
+  description = "First pause before a publish is retried after a transient failure; doubles, a few times per run (CALSYNC_PUBLISH_RETRY_SECONDS)."
+  default     = 0.2
+
+  validation {
+    condition     = var.publish_retry_seconds > 0
+    error_message = "publish_retry_seconds must be positive."
+  }
+}
+
 variable "publish_timeout_seconds" {
   type        = number
   description = "A sync run waits at most this long in total for Pub/Sub to acknowledge its publishes; the rest is left to the next run or the renewer's sweep (CALSYNC_PUBLISH_TIMEOUT_SECONDS)."

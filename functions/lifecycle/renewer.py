@@ -102,10 +102,12 @@ class Renewer:
             except CalsyncError as err:  # the next scheduler tick continues anyway
                 report.errors.append(f"continuation: {type(err).__name__}")
         counts = {k: v for k, v in report.to_json().items()
-                  if k not in ("errors", "oldest_pending_age_s")}
-        # `oldest_pending_age_s` feeds the alert on requests left waiting.
+                  if k not in ("errors", "oldest_pending_age_s", "oldest_outbox_age_s")}
+        # `oldest_pending_age_s` feeds the alert on requests left waiting,
+        # `oldest_outbox_age_s` the one on entries left unpublished.
         logs.log("INFO", "renewer run", outcome="done", **counts,
                  oldest_pending_age_s=report.oldest_pending_age_s,
+                 oldest_outbox_age_s=report.oldest_outbox_age_s,
                  error_count=len(report.errors))
         return report
 
@@ -115,6 +117,7 @@ class Renewer:
         "Delivery (outbox)"; paused subscriptions included."""
         assert self._outbox is not None
         try:
+            report.oldest_outbox_age_s = self._outbox.oldest_pending_age(now)
             queued, more, errors = self._outbox.sweep(
                 now, self._batch, self._batch * READ_PAST_FACTOR)
         except CalsyncError as err:

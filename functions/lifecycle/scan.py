@@ -34,6 +34,9 @@ class RenewalReport:
     channel_reads: int = 0
     subscription_reads: int = 0
     oldest_pending_age_s: float | None = None
+    # Seconds since the oldest `publish_pending_since` (null: nothing waits); logged
+    # on "renewer run" for the outbox-age alert.
+    oldest_outbox_age_s: float | None = None
     continued: bool = False
     errors: list[str] = field(default_factory=list)
 

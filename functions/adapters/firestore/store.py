@@ -37,7 +37,7 @@ from functions.model import (
     Subscription,
     SyncRequest,
 )
-from functions.ports import FeedReader, RequestStore, SyncStore
+from functions.ports import FeedReader, PublishProgress, RequestStore, SyncStore
 
 SUBSCRIPTIONS = catalogue.SUBSCRIPTIONS
 CHANNELS = catalogue.CHANNELS
@@ -91,6 +91,10 @@ def write_bytes(sub_id: str, write: EventWrite) -> int:
         entry = codec.encode_change(write.change, _SOME_SEQ, _SOME_TIME, _SOME_TIME)
         size += codec.write_size(f"{base}/{catalogue.CHANGES}/{_SOME_SEQ:020d}", entry)
     return size
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def seq_id(seq: int) -> str:
@@ -158,15 +162,53 @@ def refusal(err: BaseException | None) -> str | None:
     return None
 
 
-def _outbox_marks(state: dict[str, Any], first: int, now: datetime | None) -> dict[str, Any]:
-    """What a commit that adds entries after `first` sets for the outbox: the
-    oldest unpublished moment, and `published_seq` when the outbox starts now
-    (a topic was just configured: no history replay)."""
+# `state/writer` fields of the outbox (DESIGN.md, "Delivery (outbox)").
+_OUTBOX_FIELDS = ("published_seq", "publish_pending_since", "publish_attempts",
+                  "publish_attempted_at")
+
+
+def outbox_fields(state: dict[str, Any], *, outbox: bool, first: int, change_seq: int,
+                  now: datetime, progress: PublishProgress | None = None) -> dict[str, Any]:
+    """What a fenced write of a run sets in `state/writer` for the outbox, given the
+    state it read, the entries it adds (`first < seq <= change_seq`) and how far its
+    publishing got.
+
+    - No topic configured: no outbox, and where one stood is forgotten, so a topic
+      configured again starts at `change_seq` (no replay of what came meanwhile).
+    - The first commit with entries under a topic starts the outbox at `first`.
+    - `published_seq` only rises; `publish_pending_since` is set while entries wait
+      (the commit time of the oldest one when known) and cleared once caught up.
+    - A run that got nothing acknowledged counts an attempt (`publish_attempts`,
+      `publish_attempted_at`): the renewer's sweep backs off from such rows.
+    """
+    if not outbox:
+        return {name: firestore.DELETE_FIELD for name in _OUTBOX_FIELDS
+                if state.get(name) is not None}
+    stored = state.get("published_seq")
+    if stored is None:
+        if change_seq > first:
+            return {"published_seq": first, "publish_pending_since": now}
+        return {}
+    published = int(stored)
     marks: dict[str, Any] = {}
-    if state.get("publish_pending_since") is None:
-        marks["publish_pending_since"] = now or firestore.SERVER_TIMESTAMP
-    if state.get("published_seq") is None:
-        marks["published_seq"] = first
+    moved = progress is not None and progress.published_seq > published
+    if moved:
+        assert progress is not None
+        published = min(progress.published_seq, change_seq)
+        marks["published_seq"] = published
+    if published >= change_seq:
+        return marks | {name: None for name in _OUTBOX_FIELDS[1:] if state.get(name) is not None}
+    pending = state.get("publish_pending_since")
+    if moved and progress is not None and progress.oldest_unpublished_at is not None:
+        pending = max(progress.oldest_unpublished_at, pending or progress.oldest_unpublished_at)
+    marks["publish_pending_since"] = pending or now
+    if progress is not None and progress.stalled and not moved:
+        marks["publish_attempts"] = int(state.get("publish_attempts") or 0) + 1
+        marks["publish_attempted_at"] = now
+    elif moved and state.get("publish_attempts"):
+        marks["publish_attempts"] = None
+    if marks.get("publish_pending_since") == state.get("publish_pending_since"):
+        del marks["publish_pending_since"]
     return marks
 
 
@@ -417,7 +459,8 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
     # -- commits ------------------------------------------------------------
 
     def commit_page(
-        self, lease: Lease, writes: Sequence[EventWrite], now: datetime, until: datetime
+        self, lease: Lease, writes: Sequence[EventWrite], now: datetime, until: datetime,
+        publish: PublishProgress | None = None,
     ) -> list[dict[str, Any]]:
         """Encode every document first (naming any over 1 MiB before sending),
         then commit; see `_commit_encoded` for a commit Firestore refuses.
@@ -425,7 +468,7 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         expire_at = now + self._feed_retention
         encoded = [self._encode(lease.subscription.id, w, now, expire_at) for w in writes]
         committed: list[dict[str, Any]] = []
-        self._commit_encoded(lease, encoded, until, now, committed)
+        self._commit_encoded(lease, encoded, until, now, committed, publish)
         return committed
 
     def _encode(
@@ -453,7 +496,8 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
 
     def _commit_encoded(self, lease: Lease, encoded: list[_Encoded], until: datetime,
                         now: datetime | None = None,
-                        committed: list[dict[str, Any]] | None = None) -> None:
+                        committed: list[dict[str, Any]] | None = None,
+                        publish: PublishProgress | None = None) -> None:
         """Commit in order; if Firestore refuses the data, commit each half on its
         own, down to the single event it refuses, which is named (permanent).
 
@@ -463,7 +507,9 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         """
         try:
             with _translated():
-                self._commit_once(lease, encoded, until, now, committed)
+                # `publish` only when there is some: subclasses may not take it.
+                self._commit_once(lease, encoded, until, now, committed,
+                                  **({"publish": publish} if publish is not None else {}))
         except StoreError as err:
             reason = refusal(err.__cause__)
             if reason is None or not encoded:
@@ -475,14 +521,15 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                 raise StoreRejected(
                     f"event {one.event_id} was refused by Firestore: {why}") from err
             half = len(encoded) // 2
-            self._commit_encoded(lease, encoded[:half], until, now, committed)
-            self._commit_encoded(lease, encoded[half:], until, now, committed)
+            self._commit_encoded(lease, encoded[:half], until, now, committed, publish)
+            self._commit_encoded(lease, encoded[half:], until, now, committed, publish)
 
     def _commit_once(self, lease: Lease, encoded: list[_Encoded], until: datetime,
                      now: datetime | None = None,
-                     committed: list[dict[str, Any]] | None = None) -> None:
+                     committed: list[dict[str, Any]] | None = None,
+                     publish: PublishProgress | None = None) -> None:
         """One fenced transaction: the snapshots, their entries, `change_seq`, and
-        with an outbox `publish_pending_since` (and `published_seq` the first time)."""
+        the outbox's fields (`outbox_fields`)."""
         entries: list[dict[str, Any]] = []
         sub_id = lease.subscription.id
         events = self._events(sub_id)
@@ -508,27 +555,31 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                     raise StoreRejected(
                         f"event {item.event_id} was refused by Firestore: {err}") from err
             update: dict[str, Any] = {"change_seq": seq, "lease_until": until}
-            if self._outbox and seq > first:
-                update.update(_outbox_marks(state, first, now))
+            update.update(outbox_fields(state, outbox=self._outbox, first=first,
+                                        change_seq=seq, now=now or _utcnow(), progress=publish))
             transaction.update(self._state(sub_id), update)
 
         commit(self._client.transaction())
         if committed is not None:
             committed.extend(codec.decode_change(entry) for entry in entries)
 
-    def commit_final(self, lease: Lease, sync_token: str, now: datetime) -> FinalCommit:
+    def commit_final(self, lease: Lease, sync_token: str, now: datetime,
+                     publish: PublishProgress | None = None) -> FinalCommit:
         sub_id = lease.subscription.id
 
         @firestore.transactional
         def commit(transaction: Any) -> FinalCommit:
-            self._fenced_state(transaction, lease)
+            state = self._fenced_state(transaction, lease)
             sub_snap = self._sub(sub_id).get(transaction=transaction)
+            change_seq = int(state.get("change_seq") or 0)
             committed: dict[str, Any] = {
                 "sync_token": sync_token,
                 "synced_gen": lease.claimed_gen,
                 "lease_until": None,
                 "synced_at": now,
                 "rejected_runs": 0,
+                **outbox_fields(state, outbox=self._outbox, first=change_seq,
+                                change_seq=change_seq, now=now, progress=publish),
             }
             if lease.full_resync:
                 committed["full_resync_served"] = lease.full_resync

@@ -26,9 +26,9 @@ from functions.adapters.firestore.credentials import CREDENTIALS_COLLECTION
 from functions.adapters.firestore.store import (
     FEED_RETENTION,
     SUBSCRIPTIONS,
-    _outbox_marks,
     _subscription,
     _translated,
+    outbox_fields,
     seq_id,
 )
 from functions.errors import InvalidTransition, ResourceMismatch, StoreError, StoreUnavailable
@@ -45,6 +45,7 @@ from functions.model import (
 from functions.ports import LifecycleStore, RowCursor
 
 DELETE_BATCH = 400
+RECORD_ATTEMPTS = 20  # transaction attempts of a lifecycle entry
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # `safety_net_at` of a subscription the safety net has never covered: due at once.
 NEVER = _EPOCH
@@ -485,10 +486,15 @@ class SubscriptionStore(LifecycleStore):
                 "at": now, "expire_at": now + self._feed_retention,
             })
             update: dict[str, Any] = {"change_seq": seq}
-            if self._outbox:
-                update.update(_outbox_marks(state, first, now))
+            # Marked when this process knows a topic, or the outbox already runs (a
+            # process without the topic setting, e.g. the CLI, must not stop it).
+            if self._outbox or state.get("published_seq") is not None:
+                update.update(outbox_fields(state, outbox=True, first=first,
+                                            change_seq=seq, now=now))
             transaction.set(state_ref, update, merge=True)
             return seq
 
         with _translated():
-            return int(write(self._client.transaction()))
+            # More attempts than the default five: it competes with a run's page
+            # commits on `state/writer`, which it must never make fail.
+            return int(write(self._client.transaction(max_attempts=RECORD_ATTEMPTS)))
