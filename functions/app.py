@@ -228,6 +228,9 @@ def renewer(config: Settings | None = None) -> Any:
     config = config or settings(RENEWER)
     queue = task_queue(config)
     continue_later = queue.enqueue_renewal if config.renewer_url else None
+    # CALSYNC_RENEWAL_SHARDS > 1: ticks fan channel renewal out to one task per shard
+    # (lifecycle/sharding.py), through the renewer's own queue.
+    renewer_tasks = continue_later if config.renewal_shards > 1 else None
     sweeper = None
     if config.pubsub_topic:
         from datetime import timedelta
@@ -239,4 +242,4 @@ def renewer(config: Settings | None = None) -> Any:
                                 max_backoff=timedelta(seconds=config.safety_net_interval))
     return _memo("renewer", lambda: Renewer(
         config, subscription_store(config), subscription_service(config),
-        continue_later=continue_later, outbox=sweeper))
+        continue_later=continue_later, outbox=sweeper, renewer_tasks=renewer_tasks))

@@ -6,6 +6,7 @@ store keeps for it: the resource plus `_deleted`, `_synced_at` and `_seq`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -31,6 +32,13 @@ CHANNEL_STATES = (PENDING, ACTIVE, REPLACED, STOPPED, ABANDONED)
 DELIVERING_STATES = (PENDING, ACTIVE)
 # Notifications are acted on for these (a replaced channel until it expires).
 ACCEPTING_STATES = (PENDING, ACTIVE, REPLACED)
+
+# Channel shards (issue 19, item 4): each channel record stores `shard`, derived from
+# its id, in a fixed space, so that the renewer's fan-out count (a setting, at most
+# SHARD_SPACE) can change without rewriting a record: fan-out task k of n renews the
+# channels whose shard is one of `shard_values(k, n)`. At most 30 values per task
+# (Firestore's limit on an `in` filter): n >= 2 keeps it at 16 or fewer.
+SHARD_SPACE = 32
 
 # How calsync acts as a subscription's owner (`credentials_ref`): domain-wide
 # delegation, a sealed OAuth refresh token `oauth:<id>`, or (local emulator
@@ -288,3 +296,17 @@ class SyncRequest:
     needs_task: bool
     generation: int = 0
     last_run_started_at: datetime | None = None  # MIN_SYNC_INTERVAL counts from here
+
+
+def channel_shard(channel_id: str) -> int:
+    """The channel's shard: a stable hash of its id (ids are random, so shards fill
+    evenly), in [0, SHARD_SPACE)."""
+    return int.from_bytes(hashlib.sha256(channel_id.encode()).digest()[:4], "big") % SHARD_SPACE
+
+
+def shard_values(shard: int, shards: int) -> tuple[int, ...]:
+    """The stored shard values fan-out task `shard` of `shards` covers: every value
+    once across the `shards` tasks."""
+    if not 1 <= shards <= SHARD_SPACE or not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} of {shards}: need 0 <= shard < shards <= {SHARD_SPACE}")
+    return tuple(range(shard, SHARD_SPACE, shards))

@@ -303,16 +303,18 @@ class LifecycleStore(ABC):
         """The raw channel record (empty if none)."""
 
     @abstractmethod
-    def save_channel(self, channel: Channel, now: datetime, **fields: Any) -> None:
-        """Create or replace a channel record."""
+    def save_channel(self, channel: Channel, now: datetime, **fields: Any) -> datetime | None:
+        """Create or replace a channel record (with its shard, `channel_shard`); the
+        write's update time when the store knows it (None otherwise)."""
 
     @abstractmethod
     def activate_channel(self, channel_id: str, sub_id: str, resource_id: str,
-                         expiration: datetime) -> bool:
+                         expiration: datetime, version: datetime | None = None) -> bool:
         """Record a watch response on a channel still `pending` (and name it the
         subscription's current channel); False when it is not pending any more (stopped
         by a pause, abandoned by the renewer, deleted): it must not deliver. Raises
-        ResourceMismatch."""
+        ResourceMismatch. `version`: the update time `save_channel` returned; while
+        nobody wrote the record since, the write needs no read first."""
 
     @abstractmethod
     def set_channel(self, channel_id: str, fields: dict[str, Any]) -> None:
@@ -320,10 +322,12 @@ class LifecycleStore(ABC):
 
     @abstractmethod
     def move_channel(self, channel_id: str, from_states: Iterable[str],
-                     fields: dict[str, Any]) -> bool:
+                     fields: dict[str, Any], version: datetime | None = None) -> bool:
         """Set `fields` (with a new `state`) only while the channel is in one of
         `from_states`, atomically; False if it is not (or gone). States only move
-        forward: a stopped or abandoned channel never delivers again."""
+        forward: a stopped or abandoned channel never delivers again. `version`: the
+        update time at which the caller read the channel in one of `from_states`;
+        while nobody wrote it since, the write needs no read first."""
 
     @abstractmethod
     def delete_channel(self, channel_id: str, state: str) -> bool:
@@ -331,19 +335,40 @@ class LifecycleStore(ABC):
 
     @abstractmethod
     def claim_channel(self, channel_id: str, state: str, now: datetime,
-                      until: datetime, claimant: str = "") -> bool:
+                      until: datetime, claimant: str = "",
+                      version: datetime | None = None) -> bool:
         """True for exactly one caller while the channel is in `state` and unclaimed
-        (or its claim expired); the claim names `claimant`."""
+        (or its claim expired); the claim names `claimant`. `version`: the update time
+        of the row as a query returned it (in `state`, unclaimed); while nobody wrote
+        it since, the claim needs no read first."""
 
     @abstractmethod
-    def holds_claim(self, channel_id: str, claimant: str) -> bool:
-        """Whether `claimant` still holds the channel's claim (nobody took it over)."""
+    def claim_held(self, channel_id: str, claimant: str) -> Channel | None:
+        """The channel as stored now (its `version` set) if `claimant` still holds its
+        claim (nobody took it over); None otherwise."""
 
     @abstractmethod
     def due_channels(self, state: str, before: datetime, limit: int,
-                     after: RowCursor | None = None) -> list[tuple[Channel, dict[str, Any]]]:
-        """Channels in `state` whose `expiration` is at or before `before`, soonest first;
-        `after` is the (expiration, id) of the last row of the previous page, as read."""
+                     after: RowCursor | None = None, shard: tuple[int, int] | None = None,
+                     ) -> list[tuple[Channel, dict[str, Any]]]:
+        """Channels in `state` whose `expiration` is at or before `before`, soonest first,
+        each with its `version`; `after` is the (expiration, id) of the last row of the
+        previous page, as read. `shard` = (k, n): only channels whose stored shard is
+        one of `shard_values(k, n)` (channels stored without one are not found)."""
+
+    @abstractmethod
+    def assign_shards(self, channel_ids: Sequence[str]) -> int:
+        """Store its shard on each channel record still there (records written before
+        channels had one); how many were written."""
+
+    @abstractmethod
+    def shard_backfill(self) -> dict[str, Any]:
+        """The renewer's progress in giving old channel records their shard (empty
+        before it starts)."""
+
+    @abstractmethod
+    def save_shard_backfill(self, fields: dict[str, Any]) -> None:
+        """Replace the backfill's progress record."""
 
     @abstractmethod
     def subscriptions_where(self, field: str, before: datetime, limit: int,

@@ -167,7 +167,7 @@ class SubscriptionService(ChannelKeeper):
         now = self._clock()
         channel_id = channel_tokens.new_channel_id()
         keys = self._settings.channel_token_keys
-        self._subs.save_channel(
+        saved = self._subs.save_channel(
             Channel(channel_id, sub.id, PENDING, expiration=now + self.pending_grace), now,
             token_key_id=next(iter(keys)))
         token = channel_tokens.sign(channel_id, keys)
@@ -182,7 +182,7 @@ class SubscriptionService(ChannelKeeper):
                 "last_error": f"watch failed: {type(err).__name__}: {err}"[:500]})
             raise
         if not self._subs.activate_channel(channel_id, sub.id, opened.resource_id,
-                                           opened.expiration):
+                                           opened.expiration, version=saved):
             with contextlib.suppress(CalendarError):  # if this fails, it expires unheard
                 self._channels.stop(sub, channel_id, opened.resource_id)
             logs.log("INFO", "channel closed", subscription=sub.id, channel_id=channel_id,
@@ -205,19 +205,26 @@ class SubscriptionService(ChannelKeeper):
                      error=f"{type(err).__name__}: {err}"[:300])
             return False
 
-    def move_channel(self, channel_id: str, to: str, **fields: Any) -> bool:
-        """Move a channel record forward to `to` (never back: see FORWARD)."""
-        return self._subs.move_channel(channel_id, FORWARD[to], {"state": to, **fields})
+    def move_channel(self, channel_id: str, to: str, *, seen: Channel | None = None,
+                     **fields: Any) -> bool:
+        """Move a channel record forward to `to` (never back: see FORWARD). `seen`: the
+        record as read with its version; if its state may move to `to`, the write is
+        conditioned on that version and needs no read first."""
+        version = (seen.version if seen is not None and seen.state in FORWARD[to]
+                   else None)
+        return self._subs.move_channel(channel_id, FORWARD[to], {"state": to, **fields},
+                                       version=version)
 
     def stop_channel(self, sub: Subscription, channel: Channel) -> None:
-        """Stop on Google's side, then mark stopped; rejected credentials → abandoned."""
+        """Stop on Google's side, then mark stopped; rejected credentials → abandoned.
+        A `channel` read with its version is moved conditioned on it (no read)."""
         if channel.resource_id and self._channels is not None:
             try:
                 self._channels.stop(sub, channel.id, channel.resource_id)
             except CredentialsRejected:
-                self.move_channel(channel.id, ABANDONED)
+                self.move_channel(channel.id, ABANDONED, seen=channel)
                 return
-        self.move_channel(channel.id, STOPPED)
+        self.move_channel(channel.id, STOPPED, seen=channel)
 
     # -- lifecycle ------------------------------------------------------------
 

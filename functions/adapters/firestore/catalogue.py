@@ -30,6 +30,11 @@ QUERIES: list[dict[str, Any]] = [
     # renewal; pending: retries, whose expiration is their next attempt;
     # abandoned: records to delete).
     {"collection": CHANNELS, "fields": [("state", "ASCENDING"), ("expiration", "ASCENDING")]},
+    # Renewer fan-out: one shard's channels in a state within a window (shard `==`,
+    # or `in` over the shard values one task covers; Firestore merges them in
+    # expiration order, each served by this index).
+    {"collection": CHANNELS,
+     "fields": [("state", "ASCENDING"), ("shard", "ASCENDING"), ("expiration", "ASCENDING")]},
     # Renewer: the oldest request of an active subscription (the alert on
     # requests left waiting).
     {"collection": SUBSCRIPTIONS,
