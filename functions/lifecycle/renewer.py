@@ -14,9 +14,10 @@ delay, under a name derived from the time) only when a section filled its
 batch AND made real progress (a channel renewed or retired, a task queued, a
 record deleted; never a failure or a move).
 
-The sections: `channel_renewal` (renewals, retries, clean-up) and
-`request_sweeps` (the sweep, the safety net, interrupted unsubscribes), and
-the outbox sweep.
+The sections: `channel_renewal` (renewals, retries, clean-up; calendar-list
+channels are handed to `account_renewal`), `request_sweeps` (the sweep, the
+safety net, interrupted unsubscribes), `account_renewal`'s account sections,
+and the outbox sweep.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from functions.ports import LifecycleStore
 
 if TYPE_CHECKING:
     from functions.delivery.outbox import OutboxSweeper
+    from functions.lifecycle.account_renewal import AccountRenewal
 
 CONTINUE_AFTER = timedelta(seconds=10)
 
@@ -54,8 +56,10 @@ class Renewer:
         batch: int = 200,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         outbox: OutboxSweeper | None = None,
+        accounts: AccountRenewal | None = None,
     ) -> None:
         self._outbox = outbox
+        self._accounts = accounts  # calendar-list channels and the accounts' sections
         self._settings = settings
         self._subs = subscriptions
         self._service = service
@@ -68,7 +72,7 @@ class Renewer:
         now = self._clock()
         run = Pass(self._settings, self._subs, self._batch, now, report,
                    claimant=uuid.uuid4().hex)
-        channels = ChannelRenewal(run, self._service)
+        channels = ChannelRenewal(run, self._service, self._accounts)
         requests = RequestSweeps(run, self._service)
         window = timedelta(seconds=self._settings.renewal_window)
         passes: list[tuple[str, Callable[[], Section]]] = [
@@ -79,6 +83,8 @@ class Renewer:
             ("safety net", requests.safety_net),
             ("deletions", requests.resume_deletions),
         ]
+        if self._accounts is not None:
+            passes.extend(self._accounts.sections(run))
         if self._outbox is not None:
             passes.append(("outbox", lambda: self._outbox_sweep(now, report)))
         sections = []
