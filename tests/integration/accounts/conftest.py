@@ -97,6 +97,7 @@ class World:
     calendar_list: GoogleCalendarList
     service: SubscriptionService
     account_service: AccountService
+    account_sync: AccountSync
     worker: SyncWorker
     webhook: WebhookService
     clock: list[datetime] = field(default_factory=lambda: [datetime.now(UTC)])
@@ -143,6 +144,12 @@ class World:
         return Renewer(self.settings, self.subs, self.service, clock=lambda: self.clock[0],
                        accounts=AccountRenewal(self.accounts, self.account_service,
                                                self.service))
+
+    def list_channel(self, account_id: str) -> Any:
+        """The account's one delivering calendar-list channel."""
+        delivering = self.accounts.delivering_channels(account_id)
+        assert len(delivering) == 1, delivering
+        return delivering[0]
 
     def members(self, account_id: str) -> dict[str, dict[str, Any]]:
         """calendar_id -> subscription document, every subscription of the account."""
@@ -240,7 +247,9 @@ def build_world(db: Any, emulator: Any, serve: Callable[[Any], str],
                             api_endpoint=settings.calendar_api_endpoint)
     calendar_list = GoogleCalendarList(google)
     service = SubscriptionService(settings, subs, GoogleChannels(google), store, queue)
-    channels = AccountChannels(settings, accounts, subs, calendar_list)
+    clock = [datetime.now(UTC)]  # the renewer's and the list channels' (records due when)
+    channels = AccountChannels(settings, accounts, subs, calendar_list,
+                               clock=lambda: clock[0])
     account_service = AccountService(settings, accounts, service, channels, queue, vault)
     engine = SyncEngine(store, google, queue, SyncSettings(min_sync_interval=0.01),
                         channels=service)
@@ -252,7 +261,7 @@ def build_world(db: Any, emulator: Any, serve: Callable[[Any], str],
                                        min_sync_interval=0.01, accounts=accounts,
                                        account_queue=queue)
     return World(db, emulator, settings, queue, store, subs, accounts, vault, calendar_list,
-                 service, account_service, worker, holder["webhook"])
+                 service, account_service, account_sync, worker, holder["webhook"], clock)
 
 
 @pytest.fixture
