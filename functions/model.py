@@ -51,6 +51,11 @@ DWD_REF = "dwd"
 BEARER_REF = "bearer"
 OAUTH_PREFIX = "oauth:"
 CALENDAR_SCOPES = ("https://www.googleapis.com/auth/calendar.events.readonly",)
+# An account's calendar list (calendarList.list and .watch) needs a scope of its own:
+# tokens for it ask for both; a subscription's keep asking for the events scope only,
+# so a deployment whose delegation grants only that keeps working for subscriptions.
+CALENDAR_LIST_SCOPE = "https://www.googleapis.com/auth/calendar.calendarlist.readonly"
+ACCOUNT_SCOPES = (*CALENDAR_SCOPES, CALENDAR_LIST_SCOPE)
 
 # A run is deferred only while `retry_at` is further away than this, since a
 # follow-up scheduled for `retry_at` may be dispatched a little early.
@@ -95,6 +100,8 @@ class Subscription:
     last_synced_at: datetime | None = None
     labels: dict[str, str] = field(default_factory=dict)
     created_at: datetime | None = None
+    # The OAuth scopes its credentials ask for (an account's identity adds the list's).
+    scopes: tuple[str, ...] = CALENDAR_SCOPES
 
 
 @dataclass(frozen=True)
@@ -342,7 +349,7 @@ class Account:
         """The account as the credentials port sees an owner: the Calendar adapters
         build their clients per (owner, credentials)."""
         return Subscription(id=f"account-{self.id}", calendar_id="", owner=self.owner,
-                            credentials_ref=self.credentials_ref)
+                            credentials_ref=self.credentials_ref, scopes=ACCOUNT_SCOPES)
 
 
 @dataclass(frozen=True)

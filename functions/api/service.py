@@ -42,7 +42,7 @@ from functions.errors import (
     StoreUnavailable,
     SubscriptionNotFound,
 )
-from functions.model import CALENDAR_SCOPES, rfc3339
+from functions.model import CALENDAR_LIST_SCOPE, CALENDAR_SCOPES, rfc3339
 from functions.ports import (
     AccountCommands,
     AccountReader,
@@ -123,9 +123,10 @@ class Api:
             raise SubscriptionNotFound(sub_id)
         return view
 
-    def _exchange(self, oauth: dict[str, Any]) -> tuple[str, str]:
+    def _exchange(self, oauth: dict[str, Any], account: bool = False) -> tuple[str, str]:
         """An authorization code exchanged and its refresh token sealed at once: (the
-        owner's address, the sealed credential's reference)."""
+        owner's address, the sealed credential's reference). An account's grant must
+        hold the calendar list's scope too."""
         grant = self._exchanger.exchange(oauth["code"], oauth["redirect_uri"],
                                          oauth.get("code_verifier"))
         if not grant.refresh_token:
@@ -133,6 +134,9 @@ class Api:
                                "(ask for access_type=offline and prompt=consent)")
         if CALENDAR_SCOPES[0] not in grant.scopes:
             raise CodeRejected("scope_not_granted", "the calendar scope was not granted")
+        if account and CALENDAR_LIST_SCOPE not in grant.scopes:
+            raise CodeRejected("scope_not_granted", "an account needs the calendar list's "
+                               f"scope, which was not granted ({CALENDAR_LIST_SCOPE})")
         return grant.owner_email, self._sealer.seal(grant.refresh_token)
 
     def _create_subscription(self, call: Call) -> tuple[int, dict[str, Any]]:
@@ -201,7 +205,7 @@ class Api:
         if "oauth" not in body:
             done = accounts.connect(body["owner"], "dwd", policy)
             return (201 if done.created else 200), self._account_view(done.account_id)
-        owner, credentials_ref = self._exchange(body["oauth"])
+        owner, credentials_ref = self._exchange(body["oauth"], account=True)
         try:
             done = accounts.connect(owner, credentials_ref, policy)
         except BaseException:

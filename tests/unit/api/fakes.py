@@ -20,7 +20,7 @@ from functions.errors import (
     InvalidTransition,
     SubscriptionNotFound,
 )
-from functions.model import CALENDAR_SCOPES
+from functions.model import CALENDAR_LIST_SCOPE, CALENDAR_SCOPES
 from functions.ports import (
     AccountCommands,
     AccountReader,
@@ -35,6 +35,7 @@ from functions.ports import (
 )
 
 GOOD_CODE = "good-code"
+EVENTS_ONLY_CODE = "events-only-code"
 REFRESH_TOKEN = "1//refresh-token-never-shown"
 
 
@@ -241,10 +242,13 @@ class FakeExchanger(CodeExchanger):
                  code_verifier: str | None) -> ExchangedGrant:
         if self.w.failure:
             raise self.w.failure
+        if code == EVENTS_ONLY_CODE:  # a user who did not grant the calendar list
+            return ExchangedGrant("user@example.com", REFRESH_TOKEN,
+                                  ("openid", "email", CALENDAR_SCOPES[0]))
         if code != GOOD_CODE:
             raise CodeRejected("invalid_grant", "Bad Request")
         return ExchangedGrant("user@example.com", REFRESH_TOKEN,
-                              ("openid", "email", CALENDAR_SCOPES[0]))
+                              ("openid", "email", CALENDAR_SCOPES[0], CALENDAR_LIST_SCOPE))
 
     def consent_config(self) -> dict[str, Any]:
         return {"client_id": "cid", "scopes": ["openid", CALENDAR_SCOPES[0]],

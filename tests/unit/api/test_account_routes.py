@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from functions import entrypoints as api
 from functions.errors import StoreUnavailable
 from tests.unit.api.conftest import make_client
-from tests.unit.api.fakes import GOOD_CODE, REFRESH_TOKEN, World
+from tests.unit.api.fakes import EVENTS_ONLY_CODE, GOOD_CODE, REFRESH_TOKEN, World
 from tests.unit.api.strategies import METHODS, controls, json_values, text
 from tests.unit.api.test_openapi import assert_documented
 from tests.unit.api.test_routes import error, post
@@ -50,6 +50,17 @@ def test_a_refused_code_seals_nothing(client: Any, world: World) -> None:
     bad = {"oauth": {"code": "reused", "redirect_uri": "http://127.0.0.1:9/cb"}}
     details = error(post(client, "/v1/accounts", bad), 400, "invalid_argument")["details"]
     assert details["reason"] == "invalid_grant" and world.sealed == {}
+
+
+def test_an_account_needs_the_calendar_list_scope(client: Any, world: World) -> None:
+    events_only = {"code": EVENTS_ONLY_CODE, "redirect_uri": "http://127.0.0.1:9/cb"}
+    details = error(post(client, "/v1/accounts", {"oauth": events_only}), 400,
+                    "invalid_argument")["details"]
+    assert details["reason"] == "scope_not_granted" and world.sealed == {}
+    # Enough for one calendar, though.
+    created = post(client, "/v1/subscriptions", {"calendar_id": "primary",
+                                                 "oauth": events_only})
+    assert created.status_code == 201
 
 
 def test_a_failed_connect_discards_the_sealed_token(client: Any, world: World) -> None:
