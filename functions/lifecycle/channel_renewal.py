@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions import logs
 from functions.errors import (
@@ -27,6 +27,7 @@ from functions.lifecycle.subscriptions import SubscriptionService
 from functions.model import (
     ABANDONED,
     ACTIVE,
+    CALENDAR_LIST_KIND,
     ERROR,
     PENDING,
     REPLACED,
@@ -36,6 +37,9 @@ from functions.model import (
 )
 from functions.model import ACTIVE as SUB_ACTIVE
 
+if TYPE_CHECKING:
+    from functions.lifecycle.account_renewal import AccountRenewal
+
 # Watch errors about the request or the calendar itself, not a passing failure:
 # after `give_up_attempts` in a row the subscription goes to `error`.
 REFUSED_WATCH_ERRORS = (CalendarRequestRejected, CalendarGone)
@@ -43,12 +47,14 @@ _NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 class ChannelRenewal:
-    def __init__(self, run: Pass, service: SubscriptionService) -> None:
+    def __init__(self, run: Pass, service: SubscriptionService,
+                 accounts: AccountRenewal | None = None) -> None:
         self._run = run
         self._subs = run.subs
         self._service = service
         self._settings = run.settings
         self._report = run.report
+        self._accounts = accounts  # renews the `calendar_list` channels the queries find
 
     def renew_due(self, state: str, before: datetime, shard: tuple[int, int] | None = None,
                   batch: int | None = None) -> Section:
@@ -72,7 +78,11 @@ class ChannelRenewal:
         return self._run.channels(ABANDONED, self._run.now - retention, delete)
 
     def _renew(self, channel: Channel, doc: dict[str, Any]) -> Step:
-        """Handle one due channel."""
+        """Handle one due channel (an account's calendar-list channel: its account's)."""
+        if channel.kind == CALENDAR_LIST_KIND:
+            if self._accounts is None:  # nobody here can watch a list: not ours to touch
+                return Step.FAILED
+            return self._accounts.renew_channel(self._run, channel, doc)
         now, report = self._run.now, self._report
         next_attempt = doc.get("next_attempt_at")
         if next_attempt is not None and next_attempt > now:

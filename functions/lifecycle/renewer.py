@@ -14,9 +14,10 @@ delay, under a name derived from the time) only when a section filled its
 batch AND made real progress (a channel renewed or retired, a task queued, a
 record deleted; never a failure or a move).
 
-The sections: `channel_renewal` (renewals, retries, clean-up) and
-`request_sweeps` (the sweep, the safety net, interrupted unsubscribes), and
-the outbox sweep.
+The sections: `channel_renewal` (renewals, retries, clean-up; calendar-list
+channels are handed to `account_renewal`), `request_sweeps` (the sweep, the
+safety net, interrupted unsubscribes), `account_renewal`'s account sections,
+and the outbox sweep.
 
 With CALSYNC_RENEWAL_SHARDS > 1 (and a way to queue renewer tasks) a tick fans the
 renewals and retries out to one task per shard (`sharding.py`: deterministic names
@@ -53,6 +54,7 @@ from functions.ports import LifecycleStore
 
 if TYPE_CHECKING:
     from functions.delivery.outbox import OutboxSweeper
+    from functions.lifecycle.account_renewal import AccountRenewal
 
 CONTINUE_AFTER = timedelta(seconds=10)
 
@@ -70,12 +72,14 @@ class Renewer:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         outbox: OutboxSweeper | None = None,
         renewer_tasks: Callable[[datetime | None, str, dict[str, Any]], None] | None = None,
+        accounts: AccountRenewal | None = None,
     ) -> None:
         """`renewer_tasks(not_before, name, body)` queues a renewer task: with it and
         CALSYNC_RENEWAL_SHARDS > 1, ticks fan channel work out to shard tasks."""
         self._outbox = outbox
         self._tasks = renewer_tasks
         self._backfill_done = False  # once complete, never read its record again
+        self._accounts = accounts  # calendar-list channels and the accounts' sections
         self._settings = settings
         self._subs = subscriptions
         self._service = service
@@ -96,7 +100,7 @@ class Renewer:
         now = self._clock()
         run = Pass(self._settings, self._subs, self._batch, now, report,
                    claimant=uuid.uuid4().hex)
-        channels = ChannelRenewal(run, self._service)
+        channels = ChannelRenewal(run, self._service, self._accounts)
         requests = RequestSweeps(run, self._service)
         window = timedelta(seconds=self._settings.renewal_window)
         passes: list[tuple[str, Callable[[], Section]]]
@@ -115,6 +119,8 @@ class Renewer:
             ("safety net", requests.safety_net),
             ("deletions", requests.resume_deletions),
         ]
+        if self._accounts is not None:
+            passes.extend(self._accounts.sections(run))
         if self._outbox is not None:
             passes.append(("outbox", lambda: self._outbox_sweep(now, report)))
         sections = []
@@ -154,7 +160,7 @@ class Renewer:
         now = self._clock()
         run = Pass(self._settings, self._subs, self._batch, now, report,
                    claimant=uuid.uuid4().hex)
-        channels = ChannelRenewal(run, self._service)
+        channels = ChannelRenewal(run, self._service, self._accounts)
         window = timedelta(seconds=self._settings.renewal_window)
         budget = shard_budget(self._settings, shards)
         sections: list[Section] = []

@@ -30,6 +30,7 @@ class RenewalReport:
     outbox_swept: int = 0  # publishing runs queued for entries left unpublished
     channels_deleted: int = 0  # abandoned channel records deleted after their retention
     deletions_resumed: int = 0  # unsubscribes finished after they were interrupted
+    purged: int = 0  # removed subscriptions deleted once their retention ended (accounts)
     moved: int = 0  # rows looked at and moved to when they are next due
     fanned_out: int = 0  # shard tasks queued by a tick (sharding.py)
     backfilled: int = 0  # channel records written before sharding given their shard

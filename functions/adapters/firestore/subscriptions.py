@@ -225,14 +225,20 @@ class SubscriptionStore(LifecycleStore):
         deleted = 0
         sub = self._sub(sub_id)
         with _translated():
-            key = (sub.get().to_dict() or {}).get("key")
+            data = sub.get().to_dict() or {}
+            key = data.get("key")
             for name in (EVENTS, CHANGES, STATE):
                 deleted += self._delete_query(sub.collection(name))
             deleted += self._delete_query(
                 self._client.collection(CHANNELS).where(filter=FieldFilter("sub_id", "==", sub_id)))
             if credentials_ref.startswith(OAUTH_PREFIX):
-                self._client.collection(CREDENTIALS_COLLECTION).document(
-                    credentials_ref[len(OAUTH_PREFIX):]).delete()
+                credential = self._client.collection(CREDENTIALS_COLLECTION).document(
+                    credentials_ref[len(OAUTH_PREFIX):])
+                # An account's credential is shared by its subscriptions: the account
+                # deletes it, never one of them.
+                if not data.get("account_id") and not (
+                        credential.get().to_dict() or {}).get("account_id"):
+                    credential.delete()
             sub.delete()
             if key:
                 self._delete_key(key, sub_id)
@@ -362,7 +368,8 @@ class SubscriptionStore(LifecycleStore):
                 "resource_id": channel.resource_id, "expiration": channel.expiration,
                 "created_at": now, "last_notification_at": None,
                 "last_message_number": 0, "renewal_attempts": 0,
-                "shard": channel_shard(channel.id), **fields,
+                "shard": channel_shard(channel.id),
+                "kind": channel.kind, "account_id": channel.account_id, **fields,
             })
         return getattr(result, "update_time", None)
 
@@ -558,7 +565,6 @@ class SubscriptionStore(LifecycleStore):
         this one serialise on the same document) and published by the same outbox."""
         sub_ref = self._sub(sub_id)
         state_ref = sub_ref.collection(STATE).document(WRITER)
-        changes = sub_ref.collection(CHANGES)
 
         @firestore.transactional
         def write(transaction: Any) -> int:
@@ -569,23 +575,34 @@ class SubscriptionStore(LifecycleStore):
                 raise LookupError(sub_id)
             state_snap = found.get(state_ref.path)
             state = (state_snap.to_dict() if state_snap is not None else None) or {}
-            first = int(state.get("change_seq") or 0)
-            seq = first + 1
-            transaction.set(changes.document(seq_id(seq)), {
-                "seq": seq, "kind": kind, "event_id": None, "recurring_event_id": None,
-                "fields": {}, "details": codec.escape(dict(details)), "etag": None,
-                "at": now, "expire_at": now + self._feed_retention,
-            })
-            update: dict[str, Any] = {"change_seq": seq}
-            # Marked when this process knows a topic, or the outbox already runs (a
-            # process without the topic setting, e.g. the CLI, must not stop it).
-            if self._outbox or state.get("published_seq") is not None:
-                update.update(outbox_fields(state, outbox=True, first=first,
-                                            change_seq=seq, now=now))
-            transaction.set(state_ref, update, merge=True)
-            return seq
+            return append_lifecycle_entry(transaction, sub_ref, state, kind, details, now,
+                                          expire_at=now + self._feed_retention,
+                                          outbox=self._outbox)
 
         with _translated():
             # More attempts than the default five: it competes with a run's page
             # commits on `state/writer`, which it must never make fail.
             return int(write(self._client.transaction(max_attempts=RECORD_ATTEMPTS)))
+
+
+def append_lifecycle_entry(transaction: Any, sub_ref: Any, state: dict[str, Any], kind: str,
+                           details: dict[str, Any], now: datetime, *, expire_at: datetime,
+                           outbox: bool, state_fields: dict[str, Any] | None = None) -> int:
+    """Inside a transaction that read the subscription's `state/writer` as `state`: write
+    the lifecycle entry `change_seq + 1` and move `change_seq` (with the outbox marks, and
+    `state_fields` in the same write); its `seq`. The accounts' follow and leave
+    transactions write theirs through this too."""
+    first = int(state.get("change_seq") or 0)
+    seq = first + 1
+    transaction.set(sub_ref.collection(CHANGES).document(seq_id(seq)), {
+        "seq": seq, "kind": kind, "event_id": None, "recurring_event_id": None,
+        "fields": {}, "details": codec.escape(dict(details)), "etag": None,
+        "at": now, "expire_at": expire_at,
+    })
+    update: dict[str, Any] = {**(state_fields or {}), "change_seq": seq}
+    # Marked when this process knows a topic, or the outbox already runs (a process
+    # without the topic setting, e.g. the CLI, must not stop it).
+    if outbox or state.get("published_seq") is not None:
+        update.update(outbox_fields(state, outbox=True, first=first, change_seq=seq, now=now))
+    transaction.set(sub_ref.collection(STATE).document(WRITER), update, merge=True)
+    return seq

@@ -1,7 +1,7 @@
 """Adapter over google-cloud-tasks: sync tasks to the worker, with OIDC tokens.
 
-Task names are derived from (subscription, origin, generation), so queueing
-the same request twice is harmless: Cloud Tasks answers AlreadyExists for a
+Task names are derived from (subscription or account, origin, generation), so
+queueing the same request twice is harmless: Cloud Tasks answers AlreadyExists for a
 name it has seen (the local emulator does not de-duplicate, so no guarantee
 may rest on this alone). `CLOUD_TASKS_EMULATOR_HOST` switches to the emulator.
 """
@@ -19,7 +19,7 @@ from google.protobuf import timestamp_pb2
 
 from functions.config import Settings
 from functions.errors import QueueUnavailable
-from functions.ports import TaskQueue
+from functions.ports import AccountTaskQueue, TaskQueue
 
 # Cloud Tasks caps an HTTP task's dispatch deadline at 30 minutes; the worker's
 # full sync must fit inside it (see README, "largest calendar"). The deployed
@@ -32,6 +32,14 @@ def task_id(sub_id: str, origin: str, generation: int) -> str:
     """A stable, name-safe task id (letters, digits, hyphens; ≤ 500 chars)."""
     digest = hashlib.sha256(f"{sub_id}\x00{origin}\x00{generation}".encode()).hexdigest()
     return f"sync-{origin}-{generation}-{digest[:32]}"
+
+
+def account_task_id(account_id: str, origin: str, generation: int) -> str:
+    """The calendar-list task's id: a name of its own (`list-`), so an account and a
+    subscription can never share one."""
+    digest = hashlib.sha256(
+        f"account\x00{account_id}\x00{origin}\x00{generation}".encode()).hexdigest()
+    return f"list-{origin}-{generation}-{digest[:32]}"
 
 
 def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
@@ -53,8 +61,8 @@ def build_client(settings: Settings) -> Any:
     return tasks_v2.CloudTasksClient()
 
 
-class CloudTasksQueue(TaskQueue):
-    """Queues `{"subscription_id": ...}` POSTs to the sync worker."""
+class CloudTasksQueue(TaskQueue, AccountTaskQueue):
+    """Queues `{"subscription_id": ...}` and `{"account_id": ...}` POSTs to the sync worker."""
 
     def __init__(self, settings: Settings, client: Any | None = None,
                  queue_path: str | None = None, renewer_queue_path: str | None = None) -> None:
@@ -79,15 +87,23 @@ class CloudTasksQueue(TaskQueue):
         origin: str = "request",
     ) -> None:
         task = self.build_task(sub_id, generation, not_before, origin=origin)
+        self._create(task, f"sync task for {sub_id}")
+
+    def enqueue_account_sync(self, account_id: str, generation: int,
+                             not_before: datetime | None = None, *,
+                             origin: str = "request") -> None:
+        task = self._task(account_task_id(account_id, origin, generation),
+                          {"account_id": account_id}, not_before)
+        self._create(task, f"calendar-list task for {account_id}")
+
+    def _create(self, task: tasks_v2.Task, what: str) -> None:
         try:
             self._client.create_task(parent=self._queue_path, task=task,
                                      timeout=ENQUEUE_TIMEOUT_SECONDS)
         except gexc.AlreadyExists:
             return  # the same request is already queued (or ran recently)
         except (gexc.GoogleAPICallError, gexc.RetryError) as err:
-            raise QueueUnavailable(
-                f"could not queue sync task for {sub_id}: {type(err).__name__}"
-            ) from err
+            raise QueueUnavailable(f"could not queue {what}: {type(err).__name__}") from err
 
     def enqueue_renewal(self, not_before: datetime | None = None, name: str | None = None,
                         body: dict[str, Any] | None = None) -> None:
@@ -128,12 +144,17 @@ class CloudTasksQueue(TaskQueue):
     def build_task(
         self, sub_id: str, generation: int, not_before: datetime | None, *, origin: str
     ) -> tasks_v2.Task:
+        return self._task(task_id(sub_id, origin, generation), {"subscription_id": sub_id},
+                          not_before)
+
+    def _task(self, name: str, body: dict[str, str],
+              not_before: datetime | None) -> tasks_v2.Task:
         settings = self._settings
         http_request: dict[str, Any] = {
             "http_method": tasks_v2.HttpMethod.POST,
             "url": settings.worker_url,
             "headers": {"Content-Type": "application/json"},
-            "body": json.dumps({"subscription_id": sub_id}).encode(),
+            "body": json.dumps(body).encode(),
         }
         if settings.tasks_invoker_sa:
             http_request["oidc_token"] = {
@@ -141,7 +162,7 @@ class CloudTasksQueue(TaskQueue):
                 "audience": settings.worker_url,
             }
         task: dict[str, Any] = {
-            "name": f"{self._queue_path}/tasks/{task_id(sub_id, origin, generation)}",
+            "name": f"{self._queue_path}/tasks/{name}",
             "http_request": http_request,
             "dispatch_deadline": {"seconds": settings.dispatch_deadline},
         }
