@@ -10,25 +10,31 @@ cursor over HTTP.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
 
-from infra.calendar_emulator.testing import calendar_service as emulator_calendar_service
+from infra import demo_accounts
+from infra.demo_kit import (
+    REDIRECT,
+    Api,
+    DemoFailed,
+    Story,
+    calendar_service,
+    consent_code,
+    post_json,
+    wait_for,
+)
 from infra.local.logs import json_log_lines
 from infra.local.processes import StackError
 from infra.local.stack import ROOT, Stack, StackConfig
 
 USER = "alice@example.com"
-REDIRECT = "http://127.0.0.1:8765/oauth/callback"  # the app's; nothing listens there
 # Short channel lifetimes and a short safety-net interval, so renewal and the
 # safety net happen within the demo instead of within days.
 DEMO_SETTINGS = {
@@ -39,19 +45,6 @@ DEMO_SETTINGS = {
 }
 
 
-class Story:
-    def __init__(self) -> None:
-        self.chapter = 0
-
-    def title(self, text: str) -> None:
-        self.chapter += 1
-        print(f"\n== {self.chapter}. {text}", flush=True)
-
-    @staticmethod
-    def say(text: str) -> None:
-        print(f"   {text}", flush=True)
-
-
 def _status(url: str, method: str = "GET") -> int:
     request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
     try:
@@ -59,39 +52,6 @@ def _status(url: str, method: str = "GET") -> int:
             return int(response.status)
     except urllib.error.HTTPError as err:
         return int(err.code)
-
-
-def _wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.25)
-    return None
-
-
-def calendar_service(env: dict[str, str], user: str) -> Any:
-    """The real client against the emulator; the bearer token string is the user id."""
-    base_url = env["CALENDAR_API_ENDPOINT"].split("/calendar/v3", 1)[0]
-    return emulator_calendar_service(base_url, user)
-
-
-class Api:
-    """The consumer application's side: JSON over HTTP to the `api` function."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url.rstrip("/")
-
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base_url + path, method=method, data=data,
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return int(response.status), json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as err:
-            return int(err.code), json.loads(err.read() or b"null")
 
 
 class Feed:
@@ -108,7 +68,7 @@ class Feed:
             status, page = self.api.call(
                 "GET", f"/v1/subscriptions/{self.sub_id}/changes?cursor={self.cursor}&limit=500")
             if status != 200:
-                raise RuntimeError(f"changes answered {status}: {page}")
+                raise DemoFailed(f"changes answered {status}: {page}")
             for entry in page["changes"]:
                 if len(got) < show:
                     story.say(describe(entry))
@@ -192,9 +152,10 @@ def run(story: Story, stack: Stack) -> None:
               f"{again['error']['message']}")
 
     story.title("The app bootstraps: current events, then the feed from as_of_seq")
-    wait_quiet = _wait_for(lambda: _quiet(store, sub_id) and store.get_writer_state(sub_id)
+    wait_quiet = wait_for(lambda: _quiet(store, sub_id) and store.get_writer_state(sub_id)
                            .get("sync_token"), timeout=40)
-    assert wait_quiet, "the first sync did not finish"
+    if not wait_quiet:
+        raise DemoFailed("the first sync did not finish within 40s")
     status, page = api.call("GET", f"/v1/subscriptions/{sub_id}/events?limit=100")
     for item in page["events"]:
         story.say(f"event {item['event_id']}: {item['event'].get('summary')!r}")
@@ -229,7 +190,7 @@ def run(story: Story, stack: Stack) -> None:
     feed.drain(story, expect=2)
 
     story.title("Told at once: Pub/Sub pushes every change to the app")
-    pushed = _wait_for(lambda: (lines := _consumer_lines(run_dir)) and
+    pushed = wait_for(lambda: (lines := _consumer_lines(run_dir)) and
                        any("Standup (demo day)" in line for line in lines) and lines,
                        timeout=30) or _consumer_lines(run_dir)
     story.say(f"the worker published each committed entry to topic "
@@ -246,7 +207,7 @@ def run(story: Story, stack: Stack) -> None:
                      body={"description": f"edit {n}"}).execute()
     burst = time.monotonic() - started
     entries = feed.drain(story, expect=1, show=3)
-    _wait_for(lambda: _quiet(store, sub.id), timeout=30)
+    wait_for(lambda: _quiet(store, sub.id), timeout=30)
     runs = len(_synced_runs(run_dir, sub.id)) - before_runs
     final = store.get_subscription(sub.id)
     bound = 1 + math.ceil(burst / settings.min_sync_interval)
@@ -261,7 +222,7 @@ def run(story: Story, stack: Stack) -> None:
               f"renewed within {DEMO_SETTINGS['CALSYNC_RENEWAL_WINDOW_SECONDS']}s of expiry")
     first_channel = service.status(sub.id).channel_id
     time.sleep(max(0.0, _seconds_until_due(service, sub.id, settings)))
-    answer = _post_json(env["CALSYNC_RENEWER_URL"])
+    answer = post_json(env["CALSYNC_RENEWER_URL"])
     story.say(f"renew_channels -> renewed {answer.get('renewed')}, "
               f"safety-net syncs {answer.get('safety_net')}")
     status = service.status(sub.id)
@@ -281,9 +242,11 @@ def run(story: Story, stack: Stack) -> None:
     quiet = feed.drain(story, expect=1, timeout=4)
     story.say(f"feed after 4s: {len(quiet)} entries (the notification never came)")
     time.sleep(float(DEMO_SETTINGS["CALSYNC_SAFETY_NET_INTERVAL_SECONDS"]))
-    answer = _post_json(env["CALSYNC_RENEWER_URL"])
+    answer = post_json(env["CALSYNC_RENEWER_URL"])
     story.say(f"renew_channels -> safety-net syncs {answer.get('safety_net')}")
     feed.drain(story, expect=1 - len(quiet))
+    # The drops not spent here would swallow the next chapters' notifications.
+    control.clear_notification_faults()
 
     story.title("Status, as the app and the operator see it")
     status, view = api.call("GET", f"/v1/subscriptions/{sub.id}")
@@ -294,34 +257,17 @@ def run(story: Story, stack: Stack) -> None:
 
     cli(["status"])
 
+    demo_accounts.tell(story, env, api, control, others=[sub.id])
+
 
 def connect(story: Story, api: Api, env: dict[str, str], calendar_id: str) -> tuple[str, str]:
     """The consent redirect, then the code handed to calsync; (subscription id, code)."""
-    status, config = api.call("GET", "/v1/oauth/config")
-    query = urlencode({"client_id": config["client_id"], "redirect_uri": REDIRECT,
-                       "response_type": "code", "scope": " ".join(config["scopes"]),
-                       "access_type": config["access_type"], "prompt": config["prompt"],
-                       "state": "demo", "login_hint": USER})
-    story.say(f"GET /v1/oauth/config -> {status}: client {config['client_id']}, "
-              f"scopes {', '.join(s.rsplit('/', 1)[-1] for s in config['scopes'])}")
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-    opener = urllib.request.build_opener(NoRedirect)
-    try:
-        opener.open(f"{config['auth_uri']}?{query}", timeout=30)
-        raise RuntimeError("the consent page did not redirect")
-    except urllib.error.HTTPError as err:
-        location = err.headers["Location"]
-    code = parse_qs(urlsplit(location).query)["code"][0]
-    story.say(f"{USER} consents; the browser comes back to {REDIRECT} with a code")
+    code = consent_code(story, api, USER)
     status, sub = api.call("POST", "/v1/subscriptions", {
         "calendar_id": calendar_id, "oauth": {"code": code, "redirect_uri": REDIRECT},
         "labels": {"app_user": "alice"}})
     if status != 201:
-        raise RuntimeError(f"subscribe answered {status}: {sub}")
+        raise DemoFailed(f"subscribe answered {status}: {sub}")
     story.say(f"POST /v1/subscriptions -> 201: subscription {sub['id']} for {sub['owner']} "
               f"(owner from the ID token; refresh token sealed at once, never returned); "
               f"the first sync opens the watch channel, then lists")
@@ -364,13 +310,6 @@ def _seconds_until_due(service: Any, sub_id: str, settings: Any) -> float:
     return due - datetime.now(UTC).timestamp() + 0.5
 
 
-def _post_json(url: str) -> dict[str, Any]:
-    request = urllib.request.Request(url, method="POST", data=b"{}",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return dict(json.loads(response.read()))
-
-
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -387,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         run(story, stack)
     except StackError as err:
         print(f"demo: the stack did not start: {err}", file=sys.stderr)
+        code = 1
+    except DemoFailed as err:
+        print(f"\ndemo FAILED: {err}", file=sys.stderr, flush=True)
         code = 1
     finally:
         story.title("Everything stops")
