@@ -257,7 +257,7 @@ def run(story: Story, stack: Stack) -> None:
 
     cli(["status"])
 
-    demo_accounts.tell(story, env, api, control, others=[sub.id])
+    demo_accounts.tell(story, env, api, control, others={sub.id: f"{USER.split('@')[0]}'s Team"})
 
 
 def connect(story: Story, api: Api, env: dict[str, str], calendar_id: str) -> tuple[str, str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -146,8 +146,9 @@ class ConsumerView:
 
 
 def tell(story: Story, env: dict[str, str], api: Api, control: Any,
-         others: Iterable[str] = ()) -> None:
-    """The accounts chapters; `others`: subscriptions made earlier, checked at the end too."""
+         others: Mapping[str, str] | None = None) -> None:
+    """The accounts chapters; `others`: subscriptions made earlier (id -> what to call
+    it), checked at the end too."""
     consumer = ConsumerView(Path(env["CALSYNC_RUN_DIR"]))
     renewer = env["CALSYNC_RENEWER_URL"]
     names: dict[str, str] = {}
@@ -165,7 +166,7 @@ def tell(story: Story, env: dict[str, str], api: Api, control: Any,
         for summary in summaries:
             ids[summary] = google.events().insert(calendarId=calendar_id,
                                                   body=_event(summary, day)).execute()["id"]
-    story.say("her calendars: " + ", ".join(f"{names[c]} ({len(s)} events)"
+    story.say("her calendars: " + ", ".join(f"{names[c]} ({_events(len(s))})"
                                             for c, s in seeded.items()))
     code = consent_code(story, api, OWNER)
     created = api.ok("POST", "/v1/accounts", {
@@ -237,9 +238,11 @@ def tell(story: Story, env: dict[str, str], api: Api, control: Any,
     followed = {c: s for c, s in subs.items()}
     ticks = _until_all_need_reauthorization(account, followed, renewer)
     health = account.health()
+    story.say(f"Work's push brought a sync that Google refused; {ticks} renew_channels "
+              f"tick(s) later the safety net had listed the account and synced the calendars "
+              f"nobody touched")
     story.say(f"account {account.id}: status {health['status']}, error "
-              f"{health['error']['reason']} ({ticks} renew_channels ticks: its safety net "
-              f"lists the account and syncs the calendars nobody touched)")
+              f"{health['error']['reason']}")
     for calendar_id, sub in account.subscriptions(status="error").items():
         story.say(f"{names[calendar_id]:<8} subscription {sub['id']}: status {sub['status']}, "
                   f"error {sub['error']['reason']}")
@@ -274,9 +277,8 @@ def tell(story: Story, env: dict[str, str], api: Api, control: Any,
         raise DemoFailed("Book club came back although it is still unshared")
     story.say("Book club stays removed: it is still unshared")
 
-    check_consumer(story, api, consumer,
-                   [*(s["id"] for s in account.subscriptions().values()), *others],
-                   {s["id"]: names[c] for c, s in account.subscriptions().items()})
+    final = {s["id"]: names[c] for c, s in account.subscriptions().items()}
+    check_consumer(story, api, consumer, {**final, **(others or {})})
 
 
 def _until_all_need_reauthorization(account: Account, subs: dict[str, dict[str, Any]],
@@ -302,12 +304,13 @@ def _until_all_need_reauthorization(account: Account, subs: dict[str, dict[str, 
                      f"subscriptions {states}, not all in error for {REAUTH}")
 
 
-def check_consumer(story: Story, api: Api, consumer: ConsumerView, sub_ids: list[str],
-                   names: dict[str, str]) -> None:
+def check_consumer(story: Story, api: Api, consumer: ConsumerView,
+                   names: Mapping[str, str]) -> None:
     """Per subscription: the feed is dense, the consumer app applied every entry
     once and in `seq` order (its log), its position is the feed's end and its copy
     holds calsync's events."""
     story.title("The app saw every feed entry once, in order, for every subscription")
+    sub_ids = list(names)
     lasts: dict[str, int] = {}
     for sub_id in sub_ids:
         entries = feed(api, sub_id)
@@ -321,26 +324,13 @@ def check_consumer(story: Story, api: Api, consumer: ConsumerView, sub_ids: list
         expect(partial(consumer.at, sub_id, last), 60,
                f"the consumer app at seq {last} of subscription {sub_id}")
     printed = consumer.printed()
-    by_prefix: dict[str, list[str]] = {}
+    by_prefix: dict[str, dict[str, int]] = {}
     for sub_id in sub_ids:
-        by_prefix.setdefault(sub_id[:3], []).append(sub_id)
-    for prefix, shared_by in by_prefix.items():
-        lines = printed.get(prefix, [])
-        if len(shared_by) == 1:
-            # One subscription: seq 1..N each once, in order (from a bootstrap's seq, if any).
-            start = max((n for what, n in lines if what == "bootstrap"), default=0)
-            after = lines[max((i for i, (w, _) in enumerate(lines) if w == "bootstrap"),
-                              default=-1) + 1:]
-            seen = [n for _, n in after]
-            if seen != list(range(start + 1, lasts[shared_by[0]] + 1)):
-                raise DemoFailed(f"the consumer applied subscription {shared_by[0]}'s seqs "
-                                 f"{seen}, not {start + 1}..{lasts[shared_by[0]]} once each")
-        else:
-            # The consumer prints 3 characters of the id: shared, only the counts can be told.
-            want = Counter(n for s in shared_by for n in range(1, lasts[s] + 1))
-            if Counter(n for what, n in lines if what == "seq") != want:
-                raise DemoFailed(f"the consumer's lines for {shared_by} (same printed prefix "
-                                 f"{prefix}) are not each of their seqs once")
+        by_prefix.setdefault(sub_id[:3], {})[sub_id] = lasts[sub_id]
+    for prefix, group in by_prefix.items():
+        problem = applied_problem(printed.get(prefix, []), group)
+        if problem:
+            raise DemoFailed(problem)
     for sub_id in sub_ids:
         theirs = current_events(api, sub_id)
         ours = {i: str(e.get("summary")) for i, e in consumer.store.events(sub_id).items()}
@@ -349,6 +339,33 @@ def check_consumer(story: Story, api: Api, consumer: ConsumerView, sub_ids: list
                              f"calsync's: {sorted(ours.items())} vs {sorted(theirs.items())}")
         counts = Counter(e["kind"] for e in feed(api, sub_id))
         made_of = ", ".join(f"{n} {kind}" for kind, n in counts.items())
-        story.say(f"{names.get(sub_id, 'by hand'):<9} {sub_id[:8]}: seq 1..{lasts[sub_id]} "
+        story.say(f"{names.get(sub_id, '?'):<11} {sub_id[:8]}: seq 1..{lasts[sub_id]} "
                   f"applied once each, in order ({made_of}); "
-                  f"the app's copy = calsync's {len(theirs)} events")
+                  f"the app's copy = calsync's {_events(len(theirs))}")
+
+
+def applied_problem(printed: list[tuple[str, int]], lasts: dict[str, int]) -> str | None:
+    """What is wrong with the consumer's lines for the subscriptions whose ids
+    share one printed prefix (`lasts`: id -> the feed's last seq); None if each
+    seq was applied once and, for one subscription alone, in order."""
+    if len(lasts) == 1:
+        [(sub_id, last)] = lasts.items()
+        # From the last bootstrap on, if the consumer had to bootstrap.
+        boots = [i for i, (what, _) in enumerate(printed) if what == "bootstrap"]
+        start = printed[boots[-1]][1] if boots else 0
+        seen = [n for _, n in printed[boots[-1] + 1 if boots else 0:]]
+        if seen != list(range(start + 1, last + 1)):
+            return (f"the consumer applied subscription {sub_id}'s seqs {seen}, not "
+                    f"{start + 1}..{last} once each in order")
+        return None
+    # The consumer prints 3 characters of the id: when ids share them, the lines
+    # cannot be told apart, so only "each seq once" can be checked.
+    want = Counter(n for last in lasts.values() for n in range(1, last + 1))
+    if Counter(n for what, n in printed if what == "seq") != want:
+        return (f"the consumer's lines for {sorted(lasts)} (printed alike as "
+                f"{next(iter(lasts))[:3]}…) are not each of their seqs once")
+    return None
+
+
+def _events(count: int) -> str:
+    return f"{count} event" + ("" if count == 1 else "s")
