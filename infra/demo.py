@@ -234,13 +234,18 @@ def run(story: Story, stack: Stack) -> None:
     feed.drain(story, expect=1)
 
     story.title("Dropped notifications are caught by the safety net")
+    # A run still queued from the last chapter would list 'Offsite' without any push.
+    control.flush_notifications(timeout=10)
+    wait_for(lambda: _quiet(store, sub.id), timeout=30)
     control.drop_notifications(5)
     events.insert(calendarId=calendar_id, body={
         "summary": "Offsite", "start": {"date": "2026-12-10"},
         "end": {"date": "2026-12-11"}}).execute()
     story.say("created 'Offsite' while the emulator drops the next notifications")
     quiet = feed.drain(story, expect=1, timeout=4)
-    story.say(f"feed after 4s: {len(quiet)} entries (the notification never came)")
+    story.say(f"feed after 4s: {len(quiet)} entries " + (
+        "(the notification never came)" if not quiet
+        else "(a run already under way listed it; its notification was dropped all the same)"))
     time.sleep(float(DEMO_SETTINGS["CALSYNC_SAFETY_NET_INTERVAL_SECONDS"]))
     answer = post_json(env["CALSYNC_RENEWER_URL"])
     story.say(f"renew_channels -> safety-net syncs {answer.get('safety_net')}")

@@ -238,9 +238,9 @@ def tell(story: Story, env: dict[str, str], api: Api, control: Any,
     followed = {c: s for c, s in subs.items()}
     ticks = _until_all_need_reauthorization(account, followed, renewer)
     health = account.health()
-    story.say(f"Work's push brought a sync that Google refused; {ticks} renew_channels "
-              f"tick(s) later the safety net had listed the account and synced the calendars "
-              f"nobody touched")
+    story.say(f"Work's and Home's pushes brought syncs, and {ticks} renew_channels tick(s) "
+              f"the safety net's (it lists the account and syncs calendars nobody touched): "
+              f"Google refused each")
     story.say(f"account {account.id}: status {health['status']}, error "
               f"{health['error']['reason']}")
     for calendar_id, sub in account.subscriptions(status="error").items():
@@ -339,7 +339,7 @@ def check_consumer(story: Story, api: Api, consumer: ConsumerView,
                              f"calsync's: {sorted(ours.items())} vs {sorted(theirs.items())}")
         counts = Counter(e["kind"] for e in feed(api, sub_id))
         made_of = ", ".join(f"{n} {kind}" for kind, n in counts.items())
-        story.say(f"{names.get(sub_id, '?'):<11} {sub_id[:8]}: seq 1..{lasts[sub_id]} "
+        story.say(f"{names.get(sub_id, '?'):<12} {sub_id[:8]}: seq 1..{lasts[sub_id]} "
                   f"applied once each, in order ({made_of}); "
                   f"the app's copy = calsync's {_events(len(theirs))}")
 
