@@ -187,6 +187,15 @@ def scenario(world: World, mutation: str | None) -> Run:
             service.pause(subs["B"])
             wait_for("B's watch answered", lambda: world.journal("watch_released", budget=hold))
             service.resume(subs["B"])
+
+            def resumed() -> bool:
+                sub = store.get_subscription(subs["B"])
+                return bool(sub and sub.requested_gen <= int(state("B").get("synced_gen") or 0)
+                            and state("B").get("lease_until") is None)
+
+            # The resume's own run lists B, so the change comes after it: only a
+            # channel opened by that run announces it.
+            wait_for("B's run after resume", resumed)
             write("B", "B change after resume")
             run.evidence["activation_after_pause"] = len(world.journal(
                 "activate_refused", channel_id=held["channel_id"])) + len(world.journal(
