@@ -90,6 +90,10 @@ class History:
         # Pause a subscription while its run's watch is in flight (a test hook that
         # holds the watch; it subscribes, pauses and returns True when it did).
         self.pause_during_watch: Callable[[History, Cal], bool] | None = None
+        self.evidence_checks: list[Callable[[], None]] = []  # run once the history ends
+        self.budgets: list[str] = []  # hook budgets a test armed (dropped at quiet)
+        self.db: Any = None
+        self.holding_until = 0.0  # monotonic: a held watch must not be killed before then
 
     # -- scheduling -------------------------------------------------------------
 
@@ -111,12 +115,14 @@ class History:
     # -- the history ------------------------------------------------------------
 
     def run(self, mutations: int, late: list[Cal], step_pause: float = 0.05,
-            fault_rate: float = 0.22) -> None:
+            fault_rate: float = 0.22, faults_until: float = 0.8) -> None:
         """Mutate and inject faults until `mutations` writes are done.
 
         `late` calendars are subscribed during the history (the first right after
         a failing watch is injected); one subscription is paused at 35% and resumed
         (after another failing watch) at 55%; one calendar is subscribed again at 70%.
+        Faults are injected until `faults_until` of the history: the rest gives the
+        last ones time to act (each must be shown to have acted).
         """
         plan = {round(mutations * (0.15 + 0.5 * i / max(len(late), 1))): cal
                 for i, cal in enumerate(late)}
@@ -149,7 +155,7 @@ class History:
                 self.resume()
             if self.mutations == again_at:
                 self.subscribe_again()
-            if self.rng.random() < fault_rate:
+            if self.progress < faults_until and self.rng.random() < fault_rate:
                 eligible = [k for k in kinds if self.progress < 0.3 or k not in EARLY_ONLY]
                 fresh = [k for k in unused if k in eligible]
                 kind = fresh[0] if fresh else self.rng.choice(eligible)

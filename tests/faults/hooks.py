@@ -95,11 +95,14 @@ def mutated(name: str) -> bool:
     return name in control().get("mutations", ())
 
 
-def take(fault: str) -> dict[str, Any] | None:
-    """Consume one use of a budget for `fault` in this target (across processes)."""
+def take(fault: str, **about: Any) -> dict[str, Any] | None:
+    """Consume one use of a budget for `fault` in this target (across processes); a
+    budget that names a value of `about` (e.g. `calendar_id`) applies only to it."""
     assert _dir is not None
     for budget_id, budget in sorted(control().get("budgets", {}).items()):
         if budget.get("fault") != fault or budget.get("target") not in (_target, "*"):
+            continue
+        if any(key in budget and budget[key] != value for key, value in about.items()):
             continue
         with open(_dir / f"budget-{budget_id}.count", "a+") as counter:
             fcntl.flock(counter, fcntl.LOCK_EX)
@@ -255,7 +258,7 @@ def _channel_hooks() -> None:
     def held_watch(self: Any, subscription: Any, channel_id: str, *args: Any,
                    **kwargs: Any) -> Any:
         opened = watch(self, subscription, channel_id, *args, **kwargs)
-        budget = take("watch_hold")
+        budget = take("watch_hold", calendar_id=subscription.calendar_id)
         if budget is not None:
             journal("watch_held", budget=budget["id"], subscription=subscription.id,
                     channel_id=channel_id)

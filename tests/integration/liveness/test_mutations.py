@@ -178,7 +178,8 @@ def scenario(world: World, mutation: str | None) -> Run:
             wait_for("A's change 3 (the publish-only run's follow-up)", lambda: caught_up("A"))
 
             # A pause during B's first watch.
-            hold = world.budget("watch_hold", "sync_worker", 1, seconds=WATCH_HOLD)
+            hold = world.budget("watch_hold", "sync_worker", 1, seconds=WATCH_HOLD,
+                                calendar_id=cals["B"])
             subs["B"] = subscribe(service, cals["B"], owner)
             held = wait_for("B's first watch held", lambda: world.journal(
                 "watch_held", budget=hold))[0]
