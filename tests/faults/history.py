@@ -81,10 +81,9 @@ class History:
         self._undo: list[tuple[float, str, Callable[[], None]]] = []
         self._paused: Cal | None = None
         self._failed: list[Cal] = []
-        # Injected Calendar failures: (kind, method, failures queued for the method up
-        # to and including this one, the method's call count when it was injected).
+        # Injected Calendar failures, in order: (kind, method, how many, the method's
+        # call count right after they were queued).
         self._injected: list[tuple[str, str, int, int]] = []
-        self._queued: Counter[str] = Counter()
         self.taken: Counter[str] = Counter()  # fault kind -> evidence that it acted
         self.rate_limits: list[tuple[str, float, float]] = []  # (user, from, to) wall time
         # Pause a subscription while its run's watch is in flight (a test hook that
@@ -100,6 +99,13 @@ class History:
     def later(self, seconds: float, what: str, undo: Callable[[], None]) -> None:
         """Run `undo` once `seconds` have passed (checked between steps and at quiet)."""
         self._undo.append((time.monotonic() + seconds, what, undo))
+
+    def pending_undos(self) -> int:
+        return len(self._undo)
+
+    def run_due(self) -> None:
+        """Lift the timed faults whose time has come (for a step that waits)."""
+        self._due()
 
     def _due(self, everything: bool = False) -> None:
         now = time.monotonic()
@@ -176,19 +182,33 @@ class History:
         return [k for k in self.fault_kinds() if self.tally[f"fault_{k}"] and not self.taken[k]]
 
     def _inject(self, kind: str, method: str, status: int, reason: str, count: int = 1) -> None:
-        calls = int(self.control.counters().get("calls", {}).get(method, 0))
-        self._queued[method] += count
-        self._injected.append((kind, method, self._queued[method], calls))
         self.control.inject_failure(method, status, reason, count=count)
+        # The method's call count read after the failure is queued: a call in between
+        # counts as before it (it may have taken ours: then ours is under-counted).
+        calls = int(self.control.counters().get("calls", {}).get(method, 0))
+        self._injected.append((kind, method, count, calls))
 
     def settle_evidence(self) -> None:
         """Before faults are lifted: which injected Calendar failures were answered.
-        Failures of a method are answered in order, so once the method was called at
-        least as many times after an injection as failures were queued for it up to
-        that one, that one was answered (a sufficient condition: never over-counts)."""
+
+        The emulator answers a method's failures in the order they were queued, one
+        per call of the method while any is queued, and counts each call before it
+        checks them. So at most `left` failures were still queued when one was
+        injected: those queued before it, less one per call counted since the
+        previous injection (never below zero), plus its own; once the method was
+        called at least `left` times after it, it was answered. An upper bound on
+        what was queued (calls that might have taken ours count as before it), so
+        the evidence is never over-counted. Calls refused before the failure check
+        (authentication, quotas) would break that: these histories inject neither.
+        """
         calls = self.control.counters().get("calls", {})
-        for kind, method, queued_upto, calls_then in self._injected:
-            if int(calls.get(method, 0)) - calls_then >= queued_upto:
+        left: Counter[str] = Counter()
+        seen: dict[str, int] = {}
+        for kind, method, count, calls_then in self._injected:
+            taken = calls_then - seen.get(method, calls_then)
+            left[method] = max(left[method] - taken, 0) + count
+            seen[method] = calls_then
+            if int(calls.get(method, 0)) - calls_then >= left[method]:
                 self.took_effect(kind)
 
     def prove_rate_limits(self, sync_runs: list[dict[str, Any]]) -> None:

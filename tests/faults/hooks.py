@@ -41,7 +41,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -274,8 +274,8 @@ def _channel_hooks() -> None:
 
     @functools.wraps(activate)
     def observed_activate(self: Any, channel_id: str, sub_id: str, resource_id: str,
-                          expiration: datetime) -> bool:
-        if activate(self, channel_id, sub_id, resource_id, expiration):
+                          expiration: datetime, *args: Any, **kwargs: Any) -> bool:
+        if activate(self, channel_id, sub_id, resource_id, expiration, *args, **kwargs):
             return True
         data = self.channel_doc(channel_id)
         if not mutated("activate_any_state") or not data:
@@ -298,10 +298,11 @@ def _channel_hooks() -> None:
     save = store.save_channel
 
     @functools.wraps(save)
-    def observed_save(self: Any, channel: Any, now: datetime, **fields: Any) -> None:
-        save(self, channel, now, **fields)
+    def observed_save(self: Any, channel: Any, now: datetime, **fields: Any) -> Any:
+        saved = save(self, channel, now, **fields)
         journal("channel_saved", channel_id=channel.id, subscription=channel.sub_id,
                 created_at=now.isoformat())
+        return saved  # the write's update time, where the store returns it
 
     store.save_channel = observed_save  # type: ignore[method-assign]
 
@@ -345,6 +346,11 @@ def _renewer_hooks() -> None:
 
     @functools.wraps(renew)
     def maybe_renew(self: Any, channel: Any, doc: dict[str, Any]) -> Any:
+        claimed = doc.get("claimed_until")
+        if claimed is not None and claimed > datetime.now(UTC):
+            # Another run's claim, seen in the row this run queried: two runs went
+            # for one due channel (the claim itself is then not even tried).
+            journal("claim_seen_held", channel_id=channel.id)
         if channel.state == ACTIVE and mutated("renewal"):
             journal("mutation", name="renewal", channel_id=channel.id,
                     subscription=channel.sub_id)

@@ -61,6 +61,10 @@ from tests.faults.world import FAR, World, hooked_stack
 pytestmark = pytest.mark.slow
 PROJECT = "calsync-liveness"
 SEED = int(os.environ.get("CALSYNC_LIVENESS_SEED", "1010"))
+# Run this test against a broken copy of one code path (tests/faults/hooks.py,
+# MUTATIONS) to see it fail; the mutation checks (test_mutations.py) do this on a
+# small scenario for each broken copy.
+MUTATION = os.environ.get("CALSYNC_LIVENESS_MUTATION", "")
 MUTATIONS = 120
 MAX_RENEWER_RUNS = 40
 REPAIR_AGE = 15  # the sweep's and the outbox sweep's age, seconds
@@ -88,6 +92,7 @@ SMALL_INTERVALS = {
 # Firestore's and the other processes' clocks stay where they are.
 CLOCK_OFFSETS = {"sync_worker": 2.5, "renew_channels": -2.0, "webhook": 1.5}
 TARGETS = ("webhook", "sync_worker", "renew_channels")
+WATCH_HOLD = 4.0  # seconds a first watch is held after Google answered (a pause lands)
 
 
 @pytest.fixture
@@ -155,16 +160,16 @@ def refuse_enqueues(world: World) -> Any:
 
 
 def firestore_errors(world: World) -> Any:
-    """The next 1-3 Firestore calls of one function fail: before the call, or (for a
+    """The next 1-3 Firestore calls of each function fail: before the call, or (for a
     write) after it went through, so the caller sees an error for a write that
     happened. Counted by the hook where each error was raised."""
     def fault(history: History) -> None:
-        target = history.rng.choice(TARGETS)
-        after = history.rng.random() < 0.5
-        budget = world.budget("firestore_error", target, history.rng.randint(1, 3),
-                              after=after)
-        history.tally[f"firestore_error_{target}_{'after' if after else 'before'}"] += 1
-        history.budgets.append(budget)
+        for target in TARGETS:
+            after = history.rng.random() < 0.5
+            budget = world.budget("firestore_error", target, history.rng.randint(1, 3),
+                                  after=after)
+            history.tally[f"firestore_error_{target}_{'after' if after else 'before'}"] += 1
+            history.budgets.append(budget)
 
     return fault
 
@@ -179,11 +184,13 @@ def renewer_crash(world: World) -> Any:
     return fault
 
 
-def concurrent_renewers(renewer: RenewerLoop, world: World) -> Any:
+def concurrent_renewers(renewer: RenewerLoop, world: World, bursts: list[float]) -> Any:
     """The next few scheduler ticks each start three renewer runs side by side (two
-    scheduler jobs, a continuation, an operator's `renew`)."""
+    scheduler jobs, a continuation, an operator's `renew`); `bursts` gets the wall
+    time of each."""
     def fault(history: History) -> None:
         def burst() -> None:
+            bursts.append(time.time())
             runs = [threading.Thread(target=renew, args=(world.env["CALSYNC_RENEWER_URL"],),
                                      daemon=True) for _ in range(2)]
             for run in runs:
@@ -205,10 +212,15 @@ def duplicate_dispatch(world: World) -> Any:
         sub_id = history.rng.choice(subscribed)
 
         def deliver() -> None:
-            answer = world.dispatch(sub_id)
-            history.tally[f"duplicate_answered_{answer.replace(' ', '_')[:24]}"] += 1
-            if not answer.startswith(("http", "unreachable")):
-                history.took_effect("duplicate_dispatch")  # the worker ran it
+            # Retried on a failing answer (a Firestore error, the worker restarting),
+            # as Cloud Tasks retries its delivery.
+            for _ in range(5):
+                answer = world.dispatch(sub_id)
+                history.tally[f"duplicate_answered_{answer.replace(' ', '_')[:24]}"] += 1
+                if not answer.startswith(("http", "unreachable")):
+                    history.took_effect("duplicate_dispatch")  # the worker ran it
+                    return
+                time.sleep(1.0)
 
         threading.Thread(target=deliver, daemon=True).start()
 
@@ -220,13 +232,20 @@ def pause_during_watch(world: World) -> Any:
     while the watch is in flight (once the webhook learnt the channel's resource id,
     so the pause stops it at Google too)."""
     def pause(history: History, cal: Cal) -> bool:
-        hold = world.budget("watch_hold", "sync_worker", 1, seconds=3.0,
+        # Timed faults lifted first (each within ~3 s): a Cloud Tasks proxy still
+        # refusing would keep the first run, and so its watch, from starting.
+        deadline = time.monotonic() + 10
+        while history.pending_undos() and time.monotonic() < deadline:
+            history.run_due()
+            time.sleep(0.05)
+        hold = world.budget("watch_hold", "sync_worker", 1, seconds=WATCH_HOLD,
                             calendar_id=cal.watched.calendar_id)
         history.holding_until = time.monotonic() + 30
         history.subscribe(cal)
         deadline = time.monotonic() + 20
         held: list[dict[str, Any]] = []
         while cal.sub_id and not held and time.monotonic() < deadline:
+            history.run_due()
             held = world.journal("watch_held", budget=hold)
             time.sleep(0.05)
         if not held:
@@ -241,10 +260,25 @@ def pause_during_watch(world: World) -> Any:
             time.sleep(0.05)
         history._paused = cal
         history.service.pause(cal.sub_id)
-        history.holding_until = time.monotonic() + 4
+        # Landed while the watch was in flight: the channel stopped, its watch not yet
+        # answered to the worker.
+        stopped = (db.document(f"channels/{channel_id}").get().to_dict() or {}).get("state")
+        in_flight = not world.journal("watch_released", budget=hold)
+        history.holding_until = time.monotonic() + WATCH_HOLD + 1
         history.tally["pause"] += 1
-        history.evidence_checks.append(lambda: history.took_effect(
-            "pause_during_watch", len(world.journal("activate_refused", channel_id=channel_id))))
+        history.tally[f"pause_during_watch_{stopped}{'' if in_flight else '_too_late'}"] += 1
+
+        def evidence() -> None:
+            # ... and the activation that followed did not revive it: refused (seen
+            # where it happened), or it failed otherwise (an injected Firestore error)
+            # and the record is not active.
+            final = (db.document(f"channels/{channel_id}").get().to_dict() or {}).get("state")
+            refused = len(world.journal("activate_refused", channel_id=channel_id))
+            history.tally[f"pause_during_watch_refused_{refused}_final_{final}"] += 1
+            if in_flight and stopped == "stopped" and (refused or final != "active"):
+                history.took_effect("pause_during_watch")
+
+        history.evidence_checks.append(evidence)
         return True
 
     return pause
@@ -256,6 +290,7 @@ def test_every_subscription_converges_after_random_faults(
 
     for key, value in world.env.items():
         monkeypatch.setenv(key, value)
+    world.mutate(*([MUTATION] if MUTATION else []))
     app.reset()
     try:
         _story(world, app)
@@ -281,10 +316,11 @@ def _story(world: World, app: Any) -> None:
         cals.append(Cal(Watched(calendar_id, owner, api)))
     killer = WorkerKiller(world)
     renewer = RenewerLoop(env["CALSYNC_RENEWER_URL"], 1.5, Counter())
+    bursts: list[float] = []
     extra = {"worker_kill": killer, "enqueue_refused": refuse_enqueues(world),
              "renewal_watch_fail": fail_renewal_watches(renewer),
              "firestore_error": firestore_errors(world), "renewer_crash": renewer_crash(world),
-             "renewer_concurrent": concurrent_renewers(renewer, world),
+             "renewer_concurrent": concurrent_renewers(renewer, world, bursts),
              "duplicate_dispatch": duplicate_dispatch(world)}
     history = History(rng, control, service, cals, extra_faults=extra)
     history.db = db
@@ -305,7 +341,7 @@ def _story(world: World, app: Any) -> None:
         for budget in history.budgets:
             world.drop_budget(budget)
         renewer.stop()
-    _prove_effects(world, history)
+    _prove_effects(world, history, bursts)
     report = tally_text(history.tally)
     print(f"\n[liveness seed={SEED}] faults and actions: {report}", flush=True)
     print(f"[liveness seed={SEED}] evidence: {tally_text(history.taken)}", flush=True)
@@ -347,7 +383,7 @@ def _story(world: World, app: Any) -> None:
                           f"(seed {SEED}):\n  " + "\n  ".join(problems) + f"\ntally: {report}")
 
 
-def _prove_effects(world: World, history: History) -> None:
+def _prove_effects(world: World, history: History, bursts: list[float]) -> None:
     """Evidence, from where each fault acted, for the faults the hooks inject."""
     for check in history.evidence_checks:
         check()
@@ -360,11 +396,12 @@ def _prove_effects(world: World, history: History) -> None:
             history.tally[f"firestore_error_raised_{line['target']}_{line['mode']}"] += 1
         elif event == "renewer_crash":
             history.took_effect("renewer_crash")
-        elif event == "claim_refused":
-            history.tally["claims_refused"] += 1
-    if history.tally["renewer_concurrent_runs"] and history.tally["claims_refused"]:
-        # Two runs went for one due channel; exactly one took it.
-        history.took_effect("renewer_concurrent", history.tally["claims_refused"])
+        elif event in ("claim_refused", "claim_seen_held"):
+            history.tally[f"renewer_{event}"] += 1
+            # Within a burst of side-by-side runs: two runs went for one due channel
+            # and one of them found the other's claim (refused, or seen in its row).
+            if any(start <= float(line["t"]) <= start + 15 for start in bursts):
+                history.took_effect("renewer_concurrent")
     _prove_clock_skew(world, history)
 
 

@@ -145,7 +145,8 @@ def scenario(world: World, mutation: str | None) -> Run:
         return dict(store.get_writer_state(subs[name]))
 
     world.mutate(*([mutation] if mutation else []))
-    renewer = RenewerLoop(world.env["CALSYNC_RENEWER_URL"], 1.0, run_tally := Counter()).start()
+    run_tally: Counter[str] = Counter()
+    renewer = RenewerLoop(world.env["CALSYNC_RENEWER_URL"], 1.0, run_tally).start()
     try:
         try:
             subs["A"] = subscribe(service, cals["A"], owner)
@@ -207,9 +208,9 @@ def scenario(world: World, mutation: str | None) -> Run:
             expired = first_channel[1]["expiration"].timestamp() + 1
             time.sleep(max(expired - time.time(), 0))
             write("A", "A change 4, after the first channel's expiry")
-            run.evidence["channel_renewed"] = int(_active_channel(db, subs["A"]) is not None
-                                                  and _active_channel(db, subs["A"])[0]
-                                                  != first_channel[0])
+            current = _active_channel(db, subs["A"])
+            run.evidence["channel_renewed"] = int(current is not None
+                                                  and current[0] != first_channel[0])
             wait_for("A's change 4 (through the renewed channel)", lambda: caught_up("A"))
         except Stuck as stuck:
             run.stuck.append(str(stuck))
