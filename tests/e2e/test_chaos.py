@@ -51,6 +51,7 @@ MUTATIONS = 320
 CALENDARS = 5
 MAX_RENEWER_RUNS = 30
 PROBE_RUNS = 6
+SETTLE_SECONDS = 20  # at quiet, at most, for late Calendar failures to be answered
 OWNERS = ("chaos-a@example.com", "chaos-b@example.com")
 SETTINGS = {
     **BACKSTOPS_OFF,
@@ -112,7 +113,7 @@ def _chaos(world: World, app: Any) -> None:
     try:
         history.run(MUTATIONS, late=cals[3:], step_pause=0.06, fault_rate=0.15)
     finally:
-        history.quiet()
+        history.quiet(settle_seconds=SETTLE_SECONDS)
         renewer.stop()
     history.prove_rate_limits(json_log_lines(world.run_dir / "function-sync_worker.log",
                                              "sync run"))

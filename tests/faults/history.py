@@ -204,12 +204,19 @@ class History:
         calls = self.control.counters().get("calls", {})
         left: Counter[str] = Counter()
         seen: dict[str, int] = {}
+        answered: Counter[str] = Counter()
         for kind, method, count, calls_then in self._injected:
             taken = calls_then - seen.get(method, calls_then)
             left[method] = max(left[method] - taken, 0) + count
             seen[method] = calls_then
             if int(calls.get(method, 0)) - calls_then >= left[method]:
-                self.took_effect(kind)
+                answered[kind] += 1
+        for kind, count in answered.items():  # idempotent: settled again while waiting
+            self.taken[kind] = max(self.taken[kind], count)
+
+    def unanswered(self) -> list[str]:
+        """Kinds of injected Calendar failures none of which was shown answered yet."""
+        return sorted({kind for kind, *_ in self._injected if not self.taken[kind]})
 
     def prove_rate_limits(self, sync_runs: list[dict[str, Any]]) -> None:
         """A rate limit acted if a run of its user was refused (`rate_limited`) while it
@@ -225,11 +232,20 @@ class History:
                     self.took_effect("rate_limit")
                     break
 
-    def quiet(self) -> None:
+    def quiet(self, settle_seconds: float = 0.0) -> None:
         """Lift every fault (timed ones at once), let the operator run once more each
-        subscribe that said it failed, and wait for pushes in flight."""
-        self.settle_evidence()
+        subscribe that said it failed, and wait for pushes in flight.
+
+        Injected Calendar failures stay queued up to `settle_seconds` more, until
+        each kind was answered at least once (a stop or a watch failure injected
+        late waits for the next renewal), so that each is shown to have acted."""
         self._due(everything=True)
+        deadline = time.monotonic() + settle_seconds
+        self.settle_evidence()
+        while self.unanswered() and time.monotonic() < deadline:
+            time.sleep(0.5)
+            self.settle_evidence()
+        self.tally["quiet_unanswered_kinds"] += len(self.unanswered())
         self.control.clear_failures()
         self.control.set_rate_limit(None)
         self.control.clear_notification_faults()

@@ -201,7 +201,8 @@ def _firestore_faults() -> None:
     from google.cloud.firestore_v1 import transaction as txn
 
     def failure(owner: str, name: str) -> BaseException | None:
-        budget = take("firestore_error")
+        # A budget of errors after the write (`after`, `write`) is spent on writes only.
+        budget = take("firestore_error", write=name in _WRITES)
         if budget is None:
             return None
         after = name in _WRITES and budget.get("after", False)

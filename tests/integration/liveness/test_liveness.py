@@ -69,6 +69,7 @@ MUTATIONS = 120
 MAX_RENEWER_RUNS = 40
 REPAIR_AGE = 15  # the sweep's and the outbox sweep's age, seconds
 PROBE_RUNS = 6  # renewer runs (~1.3 s apart) for the probe: well under REPAIR_AGE
+SETTLE_SECONDS = 20  # at quiet, at most, for late Calendar failures to be answered
 OWNERS = ("liv-a@example.com", "liv-b@example.com", "liv-c@example.com")
 
 # Small values of every interval; the safety net far beyond the test.
@@ -167,7 +168,7 @@ def firestore_errors(world: World) -> Any:
         for target in TARGETS:
             after = history.rng.random() < 0.5
             budget = world.budget("firestore_error", target, history.rng.randint(1, 3),
-                                  after=after)
+                                  after=after, **({"write": True} if after else {}))
             history.tally[f"firestore_error_{target}_{'after' if after else 'before'}"] += 1
             history.budgets.append(budget)
 
@@ -337,7 +338,7 @@ def _story(world: World, app: Any) -> None:
     finally:
         killer.join()
         world.proxy.accept()
-        history.quiet()
+        history.quiet(settle_seconds=SETTLE_SECONDS)
         for budget in history.budgets:
             world.drop_budget(budget)
         renewer.stop()
