@@ -47,6 +47,9 @@ from tests.faults.world import BACKSTOPS_OFF, World, hooked_stack
 pytestmark = pytest.mark.e2e
 PROJECT = "calsync-chaos"
 SEED = int(os.environ.get("CALSYNC_CHAOS_SEED", "300"))
+# Run against a broken copy of one code path (tests/faults/hooks.py, MUTATIONS) to see
+# it fail; tests/integration/liveness/test_mutations.py does so for each, quickly.
+MUTATION = os.environ.get("CALSYNC_CHAOS_MUTATION", "")
 MUTATIONS = 320
 CALENDARS = 5
 MAX_RENEWER_RUNS = 30
@@ -81,6 +84,7 @@ def test_chaos_converges_and_prints_the_fault_tally(
 
     for key, value in world.env.items():
         monkeypatch.setenv(key, value)
+    world.mutate(*([MUTATION] if MUTATION else []))
     app.reset()
     try:
         _chaos(world, app)
@@ -123,10 +127,7 @@ def _chaos(world: World, app: Any) -> None:
     print(f"[chaos seed={SEED}] evidence: {tally_text(history.taken)}", flush=True)
     assert history.mutations >= 300 and len(cals) >= 4
     missing = [k for k in history.fault_kinds() if not history.tally[f"fault_{k}"]]
-    assert not missing, f"fault kinds never injected: {missing} ({report})"
-    assert not history.unproven(), (
-        f"faults injected without evidence that they acted: {history.unproven()} "
-        f"(evidence: {tally_text(history.taken)}; {report})")
+    unproven = history.unproven()  # asserted after convergence (reported with it)
 
     watched = [cal.watched for cal in cals]
 
@@ -139,10 +140,12 @@ def _chaos(world: World, app: Any) -> None:
                               MAX_RENEWER_RUNS, tally=history.tally)
     print(f"[chaos seed={SEED}] renewer runs after quiet: {runs}; problems: {problems}",
           flush=True)
+    phase = f"not converged after {runs} renewer runs past quiet"
     if not problems:
         for cal in cals:  # the probe: healthy now, each change through its notification
             history.mutate(cal)
         control.flush_notifications(timeout=10)
+        phase = "the probe (one change per calendar once healthy) did not arrive"
         probe_runs, problems = converge(check, lambda: renew(env["CALSYNC_RENEWER_URL"]),
                                         PROBE_RUNS, tally=history.tally)
         print(f"[chaos seed={SEED}] probe converged after {probe_runs} renewer runs; "
@@ -152,6 +155,9 @@ def _chaos(world: World, app: Any) -> None:
               flush=True)
         keep_logs(world.run_dir)
     report = tally_text(history.tally)
-    assert not problems, (f"not converged after {runs} renewer runs past quiet "
-                          f"(seed {SEED}):\n  " + "\n  ".join(problems)
-                          + f"\nfaults injected: {report}")
+    assert not problems, (f"{phase} (seed {SEED}):\n  " + "\n  ".join(problems)
+                          + f"\nfaults injected: {report}"
+                          + (f"\nalso unproven faults: {unproven}" if unproven else ""))
+    assert not missing, f"fault kinds never injected: {missing} ({report})"
+    assert not unproven, (f"faults injected without evidence that they acted: {unproven} "
+                          f"(evidence: {tally_text(history.taken)}; {report})")
