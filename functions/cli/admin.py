@@ -120,15 +120,35 @@ def cmd_subscribe(args: argparse.Namespace, output: Output) -> int:
 # -- lifecycle -------------------------------------------------------------------
 
 
+# Read when set: with a topic, the CLI publishes the deletion message itself.
+PUBLISH_OPTIONS = ("CALSYNC_PUBSUB_TOPIC", "CALSYNC_PUBLISH_TIMEOUT_SECONDS",
+                   "CALSYNC_PUBLISH_MAX_MESSAGES", "CALSYNC_PUBLISH_MAX_BYTES",
+                   "CALSYNC_PUBLISH_RETRY_SECONDS")
+
+
 def cmd_unsubscribe(args: argparse.Namespace, output: Output) -> int:
-    """Stop the channels and delete everything stored for the subscription."""
-    settings = load_settings(FIRESTORE, QUEUE[1:] + QUEUE_OPTIONS + CALENDAR_OPTIONS)
-    result = _service(settings).unsubscribe(args.subscription_id)
+    """Stop the channels and delete everything stored for the subscription, once its
+    `subscription_deleted` message (and anything unpublished before it) is out."""
+    settings = load_settings(FIRESTORE, QUEUE[1:] + QUEUE_OPTIONS + CALENDAR_OPTIONS
+                             + PUBLISH_OPTIONS)
+    service = _service(settings)
+    result = service.unsubscribe(args.subscription_id)
+    if result is None and settings.pubsub_topic:
+        # Publish what waits here and now (bounded by the publish timeout), then
+        # finish; otherwise the worker finishes once its queued run has published.
+        from functions import app
+
+        app.sync_engine(settings).publish_pending(args.subscription_id)
+        result = service.unsubscribe(args.subscription_id)
     payload: dict[str, Any] = {"subscription_id": args.subscription_id}
     text = f"unsubscribed {args.subscription_id}"
     if isinstance(result, int):
         payload["deleted_documents"] = result
         text += f": {result} documents deleted"
+    else:
+        payload["status"] = "deleting"
+        text = (f"deleting {args.subscription_id}: its deletion message waits to be "
+                "published; the worker finishes the deletion once it is (see `status`)")
     output.result(payload, text)
     return OK
 
@@ -154,13 +174,14 @@ def cmd_resume(args: argparse.Namespace, output: Output) -> int:
 # -- list and status -------------------------------------------------------------
 
 STATUS_COLUMNS = ("id", "status", "channel", "expires", "last notification", "last sync",
-                  "lag", "pending", "seq", "error")
+                  "complete as of", "lag", "pending", "seq", "error")
 
 
 def _status_row(status: Any) -> list[str]:
     error = status.last_error or status.renewal_error or "-"
     return [status.id, status.status, status.channel_id or "-", _when(status.channel_expiration),
             _when(status.last_notification_at), _when(status.last_synced_at),
+            _when(status.complete_as_of),
             "-" if status.lag_seconds is None else f"{status.lag_seconds:.0f}s",
             str(status.pending_requests), str(status.change_seq), error[:60]]
 
@@ -288,7 +309,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
                      help="a label to find the subscription by (repeatable)")
     add("unsubscribe", "stop watching and delete everything stored",
         "Stop the subscription's channels and delete its events, feed and stored "
-        "credentials. Cannot be undone.", cmd_unsubscribe)
+        "credentials, once its subscription_deleted message is published (with "
+        "CALSYNC_PUBSUB_TOPIC set the CLI publishes it; otherwise the worker does and "
+        "then finishes the deletion). Cannot be undone.", cmd_unsubscribe)
     add("pause", "stop notifications; keep the data",
         "Stop the subscription's channels. Events and the feed stay readable; "
         "`resume` catches up on every change made meanwhile.", cmd_pause)
@@ -298,8 +321,10 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     add("list", "list every subscription", "One line per subscription: id, calendar, "
         "owner, status.", cmd_list, with_id=False)
     status = add("status", "state, channel, lag and errors",
-                 "Show the status, channel, last notification, last sync, lag, pending "
-                 "requests, feed cursor and last error of one subscription, or of all.",
+                 "Show the status, channel, last notification, last sync, the watermark "
+                 "(complete as of: every change made before it is in the feed), lag, "
+                 "pending requests, feed cursor and last error of one subscription, or "
+                 "of all.",
                  cmd_status, with_id=False)
     status.add_argument("subscription_id", nargs="?", metavar="SUBSCRIPTION_ID",
                         help="the subscription (default: every subscription)")
