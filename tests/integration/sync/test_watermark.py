@@ -131,3 +131,56 @@ def test_every_change_before_the_watermark_is_in_the_feed(firestore_db: Any,
         writer.join(timeout=30)
     assert writer.failure is None, writer.failure
     assert writer.edits > 20 and checked > 20  # the check had cases to bite on
+
+
+def test_the_watermark_is_shown_by_the_pages_the_subscription_and_status(
+        firestore_db: Any, calendar: Any) -> None:
+    from functions.adapters.firestore.feed import FirestoreFeedStore
+    from functions.adapters.firestore.subscriptions import SubscriptionStore
+    from functions.adapters.firestore.views import FirestoreSubscriptionRecords
+    from functions.api.feed import ChangesQuery, Feed
+    from functions.api.tokens import PageTokens
+    from functions.api.views import SubscriptionViews
+    from functions.cli.admin import STATUS_COLUMNS, _status_row
+    from functions.config import Settings
+    from functions.lifecycle.subscriptions import SubscriptionService
+    from functions.model import rfc3339
+    from tests.integration.lifecycle.conftest import RecordingQueue, ScriptedChannels
+
+    harness = Harness(firestore_db, calendar, USER)
+    sub_id = harness.sub.id
+    tokens = PageTokens([b"k" * 32])
+    feed = Feed(FirestoreFeedStore(firestore_db), tokens, clock=harness.clock)
+    views = SubscriptionViews(FirestoreSubscriptionRecords(firestore_db), tokens)
+    settings = Settings.from_env({
+        "GOOGLE_CLOUD_PROJECT": "p", "CALSYNC_REGION": "local", "CALSYNC_TASKS_QUEUE": "q",
+        "CALSYNC_WORKER_URL": "http://127.0.0.1:1/", "CALSYNC_WEBHOOK_URL": "http://127.0.0.1:2/",
+        "CALSYNC_CHANNEL_TOKEN_KEYS": "k:" + "b" * 43 + "="})
+    service = SubscriptionService(settings, SubscriptionStore(firestore_db),
+                                  ScriptedChannels([harness.clock()]), harness.store,
+                                  RecordingQueue(), clock=harness.clock)
+    # Null until a listing completes.
+    assert feed.changes(sub_id, ChangesQuery()).to_json()["complete_as_of"] is None
+    assert views.get(sub_id)["complete_as_of"] is None  # type: ignore[index]
+    assert service.status(sub_id).complete_as_of is None
+    for i in range(3):
+        harness.insert(f"event {i}", day=i + 1)
+    assert harness.sync().outcome is Outcome.SYNCED
+    first = harness.store.get_writer_state(sub_id)["complete_as_of"]
+    assert feed.changes(sub_id, ChangesQuery()).to_json()["complete_as_of"] == rfc3339(first)
+    page = feed.events(sub_id, None, 2, False)
+    assert page.to_json()["complete_as_of"] == rfc3339(first) and page.next_page_token
+
+    harness.insert("later", day=9)
+    assert harness.sync().outcome is Outcome.SYNCED
+    second = harness.store.get_writer_state(sub_id)["complete_as_of"]
+    assert second > first
+    # The next events page shows the first page's watermark (read with `as_of_seq`).
+    following = feed.events(sub_id, page.next_page_token, 2, False)
+    assert (following.as_of_seq, following.to_json()["complete_as_of"]) == (3, rfc3339(first))
+    assert feed.changes(sub_id, ChangesQuery()).to_json()["complete_as_of"] == rfc3339(second)
+    assert views.get(sub_id)["complete_as_of"] == rfc3339(second)  # type: ignore[index]
+    status = service.status(sub_id)
+    assert status.complete_as_of == second
+    row = dict(zip(STATUS_COLUMNS, _status_row(status), strict=True))
+    assert row["complete as of"].startswith(second.strftime("%Y-%m-%d %H:%M:%S"))
