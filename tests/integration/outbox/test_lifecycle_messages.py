@@ -194,3 +194,21 @@ def test_an_unsubscribe_with_the_topic_unreachable_waits_then_gives_up(
     deleted = lifecycle.service.unsubscribe(world.sub_id)
     assert isinstance(deleted, int) and deleted > 0
     assert not world.db.document(f"subscriptions/{world.sub_id}").get().exists
+
+
+def test_an_error_the_service_decides_is_published_by_the_task_it_queues(
+        world: World, lifecycle: Lifecycle) -> None:
+    """The renewer's path: a watch refused for good puts the subscription in error
+    through the service, which queues a task; nothing else runs for a subscription
+    in error, and that task publishes the entry."""
+    world.h.insert("event", day=1)
+    assert world.sync().outcome is Outcome.SYNCED
+    sub = world.h.store.get_subscription(world.sub_id)
+    assert lifecycle.service.mark_error(sub, "CalendarGone: 404", "calendar_not_found")
+    assert not lifecycle.service.mark_error(sub, "again", "calendar_not_found")  # once
+    assert [t[2] for t in lifecycle.queue.tasks] == ["lifecycle"]
+    report = lifecycle.task()
+    assert report.outcome is Outcome.INACTIVE and report.published == 1
+    messages = _by_seq(world.pubsub.pull(2))
+    assert _check_lifecycle(messages[2], world, "error", "dev.calsync.subscription.error") == {
+        "reason": "calendar_not_found", "message": "CalendarGone: 404"}
