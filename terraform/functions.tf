@@ -108,6 +108,10 @@ locals {
         CALSYNC_WEBHOOK_URL                      = local.webhook_url
         CALSYNC_RENEWER_URL                      = local.function_urls.renewer
         CALSYNC_RENEWER_INVOKER_SA               = google_service_account.this["renewer_invoker"].email
+        CALSYNC_RENEWER_QUEUE                    = google_cloud_tasks_queue.renewer.name
+        CALSYNC_RENEWAL_SHARDS                   = tostring(var.renewal_shards)
+        CALSYNC_RENEWALS_PER_MINUTE              = tostring(var.renewals_per_minute)
+        CALSYNC_RENEWAL_SLOT_SECONDS             = tostring(var.renewal_slot_seconds)
         CALSYNC_OAUTH_CLIENT_ID                  = var.oauth_client_id
         CALSYNC_DELEGATION_SA                    = google_service_account.this["delegation"].email
         CALSYNC_CHANNEL_TTL_SECONDS              = tostring(var.channel_ttl_seconds)

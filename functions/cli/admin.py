@@ -24,6 +24,7 @@ from functions.cli.common import (
     load_settings,
 )
 from functions.cli.output import FAILED, OK, USAGE, CliError, Output
+from functions.errors import SubscriptionNotFound
 
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
@@ -132,19 +133,29 @@ def cmd_unsubscribe(args: argparse.Namespace, output: Output) -> int:
     settings = load_settings(FIRESTORE, QUEUE[1:] + QUEUE_OPTIONS + CALENDAR_OPTIONS
                              + PUBLISH_OPTIONS)
     service = _service(settings)
-    result = service.unsubscribe(args.subscription_id)
-    if result is None and settings.pubsub_topic:
+    sub_id = args.subscription_id
+    # With the topic here, the CLI publishes the message itself (no task queued for
+    # the worker, which would race it to finish the deletion).
+    publishes = bool(settings.pubsub_topic)
+    result = service.unsubscribe(sub_id, queue_publication=not publishes)
+    finished_elsewhere = False
+    if result is None and publishes:
         # Publish what waits here and now (bounded by the publish timeout), then
-        # finish; otherwise the worker finishes once its queued run has published.
+        # finish; if that did not get it out, the worker does (a task is queued).
         from functions import app
 
-        app.sync_engine(settings).publish_pending(args.subscription_id)
-        result = service.unsubscribe(args.subscription_id)
-    payload: dict[str, Any] = {"subscription_id": args.subscription_id}
-    text = f"unsubscribed {args.subscription_id}"
+        app.sync_engine(settings).publish_pending(sub_id)
+        try:
+            result = service.unsubscribe(sub_id)
+        except SubscriptionNotFound:  # a run already in flight published and finished
+            finished_elsewhere = True
+    payload: dict[str, Any] = {"subscription_id": sub_id}
+    text = f"unsubscribed {sub_id}"
     if isinstance(result, int):
         payload["deleted_documents"] = result
         text += f": {result} documents deleted"
+    elif finished_elsewhere:
+        text += ": the worker finished the deletion"
     else:
         payload["status"] = "deleting"
         text = (f"deleting {args.subscription_id}: its deletion message waits to be "
