@@ -36,7 +36,7 @@ from infra.demo_kit import (
 OWNER = "bea@example.com"  # connects her account
 COLLEAGUE = "dan@example.com"  # shares a calendar with her, then unshares it
 ADDED, REMOVED = "calendar_added", "calendar_removed"
-REAUTH = "reauthorization_required"
+REAUTH, RECOVERED = "reauthorization_required", "recovered"  # lifecycle entries' kinds
 RENEWER_EVERY = 5.0  # seconds between the demo's Cloud Scheduler ticks while it waits
 # What the example consumer prints per applied entry, or per bootstrap
 # (examples/consumer/app.py `describe` and `_bootstrap`).
@@ -126,6 +126,11 @@ class ConsumerView:
     def lines(self, sub_id: str) -> list[str]:
         prefix = f"subscription {sub_id[:3]}…,"
         return [line for line in self._all_lines() if line.startswith(prefix)]
+
+    def line_of(self, sub_id: str, kind: str) -> str | None:
+        """The app's last line for an entry of `kind` of the subscription, if any."""
+        found = [line for line in self.lines(sub_id) if f", {kind}" in line.split(":", 1)[0]]
+        return found[-1] if found else None
 
     def printed(self) -> dict[str, list[tuple[str, int]]]:
         """By the 3-character id prefix the consumer prints: ("seq" | "bootstrap", n) in order."""
@@ -238,14 +243,15 @@ def tell(story: Story, env: dict[str, str], api: Api, control: Any,
     followed = {c: s for c, s in subs.items()}
     ticks = _until_all_need_reauthorization(account, followed, renewer)
     health = account.health()
-    story.say(f"Work's and Home's pushes brought syncs, and {ticks} renew_channels tick(s) "
-              f"the safety net's (it lists the account and syncs calendars nobody touched): "
-              f"Google refused each")
+    story.say(f"Google refused the syncs Work's and Home's pushes brought, and the safety "
+              f"net's ({ticks} renew_channels tick(s): it lists the account and syncs the "
+              f"calendars nobody touched)")
     story.say(f"account {account.id}: status {health['status']}, error "
               f"{health['error']['reason']}")
     for calendar_id, sub in account.subscriptions(status="error").items():
         story.say(f"{names[calendar_id]:<8} subscription {sub['id']}: status {sub['status']}, "
                   f"error {sub['error']['reason']}")
+    _consumer_heard(story, consumer, followed, names, REAUTH)
 
     story.title("She connects again: everything resumes, and what she did meanwhile arrives")
     control.set_invalid_grant(OWNER, enabled=False)
@@ -276,9 +282,23 @@ def tell(story: Story, env: dict[str, str], api: Api, control: Any,
     if account.subscriptions()[club]["status"] != "removed":
         raise DemoFailed("Book club came back although it is still unshared")
     story.say("Book club stays removed: it is still unshared")
+    for calendar_id, sub in followed.items():
+        told = kinds(api, sub["id"])
+        if REAUTH not in told or RECOVERED not in told[told.index(REAUTH):]:
+            raise DemoFailed(f"{names[calendar_id]}'s feed {told} lacks {REAUTH} then {RECOVERED}")
+    _consumer_heard(story, consumer, followed, names, RECOVERED)
 
     final = {s["id"]: names[c] for c, s in account.subscriptions().items()}
     check_consumer(story, api, consumer, {**final, **(others or {})})
+
+
+def _consumer_heard(story: Story, consumer: ConsumerView, subs: dict[str, dict[str, Any]],
+                    names: dict[str, str], kind: str) -> None:
+    """Show the consumer app's line for each subscription's `kind` entry, once it came."""
+    for calendar_id, sub in subs.items():
+        line = expect(partial(consumer.line_of, sub["id"], kind), 60,
+                      f"the consumer app applied {names[calendar_id]}'s {kind} entry")
+        story.say(f"app: {line}")
 
 
 def _until_all_need_reauthorization(account: Account, subs: dict[str, dict[str, Any]],

@@ -41,6 +41,8 @@ def test_demo_story_runs_to_the_end_and_cleans_up(tmp_path: Path) -> None:
                  "The app saw every feed entry once, in order, for every subscription"):
         assert step in out
     assert out.count("applied once each, in order") == 5  # four of hers, alice's one
+    # The lifecycle entries reach the app too, in the same feed.
+    assert out.count(", reauthorization_required:") == 3 and out.count(", recovered:") == 3
     assert "demo FAILED" not in done.stderr
     assert "updated" in out and "deleted" in out and "(instance of" in out
     assert "refresh_token" not in out + done.stderr  # sealed at once, never shown

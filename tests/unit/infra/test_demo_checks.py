@@ -45,13 +45,15 @@ def test_the_consumer_log_is_read_by_printed_prefix(tmp_path: Path) -> None:
     (tmp_path / "consumer.log").write_text(
         "consumer: INSECURE: ...\n"
         "subscription abc…, seq 1, calendar_added: skipped (a kind this consumer does not know)\n"
-        "subscription abc…, seq 2, created: 'Dentist' (e1)\n"
+        "subscription abc…, seq 2, created: 'Dentist, recovered' (e1)\n"
         "subscription d0a…, bootstrapped at seq 4: 2 events\n"
         "subscription d0a…, seq 5, updated: summary 'a' → 'b'\n")
     view = ConsumerView(tmp_path)
     assert view.printed() == {"abc": [("seq", 1), ("seq", 2)],
                               "d0a": [("bootstrap", 4), ("seq", 5)]}
     assert len(view.lines(SUB)) == 2
+    assert view.line_of(SUB, "calendar_added") is not None
+    assert view.line_of(SUB, "recovered") is None  # named after the colon is not the kind
 
 
 def test_a_check_that_never_holds_fails_with_one_line() -> None:
