@@ -178,7 +178,8 @@ def print_load(f: Figures) -> None:
           f"{f.calls_per_calendar_day:.2f} calls/day; quiet calendars "
           f"({f.quiet_calendars} simulated): {f.quiet_calls_per_calendar_day:.2f} calls/day "
           f"(renewals included); under the 1M/day billing threshold: "
-          f"{f.calendars_under_billing_threshold:,} calendars")
+          f"{f.calendars_under_billing_threshold:,} calendars "
+          f"({f.quiet_calendars_under_billing_threshold:,} if all were quiet)")
     print(f"  Cloud Tasks: {f.dispatches_per_second:.2f} dispatches/s, peak "
           f"{f.peak_dispatches_per_second:.0f}/s; {f.queue}")
     print(f"  Firestore: {f.reads_per_second:.1f} reads/s (peak minute "

@@ -77,6 +77,12 @@ class Figures:
         return int(BILLING_THRESHOLD / self.calls_per_calendar_day)
 
     @property
+    def quiet_calendars_under_billing_threshold(self) -> int:
+        if self.quiet_calls_per_calendar_day <= 0:
+            return 0
+        return int(BILLING_THRESHOLD / self.quiet_calls_per_calendar_day)
+
+    @property
     def cost_per_1000(self) -> float:
         return self.cost.total / (self.size / 1000.0)
 

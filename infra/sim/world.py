@@ -16,11 +16,14 @@ active channel expiring uniformly between the end of the renewal window and
 the channel TTL, which is where renewals on schedule leave channels. Seeding
 writes documents directly and is not metered.
 
-Two things in the services read wall time; the simulation substitutes
-virtual time for them without editing `functions/` (see `virtual_time`):
-the webhook's channel cache expiry (`time.monotonic`) and the length of log
-lines' `time`, which nothing measures. Log lines are counted by message, not
-printed (`counted_logs`).
+What in the services reads wall time, and what the simulation does about it
+(nothing in `functions/` is edited): the webhook's channel cache expires by
+`time.monotonic()` (it takes no clock for that): the module's `time` is pointed
+at the virtual clock during a run (`virtual_time`); a run's reported duration
+and the outbox's wait budget use `time.monotonic()` too, harmlessly (nothing
+here measures the first, and the simulated Pub/Sub acknowledges at once, so the
+second is never spent); log lines carry wall-clock stamps and are counted by
+message, not printed (`counted_logs`).
 """
 
 from __future__ import annotations
@@ -101,7 +104,8 @@ class WorldConfig:
     def staleness_bound(self) -> float:
         """The safety net's (maximum) interval plus one renewer run: a change on a quiet
         calendar whose every push is lost reaches the feed within this (DESIGN.md,
-        "Staleness bound")."""
+        "Staleness bound"). Today the interval is fixed; once it adapts, this must read
+        its maximum setting instead."""
         return float(self.settings.safety_net_interval) + self.renewer_period
 
 
