@@ -158,6 +158,8 @@ def run_one(size: int, drop: float, args: argparse.Namespace, model: WorkloadMod
     world.seed()
     world.run(args.days)
     wall = time.perf_counter() - started
+    print(f"[scale] {size:,} calendars, drop {drop:.0%}: simulated in {wall:.0f} s",
+          file=sys.stderr, flush=True)
     return figures(world, args.days, drop, size, prices, args.calendar_price), wall
 
 
