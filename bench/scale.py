@@ -203,8 +203,8 @@ def print_load(f: Figures) -> None:
 def print_staleness(f: Figures, wall: float) -> None:
     print(f"  drop {f.drop:.0%}: staleness p50 {f.staleness_p50:.1f} s, p99 "
           f"{f.staleness_p99:.1f} s, max {f.staleness_max:.1f} s over "
-          f"{f.staleness_samples} changes ({f.unresolved} not in the feed at the end); "
-          f"wall {wall:.1f} s")
+          f"{f.staleness_samples} changes; {f.unresolved} not in the feed when the run "
+          f"ended (the max counts them as old as they then were); wall {wall:.1f} s")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,6 +113,10 @@ def figures(world: World, days: float, drop: float, size: int,
     owners = world.population.owners()
     path, per_minute, per_second = io.hottest()
     samples = world.probe.samples
+    # A change still not in the feed when the run ends is at least this stale: it
+    # counts in the maximum (a maximum of the resolved ones alone would flatter).
+    oldest = world.probe.oldest_unresolved()
+    open_age = world.clock.t - oldest if oldest is not None else 0.0
     sync_runs = float(sum(world.worker_status.values()))
     webhook_requests = float(sum(world.webhook_results.values()))
     renewer_runs = float(world.renewer_runs)
@@ -155,7 +159,8 @@ def figures(world: World, days: float, drop: float, size: int,
         hottest_doc_peak_second=per_second,
         staleness_samples=len(samples),
         staleness_p50=percentile(samples, 0.50), staleness_p99=percentile(samples, 0.99),
-        staleness_max=max(samples, default=0.0), unresolved=world.probe.unresolved(),
+        staleness_max=max(max(samples, default=0.0), open_age),
+        unresolved=world.probe.unresolved(),
         quiet_calendars=len(quiet),
         quiet_calls_per_calendar_day=quiet_calls / len(quiet) / days if quiet else 0.0,
         calls_per_calendar_day=calls.requests.total / len(calendars) / days,

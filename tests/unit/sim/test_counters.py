@@ -13,7 +13,9 @@ from datetime import timedelta
 from functions.model import ChangeDraft, EventWrite, LeaseOutcome
 from infra.sim.calendar import PushFaults
 from infra.sim.clock import VirtualClock
+from infra.sim.cost import load_prices
 from infra.sim.database import SimDatabase
+from infra.sim.report import figures
 from infra.sim.stores import SimStore
 from infra.sim.workload import Population, SimCalendar, WorkloadModel
 from infra.sim.world import World, WorldConfig
@@ -108,6 +110,9 @@ def test_a_dropped_push_costs_nothing_until_the_safety_net() -> None:
                                      "expired": 0}
     assert world.calendar.calls.requests.total == 0 and world.queue.dispatches.total == 0
     assert world.probe.unresolved() == 1 and not world.probe.samples
+    # Not in the feed when the run ends: the maximum counts it as old as it then was.
+    result = figures(world, 600 / 86400, 1.0, 1, load_prices())
+    assert result.staleness_max == 500.0 and result.unresolved == 1
 
 
 def test_rates_are_drawn_the_same_at_every_size() -> None:
