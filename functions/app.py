@@ -69,11 +69,17 @@ def outbox(config: Settings) -> Any:
     if not config.pubsub_topic:
         return None
     from functions.adapters.google.pubsub import PubSubPublisher
-    from functions.delivery.outbox import Outbox
+    from functions.delivery.outbox import Outbox, PublishLimits
 
+    limits = PublishLimits(timeout=config.publish_timeout,
+                           max_messages=config.publish_max_messages,
+                           max_bytes=config.publish_max_bytes,
+                           retry_backoff=config.publish_retry)
     return _memo("outbox", lambda: Outbox(
-        store(config), PubSubPublisher(config.project, config.pubsub_topic),
-        config.project, timeout=config.publish_timeout))
+        store(config),
+        PubSubPublisher(config.project, config.pubsub_topic, rpc_timeout=limits.timeout,
+                        max_messages=limits.max_messages, max_bytes=limits.max_bytes),
+        config.project, limits=limits))
 
 
 def feed(config: Settings) -> Any:
@@ -87,6 +93,16 @@ def feed(config: Settings) -> Any:
     keys = list(config.credential_keys.values()) or [config.project.encode()]
     return _memo("feed", lambda: Feed(FirestoreFeedStore(firestore_client(config)),
                                        PageTokens(keys)))
+
+
+def subscription_store(config: Settings) -> Any:
+    """Subscriptions, channels and the renewer's queries (`LifecycleStore`) in Firestore."""
+    from datetime import timedelta
+
+    from functions.adapters.firestore.subscriptions import SubscriptionStore
+
+    return SubscriptionStore(firestore_client(config), outbox=bool(config.pubsub_topic),
+                             feed_retention=timedelta(days=config.feed_retention_days))
 
 
 def credential_vault(config: Settings) -> Any:
@@ -152,6 +168,7 @@ def sync_engine(config: Settings | None = None) -> SyncEngine:
         lease_seconds=float(config.lease_seconds),
         min_sync_interval=config.min_sync_interval,
         max_commit_bytes=config.commit_bytes,
+        give_up_attempts=config.give_up_attempts,
     )
     return _memo("engine", lambda: SyncEngine(
         store(config), calendar(config), task_queue(config), options,
@@ -170,14 +187,12 @@ def cli_settings() -> Settings:
 
 def subscription_service(config: Settings) -> Any:
     """Subscribe / unsubscribe / pause / resume / status, over the real adapters."""
-    from functions.adapters.firestore.subscriptions import SubscriptionStore
     from functions.adapters.google.channels import GoogleChannels
     from functions.lifecycle.subscriptions import SubscriptionService
 
     def build() -> Any:
-        client = firestore_client(config)
         return SubscriptionService(
-            config, SubscriptionStore(client), GoogleChannels(calendar(config)),
+            config, subscription_store(config), GoogleChannels(calendar(config)),
             store(config), task_queue(config))
 
     return _memo("subscriptions", build)
@@ -199,22 +214,23 @@ def subscription_reader(config: Settings) -> Any:
     It opens and stops no channel and queues nothing: never use it to change a
     subscription.
     """
-    from functions.adapters.firestore.subscriptions import SubscriptionStore
     from functions.lifecycle.subscriptions import SubscriptionService
 
     return _memo("subscription_reader", lambda: SubscriptionService(
-        config, SubscriptionStore(firestore_client(config)), None, store(config), _NoQueue()))
+        config, subscription_store(config), None, store(config), _NoQueue()))
 
 
 def renewer(config: Settings | None = None) -> Any:
     """The renewer behind the `renew_channels` function."""
-    from functions.adapters.firestore.subscriptions import SubscriptionStore
     from functions.config import RENEWER
     from functions.lifecycle.renewer import Renewer
 
     config = config or settings(RENEWER)
     queue = task_queue(config)
     continue_later = queue.enqueue_renewal if config.renewer_url else None
+    # CALSYNC_RENEWAL_SHARDS > 1: ticks fan channel renewal out to one task per shard
+    # (lifecycle/sharding.py), through the renewer's own queue.
+    renewer_tasks = continue_later if config.renewal_shards > 1 else None
     sweeper = None
     if config.pubsub_topic:
         from datetime import timedelta
@@ -222,7 +238,8 @@ def renewer(config: Settings | None = None) -> Any:
         from functions.delivery.outbox import OutboxSweeper
 
         sweeper = OutboxSweeper(store(config), queue,
-                                timedelta(seconds=config.outbox_sweep_after))
+                                timedelta(seconds=config.outbox_sweep_after),
+                                max_backoff=timedelta(seconds=config.safety_net_interval))
     return _memo("renewer", lambda: Renewer(
-        config, SubscriptionStore(firestore_client(config)), subscription_service(config),
-        continue_later=continue_later, outbox=sweeper))
+        config, subscription_store(config), subscription_service(config),
+        continue_later=continue_later, outbox=sweeper, renewer_tasks=renewer_tasks))

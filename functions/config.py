@@ -17,6 +17,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from functions.model import SHARD_SPACE
+
 WEBHOOK = "webhook"
 WORKER = "sync_worker"
 RENEWER = "renew_channels"
@@ -75,6 +77,14 @@ def _parse_positive_int(value: str) -> int:
         raise ValueError("must be a whole number") from err
     if number <= 0:
         raise ValueError("must be a positive whole number")
+    return number
+
+
+def _parse_shards(value: str) -> int:
+    number = _parse_positive_int(value)
+    if number > SHARD_SPACE:
+        raise ValueError(f"must be between 1 and {SHARD_SPACE} (the shard values a channel "
+                         "record can hold)")
     return number
 
 
@@ -163,6 +173,23 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CALSYNC_RENEWER_INVOKER_SA", "renewer_invoker_sa", _parse_str,
              "Service account the renewer's own continuation tasks are minted for (one "
              "invoker account per target).", (RENEWER,), default="", required=False),
+    Variable("CALSYNC_RENEWER_QUEUE", "renewer_queue", _parse_str,
+             "Cloud Tasks queue id of the renewer's own tasks (shard fan-out, "
+             "continuations). Unset: CALSYNC_TASKS_QUEUE.", (RENEWER,), default="",
+             required=False),
+    Variable("CALSYNC_RENEWAL_SHARDS", "renewal_shards", _parse_shards,
+             "Channel renewal fans out to this many tasks per renewer tick, one per shard "
+             f"(1 to {SHARD_SPACE}; channels are spread over {SHARD_SPACE} shard values by "
+             "id); 1: the tick renews channels itself. Above 1 needs CALSYNC_RENEWER_URL.",
+             (RENEWER,), default="1"),
+    Variable("CALSYNC_RENEWALS_PER_MINUTE", "renewals_per_minute", _parse_positive_int,
+             "With fan-out: channel watches (renewals and retries) started per minute at "
+             "most, across shards; each renewal costs two Calendar calls (watch, stop).",
+             (RENEWER,), default="1000"),
+    Variable("CALSYNC_RENEWAL_SLOT_SECONDS", "renewal_slot", _parse_positive_int,
+             "With fan-out: each shard runs at most once per slot of this length, starting "
+             "at most its share of the renewals allowed per slot; a shard with more due "
+             "continues at the next slot.", (RENEWER,), default="60"),
     Variable("CALSYNC_DISPATCH_DEADLINE_SECONDS", "dispatch_deadline", _parse_dispatch_deadline,
              "Dispatch deadline of every task; the worker's timeout is the same value.",
              ALL_FUNCTIONS, default="1800"),
@@ -195,8 +222,26 @@ VARIABLES: tuple[Variable, ...] = (
              "First backoff after a failed watch; doubles per failure, at most an hour.",
              (WORKER, RENEWER), default="60"),
     Variable("CALSYNC_RENEWAL_WINDOW_SECONDS", "renewal_window", _parse_positive_int,
-             "Channels expiring within this window are replaced.", (RENEWER,),
+             "Channels expiring within this window are replaced; must be shorter than "
+             "the channel TTL.", (RENEWER,), default="86400"),
+    Variable("CALSYNC_CHANNEL_CLAIM_SECONDS", "channel_claim", _parse_positive_int,
+             "A renewer run claims a due channel for this long; longer than any one "
+             "renewal (token minting and the watch), so two runs never renew one channel.",
+             (RENEWER,), default="300"),
+    Variable("CALSYNC_CHANNEL_RECORD_RETENTION_SECONDS", "channel_record_retention",
+             _parse_positive_int,
+             "Abandoned channel records (every failed watch leaves one) are deleted this "
+             "long after they expired; kept meanwhile for diagnosis.", (RENEWER,),
              default="86400"),
+    Variable("CALSYNC_GIVE_UP_ATTEMPTS", "give_up_attempts", _parse_positive_int,
+             "A Calendar answer that refuses the request itself (a 4xx from events.list or "
+             "events.watch; a calendar gone when watching) puts the subscription in `error` "
+             "after this many attempts in a row.", (WORKER, RENEWER), default="5"),
+    Variable("CALSYNC_TASK_MAX_BACKOFF_SECONDS", "task_max_backoff", _parse_positive_int,
+             "The queue's longest wait between two attempts of a task (its max_backoff): "
+             "the sweep gives a pending request a new task only after its runs have been "
+             "silent this long. Unset: the sweep age (the emulator retries at once).",
+             (RENEWER,), default="", required=False),
     Variable("CALSYNC_MIN_SYNC_INTERVAL_SECONDS", "min_sync_interval", _parse_positive_float,
              "Follow-up runs start no sooner than this after the previous run started.",
              ALL_FUNCTIONS, default="2"),
@@ -227,9 +272,21 @@ VARIABLES: tuple[Variable, ...] = (
              "Pub/Sub topic id every committed change is published to (the outbox); "
              "unset: no publishing.", (WORKER, RENEWER), default="", required=False),
     Variable("CALSYNC_PUBLISH_TIMEOUT_SECONDS", "publish_timeout", _parse_positive_float,
-             "A run waits at most this long in total for Pub/Sub to acknowledge its "
-             "publishes; the rest is left to the next run or the renewer's sweep.",
-             (WORKER,), default="10"),
+             "A run spends at most this long publishing (reading, submitting, waiting for "
+             "Pub/Sub to acknowledge; each publish request's deadline too), and the sync "
+             "waits for it at most what is left; the rest goes to a continuation task, the "
+             "next run or the renewer's sweep.", (WORKER,), default="10"),
+    Variable("CALSYNC_PUBLISH_MAX_MESSAGES", "publish_max_messages", _parse_positive_int,
+             "Messages a run keeps submitted to Pub/Sub and not yet acknowledged (its "
+             "window; the process holds at most two windows, earlier runs' included).",
+             (WORKER,), default="1000"),
+    Variable("CALSYNC_PUBLISH_MAX_BYTES", "publish_max_bytes", _parse_positive_int,
+             "Bytes of messages a run keeps submitted and not yet acknowledged (one "
+             "larger message still goes alone).", (WORKER,), default="10485760"),
+    Variable("CALSYNC_PUBLISH_RETRY_SECONDS", "publish_retry", _parse_positive_float,
+             "Pause after a transient publish failure before publishing again; doubles per "
+             "failure (at most 5 per run, within its publish timeout).", (WORKER,),
+             default="0.2"),
     Variable("CALSYNC_OUTBOX_SWEEP_SECONDS", "outbox_sweep_after", _parse_positive_int,
              "Entries left unpublished longer than this get a publishing run from the "
              "renewer.", (RENEWER,), default="60"),
@@ -263,6 +320,10 @@ class Settings:
     webhook_url: str = ""
     renewer_url: str = ""
     renewer_invoker_sa: str = ""
+    renewer_queue: str = ""
+    renewal_shards: int = 1
+    renewals_per_minute: int = 1000
+    renewal_slot: int = 60
     dispatch_deadline: int = 1800
     channel_token_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
     credential_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
@@ -274,6 +335,10 @@ class Settings:
     pending_channel_grace: int = 120
     renewal_backoff: int = 60
     renewal_window: int = 86400
+    channel_claim: int = 300
+    channel_record_retention: int = 86400
+    give_up_attempts: int = 5
+    task_max_backoff: int = 0  # unset: the sweep age
     min_sync_interval: float = 2.0
     safety_net_interval: int = 21600
     sweep_after: int = 120
@@ -284,6 +349,9 @@ class Settings:
     feed_retention_days: int = 30
     pubsub_topic: str = ""
     publish_timeout: float = 10.0
+    publish_max_messages: int = 1000
+    publish_max_bytes: int = 10485760
+    publish_retry: float = 0.2
     outbox_sweep_after: int = 60
     calendar_api_endpoint: str = ""
     oauth_token_uri: str = ""
@@ -294,6 +362,12 @@ class Settings:
     @property
     def queue_path(self) -> str:
         return f"projects/{self.project}/locations/{self.region}/queues/{self.tasks_queue}"
+
+    @property
+    def renewer_queue_path(self) -> str:
+        """The queue of the renewer's own tasks: its own, or the sync queue."""
+        queue = self.renewer_queue or self.tasks_queue
+        return f"projects/{self.project}/locations/{self.region}/queues/{queue}"
 
     @classmethod
     def from_env(
@@ -331,6 +405,7 @@ class Settings:
             except ValueError as err:
                 shown = "<secret>" if var.secret else repr(raw)
                 problems.append(f"{var.name}={shown} {err}")
+        problems.extend(_conflicts(values, function, only))
         if problems:
             raise ConfigError("invalid configuration: " + "; ".join(problems))
         if only is not None:
@@ -339,6 +414,34 @@ class Settings:
                         and spec.default_factory is dataclasses.MISSING):
                     values[spec.name] = ""  # a field this command never reads
         return cls(**values)
+
+
+def _conflicts(values: Mapping[str, Any], function: str | None,
+               only: Collection[str] | None) -> list[str]:
+    """Settings that are each valid but wrong together, for a function that reads them all."""
+    def read(name: str) -> bool:
+        var = next(v for v in VARIABLES if v.name == name)
+        if only is not None:
+            return name in only
+        return function is None or function == CLI or function in var.used_by
+
+    problems = []
+    ttl, window = values.get("channel_ttl"), values.get("renewal_window")
+    if (read("CALSYNC_CHANNEL_TTL_SECONDS") and read("CALSYNC_RENEWAL_WINDOW_SECONDS")
+            and ttl is not None and window is not None and ttl <= window):
+        # Every channel would be due for renewal the moment it opens: the renewer
+        # would replace every channel on every run.
+        problems.append(f"CALSYNC_CHANNEL_TTL_SECONDS={ttl} must be longer than "
+                        f"CALSYNC_RENEWAL_WINDOW_SECONDS={window} (channels are renewed "
+                        "within the window before they expire)")
+    shards = values.get("renewal_shards") or 1
+    if (read("CALSYNC_RENEWAL_SHARDS") and read("CALSYNC_RENEWER_URL") and shards > 1
+            and not values.get("renewer_url")):
+        # The shard tasks target the renewer itself: without its URL nothing would
+        # renew a channel.
+        problems.append(f"CALSYNC_RENEWAL_SHARDS={shards} needs CALSYNC_RENEWER_URL (the "
+                        "shard tasks' target)")
+    return problems
 
 
 def markdown_table() -> str:

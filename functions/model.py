@@ -6,6 +6,7 @@ store keeps for it: the resource plus `_deleted`, `_synced_at` and `_seq`.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -32,6 +33,13 @@ DELIVERING_STATES = (PENDING, ACTIVE)
 # Notifications are acted on for these (a replaced channel until it expires).
 ACCEPTING_STATES = (PENDING, ACTIVE, REPLACED)
 
+# Channel shards (issue 19, item 4): each channel record stores `shard`, derived from
+# its id, in a fixed space, so that the renewer's fan-out count (a setting, at most
+# SHARD_SPACE) can change without rewriting a record: fan-out task k of n renews the
+# channels whose shard is one of `shard_values(k, n)`. At most 30 values per task
+# (Firestore's limit on an `in` filter): n >= 2 keeps it at 16 or fewer.
+SHARD_SPACE = 32
+
 # How calsync acts as a subscription's owner (`credentials_ref`): domain-wide
 # delegation, a sealed OAuth refresh token `oauth:<id>`, or (local emulator
 # only) the owner's id as bearer token.
@@ -51,6 +59,21 @@ CREATED = "created"
 UPDATED = "updated"
 DELETED = "deleted"
 CHANGE_KINDS = (CREATED, UPDATED, DELETED)
+
+# Lifecycle entries (DESIGN.md, "Accounts, lifecycle events, watermark"): entries of
+# the feed of their own kind, ordered and de-duplicated with the event entries.
+REAUTHORIZATION_REQUIRED_KIND = "reauthorization_required"
+RESYNC_REQUIRED = "resync_required"
+ERROR_KIND = "error"
+RECOVERED = "recovered"
+# Not the short type "deleted": that is an event's kind, and `kinds=deleted` must keep
+# meaning deleted events (CloudEvents type `dev.calsync.subscription.deleted`).
+DELETED_KIND = "subscription_deleted"
+CALENDAR_ADDED = "calendar_added"
+CALENDAR_REMOVED = "calendar_removed"
+SUBSCRIPTION_EVENT_KINDS = (REAUTHORIZATION_REQUIRED_KIND, RESYNC_REQUIRED, ERROR_KIND,
+                            RECOVERED, DELETED_KIND)
+ACCOUNT_EVENT_KINDS = (CALENDAR_ADDED, CALENDAR_REMOVED)
 
 
 @dataclass(frozen=True)
@@ -210,19 +233,39 @@ def rfc3339(value: Any) -> Any:
     return value
 
 
+def _canonical(value: Any) -> Any:
+    """Maps with their keys in one order: Firestore returns a map's keys in an order
+    of its own, a commit holds them in the diff's, and the two wire copies of an
+    entry must be the same bytes."""
+    kind = type(value)
+    if kind is dict:
+        return {key: item if type(item) not in _NESTED else _canonical(item)
+                for key, item in sorted(value.items())}
+    if kind is list:
+        return [item if type(item) not in _NESTED else _canonical(item) for item in value]
+    return value
+
+
+_NESTED = (dict, list)  # what `_canonical` descends into (scalars are returned as they are)
+
+
 def entry_json(entry: dict[str, Any]) -> dict[str, Any]:
     """A stored change entry (decoded: field names restored) in its one wire form: the
-    changes route's items and each Pub/Sub message's data."""
-    return {
+    changes route's items and each Pub/Sub message's data. Lifecycle entries add
+    `details` (and have no `event_id`)."""
+    shown = {
         "seq": int(entry["seq"]),
         "kind": entry.get("kind"),
         "event_id": entry.get("event_id"),
         "recurring_event_id": entry.get("recurring_event_id"),
-        "fields": entry.get("fields") or {},
+        "fields": _canonical(entry.get("fields") or {}),
         "etag": entry.get("etag"),
         "at": rfc3339(entry.get("at")),
         "expire_at": rfc3339(entry.get("expire_at")),
     }
+    if "details" in entry:
+        shown["details"] = entry.get("details") or {}
+    return shown
 
 
 @dataclass(frozen=True)
@@ -253,3 +296,17 @@ class SyncRequest:
     needs_task: bool
     generation: int = 0
     last_run_started_at: datetime | None = None  # MIN_SYNC_INTERVAL counts from here
+
+
+def channel_shard(channel_id: str) -> int:
+    """The channel's shard: a stable hash of its id (ids are random, so shards fill
+    evenly), in [0, SHARD_SPACE)."""
+    return int.from_bytes(hashlib.sha256(channel_id.encode()).digest()[:4], "big") % SHARD_SPACE
+
+
+def shard_values(shard: int, shards: int) -> tuple[int, ...]:
+    """The stored shard values fan-out task `shard` of `shards` covers: every value
+    once across the `shards` tasks."""
+    if not 1 <= shards <= SHARD_SPACE or not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} of {shards}: need 0 <= shard < shards <= {SHARD_SPACE}")
+    return tuple(range(shard, SHARD_SPACE, shards))

@@ -30,6 +30,10 @@ from functions.model import (
     Transition,
 )
 
+# A page cursor of the renewer's queries: the sort value and the document id of the
+# last row read (taken before acting on it, so acting cannot move the cursor).
+RowCursor = tuple[Any, str]
+
 
 class CredentialsProvider(ABC):
     """Google credentials that act as a subscription's owner."""
@@ -135,19 +139,24 @@ class SyncStore(ABC):
 
     @abstractmethod
     def commit_page(
-        self, lease: Lease, writes: Sequence[EventWrite], now: datetime, until: datetime
+        self, lease: Lease, writes: Sequence[EventWrite], now: datetime, until: datetime,
+        publish: PublishProgress | None = None,
     ) -> Sequence[dict[str, Any]] | None:
         """Write snapshots and their change entries in one fenced transaction;
         the committed entry documents (for the outbox; None: it reads them back).
 
         Allocates dense `seq` values after `change_seq`, extends the lease to
         `until`. The caller keeps each call within the transaction write limit.
-        Raises LeaseLost (nothing written) or StoreUnavailable.
+        `publish`: the outbox's progress, recorded in the same transaction (the
+        caller passes it only when publishing is on). Raises LeaseLost (nothing
+        written) or StoreUnavailable.
         """
 
     @abstractmethod
-    def commit_final(self, lease: Lease, sync_token: str, now: datetime) -> FinalCommit:
-        """Store the token and `synced_gen`, release the lease; fenced."""
+    def commit_final(self, lease: Lease, sync_token: str, now: datetime,
+                     publish: PublishProgress | None = None) -> FinalCommit:
+        """Store the token and `synced_gen` (and the outbox's progress), release the
+        lease; fenced."""
 
     @abstractmethod
     def release_lease(
@@ -161,6 +170,11 @@ class SyncStore(ABC):
     ) -> None:
         """Release without committing a token; record a retry time or an error
         (`reason`: a stable word such as `reauthorization_required`)."""
+
+    @abstractmethod
+    def note_rejected_run(self, lease: Lease) -> int:
+        """Count a run the Calendar API refused as a request (a 4xx); fenced. Returns
+        the runs refused in a row (the final commit starts the count again)."""
 
 
 class RequestStore(ABC):
@@ -227,7 +241,7 @@ class LifecycleStore(ABC):
     """What the subscription service and the renewer keep in the database:
     subscriptions and their statuses, channel records, the renewer's queries.
 
-    Implemented over Firestore by `subscription_store.SubscriptionStore`; unit
+    Implemented over Firestore by `adapters.firestore.subscriptions.SubscriptionStore`; unit
     tests use an in-memory fake (tests/unit/lifecycle).
     """
 
@@ -268,7 +282,13 @@ class LifecycleStore(ABC):
 
     @abstractmethod
     def clear_request_marker(self, sub_id: str, requested_gen: int) -> bool:
-        """Unset `requested_at` if `requested_gen` is still current."""
+        """Unset `requested_at` and `sweep_at` if `requested_gen` is still current."""
+
+    @abstractmethod
+    def update_if(self, sub_id: str, expect: dict[str, Any], fields: dict[str, Any]) -> bool:
+        """Set `fields` on the subscription only if each field of `expect` still has that
+        value (absent counts as None), atomically; False if not (or gone). The renewer
+        moves rows with it, and claims a sweep or a resumed deletion."""
 
     @abstractmethod
     def channels_of(self, sub_id: str) -> list[Channel]:
@@ -283,38 +303,93 @@ class LifecycleStore(ABC):
         """The raw channel record (empty if none)."""
 
     @abstractmethod
-    def save_channel(self, channel: Channel, now: datetime, **fields: Any) -> None:
-        """Create or replace a channel record."""
+    def save_channel(self, channel: Channel, now: datetime, **fields: Any) -> datetime | None:
+        """Create or replace a channel record (with its shard, `channel_shard`); the
+        write's update time when the store knows it (None otherwise)."""
 
     @abstractmethod
     def activate_channel(self, channel_id: str, sub_id: str, resource_id: str,
-                         expiration: datetime) -> None:
-        """Record a watch response; raises ResourceMismatch."""
+                         expiration: datetime, version: datetime | None = None) -> bool:
+        """Record a watch response on a channel still `pending` (and name it the
+        subscription's current channel); False when it is not pending any more (stopped
+        by a pause, abandoned by the renewer, deleted): it must not deliver. Raises
+        ResourceMismatch. `version`: the update time `save_channel` returned; while
+        nobody wrote the record since, the write needs no read first."""
 
     @abstractmethod
     def set_channel(self, channel_id: str, fields: dict[str, Any]) -> None:
-        """Set fields on a channel record."""
+        """Set bookkeeping fields on a channel record (never its `state`: `move_channel`)."""
+
+    @abstractmethod
+    def move_channel(self, channel_id: str, from_states: Iterable[str],
+                     fields: dict[str, Any], version: datetime | None = None) -> bool:
+        """Set `fields` (with a new `state`) only while the channel is in one of
+        `from_states`, atomically; False if it is not (or gone). States only move
+        forward: a stopped or abandoned channel never delivers again. `version`: the
+        update time at which the caller read the channel in one of `from_states`;
+        while nobody wrote it since, the write needs no read first."""
+
+    @abstractmethod
+    def delete_channel(self, channel_id: str, state: str) -> bool:
+        """Delete the channel record if it is still in `state`; False if not."""
 
     @abstractmethod
     def claim_channel(self, channel_id: str, state: str, now: datetime,
-                      until: datetime) -> bool:
-        """True for exactly one caller while the channel is in `state` and unclaimed."""
+                      until: datetime, claimant: str = "",
+                      version: datetime | None = None) -> bool:
+        """True for exactly one caller while the channel is in `state` and unclaimed
+        (or its claim expired); the claim names `claimant`. `version`: the update time
+        of the row as a query returned it (in `state`, unclaimed); while nobody wrote
+        it since, the claim needs no read first."""
+
+    @abstractmethod
+    def claim_held(self, channel_id: str, claimant: str) -> Channel | None:
+        """The channel as stored now (its `version` set) if `claimant` still holds its
+        claim (nobody took it over); None otherwise."""
 
     @abstractmethod
     def due_channels(self, state: str, before: datetime, limit: int,
-                     after: str | None = None) -> list[tuple[Channel, dict[str, Any]]]:
-        """Channels in `state` expiring at or before `before`, soonest first."""
+                     after: RowCursor | None = None, shard: tuple[int, int] | None = None,
+                     ) -> list[tuple[Channel, dict[str, Any]]]:
+        """Channels in `state` whose `expiration` is at or before `before`, soonest first,
+        each with its `version`; `after` is the (expiration, id) of the last row of the
+        previous page, as read. `shard` = (k, n): only channels whose stored shard is
+        one of `shard_values(k, n)` (channels stored without one are not found)."""
+
+    @abstractmethod
+    def assign_shards(self, channel_ids: Sequence[str]) -> int:
+        """Store its shard on each channel record still there (records written before
+        channels had one); how many were written."""
+
+    @abstractmethod
+    def shard_backfill(self) -> dict[str, Any]:
+        """The renewer's progress in giving old channel records their shard (empty
+        before it starts)."""
+
+    @abstractmethod
+    def save_shard_backfill(self, fields: dict[str, Any]) -> None:
+        """Replace the backfill's progress record."""
 
     @abstractmethod
     def subscriptions_where(self, field: str, before: datetime, limit: int,
-                            after: str | None = None, *, include_null: bool = False,
+                            after: RowCursor | None = None,
                             ) -> list[tuple[Subscription, dict[str, Any]]]:
-        """Active subscriptions whose `field` is at or before `before`, oldest first;
-        with `include_null` also those where it is null (first)."""
+        """Subscriptions (any status) whose `field` is at or before `before`, oldest first;
+        documents where it is null or absent are not in the query. `after` is the
+        (value, id) of the last row of the previous page, as read."""
 
     @abstractmethod
     def oldest_request(self) -> datetime | None:
         """`requested_at` of the oldest recorded request of an active subscription."""
+
+    @abstractmethod
+    def record_event(self, sub_id: str, kind: str, details: dict[str, Any],
+                     now: datetime) -> int:
+        """Append a lifecycle entry (`kind` one of `model.SUBSCRIPTION_EVENT_KINDS` or
+        `ACCOUNT_EVENT_KINDS`, no `event_id`, `details` a small map) to the
+        subscription's feed, taking the next `seq` and marking the outbox in the same
+        transaction; returns its `seq`. Raises LookupError for an unknown subscription.
+        """
 
 
 class ChannelStore(ABC):
@@ -362,27 +437,75 @@ class Publisher(ABC):
         `PublishRefused` when Pub/Sub refuses this message itself (too large, a bad
         attribute), with another error when the topic or the service fails."""
 
+    def submit_batch(self, ordering_key: str,
+                     messages: Sequence[OutMessage]) -> list[Future[str]]:
+        """`submit` each, in order, one future per message; after a message that
+        failed at once, the rest are not sent (their futures fail too)."""
+        futures: list[Future[str]] = []
+        for message in messages:
+            if futures and futures[-1].done() and futures[-1].exception() is not None:
+                unsent: Future[str] = Future()
+                unsent.set_exception(RuntimeError("not sent: an earlier message failed"))
+                futures.append(unsent)
+                continue
+            futures.append(self.submit(ordering_key, message))
+        return futures
+
+
+@dataclass(frozen=True)
+class OutboxPosition:
+    """What `state/writer` says of the outbox, with the lease it is fenced by."""
+
+    published_seq: int | None  # None: the outbox never started (no topic yet)
+    change_seq: int
+    lease_generation: int
+
+
+@dataclass(frozen=True)
+class PublishProgress:
+    """How far a run's publishing got; recorded with the run's next fenced write."""
+
+    published_seq: int  # every entry up to here was acknowledged (or skipped: expired)
+    # When the first entry still unpublished was committed (its `at`), when known:
+    # `publish_pending_since` follows it, so its age is the backlog's.
+    oldest_unpublished_at: datetime | None = None
+    stalled: bool = False  # the run tried and got nothing acknowledged: the sweep backs off
+
+
+@dataclass(frozen=True)
+class PublishRelease:
+    """What releasing a publish-only lease found."""
+
+    request_pending: bool  # an active subscription's request is not synced yet
+    backlog: int  # entries still unpublished (`change_seq - published_seq`)
+
 
 class OutboxStore(ABC):
     """The outbox's side of `state/writer` (DESIGN.md, "Delivery (outbox)")."""
 
     @abstractmethod
-    def outbox_position(self, sub_id: str) -> tuple[int | None, int]:
-        """(`published_seq` or None if the outbox never started, `change_seq`)."""
+    def outbox_position(self, sub_id: str) -> OutboxPosition:
+        """`published_seq`, `change_seq` and the lease generation, in one read."""
 
     @abstractmethod
     def read_entries(self, sub_id: str, after: int, upto: int) -> list[dict[str, Any]]:
         """The stored change entries `after < seq <= upto`, ascending, decoded."""
 
     @abstractmethod
-    def advance_published(self, lease: Lease, seq: int) -> None:
-        """Raise `published_seq` to `seq` (clearing `publish_pending_since` once it
-        caught up with `change_seq`); fenced: raises LeaseLost."""
+    def advance_published(self, lease: Lease, progress: PublishProgress, now: datetime) -> None:
+        """Record `progress` on its own (a run ending without a commit to carry it);
+        fenced: raises LeaseLost."""
 
     @abstractmethod
     def acquire_publish_lease(self, sub_id: str, now: datetime, until: datetime) -> Lease | None:
         """Take the lease only to publish, when entries wait unpublished and no run
-        holds it; claims no sync request."""
+        holds it; claims no sync request. A subscription being deleted (or gone)
+        drops its outbox instead: nothing of it will be published."""
+
+    @abstractmethod
+    def release_publish_lease(self, lease: Lease, progress: PublishProgress | None,
+                              now: datetime) -> PublishRelease:
+        """Release a publish-only lease, recording `progress`; fenced: raises LeaseLost."""
 
     @abstractmethod
     def pending_outboxes(self, before: datetime, limit: int,

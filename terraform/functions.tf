@@ -78,9 +78,13 @@ locals {
         CALSYNC_CHANNEL_TTL_SECONDS           = tostring(var.channel_ttl_seconds)
         CALSYNC_PENDING_CHANNEL_GRACE_SECONDS = tostring(var.pending_channel_grace_seconds)
         CALSYNC_RENEWAL_BACKOFF_SECONDS       = tostring(var.renewal_backoff_seconds)
+        CALSYNC_GIVE_UP_ATTEMPTS              = tostring(var.give_up_attempts)
         # The outbox: every committed change entry is published here.
         CALSYNC_PUBSUB_TOPIC            = google_pubsub_topic.changes.name
         CALSYNC_PUBLISH_TIMEOUT_SECONDS = tostring(var.publish_timeout_seconds)
+        CALSYNC_PUBLISH_MAX_MESSAGES    = tostring(var.publish_max_messages)
+        CALSYNC_PUBLISH_MAX_BYTES       = tostring(var.publish_max_bytes)
+        CALSYNC_PUBLISH_RETRY_SECONDS   = tostring(var.publish_retry_seconds)
       }
       secrets = ["channel_token_keys", "credential_keys", "oauth_client_secret"]
     }
@@ -91,27 +95,36 @@ locals {
       sizing      = var.renewer_function
       timeout     = var.renewer_function.timeout_seconds
       env = {
-        LOG_EXECUTION_ID                      = "true"
-        THREADS                               = tostring(var.renewer_function.concurrency)
-        GOOGLE_CLOUD_PROJECT                  = var.project
-        CALSYNC_REGION                        = var.region
-        CALSYNC_TASKS_QUEUE                   = google_cloud_tasks_queue.sync.name
-        CALSYNC_WORKER_URL                    = local.function_urls.worker
-        CALSYNC_TASKS_INVOKER_SA              = google_service_account.this["worker_invoker"].email
-        CALSYNC_DISPATCH_DEADLINE_SECONDS     = tostring(var.dispatch_deadline_seconds)
-        CALSYNC_MIN_SYNC_INTERVAL_SECONDS     = tostring(var.min_sync_interval_seconds)
-        CALSYNC_JSON_LOGS                     = "true"
-        CALSYNC_WEBHOOK_URL                   = local.webhook_url
-        CALSYNC_RENEWER_URL                   = local.function_urls.renewer
-        CALSYNC_RENEWER_INVOKER_SA            = google_service_account.this["renewer_invoker"].email
-        CALSYNC_OAUTH_CLIENT_ID               = var.oauth_client_id
-        CALSYNC_DELEGATION_SA                 = google_service_account.this["delegation"].email
-        CALSYNC_CHANNEL_TTL_SECONDS           = tostring(var.channel_ttl_seconds)
-        CALSYNC_RENEWAL_WINDOW_SECONDS        = tostring(var.renewal_window_seconds)
-        CALSYNC_SAFETY_NET_INTERVAL_SECONDS   = tostring(var.safety_net_interval_seconds)
-        CALSYNC_SWEEP_AFTER_SECONDS           = tostring(var.sweep_after_seconds)
-        CALSYNC_PENDING_CHANNEL_GRACE_SECONDS = tostring(var.pending_channel_grace_seconds)
-        CALSYNC_RENEWAL_BACKOFF_SECONDS       = tostring(var.renewal_backoff_seconds)
+        LOG_EXECUTION_ID                         = "true"
+        THREADS                                  = tostring(var.renewer_function.concurrency)
+        GOOGLE_CLOUD_PROJECT                     = var.project
+        CALSYNC_REGION                           = var.region
+        CALSYNC_TASKS_QUEUE                      = google_cloud_tasks_queue.sync.name
+        CALSYNC_WORKER_URL                       = local.function_urls.worker
+        CALSYNC_TASKS_INVOKER_SA                 = google_service_account.this["worker_invoker"].email
+        CALSYNC_DISPATCH_DEADLINE_SECONDS        = tostring(var.dispatch_deadline_seconds)
+        CALSYNC_MIN_SYNC_INTERVAL_SECONDS        = tostring(var.min_sync_interval_seconds)
+        CALSYNC_JSON_LOGS                        = "true"
+        CALSYNC_WEBHOOK_URL                      = local.webhook_url
+        CALSYNC_RENEWER_URL                      = local.function_urls.renewer
+        CALSYNC_RENEWER_INVOKER_SA               = google_service_account.this["renewer_invoker"].email
+        CALSYNC_RENEWER_QUEUE                    = google_cloud_tasks_queue.renewer.name
+        CALSYNC_RENEWAL_SHARDS                   = tostring(var.renewal_shards)
+        CALSYNC_RENEWALS_PER_MINUTE              = tostring(var.renewals_per_minute)
+        CALSYNC_RENEWAL_SLOT_SECONDS             = tostring(var.renewal_slot_seconds)
+        CALSYNC_OAUTH_CLIENT_ID                  = var.oauth_client_id
+        CALSYNC_DELEGATION_SA                    = google_service_account.this["delegation"].email
+        CALSYNC_CHANNEL_TTL_SECONDS              = tostring(var.channel_ttl_seconds)
+        CALSYNC_RENEWAL_WINDOW_SECONDS           = tostring(var.renewal_window_seconds)
+        CALSYNC_SAFETY_NET_INTERVAL_SECONDS      = tostring(var.safety_net_interval_seconds)
+        CALSYNC_SWEEP_AFTER_SECONDS              = tostring(var.sweep_after_seconds)
+        CALSYNC_PENDING_CHANNEL_GRACE_SECONDS    = tostring(var.pending_channel_grace_seconds)
+        CALSYNC_RENEWAL_BACKOFF_SECONDS          = tostring(var.renewal_backoff_seconds)
+        CALSYNC_CHANNEL_CLAIM_SECONDS            = tostring(var.channel_claim_seconds)
+        CALSYNC_CHANNEL_RECORD_RETENTION_SECONDS = tostring(var.channel_record_retention_seconds)
+        CALSYNC_GIVE_UP_ATTEMPTS                 = tostring(var.give_up_attempts)
+        # A sweep starts a new task chain only once the queue's retries are spent.
+        CALSYNC_TASK_MAX_BACKOFF_SECONDS = tostring(var.queue_max_backoff_seconds)
         # The outbox sweep: publishing runs for entries left unpublished.
         CALSYNC_PUBSUB_TOPIC         = google_pubsub_topic.changes.name
         CALSYNC_OUTBOX_SWEEP_SECONDS = tostring(var.outbox_sweep_seconds)

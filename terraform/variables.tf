@@ -47,6 +47,44 @@ variable "renewal_schedule" {
   default     = "*/5 * * * *"
 }
 
+variable "renewal_shards" {
+  type        = number
+  description = "Channel renewal fans out to this many renewer tasks per tick, one per shard (CALSYNC_RENEWAL_SHARDS); 1: the tick renews every channel itself, which keeps up with about 10^5 calendars. Past that, 16 (with renewer_function.max_instances at least 16): README, \"Renewal at scale\". At most the renewer's instances times its concurrency, so that every shard of a tick runs at once."
+  default     = 1
+
+  validation {
+    condition     = var.renewal_shards >= 1 && var.renewal_shards <= 32 && floor(var.renewal_shards) == var.renewal_shards
+    error_message = "renewal_shards must be a whole number from 1 to 32 (the shard values a channel record holds)."
+  }
+
+  validation {
+    condition     = var.renewal_shards <= var.renewer_function.max_instances * var.renewer_function.concurrency
+    error_message = "renewal_shards must not exceed renewer_function.max_instances * renewer_function.concurrency: the shards of a tick would queue behind each other."
+  }
+}
+
+variable "renewals_per_minute" {
+  type        = number
+  description = "Channel watches (renewals and retries) the renewer starts per minute at most with fan-out (CALSYNC_RENEWALS_PER_MINUTE); each renewal costs two Calendar calls. The default renews 10^6 channels whose 7-day TTLs all end on one day inside a 1-day window (694 a minute needed)."
+  default     = 1000
+
+  validation {
+    condition     = var.renewals_per_minute >= 1
+    error_message = "renewals_per_minute must be positive."
+  }
+}
+
+variable "renewal_slot_seconds" {
+  type        = number
+  description = "Each shard runs at most once per slot of this length (CALSYNC_RENEWAL_SLOT_SECONDS), starting its share of renewals_per_minute; a shard with more due continues at the next slot."
+  default     = 60
+
+  validation {
+    condition     = var.renewal_slot_seconds >= 10
+    error_message = "renewal_slot_seconds must be at least 10."
+  }
+}
+
 variable "renewal_window_seconds" {
   type        = number
   description = "Channels expiring within this many seconds are replaced (CALSYNC_RENEWAL_WINDOW_SECONDS)."
@@ -83,6 +121,39 @@ variable "renewal_backoff_seconds" {
   validation {
     condition     = var.renewal_backoff_seconds > 0
     error_message = "renewal_backoff_seconds must be positive."
+  }
+}
+
+variable "channel_claim_seconds" {
+  type        = number
+  description = "How long a renewer run's claim on a channel lasts; longer than any one renewal (CALSYNC_CHANNEL_CLAIM_SECONDS)."
+  default     = 300
+
+  validation {
+    condition     = var.channel_claim_seconds > 0
+    error_message = "channel_claim_seconds must be positive."
+  }
+}
+
+variable "channel_record_retention_seconds" {
+  type        = number
+  description = "Abandoned channel records are deleted this long after they expire (CALSYNC_CHANNEL_RECORD_RETENTION_SECONDS)."
+  default     = 86400
+
+  validation {
+    condition     = var.channel_record_retention_seconds >= 0
+    error_message = "channel_record_retention_seconds must not be negative."
+  }
+}
+
+variable "give_up_attempts" {
+  type        = number
+  description = "Permanent-looking failures (a 4xx from events.list or a watch) tolerated before the subscription goes to error (CALSYNC_GIVE_UP_ATTEMPTS)."
+  default     = 5
+
+  validation {
+    condition     = var.give_up_attempts >= 1
+    error_message = "give_up_attempts must be at least 1."
   }
 }
 
@@ -187,6 +258,39 @@ variable "pubsub_message_retention_seconds" {
   validation {
     condition     = var.pubsub_message_retention_seconds >= 600 && var.pubsub_message_retention_seconds <= 2678400
     error_message = "pubsub_message_retention_seconds must be between 600 (10 minutes) and 2678400 (31 days)."
+  }
+}
+
+variable "publish_max_messages" {
+  type        = number
+  description = "Messages one sync run may have submitted and unacknowledged at once; bounds the worker's memory while Pub/Sub is slow or down (CALSYNC_PUBLISH_MAX_MESSAGES)."
+  default     = 1000
+
+  validation {
+    condition     = var.publish_max_messages >= 1
+    error_message = "publish_max_messages must be at least 1."
+  }
+}
+
+variable "publish_max_bytes" {
+  type        = number
+  description = "Bytes of messages one sync run may have submitted and unacknowledged at once (CALSYNC_PUBLISH_MAX_BYTES)."
+  default     = 10485760
+
+  validation {
+    condition     = var.publish_max_bytes >= 1048576
+    error_message = "publish_max_bytes must be at least 1 MiB (a message may be that large)."
+  }
+}
+
+variable "publish_retry_seconds" {
+  type        = number
+  description = "First pause before a publish is retried after a transient failure; doubles, a few times per run (CALSYNC_PUBLISH_RETRY_SECONDS)."
+  default     = 0.2
+
+  validation {
+    condition     = var.publish_retry_seconds > 0
+    error_message = "publish_retry_seconds must be positive."
   }
 }
 
@@ -478,7 +582,7 @@ variable "renewer_function" {
     concurrency     = optional(number, 1)
     timeout_seconds = optional(number, 600)
   })
-  description = "Renewer sizing. Runs every few minutes from Cloud Scheduler and fans work out through the task queue."
+  description = "Renewer sizing. Runs every few minutes from Cloud Scheduler and fans channel renewal out to renewal_shards tasks at once through its own queue: max_instances times concurrency must hold them."
   default     = {}
 
   validation {
@@ -493,7 +597,7 @@ variable "api_function" {
     memory          = optional(string, "512Mi")
     cpu             = optional(string, "1")
     min_instances   = optional(number, 0)
-    max_instances   = optional(number, 20)
+    max_instances   = optional(number, 5)
     concurrency     = optional(number, 40)
     timeout_seconds = optional(number, 60)
   })

@@ -56,7 +56,10 @@ class Outcome:
     reason: str
     result: str
     sub_id: str | None = None
-    writes: int = 0  # Firestore document writes this notification caused
+    # Firestore document writes this notification caused, at most (queueing the task
+    # of a request recorded earlier, after a failed or crashed enqueue, writes no
+    # request counter although it is counted as one).
+    writes: int = 0
 
 
 class BadNotification(ValueError):
@@ -160,7 +163,10 @@ class WebhookService:
             return Outcome(200, "subscription is gone", "ignored_no_subscription", channel.sub_id)
         if not request.needs_task:
             return Outcome(200, "sync already pending", "coalesced", channel.sub_id)
-        writes[0] += 1  # requested_gen
+        # A new request (requested_gen written), or one recorded earlier whose task
+        # is not known to exist (an enqueue failed or its caller died): queued now
+        # under the request's own task name, so two callers queue one task.
+        writes[0] += 1
         # Runs start no sooner than MIN_SYNC_INTERVAL after the previous one started:
         # that, with coalescing, bounds a burst to 1 + ceil(T / interval) runs.
         not_before = None
@@ -172,8 +178,10 @@ class WebhookService:
                                      origin="request")
         except QueueUnavailable:
             # The request stays recorded. Noting the failure lets Google's
-            # redelivery of this 503 queue the task at once; if even that note
-            # fails, the sweep re-enqueues requests left pending. Nothing is lost.
+            # redelivery of this 503 queue the task at once (the note is written
+            # once per request, not per notification: an outage of the queue
+            # costs no write per notification); if even that note fails, the
+            # sweep re-enqueues requests left pending. Nothing is lost.
             with contextlib.suppress(StoreError):
                 self._requests.enqueue_failed(channel.sub_id, request.generation)
                 writes[0] += 1

@@ -41,6 +41,7 @@ from functions.model import (
     ERROR,
     PAUSED,
     PENDING,
+    REPLACED,
     STOPPED,
     Channel,
     Subscription,
@@ -56,6 +57,15 @@ from functions.ports import (
 )
 
 MAX_BACKOFF = timedelta(hours=1)
+# Channel states only move forward (DESIGN.md, "Channels"): the states each one may
+# be entered from. `stopped` and `abandoned` are final: such a channel never
+# delivers again, whatever a watch still in flight answers.
+FORWARD: dict[str, tuple[str, ...]] = {
+    ACTIVE: (PENDING,),
+    REPLACED: (ACTIVE,),
+    STOPPED: (PENDING, ACTIVE, REPLACED),
+    ABANDONED: (PENDING, ACTIVE, REPLACED),
+}
 # The reason a revoked or expired user grant puts in `last_error` (DESIGN.md,
 # "Whose credentials failed"); a new grant resumes such a subscription.
 REAUTHORIZATION_REQUIRED = "reauthorization_required"
@@ -141,20 +151,23 @@ class SubscriptionService(ChannelKeeper):
 
     # -- channels -------------------------------------------------------------
 
-    def open_channel(self, sub: Subscription, replacing: Channel | None = None) -> OpenedChannel:
-        """Save pending, watch, record the response. Raises calendar errors.
+    def open_channel(self, sub: Subscription, attempts: int = 0) -> OpenedChannel | None:
+        """Save pending, watch, record the response; None when the record stopped being
+        `pending` while the watch was in flight. Raises calendar errors.
 
-        A failed watch of a first channel (`replacing` None) leaves its record
-        `pending`, due at once with a backoff, so the renewer retries it; a
-        failed replacement is abandoned (the renewer backs off on the channel
-        it was replacing instead).
+        A failed watch leaves its record `pending`, due at its next attempt (its
+        `expiration` is the renewer's sort key) with a doubling backoff counted
+        from `attempts` (the failures of the record it retries), so the renewer
+        retries it. A record stopped by a pause, abandoned by the renewer (a watch
+        slower than the pending grace) or deleted meanwhile is never made active:
+        the channel the watch opened is closed again on Google's side.
         """
         if self._channels is None:
             raise CalendarError("this service cannot open channels (no Calendar access)")
         now = self._clock()
         channel_id = channel_tokens.new_channel_id()
         keys = self._settings.channel_token_keys
-        self._subs.save_channel(
+        saved = self._subs.save_channel(
             Channel(channel_id, sub.id, PENDING, expiration=now + self.pending_grace), now,
             token_key_id=next(iter(keys)))
         token = channel_tokens.sign(channel_id, keys)
@@ -162,16 +175,19 @@ class SubscriptionService(ChannelKeeper):
             opened = self._channels.watch(sub, channel_id, token, self._settings.webhook_url,
                                           self._settings.channel_ttl)
         except CalendarError as err:
-            if replacing is None:
-                self._subs.set_channel(channel_id, {
-                    "renewal_attempts": 1, "expiration": now,
-                    "next_attempt_at": now + self.first_backoff,
-                    "last_error": f"watch failed: {type(err).__name__}: {err}"[:500]})
-            else:
-                self._subs.set_channel(channel_id, {"state": ABANDONED,
-                                                    "last_error": str(err)[:500]})
+            tries = attempts + 1
+            retry_at = now + backoff(tries, self.first_backoff)
+            self._subs.set_channel(channel_id, {
+                "renewal_attempts": tries, "expiration": retry_at, "next_attempt_at": retry_at,
+                "last_error": f"watch failed: {type(err).__name__}: {err}"[:500]})
             raise
-        self._subs.activate_channel(channel_id, sub.id, opened.resource_id, opened.expiration)
+        if not self._subs.activate_channel(channel_id, sub.id, opened.resource_id,
+                                           opened.expiration, version=saved):
+            with contextlib.suppress(CalendarError):  # if this fails, it expires unheard
+                self._channels.stop(sub, channel_id, opened.resource_id)
+            logs.log("INFO", "channel closed", subscription=sub.id, channel_id=channel_id,
+                     outcome="not_pending_any_more")
+            return None
         return opened
 
     def ensure_channel(self, sub: Subscription) -> bool:
@@ -183,22 +199,32 @@ class SubscriptionService(ChannelKeeper):
         if self._subs.delivering_channels(sub.id):
             return False
         try:
-            self.open_channel(sub)
+            return self.open_channel(sub) is not None
         except CalendarError as err:
             logs.log("WARNING", "watch failed", subscription=sub.id, outcome="watch_failed",
                      error=f"{type(err).__name__}: {err}"[:300])
             return False
-        return True
+
+    def move_channel(self, channel_id: str, to: str, *, seen: Channel | None = None,
+                     **fields: Any) -> bool:
+        """Move a channel record forward to `to` (never back: see FORWARD). `seen`: the
+        record as read with its version; if its state may move to `to`, the write is
+        conditioned on that version and needs no read first."""
+        version = (seen.version if seen is not None and seen.state in FORWARD[to]
+                   else None)
+        return self._subs.move_channel(channel_id, FORWARD[to], {"state": to, **fields},
+                                       version=version)
 
     def stop_channel(self, sub: Subscription, channel: Channel) -> None:
-        """Stop on Google's side, then mark stopped; rejected credentials → abandoned."""
+        """Stop on Google's side, then mark stopped; rejected credentials → abandoned.
+        A `channel` read with its version is moved conditioned on it (no read)."""
         if channel.resource_id and self._channels is not None:
             try:
                 self._channels.stop(sub, channel.id, channel.resource_id)
             except CredentialsRejected:
-                self._subs.set_channel(channel.id, {"state": ABANDONED})
+                self.move_channel(channel.id, ABANDONED, seen=channel)
                 return
-        self._subs.set_channel(channel.id, {"state": STOPPED})
+        self.move_channel(channel.id, STOPPED, seen=channel)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -216,8 +242,20 @@ class SubscriptionService(ChannelKeeper):
             if sub.status == DELETING:
                 raise InvalidTransition(
                     f"subscription {sub.id} for this calendar is being deleted", DELETING)
-            return SubscribeResult(sub, created=False, queued=False)
+            return SubscribeResult(sub, created=False, queued=self._requeue_stranded(sub))
         return SubscribeResult(sub, created=True, queued=self._queue_request(sub.id, 1))
+
+    def _requeue_stranded(self, sub: Subscription) -> bool:
+        """A repeated subscribe (a client retrying a call whose answer it lost): if the
+        recorded request has no task known and nobody is queueing it (the first call
+        died before enqueueing), queue it now instead of leaving it to the sweep.
+        Costs two reads; writes only the queued note."""
+        if sub.status != SUB_ACTIVE:
+            return False
+        if sub.requested_gen <= int(self._subs.writer_state(sub.id).get("claimed_gen") or 0):
+            return False  # nothing pending
+        request = self._requests.record_sync_request(sub.id, self._clock())
+        return request.needs_task and self._queue_request(sub.id, request.generation)
 
     def replace_credentials(self, sub_id: str, credentials_ref: str) -> bool:
         """New credentials for an existing subscription (a user connected again).
@@ -344,7 +382,7 @@ class SubscriptionService(ChannelKeeper):
             return False  # paused or being deleted meanwhile: that stands
         if moved.changed:
             for channel in self._subs.delivering_channels(sub.id):
-                self._subs.set_channel(channel.id, {"state": ABANDONED})
+                self.move_channel(channel.id, ABANDONED)
         return moved.changed
 
     def _transition(self, sub_id: str, allowed: tuple[str, ...], to: str,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from functions.errors import (
     PERMANENT_CALENDAR_ERRORS,
+    CalendarRequestRejected,
     CalendarUnavailable,
     CalsyncError,
     LeaseLost,
@@ -30,7 +31,7 @@ from functions.errors import (
     SyncTokenInvalid,
 )
 from functions.model import CHANGE_KINDS, Event, EventPage, EventWrite, Lease, LeaseOutcome
-from functions.ports import CalendarPort, ChannelKeeper, SyncStore, TaskQueue
+from functions.ports import CalendarPort, ChannelKeeper, PublishProgress, SyncStore, TaskQueue
 from functions.sync.plan import deleted_series_ids, plan_page, plan_reconciliation
 
 if TYPE_CHECKING:
@@ -75,6 +76,9 @@ class SyncSettings:
     min_sync_interval: float = 2.0
     max_transaction_writes: int = MAX_TRANSACTION_WRITES
     max_commit_bytes: int = MAX_COMMIT_BYTES
+    # Runs in a row whose request events.list refuses (a 4xx) before the
+    # subscription goes to `error` (CALSYNC_GIVE_UP_ATTEMPTS).
+    give_up_attempts: int = 5
 
 
 @dataclass(frozen=True)
@@ -170,11 +174,19 @@ class SyncEngine:
         except StoreError as err:
             return Outcome.TRANSIENT, _describe(err), None
         if attempt.outcome is LeaseOutcome.DEFERRED and attempt.retry_at is not None:
-            return self._defer(sub_id, attempt.retry_at)
+            deferred = self._defer(sub_id, attempt.retry_at)
+            if deferred[0] is Outcome.DEFERRED:
+                # Committed entries need no Calendar call: publish them now (the
+                # deferred task serves the request, so no follow-up from here).
+                self._publish_only(sub_id, started, lease_span, progress, follow_up=False)
+            return deferred
         if attempt.lease is None:
+            outcome = Outcome(attempt.outcome.value)
             if attempt.outcome in (LeaseOutcome.IDLE, LeaseOutcome.INACTIVE):
-                progress.published = self._publish_only(sub_id, started, lease_span)
-            return Outcome(attempt.outcome.value), None, attempt.retry_at
+                failed = self._publish_only(sub_id, started, lease_span, progress)
+                if failed is not None:
+                    return Outcome.TRANSIENT, failed, None
+            return outcome, None, attempt.retry_at
         run = _Run(self, attempt.lease, progress)
         try:
             if self._channels is not None:
@@ -182,20 +194,25 @@ class SyncEngine:
                 # is then announced by a notification.
                 self._channels.ensure_channel(attempt.lease.subscription)
             token = run.sync()
-            if run.publishing is not None:
-                run.publishing.finish()  # bounded by the publish timeout; never raises
-                progress.published = run.publishing.published
-            final = self._store.commit_final(run.lease, token, self._clock())
+            publish = run.finish_publishing()  # bounded by the publish timeout; never raises
+            final = self._store.commit_final(run.lease, token, self._clock(),
+                                             **_with(publish))
+            run.recorded(publish)
             if final.requested_gen > run.lease.claimed_gen:
                 not_before = started + timedelta(seconds=self._settings.min_sync_interval)
                 self._queue.enqueue_sync(sub_id, run.lease.generation, not_before, origin="run")
+            elif run.publishing is not None and run.publishing.continues():
+                self._continue_publishing(sub_id, run.publishing)
             return Outcome.SYNCED, None, None
         except LeaseLost as err:
             return Outcome.LEASE_LOST, _describe(err), None
         except RateLimited as err:
+            run.finish_publishing()  # committed entries need no Calendar call
             return self._back_off(run.lease, err)
         except PERMANENT_CALENDAR_ERRORS as err:
             return self._fail(run.lease, err)
+        except CalendarRequestRejected as err:
+            return self._refused(run.lease, err)
         except StoreRejected as err:  # the data itself is refused: retrying cannot help
             return self._fail(run.lease, err)
         except Misconfigured as err:
@@ -209,22 +226,50 @@ class SyncEngine:
         except BaseException:
             self._release_quietly(run.lease)  # a bug must not hold the lease till expiry
             raise
+        finally:
+            run.settle_publishing()
 
-    def _publish_only(self, sub_id: str, started: datetime, span: timedelta) -> int:
-        """Nothing to sync (or paused), but entries wait unpublished: take the
-        lease only to publish them (DESIGN.md, "Delivery (outbox)"), fenced."""
+    def _publish_only(self, sub_id: str, started: datetime, span: timedelta,
+                      progress: _Progress, follow_up: bool = True) -> str | None:
+        """Nothing to sync (or paused, or deferred), but entries wait unpublished:
+        take the lease only to publish them (DESIGN.md, "Delivery (outbox)"),
+        fenced. On release, a sync request that waits gets the follow-up
+        `commit_final` would leave (a task that met this lease answered BUSY and
+        is gone); a backlog this run drained part of gets a continuation.
+        Returns why the follow-up could not be queued (the task is retried)."""
         if self._outbox is None:
-            return 0
+            return None
+        outbox = self._outbox
         try:
-            lease = self._outbox.store.acquire_publish_lease(sub_id, started, started + span)
+            lease = outbox.store.acquire_publish_lease(sub_id, started, started + span)
         except CalsyncError:
-            return 0  # the renewer's sweep comes back
+            return None  # the renewer's sweep comes back
         if lease is None:
-            return 0
-        publishing = self._outbox.start(lease)
-        publishing.finish()
-        self._release_quietly(lease)
-        return publishing.published
+            return None
+        publishing = outbox.start(lease)
+        try:
+            done = publishing.finish()
+            progress.published = publishing.published
+            release = outbox.store.release_publish_lease(lease, done, self._clock())
+            publishing.recorded(done)
+        except CalsyncError as err:
+            self._release_quietly(lease)
+            return None if isinstance(err, LeaseLost) else _describe(err)
+        if follow_up and release.request_pending:
+            not_before = started + timedelta(seconds=self._settings.min_sync_interval)
+            try:
+                self._queue.enqueue_sync(sub_id, lease.generation, not_before, origin="run")
+            except CalsyncError as err:
+                return _describe(err)
+        elif release.backlog and publishing.continues():
+            self._continue_publishing(sub_id, publishing)
+        return None
+
+    def _continue_publishing(self, sub_id: str, publishing: RunPublishing) -> None:
+        """Entries remain and this run made progress: a task that goes on publishing
+        at the rate Pub/Sub allows (named by where it starts: one per step)."""
+        with contextlib.suppress(CalsyncError):  # if refused, the renewer's sweep comes back
+            self._queue.enqueue_sync(sub_id, int(publishing.acked or 0), origin="publish")
 
     def _defer(
         self, sub_id: str, retry_at: datetime
@@ -268,6 +313,25 @@ class SyncEngine:
             return Outcome.TRANSIENT, _describe(failure), None
         return Outcome.FAILED, _describe(err), None
 
+    def _refused(
+        self, lease: Lease, err: CalendarRequestRejected
+    ) -> tuple[Outcome, str | None, datetime | None]:
+        """events.list refused the request itself (a 4xx that is neither a rate limit
+        nor an expired token): a bug, an API change or a calendar it cannot list.
+        Retried (500) a bounded number of runs in a row, then permanent: the
+        subscription goes to `error` with the reason, instead of retrying for ever."""
+        try:
+            refused = self._store.note_rejected_run(lease)
+        except LeaseLost as lost:
+            return Outcome.LEASE_LOST, _describe(lost), None
+        except CalsyncError as failure:
+            self._release_quietly(lease)
+            return Outcome.TRANSIENT, _describe(failure), None
+        if refused >= self._settings.give_up_attempts:
+            return self._fail(lease, err)
+        self._release_quietly(lease)
+        return Outcome.TRANSIENT, f"{_describe(err)} (refused {refused} times)", None
+
     def _release_quietly(self, lease: Lease) -> None:
         # Lets the task's retry start at once instead of waiting for expiry.
         with contextlib.suppress(CalsyncError):
@@ -287,6 +351,31 @@ class _Run:
         outbox = engine._outbox
         self.publishing: RunPublishing | None = (
             outbox.start(lease) if outbox is not None else None)
+
+    def finish_publishing(self) -> PublishProgress | None:
+        """Publish the rest within the budget; the progress to record."""
+        if self.publishing is None:
+            return None
+        done = self.publishing.finish()
+        self.progress.published = self.publishing.published
+        return done
+
+    def recorded(self, publish: PublishProgress | None) -> None:
+        if self.publishing is not None:
+            self.publishing.recorded(publish)
+
+    def settle_publishing(self) -> None:
+        """However the run ended: stop publishing, and record what is acknowledged
+        but not yet recorded (no commit carries it now), else the next run would
+        publish it again, and again if every run fails the same way."""
+        if self.publishing is None or self.engine._outbox is None:
+            return
+        done = self.publishing.close()
+        self.progress.published = self.publishing.published
+        if done is not None:
+            with contextlib.suppress(CalsyncError):
+                self.engine._outbox.store.advance_published(self.lease, done,
+                                                            self.engine._clock())
 
     def sync(self) -> str:
         """List, diff and commit every page; the next sync token."""
@@ -379,7 +468,10 @@ class _Run:
         for chunk in chunks:
             now = self.engine._clock()
             self.lease_until = now + span
-            committed = self.store.commit_page(self.lease, chunk, now, self.lease_until)
+            publish = self.publishing.progress() if self.publishing is not None else None
+            committed = self.store.commit_page(self.lease, chunk, now, self.lease_until,
+                                               **_with(publish))
+            self.recorded(publish)
             for write in chunk:
                 if write.change is not None:
                     self.progress.entries[write.change.kind] += 1
@@ -406,6 +498,11 @@ def _chunks(
         weight += bytes_
     if start < len(writes):
         yield writes[start:]
+
+
+def _with(publish: PublishProgress | None) -> dict[str, PublishProgress]:
+    """The outbox's progress as a commit's keyword, only when there is some."""
+    return {"publish": publish} if publish is not None else {}
 
 
 def _epoch_ms(moment: datetime) -> int:

@@ -4,8 +4,12 @@ Collections follow DESIGN.md's data model (`subscriptions/{id}`, its
 `state/writer`, `events/`, `changes/`, `channels/{id}`, `subscription_keys/`).
 Every read and write goes through `IoMeter` with the document's path. The
 renewer's queries are answered from `SortedIndex`es kept beside the documents,
-the way Firestore answers them from its indexes; `touch_sub` / `touch_channel`
-/ `touch_writer` keep those indexes current after a document changes.
+the way Firestore answers them from its indexes (`catalogue.py` lists them):
+the subscriptions' sort keys (`sweep_at`, `safety_net_at`, `deleting_since`,
+any status, nulls not indexed), active subscriptions' `requested_at`, channels
+by state and by (state, shard) ordered by `expiration`, and `state/writer` by
+`publish_pending_since`; `touch_sub` / `touch_channel` / `touch_writer` keep
+them current after a document changes.
 
 A document's update time (`_version`, an increasing integer) stands in for
 Firestore's, for the writes conditioned on it.
@@ -17,6 +21,8 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+from google.cloud.firestore import DELETE_FIELD
+
 from functions.model import ACTIVE
 from infra.sim.index import SortedIndex
 from infra.sim.meter import IoMeter
@@ -24,8 +30,10 @@ from infra.sim.meter import IoMeter
 SUBSCRIPTIONS = "subscriptions"
 CHANNELS = "channels"
 KEYS = "subscription_keys"
-# The subscription fields the renewer queries (status == active, ordered by field).
-SUB_QUERY_FIELDS = ("requested_at", "last_synced_at")
+RENEWER = "renewer"
+# The subscription fields the renewer ranges over (`subscriptions_where`: any status;
+# a null or absent value is not in the range).
+SUB_QUERY_FIELDS = ("sweep_at", "safety_net_at", "deleting_since")
 
 
 def sub_path(sub_id: str) -> str:
@@ -58,10 +66,14 @@ class SimDatabase:
         self.keys: dict[str, str] = {}
         self.channels: dict[str, dict[str, Any]] = {}
         self.channels_by_sub: dict[str, set[str]] = {}
+        self.renewer_docs: dict[str, dict[str, Any]] = {}  # `renewer/{id}`
         self.events: dict[str, dict[str, dict[str, Any]]] = {}
         self.changes: dict[str, dict[int, dict[str, Any]]] = {}
         self.sub_index = {name: SortedIndex() for name in SUB_QUERY_FIELDS}
-        self.channel_index: dict[str, SortedIndex] = {}
+        # `status == active and requested_at > epoch order by requested_at` (oldest_request)
+        self.request_index = SortedIndex()
+        self.channel_index: dict[str, SortedIndex] = {}  # by state
+        self.shard_index: dict[tuple[str, int], SortedIndex] = {}  # by (state, shard)
         self.outbox_index = SortedIndex()  # state/writer.publish_pending_since
         self._versions = itertools.count(1)
         # Observers of committed change entries (the staleness probe).
@@ -76,25 +88,45 @@ class SimDatabase:
 
     def touch_sub(self, sub_id: str) -> None:
         data = self.subs.get(sub_id)
-        active = data is not None and data.get("status", ACTIVE) == ACTIVE
         for name, index in self.sub_index.items():
-            if active and data is not None:
-                index.set(sub_id, data.get(name))
-            else:
+            value = None if data is None else data.get(name)
+            if value is None:
                 index.remove(sub_id)
+            else:
+                index.set(sub_id, value)
+        asked = None if data is None or data.get("status", ACTIVE) != ACTIVE else (
+            data.get("requested_at"))
+        if asked is None:
+            self.request_index.remove(sub_id)
+        else:
+            self.request_index.set(sub_id, asked)
 
-    def touch_channel(self, channel_id: str, previous_state: str | None = None) -> None:
+    def touch_channel(self, channel_id: str, previous: dict[str, Any] | None = None) -> None:
+        """After a channel record changed: `previous` is (state, shard) it had."""
         data = self.channels.get(channel_id)
-        if previous_state is not None and (data is None or data.get("state") != previous_state):
-            self.channel_index.get(previous_state, SortedIndex()).remove(channel_id)
+        old_state, old_shard = (previous or {}).get("state"), (previous or {}).get("shard")
+        if previous is not None:
+            if data is None or data.get("state") != old_state:
+                index = self.channel_index.get(str(old_state))
+                if index is not None:
+                    index.remove(channel_id)
+            moved = data is None or (data.get("state"), data.get("shard")) != (old_state,
+                                                                               old_shard)
+            if moved and old_shard is not None:
+                old_index = self.shard_index.get((str(old_state), int(old_shard)))
+                if old_index is not None:
+                    old_index.remove(channel_id)
         if data is None:
             return
-        state = data.get("state")
-        index = self.channel_index.setdefault(str(state), SortedIndex())
-        if data.get("expiration") is None:
-            index.remove(channel_id)  # `expiration <= T` never matches a null
-        else:
-            index.set(channel_id, data["expiration"])
+        state, shard = str(data.get("state")), data.get("shard")
+        indexes = [self.channel_index.setdefault(state, SortedIndex())]
+        if shard is not None:
+            indexes.append(self.shard_index.setdefault((state, int(shard)), SortedIndex()))
+        for index in indexes:
+            if data.get("expiration") is None:
+                index.remove(channel_id)  # `expiration <= T` never matches a null
+            else:
+                index.set(channel_id, data["expiration"])
 
     def touch_writer(self, sub_id: str) -> None:
         pending = self.writers.get(sub_id, {}).get("publish_pending_since")
@@ -126,23 +158,37 @@ class SimDatabase:
         self.touch_sub(sub_id)
 
     def merge_writer(self, sub_id: str, fields: dict[str, Any]) -> None:
-        """`set(..., merge=True)` / `update` of `state/writer`."""
-        self.writers.setdefault(sub_id, {}).update(fields)
+        """`set(..., merge=True)` / `update` of `state/writer` (`DELETE_FIELD` removes)."""
+        writer = self.writers.setdefault(sub_id, {})
+        for name, value in fields.items():
+            if value is DELETE_FIELD:
+                writer.pop(name, None)
+            else:
+                writer[name] = value
         self.io.write(writer_path(sub_id))
         if "publish_pending_since" in fields:
             self.touch_writer(sub_id)
 
+    def delete_channel(self, channel_id: str) -> None:
+        old = self.channels.pop(channel_id, None)
+        self.io.write(channel_path(channel_id))
+        if old is not None:
+            self.channels_by_sub.get(str(old.get("sub_id")), set()).discard(channel_id)
+            self.touch_channel(channel_id, _placing(old))
+
     def set_channel_fields(self, channel_id: str, fields: dict[str, Any]) -> None:
+        """`update` semantics: the record must exist (callers check)."""
         data = self.channels[channel_id]
-        previous = data.get("state")
+        previous = _placing(data)
         data.update(fields)
         data["_version"] = self.version()
         self.io.write(channel_path(channel_id))
         self.touch_channel(channel_id, previous)
 
     def put_channel(self, channel_id: str, data: dict[str, Any]) -> None:
+        """`set` semantics: create or replace the record."""
         old = self.channels.get(channel_id)
-        previous = old.get("state") if old else None
+        previous = _placing(old) if old else None
         data["_version"] = self.version()
         self.channels[channel_id] = data
         self.channels_by_sub.setdefault(str(data.get("sub_id")), set()).add(channel_id)
@@ -155,3 +201,8 @@ class SimDatabase:
                 if c in self.channels]
         self.io.read_many([channel_path(c) for c, _ in rows], CHANNELS)
         return rows
+
+
+def _placing(data: dict[str, Any]) -> dict[str, Any]:
+    """What puts a channel in its indexes (for `touch_channel`)."""
+    return {"state": data.get("state"), "shard": data.get("shard")}

@@ -57,11 +57,17 @@ class SortedIndex:
         return (self._current[rows[0]], rows[0]) if rows else None
 
     def scan(self, upto: Any, limit: int, *, include_null: bool,
-             after: str | None = None) -> list[str]:
+             after: str | None = None,
+             start_after: tuple[Any, str] | None = None) -> list[str]:
         """Up to `limit` ids in order, values at most `upto` (None: no bound), nulls
-        first when `include_null`; after the row of `after` when it is indexed."""
+        first when `include_null`; after the row of `after` when it is indexed, or
+        after the (value, id) `start_after` as read (Firestore's `start_after` with
+        the cursor's values: the row itself may have moved since)."""
         cursor: tuple[int, Any, str] | None = None
-        if after is not None and after in self._current:
+        if start_after is not None:
+            value, doc_id = start_after
+            cursor = (0, "", doc_id) if value is None else (1, value, doc_id)
+        elif after is not None and after in self._current:
             value = self._current[after]
             cursor = (0, "", after) if value is None else (1, value, after)
         found: list[str] = []

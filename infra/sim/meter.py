@@ -12,6 +12,7 @@ dispatches), from which per-minute figures are summed.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable
 
@@ -83,31 +84,36 @@ class IoMeter:
         self.writes_by_path: dict[str, _DocWrites] = {}
         self.empty_queries: Counter[str] = Counter()  # billed one read each, by collection
         self.enabled = True  # off while the world is seeded
+        # A run's publishing thread reads beside its run: no count may be lost.
+        self._lock = threading.Lock()
 
     def read(self, path: str) -> None:
         if self.enabled:
-            self.reads.add(self._now())
-            self.reads_by_path[path] += 1
+            with self._lock:
+                self.reads.add(self._now())
+                self.reads_by_path[path] += 1
 
     def read_many(self, paths: list[str], collection: str) -> None:
         """A query: each document returned is a read; an empty result is billed as one."""
         if not self.enabled:
             return
-        self.reads.add(self._now(), max(len(paths), 1))
-        if not paths:
-            self.empty_queries[collection] += 1
-        for path in paths:
-            self.reads_by_path[path] += 1
+        with self._lock:
+            self.reads.add(self._now(), max(len(paths), 1))
+            if not paths:
+                self.empty_queries[collection] += 1
+            for path in paths:
+                self.reads_by_path[path] += 1
 
     def write(self, path: str) -> None:
         if not self.enabled:
             return
         t = self._now()
-        self.writes.add(t)
-        record = self.writes_by_path.get(path)
-        if record is None:
-            record = self.writes_by_path[path] = _DocWrites()
-        record.add(t)
+        with self._lock:
+            self.writes.add(t)
+            record = self.writes_by_path.get(path)
+            if record is None:
+                record = self.writes_by_path[path] = _DocWrites()
+            record.add(t)
 
     def reads_by_collection(self) -> Counter[str]:
         found: Counter[str] = Counter(self.empty_queries)

@@ -131,7 +131,9 @@ def figures(world: World, days: float, drop: float, size: int,
         firestore_reads=io.reads.total * scale / days,
         firestore_writes=io.writes.total * scale / days,
         feed_entries=entries * scale / days,
-        task_operations=(queue.created.total + queue.dispatches.total) * scale / days,
+        # The renewer's queue serves ticks and shards, not calendars: not scaled.
+        task_operations=(queue.created.total + queue.dispatches.total) * scale / days
+        + (world.renewer_queue.created.total + world.renewer_queue.dispatches.total) / days,
         pubsub_billed_bytes=world.publisher.billed_bytes * scale / days,
         calendar_requests=calls.requests.total * scale / days)
 

@@ -4,12 +4,19 @@ Each method reads and writes the documents the Firestore adapter reads and
 writes (`functions/adapters/firestore/store.py`, `outbox.py`), with the same
 conditions, so the simulation bills what production bills: a transaction's
 reads, a batch get of N snapshots as N reads, each document in a commit as
-one write. Values are converted with the adapters' own helpers
-(`_subscription`), so a document means the same thing here and there.
+one write. Values are converted, and the outbox's fields decided, with the
+adapters' own helpers (`_subscription`, `outbox_fields`), so a document means
+the same thing here and there.
 
-The simulation is single-threaded: a transaction is a plain sequence of reads
-and writes, and a write conditioned on a document's update time always finds
-it unchanged (no other caller can interleave).
+Not modelled: `write_bytes` (the commit-size cut of a page: the simulated events
+are a few hundred bytes, so no page comes near `CALSYNC_COMMIT_BYTES`) is the
+port's default, 0.
+
+The simulation is single-threaded but for a run's publishing thread
+(`delivery.outbox.RunPublishing`), which only reads here while its run goes on
+(`outbox_position`, `read_entries`; the run's own fenced commits record its
+progress); so a transaction is a plain sequence of reads and writes, and a
+write conditioned on a document's update time always finds it unchanged.
 """
 
 from __future__ import annotations
@@ -18,7 +25,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from functions.adapters.firestore.store import ENQUEUE_GRACE, FEED_RETENTION, _subscription
+from functions.adapters.firestore.store import (
+    ENQUEUE_GRACE,
+    FEED_RETENTION,
+    _subscription,
+    outbox_fields,
+)
 from functions.errors import LeaseLost
 from functions.model import (
     ACTIVE,
@@ -36,7 +48,15 @@ from functions.model import (
     Subscription,
     SyncRequest,
 )
-from functions.ports import FeedReader, OutboxStore, RequestStore, SyncStore
+from functions.ports import (
+    FeedReader,
+    OutboxPosition,
+    OutboxStore,
+    PublishProgress,
+    PublishRelease,
+    RequestStore,
+    SyncStore,
+)
 from infra.sim.database import SimDatabase, change_path, event_path, writer_path
 
 _GET_ALL_BATCH = 500
@@ -124,6 +144,12 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
                 if doc.get("state") in ("pending", "active", "replaced"):
                     self.db.set_channel_fields(channel_id, {"state": "abandoned"})
 
+    def note_rejected_run(self, lease: Lease) -> int:
+        state = self._fenced(lease)
+        refused = int(state.get("rejected_runs") or 0) + 1
+        self.db.merge_writer(lease.subscription.id, {"rejected_runs": refused})
+        return refused
+
     def load_snapshots(self, sub_id: str, event_ids: Iterable[str]) -> dict[str, Snapshot | None]:
         ids = list(dict.fromkeys(event_ids))
         stored = self.db.events.get(sub_id, {})
@@ -160,7 +186,8 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
                 return
 
     def commit_page(self, lease: Lease, writes: Sequence[EventWrite], now: datetime,
-                    until: datetime) -> list[dict[str, Any]]:
+                    until: datetime, publish: PublishProgress | None = None,
+                    ) -> list[dict[str, Any]]:
         sub_id = lease.subscription.id
         state = self._fenced(lease)
         seq = int(state.get("change_seq") or 0)
@@ -185,31 +212,34 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
             events[write.event_id] = snapshot
             self.db.io.write(event_path(sub_id, write.event_id))
         update: dict[str, Any] = {"change_seq": seq, "lease_until": until}
-        if self._outbox and seq > first:
-            if state.get("publish_pending_since") is None:
-                update["publish_pending_since"] = now
-            if state.get("published_seq") is None:
-                update["published_seq"] = first
+        update.update(outbox_fields(state, outbox=self._outbox, first=first, change_seq=seq,
+                                    now=now, progress=publish))
         self.db.merge_writer(sub_id, update)
         for observer in self.db.on_entries:
             observer(sub_id, entries)
         return [dict(entry) for entry in entries]
 
-    def commit_final(self, lease: Lease, sync_token: str, now: datetime) -> FinalCommit:
+    def commit_final(self, lease: Lease, sync_token: str, now: datetime,
+                     publish: PublishProgress | None = None) -> FinalCommit:
         sub_id = lease.subscription.id
-        self._fenced(lease)
+        state = self._fenced(lease)
         data = self.db.read_sub(sub_id)
-        committed: dict[str, Any] = {"sync_token": sync_token, "synced_gen": lease.claimed_gen,
-                                     "lease_until": None, "synced_at": now}
+        change_seq = int(state.get("change_seq") or 0)
+        committed: dict[str, Any] = {
+            "sync_token": sync_token, "synced_gen": lease.claimed_gen, "lease_until": None,
+            "synced_at": now, "rejected_runs": 0,
+            **outbox_fields(state, outbox=self._outbox, first=change_seq,
+                            change_seq=change_seq, now=now, progress=publish)}
         if lease.full_resync:
             committed["full_resync_served"] = lease.full_resync
         self.db.merge_writer(sub_id, committed)
         if data is None:
             return FinalCommit(requested_gen=0)
         requested = int(data.get("requested_gen") or 0)
-        served: dict[str, Any] = {"last_synced_at": now, "retry_at": None, "last_error": None}
+        served: dict[str, Any] = {"last_synced_at": now, "retry_at": None, "last_error": None,
+                                  "safety_net_at": now}
         if requested <= lease.claimed_gen:
-            served["requested_at"] = None
+            served.update(requested_at=None, sweep_at=None)
         elif int(data.get("queued_gen") or 0) < requested:
             served["queued_gen"] = requested
         self.db.update_sub(sub_id, served)
@@ -227,22 +257,20 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
         if data is None:
             return SyncRequest(found=False, needs_task=False)
         requested = int(data.get("requested_gen") or 0)
+        last_run = state.get("lease_started_at")
         if data.get("status", ACTIVE) != ACTIVE:
             return SyncRequest(found=True, needs_task=False, generation=requested)
-        update: dict[str, Any] = {"enqueuing_at": now}
         if requested > int(state.get("claimed_gen") or 0):
             queued = int(data.get("queued_gen") or 0) >= requested
             enqueuing = data.get("enqueuing_at")
-            if queued or (enqueuing is not None and now - enqueuing < ENQUEUE_GRACE):
-                return SyncRequest(found=True, needs_task=False, generation=requested,
-                                   last_run_started_at=state.get("lease_started_at"))
-            generation = requested
-        else:
-            generation = requested + 1
-            update.update(requested_gen=generation, requested_at=now)
-        self.db.update_sub(sub_id, update)
+            in_flight = enqueuing is not None and now - enqueuing < ENQUEUE_GRACE
+            return SyncRequest(found=True, needs_task=not queued and not in_flight,
+                               generation=requested, last_run_started_at=last_run)
+        generation = requested + 1
+        self.db.update_sub(sub_id, {"requested_gen": generation, "requested_at": now,
+                                    "enqueuing_at": now, "sweep_at": now})
         return SyncRequest(found=True, needs_task=True, generation=generation,
-                           last_run_started_at=state.get("lease_started_at"))
+                           last_run_started_at=last_run)
 
     def request_full_resync(self, sub_id: str) -> int:
         data = self.db.subs[sub_id]
@@ -261,6 +289,8 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
         data = self.db.read_sub(sub_id)
         if data is None or int(data.get("queued_gen") or 0) >= generation:
             return
+        if queued_at is None and data.get("enqueuing_at") is None:
+            return  # cleared already (an earlier failure): nothing to write
         self.db.update_sub(sub_id, {"queued_gen": generation, "queued_at": queued_at}
                            if queued_at is not None else {"enqueuing_at": None})
 
@@ -279,10 +309,13 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
 
     # -- OutboxStore ------------------------------------------------------------------
 
-    def outbox_position(self, sub_id: str) -> tuple[int | None, int]:
+    def outbox_position(self, sub_id: str) -> OutboxPosition:
         state = self.db.read_writer(sub_id)
         published = state.get("published_seq")
-        return (None if published is None else int(published)), int(state.get("change_seq") or 0)
+        return OutboxPosition(
+            published_seq=None if published is None else int(published),
+            change_seq=int(state.get("change_seq") or 0),
+            lease_generation=int(state.get("lease_generation") or 0))
 
     def read_entries(self, sub_id: str, after: int, upto: int) -> list[dict[str, Any]]:
         if upto <= after:
@@ -292,25 +325,24 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
         self.db.io.read_many([change_path(sub_id, s) for s in seqs], "changes")
         return [dict(stored[s]) for s in seqs]
 
-    def advance_published(self, lease: Lease, seq: int) -> None:
+    def advance_published(self, lease: Lease, progress: PublishProgress, now: datetime) -> None:
         state = self._fenced(lease)
-        published = state.get("published_seq")
-        if published is not None and int(published) >= seq:
-            return
-        update: dict[str, Any] = {"published_seq": seq}
-        if seq >= int(state.get("change_seq") or 0):
-            update["publish_pending_since"] = None
-        self.db.merge_writer(lease.subscription.id, update)
+        change_seq = int(state.get("change_seq") or 0)
+        update = outbox_fields(state, outbox=True, first=change_seq, change_seq=change_seq,
+                               now=now, progress=progress)
+        if update:
+            self.db.merge_writer(lease.subscription.id, update)
 
     def acquire_publish_lease(self, sub_id: str, now: datetime, until: datetime) -> Lease | None:
         data = self.db.read_sub(sub_id)
         state = self.db.read_writer(sub_id)
-        if data is None:
-            return None
-        sub = _subscription(sub_id, data)
         published = state.get("published_seq")
-        if (sub.status == DELETING or published is None
-                or int(published) >= int(state.get("change_seq") or 0)):
+        if published is None or int(published) >= int(state.get("change_seq") or 0):
+            return None
+        sub = _subscription(sub_id, data) if data is not None else None
+        if sub is None or sub.status == DELETING:
+            if state.get("publish_pending_since") is not None:
+                self.db.merge_writer(sub_id, {"publish_pending_since": None})
             return None
         held_until = state.get("lease_until")
         if held_until is not None and held_until > now:
@@ -321,6 +353,22 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
                      claimed_gen=int(state.get("claimed_gen") or 0),
                      sync_token=state.get("sync_token"),
                      first_sync=state.get("sync_token") is None, started_at=now, until=until)
+
+    def release_publish_lease(self, lease: Lease, progress: PublishProgress | None,
+                              now: datetime) -> PublishRelease:
+        sub_id = lease.subscription.id
+        state = self._fenced(lease)
+        data = self.db.read_sub(sub_id)
+        change_seq = int(state.get("change_seq") or 0)
+        update: dict[str, Any] = {"lease_until": None}
+        update.update(outbox_fields(state, outbox=True, first=change_seq,
+                                    change_seq=change_seq, now=now, progress=progress))
+        self.db.merge_writer(sub_id, update)
+        published = int(update.get("published_seq", state.get("published_seq")) or 0)
+        pending = (data is not None and data.get("status", ACTIVE) == ACTIVE
+                   and int(data.get("requested_gen") or 0) > int(state.get("synced_gen") or 0))
+        return PublishRelease(request_pending=bool(pending),
+                              backlog=max(change_seq - published, 0))
 
     def pending_outboxes(self, before: datetime, limit: int,
                          after: str | None = None) -> list[tuple[str, dict[str, Any]]]:

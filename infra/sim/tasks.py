@@ -5,16 +5,20 @@
   hour is refused (`AlreadyExists`), which the adapter treats as done.
 - `schedule_time` (`not_before`).
 - The queue's `max_dispatches_per_second` as a token bucket (burst = the rate,
-  at least one), shared by sync tasks and the renewer's continuations, which
-  go to the same queue in production (`CloudTasksQueue.enqueue_renewal`).
+  at least one).
+- The renewer's own tasks (a tick's continuation, one shard of a fan-out) go to
+  the renewer's queue (`CloudTasksQueue.enqueue_renewal`, CALSYNC_RENEWER_QUEUE,
+  which terraform always deploys): a second `SimTaskQueue` with that queue's
+  rules (`QueueConfig.renewer_from_terraform`), their body the renewer's job.
 - Retries of a failed attempt (any status but 2xx) with the queue's backoff:
   `min_backoff` doubling `max_doublings` times, then growing linearly, capped
   at `max_backoff`; a task ends after `max_attempts` attempts or
   `max_retry_duration` after its first.
 
-The queue settings are terraform's defaults (`terraform/variables.tf`), read
-with python-hcl2, so the simulation runs the queue that is deployed. Not
-modelled: `max_concurrent_dispatches` (a run takes no virtual time here).
+The queue settings are terraform's (`terraform/tasks.tf` and the defaults of
+`terraform/variables.tf`), read with python-hcl2, so the simulation runs the
+queues that are deployed. Not modelled: `max_concurrent_dispatches` (a run takes
+no virtual time here).
 """
 
 from __future__ import annotations
@@ -60,6 +64,33 @@ class QueueConfig:
             max_doublings=int(defaults["queue_max_doublings"]),
             max_retry_duration=float(defaults["queue_max_retry_duration_seconds"]))
 
+    @classmethod
+    def renewer_from_terraform(cls, root: Path = ROOT / "terraform") -> QueueConfig:
+        """`google_cloud_tasks_queue.renewer` in terraform/tasks.tf: its retry rules as
+        written, its rate `var.renewal_shards` (the variable's default)."""
+        import hcl2
+
+        with (root / "tasks.tf").open() as handle:
+            parsed = hcl2.load(handle)
+        queue = next(body["renewer"] for entry in parsed.get("resource", [])
+                     for kind, body in entry.items()
+                     if kind == "google_cloud_tasks_queue" and "renewer" in body)
+        retry, rate = queue["retry_config"][0], queue["rate_limits"][0]
+        defaults = terraform_defaults(root / "variables.tf")
+        dispatches = str(rate["max_dispatches_per_second"])
+        if dispatches.startswith("${var."):
+            dispatches = str(defaults[dispatches[len("${var."):-1]])
+
+        def seconds(value: Any) -> float:
+            return float(str(value).rstrip("s"))
+
+        return cls(max_dispatches_per_second=float(dispatches),
+                   max_attempts=int(retry["max_attempts"]),
+                   min_backoff=seconds(retry["min_backoff"]),
+                   max_backoff=seconds(retry["max_backoff"]),
+                   max_doublings=int(retry.get("max_doublings", 16)),  # Cloud Tasks' default
+                   max_retry_duration=seconds(retry["max_retry_duration"]))
+
     def scaled(self, share: float) -> QueueConfig:
         """The queue of a sample holding `share` of the calendars: the same rules, the
         rate scaled down with it (a sample's tasks see the contention a full run would)."""
@@ -97,21 +128,27 @@ class _Task:
     created: float
     first_attempt: float | None = None
     attempts: int = 0
+    job: dict[str, Any] | None = None  # a renewer task's body
 
     def body(self) -> bytes:
-        """What `CloudTasksQueue.build_task` sends the worker."""
+        """What `CloudTasksQueue.build_task` (or `enqueue_renewal`) sends."""
+        if self.kind == "renew":
+            return json.dumps(self.job or {}, separators=(",", ":")).encode()
         return json.dumps({"subscription_id": self.sub_id}).encode()
 
 
 class SimTaskQueue(TaskQueue):
-    """The sync queue. `on_sync(body) -> status` and `on_renew() -> status` serve tasks."""
+    """A queue. `on_sync(body) -> status` and `on_renew(body) -> status` serve its tasks;
+    with `renewer` set, renewer tasks go to that queue instead."""
 
     def __init__(self, loop: EventLoop, config: QueueConfig,
-                 on_sync: Callable[[bytes], int], on_renew: Callable[[], int]) -> None:
+                 on_sync: Callable[[bytes], int], on_renew: Callable[[bytes], int],
+                 renewer: SimTaskQueue | None = None) -> None:
         self.loop = loop
         self.config = config
         self.on_sync = on_sync
         self.on_renew = on_renew
+        self.renewer = renewer
         self._ready: list[tuple[float, int, _Task]] = []
         self._seq = itertools.count()
         self._names: dict[str, float] = {}
@@ -137,16 +174,22 @@ class SimTaskQueue(TaskQueue):
                      *, origin: str = "request") -> None:
         self._create(task_id(sub_id, origin, generation), "sync", sub_id, not_before)
 
-    def enqueue_renewal(self, not_before: datetime | None = None, name: str | None = None) -> None:
-        """The renewer's continuation (`CloudTasksQueue.enqueue_renewal`)."""
-        self._create(name or f"renew-anon-{next(self._seq)}", "renew", "", not_before)
+    def enqueue_renewal(self, not_before: datetime | None = None, name: str | None = None,
+                        body: dict[str, Any] | None = None) -> None:
+        """A renewer task (`CloudTasksQueue.enqueue_renewal`): a continuation or a shard."""
+        if self.renewer is not None:
+            self.renewer.enqueue_renewal(not_before, name, body)
+            return
+        self._create(name or f"renew-anon-{next(self._seq)}", "renew", "", not_before,
+                     job=body)
 
     def depth(self) -> int:
         return len(self._ready)
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _create(self, name: str, kind: str, sub_id: str, not_before: datetime | None) -> None:
+    def _create(self, name: str, kind: str, sub_id: str, not_before: datetime | None,
+                job: dict[str, Any] | None = None) -> None:
         now = self.loop.clock.t
         while self._name_order and self._name_order[0][0] <= now - NAME_REUSE_SECONDS:
             old_time, old_name = self._name_order.popleft()
@@ -161,7 +204,7 @@ class SimTaskQueue(TaskQueue):
         if self.counting:
             self.created.add(now)
         eta = now if not_before is None else max(now, self.loop.clock.at(not_before))
-        self._push(eta, _Task(name, kind, sub_id, now))
+        self._push(eta, _Task(name, kind, sub_id, now, job=job))
 
     def _push(self, eta: float, task: _Task) -> None:
         heapq.heappush(self._ready, (eta, next(self._seq), task))
@@ -202,7 +245,7 @@ class SimTaskQueue(TaskQueue):
         if task.first_attempt is None:
             task.first_attempt = now
         task.attempts += 1
-        status = self.on_sync(task.body()) if task.kind == "sync" else self.on_renew()
+        status = (self.on_sync if task.kind == "sync" else self.on_renew)(task.body())
         if 200 <= status < 300:
             return
         self.failed_attempts += 1

@@ -2,12 +2,15 @@
 over the in-memory ports, on one virtual clock.
 
 - The webhook (`WebhookService`) receives the fake Calendar's pushes.
-- The task queue dispatches sync tasks to the worker (`SyncWorker` over a
+- The sync queue dispatches sync tasks to the worker (`SyncWorker` over a
   `SyncEngine` with the subscription service as its channel keeper and the
-  outbox when a topic is configured) and the renewer's continuations.
+  outbox when a topic is configured); the renewer's queue its continuations
+  and, with CALSYNC_RENEWAL_SHARDS > 1, one task per shard (`parse_job`, as
+  `entrypoints.renew_channels` reads the body).
 - Cloud Scheduler runs the renewer (`Renewer`, with the outbox sweeper when a
-  topic is configured and its fan-out when a renewer URL is set, as
-  terraform deploys it) every `renewer_period` seconds.
+  topic is configured, continuations since a renewer URL is set, and the
+  fan-out with more than one shard, as `app.renewer` wires it) every
+  `renewer_period` seconds.
 
 The world starts in a steady state rather than empty (subscribing a whole
 population at once is a different question): every calendar has been synced
@@ -43,14 +46,15 @@ from typing import Any
 from functions import logs
 from functions.adapters.firestore.subscriptions import subscription_key
 from functions.config import WORKER, Settings
-from functions.delivery.outbox import Outbox, OutboxSweeper
+from functions.delivery.outbox import Outbox, OutboxSweeper, PublishLimits
 from functions.errors import StoreError
 from functions.intake import channel_tokens
 from functions.intake import webhook as webhook_module
 from functions.intake.webhook import BadNotification, WebhookService, parse_notification
 from functions.lifecycle.renewer import Renewer
+from functions.lifecycle.sharding import parse_job
 from functions.lifecycle.subscriptions import SubscriptionService
-from functions.model import ACTIVE
+from functions.model import ACTIVE, channel_shard
 from functions.sync.engine import SyncEngine, SyncSettings
 from functions.sync.worker import SyncWorker
 from infra.calendar_emulator.quotas import GOOGLE_PROJECT_PER_MINUTE, GOOGLE_USER_PER_MINUTE
@@ -73,7 +77,8 @@ PUSH_RETRIES = 5
 
 def sim_settings(overrides: dict[str, str] | None = None, *, topic: bool = True) -> Settings:
     """Settings as terraform deploys them (defaults of `functions.config.VARIABLES`),
-    with the fan-out URL set and, unless `topic` is False, a Pub/Sub topic."""
+    with the renewer's URL and queue set and, unless `topic` is False, a Pub/Sub
+    topic."""
     key = base64.b64encode(hashlib.sha256(b"calsync-sim").digest()).decode()
     env = {
         "GOOGLE_CLOUD_PROJECT": "calsync-sim", "CALSYNC_REGION": "us-central1",
@@ -81,6 +86,7 @@ def sim_settings(overrides: dict[str, str] | None = None, *, topic: bool = True)
         "CALSYNC_WORKER_URL": "https://worker.sim.example/",
         "CALSYNC_WEBHOOK_URL": "https://webhook.sim.example/",
         "CALSYNC_RENEWER_URL": "https://renewer.sim.example/",
+        "CALSYNC_RENEWER_QUEUE": "calsync-renewer",
         "CALSYNC_CHANNEL_TOKEN_KEYS": f"k1:{key}",
     }
     if topic:
@@ -96,6 +102,7 @@ class WorldConfig:
     sync_token_410_rate: float = 0.001
     renewer_period: float = 60.0  # Cloud Scheduler's tick (at most once a minute)
     queue: QueueConfig = field(default_factory=QueueConfig)
+    renewer_queue: QueueConfig = field(default_factory=QueueConfig.renewer_from_terraform)
     project_quota: int = GOOGLE_PROJECT_PER_MINUTE
     user_quota: int = GOOGLE_USER_PER_MINUTE
     quotas: bool = True
@@ -130,24 +137,35 @@ class World:
             if config.quotas else None,
             user_per_minute=config.user_quota if config.quotas else None),
             random.Random(config.seed + 1), self._deliver)
+        # The renewer's queue is not scaled: its tasks are per tick and shard, not per
+        # calendar (a sampled renewer run does proportionally less work).
+        self.renewer_queue = SimTaskQueue(self.loop, config.renewer_queue,
+                                          self._serve_sync, self._serve_renewal)
         self.queue = SimTaskQueue(self.loop, config.queue.scaled(share),
-                                  self._serve_sync, self._serve_renewal)
+                                  self._serve_sync, self._serve_renewal,
+                                  renewer=self.renewer_queue if settings.renewer_queue
+                                  else None)
         topic = bool(settings.pubsub_topic)
-        self.store = SimStore(self.db, outbox=topic,
-                              feed_retention=timedelta(days=settings.feed_retention_days))
-        self.lifecycle = SimLifecycleStore(self.db)
+        retention = timedelta(days=settings.feed_retention_days)
+        self.store = SimStore(self.db, outbox=topic, feed_retention=retention)
+        self.lifecycle = SimLifecycleStore(self.db, outbox=topic, feed_retention=retention)
         self.publisher = SimPublisher(lambda: self.clock.t)
         now = self.clock.now
         self.subscriptions = SubscriptionService(
             settings, self.lifecycle, SimChannelPort(self.calendar), self.store, self.queue,
             clock=now)
-        outbox = (Outbox(self.store, self.publisher, settings.project,
-                         timeout=settings.publish_timeout) if topic else None)
+        limits = PublishLimits(timeout=settings.publish_timeout,
+                               max_messages=settings.publish_max_messages,
+                               max_bytes=settings.publish_max_bytes,
+                               retry_backoff=settings.publish_retry)
+        outbox = (Outbox(self.store, self.publisher, settings.project, limits=limits,
+                         clock=now) if topic else None)
         self.engine = SyncEngine(
             self.store, SimCalendarPort(self.calendar, num_retries=1), self.queue,
             SyncSettings(page_size=settings.page_size, lease_seconds=float(settings.lease_seconds),
                          min_sync_interval=settings.min_sync_interval,
-                         max_commit_bytes=settings.commit_bytes),
+                         max_commit_bytes=settings.commit_bytes,
+                         give_up_attempts=settings.give_up_attempts),
             clock=now, channels=self.subscriptions, outbox=outbox)
         self.worker = SyncWorker(lambda: self.engine)
         # The webhook's store is the plain one in app.py; the requests are the same.
@@ -155,12 +173,14 @@ class World:
             SimChannelStore(self.db), self.store, self.queue, settings.channel_token_keys,
             settings.notification_record_interval, settings.min_sync_interval, clock=now)
         sweeper = (OutboxSweeper(self.store, self.queue,
-                                 timedelta(seconds=settings.outbox_sweep_after))
+                                 timedelta(seconds=settings.outbox_sweep_after),
+                                 max_backoff=timedelta(seconds=settings.safety_net_interval))
                    if topic else None)
+        continue_later = self.queue.enqueue_renewal if settings.renewer_url else None
         self.renewer = Renewer(
-            settings, SimLifecycleStore(self.db), self.subscriptions,
-            continue_later=self.queue.enqueue_renewal if settings.renewer_url else None,
-            clock=now, outbox=sweeper)
+            settings, SimLifecycleStore(self.db, outbox=topic, feed_retention=retention),
+            self.subscriptions, continue_later=continue_later, clock=now, outbox=sweeper,
+            renewer_tasks=continue_later if settings.renewal_shards > 1 else None)
         self.calendar_of = {f"sub{i:07d}": c.calendar_id
                             for i, c in enumerate(population.calendars)}
         self.probe = StalenessProbe(lambda: self.clock.t,
@@ -181,7 +201,7 @@ class World:
         db, calendar, rng = self.db, self.calendar, self.rng
         db.io.enabled = False
         calendar.counting = False
-        self.queue.counting = False
+        self.queue.counting = self.renewer_queue.counting = False
         self.publisher.counting = False
         keys = settings.channel_token_keys
         key_id = next(iter(keys))
@@ -207,7 +227,8 @@ class World:
                 "calendar_id": cal.calendar_id, "owner": cal.owner, "key": key,
                 "credentials_ref": "dwd", "status": ACTIVE, "labels": {}, "last_error": None,
                 "requested_gen": 1, "requested_at": None, "queued_gen": 1,
-                "enqueuing_at": synced, "retry_at": None, "last_synced_at": synced,
+                "enqueuing_at": synced, "sweep_at": None, "safety_net_at": synced,
+                "retry_at": None, "last_synced_at": synced,
                 "last_notification_at": None, "created_at": created, "channel_id": channel_id,
                 "channel_expiration": expiration, "_version": db.version()}
             events = {e["id"]: e for e in calendar.calendars[cal.calendar_id].events.values()}
@@ -224,14 +245,15 @@ class World:
                 "resource_id": calendar.calendars[cal.calendar_id].resource_id,
                 "expiration": expiration, "created_at": synced - timedelta(days=1),
                 "last_notification_at": None, "last_message_number": 0,
-                "renewal_attempts": 0, "token_key_id": key_id})
+                "renewal_attempts": 0, "token_key_id": key_id,
+                "shard": channel_shard(channel_id)})
             db.touch_sub(sub_id)
         calendar.on_change.append(self.probe.changed)
         db.on_entries.append(self.probe.entries)
         db.on_final.append(self.probe.final)
         db.io.enabled = True
         calendar.counting = True
-        self.queue.counting = True
+        self.queue.counting = self.renewer_queue.counting = True
         self.publisher.counting = True
 
     # -- running ---------------------------------------------------------------------
@@ -264,7 +286,7 @@ class World:
         self.measuring = False
         self.db.io.enabled = False
         self.calendar.counting = False
-        self.queue.counting = False
+        self.queue.counting = self.renewer_queue.counting = False
         self.publisher.counting = False
 
     def _change(self, index: int, end: float) -> None:
@@ -282,8 +304,10 @@ class World:
         if following < end:
             self.loop.at(following, self._change, index, end)
 
-    def _tick(self) -> None:
-        report = self.renewer.run()
+    def _tick(self, body: bytes = b"") -> None:
+        job = parse_job(body)
+        report = (self.renewer.run_shard(job.shard, job.shards) if job.shard is not None
+                  else self.renewer.run(fan_out=job.fan_out))
         if self.measuring:
             self.renewer_runs += 1
             for name, value in report.to_json().items():
@@ -297,8 +321,8 @@ class World:
             self.sync_outcomes[response.reason.split(":")[0]] += 1
         return response.status
 
-    def _serve_renewal(self) -> int:
-        self._tick()
+    def _serve_renewal(self, body: bytes) -> int:
+        self._tick(body)
         return 200
 
     def _deliver(self, push: Push, attempt: int = 0) -> None:

@@ -26,12 +26,17 @@ WRITER = "writer"
 # Queries that filter on one field and range or order on another: one
 # composite index each, fields in index order (equality first).
 QUERIES: list[dict[str, Any]] = [
-    # Renewer: channels in a state whose expiration falls within a window.
+    # Renewer: channels in a state whose expiration falls within a window (active:
+    # renewal; pending: retries, whose expiration is their next attempt;
+    # abandoned: records to delete).
     {"collection": CHANNELS, "fields": [("state", "ASCENDING"), ("expiration", "ASCENDING")]},
-    # Renewer safety net: active subscriptions ordered by last sync (nulls first).
-    {"collection": SUBSCRIPTIONS,
-     "fields": [("status", "ASCENDING"), ("last_synced_at", "ASCENDING")]},
-    # Renewer sweep: active subscriptions whose request is pending too long.
+    # Renewer fan-out: one shard's channels in a state within a window (shard `==`,
+    # or `in` over the shard values one task covers; Firestore merges them in
+    # expiration order, each served by this index).
+    {"collection": CHANNELS,
+     "fields": [("state", "ASCENDING"), ("shard", "ASCENDING"), ("expiration", "ASCENDING")]},
+    # Renewer: the oldest request of an active subscription (the alert on
+    # requests left waiting).
     {"collection": SUBSCRIPTIONS,
      "fields": [("status", "ASCENDING"), ("requested_at", "ASCENDING")]},
 ]
@@ -46,6 +51,11 @@ SINGLE_FIELD_QUERIES: list[tuple[str, str]] = [
     (SUBSCRIPTIONS, "status"),        # listing by status
     (SUBSCRIPTIONS, "labels"),        # the API's listing by label (labels.KEY ==)
     (CHANNELS, "state"),              # a subscription's delivering channels
+    # The renewer's sort keys: each set only while there is something to look at,
+    # so a range on the one field finds exactly the due rows (no composite index).
+    (SUBSCRIPTIONS, "sweep_at"),        # requests the sweep looks at
+    (SUBSCRIPTIONS, "safety_net_at"),   # subscriptions the safety net looks at
+    (SUBSCRIPTIONS, "deleting_since"),  # unsubscribes to finish
 ]
 
 # Single-field queries over a whole collection group (not one subscription's

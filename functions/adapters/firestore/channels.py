@@ -15,7 +15,7 @@ from google.cloud import firestore
 
 from functions.adapters.firestore.store import _translated
 from functions.errors import ResourceMismatch, StoreError, StoreUnavailable
-from functions.model import PENDING, Channel
+from functions.model import PENDING, Channel, channel_shard
 from functions.ports import ChannelStore
 
 CHANNELS = "channels"
@@ -51,6 +51,8 @@ class FirestoreChannelStore(ChannelStore):
                 "resource_id": channel.resource_id, "expiration": channel.expiration,
                 "created_at": now, "last_notification_at": None,
                 "last_message_number": 0, "renewal_attempts": 0,
+                # The renewer's fan-out finds a channel by its shard (catalogue.py).
+                "shard": channel_shard(channel.id),
             })
 
     def get_channel(self, channel_id: str) -> Channel | None:

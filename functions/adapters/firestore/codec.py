@@ -84,7 +84,10 @@ def unescape_shared(value: Any) -> Any:
 
 def decode_change(document: Mapping[str, Any]) -> dict[str, Any]:
     """A stored change entry with its `fields` names restored."""
-    return {**document, "fields": unescape_shared(document.get("fields") or {})}
+    decoded = {**document, "fields": unescape_shared(document.get("fields") or {})}
+    if "details" in document:  # a lifecycle entry
+        decoded["details"] = unescape_shared(document.get("details") or {})
+    return decoded
 
 
 def encode_snapshot(snapshot: Snapshot) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """The store with the outbox: `FirestoreStore` plus what publishing reads and
 writes in `state/writer` (DESIGN.md, "Delivery (outbox)"; functions/outbox.py).
 
-Its commits set `publish_pending_since` (and `published_seq` the first time);
-`advance_published` and the publish-only lease are fenced like every write of
-a run; the renewer's sweep finds unpublished entries with one collection-group
-query on `state` (`catalogue.COLLECTION_GROUP_QUERIES`).
+Its commits keep the outbox's fields (`store.outbox_fields`: `published_seq`
+rides on the run's fenced page and final commits, no transaction of its own);
+the publish-only lease is fenced like every write of a run; the renewer's sweep
+finds unpublished entries with one collection-group query on `state`
+(`catalogue.COLLECTION_GROUP_QUERIES`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from functions.adapters.firestore.store import (
     FirestoreStore,
     _subscription,
     _translated,
+    outbox_fields,
 )
-from functions.model import DELETING, Lease
-from functions.ports import OutboxStore
+from functions.model import ACTIVE, DELETING, Lease
+from functions.ports import OutboxPosition, OutboxStore, PublishProgress, PublishRelease
 
 
 class OutboxFirestoreStore(FirestoreStore, OutboxStore):
@@ -38,10 +40,13 @@ class OutboxFirestoreStore(FirestoreStore, OutboxStore):
 
     # -- the outbox (DESIGN.md, "Delivery (outbox)") -------------------------
 
-    def outbox_position(self, sub_id: str) -> tuple[int | None, int]:
+    def outbox_position(self, sub_id: str) -> OutboxPosition:
         state = self.get_writer_state(sub_id)
         published = state.get("published_seq")
-        return (None if published is None else int(published)), int(state.get("change_seq") or 0)
+        return OutboxPosition(
+            published_seq=None if published is None else int(published),
+            change_seq=int(state.get("change_seq") or 0),
+            lease_generation=int(state.get("lease_generation") or 0))
 
     def read_entries(self, sub_id: str, after: int, upto: int) -> list[dict[str, Any]]:
         if upto <= after:
@@ -56,19 +61,17 @@ class OutboxFirestoreStore(FirestoreStore, OutboxStore):
             docs = [snapshot.to_dict() or {} for snapshot in query.stream()]
         return [codec.decode_change(doc) for doc in docs if int(doc.get("seq") or 0) <= upto]
 
-    def advance_published(self, lease: Lease, seq: int) -> None:
+    def advance_published(self, lease: Lease, progress: PublishProgress, now: datetime) -> None:
         sub_id = lease.subscription.id
 
         @firestore.transactional
         def advance(transaction: Any) -> None:
             state = self._fenced_state(transaction, lease)
-            published = state.get("published_seq")
-            if published is not None and int(published) >= seq:
-                return
-            update: dict[str, Any] = {"published_seq": seq}
-            if seq >= int(state.get("change_seq") or 0):
-                update["publish_pending_since"] = None
-            transaction.update(self._state(sub_id), update)
+            change_seq = int(state.get("change_seq") or 0)
+            update = outbox_fields(state, outbox=True, first=change_seq, change_seq=change_seq,
+                                   now=now, progress=progress)
+            if update:
+                transaction.update(self._state(sub_id), update)
 
         with _translated():
             advance(self._client.transaction())
@@ -83,13 +86,17 @@ class OutboxFirestoreStore(FirestoreStore, OutboxStore):
         @firestore.transactional
         def take(transaction: Any) -> Lease | None:
             sub_snap = self._sub(sub_id).get(transaction=transaction)
-            state = self._state(sub_id).get(transaction=transaction).to_dict() or {}
-            if not sub_snap.exists:
-                return None
-            sub = _subscription(sub_id, sub_snap.to_dict() or {})
+            state_snap = self._state(sub_id).get(transaction=transaction)
+            state = state_snap.to_dict() or {}
             published = state.get("published_seq")
-            if (sub.status == DELETING or published is None
-                    or int(published) >= int(state.get("change_seq") or 0)):
+            if published is None or int(published) >= int(state.get("change_seq") or 0):
+                return None
+            sub = _subscription(sub_id, sub_snap.to_dict() or {}) if sub_snap.exists else None
+            if sub is None or sub.status == DELETING:
+                # Nothing of it will be published: leave the sweep's query, or the
+                # sweep would queue a run for it on every tick.
+                if state.get("publish_pending_since") is not None:
+                    transaction.update(self._state(sub_id), {"publish_pending_since": None})
                 return None
             held_until = state.get("lease_until")
             if held_until is not None and held_until > now:
@@ -105,6 +112,35 @@ class OutboxFirestoreStore(FirestoreStore, OutboxStore):
 
         with _translated():
             return take(self._client.transaction())
+
+    def release_publish_lease(self, lease: Lease, progress: PublishProgress | None,
+                              now: datetime) -> PublishRelease:
+        """Release a publish-only lease with the run's progress, and say whether a
+        sync request waits: a task that arrived while this lease was held answered
+        BUSY and is gone, and a sync run whose lease this one took (it had expired)
+        ends LEASE_LOST with its claim unserved, so the caller queues the follow-up
+        `commit_final` would (DESIGN.md, "Liveness"). Compared with `synced_gen`,
+        not `claimed_gen`: a claim is not a sync."""
+        sub_id = lease.subscription.id
+
+        @firestore.transactional
+        def release(transaction: Any) -> PublishRelease:
+            state = self._fenced_state(transaction, lease)
+            sub_snap = self._sub(sub_id).get(transaction=transaction)
+            change_seq = int(state.get("change_seq") or 0)
+            update: dict[str, Any] = {"lease_until": None}
+            update.update(outbox_fields(state, outbox=True, first=change_seq,
+                                        change_seq=change_seq, now=now, progress=progress))
+            transaction.update(self._state(sub_id), update)
+            published = int(update.get("published_seq", state.get("published_seq")) or 0)
+            data = (sub_snap.to_dict() or {}) if sub_snap.exists else {}
+            pending = (sub_snap.exists and data.get("status", ACTIVE) == ACTIVE
+                       and int(data.get("requested_gen") or 0) > int(state.get("synced_gen") or 0))
+            return PublishRelease(request_pending=bool(pending),
+                                  backlog=max(change_seq - published, 0))
+
+        with _translated():
+            return release(self._client.transaction())
 
     def pending_outboxes(self, before: datetime, limit: int,
                          after: str | None = None) -> list[tuple[str, dict[str, Any]]]:

@@ -37,7 +37,7 @@ from functions.model import (
     Subscription,
     SyncRequest,
 )
-from functions.ports import FeedReader, RequestStore, SyncStore
+from functions.ports import FeedReader, PublishProgress, RequestStore, SyncStore
 
 SUBSCRIPTIONS = catalogue.SUBSCRIPTIONS
 CHANNELS = catalogue.CHANNELS
@@ -91,6 +91,10 @@ def write_bytes(sub_id: str, write: EventWrite) -> int:
         entry = codec.encode_change(write.change, _SOME_SEQ, _SOME_TIME, _SOME_TIME)
         size += codec.write_size(f"{base}/{catalogue.CHANGES}/{_SOME_SEQ:020d}", entry)
     return size
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def seq_id(seq: int) -> str:
@@ -158,15 +162,53 @@ def refusal(err: BaseException | None) -> str | None:
     return None
 
 
-def _outbox_marks(state: dict[str, Any], first: int, now: datetime | None) -> dict[str, Any]:
-    """What a commit that adds entries after `first` sets for the outbox: the
-    oldest unpublished moment, and `published_seq` when the outbox starts now
-    (a topic was just configured: no history replay)."""
+# `state/writer` fields of the outbox (DESIGN.md, "Delivery (outbox)").
+_OUTBOX_FIELDS = ("published_seq", "publish_pending_since", "publish_attempts",
+                  "publish_attempted_at")
+
+
+def outbox_fields(state: dict[str, Any], *, outbox: bool, first: int, change_seq: int,
+                  now: datetime, progress: PublishProgress | None = None) -> dict[str, Any]:
+    """What a fenced write of a run sets in `state/writer` for the outbox, given the
+    state it read, the entries it adds (`first < seq <= change_seq`) and how far its
+    publishing got.
+
+    - No topic configured: no outbox, and where one stood is forgotten, so a topic
+      configured again starts at `change_seq` (no replay of what came meanwhile).
+    - The first commit with entries under a topic starts the outbox at `first`.
+    - `published_seq` only rises; `publish_pending_since` is set while entries wait
+      (the commit time of the oldest one when known) and cleared once caught up.
+    - A run that got nothing acknowledged counts an attempt (`publish_attempts`,
+      `publish_attempted_at`): the renewer's sweep backs off from such rows.
+    """
+    if not outbox:
+        return {name: firestore.DELETE_FIELD for name in _OUTBOX_FIELDS
+                if state.get(name) is not None}
+    stored = state.get("published_seq")
+    if stored is None:
+        if change_seq > first:
+            return {"published_seq": first, "publish_pending_since": now}
+        return {}
+    published = int(stored)
     marks: dict[str, Any] = {}
-    if state.get("publish_pending_since") is None:
-        marks["publish_pending_since"] = now or firestore.SERVER_TIMESTAMP
-    if state.get("published_seq") is None:
-        marks["published_seq"] = first
+    moved = progress is not None and progress.published_seq > published
+    if moved:
+        assert progress is not None
+        published = min(progress.published_seq, change_seq)
+        marks["published_seq"] = published
+    if published >= change_seq:
+        return marks | {name: None for name in _OUTBOX_FIELDS[1:] if state.get(name) is not None}
+    pending = state.get("publish_pending_since")
+    if moved and progress is not None and progress.oldest_unpublished_at is not None:
+        pending = max(progress.oldest_unpublished_at, pending or progress.oldest_unpublished_at)
+    marks["publish_pending_since"] = pending or now
+    if progress is not None and progress.stalled and not moved:
+        marks["publish_attempts"] = int(state.get("publish_attempts") or 0) + 1
+        marks["publish_attempted_at"] = now
+    elif moved and state.get("publish_attempts"):
+        marks["publish_attempts"] = None
+    if marks.get("publish_pending_since") == state.get("publish_pending_since"):
+        del marks["publish_pending_since"]
     return marks
 
 
@@ -344,6 +386,19 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         if error is not None:
             self._abandon_channels(sub_id)
 
+    def note_rejected_run(self, lease: Lease) -> int:
+        """Count a run whose request the Calendar API refused (a 4xx), fenced; the
+        final commit resets the count. Returns the refused runs in a row."""
+        @firestore.transactional
+        def note(transaction: Any) -> int:
+            state = self._fenced_state(transaction, lease)
+            refused = int(state.get("rejected_runs") or 0) + 1
+            transaction.update(self._state(lease.subscription.id), {"rejected_runs": refused})
+            return refused
+
+        with _translated():
+            return int(note(self._client.transaction()))
+
     def _abandon_channels(self, sub_id: str) -> None:
         """A subscription in `error` cannot stop its channels (that needs the
         credentials that were just rejected): mark them abandoned, to expire."""
@@ -404,7 +459,8 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
     # -- commits ------------------------------------------------------------
 
     def commit_page(
-        self, lease: Lease, writes: Sequence[EventWrite], now: datetime, until: datetime
+        self, lease: Lease, writes: Sequence[EventWrite], now: datetime, until: datetime,
+        publish: PublishProgress | None = None,
     ) -> list[dict[str, Any]]:
         """Encode every document first (naming any over 1 MiB before sending),
         then commit; see `_commit_encoded` for a commit Firestore refuses.
@@ -412,7 +468,7 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         expire_at = now + self._feed_retention
         encoded = [self._encode(lease.subscription.id, w, now, expire_at) for w in writes]
         committed: list[dict[str, Any]] = []
-        self._commit_encoded(lease, encoded, until, now, committed)
+        self._commit_encoded(lease, encoded, until, now, committed, publish)
         return committed
 
     def _encode(
@@ -440,7 +496,8 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
 
     def _commit_encoded(self, lease: Lease, encoded: list[_Encoded], until: datetime,
                         now: datetime | None = None,
-                        committed: list[dict[str, Any]] | None = None) -> None:
+                        committed: list[dict[str, Any]] | None = None,
+                        publish: PublishProgress | None = None) -> None:
         """Commit in order; if Firestore refuses the data, commit each half on its
         own, down to the single event it refuses, which is named (permanent).
 
@@ -450,7 +507,9 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         """
         try:
             with _translated():
-                self._commit_once(lease, encoded, until, now, committed)
+                # `publish` only when there is some: subclasses may not take it.
+                self._commit_once(lease, encoded, until, now, committed,
+                                  **({"publish": publish} if publish is not None else {}))
         except StoreError as err:
             reason = refusal(err.__cause__)
             if reason is None or not encoded:
@@ -462,14 +521,15 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                 raise StoreRejected(
                     f"event {one.event_id} was refused by Firestore: {why}") from err
             half = len(encoded) // 2
-            self._commit_encoded(lease, encoded[:half], until, now, committed)
-            self._commit_encoded(lease, encoded[half:], until, now, committed)
+            self._commit_encoded(lease, encoded[:half], until, now, committed, publish)
+            self._commit_encoded(lease, encoded[half:], until, now, committed, publish)
 
     def _commit_once(self, lease: Lease, encoded: list[_Encoded], until: datetime,
                      now: datetime | None = None,
-                     committed: list[dict[str, Any]] | None = None) -> None:
+                     committed: list[dict[str, Any]] | None = None,
+                     publish: PublishProgress | None = None) -> None:
         """One fenced transaction: the snapshots, their entries, `change_seq`, and
-        with an outbox `publish_pending_since` (and `published_seq` the first time)."""
+        the outbox's fields (`outbox_fields`)."""
         entries: list[dict[str, Any]] = []
         sub_id = lease.subscription.id
         events = self._events(sub_id)
@@ -495,26 +555,31 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                     raise StoreRejected(
                         f"event {item.event_id} was refused by Firestore: {err}") from err
             update: dict[str, Any] = {"change_seq": seq, "lease_until": until}
-            if self._outbox and seq > first:
-                update.update(_outbox_marks(state, first, now))
+            update.update(outbox_fields(state, outbox=self._outbox, first=first,
+                                        change_seq=seq, now=now or _utcnow(), progress=publish))
             transaction.update(self._state(sub_id), update)
 
         commit(self._client.transaction())
         if committed is not None:
             committed.extend(codec.decode_change(entry) for entry in entries)
 
-    def commit_final(self, lease: Lease, sync_token: str, now: datetime) -> FinalCommit:
+    def commit_final(self, lease: Lease, sync_token: str, now: datetime,
+                     publish: PublishProgress | None = None) -> FinalCommit:
         sub_id = lease.subscription.id
 
         @firestore.transactional
         def commit(transaction: Any) -> FinalCommit:
-            self._fenced_state(transaction, lease)
+            state = self._fenced_state(transaction, lease)
             sub_snap = self._sub(sub_id).get(transaction=transaction)
+            change_seq = int(state.get("change_seq") or 0)
             committed: dict[str, Any] = {
                 "sync_token": sync_token,
                 "synced_gen": lease.claimed_gen,
                 "lease_until": None,
                 "synced_at": now,
+                "rejected_runs": 0,
+                **outbox_fields(state, outbox=self._outbox, first=change_seq,
+                                change_seq=change_seq, now=now, progress=publish),
             }
             if lease.full_resync:
                 committed["full_resync_served"] = lease.full_resync
@@ -523,11 +588,12 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                 return FinalCommit(requested_gen=0)
             data = sub_snap.to_dict() or {}
             requested = int(data.get("requested_gen") or 0)
+            # Synced: the safety net looks again an interval from now.
             served: dict[str, Any] = {"last_synced_at": now, "retry_at": None,
-                                      "last_error": None}
+                                      "last_error": None, "safety_net_at": now}
             if requested <= lease.claimed_gen:
                 # Nothing newer: drop out of the sweep's query at no extra cost.
-                served["requested_at"] = None
+                served.update(requested_at=None, sweep_at=None)
             elif int(data.get("queued_gen") or 0) < requested:
                 # The caller enqueues the follow-up right after this commit; if
                 # that fails the run answers 500 and its own retry serves it.
@@ -547,13 +613,18 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         consistent read of the subscription and `state/writer`. A request is
         pending when `requested_gen` is ahead of `claimed_gen`: the run that
         will claim it has not listed yet, so this notification needs no write
-        at all (the hot-document rule); it still needs a task when none is
-        known to be queued for that generation (`queued_gen` behind: an
-        earlier enqueue failed), and then `needs_task` names the existing
-        generation. Otherwise a write conditioned on the subscription's update
-        time increments it; if another notification won that race, re-reading
-        finds the request pending. `needs_task` tells the caller to queue a
-        task for `generation` and then `mark_queued`.
+        at all (the hot-document rule). It still needs a task when none is
+        known to be queued for that generation (`queued_gen` behind) and nobody
+        is queueing it right now (`enqueuing_at`, written with the request and
+        cleared by a failed enqueue, 15 s grace): an enqueue failed, or its
+        caller died before enqueueing. Then `needs_task` names the existing
+        generation, and nothing is written: the task's name is the request's,
+        so two callers doing this queue one task, and during an outage of the
+        queue a notification costs no write at all. Otherwise a write
+        conditioned on the subscription's update time increments it (and sets
+        the sweep's `sweep_at`); if another notification won that race,
+        re-reading finds the request pending. `needs_task` tells the caller to
+        queue a task for `generation` and then `mark_queued`.
         """
         sub_ref, state_ref = self._sub(sub_id), self._state(sub_id)
         for attempt in range(_BUMP_ATTEMPTS):
@@ -566,24 +637,19 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
             data = sub_snap.to_dict() or {}
             state = (state_snap.to_dict() if state_snap is not None else None) or {}
             requested = int(data.get("requested_gen") or 0)
+            last_run = state.get("lease_started_at")
             if data.get("status", ACTIVE) != ACTIVE:
                 return SyncRequest(found=True, needs_task=False, generation=requested)
-            update: dict[str, Any] = {"enqueuing_at": now}
             if requested > int(state.get("claimed_gen") or 0):
-                # Pending: the run that claims it will see this change too. A
-                # task is needed only if none is known to be queued for it
-                # (`queued_gen` behind: an earlier enqueue failed) and nobody
-                # is queueing it right now (`enqueuing_at`, written with the
-                # request, cleared when an enqueue fails).
+                # Pending: the run that claims it will see this change too.
                 queued = int(data.get("queued_gen") or 0) >= requested
                 enqueuing = data.get("enqueuing_at")
-                if queued or (enqueuing is not None and now - enqueuing < ENQUEUE_GRACE):
-                    return SyncRequest(found=True, needs_task=False, generation=requested,
-                                       last_run_started_at=state.get("lease_started_at"))
-                generation = requested  # re-queue the recorded request: no new one
-            else:
-                generation = requested + 1
-                update.update(requested_gen=generation, requested_at=now)
+                in_flight = enqueuing is not None and now - enqueuing < ENQUEUE_GRACE
+                return SyncRequest(found=True, needs_task=not queued and not in_flight,
+                                   generation=requested, last_run_started_at=last_run)
+            generation = requested + 1
+            update = {"requested_gen": generation, "requested_at": now, "enqueuing_at": now,
+                      "sweep_at": now}
             try:
                 with _translated():
                     sub_ref.update(
@@ -596,7 +662,7 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                 time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
                 continue  # someone else wrote it first: look again
             return SyncRequest(found=True, needs_task=True, generation=generation,
-                               last_run_started_at=state.get("lease_started_at"))
+                               last_run_started_at=last_run)
         raise StoreUnavailable(f"subscription {sub_id} too contended to record a request")
 
     def request_full_resync(self, sub_id: str) -> int:
@@ -612,7 +678,9 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
 
     def enqueue_failed(self, sub_id: str, generation: int) -> None:
         """An enqueue for `generation` failed: let the next caller (Google's
-        redelivery of the 503) queue it at once instead of waiting out the grace."""
+        redelivery of the 503) queue it at once instead of waiting out the grace.
+        Writes only when the grace mark is still set, so an outage of the queue
+        costs one such write per request, not one per notification."""
         self._note_queue(sub_id, generation, None)
 
     def mark_queued(self, sub_id: str, generation: int, now: datetime) -> None:
@@ -632,6 +700,8 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
             data = snapshot.to_dict() or {}
             if not snapshot.exists or int(data.get("queued_gen") or 0) >= generation:
                 return
+            if queued_at is None and data.get("enqueuing_at") is None:
+                return  # cleared already (an earlier failure): nothing to write
             update: dict[str, Any] = (
                 {"queued_gen": generation, "queued_at": queued_at} if queued_at is not None
                 else {"enqueuing_at": None})

@@ -11,32 +11,51 @@ listed in `catalogue.py`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from functions.adapters.firestore import codec
 from functions.adapters.firestore.catalogue import CHANGES, EVENTS, STATE, SUBSCRIPTION_KEYS, WRITER
 from functions.adapters.firestore.channels import CHANNELS, CONDITIONAL_ATTEMPTS, _channel
 from functions.adapters.firestore.credentials import CREDENTIALS_COLLECTION
-from functions.adapters.firestore.store import SUBSCRIPTIONS, _subscription, _translated
+from functions.adapters.firestore.store import (
+    FEED_RETENTION,
+    SUBSCRIPTIONS,
+    _subscription,
+    _translated,
+    outbox_fields,
+    seq_id,
+)
 from functions.errors import InvalidTransition, ResourceMismatch, StoreError, StoreUnavailable
 from functions.model import (
     ACTIVE,
     DELETING,
     DELIVERING_STATES,
     OAUTH_PREFIX,
+    PENDING,
     Channel,
     Subscription,
     Transition,
+    channel_shard,
+    shard_values,
 )
-from functions.ports import LifecycleStore
+from functions.ports import LifecycleStore, RowCursor
 
 DELETE_BATCH = 400
+RECORD_ATTEMPTS = 20  # transaction attempts of a lifecycle entry
+# The renewer's own bookkeeping: `renewer/shard_backfill` (old channel records given
+# their shard). Read and written by key only: no query, no index.
+RENEWER = "renewer"
+SHARD_BACKFILL = "shard_backfill"
+WRITE_BATCH = 500  # Firestore's limit of writes per batch
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# `safety_net_at` of a subscription the safety net has never covered: due at once.
+NEVER = _EPOCH
 
 
 def subscription_key(calendar_id: str, owner: str) -> str:
@@ -49,8 +68,11 @@ def subscription_key(calendar_id: str, owner: str) -> str:
 
 
 class SubscriptionStore(LifecycleStore):
-    def __init__(self, client: firestore.Client) -> None:
+    def __init__(self, client: firestore.Client, *, outbox: bool = False,
+                 feed_retention: timedelta = FEED_RETENTION) -> None:
         self._client = client
+        self._outbox = outbox  # a topic is configured: entries are published
+        self._feed_retention = feed_retention
 
     def _sub(self, sub_id: str) -> Any:
         return self._client.collection(SUBSCRIPTIONS).document(sub_id)
@@ -92,7 +114,11 @@ class SubscriptionStore(LifecycleStore):
                 # subscription: a crash before its task is queued leaves a
                 # request the sweep finds.
                 "requested_gen": 1, "requested_at": now, "queued_gen": 0,
-                "enqueuing_at": now,
+                "enqueuing_at": now, "sweep_at": now,
+                # The renewer's sort keys (DESIGN.md, "Liveness"): the sweep looks at a
+                # request `sweep_after` past `sweep_at`; the safety net at a
+                # subscription `safety_net_at` (never covered yet: at once).
+                "safety_net_at": NEVER,
                 "retry_at": None, "last_synced_at": None, "last_notification_at": None,
                 "created_at": now, "channel_id": None, "channel_expiration": None,
             })
@@ -154,7 +180,7 @@ class SubscriptionStore(LifecycleStore):
             update: dict[str, Any] = {"status": to, "status_changed_at": now, **(fields or {})}
             if request_sync:
                 requested += 1
-                update.update(requested_gen=requested, requested_at=now)
+                update.update(requested_gen=requested, requested_at=now, sweep_at=now)
             transaction.update(self._sub(sub_id), update)
             return Transition(changed=True, previous=status, generation=requested)
 
@@ -175,7 +201,10 @@ class SubscriptionStore(LifecycleStore):
             if not snapshot.exists:
                 return False
             if (snapshot.to_dict() or {}).get("status") != DELETING:
-                transaction.update(self._sub(sub_id), {"status": DELETING, "deleting_since": now})
+                # `deleting_since` is the renewer's sort key for resuming it; the
+                # sweep and the safety net have nothing more to do here.
+                transaction.update(self._sub(sub_id), {"status": DELETING, "deleting_since": now,
+                                                       "sweep_at": None, "safety_net_at": None})
             transaction.set(writer, {
                 "lease_generation": int(state.get("lease_generation") or 0) + 1,
                 "lease_until": None,
@@ -238,11 +267,25 @@ class SubscriptionStore(LifecycleStore):
             data = snapshot.to_dict() or {}
             if not snapshot.exists or int(data.get("requested_gen") or 0) != requested_gen:
                 return False
-            transaction.update(self._sub(sub_id), {"requested_at": None})
+            transaction.update(self._sub(sub_id), {"requested_at": None, "sweep_at": None})
             return True
 
         with _translated():
             return bool(clear(self._client.transaction()))
+
+    def update_if(self, sub_id: str, expect: dict[str, Any], fields: dict[str, Any]) -> bool:
+        """Compare and set in one transaction (the renewer's moves and claims)."""
+        @firestore.transactional
+        def update(transaction: Any) -> bool:
+            snapshot = self._sub(sub_id).get(transaction=transaction)
+            data = snapshot.to_dict() or {}
+            if not snapshot.exists or any(data.get(k) != v for k, v in expect.items()):
+                return False
+            transaction.update(self._sub(sub_id), fields)
+            return True
+
+        with _translated():
+            return bool(update(self._client.transaction()))
 
     # -- channels -------------------------------------------------------------
 
@@ -265,63 +308,138 @@ class SubscriptionStore(LifecycleStore):
             return self._channel(channel_id).get().to_dict() or {}
 
     def activate_channel(self, channel_id: str, sub_id: str, resource_id: str,
-                         expiration: datetime) -> None:
-        """Record the watch response; it must match a resource id learnt meanwhile.
+                         expiration: datetime, version: datetime | None = None) -> bool:
+        """Record the watch response on a channel still `pending`; it must match a
+        resource id learnt meanwhile. False (nothing written) when the channel left
+        `pending` while the watch was in flight, or it or its subscription is gone.
 
         A read, then one batch conditioned on the channel's update time (re-read
         if the webhook wrote meanwhile): no interactive transaction, which could
         deadlock with the webhook learning the resource id from the `sync`
-        message that arrives while the watch is in flight.
+        message that arrives while the watch is in flight. With `version` (the
+        update time of our own save) the first attempt skips the read: unchanged
+        since that save, the record is `pending` with no resource id.
         """
         ref = self._channel(channel_id)
         for _ in range(CONDITIONAL_ATTEMPTS):
-            with _translated():
-                snapshot = ref.get()
-            known = (snapshot.to_dict() or {}).get("resource_id")
-            if known is not None and known != resource_id:
-                raise ResourceMismatch(channel_id)
+            if version is not None:
+                seen, version = version, None
+            else:
+                with _translated():
+                    snapshot = ref.get()
+                data = snapshot.to_dict() or {}
+                known = data.get("resource_id")
+                if known is not None and known != resource_id:
+                    raise ResourceMismatch(channel_id)
+                if not snapshot.exists or data.get("state") != PENDING:
+                    return False  # stopped, abandoned or deleted meanwhile: never revived
+                seen = snapshot.update_time
             batch = self._client.batch()
             batch.update(ref, {
-                "state": "active", "resource_id": resource_id, "expiration": expiration,
+                "state": ACTIVE, "resource_id": resource_id, "expiration": expiration,
                 "renewal_attempts": 0, "next_attempt_at": None, "last_error": None,
-            }, option=self._client.write_option(last_update_time=snapshot.update_time))
+            }, option=self._client.write_option(last_update_time=seen))
             # `update`, never `set`: must not resurrect a subscription deleted meanwhile.
             batch.update(self._sub(sub_id), {"channel_id": channel_id,
                                              "channel_expiration": expiration})
             try:
                 with _translated():
                     batch.commit()
-                return
+                return True
             except StoreError as err:
                 if isinstance(err.__cause__, gexc.NotFound):
-                    return  # unsubscribed meanwhile: the renewer retires the channel
+                    return False  # unsubscribed meanwhile
                 if not isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Aborted):
                     raise
         raise StoreUnavailable(f"channel {channel_id} too contended to activate")
 
-    def save_channel(self, channel: Channel, now: datetime, **fields: Any) -> None:
+    def save_channel(self, channel: Channel, now: datetime, **fields: Any) -> datetime | None:
         """Create or replace a channel record (`fields`: extra bookkeeping such as
-        `token_key_id`)."""
+        `token_key_id`); the write's update time."""
         with _translated():
-            self._channel(channel.id).set({
+            result = self._channel(channel.id).set({
                 "sub_id": channel.sub_id, "state": channel.state,
                 "resource_id": channel.resource_id, "expiration": channel.expiration,
                 "created_at": now, "last_notification_at": None,
-                "last_message_number": 0, "renewal_attempts": 0, **fields,
+                "last_message_number": 0, "renewal_attempts": 0,
+                "shard": channel_shard(channel.id), **fields,
             })
+        return getattr(result, "update_time", None)
 
     def set_channel(self, channel_id: str, fields: dict[str, Any]) -> None:
         with _translated():
             self._channel(channel_id).update(fields)
 
+    def _conditional(self, channel_id: str, allowed: Any, write: Any,
+                     version: datetime | None = None) -> bool:
+        """Read the channel, and if `allowed(data)` write it conditioned on its update
+        time (re-read if someone wrote meanwhile); False if not allowed or gone.
+        With `version` (the caller read it allowed at that update time) the first
+        write needs no read: it fails, and the read follows, if anyone wrote since."""
+        ref = self._channel(channel_id)
+        if version is not None:
+            try:
+                with _translated():
+                    write(ref, self._client.write_option(last_update_time=version))
+                return True
+            except StoreError as err:
+                if isinstance(err.__cause__, gexc.NotFound):
+                    return False
+                if not isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Aborted):
+                    raise
+        for _ in range(CONDITIONAL_ATTEMPTS):
+            with _translated():
+                snapshot = ref.get()
+            if not snapshot.exists or not allowed(snapshot.to_dict() or {}):
+                return False
+            option = self._client.write_option(last_update_time=snapshot.update_time)
+            try:
+                with _translated():
+                    write(ref, option)
+                return True
+            except StoreError as err:
+                if isinstance(err.__cause__, gexc.NotFound):
+                    return False
+                if not isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Aborted):
+                    raise
+        raise StoreUnavailable(f"channel {channel_id} too contended to change")
+
+    def move_channel(self, channel_id: str, from_states: Iterable[str],
+                     fields: dict[str, Any], version: datetime | None = None) -> bool:
+        states = tuple(from_states)
+        return self._conditional(channel_id, lambda data: data.get("state") in states,
+                                 lambda ref, option: ref.update(fields, option=option),
+                                 version)
+
+    def delete_channel(self, channel_id: str, state: str) -> bool:
+        return self._conditional(channel_id, lambda data: data.get("state") == state,
+                                 lambda ref, option: ref.delete(option=option))
+
     def claim_channel(self, channel_id: str, state: str, now: datetime,
-                      until: datetime) -> bool:
+                      until: datetime, claimant: str = "",
+                      version: datetime | None = None) -> bool:
         """Take the right to act on a due channel: True for exactly one renewer run.
 
         Conditional on the channel still being in `state` and unclaimed (or its
-        claim expired), so two runs never both renew one channel.
+        claim expired), so two runs never both renew one channel. With `version`
+        (the row as the renewer's query returned it, in `state` and unclaimed) the
+        claim is written conditioned on it without a read; if anyone wrote the
+        record since (another run's claim, a notification recorded), it is read
+        and judged as usual, so a busy channel is still claimed.
         """
         ref = self._channel(channel_id)
+        fields = {"claimed_until": until, "claimed_by": claimant}
+        if version is not None:
+            try:
+                with _translated():
+                    ref.update(fields, option=self._client.write_option(
+                        last_update_time=version))
+                return True
+            except StoreError as err:
+                if isinstance(err.__cause__, gexc.NotFound):
+                    return False
+                if not isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Aborted):
+                    raise
         with _translated():
             snapshot = ref.get()
         data = snapshot.to_dict() or {}
@@ -331,7 +449,7 @@ class SubscriptionStore(LifecycleStore):
             return False
         try:
             with _translated():  # conditional: whoever writes first wins
-                ref.update({"claimed_until": until}, option=self._client.write_option(
+                ref.update(fields, option=self._client.write_option(
                     last_update_time=snapshot.update_time))
         except StoreError as err:
             if isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Aborted | gexc.NotFound):
@@ -339,47 +457,85 @@ class SubscriptionStore(LifecycleStore):
             raise
         return True
 
-    def due_channels(self, state: str, before: datetime, limit: int,
-                     after: str | None = None) -> list[tuple[Channel, dict[str, Any]]]:
-        """Channels in `state` expiring at or before `before`, soonest first (indexed);
-        `after` (a channel id from the previous page) continues past it."""
-        query = (self._client.collection(CHANNELS)
-                 .where(filter=FieldFilter("state", "==", state))
-                 .where(filter=FieldFilter("expiration", "<=", before))
-                 .order_by("expiration").limit(limit))
+    def claim_held(self, channel_id: str, claimant: str) -> Channel | None:
         with _translated():
-            if after is not None:
-                cursor = self._channel(after).get()
-                if cursor.exists:
-                    query = query.start_after(cursor)
-            return [(_channel(s.id, s.to_dict() or {}), s.to_dict() or {})
+            snapshot = self._channel(channel_id).get()
+        data = snapshot.to_dict() or {}
+        if not snapshot.exists or data.get("claimed_by") != claimant:
+            return None
+        return _channel(channel_id, data, snapshot.update_time)
+
+    def due_channels(self, state: str, before: datetime, limit: int,
+                     after: RowCursor | None = None, shard: tuple[int, int] | None = None,
+                     ) -> list[tuple[Channel, dict[str, Any]]]:
+        """Channels in `state` expiring at or before `before`, soonest first (indexed
+        on (state, expiration), or with `shard` on (state, shard, expiration): an
+        `in` filter, which Firestore answers in `expiration` order across its
+        values); `after` continues past the (expiration, id) read last."""
+        query = self._client.collection(CHANNELS).where(filter=FieldFilter("state", "==", state))
+        if shard is not None:
+            values = list(shard_values(*shard))
+            query = query.where(filter=FieldFilter("shard", "==", values[0]) if len(values) == 1
+                                else FieldFilter("shard", "in", values))
+        query = (query.where(filter=FieldFilter("expiration", "<=", before))
+                 .order_by("expiration").order_by("__name__").limit(limit))
+        if after is not None:
+            query = query.start_after([after[0], self._channel(after[1])])
+        with _translated():
+            return [(_channel(s.id, s.to_dict() or {}, s.update_time), s.to_dict() or {})
                     for s in query.stream()]
+
+    def assign_shards(self, channel_ids: Sequence[str]) -> int:
+        """`update` (never `set`): a record deleted meanwhile stays deleted. A batch
+        fails whole if one of its records is gone; then each is written alone."""
+        written = 0
+        for start in range(0, len(channel_ids), WRITE_BATCH):
+            chunk = channel_ids[start:start + WRITE_BATCH]
+            batch = self._client.batch()
+            for channel_id in chunk:
+                batch.update(self._channel(channel_id), {"shard": channel_shard(channel_id)})
+            try:
+                with _translated():
+                    batch.commit()
+                written += len(chunk)
+                continue
+            except StoreError as err:
+                if not isinstance(err.__cause__, gexc.NotFound):
+                    raise
+            for channel_id in chunk:
+                try:
+                    with _translated():
+                        self._channel(channel_id).update({"shard": channel_shard(channel_id)})
+                    written += 1
+                except StoreError as err:
+                    if not isinstance(err.__cause__, gexc.NotFound):
+                        raise
+        return written
+
+    def shard_backfill(self) -> dict[str, Any]:
+        with _translated():
+            return self._client.collection(RENEWER).document(SHARD_BACKFILL).get().to_dict() or {}
+
+    def save_shard_backfill(self, fields: dict[str, Any]) -> None:
+        with _translated():
+            self._client.collection(RENEWER).document(SHARD_BACKFILL).set(fields)
 
     # -- the renewer's subscription queries -------------------------------------
 
     def subscriptions_where(self, field: str, before: datetime, limit: int,
-                            after: str | None = None, *, include_null: bool = False,
+                            after: RowCursor | None = None,
                             ) -> list[tuple[Subscription, dict[str, Any]]]:
-        """Active subscriptions whose `field` is at or before `before`, oldest
-        first (indexed on (status, field)); `after` (an id from the previous
-        page) continues past it.
-
-        With `include_null` the query orders with an end cursor instead of a
-        range filter: a range filter skips documents whose field is null (a
-        subscription never synced), while the ordering puts nulls first.
-        """
+        """Subscriptions whose `field` is at or before `before`, oldest first: a range
+        on one field (its automatic single-field index; documents where it is null
+        or absent are not in the range); `after` continues past the (value, id) read
+        last. The renewer's sort keys (`sweep_at`, `safety_net_at`, `deleting_since`)
+        are set only while there is something to look at."""
         query = (self._client.collection(SUBSCRIPTIONS)
-                 .where(filter=FieldFilter("status", "==", ACTIVE)))
-        if include_null:
-            query = query.order_by(field).end_at({field: before})
-        else:
-            query = query.where(filter=FieldFilter(field, "<=", before)).order_by(field)
-        query = query.limit(limit)
+                 .where(filter=FieldFilter(field, "<=", before))
+                 .order_by(field).order_by("__name__").limit(limit))
+        if after is not None:
+            query = query.start_after([after[0], self._sub(after[1])])
         with _translated():
-            if after is not None:
-                cursor = self._sub(after).get()
-                if cursor.exists:
-                    query = query.start_after(cursor)
             return [(_subscription(s.id, s.to_dict() or {}), s.to_dict() or {})
                     for s in query.stream()]
 
@@ -392,3 +548,44 @@ class SubscriptionStore(LifecycleStore):
         with _translated():
             found = [s.to_dict() or {} for s in query.stream()]
         return found[0].get("requested_at") if found else None
+
+    # -- lifecycle entries ------------------------------------------------------
+
+    def record_event(self, sub_id: str, kind: str, details: dict[str, Any],
+                     now: datetime) -> int:
+        """One transaction on `state/writer`, like a run's page commit: the entry takes
+        `change_seq + 1`, so it is ordered with the event entries (a run's commits and
+        this one serialise on the same document) and published by the same outbox."""
+        sub_ref = self._sub(sub_id)
+        state_ref = sub_ref.collection(STATE).document(WRITER)
+        changes = sub_ref.collection(CHANGES)
+
+        @firestore.transactional
+        def write(transaction: Any) -> int:
+            found = {s.reference.path: s for s in self._client.get_all(
+                [sub_ref, state_ref], transaction=transaction)}
+            sub_snap = found.get(sub_ref.path)
+            if sub_snap is None or not sub_snap.exists:
+                raise LookupError(sub_id)
+            state_snap = found.get(state_ref.path)
+            state = (state_snap.to_dict() if state_snap is not None else None) or {}
+            first = int(state.get("change_seq") or 0)
+            seq = first + 1
+            transaction.set(changes.document(seq_id(seq)), {
+                "seq": seq, "kind": kind, "event_id": None, "recurring_event_id": None,
+                "fields": {}, "details": codec.escape(dict(details)), "etag": None,
+                "at": now, "expire_at": now + self._feed_retention,
+            })
+            update: dict[str, Any] = {"change_seq": seq}
+            # Marked when this process knows a topic, or the outbox already runs (a
+            # process without the topic setting, e.g. the CLI, must not stop it).
+            if self._outbox or state.get("published_seq") is not None:
+                update.update(outbox_fields(state, outbox=True, first=first,
+                                            change_seq=seq, now=now))
+            transaction.set(state_ref, update, merge=True)
+            return seq
+
+        with _translated():
+            # More attempts than the default five: it competes with a run's page
+            # commits on `state/writer`, which it must never make fail.
+            return int(write(self._client.transaction(max_attempts=RECORD_ATTEMPTS)))

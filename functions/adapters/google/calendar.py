@@ -53,6 +53,9 @@ _RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 _QUOTA_REASONS = frozenset({"quotaExceeded", "dailyLimitExceeded"})
 # 403s about our project, not the user's calendar.
 _OUR_403_REASONS = frozenset({"accessNotConfigured", "SERVICE_DISABLED"})
+# A watch refused for the webhook address names our deployment, not the user's calendar.
+_OUR_400_REASONS = frozenset({"push.webhookUrlNotHttps", "push.webhookUrlUnauthorized",
+                              "push.webhookUrlNoHostPrefix"})
 
 _DISCOVERY: dict[str, Any] = {}
 _DISCOVERY_LOCK = threading.Lock()
@@ -195,6 +198,9 @@ def classify(err: HttpError, sync_token: str | None = None) -> Exception:
     if status == 401:  # refused even after a fresh token
         return CredentialsRejected(f"{REAUTHORIZATION_REQUIRED}: {message}",
                                    reason=REAUTHORIZATION_REQUIRED)
+    if status == 400 and reasons & _OUR_400_REASONS:
+        return Misconfigured(f"Google refuses our webhook address (CALSYNC_WEBHOOK_URL): "
+                             f"{message}")
     if status == 403 and reasons & _OUR_403_REASONS:
         return Misconfigured(f"the Calendar API refuses our project: {message}")
     if status == 403:  # forbidden: access to the calendar was removed

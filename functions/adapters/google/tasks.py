@@ -57,10 +57,14 @@ class CloudTasksQueue(TaskQueue):
     """Queues `{"subscription_id": ...}` POSTs to the sync worker."""
 
     def __init__(self, settings: Settings, client: Any | None = None,
-                 queue_path: str | None = None) -> None:
+                 queue_path: str | None = None, renewer_queue_path: str | None = None) -> None:
         self._settings = settings
         self._client = client if client is not None else build_client(settings)
         self._queue_path = queue_path or settings.queue_path
+        # The renewer's own tasks go to their queue (CALSYNC_RENEWER_QUEUE), else
+        # to this one.
+        self._renewer_queue_path = renewer_queue_path or (
+            settings.renewer_queue_path if settings.renewer_queue else self._queue_path)
 
     @property
     def queue_path(self) -> str:
@@ -85,18 +89,21 @@ class CloudTasksQueue(TaskQueue):
                 f"could not queue sync task for {sub_id}: {type(err).__name__}"
             ) from err
 
-    def enqueue_renewal(self, not_before: datetime | None = None, name: str | None = None) -> None:
-        """Queue a continuation of the renewer (its work was bounded; more is due).
+    def enqueue_renewal(self, not_before: datetime | None = None, name: str | None = None,
+                        body: dict[str, Any] | None = None) -> None:
+        """Queue a renewer task: a continuation (its work was bounded; more is due) or
+        one shard of a tick's fan-out; `body` says which (`{}`: a whole tick).
 
-        `name` makes it idempotent: two runs asking for the same continuation
-        queue one task (in production; the emulator does not de-duplicate).
+        `name` makes it idempotent: two runs asking for the same task queue one
+        (in production; the emulator does not de-duplicate).
         """
         settings = self._settings
         if not settings.renewer_url:
             raise QueueUnavailable("CALSYNC_RENEWER_URL is not set: cannot fan out")
         http_request: dict[str, Any] = {
             "http_method": tasks_v2.HttpMethod.POST, "url": settings.renewer_url,
-            "headers": {"Content-Type": "application/json"}, "body": b"{}",
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps(body or {}, separators=(",", ":")).encode(),
         }
         # The renewer has its own invoker account: the one that may call the
         # worker (and that the webhook may act as) cannot call the renewer.
@@ -106,11 +113,11 @@ class CloudTasksQueue(TaskQueue):
                                           "audience": settings.renewer_url}
         task: dict[str, Any] = {"http_request": http_request}
         if name is not None:
-            task["name"] = f"{self._queue_path}/tasks/{name}"
+            task["name"] = f"{self._renewer_queue_path}/tasks/{name}"
         if not_before is not None:
             task["schedule_time"] = _timestamp(not_before)
         try:
-            self._client.create_task(parent=self._queue_path, task=tasks_v2.Task(task),
+            self._client.create_task(parent=self._renewer_queue_path, task=tasks_v2.Task(task),
                                      timeout=ENQUEUE_TIMEOUT_SECONDS)
         except gexc.AlreadyExists:
             return  # another run queued this continuation already

@@ -270,3 +270,14 @@ def test_a_calendar_that_does_not_exist_is_calendar_not_found(calendar: Any) -> 
     with pytest.raises(CalendarGone) as info:
         _list(calendar, provider, sub)
     assert info.value.reason == CALENDAR_NOT_FOUND
+
+
+def test_a_webhook_address_google_refuses_is_our_misconfiguration(calendar: Any) -> None:
+    """`push.webhookUrlNotHttps` names our deployment's webhook address, never the user's
+    calendar: with the bounded give-up it must not put every subscription in `error`."""
+    provider = GoogleCredentialsProvider(_settings(calendar), vault=None)
+    calendar.control.add_user(OWNER)
+    sub = Subscription("s", "primary", OWNER, credentials_ref="bearer")
+    channels = GoogleChannels(GoogleCalendar(provider, api_endpoint=calendar.api_endpoint))
+    with pytest.raises(Misconfigured):
+        channels.watch(sub, "ch-1", "token", "http://hooks.example.com/webhook", 3600)

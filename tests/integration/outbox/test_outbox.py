@@ -17,12 +17,12 @@ from functions.adapters.firestore.store import FirestoreStore
 from functions.adapters.firestore.subscriptions import SubscriptionStore
 from functions.adapters.google.pubsub import PubSubPublisher
 from functions.config import Settings
-from functions.delivery import outbox
-from functions.delivery.outbox import Outbox, OutboxSweeper
+from functions.delivery.outbox import Outbox, OutboxSweeper, PublishLimits
 from functions.errors import LeaseLost
 from functions.lifecycle.renewer import Renewer
 from functions.lifecycle.subscriptions import SubscriptionService
 from functions.model import entry_json
+from functions.ports import PublishProgress
 from functions.sync.engine import Outcome, SyncEngine, SyncReport, SyncSettings
 from tests.integration.lifecycle.conftest import RecordingQueue, ScriptedChannels
 from tests.integration.sync.harness import Crash, CrashingStore, Harness
@@ -36,10 +36,11 @@ class World:
     """A subscription synced through the real adapters with publishing on."""
 
     def __init__(self, db: Any, calendar: Any, pubsub: PubSubWorld, timeout: float = 10.0,
-                 max_message_bytes: int | None = None) -> None:
+                 max_message_bytes: int | None = None, max_messages: int = 1000) -> None:
         self.h = Harness(db, calendar, "alice@example.com")
         self.h.store = OutboxFirestoreStore(db)
         self.db, self.pubsub, self.timeout = db, pubsub, timeout
+        self.limits = PublishLimits(timeout=timeout, max_messages=max_messages)
         options = {} if max_message_bytes is None else {"max_message_bytes": max_message_bytes}
         self.publisher = PubSubPublisher(PROJECT, pubsub.topic, **options)
         self.sub_id = self.h.sub.id
@@ -47,7 +48,7 @@ class World:
 
     def engine(self, store: FirestoreStore | None = None, publish: bool = True) -> SyncEngine:
         store = store or self.h.store
-        with_outbox = (Outbox(self.h.store, self.publisher, PROJECT, self.timeout)
+        with_outbox = (Outbox(self.h.store, self.publisher, PROJECT, limits=self.limits)
                        if publish else None)
         return SyncEngine(store, self.h.calendar, self.h.queue,
                           SyncSettings(page_size=5, lease_seconds=120, min_sync_interval=2),
@@ -148,8 +149,9 @@ def test_a_topic_configured_later_starts_at_change_seq_without_replaying_history
 
 
 def test_a_crash_between_commit_and_publish_is_repaired_by_the_next_run(
-        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(outbox, "SUBMIT_CHUNK", 4)  # the backlog goes out in chunks
+        firestore_db: Any, calendar: Any, pubsub: PubSubWorld) -> None:
+    # A window of 4: the backlog goes out in steps, read back from the store.
+    world = World(firestore_db, calendar, pubsub, max_messages=4)
     for i in range(12):
         world.h.insert(f"event {i}", day=i)
     with pytest.raises(Crash):
@@ -258,7 +260,7 @@ def test_a_run_that_lost_its_lease_does_not_advance_published_seq(world: World) 
     assert world.sync().outcome is Outcome.SYNCED
     assert world.state()["published_seq"] == 3
     with pytest.raises(LeaseLost):
-        store.advance_published(old, 99)
+        store.advance_published(old, PublishProgress(99), now)
     stale = Outbox(store, world.publisher, PROJECT, 5.0).start(old)
     world.db.document(f"subscriptions/{world.sub_id}/state/writer").update(
         {"published_seq": 1, "publish_pending_since": now})

@@ -49,3 +49,33 @@ def test_app_wires_the_outbox_only_with_a_topic(monkeypatch: pytest.MonkeyPatch)
         assert type(app.store(config)).__name__ == "OutboxFirestoreStore"
     finally:
         app.reset()
+
+
+def test_the_publishing_bounds_are_settings_and_reach_the_publisher(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from functions import app
+
+    defaults = Settings.from_env(BASE, function=WORKER)
+    assert (defaults.publish_max_messages, defaults.publish_max_bytes,
+            defaults.publish_retry) == (1000, 10 * 1024 * 1024, 0.2)
+    for name in ("CALSYNC_PUBLISH_MAX_MESSAGES", "CALSYNC_PUBLISH_MAX_BYTES",
+                 "CALSYNC_PUBLISH_RETRY_SECONDS"):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({**BASE, name: "0"}, function=WORKER)
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", "127.0.0.1:9")  # not contacted here
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", "127.0.0.1:9")
+    app.reset()
+    try:
+        config = Settings.from_env({**BASE, "CALSYNC_PUBSUB_TOPIC": "calsync-changes",
+                                    "CALSYNC_PUBLISH_TIMEOUT_SECONDS": "4",
+                                    "CALSYNC_PUBLISH_MAX_MESSAGES": "50",
+                                    "CALSYNC_PUBLISH_MAX_BYTES": "200000",
+                                    "CALSYNC_PUBLISH_RETRY_SECONDS": "0.5"}, function=WORKER)
+        built = app.outbox(config)
+        assert (built.limits.timeout, built.limits.max_messages, built.limits.max_bytes,
+                built.limits.retry_backoff) == (4.0, 50, 200000, 0.5)
+        options = built.publisher._client.publisher_options
+        assert (options.flow_control.message_limit, options.flow_control.byte_limit,
+                options.timeout, options.retry) == (100, 400000, 4.0, None)
+    finally:
+        app.reset()

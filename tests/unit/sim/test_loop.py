@@ -84,7 +84,7 @@ def _queue(rate: float = 50.0) -> tuple[EventLoop, SimTaskQueue, list[tuple[floa
     queue = SimTaskQueue(loop, QueueConfig(max_dispatches_per_second=rate, min_backoff=10,
                                            max_backoff=300, max_doublings=3,
                                            max_attempts=5, max_retry_duration=3600),
-                         serve, lambda: 200)
+                         serve, lambda body: 200)
     return loop, queue, served, answers
 
 
@@ -146,7 +146,7 @@ def test_a_fractional_dispatch_rate_late_in_the_day_does_not_spin() -> None:
     loop = EventLoop(VirtualClock())
     served: list[float] = []
     queue = SimTaskQueue(loop, QueueConfig(max_dispatches_per_second=50 * 0.0642),
-                         lambda body: served.append(loop.clock.t) or 200, lambda: 200)
+                         lambda body: served.append(loop.clock.t) or 200, lambda body: 200)
     loop.run(80_000.0)
     for generation in range(200):
         queue.enqueue_sync("s1", generation)

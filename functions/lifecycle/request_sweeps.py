@@ -1,0 +1,145 @@
+"""The renewer's subscription sections (DESIGN.md, "Liveness"): the sweep of requests
+left without a task, the safety net, and unsubscribes interrupted midway.
+
+Each orders its rows by a field that says when the row is next due (`sweep_at`,
+`safety_net_at`, `deleting_since`), set only while there is something to look
+at, and moves a row it cannot finish to when it is next due: however many rows
+are stuck, the rows behind them are reached.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from functions.lifecycle.scan import Pass, Section, Step
+from functions.lifecycle.subscriptions import SubscriptionService, backoff
+from functions.model import ACTIVE as SUB_ACTIVE
+from functions.model import DELETING, Subscription
+
+
+class RequestSweeps:
+    def __init__(self, run: Pass, service: SubscriptionService) -> None:
+        self._run = run
+        self._subs = run.subs
+        self._service = service
+        self._settings = run.settings
+        self._report = run.report
+        self._sweep_after = timedelta(seconds=run.settings.sweep_after)
+        # A chain is alive while its runs come at most the queue's longest backoff
+        # apart (unset: the sweep age, so some overlap is possible).
+        self._silence = timedelta(seconds=run.settings.task_max_backoff
+                                  or run.settings.sweep_after)
+
+    def sweep(self) -> Section:
+        """Re-queue requests left without a task: a crash between commit and enqueue,
+        a task that ran out of attempts. The sweep looks at a request `sweep_after`
+        past its `sweep_at`, and moves it past whatever is still serving it (a run
+        holding the lease, a rate limit's retry, a task chain whose runs are still
+        coming), so one task chain at a time serves a stuck request."""
+        return self._run.subscriptions("sweep_at", self._run.now - self._sweep_after,
+                                       self._sweep_one)
+
+    def _look_again(self, sub: Subscription, requested: int, at: datetime) -> Step:
+        moved = self._subs.update_if(sub.id, {"requested_gen": requested},
+                                     {"sweep_at": max(at, self._run.now) - self._sweep_after})
+        return Step.MOVED if moved else Step.SKIPPED
+
+    def _sweep_one(self, sub: Subscription, data: dict[str, Any]) -> Step:
+        now = self._run.now
+        requested = int(data.get("requested_gen") or 0)
+        if sub.status != SUB_ACTIVE:  # resuming records a new request
+            cleared = self._subs.update_if(sub.id, {"status": sub.status}, {"sweep_at": None})
+            return Step.PROGRESS if cleared else Step.SKIPPED
+        state = self._subs.writer_state(sub.id)
+        if requested <= int(state.get("synced_gen") or 0):
+            # Served: drop it from this query so the sweep stays proportional
+            # to what is really pending (only if no new request came meanwhile).
+            cleared = self._subs.clear_request_marker(sub.id, requested)
+            return Step.PROGRESS if cleared else Step.SKIPPED
+        lease_until = state.get("lease_until")
+        if lease_until is not None and lease_until > now:
+            return self._look_again(sub, requested, lease_until)  # its run follows up
+        retry_at = data.get("retry_at")
+        if retry_at is not None and retry_at > now:
+            return self._look_again(sub, requested, retry_at)  # rate limited: queued for then
+        last_run = state.get("lease_started_at")
+        asked = data.get("requested_at")
+        if (last_run is not None and (asked is None or last_run >= asked)
+                and now - last_run < self._silence):
+            # A run of this request started lately: its task is being retried
+            # by the queue. No second chain.
+            return self._look_again(sub, requested, last_run + self._silence)
+        return self._requeue(sub, data, requested, last_run)
+
+    def _requeue(self, sub: Subscription, data: dict[str, Any], requested: int,
+                 last_run: datetime | None) -> Step:
+        """Give a stranded request a new task chain, claimed first so that of two
+        renewer runs one queues it, under a name no earlier sweep of the request
+        used (`sweep<n>`: Cloud Tasks would refuse a reused name, and a refused
+        re-queue is no task at all). The next look waits out the new chain's
+        first runs, longer each time a chain never ran at all."""
+        now = self._run.now
+        marks = {name: data.get(name) for name in ("swept_gen", "sweeps", "sweep_level",
+                                                   "swept_at")}
+        same = marks["swept_gen"] == requested
+        sweeps = int(marks["sweeps"] or 0) + 1 if same else 1
+        chain_ran = last_run is not None and marks["swept_at"] is not None and (
+            last_run >= marks["swept_at"])
+        level = int(marks["sweep_level"] or 0) + 1 if same and not chain_ran else 1
+        look = now + max(self._silence, backoff(level, self._sweep_after))
+        if not self._subs.update_if(
+                sub.id, {"requested_gen": requested, **marks},
+                {"swept_gen": requested, "sweeps": sweeps, "sweep_level": level,
+                 "swept_at": now, "sweep_at": look - self._sweep_after}):
+            return Step.SKIPPED
+        self._service.requeue(sub.id, requested, origin=f"sweep{sweeps}")
+        self._report.swept += 1
+        return Step.PROGRESS
+
+    def safety_net(self) -> Section:
+        """Sync subscriptions not synced within the interval (or never). Its sort key,
+        `safety_net_at`, is when it last covered the subscription (the final commit
+        sets it too), so a subscription whose request is still pending moves on an
+        interval and never holds the head of the query: its request is the sweep's."""
+        interval = timedelta(seconds=self._settings.safety_net_interval)
+        return self._run.subscriptions("safety_net_at", self._run.now - interval,
+                                       self._net_one)
+
+    def _net_one(self, sub: Subscription, data: dict[str, Any]) -> Step:
+        now = self._run.now
+        interval = timedelta(seconds=self._settings.safety_net_interval)
+
+        def covered(at: datetime | None) -> bool:
+            return self._subs.update_if(sub.id, {"safety_net_at": data.get("safety_net_at")},
+                                        {"safety_net_at": at})
+
+        if sub.status != SUB_ACTIVE:  # resuming requests a sync (and sets it again)
+            return Step.PROGRESS if covered(None) else Step.SKIPPED
+        synced = data.get("last_synced_at")
+        if synced is not None and synced > now - interval:
+            return Step.MOVED if covered(synced) else Step.SKIPPED
+        if not covered(now):
+            return Step.SKIPPED  # another run covered it
+        if data.get("requested_at") is not None:
+            return Step.MOVED  # a request is recorded and not served: the sweep's
+        queued = self._service.request_sync(sub.id, origin="safety")
+        self._report.safety_net += int(queued)
+        return Step.PROGRESS if queued else Step.MOVED
+
+    def resume_deletions(self) -> Section:
+        """Finish unsubscribes that stopped midway (`deleting` for longer than the sweep
+        age): nobody has to repeat the DELETE."""
+        return self._run.subscriptions("deleting_since", self._run.now - self._sweep_after,
+                                       self._resume_one)
+
+    def _resume_one(self, sub: Subscription, data: dict[str, Any]) -> Step:
+        if sub.status != DELETING:
+            return Step.SKIPPED
+        # Claim it: a second run (or a crash now) waits another sweep age.
+        if not self._subs.update_if(sub.id, {"deleting_since": data.get("deleting_since")},
+                                    {"deleting_since": self._run.now}):
+            return Step.SKIPPED
+        self._service.unsubscribe(sub.id)
+        self._report.deletions_resumed += 1
+        return Step.PROGRESS

@@ -1,0 +1,145 @@
+"""What every renewer section shares: the run's report, what acting on one row did,
+and the bounded scan of a query page by page (DESIGN.md, "Liveness")."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from functions.config import Settings
+from functions.errors import CalsyncError
+from functions.model import Channel, Subscription
+from functions.ports import LifecycleStore, RowCursor
+
+READ_PAST_FACTOR = 5  # rows read per section and run, at most, in batches
+
+
+@dataclass
+class RenewalReport:
+    renewed: int = 0
+    retired: int = 0  # channels already replaced (a renewal that crashed midway)
+    failed: int = 0
+    orphans_stopped: int = 0
+    abandoned: int = 0
+    gave_up: int = 0  # subscriptions put in `error`: their watches kept being refused
+    swept: int = 0
+    safety_net: int = 0
+    outbox_swept: int = 0  # publishing runs queued for entries left unpublished
+    channels_deleted: int = 0  # abandoned channel records deleted after their retention
+    deletions_resumed: int = 0  # unsubscribes finished after they were interrupted
+    moved: int = 0  # rows looked at and moved to when they are next due
+    fanned_out: int = 0  # shard tasks queued by a tick (sharding.py)
+    backfilled: int = 0  # channel records written before sharding given their shard
+    shard: int | None = None  # a shard run: which shard of `shards`
+    shards: int = 0
+    channel_reads: int = 0
+    subscription_reads: int = 0
+    oldest_pending_age_s: float | None = None
+    # Seconds since the oldest `publish_pending_since` (null: nothing waits); logged
+    # on "renewer run" for the outbox-age alert.
+    oldest_outbox_age_s: float | None = None
+    continued: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Step(Enum):
+    """What acting on one row did."""
+
+    PROGRESS = "progress"  # real progress: something finished for good
+    FAILED = "failed"  # work was tried and failed (counts against the batch, not progress)
+    MOVED = "moved"  # nothing to do yet: the row now sorts at when it is next due
+    SKIPPED = "skipped"  # not ours (claimed elsewhere) or not due after all
+
+
+@dataclass
+class Section:
+    """One section's pass: work done, real progress, and whether more may be due."""
+
+    work: int = 0
+    progress: int = 0
+    more: bool = False
+
+
+@dataclass
+class Pass:
+    """One renewer run as its sections see it."""
+
+    settings: Settings
+    subs: LifecycleStore
+    batch: int
+    now: datetime
+    report: RenewalReport
+    claimant: str  # names this run's channel claims
+
+    def scan(self, fetch: Callable[[RowCursor | None], list[tuple[Any, dict[str, Any]]]],
+             cursor_of: Callable[[tuple[Any, dict[str, Any]]], RowCursor],
+             act: Callable[[tuple[Any, dict[str, Any]]], Step],
+             label: Callable[[tuple[Any, dict[str, Any]]], str],
+             count_reads: Callable[[int], None], stop_when_full: bool = False) -> Section:
+        """Act on due rows page by page: at most a batch of work (tries, failed or
+        not), at most READ_PAST_FACTOR batches read. The cursor is the sort value
+        and id of the last row as read, taken before acting on it: acting moves
+        rows, never the cursor. With `stop_when_full`, a page that completes the
+        batch ends the scan with `more` set: reading the next page only to learn
+        whether it holds a row costs up to a batch of reads for one bit (at worst,
+        one continuation then finds nothing: no progress, no further one)."""
+        section, cursor, read = Section(), None, 0
+        while read < self.batch * READ_PAST_FACTOR:
+            rows = fetch(cursor)
+            read += len(rows)
+            count_reads(len(rows))
+            for row in rows:
+                if section.work >= self.batch:
+                    section.more = True
+                    return section
+                try:
+                    step = act(row)
+                except CalsyncError as err:  # this row only: the run goes on
+                    self.report.errors.append(f"{label(row)}: {type(err).__name__}")
+                    step = Step.FAILED
+                if step is Step.MOVED:
+                    self.report.moved += 1
+                if step in (Step.PROGRESS, Step.FAILED):
+                    section.work += 1
+                section.progress += step is Step.PROGRESS
+            if len(rows) < self.batch:
+                return section
+            if stop_when_full and section.work >= self.batch:
+                section.more = True
+                return section
+            cursor = cursor_of(rows[-1])
+        section.more = True
+        return section
+
+    def channels(self, state: str, before: datetime,
+                 act: Callable[[Channel, dict[str, Any]], Step],
+                 shard: tuple[int, int] | None = None) -> Section:
+        """Scan the channels in `state` due at or before `before` (by `expiration`),
+        of one fan-out shard (k, n) or all. Channel work is the bulk of the renewer's
+        reads at scale (issue 19, item 4): a full batch ends the scan."""
+        def count(reads: int) -> None:
+            self.report.channel_reads += reads
+
+        return self.scan(
+            lambda after: list(self.subs.due_channels(state, before, self.batch, after,
+                                                      shard=shard)),
+            lambda row: (row[1].get("expiration"), row[0].id), lambda row: act(*row),
+            lambda row: str(row[0].sub_id), count, stop_when_full=True)
+
+    def subscriptions(self, field_name: str, before: datetime,
+                      act: Callable[[Subscription, dict[str, Any]], Step]) -> Section:
+        """Scan the subscriptions whose `field_name` is at or before `before`."""
+        def count(reads: int) -> None:
+            self.report.subscription_reads += reads
+
+        return self.scan(
+            lambda after: list(self.subs.subscriptions_where(field_name, before, self.batch,
+                                                             after)),
+            lambda row: (row[1].get(field_name), row[0].id), lambda row: act(*row),
+            lambda row: str(row[0].id), count)
