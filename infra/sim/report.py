@@ -119,15 +119,15 @@ def figures(world: World, days: float, drop: float, size: int,
     open_age = world.clock.t - oldest if oldest is not None else 0.0
     sync_runs = float(sum(world.worker_status.values()))
     webhook_requests = float(sum(world.webhook_results.values()))
-    renewer_runs = float(world.renewer_runs)
+    jobs = world.renewer_jobs
     entries = float(io.writes_by_collection().get("changes", 0))
     usage = DailyUsage(
         calendars=size,
         worker_runs=sync_runs * scale / days,
         webhook_requests=webhook_requests * scale / days,
-        # Continuations scale with the population; the scheduler's ticks do not.
-        renewer_runs=(renewer_runs - seconds / world.config.renewer_period) * scale / days
-        + seconds / world.config.renewer_period / days,
+        # Continuations scale with the population; the scheduler's ticks and the
+        # shard tasks they fan out to do not.
+        renewer_runs=(jobs["continuation"] * scale + jobs["tick"] + jobs["shard"]) / days,
         firestore_reads=io.reads.total * scale / days,
         firestore_writes=io.writes.total * scale / days,
         feed_entries=entries * scale / days,

@@ -39,7 +39,7 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -138,9 +138,12 @@ class World:
             user_per_minute=config.user_quota if config.quotas else None),
             random.Random(config.seed + 1), self._deliver)
         # The renewer's queue is not scaled: its tasks are per tick and shard, not per
-        # calendar (a sampled renewer run does proportionally less work).
-        self.renewer_queue = SimTaskQueue(self.loop, config.renewer_queue,
-                                          self._serve_sync, self._serve_renewal)
+        # calendar (a sampled renewer run does proportionally less work). Its rate is
+        # the shard count, as terraform sets both from var.renewal_shards.
+        self.renewer_queue = SimTaskQueue(
+            self.loop, replace(config.renewer_queue,
+                               max_dispatches_per_second=float(settings.renewal_shards)),
+            self._serve_sync, self._serve_renewal)
         self.queue = SimTaskQueue(self.loop, config.queue.scaled(share),
                                   self._serve_sync, self._serve_renewal,
                                   renewer=self.renewer_queue if settings.renewer_queue
@@ -189,6 +192,9 @@ class World:
         self.sync_outcomes: Counter[str] = Counter()
         self.webhook_results: Counter[str] = Counter()
         self.renewer_runs = 0
+        # Renewer invocations by job: "tick" (the scheduler's), "continuation",
+        # "shard" (a fan-out task); ticks and shards come per tick, whatever the size.
+        self.renewer_jobs: Counter[str] = Counter()
         self.renewer_totals: Counter[str] = Counter()
         self.measuring = True
         self.log_lines: Counter[str] = Counter()
@@ -304,12 +310,13 @@ class World:
         if following < end:
             self.loop.at(following, self._change, index, end)
 
-    def _tick(self, body: bytes = b"") -> None:
+    def _tick(self, body: bytes = b"", kind: str = "tick") -> None:
         job = parse_job(body)
         report = (self.renewer.run_shard(job.shard, job.shards) if job.shard is not None
                   else self.renewer.run(fan_out=job.fan_out))
         if self.measuring:
             self.renewer_runs += 1
+            self.renewer_jobs["shard" if job.shard is not None else kind] += 1
             for name, value in report.to_json().items():
                 if isinstance(value, int) and not isinstance(value, bool):
                     self.renewer_totals[name] += value
@@ -322,7 +329,7 @@ class World:
         return response.status
 
     def _serve_renewal(self, body: bytes) -> int:
-        self._tick(body)
+        self._tick(body, "continuation")
         return 200
 
     def _deliver(self, push: Push, attempt: int = 0) -> None:

@@ -73,6 +73,7 @@ def _one_calendar_world(push: PushFaults) -> World:
     world.seed()
     # Synced just now: the safety net is not due during the test.
     world.db.subs["sub0000000"]["last_synced_at"] = world.clock.now()
+    world.db.subs["sub0000000"]["safety_net_at"] = world.clock.now()
     world.db.touch_sub("sub0000000")
     return world
 
