@@ -5,7 +5,7 @@ in-memory ports (infra/sim).
                                     [--max-simulated 100000] [--smoke] [--json PATH] ...
 
 For each size and each notification drop rate it seeds a steady state (every
-calendar synced within the last safety-net interval, channels spread over their
+calendar synced within the safety net's longest interval, channels spread over their
 lifetime), runs the webhook, the task queue and worker, the renewer every
 minute, the outbox, against a fake Google Calendar that enforces the per-project
 and per-user quotas, issues and expires sync tokens, and pushes each change to
@@ -21,7 +21,8 @@ month from bench/prices.json. Then the one line other tools read:
     scale N calendars: quiet X.XX calls/calendar/day, peak P calls/min (quota Q), hottest
     user U calls/min, staleness bound B s, max staleness at 20% drop M s, hottest doc W writes/s
 
-B is the safety net's interval plus one renewer period, from the settings. The
+B is the safety net's longest interval plus one renewer period, from the settings
+(as terraform deploys them: `infra.sim.world.sim_settings`). The
 load figures of the line (and the cost) are those of the first drop rate given;
 M is from the 20 % run (added if --drop lacks it).
 
@@ -34,7 +35,7 @@ it overstates (peaks).
 
 The workload model (infra/sim/workload.py) is an assumption throughout; every
 parameter is an option here. `--set CALSYNC_X=value` changes a calsync setting
-(as terraform would), e.g. `--set CALSYNC_SAFETY_NET_INTERVAL_SECONDS=43200`.
+(as terraform would), e.g. `--set CALSYNC_SAFETY_NET_MAX_INTERVAL_SECONDS=43200`.
 
 `--smoke`: 10,000 and 1,000,000 calendars sampled down to 150, a quarter day, drops 0
 and 20 %: the same code path in seconds (`make test`).
@@ -181,7 +182,8 @@ def print_load(f: Figures) -> None:
           f"({f.quiet_calendars} simulated): {f.quiet_calls_per_calendar_day:.2f} calls/day "
           f"(renewals included); under the 1M/day billing threshold: "
           f"{f.calendars_under_billing_threshold:,} calendars "
-          f"({f.quiet_calendars_under_billing_threshold:,} if all were quiet)")
+          f"({f.quiet_calendars_under_billing_threshold:,} if all were quiet); under the "
+          f"{f.project_quota:,}/min quota at this peak: {f.calendars_under_minute_quota:,}")
     print(f"  Cloud Tasks: {f.dispatches_per_second:.2f} dispatches/s, peak "
           f"{f.peak_dispatches_per_second:.0f}/s; {f.queue}")
     print(f"  Firestore: {f.reads_per_second:.1f} reads/s (peak minute "
@@ -246,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         results += [{**{k: v for k, v in asdict(f).items() if k != "cost"},
                      "cost_lines": f.cost.lines, "cost_per_1000": f.cost_per_1000,
                      "calendars_under_billing_threshold": f.calendars_under_billing_threshold,
+                     "calendars_under_minute_quota": f.calendars_under_minute_quota,
                      "wall_seconds": wall} for _, f, wall in runs]
     print()
     for line in lines:

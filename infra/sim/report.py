@@ -3,6 +3,9 @@
 A sampled run simulates `share` of the calendars with the project's Calendar
 quota and the queue's dispatch rate scaled by `share`. Figures scale back up as:
 
+- the renewer's batch (rows tried, and read, per section and run) is scaled by
+  `share` too (`World.renewer_batch`), so its work per run keeps the same
+  proportion to the rows due as at full size;
 - per calendar (calls per quiet calendar, staleness), per user (the hottest
   owner: owners are sampled whole) and per document (the hottest document:
   each belongs to one subscription or channel): as measured, unscaled;
@@ -75,6 +78,14 @@ class Figures:
         if self.calls_per_calendar_day <= 0:
             return 0
         return int(BILLING_THRESHOLD / self.calls_per_calendar_day)
+
+    @property
+    def calendars_under_minute_quota(self) -> int:
+        """Calendars whose busiest minute stays under the project's per-minute quota, at
+        the measured peak calls per minute per calendar."""
+        if self.peak_calls_per_minute <= 0:
+            return 0
+        return int(self.project_quota / (self.peak_calls_per_minute / self.size))
 
     @property
     def quiet_calendars_under_billing_threshold(self) -> int:

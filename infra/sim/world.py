@@ -14,10 +14,12 @@ over the in-memory ports, on one virtual clock.
 
 The world starts in a steady state rather than empty (subscribing a whole
 population at once is a different question): every calendar has been synced
-once within the last safety-net interval (times uniform over it), and has an
-active channel expiring uniformly between the end of the renewal window and
-the channel TTL, which is where renewals on schedule leave channels. Seeding
-writes documents directly and is not metered.
+once within the safety net's longest interval (times uniform over it), its probe
+interval widened to that longest (the adaptive safety net's steady state for a
+calendar whose probes find nothing), and has an active channel expiring
+uniformly between the end of the renewal window and the channel TTL, which is
+where renewals on schedule leave channels. Seeding writes documents directly and
+is not metered.
 
 What in the services reads wall time, and what the simulation does about it
 (nothing in `functions/` is edited): the webhook's channel cache expires by
@@ -66,10 +68,11 @@ from infra.sim.ports import SimCalendarPort, SimChannelPort
 from infra.sim.probe import StalenessProbe
 from infra.sim.pubsub import SimPublisher
 from infra.sim.stores import SimStore
-from infra.sim.tasks import QueueConfig, SimTaskQueue
+from infra.sim.tasks import ROOT, QueueConfig, SimTaskQueue, terraform_defaults
 from infra.sim.workload import Population, WorkloadModel
 
 DAY = 86400.0
+RENEWER_BATCH = 200  # `Renewer`'s default batch, as app.renewer deploys it
 # Google retries a push answered 500/502/503/504 with exponential backoff; how
 # long and how often is not documented: assume from 1 s, doubling, 5 times.
 PUSH_RETRIES = 5
@@ -91,8 +94,21 @@ def sim_settings(overrides: dict[str, str] | None = None, *, topic: bool = True)
     }
     if topic:
         env["CALSYNC_PUBSUB_TOPIC"] = "calsync-changes"
+    # What terraform deploys where it differs from the code's default.
+    env.update(TERRAFORM_SETTINGS)
     env.update(overrides or {})
     return Settings.from_env(env, function=WORKER)
+
+
+def _terraform_settings() -> dict[str, str]:
+    """Settings whose deployed value is a terraform variable's default that differs
+    from `functions.config`'s (read once, with python-hcl2)."""
+    defaults = terraform_defaults(ROOT / "terraform" / "variables.tf")
+    return {"CALSYNC_SAFETY_NET_MAX_INTERVAL_SECONDS":
+            str(defaults["safety_net_max_interval_seconds"])}
+
+
+TERRAFORM_SETTINGS = _terraform_settings()
 
 
 @dataclass
@@ -110,11 +126,10 @@ class WorldConfig:
 
     @property
     def staleness_bound(self) -> float:
-        """The safety net's (maximum) interval plus one renewer run: a change on a quiet
+        """The safety net's longest interval plus one renewer run: a change on a quiet
         calendar whose every push is lost reaches the feed within this (DESIGN.md,
-        "Staleness bound"). Today the interval is fixed; once it adapts, this must read
-        its maximum setting instead."""
-        return float(self.settings.safety_net_interval) + self.renewer_period
+        "Staleness bound")."""
+        return float(self.settings.safety_net_longest) + self.renewer_period
 
 
 class World:
@@ -180,9 +195,14 @@ class World:
                                  max_backoff=timedelta(seconds=settings.safety_net_interval))
                    if topic else None)
         continue_later = self.queue.enqueue_renewal if settings.renewer_url else None
+        # A sample's renewer does its share of the work per run: the batch (rows tried,
+        # and a fifth of the rows read, per section and run) scaled with the sample, so
+        # a backlog the deployed renewer would build at full size builds here too.
+        self.renewer_batch = max(1, round(RENEWER_BATCH * share))
         self.renewer = Renewer(
             settings, SimLifecycleStore(self.db, outbox=topic, feed_retention=retention),
-            self.subscriptions, continue_later=continue_later, clock=now, outbox=sweeper,
+            self.subscriptions, continue_later=continue_later, batch=self.renewer_batch,
+            clock=now, outbox=sweeper,
             renewer_tasks=continue_later if settings.renewal_shards > 1 else None)
         self.calendar_of = {f"sub{i:07d}": c.calendar_id
                             for i, c in enumerate(population.calendars)}
@@ -212,7 +232,11 @@ class World:
         keys = settings.channel_token_keys
         key_id = next(iter(keys))
         window, ttl = float(settings.renewal_window), float(min(settings.channel_ttl, 604800))
-        interval = float(settings.safety_net_interval)
+        # The safety net's steady state: every interval widened to the longest (a calendar
+        # with changes syncs on its own), the next look due an interval after the sync.
+        interval = float(settings.safety_net_longest)
+        shortest = timedelta(seconds=settings.safety_net_interval)
+        adaptive = settings.safety_net_longest > settings.safety_net_interval
         topic = bool(settings.pubsub_topic)
         created = self.clock.start - timedelta(days=30)
         for index, cal in enumerate(self.population.calendars):
@@ -233,7 +257,9 @@ class World:
                 "calendar_id": cal.calendar_id, "owner": cal.owner, "key": key,
                 "credentials_ref": "dwd", "status": ACTIVE, "labels": {}, "last_error": None,
                 "requested_gen": 1, "requested_at": None, "queued_gen": 1,
-                "enqueuing_at": synced, "sweep_at": None, "safety_net_at": synced,
+                "enqueuing_at": synced, "sweep_at": None,
+                "safety_net_at": synced + timedelta(seconds=interval) - shortest,
+                **({"net_interval": int(interval)} if adaptive else {}),
                 "retry_at": None, "last_synced_at": synced,
                 "last_notification_at": None, "created_at": created, "channel_id": channel_id,
                 "channel_expiration": expiration, "_version": db.version()}

@@ -36,7 +36,8 @@ def _world(drop: float, overrides: dict[str, str] | None = None,
 def test_every_change_reaches_the_feed_within_the_bound(drop: float) -> None:
     world = _world(drop)
     bound = world.config.staleness_bound
-    assert bound == 21600 + 60  # CALSYNC_SAFETY_NET_INTERVAL_SECONDS's default + a minute
+    # CALSYNC_SAFETY_NET_MAX_INTERVAL_SECONDS as terraform deploys it, and a minute.
+    assert bound == 86400 + 60
     probe = world.probe
     assert probe.made > 100 and probe.unresolved() == 0
     assert len(probe.samples) == probe.made
@@ -47,7 +48,8 @@ def test_every_change_reaches_the_feed_within_the_bound(drop: float) -> None:
 
 
 def test_the_bound_follows_the_settings() -> None:
-    world = _world(1.0, {"CALSYNC_SAFETY_NET_INTERVAL_SECONDS": "3600"}, calendars=15)
+    world = _world(1.0, {"CALSYNC_SAFETY_NET_INTERVAL_SECONDS": "1800",
+                         "CALSYNC_SAFETY_NET_MAX_INTERVAL_SECONDS": "3600"}, calendars=15)
     assert world.config.staleness_bound == 3660
     assert max(world.probe.samples) <= 3660 and world.probe.unresolved() == 0
     result = figures(world, 1.0, 1.0, 15, load_prices())
