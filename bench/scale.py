@@ -139,9 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
     system = parser.add_argument_group("calsync")
     system.add_argument("--renewer-period", type=float, default=60.0,
                         help="Cloud Scheduler period of the renewer, s (default 60)")
+    system.add_argument("--queue-rate", type=float, default=None, metavar="PER_S",
+                        help="the sync queue's max_dispatches_per_second (default: "
+                             "terraform's queue_max_dispatches_per_second)")
     system.add_argument("--set", type=_setting, action="append", default=[],
                         metavar="CALSYNC_X=V", help="a calsync setting, as terraform sets it")
     return parser
+
+
+def _queue(args: argparse.Namespace) -> QueueConfig:
+    queue = QueueConfig.from_terraform()
+    if args.queue_rate is not None:
+        queue = replace(queue, max_dispatches_per_second=args.queue_rate)
+    return queue
 
 
 def run_one(size: int, drop: float, args: argparse.Namespace, model: WorkloadModel,
@@ -153,7 +163,7 @@ def run_one(size: int, drop: float, args: argparse.Namespace, model: WorkloadMod
         push=PushFaults(drop=drop, duplicate=args.duplicate, delay=args.delay,
                         latency_seconds=args.latency),
         sync_token_410_rate=args.token_410_rate, renewer_period=args.renewer_period,
-        queue=QueueConfig.from_terraform(), quotas=not args.no_quotas, seed=args.seed)
+        queue=_queue(args), quotas=not args.no_quotas, seed=args.seed)
     started = time.perf_counter()
     world = World(population, model, config)
     world.seed()
@@ -229,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     schedule = terraform_defaults(Path(__file__).resolve().parent.parent / "terraform"
                                   / "variables.tf").get("renewal_schedule")
     print(f"workload: {model}")
-    print(f"queue (terraform defaults): {QueueConfig.from_terraform()}; renewer every "
+    print(f"queue (terraform defaults unless --queue-rate): {_queue(args)}; renewer every "
           f"{args.renewer_period:.0f} s (terraform's renewal_schedule: {schedule!r})")
     lines: list[str] = []
     results: list[dict[str, Any]] = []
