@@ -16,7 +16,13 @@ from functions.adapters.firestore.credentials import CredentialVault
 from functions.api.account_views import account_json
 from functions.api.tokens import PageTokens
 from functions.config import Settings
-from functions.errors import CodeRejected, ExchangeUnavailable, OAuthNotConfigured, SealError
+from functions.errors import (
+    CalsyncError,
+    CodeRejected,
+    ExchangeUnavailable,
+    OAuthNotConfigured,
+    SealError,
+)
 from functions.model import OAUTH_PREFIX
 from functions.ports import (
     AccountCommands,
@@ -120,8 +126,10 @@ class ServiceAccounts(AccountCommands, AccountReader):
 
 
 class VaultSealer(CredentialSealer):
-    def __init__(self, vault: Callable[[], CredentialVault]) -> None:
+    def __init__(self, vault: Callable[[], CredentialVault],
+                 in_use: Callable[[str], bool]) -> None:
         self._vault = vault
+        self._in_use = in_use  # whether an account or subscription references a credential
 
     def seal(self, refresh_token: str) -> str:
         try:
@@ -130,8 +138,17 @@ class VaultSealer(CredentialSealer):
             raise OAuthNotConfigured(str(err)) from None
 
     def discard(self, credentials_ref: str) -> None:
-        if credentials_ref.startswith(OAUTH_PREFIX):
-            self._vault().delete(credentials_ref[len(OAUTH_PREFIX):])
+        # A connect can fail after it committed the switch to this credential (a later
+        # step's store or queue failure): then the account uses it, and deleting it would
+        # leave every calendar it follows without credentials. Unsure means kept.
+        if not credentials_ref.startswith(OAUTH_PREFIX):
+            return
+        try:
+            if self._in_use(credentials_ref):
+                return
+        except CalsyncError:
+            return
+        self._vault().delete(credentials_ref[len(OAUTH_PREFIX):])
 
 
 class OAuthExchanger(CodeExchanger):
@@ -204,7 +221,8 @@ def build() -> Any:
     commands = ServiceCommands(lambda: app.subscription_service(settings), app.store(settings),
                                vault, lambda: app.account_service(settings))
     accounts = ServiceAccounts(lambda: app.account_service(settings), tokens)
+    sealer = VaultSealer(vault, lambda ref: app.account_store(settings).credentials_in_use(ref))
     return Api(commands, SubscriptionViews(FirestoreSubscriptionRecords(client), tokens),
                Feed(FirestoreFeedStore(client), tokens),
-               OAuthExchanger(settings), VaultSealer(vault), document,
+               OAuthExchanger(settings), sealer, document,
                accounts=accounts, account_reader=accounts)

@@ -51,11 +51,12 @@ def cmd_connect(args: argparse.Namespace, output: Output) -> int:
     policy = CalendarPolicy(calendars=args.calendars or "all",
                             min_access_role=args.min_access_role or "reader",
                             exclude=tuple(args.exclude or ())) if given else None
+    service = app.account_service(settings)
     try:
-        result = app.account_service(settings).connect(args.owner, credentials_ref, policy)
+        result = service.connect(args.owner, credentials_ref, policy)
     except BaseException:
-        if vault is not None and stored:
-            vault.delete(stored.split(":", 1)[1])
+        if stored:
+            service.discard_unused(stored)  # not when the account switched to it already
         raise
     account = result.account
     what = "connected" if result.created else "already connected"

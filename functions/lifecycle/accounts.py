@@ -172,6 +172,20 @@ class AccountService:
         with contextlib.suppress(CalsyncError):
             self._vault.delete(credentials_ref[len(OAUTH_PREFIX):])
 
+    def discard_unused(self, credentials_ref: str) -> bool:
+        """A credential sealed for a connect that failed: deleted unless an account or a
+        subscription uses it (a connect can fail after its switch to it committed); kept
+        when that cannot be told. True when deleted."""
+        if self._vault is None or not credentials_ref.startswith(OAUTH_PREFIX):
+            return False
+        try:
+            if self._accounts.credentials_in_use(credentials_ref):
+                return False
+        except CalsyncError:
+            return False
+        self._vault.delete(credentials_ref[len(OAUTH_PREFIX):])
+        return True
+
     def forget_adopted(self, credentials_ref: str, account: Account) -> None:
         """An adopted subscription's own credential, now unused: forgotten."""
         self._forget(credentials_ref, keep=account.credentials_ref)
