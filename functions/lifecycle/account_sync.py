@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from functions import logs
 from functions.errors import (
     CALENDAR_ACCESS_LOST,
     CALENDAR_NOT_FOUND,
@@ -327,18 +328,27 @@ class _Run:
 
     def _follow(self, decision: Decision) -> None:
         """Subscribe (idempotent per calendar and owner), then follow in one fenced
-        transaction with its `calendar_added` entry."""
+        transaction with its `calendar_added` entry. A new subscription's first sync is
+        queued only then, so `calendar_added` is the first entry of its feed."""
         account = self.account
         try:
             subscribed = self.subscriptions.subscribe(decision.calendar_id, account.owner,
-                                                      account.credentials_ref)
+                                                      account.credentials_ref,
+                                                      queue_first_sync=False)
         except InvalidTransition as err:
             # Being unsubscribed right now: the task is retried once that finished.
             raise StoreUnavailable(f"calendar {decision.calendar_id}: {err}") from err
         sub_id = subscribed.subscription.id
         details = {"account_id": account.id, "calendar_id": decision.calendar_id,
                    "access_role": decision.access_role}
-        membership = self.accounts.follow(self.lease, sub_id, details, self.sync._clock())
+        try:
+            membership = self.accounts.follow(self.lease, sub_id, details, self.sync._clock())
+        except LeaseLost:
+            if subscribed.created:
+                self._drop_unfollowed(sub_id)
+            raise
+        if subscribed.created:
+            self.subscriptions.queue_first_sync(sub_id)
         self._keep_lease()
         if membership.seq is None:
             return
@@ -352,6 +362,19 @@ class _Run:
         if membership.previous_status == ERROR and membership.last_error_reason in RESUMABLE:
             with contextlib.suppress(InvalidTransition, CalsyncError):
                 self.subscriptions.resume(sub_id)
+
+    def _drop_unfollowed(self, sub_id: str) -> None:
+        """A subscription this run created and then could not follow (the account is
+        being deleted, or another run took the lease over): taken down, or no account
+        would own it. One that got followed meanwhile (the run holding the lease now
+        followed it) is refused by `unsubscribe` and stays."""
+        try:
+            self.subscriptions.unsubscribe(sub_id)
+        except (InvalidTransition, LookupError):
+            pass
+        except CalsyncError as err:
+            logs.log("WARNING", "unfollowed subscription left", account=self.account.id,
+                     subscription=sub_id, error=_describe(err))
 
     def _leave_if_followed(self, decision: Decision) -> None:
         found = self.accounts.subscription_for(decision.calendar_id, self.account.owner)
