@@ -38,12 +38,10 @@ from functions.ports import (
 
 class ServiceCommands(SubscriptionCommands):
     def __init__(self, service: Callable[[], Any], store: Any,
-                 vault: Callable[[], CredentialVault],
-                 accounts: Callable[[], Any] | None = None) -> None:
+                 vault: Callable[[], CredentialVault]) -> None:
         self._service = service  # built on first use
         self._store = store  # the Firestore store (full-resync requests)
         self._vault = vault
-        self._accounts = accounts  # the AccountService, for subscriptions of an account
 
     def subscribe(self, calendar_id: str, owner: str, credentials_ref: str,
                   labels: dict[str, str]) -> Subscribed:
@@ -51,18 +49,21 @@ class ServiceCommands(SubscriptionCommands):
         return Subscribed(result.subscription.id, bool(result.created), bool(result.queued))
 
     def reauthorize(self, sub_id: str, credentials_ref: str) -> None:
-        from functions.errors import SubscriptionNotFound
+        from functions.errors import FollowedThroughAccount, SubscriptionNotFound
 
         current = self._store.get_subscription(sub_id)
         if current is None:
             raise SubscriptionNotFound(sub_id)
         found = self._service().store.get(sub_id)
         account_id = (found[1].get("account_id") if found else None) or None
-        if account_id and self._accounts is not None:
+        if account_id and found is not None:
             # Its credential is its account's, shared by every calendar the account
-            # follows: the new grant is the account's now.
-            self._accounts().reauthorize(account_id, credentials_ref)
-            return
+            # follows and used to list them: a grant for one calendar (the events scope
+            # may be all it holds) must not replace it. The account is reconnected.
+            raise FollowedThroughAccount(
+                f"subscription {sub_id} is followed through account {account_id}, whose "
+                "credential it uses: connect the account again through POST /v1/accounts",
+                found[0].status, str(account_id))
         self._service().replace_credentials(sub_id, credentials_ref)
         old = current.credentials_ref
         if old.startswith(OAUTH_PREFIX) and old != credentials_ref:
@@ -219,7 +220,7 @@ def build() -> Any:
         return CredentialVault(client, settings.credential_keys)
 
     commands = ServiceCommands(lambda: app.subscription_service(settings), app.store(settings),
-                               vault, lambda: app.account_service(settings))
+                               vault)
     accounts = ServiceAccounts(lambda: app.account_service(settings), tokens)
     sealer = VaultSealer(vault, lambda ref: app.account_store(settings).credentials_in_use(ref))
     return Api(commands, SubscriptionViews(FirestoreSubscriptionRecords(client), tokens),
