@@ -309,7 +309,7 @@ class _Run:
         while True:
             page = self.accounts.members(self.account.id, after, 500)
             found.extend(Followed(sub_id, str(data.get("calendar_id") or ""),
-                                  str(data.get("credentials_ref") or ""))
+                                  str(data.get("credentials_ref") or ""), _resumable(data))
                          for sub_id, data in page
                          if data.get("status") not in (REMOVED, DELETING))
             if len(page) < 500:
@@ -322,7 +322,8 @@ class _Run:
             data = found[1]
             if (data.get("account_id") == self.account.id and data.get("account_seq") is not None
                     and data.get("status") not in (REMOVED, DELETING)
-                    and data.get("credentials_ref") == self.account.credentials_ref):
+                    and data.get("credentials_ref") == self.account.credentials_ref
+                    and not _resumable(data)):
                 return  # followed already (a property of the entry changed)
         self._follow(decision)
 
@@ -350,6 +351,11 @@ class _Run:
         if subscribed.created:
             self.subscriptions.queue_first_sync(sub_id)
         self._keep_lease()
+        if membership.previous_status == ERROR and membership.last_error_reason in RESUMABLE:
+            # The list shows it readable with the account's credential: whatever put it
+            # in `error` (access lost, not found, a revoked grant) may be over.
+            with contextlib.suppress(InvalidTransition, CalsyncError):
+                self.subscriptions.resume(sub_id)
         if membership.seq is None:
             return
         self.progress.added += 1
@@ -359,9 +365,6 @@ class _Run:
             self.subscriptions.announce(sub_id, membership.seq)
         if membership.previous_ref:
             self.sync._service.forget_adopted(membership.previous_ref, account)
-        if membership.previous_status == ERROR and membership.last_error_reason in RESUMABLE:
-            with contextlib.suppress(InvalidTransition, CalsyncError):
-                self.subscriptions.resume(sub_id)
 
     def _drop_unfollowed(self, sub_id: str) -> None:
         """A subscription this run created and then could not follow (the account is
@@ -403,6 +406,11 @@ class _Run:
         if self.lease_until - now < self.span / 2:
             self.lease_until = now + self.span
             self.accounts.extend_lease(self.lease, self.lease_until)
+
+
+def _resumable(data: dict[str, Any]) -> bool:
+    """A subscription in `error` for a reason a readable list entry may have cleared."""
+    return data.get("status") == ERROR and data.get("last_error_reason") in RESUMABLE
 
 
 def _epoch_ms(moment: datetime) -> int:
