@@ -94,7 +94,7 @@ def _row(status: Any) -> list[str]:
 
 def cmd_accounts(args: argparse.Namespace, output: Output) -> int:
     """Every account: id, owner, status, calendars followed."""
-    statuses = _reader().list_status()
+    statuses = list(_reader().every_status())
     output.result(
         {"accounts": [{"id": s.id, "owner": s.owner, "status": s.status,
                        "calendars_followed": s.calendars_followed} for s in statuses]},
@@ -107,7 +107,7 @@ def cmd_account_status(args: argparse.Namespace, output: Output) -> int:
     """Status and health of one account or all."""
     service = _reader()
     statuses = ([service.status(args.account_id)] if args.account_id
-                else service.list_status())
+                else list(service.every_status()))
     output.result({"accounts": [s.to_json() for s in statuses]},
                   _table([_row(s) for s in statuses], COLUMNS))
     return OK

@@ -42,6 +42,7 @@ from functions.model import (
 from functions.ports import AccountStore, AccountTaskQueue, RefreshTokenVault
 
 MEMBER_PAGE = 200
+ACCOUNT_PAGE = 1000  # accounts read at once by the CLI (its listing pages on)
 
 
 @dataclass(frozen=True)
@@ -260,8 +261,19 @@ class AccountService:
         return self._status(*found)
 
     def list_status(self, after: str | None = None,
-                    limit: int = 1000) -> list[AccountStatus]:
+                    limit: int = ACCOUNT_PAGE) -> list[AccountStatus]:
+        """One page: at most `limit` accounts after the id `after`."""
         return [self._status(a, d) for a, d in self._accounts.list_accounts(after, limit)]
+
+    def every_status(self) -> Iterator[AccountStatus]:
+        """Every account, page after page until a short one."""
+        after: str | None = None
+        while True:
+            page = self._accounts.list_accounts(after, ACCOUNT_PAGE)
+            yield from (self._status(a, d) for a, d in page)
+            if len(page) < ACCOUNT_PAGE:
+                return
+            after = page[-1][0].id
 
     def _status(self, account: Account, data: dict[str, Any]) -> AccountStatus:
         state = self._accounts.writer_state(account.id)
