@@ -238,7 +238,8 @@ class SubscriptionService(ChannelKeeper):
                   queue_first_sync: bool = True) -> SubscribeResult:
         """Create the subscription with its first sync requested, and queue that sync
         (unless `queue_first_sync` is False: an account queues it once it follows the
-        subscription, so `calendar_added` comes first in its feed).
+        subscription, so `calendar_added` comes first in its feed; a stranded request of
+        an existing one is not requeued either, as following it queues a run).
 
         The same (calendar, owner) again returns the existing subscription.
         Raises InvalidTransition while that one is being deleted.
@@ -250,7 +251,8 @@ class SubscriptionService(ChannelKeeper):
             if sub.status == DELETING:
                 raise InvalidTransition(
                     f"subscription {sub.id} for this calendar is being deleted", DELETING)
-            return SubscribeResult(sub, created=False, queued=self._requeue_stranded(sub))
+            queued = queue_first_sync and self._requeue_stranded(sub)
+            return SubscribeResult(sub, created=False, queued=queued)
         queued = queue_first_sync and self._queue_request(sub.id, 1)
         return SubscribeResult(sub, created=True, queued=queued)
 

@@ -80,3 +80,41 @@ def test_calendar_added_comes_before_the_first_sync_of_a_new_subscription(
     sub_id = world.members(account_id)[shared]["id"]
     assert world.kinds(sub_id) == [CALENDAR_ADDED, "created"]
     assert world.live(sub_id).keys() == world.listing(ANN, shared).keys()
+
+
+def test_a_follow_retried_after_a_failure_still_leads_the_feed(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first attempt created the subscription and failed to follow it; the retried
+    run finds it existing (its first sync still unqueued) and queues a run for it only
+    once it follows it (the run that publishes `calendar_added` serves the first sync),
+    without waiting for the sweep."""
+    from functions.errors import StoreUnavailable
+
+    control = world.control
+    control.add_user(ANN)
+    connected = world.account_service.connect(ANN, world.grant(ANN))
+    world.drain()
+    account_id = connected.account.id
+    shared = control.create_calendar(BOB, summary="Shared")["id"]
+    world.insert(BOB, shared, "before it was shared")
+    control.share_calendar(shared, ANN, "reader")
+    follow = world.accounts.follow
+    attempts: list[str] = []
+
+    def flaky_then_syncs_first(lease: AccountLease, sub_id: str, *args: Any) -> Any:
+        attempts.append(sub_id)
+        if len(attempts) == 1:
+            raise StoreUnavailable("injected: the follow's commit failed")
+        run_queued_syncs(world)  # whatever is queued for it runs before the follow
+        return follow(lease, sub_id, *args)
+
+    monkeypatch.setattr(world.accounts, "follow", flaky_then_syncs_first)
+    world.account_service.request_list_sync(account_id)
+    world.queue.tasks.clear()
+    assert world.account_sync.run(account_id).outcome.value == "transient"
+    assert world.account_sync.run(account_id).added == 1  # the task's retry
+    monkeypatch.undo()
+    assert any(name.startswith("sync-") for name in world.queue.names[-3:]), world.queue.names
+    world.drain()
+    sub_id = world.members(account_id)[shared]["id"]
+    assert world.kinds(sub_id) == [CALENDAR_ADDED, "created"]
