@@ -290,6 +290,11 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CALSYNC_OUTBOX_SWEEP_SECONDS", "outbox_sweep_after", _parse_positive_int,
              "Entries left unpublished longer than this get a publishing run from the "
              "renewer.", (RENEWER,), default="60"),
+    Variable("CALSYNC_DELETION_WAIT_SECONDS", "deletion_wait", _parse_positive_int,
+             "An unsubscribe finishes only once its `subscription_deleted` message is "
+             "published; when the outbox has been stuck this long (its oldest unpublished "
+             "entry), the renewer deletes the subscription anyway.", (RENEWER,),
+             default="86400"),
     Variable("CALENDAR_API_ENDPOINT", "calendar_api_endpoint", _parse_url,
              "Calendar API root (the emulator locally).", (WORKER, RENEWER),
              default="", required=False, local_only=True),
@@ -353,6 +358,7 @@ class Settings:
     publish_max_bytes: int = 10485760
     publish_retry: float = 0.2
     outbox_sweep_after: int = 60
+    deletion_wait: int = 86400
     calendar_api_endpoint: str = ""
     oauth_token_uri: str = ""
     oauth_auth_uri: str = ""

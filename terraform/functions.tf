@@ -128,6 +128,8 @@ locals {
         # The outbox sweep: publishing runs for entries left unpublished.
         CALSYNC_PUBSUB_TOPIC         = google_pubsub_topic.changes.name
         CALSYNC_OUTBOX_SWEEP_SECONDS = tostring(var.outbox_sweep_seconds)
+        # An unsubscribe waits this long at most for its deletion message.
+        CALSYNC_DELETION_WAIT_SECONDS = tostring(var.deletion_wait_seconds)
       }
       secrets = ["channel_token_keys", "credential_keys", "oauth_client_secret"]
     }
