@@ -176,8 +176,19 @@ variable "min_sync_interval_seconds" {
 
 variable "safety_net_interval_seconds" {
   type        = number
-  description = "Subscriptions not synced within this interval get a safety-net sync (CALSYNC_SAFETY_NET_INTERVAL_SECONDS)."
+  description = "The safety net's shortest probe interval: a new subscription, one whose last probe found a missed change, or one whose channel is unhealthy is probed this often (CALSYNC_SAFETY_NET_INTERVAL_SECONDS)."
   default     = 21600
+}
+
+variable "safety_net_max_interval_seconds" {
+  type        = number
+  description = "The safety net's longest probe interval, reached by doubling after each probe that finds nothing notifications had not delivered: the published staleness bound (plus one renewer run) for a quiet calendar with every notification lost, and what sets a quiet calendar's Calendar calls per day (README, \"Scale and cost\") (CALSYNC_SAFETY_NET_MAX_INTERVAL_SECONDS)."
+  default     = 86400
+
+  validation {
+    condition     = var.safety_net_max_interval_seconds >= 1 && floor(var.safety_net_max_interval_seconds) == var.safety_net_max_interval_seconds
+    error_message = "safety_net_max_interval_seconds must be a whole number of seconds, at least 1."
+  }
 }
 
 variable "sweep_after_seconds" {

@@ -39,10 +39,9 @@ LABEL_KEY = r"[a-z][a-z0-9_-]{0,62}"
 LABEL_VALUE = r"[a-z0-9_-]{0,63}"
 
 # Firestore document ids: no "/", not "." or "..", not `__x__`.
-SUB_ID = Str(pattern=r"[A-Za-z0-9_-]{1,128}", max_length=128,
-             description="The subscription's id.")
-ACCOUNT_ID = Str(pattern=r"[A-Za-z0-9_-]{1,128}", max_length=128,
-                 description="The account's id.")
+DOCUMENT_ID = r"(?!__.*__$)[A-Za-z0-9_-]{1,128}"
+SUB_ID = Str(pattern=DOCUMENT_ID, max_length=128, description="The subscription's id.")
+ACCOUNT_ID = Str(pattern=DOCUMENT_ID, max_length=128, description="The account's id.")
 EVENT_ID = Str(pattern=r"(?!__.*__$)(?!\.\.?$)[^/\x00-\x1f]{1,1024}", max_length=1024,
                max_bytes=1024,
                description="Google's event id (an instance's id for recurring events).")

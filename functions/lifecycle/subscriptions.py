@@ -250,8 +250,12 @@ class SubscriptionService(ChannelKeeper, Deletions):
     # -- lifecycle ------------------------------------------------------------
 
     def subscribe(self, calendar_id: str, owner: str, credentials_ref: str,
-                  labels: dict[str, str] | None = None) -> SubscribeResult:
-        """Create the subscription with its first sync requested, and queue that sync.
+                  labels: dict[str, str] | None = None, *,
+                  queue_first_sync: bool = True) -> SubscribeResult:
+        """Create the subscription with its first sync requested, and queue that sync
+        (unless `queue_first_sync` is False: an account queues it once it follows the
+        subscription, so `calendar_added` comes first in its feed; a stranded request of
+        an existing one is not requeued either, as following it queues a run).
 
         The same (calendar, owner) again returns the existing subscription.
         Raises InvalidTransition while that one is being deleted.
@@ -263,8 +267,15 @@ class SubscriptionService(ChannelKeeper, Deletions):
             if sub.status == DELETING:
                 raise InvalidTransition(
                     f"subscription {sub.id} for this calendar is being deleted", DELETING)
-            return SubscribeResult(sub, created=False, queued=self._requeue_stranded(sub))
-        return SubscribeResult(sub, created=True, queued=self._queue_request(sub.id, 1))
+            queued = queue_first_sync and self._requeue_stranded(sub)
+            return SubscribeResult(sub, created=False, queued=queued)
+        queued = queue_first_sync and self._queue_request(sub.id, 1)
+        return SubscribeResult(sub, created=True, queued=queued)
+
+    def queue_first_sync(self, sub_id: str) -> bool:
+        """Queue the first sync a `subscribe(queue_first_sync=False)` recorded (the task
+        it would have queued); a refused enqueue is left to the sweep."""
+        return self._queue_request(sub_id, 1)
 
     def _requeue_stranded(self, sub: Subscription) -> bool:
         """A repeated subscribe (a client retrying a call whose answer it lost): if the

@@ -130,7 +130,10 @@ class SubscriptionStore(LifecycleStore):
             return created, True
 
         with _translated():
-            result: tuple[Subscription, bool] = create(self._client.transaction())
+            # Racing subscribes of one calendar contend on its key by design: more
+            # attempts than the default five, so they converge instead of failing.
+            result: tuple[Subscription, bool] = create(
+                self._client.transaction(max_attempts=RECORD_ATTEMPTS))
             return result
 
     def get(self, sub_id: str) -> tuple[Subscription, dict[str, Any]] | None:

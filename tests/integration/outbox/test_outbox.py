@@ -157,7 +157,8 @@ def test_a_topic_configured_later_starts_at_change_seq_without_replaying_history
 def test_a_crash_between_commit_and_publish_is_repaired_by_the_next_run(
         firestore_db: Any, calendar: Any, pubsub: PubSubWorld) -> None:
     # A window of 4: the backlog goes out in steps, read back from the store.
-    world = World(firestore_db, calendar, pubsub, max_messages=4)
+    world = World(firestore_db, calendar, pubsub, max_messages=4,
+                  timeout=30.0)  # a loaded machine must not defer the publishing
     for i in range(12):
         world.h.insert(f"event {i}", day=i)
     with pytest.raises(Crash):
