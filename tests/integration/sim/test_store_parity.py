@@ -4,11 +4,12 @@ One script of store calls (a subscription's life: created, requests recorded and
 queued, a run with pages and publishing progress, channels saved, activated,
 claimed, moved and deleted, the renewer's queries paged by cursor, a lifecycle
 entry, lifecycle entries in a final commit, a failed run and transitions, the
-`complete_as_of` watermark, deletion waiting for its message) runs against the adapters on the Firestore emulator and against
-`infra.sim` over its in-memory database, with the same clock; every answer and,
-after each step, every document the step may touch must be the same. A store of
-the simulation that drifts from its adapter (a field, a condition, a query's
-order) fails here, not silently in the figures.
+`complete_as_of` watermark, deletion waiting for its message) runs against the
+adapters on the Firestore emulator and against `infra.sim` over its in-memory
+database, with the same clock; every answer and, after each step, every document the
+step may touch must be the same. A store of the simulation that drifts from its
+adapter (a field, a condition, a query's order) fails here, not silently in the
+figures.
 """
 
 from __future__ import annotations
