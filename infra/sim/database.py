@@ -18,12 +18,13 @@ Firestore's, for the writes conditioned on it.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from google.cloud.firestore import DELETE_FIELD
 
-from functions.model import ACTIVE
+from functions.model import ACTIVE, LifecycleDraft
 from infra.sim.index import SortedIndex
 from infra.sim.meter import IoMeter
 
@@ -206,3 +207,23 @@ class SimDatabase:
 def _placing(data: dict[str, Any]) -> dict[str, Any]:
     """What puts a channel in its indexes (for `touch_channel`)."""
     return {"state": data.get("state"), "shard": data.get("shard")}
+
+
+def append_lifecycle(db: SimDatabase, sub_id: str, state: dict[str, Any],
+                     drafts: Sequence[LifecycleDraft], now: datetime, expire_at: datetime,
+                     ) -> tuple[int, list[dict[str, Any]]]:
+    """`store.append_lifecycle` over the sim: `drafts` as the entries after `state`'s
+    `change_seq`, one write each; the new `change_seq` and the entries (the caller
+    updates the writer state, as the adapter's callers do)."""
+    seq = int(state.get("change_seq") or 0)
+    written = []
+    changes = db.changes.setdefault(sub_id, {})
+    for draft in drafts:
+        seq += 1
+        entry = {"seq": seq, "kind": draft.kind, "event_id": None, "recurring_event_id": None,
+                 "fields": {}, "details": dict(draft.details), "etag": None, "at": now,
+                 "expire_at": expire_at}
+        changes[seq] = entry
+        db.io.write(change_path(sub_id, seq))
+        written.append(dict(entry))
+    return seq, written

@@ -34,6 +34,7 @@ from functions.model import (
     OAUTH_PREFIX,
     PENDING,
     Channel,
+    LifecycleDraft,
     Subscription,
     Transition,
     channel_shard,
@@ -46,6 +47,7 @@ from infra.sim.database import (
     RENEWER,
     SUBSCRIPTIONS,
     SimDatabase,
+    append_lifecycle,
     change_path,
     channel_path,
     sub_path,
@@ -107,7 +109,9 @@ class SimLifecycleStore(LifecycleStore):
 
     def transition(self, sub_id: str, allowed: Iterable[str], to: str, now: datetime,
                    fields: dict[str, Any] | None = None,
-                   request_sync: bool = False) -> Transition:
+                   request_sync: bool = False,
+                   event: Callable[[str, dict[str, Any]], LifecycleDraft | None] | None = None,
+                   ) -> Transition:
         allowed = tuple(allowed)
         data = self.db.read_sub(sub_id)
         if data is None:
@@ -119,31 +123,55 @@ class SimLifecycleStore(LifecycleStore):
         if status not in allowed:
             raise InvalidTransition(f"subscription {sub_id} is {status}: cannot become {to}",
                                     status)
+        draft = event(status, data) if event is not None else None
+        # The adapter reads the writer state in the transaction only for an entry.
+        state = self.db.read_writer(sub_id) if draft is not None else {}
         update: dict[str, Any] = {"status": to, "status_changed_at": now, **(fields or {})}
         if request_sync:
             requested += 1
             update.update(requested_gen=requested, requested_at=now, sweep_at=now)
         self.db.update_sub(sub_id, update)
-        return Transition(changed=True, previous=status, generation=requested)
+        seq = 0
+        if draft is not None:
+            entry = self._entry_fields(sub_id, state, draft, now)
+            self.db.merge_writer(sub_id, entry)
+            seq = int(entry["change_seq"])
+        return Transition(changed=True, previous=status, generation=requested, event_seq=seq)
 
-    def begin_delete(self, sub_id: str, now: datetime) -> bool:
+    def begin_delete(self, sub_id: str, now: datetime,
+                     event: LifecycleDraft | None = None) -> bool:
         data = self.db.read_sub(sub_id)
         state = self.db.read_writer(sub_id)
         if data is None:
             return False
+        fenced: dict[str, Any] = {
+            "lease_generation": int(state.get("lease_generation") or 0) + 1,
+            "lease_until": None}
         if data.get("status") != DELETING:
             self.db.update_sub(sub_id, {"status": DELETING, "deleting_since": now,
                                         "sweep_at": None, "safety_net_at": None})
-        self.db.merge_writer(sub_id, {
-            "lease_generation": int(state.get("lease_generation") or 0) + 1,
-            "lease_until": None})
+            if event is not None:
+                fenced.update(self._entry_fields(sub_id, state, event, now))
+        self.db.merge_writer(sub_id, fenced)
         return True
+
+    def _entry_fields(self, sub_id: str, state: dict[str, Any], draft: LifecycleDraft,
+                      now: datetime) -> dict[str, Any]:
+        """As the adapter's: write `draft` after `state`'s `change_seq`; the writer
+        fields with it (the outbox marked when a topic is known or the outbox runs)."""
+        first = int(state.get("change_seq") or 0)
+        seq, _ = append_lifecycle(self.db, sub_id, state, [draft], now, now + self._retention)
+        update: dict[str, Any] = {"change_seq": seq}
+        if self._outbox or state.get("published_seq") is not None:
+            update.update(outbox_fields(state, outbox=True, first=first, change_seq=seq,
+                                        now=now))
+        return update
 
     def delete_tree(self, sub_id: str, credentials_ref: str) -> int:
         # As the adapter: read the subscription (for its key); delete each collection
         # (events, changes, state, then the channels) a query page at a time, every
         # document read and deleted, until a page comes back empty (one read); the
-        # credentials (an OAuth grant's), the subscription; the key in a transaction.
+        # credentials (an OAuth grant's, read first), the subscription; the key in a transaction.
         db = self.db
         data = db.read_sub(sub_id)
         events = db.events.pop(sub_id, {})
@@ -169,8 +197,12 @@ class SimLifecycleStore(LifecycleStore):
             db.io.read_many([], CHANNELS)
         deleted += len(rows)
         db.channels_by_sub.pop(sub_id, None)
-        if credentials_ref.startswith(OAUTH_PREFIX):
-            db.io.write(f"credentials/{credentials_ref[len(OAUTH_PREFIX):]}")
+        if credentials_ref.startswith(OAUTH_PREFIX) and not (data or {}).get("account_id"):
+            # An account's credential is the account's to delete; else the adapter reads
+            # the credential (whether an account holds it: never in the sim) and deletes it.
+            credential = f"credentials/{credentials_ref[len(OAUTH_PREFIX):]}"
+            db.io.read(credential)
+            db.io.write(credential)
         db.subs.pop(sub_id, None)
         db.io.write(sub_path(sub_id))
         db.touch_sub(sub_id)
@@ -236,7 +268,8 @@ class SimLifecycleStore(LifecycleStore):
             "sub_id": channel.sub_id, "state": channel.state,
             "resource_id": channel.resource_id, "expiration": channel.expiration,
             "created_at": now, "last_notification_at": None, "last_message_number": 0,
-            "renewal_attempts": 0, "shard": channel_shard(channel.id), **fields})
+            "renewal_attempts": 0, "shard": channel_shard(channel.id),
+            "kind": channel.kind, "account_id": channel.account_id, **fields})
         return _version_time(self.db.channels[channel.id])
 
     def set_channel(self, channel_id: str, fields: dict[str, Any]) -> None:

@@ -44,9 +44,11 @@ from functions.model import (
     Lease,
     LeaseAttempt,
     LeaseOutcome,
+    LifecycleDraft,
     Snapshot,
     Subscription,
     SyncRequest,
+    error_event,
 )
 from functions.ports import (
     FeedReader,
@@ -57,7 +59,7 @@ from functions.ports import (
     RequestStore,
     SyncStore,
 )
-from infra.sim.database import SimDatabase, change_path, event_path, writer_path
+from infra.sim.database import SimDatabase, append_lifecycle, change_path, event_path, writer_path
 
 _GET_ALL_BATCH = 500
 
@@ -118,6 +120,7 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
         lease = Lease(subscription=sub, generation=generation, claimed_gen=claimed,
                       sync_token=None if full_resync else state.get("sync_token"),
                       first_sync=state.get("sync_token") is None, started_at=now, until=until,
+                      complete_as_of=state.get("complete_as_of"),
                       full_resync=full_resync)
         return LeaseAttempt(LeaseOutcome.ACQUIRED, lease=lease)
 
@@ -126,23 +129,42 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
         self.db.merge_writer(lease.subscription.id, {"lease_until": until})
 
     def release_lease(self, lease: Lease, now: datetime, *, retry_at: datetime | None = None,
-                      error: str | None = None, reason: str | None = None) -> None:
+                      error: str | None = None, reason: str | None = None,
+                      ) -> list[dict[str, Any]]:
         sub_id = lease.subscription.id
-        self._fenced(lease)
+        state = self._fenced(lease)
         data = self.db.read_sub(sub_id)
-        self.db.merge_writer(sub_id, {"lease_until": None})
+        update: dict[str, Any] = {"lease_until": None}
         changes: dict[str, Any] = {}
+        written: list[dict[str, Any]] = []
         if retry_at is not None:
             changes["retry_at"] = retry_at
         if error is not None and data is not None and data.get("status", ACTIVE) == ACTIVE:
             changes.update(status="error", last_error=error, last_error_at=now,
                            last_error_reason=reason)
+            update.update(self._lifecycle(lease, state, [error_event(reason, error)], now,
+                                          written))
+        self.db.merge_writer(sub_id, update)
         if changes and data is not None:
             self.db.update_sub(sub_id, changes)
         if error is not None:
             for channel_id, doc in self.db.query_channels(sub_id):
                 if doc.get("state") in ("pending", "active", "replaced"):
                     self.db.set_channel_fields(channel_id, {"state": "abandoned"})
+        return written
+
+    def _lifecycle(self, lease: Lease, state: dict[str, Any],
+                   drafts: Sequence[LifecycleDraft], now: datetime,
+                   written: list[dict[str, Any]]) -> dict[str, Any]:
+        """As the adapter's `_lifecycle`: the entries, and the writer fields with them."""
+        if not drafts:
+            return {}
+        first = int(state.get("change_seq") or 0)
+        seq, entries = append_lifecycle(self.db, lease.subscription.id, state, drafts, now,
+                                        now + self._retention)
+        written.extend(entries)
+        return {"change_seq": seq, **outbox_fields(state, outbox=self._outbox, first=first,
+                                                   change_seq=seq, now=now)}
 
     def note_rejected_run(self, lease: Lease) -> int:
         state = self._fenced(lease)
@@ -220,21 +242,33 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
         return [dict(entry) for entry in entries]
 
     def commit_final(self, lease: Lease, sync_token: str, now: datetime,
-                     publish: PublishProgress | None = None) -> FinalCommit:
+                     publish: PublishProgress | None = None, *,
+                     complete_as_of: datetime | None = None,
+                     events: Sequence[LifecycleDraft] = ()) -> FinalCommit:
         sub_id = lease.subscription.id
         state = self._fenced(lease)
         data = self.db.read_sub(sub_id)
         change_seq = int(state.get("change_seq") or 0)
+        written: list[dict[str, Any]] = []
         committed: dict[str, Any] = {
             "sync_token": sync_token, "synced_gen": lease.claimed_gen, "lease_until": None,
             "synced_at": now, "rejected_runs": 0,
             **outbox_fields(state, outbox=self._outbox, first=change_seq,
                             change_seq=change_seq, now=now, progress=publish)}
+        if self._outbox and state.get("published_seq") is None \
+                and "published_seq" not in committed:
+            committed["published_seq"] = change_seq  # no history replay
+        if events:
+            committed.update(self._lifecycle(lease, {**state, **committed}, events, now,
+                                             written))
+        stored = state.get("complete_as_of")
+        if complete_as_of is not None and (stored is None or complete_as_of > stored):
+            committed["complete_as_of"] = complete_as_of
         if lease.full_resync:
             committed["full_resync_served"] = lease.full_resync
         self.db.merge_writer(sub_id, committed)
         if data is None:
-            return FinalCommit(requested_gen=0)
+            return FinalCommit(0, tuple(written))
         requested = int(data.get("requested_gen") or 0)
         served: dict[str, Any] = {"last_synced_at": now, "retry_at": None, "last_error": None,
                                   "safety_net_at": now}
@@ -245,7 +279,7 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
         self.db.update_sub(sub_id, served)
         for observer in self.db.on_final:
             observer(sub_id, sync_token)
-        return FinalCommit(requested_gen=requested)
+        return FinalCommit(requested, tuple(written))
 
     # -- RequestStore (the webhook's side) ------------------------------------------
 
@@ -340,10 +374,12 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
         if published is None or int(published) >= int(state.get("change_seq") or 0):
             return None
         sub = _subscription(sub_id, data) if data is not None else None
-        if sub is None or sub.status == DELETING:
+        if sub is None:
             if state.get("publish_pending_since") is not None:
                 self.db.merge_writer(sub_id, {"publish_pending_since": None})
             return None
+        # A subscription being deleted publishes too: its deletion waits for its
+        # `subscription_deleted` message, as the adapter's.
         held_until = state.get("lease_until")
         if held_until is not None and held_until > now:
             return None
@@ -352,7 +388,8 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
         return Lease(subscription=sub, generation=generation,
                      claimed_gen=int(state.get("claimed_gen") or 0),
                      sync_token=state.get("sync_token"),
-                     first_sync=state.get("sync_token") is None, started_at=now, until=until)
+                     first_sync=state.get("sync_token") is None, started_at=now, until=until,
+                     complete_as_of=state.get("complete_as_of"))
 
     def release_publish_lease(self, lease: Lease, progress: PublishProgress | None,
                               now: datetime) -> PublishRelease:
@@ -368,7 +405,9 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
         pending = (data is not None and data.get("status", ACTIVE) == ACTIVE
                    and int(data.get("requested_gen") or 0) > int(state.get("synced_gen") or 0))
         return PublishRelease(request_pending=bool(pending),
-                              backlog=max(change_seq - published, 0))
+                              backlog=max(change_seq - published, 0),
+                              deletion_due=bool(data is not None and data.get("status")
+                                                == DELETING and published >= change_seq))
 
     def pending_outboxes(self, before: datetime, limit: int,
                          after: str | None = None) -> list[tuple[str, dict[str, Any]]]:

@@ -184,7 +184,8 @@ class World:
                          min_sync_interval=settings.min_sync_interval,
                          max_commit_bytes=settings.commit_bytes,
                          give_up_attempts=settings.give_up_attempts),
-            clock=now, channels=self.subscriptions, outbox=outbox)
+            clock=now, channels=self.subscriptions, outbox=outbox,
+            deletions=self.subscriptions)  # as app.py: a deletion waits for its message
         self.worker = SyncWorker(lambda: self.engine)
         # The webhook's store is the plain one in app.py; the requests are the same.
         self.webhook = WebhookService(

@@ -3,11 +3,13 @@
 One script of store calls (a subscription's life: created, requests recorded and
 queued, a run with pages and publishing progress, channels saved, activated,
 claimed, moved and deleted, the renewer's queries paged by cursor, a lifecycle
-entry, deletion) runs against the adapters on the Firestore emulator and against
-`infra.sim` over its in-memory database, with the same clock; every answer and,
-after each step, every document the step may touch must be the same. A store of
-the simulation that drifts from its adapter (a field, a condition, a query's
-order) fails here, not silently in the figures.
+entry, lifecycle entries in a final commit, a failed run and transitions, the
+`complete_as_of` watermark, deletion waiting for its message) runs against the
+adapters on the Firestore emulator and against `infra.sim` over its in-memory
+database, with the same clock; every answer and, after each step, every document the
+step may touch must be the same. A store of the simulation that drifts from its
+adapter (a field, a condition, a query's order) fails here, not silently in the
+figures.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from functions.model import (
     Channel,
     EventWrite,
     LeaseOutcome,
+    LifecycleDraft,
     Subscription,
 )
 from functions.ports import LifecycleStore, PublishProgress
@@ -257,10 +260,66 @@ def test_the_simulated_stores_keep_the_documents_the_adapters_keep(
     seqs = _both(real, sim, "entry", lambda side: side.lifecycle.record_event(
         SUB, "resync_required", {"reason": "x"}, t2))
     assert seqs[0] == seqs[1] == 6
-    _both(real, sim, "pause", lambda side: side.lifecycle.transition(
-        "s2", [ACTIVE], "paused", t2))
+
+    # A run whose final commit writes a lifecycle entry and the `complete_as_of`
+    # watermark (never moving back), then a run that fails into `error` (its entry).
+    t3 = t2 + timedelta(minutes=1)
+    leases = _both(real, sim, "lease 2", lambda side: side.store.acquire_lease(
+        SUB, t3, t3 + timedelta(minutes=2)))
+    lease2 = leases[0].lease
+    assert lease2 is not None and leases[0].lease == leases[1].lease
+    final = _both(real, sim, "final with entry", lambda side: side.store.commit_final(
+        lease2, "token-2", t3, complete_as_of=t2,
+        events=[LifecycleDraft("resync_required", {"reason": "gone"})]))
+    assert [_value(e) for e in final[0].entries] == [_value(e) for e in final[1].entries]
+    assert [e["seq"] for e in final[0].entries] == [7]
+    t4 = t3 + timedelta(minutes=1)
+    _both(real, sim, "request 3", lambda side: side.store.record_sync_request(SUB, t4))
+    leases = _both(real, sim, "lease 3", lambda side: side.store.acquire_lease(
+        SUB, t4, t4 + timedelta(minutes=2)))
+    lease3 = leases[0].lease
+    assert lease3 is not None and leases[0].lease == leases[1].lease
+    assert lease3.complete_as_of is not None
+    _both(real, sim, "watermark kept", lambda side: side.store.commit_final(
+        lease3, "token-3", t4, complete_as_of=t))
+    _both(real, sim, "request 4", lambda side: side.store.record_sync_request(
+        SUB, t4 + timedelta(seconds=30)))
+    leases = _both(real, sim, "lease 4", lambda side: side.store.acquire_lease(
+        SUB, t4 + timedelta(seconds=30), t4 + timedelta(minutes=3)))
+    lease4 = leases[0].lease
+    assert lease4 is not None and leases[0].lease == leases[1].lease
+    failed = _both(real, sim, "error", lambda side: side.store.release_lease(
+        lease4, t4 + timedelta(seconds=31), error="grant revoked",
+        reason="reauthorization_required"))
+    assert [_value(e) for e in failed[0]] == [_value(e) for e in failed[1]]
+    assert [e["kind"] for e in failed[0]] == ["reauthorization_required"]
+
+    def paused(previous: str, data: dict[str, Any]) -> LifecycleDraft | None:
+        return LifecycleDraft("paused", {"from": previous})
+
+    moved = _both(real, sim, "pause", lambda side: side.lifecycle.transition(
+        "s2", [ACTIVE], "paused", t2, event=paused))
+    assert moved[0] == moved[1] and moved[0].event_seq == 1
     _both(real, sim, "resume", lambda side: side.lifecycle.transition(
         "s2", ["paused"], ACTIVE, t2, request_sync=True))
-    _both(real, sim, "begin delete", lambda side: side.lifecycle.begin_delete(SUB, t2))
+    gone = LifecycleDraft("subscription_deleted", {"calendar_id": f"{SUB}@example.com"})
+    _both(real, sim, "begin delete", lambda side: side.lifecycle.begin_delete(
+        SUB, t4, event=gone))
+    _both(real, sim, "begin delete again", lambda side: side.lifecycle.begin_delete(
+        SUB, t4, event=gone))
+    feed = _both(real, sim, "feed", lambda side: [
+        _value(e) for e in side.store.read_entries(SUB, 5, 20)])
+    assert feed[0] == feed[1]
+    assert [e["seq"] for e in feed[0]] == [6, 7, 8, 9]
+    assert [e["kind"] for e in feed[0]][1:] == [
+        "resync_required", "reauthorization_required", "subscription_deleted"]
+    assert feed[0][1]["details"] == {"reason": "gone"}
+    s2_feed = _both(real, sim, "s2 feed", lambda side: side.store.read_entries("s2", 0, 5))
+    assert [e["kind"] for e in s2_feed[0]] == [e["kind"] for e in s2_feed[1]] == ["paused"]
+    released = _both(real, sim, "deletion due", lambda side: side.store.release_publish_lease(
+        side.store.acquire_publish_lease(SUB, t4 + timedelta(minutes=5),
+                                         t4 + timedelta(minutes=6)),
+        PublishProgress(9), t4 + timedelta(minutes=5)))
+    assert released[0] == released[1] and released[0].deletion_due
     deleted = _both(real, sim, "delete", lambda side: side.lifecycle.delete_tree(SUB, "dwd"))
     assert deleted[0] == deleted[1]
