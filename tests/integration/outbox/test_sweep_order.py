@@ -114,3 +114,29 @@ def test_rows_written_before_the_sort_key_existed_are_swept_behind_stuck_rows(
             break
         sweeper.sweep(now + timedelta(seconds=tick), batch=BATCH, max_reads=MAX_READS)
     assert _queued(queue) == ["legacy"]
+
+
+def test_a_subscription_being_deleted_leaves_the_sweeps_query(firestore_db: Any) -> None:
+    now = datetime.now(UTC)
+    _pending(firestore_db, "going", now - timedelta(hours=1), [])
+    firestore_db.document("subscriptions/going").update({"status": "deleting"})
+    store = OutboxFirestoreStore(firestore_db)
+    assert [sub for sub, _ in store.due_outboxes(now, 10)] == ["going"]
+    assert store.acquire_publish_lease("going", now, now + timedelta(seconds=30)) is None
+    # Nothing of it will be published: neither key keeps it in a query.
+    assert store.due_outboxes(now, 10) == [] and store.pending_outboxes(now, 10) == []
+
+
+def test_a_held_row_is_looked_at_again_when_its_lease_ends(firestore_db: Any) -> None:
+    now = datetime.now(UTC)
+    _pending(firestore_db, "held", now - timedelta(hours=1), [])
+    until = now + timedelta(seconds=20)
+    firestore_db.document("subscriptions/held/state/writer").update({"lease_until": until})
+    queue = RecordingQueue()
+    store = OutboxFirestoreStore(firestore_db)
+    sweeper = OutboxSweeper(store, queue, GRACE)
+    sweeper.sweep(now, batch=BATCH, max_reads=MAX_READS)
+    assert _queued(queue) == [] and store.due_outboxes(now - GRACE, 10) == []
+    # The run died holding it: looked at again when its lease ends.
+    sweeper.sweep(until + timedelta(seconds=1), batch=BATCH, max_reads=MAX_READS)
+    assert _queued(queue) == ["held"]
