@@ -175,7 +175,8 @@ def sync_engine(config: Settings | None = None) -> SyncEngine:
     )
     return _memo("engine", lambda: SyncEngine(
         store(config), calendar(config), task_queue(config), options,
-        channels=subscription_service(config), outbox=outbox(config)))
+        channels=subscription_service(config), outbox=outbox(config),
+        deletions=subscription_service(config)))
 
 
 def sync_worker() -> SyncWorker:

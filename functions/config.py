@@ -247,8 +247,18 @@ VARIABLES: tuple[Variable, ...] = (
              ALL_FUNCTIONS, default="2"),
     Variable("CALSYNC_SAFETY_NET_INTERVAL_SECONDS", "safety_net_interval",
              _parse_positive_int,
-             "Subscriptions not synced within this interval get a safety-net sync.",
-             (RENEWER,), default="21600"),
+             "The safety net's shortest probe interval: a subscription not synced within "
+             "its interval gets a safety-net sync; the interval starts here, doubles after "
+             "each probe that finds nothing notifications had not delivered, and comes "
+             "back here after a probe that finds a missed change or while the channel is "
+             "unhealthy.", (RENEWER,), default="21600"),
+    Variable("CALSYNC_SAFETY_NET_MAX_INTERVAL_SECONDS", "safety_net_max_interval",
+             _parse_positive_int,
+             "The safety net's longest probe interval: the published staleness bound (plus "
+             "one renewer run) for a quiet calendar whose every notification is lost "
+             "(README, \"Scale and cost\"). Unset, or shorter than "
+             "CALSYNC_SAFETY_NET_INTERVAL_SECONDS: that interval, fixed (terraform deploys "
+             "86400).", (RENEWER,), default="", required=False),
     Variable("CALSYNC_SWEEP_AFTER_SECONDS", "sweep_after", _parse_positive_int,
              "Requests pending longer than this with no task are re-enqueued.",
              (RENEWER,), default="120"),
@@ -290,6 +300,11 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CALSYNC_OUTBOX_SWEEP_SECONDS", "outbox_sweep_after", _parse_positive_int,
              "Entries left unpublished longer than this get a publishing run from the "
              "renewer.", (RENEWER,), default="60"),
+    Variable("CALSYNC_DELETION_WAIT_SECONDS", "deletion_wait", _parse_positive_int,
+             "An unsubscribe finishes only once its `subscription_deleted` message is "
+             "published; when the outbox has been stuck this long (its oldest unpublished "
+             "entry), the renewer deletes the subscription anyway.", (RENEWER,),
+             default="86400"),
     Variable("CALENDAR_API_ENDPOINT", "calendar_api_endpoint", _parse_url,
              "Calendar API root (the emulator locally).", (WORKER, RENEWER),
              default="", required=False, local_only=True),
@@ -341,6 +356,7 @@ class Settings:
     task_max_backoff: int = 0  # unset: the sweep age
     min_sync_interval: float = 2.0
     safety_net_interval: int = 21600
+    safety_net_max_interval: int = 0  # 0: no widening (see `safety_net_longest`)
     sweep_after: int = 120
     lease_seconds: int = 120
     notification_record_interval: float = 5.0
@@ -353,6 +369,7 @@ class Settings:
     publish_max_bytes: int = 10485760
     publish_retry: float = 0.2
     outbox_sweep_after: int = 60
+    deletion_wait: int = 86400
     calendar_api_endpoint: str = ""
     oauth_token_uri: str = ""
     oauth_auth_uri: str = ""
@@ -362,6 +379,12 @@ class Settings:
     @property
     def queue_path(self) -> str:
         return f"projects/{self.project}/locations/{self.region}/queues/{self.tasks_queue}"
+
+    @property
+    def safety_net_longest(self) -> int:
+        """The safety net's longest probe interval in seconds (the staleness bound's
+        part): the setting, never shorter than the shortest interval."""
+        return max(self.safety_net_interval, self.safety_net_max_interval)
 
     @property
     def renewer_queue_path(self) -> str:

@@ -125,6 +125,15 @@ class InvalidTransition(CalsyncError):
         self.status = status
 
 
+class FollowedThroughAccount(InvalidTransition):
+    """A change only the account may make to a subscription it follows (its credential
+    is the account's); `account_id` is that account."""
+
+    def __init__(self, message: str, status: str, account_id: str) -> None:
+        super().__init__(message, status)
+        self.account_id = account_id
+
+
 # Failures that retrying cannot fix: the subscription goes to `error`.
 PERMANENT_CALENDAR_ERRORS: tuple[type[CalendarError], ...] = (CredentialsRejected, CalendarGone)
 

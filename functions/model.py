@@ -91,6 +91,26 @@ CALENDAR_REMOVED = "calendar_removed"
 SUBSCRIPTION_EVENT_KINDS = (REAUTHORIZATION_REQUIRED_KIND, RESYNC_REQUIRED, ERROR_KIND,
                             RECOVERED, DELETED_KIND)
 ACCOUNT_EVENT_KINDS = (CALENDAR_ADDED, CALENDAR_REMOVED)
+LIFECYCLE_KINDS = SUBSCRIPTION_EVENT_KINDS + ACCOUNT_EVENT_KINDS
+# Every kind the feed holds today; consumers ignore kinds they do not know.
+FEED_KINDS = CHANGE_KINDS + LIFECYCLE_KINDS
+
+
+@dataclass(frozen=True)
+class LifecycleDraft:
+    """A lifecycle entry before the store gives it its `seq` (`kind` one of
+    `LIFECYCLE_KINDS`, `details` a small map)."""
+
+    kind: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def error_event(reason: str | None, message: str) -> LifecycleDraft:
+    """The entry of a subscription entering `error`: `reauthorization_required` when
+    the user's grant is what failed (they must connect again), else `error`; both
+    with the reason word and the message."""
+    kind = REAUTHORIZATION_REQUIRED_KIND if reason == REAUTHORIZATION_REQUIRED_KIND else ERROR_KIND
+    return LifecycleDraft(kind, {"reason": reason or "unknown", "message": message[:500]})
 
 
 @dataclass(frozen=True)
@@ -149,6 +169,7 @@ class Transition:
     changed: bool
     previous: str
     generation: int = 0  # the request generation after the change
+    event_seq: int = 0  # the seq of the lifecycle entry the change wrote (0: none)
 
 
 @dataclass(frozen=True)
@@ -163,6 +184,9 @@ class Lease:
     started_at: datetime
     until: datetime
     full_resync: int = 0  # an operator's full-resync request this run serves (0: none)
+    # `state/writer.complete_as_of` when the lease was taken: the start of the last
+    # completed listing (its messages carry it as an attribute).
+    complete_as_of: datetime | None = None
 
 
 class LeaseOutcome(Enum):
@@ -226,7 +250,7 @@ class ChangeEntry:
 
     seq: int
     kind: str
-    event_id: str
+    event_id: str | None  # None for lifecycle entries
     fields: dict[str, dict[str, Any]]
     etag: str | None
     recurring_event_id: str | None
@@ -299,9 +323,11 @@ class ChangePage:
 
 @dataclass(frozen=True)
 class FinalCommit:
-    """What the final commit saw: the request generation at commit time."""
+    """What the final commit saw: the request generation at commit time, and the
+    lifecycle entries it wrote (decoded, with their `seq`)."""
 
     requested_gen: int
+    entries: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

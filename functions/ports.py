@@ -9,7 +9,7 @@ channels, renewer), delivery, and the consumer API.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,6 +27,7 @@ from functions.model import (
     FinalCommit,
     Lease,
     LeaseAttempt,
+    LifecycleDraft,
     Membership,
     Snapshot,
     Subscription,
@@ -100,6 +101,18 @@ class ChannelKeeper(ABC):
         """
 
 
+class Deletions(ABC):
+    """Finishes unsubscribes whose `subscription_deleted` message had to be published
+    first (DESIGN.md, "Accounts, lifecycle events, watermark")."""
+
+    @abstractmethod
+    def finish_deletion(self, sub_id: str, *, unpublished_ok: bool = False) -> int | None:
+        """Delete a subscription being deleted unless entries still wait to be
+        published (`unpublished_ok`: the caller knows no topic is configured);
+        the documents deleted, or None when it is not deleted (not `deleting`,
+        or still waiting)."""
+
+
 class SyncStore(ABC):
     """What a sync run reads and writes; every write is fenced by the lease."""
 
@@ -159,9 +172,14 @@ class SyncStore(ABC):
 
     @abstractmethod
     def commit_final(self, lease: Lease, sync_token: str, now: datetime,
-                     publish: PublishProgress | None = None) -> FinalCommit:
+                     publish: PublishProgress | None = None, *,
+                     complete_as_of: datetime | None = None,
+                     events: Sequence[LifecycleDraft] = ()) -> FinalCommit:
         """Store the token and `synced_gen` (and the outbox's progress), release the
-        lease; fenced."""
+        lease; fenced. `complete_as_of`: when the listing this run completed began
+        (the subscription's watermark, which never moves back); `events`: lifecycle
+        entries the run decided (`resync_required`), written in the same transaction
+        and returned in `FinalCommit.entries`."""
 
     @abstractmethod
     def release_lease(
@@ -172,9 +190,12 @@ class SyncStore(ABC):
         retry_at: datetime | None = None,
         error: str | None = None,
         reason: str | None = None,
-    ) -> None:
+    ) -> Sequence[dict[str, Any]] | None:
         """Release without committing a token; record a retry time or an error
-        (`reason`: a stable word such as `reauthorization_required`)."""
+        (`reason`: a stable word such as `reauthorization_required`). An active
+        subscription put in `error` gets its lifecycle entry (`error` or
+        `reauthorization_required`) in the same fenced transaction; the entries
+        written are returned (decoded), for the outbox."""
 
     @abstractmethod
     def note_rejected_run(self, lease: Lease) -> int:
@@ -210,6 +231,16 @@ class FeedReader(ABC):
         """Entries with `seq > after_cursor`, ascending, at most `limit`."""
 
 
+@dataclass(frozen=True)
+class FeedHead:
+    """Where a subscription's feed stands, read with a page: the last `seq` issued and
+    the watermark (`complete_as_of`: every change Google applied before it is in the
+    feed at a `seq` up to `change_seq`)."""
+
+    change_seq: int
+    complete_as_of: datetime | None = None
+
+
 class FeedStore(ABC):
     """The feed's documents as stored, for the API's feed reader (`api.feed.Feed`).
 
@@ -219,8 +250,8 @@ class FeedStore(ABC):
 
     @abstractmethod
     def read_changes(self, sub_id: str, cursor: int,
-                     limit: int) -> tuple[int, list[dict[str, Any]]]:
-        """`change_seq` and up to `limit` entries with `seq > cursor`, ascending, read
+                     limit: int) -> tuple[FeedHead, list[dict[str, Any]]]:
+        """The feed's head and up to `limit` entries with `seq > cursor`, ascending, read
         together; raises CursorAhead when `cursor > change_seq`."""
 
     @abstractmethod
@@ -229,8 +260,8 @@ class FeedStore(ABC):
 
     @abstractmethod
     def first_events(self, sub_id: str, limit: int,
-                     include_deleted: bool) -> tuple[int, list[tuple[str, Snapshot]]]:
-        """`change_seq` and the first `limit` snapshots in id order, read together."""
+                     include_deleted: bool) -> tuple[FeedHead, list[tuple[str, Snapshot]]]:
+        """The feed's head and the first `limit` snapshots in id order, read together."""
 
     @abstractmethod
     def events_after(self, sub_id: str, after_id: str, limit: int,
@@ -274,12 +305,20 @@ class LifecycleStore(ABC):
     @abstractmethod
     def transition(self, sub_id: str, allowed: Iterable[str], to: str, now: datetime,
                    fields: dict[str, Any] | None = None,
-                   request_sync: bool = False) -> Transition:
-        """Conditional status change; raises InvalidTransition or LookupError."""
+                   request_sync: bool = False,
+                   event: Callable[[str, dict[str, Any]], LifecycleDraft | None] | None = None,
+                   ) -> Transition:
+        """Conditional status change; raises InvalidTransition or LookupError. `event`,
+        given the status left and the subscription's document as read, names the
+        lifecycle entry the change writes in the same transaction (None: none);
+        `Transition.event_seq` is its seq."""
 
     @abstractmethod
-    def begin_delete(self, sub_id: str, now: datetime) -> bool:
-        """Mark `deleting` and fence runs in flight; False if gone."""
+    def begin_delete(self, sub_id: str, now: datetime,
+                     event: LifecycleDraft | None = None) -> bool:
+        """Mark `deleting` and fence runs in flight; False if gone. `event` is
+        appended to the feed in the same transaction when the status moves (once:
+        a resumed deletion writes no second entry)."""
 
     @abstractmethod
     def delete_tree(self, sub_id: str, credentials_ref: str) -> int:
@@ -483,6 +522,9 @@ class PublishRelease:
 
     request_pending: bool  # an active subscription's request is not synced yet
     backlog: int  # entries still unpublished (`change_seq - published_seq`)
+    # Being deleted and everything published (its `subscription_deleted` message too):
+    # the deletion can finish now.
+    deletion_due: bool = False
 
 
 class OutboxStore(ABC):
@@ -504,8 +546,9 @@ class OutboxStore(ABC):
     @abstractmethod
     def acquire_publish_lease(self, sub_id: str, now: datetime, until: datetime) -> Lease | None:
         """Take the lease only to publish, when entries wait unpublished and no run
-        holds it; claims no sync request. A subscription being deleted (or gone)
-        drops its outbox instead: nothing of it will be published."""
+        holds it; claims no sync request. A subscription being deleted publishes
+        too (its deletion waits for its `subscription_deleted` message); a gone one
+        drops its outbox: nothing of it will be published."""
 
     @abstractmethod
     def release_publish_lease(self, lease: Lease, progress: PublishProgress | None,

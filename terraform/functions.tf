@@ -117,6 +117,7 @@ locals {
         CALSYNC_CHANNEL_TTL_SECONDS              = tostring(var.channel_ttl_seconds)
         CALSYNC_RENEWAL_WINDOW_SECONDS           = tostring(var.renewal_window_seconds)
         CALSYNC_SAFETY_NET_INTERVAL_SECONDS      = tostring(var.safety_net_interval_seconds)
+        CALSYNC_SAFETY_NET_MAX_INTERVAL_SECONDS  = tostring(var.safety_net_max_interval_seconds)
         CALSYNC_SWEEP_AFTER_SECONDS              = tostring(var.sweep_after_seconds)
         CALSYNC_PENDING_CHANNEL_GRACE_SECONDS    = tostring(var.pending_channel_grace_seconds)
         CALSYNC_RENEWAL_BACKOFF_SECONDS          = tostring(var.renewal_backoff_seconds)
@@ -128,6 +129,8 @@ locals {
         # The outbox sweep: publishing runs for entries left unpublished.
         CALSYNC_PUBSUB_TOPIC         = google_pubsub_topic.changes.name
         CALSYNC_OUTBOX_SWEEP_SECONDS = tostring(var.outbox_sweep_seconds)
+        # An unsubscribe waits this long at most for its deletion message.
+        CALSYNC_DELETION_WAIT_SECONDS = tostring(var.deletion_wait_seconds)
       }
       secrets = ["channel_token_keys", "credential_keys", "oauth_client_secret"]
     }

@@ -82,6 +82,10 @@ resource "google_pubsub_subscription" "push" {
   name    = local.push_subscription_id
   topic   = google_pubsub_topic.changes.id
 
+  # Only the messages that match (e.g. attributes:changed_start OR
+  # attributes:changed_end): see var.consumer_filter.
+  filter = var.consumer_filter != "" ? var.consumer_filter : null
+
   # Entries of one subscription arrive in seq order (ordering key = its id).
   enable_message_ordering    = true
   ack_deadline_seconds       = var.pubsub_ack_deadline_seconds
@@ -123,6 +127,8 @@ resource "google_pubsub_subscription" "pull" {
   project = var.project
   name    = local.pull_subscription_id
   topic   = google_pubsub_topic.changes.id
+
+  filter = var.consumer_filter != "" ? var.consumer_filter : null
 
   enable_message_ordering    = true
   ack_deadline_seconds       = var.pubsub_ack_deadline_seconds

@@ -176,8 +176,19 @@ variable "min_sync_interval_seconds" {
 
 variable "safety_net_interval_seconds" {
   type        = number
-  description = "Subscriptions not synced within this interval get a safety-net sync (CALSYNC_SAFETY_NET_INTERVAL_SECONDS)."
+  description = "The safety net's shortest probe interval: a new subscription, one whose last probe found a missed change, or one whose channel is unhealthy is probed this often (CALSYNC_SAFETY_NET_INTERVAL_SECONDS)."
   default     = 21600
+}
+
+variable "safety_net_max_interval_seconds" {
+  type        = number
+  description = "The safety net's longest probe interval, reached by doubling after each probe that finds nothing notifications had not delivered: the published staleness bound (plus one renewer run) for a quiet calendar with every notification lost, and what sets a quiet calendar's Calendar calls per day (README, \"Scale and cost\") (CALSYNC_SAFETY_NET_MAX_INTERVAL_SECONDS)."
+  default     = 86400
+
+  validation {
+    condition     = var.safety_net_max_interval_seconds >= 1 && floor(var.safety_net_max_interval_seconds) == var.safety_net_max_interval_seconds
+    error_message = "safety_net_max_interval_seconds must be a whole number of seconds, at least 1."
+  }
 }
 
 variable "sweep_after_seconds" {
@@ -316,6 +327,17 @@ variable "outbox_sweep_seconds" {
   }
 }
 
+variable "deletion_wait_seconds" {
+  type        = number
+  description = "An unsubscribe finishes once its subscription_deleted message is published; when the outbox has been stuck this long, the renewer deletes the subscription anyway (CALSYNC_DELETION_WAIT_SECONDS)."
+  default     = 86400
+
+  validation {
+    condition     = var.deletion_wait_seconds >= 1
+    error_message = "deletion_wait_seconds must be at least 1."
+  }
+}
+
 variable "consumer_push_endpoint" {
   type        = string
   description = "HTTPS address Pub/Sub pushes every change to, with an OIDC token of the pubsub_push account (output pubsub.push_service_account). Empty: no push subscription."
@@ -331,6 +353,17 @@ variable "consumer_push_audience" {
   type        = string
   description = "Audience of the pushes' OIDC tokens, which the consumer must check. Empty means consumer_push_endpoint itself."
   default     = ""
+}
+
+variable "consumer_filter" {
+  type        = string
+  description = "Pub/Sub filter of the consumer's push and pull subscriptions, on the messages' attributes, e.g. attributes:changed_start OR attributes:changed_end (an updated message carries changed_<field> per changed field) or attributes.label_team = \"sales\". Empty: every message. A filtered consumer sees gaps in seq by design: it reads what it skipped from the changes route only if it needs it. Changing it replaces the subscriptions (Pub/Sub cannot change a filter)."
+  default     = ""
+
+  validation {
+    condition     = length(var.consumer_filter) <= 256
+    error_message = "consumer_filter must be at most 256 bytes (Pub/Sub's limit on a filter)."
+  }
 }
 
 variable "consumer_pull_members" {

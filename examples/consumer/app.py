@@ -11,7 +11,17 @@ from typing import Any
 from .auth import PushIdentity
 from .feed import CursorExpired, FeedClient, FeedUnavailable
 from .push import Environ, Rejected, StartResponse, answer, parse_push, read_body
-from .store import EVENT_KINDS, ConsumerStore, Resource, SqliteConsumerStore
+from .store import (
+    ACCOUNT_KINDS,
+    ERROR_KINDS,
+    EVENT_KINDS,
+    RECOVERED,
+    RESYNC_REQUIRED,
+    SUBSCRIPTION_DELETED,
+    ConsumerStore,
+    Resource,
+    SqliteConsumerStore,
+)
 
 MAX_PAGE = 1000  # the API's largest page
 
@@ -79,8 +89,7 @@ class Consumer:
         if seq <= last:
             return []  # a duplicate: already applied (or covered by a bootstrap)
         if seq == last + 1 and attributes.get("truncated") != "true":
-            self._commit(sub_id, last, [message["entry"]])
-            return [seq]
+            return self._commit(sub_id, last, [message["entry"]])[1]
         # A gap, a truncated marker, or a subscription never seen (position 0):
         # the feed is the source of truth.
         return self._catch_up(sub_id, last, seq)
@@ -100,20 +109,21 @@ class Consumer:
                                    f"the feed after seq {cursor} expired again during "
                                    f"{bootstraps} bootstraps") from expired
                 bootstraps += 1
-                cursor = self._bootstrap(sub_id, cursor, expired.oldest_available_seq)
+                why = f" (the feed before seq {expired.oldest_available_seq} has expired)" \
+                    if expired.oldest_available_seq else ""
+                cursor = self._bootstrap(sub_id, cursor, why)
                 continue
             entries = _dense(page.get("changes") or [], cursor, upto)
             if not entries:
                 break
-            self._commit(sub_id, cursor, entries)
-            applied += [int(entry["seq"]) for entry in entries]
-            cursor = applied[-1]
+            cursor, handled = self._commit(sub_id, cursor, entries)
+            applied += handled
         if cursor < upto:
             # Not readable yet: answer non-2xx, so Pub/Sub redelivers this message.
             raise Rejected("503 Service Unavailable", f"seq {cursor + 1}..{upto} not readable yet")
         return applied
 
-    def _bootstrap(self, sub_id: str, after: int, oldest: int | None) -> int:
+    def _bootstrap(self, sub_id: str, after: int, why: str) -> int:
         """Replace the copy with the current events; the `as_of_seq` to follow on from.
 
         The pages are gathered first and written in one transaction: a crash
@@ -135,17 +145,46 @@ class Consumer:
         if not self.store.replace(sub_id, after, events, as_of_seq):
             raise Rejected("503 Service Unavailable",
                            "position moved during the bootstrap (another worker)")
-        why = f" (the feed before seq {oldest} has expired)" if oldest else ""
         self._out(f"subscription {sub_id[:3]}…, bootstrapped at seq {as_of_seq}: "
                   f"{len(events)} events{why}")
         return as_of_seq
 
-    def _commit(self, sub_id: str, after: int, entries: list[dict[str, Any]]) -> None:
+    def _commit(self, sub_id: str, after: int,
+                entries: list[dict[str, Any]]) -> tuple[int, list[int]]:
+        """Apply dense entries after `after`: (the position now, the seqs handled).
+
+        A `resync_required` entry (Google expired the sync token and calsync listed
+        the calendar in full again) bootstraps the copy again: the entries before
+        it are applied first, the position then jumps to the bootstrap's
+        `as_of_seq` (at least its own seq), and later entries it covers are skipped.
+        """
+        position, handled = after, []
+        run: list[dict[str, Any]] = []
+        for entry in entries:
+            seq = int(entry["seq"])
+            if seq <= position + len(run):
+                continue  # covered by the bootstrap just done
+            if entry.get("kind") != RESYNC_REQUIRED:
+                run.append(entry)
+                continue
+            position = self._apply(sub_id, position, run)
+            handled += [int(e["seq"]) for e in run]
+            run = []
+            self._out(describe(sub_id, entry))
+            position = self._bootstrap(sub_id, position, " (resync_required)")
+            handled.append(seq)
+        position = self._apply(sub_id, position, run)
+        return position, handled + [int(e["seq"]) for e in run]
+
+    def _apply(self, sub_id: str, after: int, entries: list[dict[str, Any]]) -> int:
+        if not entries:
+            return after
         if not self.store.apply(sub_id, after, entries):
             # Another worker (process) applied meanwhile: retry, then it is a duplicate.
             raise Rejected("503 Service Unavailable", "position moved meanwhile (another worker)")
         for entry in entries:
             self._out(describe(sub_id, entry))
+        return int(entries[-1]["seq"])
 
 
 class PositionView:
@@ -178,7 +217,21 @@ def _dense(changes: list[dict[str, Any]], cursor: int, upto: int) -> list[dict[s
 def describe(sub_id: str, entry: dict[str, Any]) -> str:
     """The line printed for one change entry."""
     head = f"subscription {sub_id[:3]}…, seq {entry['seq']}, {entry['kind']}"
-    if entry["kind"] not in EVENT_KINDS:
+    kind, details = entry["kind"], entry.get("details") or {}
+    if kind in ERROR_KINDS:
+        # Reported: nothing syncs until the owner connects again or it is resumed.
+        then = ("the owner must connect again" if kind == "reauthorization_required"
+                else "syncing stopped")
+        return f"{head}: {details.get('reason') or 'unknown'}, {then} (reported)"
+    if kind == RECOVERED:
+        return f"{head}: syncing again (resumed)"
+    if kind == SUBSCRIPTION_DELETED:
+        return f"{head}: the subscription is deleted (copy dropped)"
+    if kind == RESYNC_REQUIRED:
+        return f"{head}: listed in full again (bootstrapping)"
+    if kind in ACCOUNT_KINDS:
+        return f"{head}: {details.get('calendar_id') or '?'} (reported)"
+    if kind not in EVENT_KINDS:
         return f"{head}: skipped (a kind this consumer does not know)"
     fields = entry.get("fields") or {}
     if entry["kind"] == "updated":

@@ -20,10 +20,20 @@ from typing import Any
 
 Resource = dict[str, Any]  # Google's event resource, as the API shows it
 
-# The kinds this consumer applies to its copy; any other kind (lifecycle
-# messages such as `resync_required`, or kinds a later calsync adds) only moves
-# the position (DESIGN.md: consumers ignore kinds they do not know).
+# The kinds this consumer applies to its copy of the events.
 EVENT_KINDS = frozenset({"created", "updated", "deleted"})
+# Lifecycle entries it acts on (DESIGN.md, "Accounts, lifecycle events, watermark"):
+# the subscription's health is kept with the position, in the same transaction; a
+# deletion drops the copy. `resync_required` bootstraps again (the app does that:
+# it reads the API). Any other kind (kinds a later calsync adds) only moves the
+# position: consumers ignore kinds they do not know.
+ERROR_KINDS = frozenset({"error", "reauthorization_required"})
+RECOVERED = "recovered"
+SUBSCRIPTION_DELETED = "subscription_deleted"
+RESYNC_REQUIRED = "resync_required"
+ACCOUNT_KINDS = frozenset({"calendar_added", "calendar_removed"})
+KNOWN_KINDS = (EVENT_KINDS | ERROR_KINDS | ACCOUNT_KINDS
+               | {RECOVERED, SUBSCRIPTION_DELETED, RESYNC_REQUIRED})
 
 
 class ConsumerStore(ABC):
@@ -37,7 +47,10 @@ class ConsumerStore(ABC):
     def apply(self, sub_id: str, after: int, entries: Sequence[dict[str, Any]]) -> bool:
         """Apply dense entries `after+1 ..` to the copy and move the position to
         the last one, in one transaction; False (nothing changed) if the
-        position is no longer `after` (another worker moved it)."""
+        position is no longer `after` (another worker moved it). Lifecycle
+        entries change the subscription's health (`error`,
+        `reauthorization_required`, `recovered`) or drop the copy
+        (`subscription_deleted`)."""
 
     @abstractmethod
     def replace(self, sub_id: str, after: int, events: Mapping[str, Resource],
@@ -48,6 +61,11 @@ class ConsumerStore(ABC):
     @abstractmethod
     def events(self, sub_id: str) -> dict[str, Resource]:
         """The app's copy of the subscription's events, by event id."""
+
+    def health(self, sub_id: str) -> tuple[str, str | None]:
+        """The subscription's health as its lifecycle entries told it: (`active` |
+        `error` | `reauthorization_required` | `deleted`, the reason)."""
+        return "active", None
 
     def seed(self, sub_id: str, position: int) -> None:
         """Start a subscription never seen at `position` (a bootstrap done elsewhere)."""
@@ -90,6 +108,11 @@ CREATE TABLE IF NOT EXISTS events (
     resource TEXT NOT NULL,
     PRIMARY KEY (subscription_id, event_id)
 );
+CREATE TABLE IF NOT EXISTS health (
+    subscription_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    reason TEXT
+);
 """
 
 
@@ -126,9 +149,17 @@ class SqliteConsumerStore(ConsumerStore):
             if self._position(sub_id) != after:
                 return False
             for entry in entries:
-                if entry.get("kind") in EVENT_KINDS:
+                kind = entry.get("kind")
+                if kind in EVENT_KINDS:
                     self._put(sub_id, str(entry["event_id"]),
                               fold(self._event(sub_id, str(entry["event_id"])), entry))
+                elif kind in ERROR_KINDS:
+                    self._health(sub_id, str(kind), (entry.get("details") or {}).get("reason"))
+                elif kind == RECOVERED:
+                    self._health(sub_id, "active", None)
+                elif kind == SUBSCRIPTION_DELETED:
+                    self._db.execute("DELETE FROM events WHERE subscription_id = ?", (sub_id,))
+                    self._health(sub_id, "deleted", None)
                 after = int(entry["seq"])
             self._move(sub_id, after)
             return True
@@ -154,6 +185,12 @@ class SqliteConsumerStore(ConsumerStore):
     def event(self, sub_id: str, event_id: str) -> Resource | None:
         with self._lock:
             return self._event(sub_id, event_id)
+
+    def health(self, sub_id: str) -> tuple[str, str | None]:
+        with self._lock:
+            row = self._db.execute("SELECT status, reason FROM health WHERE subscription_id = ?",
+                                   (sub_id,)).fetchone()
+        return (str(row[0]), row[1]) if row else ("active", None)
 
     # -- inside a transaction ------------------------------------------------------
 
@@ -183,6 +220,12 @@ class SqliteConsumerStore(ConsumerStore):
             self._db.execute(
                 "INSERT OR REPLACE INTO events (subscription_id, event_id, resource)"
                 " VALUES (?, ?, ?)", (sub_id, event_id, json.dumps(resource, sort_keys=True)))
+
+    def _health(self, sub_id: str, status: str, reason: str | None) -> None:
+        self._db.execute(
+            "INSERT INTO health (subscription_id, status, reason) VALUES (?, ?, ?)"
+            " ON CONFLICT (subscription_id) DO UPDATE SET status = excluded.status,"
+            " reason = excluded.reason", (sub_id, status, reason))
 
     def _move(self, sub_id: str, seq: int) -> None:
         self._db.execute(

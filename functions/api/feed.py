@@ -28,21 +28,29 @@ An event deleted before its page was read is in no page, yet entries after
 `updated` entry for an event it does not hold onto an empty record (its
 deletion follows). `tests/integration/api/test_bootstrap.py` checks this with a writer committing
 entries and snapshots while the pages are read.
+
+Both pages carry `complete_as_of` (DESIGN.md, "Accounts, lifecycle events,
+watermark"): the subscription's watermark, read in the same transaction as the
+page (the first events page's is carried in the page token with `as_of_seq`).
+Every change Google applied before it has an entry at a `seq` up to the page's
+`change_seq` / `as_of_seq`: a consumer that has read the feed that far holds
+every change made before that instant.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from functions.api.tokens import PageTokens
 from functions.errors import CursorExpired
-from functions.model import CREATED, DELETED, Snapshot, entry_json
+from functions.model import UPDATED, Snapshot, entry_json, rfc3339
 from functions.ports import FeedPort, FeedStore
 
 EVENTS_TOKEN = "events"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -55,7 +63,9 @@ class ChangesQuery:
     def passes(self, entry: dict[str, Any]) -> bool:
         if self.kinds and entry["kind"] not in self.kinds:
             return False
-        if self.fields and entry["kind"] not in (CREATED, DELETED):
+        if self.fields and entry["kind"] == UPDATED:
+            # Only an `updated` entry lists some fields: created and deleted ones
+            # carry every field, lifecycle entries none, and all of them pass.
             return any(name in entry["fields"] for name in self.fields)
         return True
 
@@ -66,10 +76,11 @@ class ChangesPage:
     next_cursor: int
     has_more: bool
     scanned: int  # documents read from the feed (the bench's reads per request)
+    complete_as_of: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"changes": self.changes, "next_cursor": self.next_cursor,
-                "has_more": self.has_more}
+                "has_more": self.has_more, "complete_as_of": rfc3339(self.complete_as_of)}
 
 
 @dataclass(frozen=True)
@@ -77,10 +88,12 @@ class EventsPage:
     events: list[dict[str, Any]]
     as_of_seq: int
     next_page_token: str | None
+    complete_as_of: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"events": self.events, "as_of_seq": self.as_of_seq,
-                "next_page_token": self.next_page_token}
+                "next_page_token": self.next_page_token,
+                "complete_as_of": rfc3339(self.complete_as_of)}
 
 
 def event_json(event_id: str, snapshot: Snapshot) -> dict[str, Any]:
@@ -103,13 +116,14 @@ class Feed(FeedPort):
     # -- changes --------------------------------------------------------------
 
     def changes(self, sub_id: str, query: ChangesQuery) -> ChangesPage:
-        change_seq, scanned = self._store.read_changes(sub_id, query.cursor, query.limit)
+        head, scanned = self._store.read_changes(sub_id, query.cursor, query.limit)
+        change_seq = head.change_seq
         self._check_retained(sub_id, query, scanned, change_seq)
         next_cursor = int(scanned[-1]["seq"]) if scanned else query.cursor
         entries = [entry_json(data) for data in scanned]
         return ChangesPage(changes=[e for e in entries if query.passes(e)],
                            next_cursor=next_cursor, has_more=next_cursor < change_seq,
-                           scanned=len(scanned))
+                           scanned=len(scanned), complete_as_of=head.complete_as_of)
 
     def _check_retained(self, sub_id: str, query: ChangesQuery,
                         scanned: list[dict[str, Any]], change_seq: int) -> None:
@@ -158,20 +172,29 @@ class Feed(FeedPort):
     def events(self, sub_id: str, page_token: str | None, limit: int,
                include_deleted: bool) -> EventsPage:
         scope = f"{sub_id}\x00{int(include_deleted)}"
+        complete_as_of: datetime | None = None
         if page_token is None:
-            as_of_seq, docs = self._store.first_events(sub_id, limit + 1, include_deleted)
+            head, docs = self._store.first_events(sub_id, limit + 1, include_deleted)
+            as_of_seq, complete_as_of = head.change_seq, head.complete_as_of
         else:
             fields = self._tokens.decode(page_token, EVENTS_TOKEN, scope)
-            as_of, last = fields.get("a"), fields.get("l")
+            as_of, last, watermark = fields.get("a"), fields.get("l"), fields.get("w")
             if not isinstance(as_of, int) or not isinstance(last, str):
                 raise ValueError("page token fields")  # unreachable for a token we signed
             as_of_seq = as_of
+            if isinstance(watermark, int):  # microseconds since the epoch
+                complete_as_of = _EPOCH + timedelta(microseconds=watermark)
             docs = self._store.events_after(sub_id, last, limit + 1, include_deleted)
         page, more = docs[:limit], len(docs) > limit
-        token = (self._tokens.encode(EVENTS_TOKEN, scope, {"a": as_of_seq, "l": page[-1][0]})
-                 if more else None)
+        token = None
+        if more:
+            carried: dict[str, Any] = {"a": as_of_seq, "l": page[-1][0]}
+            if complete_as_of is not None:  # every page shows the first page's
+                carried["w"] = (complete_as_of - _EPOCH) // timedelta(microseconds=1)
+            token = self._tokens.encode(EVENTS_TOKEN, scope, carried)
         return EventsPage(events=[event_json(event_id, snapshot) for event_id, snapshot in page],
-                          as_of_seq=as_of_seq, next_page_token=token)
+                          as_of_seq=as_of_seq, next_page_token=token,
+                          complete_as_of=complete_as_of)
 
     def event(self, sub_id: str, event_id: str) -> dict[str, Any]:
         return event_json(event_id, self._store.event(sub_id, event_id))

@@ -10,11 +10,33 @@ import functools
 from typing import Any
 
 from functions.api.errors import CODES, METHOD_NOT_ALLOWED
-from functions.api.routes import ACCOUNT_STATUSES, KINDS, POLICY, ROUTES, STATUSES, Route
+from functions.api.routes import ACCOUNT_STATUSES, POLICY, ROUTES, STATUSES, Route
+from functions.model import ACCOUNT_EVENT_KINDS, CHANGE_KINDS, SUBSCRIPTION_EVENT_KINDS
 
 TIME = {"type": ["string", "null"], "format": "date-time",
         "description": "RFC 3339, UTC, ending in Z."}
 NULLABLE_STR = {"type": ["string", "null"]}
+WATERMARK_DOC = (
+    "The watermark: when the last completed listing of the calendar began (incremental "
+    "or full). Every change Google had applied before that instant is in the feed, at a "
+    "`seq` no later than the `change_seq` read with it. Null until the first listing "
+    "completes; it never moves back. RFC 3339, UTC, ending in Z.")
+COMPLETE_AS_OF = {**TIME, "description": WATERMARK_DOC}
+KIND_DOC = (
+    "The entry's kind. Event entries: " + ", ".join(f"`{k}`" for k in CHANGE_KINDS)
+    + ". Lifecycle entries (no `event_id`, a `details` map; CloudEvents type "
+    "`dev.calsync.subscription.<kind>`, `subscription_deleted` as "
+    "`dev.calsync.subscription.deleted`): "
+    + ", ".join(f"`{k}`" for k in SUBSCRIPTION_EVENT_KINDS)
+    + ". Account lifecycle entries (`dev.calsync.account.<kind>`): "
+    + ", ".join(f"`{k}`" for k in ACCOUNT_EVENT_KINDS)
+    + ". `resync_required`: a full listing replaced the incremental one after Google "
+    "expired the sync token (the feed stayed exact; a consumer may bootstrap again). "
+    "`error` and `reauthorization_required` (the owner must grant access again): "
+    "`details.reason` and `details.message`. `recovered`: back to active from error. "
+    "`subscription_deleted`: the last entry before the subscription and its feed are "
+    "deleted. Later versions add kinds: a consumer ignores (and moves past) kinds it "
+    "does not know.")
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -32,7 +54,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["id", "calendar_id", "owner", "credentials", "status", "labels",
                      "created_at", "last_synced_at", "last_notification_at", "change_seq",
-                     "channel", "error"],
+                     "complete_as_of", "channel", "error"],
         "properties": {
             "id": {"type": "string"},
             "calendar_id": {"type": "string"},
@@ -47,6 +69,7 @@ SCHEMAS: dict[str, Any] = {
             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
             "created_at": TIME, "last_synced_at": TIME, "last_notification_at": TIME,
             "change_seq": {"type": "integer", "description": "The last cursor issued."},
+            "complete_as_of": COMPLETE_AS_OF,
             "channel": {"oneOf": [{"type": "null"}, {
                 "type": "object", "required": ["state", "expiration"],
                 "properties": {"state": {"type": "string"}, "expiration": TIME}}]},
@@ -105,22 +128,28 @@ SCHEMAS: dict[str, Any] = {
                      "expire_at"],
         "properties": {
             "seq": {"type": "integer"},
-            "kind": {"type": "string", "enum": list(KINDS)},
-            "event_id": {"type": "string"},
+            "kind": {"type": "string", "description": KIND_DOC},
+            "event_id": {"type": ["string", "null"],
+                         "description": "Google's event id; null for lifecycle entries."},
             "recurring_event_id": NULLABLE_STR,
             "fields": {"type": "object", "additionalProperties": {
                 "type": "object", "required": ["before", "after"],
                 "properties": {"before": {}, "after": {}}}},
             "etag": NULLABLE_STR, "at": TIME, "expire_at": TIME,
+            "details": {"type": "object", "description": "Lifecycle entries only: what "
+                        "happened (`reason`, `message`, `calendar_id`, ...)."},
         },
     },
     "ChangePage": {
-        "type": "object", "required": ["changes", "next_cursor", "has_more"],
+        "type": "object", "required": ["changes", "next_cursor", "has_more", "complete_as_of"],
         "properties": {
             "changes": {"type": "array", "items": {"$ref": "#/components/schemas/ChangeEntry"}},
             "next_cursor": {"type": "integer",
                             "description": "The seq of the last entry scanned."},
-            "has_more": {"type": "boolean"}}},
+            "has_more": {"type": "boolean"},
+            "complete_as_of": {**COMPLETE_AS_OF, "description": WATERMARK_DOC
+                               + " Read with this page: once `has_more` is false, the "
+                               "entries read hold every change made before it."}}},
     "EventItem": {
         "type": "object", "required": ["event_id", "seq", "deleted", "event"],
         "properties": {
@@ -130,12 +159,16 @@ SCHEMAS: dict[str, Any] = {
             "deleted": {"type": "boolean"},
             "event": {"type": "object", "description": "Google's event resource."}}},
     "EventPage": {
-        "type": "object", "required": ["events", "as_of_seq", "next_page_token"],
+        "type": "object",
+        "required": ["events", "as_of_seq", "next_page_token", "complete_as_of"],
         "properties": {
             "events": {"type": "array", "items": {"$ref": "#/components/schemas/EventItem"}},
             "as_of_seq": {"type": "integer", "description": "Follow the changes from here "
                                                             "once every page is read."},
-            "next_page_token": NULLABLE_STR}},
+            "next_page_token": NULLABLE_STR,
+            "complete_as_of": {**COMPLETE_AS_OF, "description": WATERMARK_DOC
+                               + " Read with the first page, with `as_of_seq`: the pages "
+                               "reflect every change made before it."}}},
     "OAuthConfig": {
         "type": "object",
         "required": ["client_id", "scopes", "auth_uri", "access_type", "prompt"],

@@ -25,6 +25,7 @@ from functions.api.errors import (
     not_found,
 )
 from functions.api.schema import Arr, Bool, CommaList, Int, Obj, Schema, Str, StrMap
+from functions.model import FEED_KINDS
 
 MAX_LIMIT = 1000
 MAX_ACCOUNT_LIMIT = 100  # each account's health counts its calendars
@@ -33,15 +34,14 @@ STATUSES = ("active", "paused", "error", "deleting", "removed")
 ACCOUNT_STATUSES = ("active", "error", "deleting")
 # Roles a policy may require, weakest first: below `reader` nothing can be listed.
 POLICY_ROLES = ("reader", "writerWithoutPrivateAccess", "writer", "owner")
-KINDS = ("created", "updated", "deleted")
+KINDS = FEED_KINDS  # event kinds, then lifecycle kinds (`model.LIFECYCLE_KINDS`)
 LABEL_KEY = r"[a-z][a-z0-9_-]{0,62}"
 LABEL_VALUE = r"[a-z0-9_-]{0,63}"
 
 # Firestore document ids: no "/", not "." or "..", not `__x__`.
-SUB_ID = Str(pattern=r"[A-Za-z0-9_-]{1,128}", max_length=128,
-             description="The subscription's id.")
-ACCOUNT_ID = Str(pattern=r"[A-Za-z0-9_-]{1,128}", max_length=128,
-                 description="The account's id.")
+DOCUMENT_ID = r"(?!__.*__$)[A-Za-z0-9_-]{1,128}"
+SUB_ID = Str(pattern=DOCUMENT_ID, max_length=128, description="The subscription's id.")
+ACCOUNT_ID = Str(pattern=DOCUMENT_ID, max_length=128, description="The account's id.")
 EVENT_ID = Str(pattern=r"(?!__.*__$)(?!\.\.?$)[^/\x00-\x1f]{1,1024}", max_length=1024,
                max_bytes=1024,
                description="Google's event id (an instance's id for recurring events).")
@@ -186,14 +186,18 @@ ROUTES: tuple[Route, ...] = (
               Param("cursor", Int(description="Entries with a larger `seq` (default 0)."),
                     default=0),
               _LIMIT,
-              Param("kinds", CommaList(Str(enum=KINDS), max_items=3,
-                                       description="Only these kinds (a filter: "
-                                                   "`next_cursor` still advances).")),
+              Param("kinds", CommaList(Str(enum=KINDS), max_items=len(KINDS),
+                                       description="Only these kinds, event or lifecycle "
+                                                   "ones (a filter: `next_cursor` still "
+                                                   "advances).")),
               Param("fields", CommaList(Str(pattern=r"[A-Za-z][A-Za-z0-9_]{0,63}",
                                             max_length=64),
                                         description="Only `updated` entries touching one "
-                                                    "of these fields (and every created "
-                                                    "or deleted entry).")))),
+                                                    "of these fields (and every other "
+                                                    "entry: created, deleted, lifecycle). "
+                                                    "The Pub/Sub filter that agrees: "
+                                                    "`NOT attributes.kind = \"updated\" OR "
+                                                    "attributes:changed_F OR ...`.")))),
     Route("GET", "/v1/subscriptions/{id}/events", "list_events",
           "The current snapshots, paged, with the feed position `as_of_seq`",
           (200,), "EventPage", _ONE, params=(

@@ -35,6 +35,7 @@ from functions.errors import (
     CursorExpired,
     EventMissing,
     ExchangeUnavailable,
+    FollowedThroughAccount,
     InvalidTransition,
     Misconfigured,
     OAuthNotConfigured,
@@ -148,11 +149,11 @@ class Api:
         owner, credentials_ref = self._exchange(body["oauth"])
         try:
             done = self._commands.subscribe(body["calendar_id"], owner, credentials_ref, labels)
+            if not done.created:
+                self._commands.reauthorize(done.sub_id, credentials_ref)
         except BaseException:
-            self._sealer.discard(credentials_ref)
+            self._sealer.discard(credentials_ref)  # unless something uses it already
             raise
-        if not done.created:
-            self._commands.reauthorize(done.sub_id, credentials_ref)
         return (201 if done.created else 200), self._view(done.sub_id)
 
     def _list_subscriptions(self, call: Call) -> tuple[int, dict[str, Any]]:
@@ -267,6 +268,9 @@ def _error_for(err: Exception) -> ApiError:
                         {"account_id": str(err.args[0]) if err.args else None})
     if isinstance(err, EventMissing):
         return ApiError(NOT_FOUND, f"no event {err.args[0]}", {"event_id": str(err.args[0])})
+    if isinstance(err, FollowedThroughAccount):
+        return ApiError(FAILED_PRECONDITION, str(err),
+                        {"status": err.status, "account_id": err.account_id})
     if isinstance(err, InvalidTransition):
         return ApiError(FAILED_PRECONDITION, str(err), {"status": err.status})
     if isinstance(err, OAuthNotConfigured):

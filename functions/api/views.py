@@ -57,6 +57,9 @@ def subscription_json(sub_id: str, data: dict[str, Any], state: dict[str, Any],
         "last_synced_at": rfc3339(data.get("last_synced_at")),
         "last_notification_at": rfc3339(data.get("last_notification_at")),
         "change_seq": int(state.get("change_seq") or 0),
+        # The start of the last completed listing: every change Google applied
+        # before it is in the feed (null until the first listing completes).
+        "complete_as_of": rfc3339(state.get("complete_as_of")),
         "channel": None if channel is None else {
             "state": channel.get("state"), "expiration": rfc3339(channel.get("expiration"))},
         "error": None if not last_error else {

@@ -16,7 +16,13 @@ from functions.adapters.firestore.credentials import CredentialVault
 from functions.api.account_views import account_json
 from functions.api.tokens import PageTokens
 from functions.config import Settings
-from functions.errors import CodeRejected, ExchangeUnavailable, OAuthNotConfigured, SealError
+from functions.errors import (
+    CalsyncError,
+    CodeRejected,
+    ExchangeUnavailable,
+    OAuthNotConfigured,
+    SealError,
+)
 from functions.model import OAUTH_PREFIX
 from functions.ports import (
     AccountCommands,
@@ -32,12 +38,10 @@ from functions.ports import (
 
 class ServiceCommands(SubscriptionCommands):
     def __init__(self, service: Callable[[], Any], store: Any,
-                 vault: Callable[[], CredentialVault],
-                 accounts: Callable[[], Any] | None = None) -> None:
+                 vault: Callable[[], CredentialVault]) -> None:
         self._service = service  # built on first use
         self._store = store  # the Firestore store (full-resync requests)
         self._vault = vault
-        self._accounts = accounts  # the AccountService, for subscriptions of an account
 
     def subscribe(self, calendar_id: str, owner: str, credentials_ref: str,
                   labels: dict[str, str]) -> Subscribed:
@@ -45,18 +49,21 @@ class ServiceCommands(SubscriptionCommands):
         return Subscribed(result.subscription.id, bool(result.created), bool(result.queued))
 
     def reauthorize(self, sub_id: str, credentials_ref: str) -> None:
-        from functions.errors import SubscriptionNotFound
+        from functions.errors import FollowedThroughAccount, SubscriptionNotFound
 
         current = self._store.get_subscription(sub_id)
         if current is None:
             raise SubscriptionNotFound(sub_id)
         found = self._service().store.get(sub_id)
         account_id = (found[1].get("account_id") if found else None) or None
-        if account_id and self._accounts is not None:
+        if account_id and found is not None:
             # Its credential is its account's, shared by every calendar the account
-            # follows: the new grant is the account's now.
-            self._accounts().reauthorize(account_id, credentials_ref)
-            return
+            # follows and used to list them: a grant for one calendar (the events scope
+            # may be all it holds) must not replace it. The account is reconnected.
+            raise FollowedThroughAccount(
+                f"subscription {sub_id} is followed through account {account_id}, whose "
+                "credential it uses: connect the account again through POST /v1/accounts",
+                found[0].status, str(account_id))
         self._service().replace_credentials(sub_id, credentials_ref)
         old = current.credentials_ref
         if old.startswith(OAUTH_PREFIX) and old != credentials_ref:
@@ -120,8 +127,10 @@ class ServiceAccounts(AccountCommands, AccountReader):
 
 
 class VaultSealer(CredentialSealer):
-    def __init__(self, vault: Callable[[], CredentialVault]) -> None:
+    def __init__(self, vault: Callable[[], CredentialVault],
+                 in_use: Callable[[str], bool]) -> None:
         self._vault = vault
+        self._in_use = in_use  # whether an account or subscription references a credential
 
     def seal(self, refresh_token: str) -> str:
         try:
@@ -130,8 +139,17 @@ class VaultSealer(CredentialSealer):
             raise OAuthNotConfigured(str(err)) from None
 
     def discard(self, credentials_ref: str) -> None:
-        if credentials_ref.startswith(OAUTH_PREFIX):
-            self._vault().delete(credentials_ref[len(OAUTH_PREFIX):])
+        # A connect can fail after it committed the switch to this credential (a later
+        # step's store or queue failure): then the account uses it, and deleting it would
+        # leave every calendar it follows without credentials. Unsure means kept.
+        if not credentials_ref.startswith(OAUTH_PREFIX):
+            return
+        try:
+            if self._in_use(credentials_ref):
+                return
+        except CalsyncError:
+            return
+        self._vault().delete(credentials_ref[len(OAUTH_PREFIX):])
 
 
 class OAuthExchanger(CodeExchanger):
@@ -202,9 +220,10 @@ def build() -> Any:
         return CredentialVault(client, settings.credential_keys)
 
     commands = ServiceCommands(lambda: app.subscription_service(settings), app.store(settings),
-                               vault, lambda: app.account_service(settings))
+                               vault)
     accounts = ServiceAccounts(lambda: app.account_service(settings), tokens)
+    sealer = VaultSealer(vault, lambda ref: app.account_store(settings).credentials_in_use(ref))
     return Api(commands, SubscriptionViews(FirestoreSubscriptionRecords(client), tokens),
                Feed(FirestoreFeedStore(client), tokens),
-               OAuthExchanger(settings), VaultSealer(vault), document,
+               OAuthExchanger(settings), sealer, document,
                accounts=accounts, account_reader=accounts)

@@ -51,11 +51,12 @@ def cmd_connect(args: argparse.Namespace, output: Output) -> int:
     policy = CalendarPolicy(calendars=args.calendars or "all",
                             min_access_role=args.min_access_role or "reader",
                             exclude=tuple(args.exclude or ())) if given else None
+    service = app.account_service(settings)
     try:
-        result = app.account_service(settings).connect(args.owner, credentials_ref, policy)
+        result = service.connect(args.owner, credentials_ref, policy)
     except BaseException:
-        if vault is not None and stored:
-            vault.delete(stored.split(":", 1)[1])
+        if stored:
+            service.discard_unused(stored)  # not when the account switched to it already
         raise
     account = result.account
     what = "connected" if result.created else "already connected"
@@ -93,7 +94,7 @@ def _row(status: Any) -> list[str]:
 
 def cmd_accounts(args: argparse.Namespace, output: Output) -> int:
     """Every account: id, owner, status, calendars followed."""
-    statuses = _reader().list_status()
+    statuses = list(_reader().every_status())
     output.result(
         {"accounts": [{"id": s.id, "owner": s.owner, "status": s.status,
                        "calendars_followed": s.calendars_followed} for s in statuses]},
@@ -106,7 +107,7 @@ def cmd_account_status(args: argparse.Namespace, output: Output) -> int:
     """Status and health of one account or all."""
     service = _reader()
     statuses = ([service.status(args.account_id)] if args.account_id
-                else service.list_status())
+                else list(service.every_status()))
     output.result({"accounts": [s.to_json() for s in statuses]},
                   _table([_row(s) for s in statuses], COLUMNS))
     return OK

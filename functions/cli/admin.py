@@ -24,6 +24,7 @@ from functions.cli.common import (
     load_settings,
 )
 from functions.cli.output import FAILED, OK, USAGE, CliError, Output
+from functions.errors import SubscriptionNotFound
 
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
@@ -120,15 +121,45 @@ def cmd_subscribe(args: argparse.Namespace, output: Output) -> int:
 # -- lifecycle -------------------------------------------------------------------
 
 
+# Read when set: with a topic, the CLI publishes the deletion message itself.
+PUBLISH_OPTIONS = ("CALSYNC_PUBSUB_TOPIC", "CALSYNC_PUBLISH_TIMEOUT_SECONDS",
+                   "CALSYNC_PUBLISH_MAX_MESSAGES", "CALSYNC_PUBLISH_MAX_BYTES",
+                   "CALSYNC_PUBLISH_RETRY_SECONDS")
+
+
 def cmd_unsubscribe(args: argparse.Namespace, output: Output) -> int:
-    """Stop the channels and delete everything stored for the subscription."""
-    settings = load_settings(FIRESTORE, QUEUE[1:] + QUEUE_OPTIONS + CALENDAR_OPTIONS)
-    result = _service(settings).unsubscribe(args.subscription_id)
-    payload: dict[str, Any] = {"subscription_id": args.subscription_id}
-    text = f"unsubscribed {args.subscription_id}"
+    """Stop the channels and delete everything stored for the subscription, once its
+    `subscription_deleted` message (and anything unpublished before it) is out."""
+    settings = load_settings(FIRESTORE, QUEUE[1:] + QUEUE_OPTIONS + CALENDAR_OPTIONS
+                             + PUBLISH_OPTIONS)
+    service = _service(settings)
+    sub_id = args.subscription_id
+    # With the topic here, the CLI publishes the message itself (no task queued for
+    # the worker, which would race it to finish the deletion).
+    publishes = bool(settings.pubsub_topic)
+    result = service.unsubscribe(sub_id, queue_publication=not publishes)
+    finished_elsewhere = False
+    if result is None and publishes:
+        # Publish what waits here and now (bounded by the publish timeout), then
+        # finish; if that did not get it out, the worker does (a task is queued).
+        from functions import app
+
+        app.sync_engine(settings).publish_pending(sub_id)
+        try:
+            result = service.unsubscribe(sub_id)
+        except SubscriptionNotFound:  # a run already in flight published and finished
+            finished_elsewhere = True
+    payload: dict[str, Any] = {"subscription_id": sub_id}
+    text = f"unsubscribed {sub_id}"
     if isinstance(result, int):
         payload["deleted_documents"] = result
         text += f": {result} documents deleted"
+    elif finished_elsewhere:
+        text += ": the worker finished the deletion"
+    else:
+        payload["status"] = "deleting"
+        text = (f"deleting {args.subscription_id}: its deletion message waits to be "
+                "published; the worker finishes the deletion once it is (see `status`)")
     output.result(payload, text)
     return OK
 
@@ -154,13 +185,14 @@ def cmd_resume(args: argparse.Namespace, output: Output) -> int:
 # -- list and status -------------------------------------------------------------
 
 STATUS_COLUMNS = ("id", "status", "channel", "expires", "last notification", "last sync",
-                  "lag", "pending", "seq", "error")
+                  "complete as of", "lag", "pending", "seq", "error")
 
 
 def _status_row(status: Any) -> list[str]:
     error = status.last_error or status.renewal_error or "-"
     return [status.id, status.status, status.channel_id or "-", _when(status.channel_expiration),
             _when(status.last_notification_at), _when(status.last_synced_at),
+            _when(status.complete_as_of),
             "-" if status.lag_seconds is None else f"{status.lag_seconds:.0f}s",
             str(status.pending_requests), str(status.change_seq), error[:60]]
 
@@ -288,7 +320,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
                      help="a label to find the subscription by (repeatable)")
     add("unsubscribe", "stop watching and delete everything stored",
         "Stop the subscription's channels and delete its events, feed and stored "
-        "credentials. Cannot be undone.", cmd_unsubscribe)
+        "credentials, once its subscription_deleted message is published (with "
+        "CALSYNC_PUBSUB_TOPIC set the CLI publishes it; otherwise the worker does and "
+        "then finishes the deletion). Cannot be undone.", cmd_unsubscribe)
     add("pause", "stop notifications; keep the data",
         "Stop the subscription's channels. Events and the feed stay readable; "
         "`resume` catches up on every change made meanwhile.", cmd_pause)
@@ -298,8 +332,10 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     add("list", "list every subscription", "One line per subscription: id, calendar, "
         "owner, status.", cmd_list, with_id=False)
     status = add("status", "state, channel, lag and errors",
-                 "Show the status, channel, last notification, last sync, lag, pending "
-                 "requests, feed cursor and last error of one subscription, or of all.",
+                 "Show the status, channel, last notification, last sync, the watermark "
+                 "(complete as of: every change made before it is in the feed), lag, "
+                 "pending requests, feed cursor and last error of one subscription, or "
+                 "of all.",
                  cmd_status, with_id=False)
     status.add_argument("subscription_id", nargs="?", metavar="SUBSCRIPTION_ID",
                         help="the subscription (default: every subscription)")

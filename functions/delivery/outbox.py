@@ -489,12 +489,12 @@ class RunPublishing:
     def _message(self, doc: dict[str, Any], marker: bool) -> tuple[OutMessage, bool]:
         sub, project = self._lease.subscription, self._outbox.project
         if not marker:
-            message = message_for(doc, sub, project)
+            message = message_for(doc, sub, project, self._lease.complete_as_of)
             why = problem(message, self._key)
             if why is None:
                 return message, False
             self._marked(int(doc["seq"]), why)
-        return marker_for(doc, sub, project), True
+        return marker_for(doc, sub, project, self._lease.complete_as_of), True
 
     def _harvest(self) -> None:
         """Count acknowledgements in seq order; handle the first failure."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from functions import logs
 from functions.errors import (
     CALENDAR_ACCESS_LOST,
     CALENDAR_NOT_FOUND,
@@ -308,7 +309,7 @@ class _Run:
         while True:
             page = self.accounts.members(self.account.id, after, 500)
             found.extend(Followed(sub_id, str(data.get("calendar_id") or ""),
-                                  str(data.get("credentials_ref") or ""))
+                                  str(data.get("credentials_ref") or ""), _resumable(data))
                          for sub_id, data in page
                          if data.get("status") not in (REMOVED, DELETING))
             if len(page) < 500:
@@ -321,25 +322,40 @@ class _Run:
             data = found[1]
             if (data.get("account_id") == self.account.id and data.get("account_seq") is not None
                     and data.get("status") not in (REMOVED, DELETING)
-                    and data.get("credentials_ref") == self.account.credentials_ref):
+                    and data.get("credentials_ref") == self.account.credentials_ref
+                    and not _resumable(data)):
                 return  # followed already (a property of the entry changed)
         self._follow(decision)
 
     def _follow(self, decision: Decision) -> None:
         """Subscribe (idempotent per calendar and owner), then follow in one fenced
-        transaction with its `calendar_added` entry."""
+        transaction with its `calendar_added` entry. A new subscription's first sync is
+        queued only then, so `calendar_added` is the first entry of its feed."""
         account = self.account
         try:
             subscribed = self.subscriptions.subscribe(decision.calendar_id, account.owner,
-                                                      account.credentials_ref)
+                                                      account.credentials_ref,
+                                                      queue_first_sync=False)
         except InvalidTransition as err:
             # Being unsubscribed right now: the task is retried once that finished.
             raise StoreUnavailable(f"calendar {decision.calendar_id}: {err}") from err
         sub_id = subscribed.subscription.id
         details = {"account_id": account.id, "calendar_id": decision.calendar_id,
                    "access_role": decision.access_role}
-        membership = self.accounts.follow(self.lease, sub_id, details, self.sync._clock())
+        try:
+            membership = self.accounts.follow(self.lease, sub_id, details, self.sync._clock())
+        except LeaseLost:
+            if subscribed.created:
+                self._drop_unfollowed(sub_id)
+            raise
+        if subscribed.created:
+            self.subscriptions.queue_first_sync(sub_id)
         self._keep_lease()
+        if membership.previous_status == ERROR and membership.last_error_reason in RESUMABLE:
+            # The list shows it readable with the account's credential: whatever put it
+            # in `error` (access lost, not found, a revoked grant) may be over.
+            with contextlib.suppress(InvalidTransition, CalsyncError):
+                self.subscriptions.resume(sub_id)
         if membership.seq is None:
             return
         self.progress.added += 1
@@ -349,9 +365,19 @@ class _Run:
             self.subscriptions.announce(sub_id, membership.seq)
         if membership.previous_ref:
             self.sync._service.forget_adopted(membership.previous_ref, account)
-        if membership.previous_status == ERROR and membership.last_error_reason in RESUMABLE:
-            with contextlib.suppress(InvalidTransition, CalsyncError):
-                self.subscriptions.resume(sub_id)
+
+    def _drop_unfollowed(self, sub_id: str) -> None:
+        """A subscription this run created and then could not follow (the account is
+        being deleted, or another run took the lease over): taken down, or no account
+        would own it. One that got followed meanwhile (the run holding the lease now
+        followed it) is refused by `unsubscribe` and stays."""
+        try:
+            self.subscriptions.unsubscribe(sub_id)
+        except (InvalidTransition, LookupError):
+            pass
+        except CalsyncError as err:
+            logs.log("WARNING", "unfollowed subscription left", account=self.account.id,
+                     subscription=sub_id, error=_describe(err))
 
     def _leave_if_followed(self, decision: Decision) -> None:
         found = self.accounts.subscription_for(decision.calendar_id, self.account.owner)
@@ -380,6 +406,11 @@ class _Run:
         if self.lease_until - now < self.span / 2:
             self.lease_until = now + self.span
             self.accounts.extend_lease(self.lease, self.lease_until)
+
+
+def _resumable(data: dict[str, Any]) -> bool:
+    """A subscription in `error` for a reason a readable list entry may have cleared."""
+    return data.get("status") == ERROR and data.get("last_error_reason") in RESUMABLE
 
 
 def _epoch_ms(moment: datetime) -> int:

@@ -42,6 +42,7 @@ from functions.model import (
 from functions.ports import AccountStore, AccountTaskQueue, RefreshTokenVault
 
 MEMBER_PAGE = 200
+ACCOUNT_PAGE = 1000  # accounts read at once by the CLI (its listing pages on)
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,20 @@ class AccountService:
         with contextlib.suppress(CalsyncError):
             self._vault.delete(credentials_ref[len(OAUTH_PREFIX):])
 
+    def discard_unused(self, credentials_ref: str) -> bool:
+        """A credential sealed for a connect that failed: deleted unless an account or a
+        subscription uses it (a connect can fail after its switch to it committed); kept
+        when that cannot be told. True when deleted."""
+        if self._vault is None or not credentials_ref.startswith(OAUTH_PREFIX):
+            return False
+        try:
+            if self._accounts.credentials_in_use(credentials_ref):
+                return False
+        except CalsyncError:
+            return False
+        self._vault.delete(credentials_ref[len(OAUTH_PREFIX):])
+        return True
+
     def forget_adopted(self, credentials_ref: str, account: Account) -> None:
         """An adopted subscription's own credential, now unused: forgotten."""
         self._forget(credentials_ref, keep=account.credentials_ref)
@@ -246,8 +261,19 @@ class AccountService:
         return self._status(*found)
 
     def list_status(self, after: str | None = None,
-                    limit: int = 1000) -> list[AccountStatus]:
+                    limit: int = ACCOUNT_PAGE) -> list[AccountStatus]:
+        """One page: at most `limit` accounts after the id `after`."""
         return [self._status(a, d) for a, d in self._accounts.list_accounts(after, limit)]
+
+    def every_status(self) -> Iterator[AccountStatus]:
+        """Every account, page after page until a short one."""
+        after: str | None = None
+        while True:
+            page = self._accounts.list_accounts(after, ACCOUNT_PAGE)
+            yield from (self._status(a, d) for a, d in page)
+            if len(page) < ACCOUNT_PAGE:
+                return
+            after = page[-1][0].id
 
     def _status(self, account: Account, data: dict[str, Any]) -> AccountStatus:
         state = self._accounts.writer_state(account.id)

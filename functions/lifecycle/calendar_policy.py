@@ -73,17 +73,19 @@ def decide(entry: Mapping[str, Any], owner: str, policy: CalendarPolicy) -> Deci
 
 @dataclass(frozen=True)
 class Followed:
-    """A subscription the account follows now: its id and credentials."""
+    """A subscription the account follows now: its id and credentials; `resumable` when
+    it is in `error` for a reason its calendar being listed readable may have cleared."""
 
     sub_id: str
     calendar_id: str
     credentials_ref: str
+    resumable: bool = False
 
 
 @dataclass(frozen=True)
 class FullPlan:
-    """A full listing reconciled with what is followed: the entries to follow (new, or
-    followed with stale credentials) and the subscriptions to leave, with why."""
+    """A full listing reconciled with what is followed: the entries to follow (new,
+    followed with stale credentials, or to resume) and the subscriptions to leave, with why."""
 
     follow: tuple[Decision, ...]
     leave: tuple[tuple[Followed, str], ...]
@@ -93,7 +95,8 @@ def plan_full(entries: Iterable[Mapping[str, Any]], owner: str, policy: Calendar
               followed: Iterable[Followed], credentials_ref: str) -> FullPlan:
     """Reconcile a complete listing both ways. A calendar the listing does not hold
     left the list (Google's full listing omits removed entries); one it holds under
-    the policy is followed unless it already is with the account's credentials."""
+    the policy is followed unless it already is with the account's credentials (and is
+    not waiting to be resumed)."""
     decisions: dict[str, Decision] = {}
     for entry in entries:
         decision = decide(entry, owner, policy)
@@ -101,7 +104,8 @@ def plan_full(entries: Iterable[Mapping[str, Any]], owner: str, policy: Calendar
             decisions[normalised(decision.calendar_id, owner)] = decision
     current = {normalised(f.calendar_id, owner): f for f in followed}
     follow = tuple(d for key, d in decisions.items() if d.wanted and (
-        key not in current or current[key].credentials_ref != credentials_ref))
+        key not in current or current[key].credentials_ref != credentials_ref
+        or current[key].resumable))
     leave = tuple((f, (decisions[key].reason or LEFT_LIST) if key in decisions else LEFT_LIST)
                   for key, f in sorted(current.items())
                   if key not in decisions or not decisions[key].wanted)

@@ -98,34 +98,95 @@ class RequestSweeps:
         return Step.PROGRESS
 
     def safety_net(self) -> Section:
-        """Sync subscriptions not synced within the interval (or never). Its sort key,
-        `safety_net_at`, is when it last covered the subscription (the final commit
-        sets it too), so a subscription whose request is still pending moves on an
-        interval and never holds the head of the query: its request is the sweep's."""
-        interval = timedelta(seconds=self._settings.safety_net_interval)
-        return self._run.subscriptions("safety_net_at", self._run.now - interval,
+        """Sync subscriptions not synced within their probe interval (or never).
+
+        Adaptive (DESIGN.md, "Staleness bound"): each subscription's interval
+        (`net_interval`, seconds) starts at CALSYNC_SAFETY_NET_INTERVAL_SECONDS,
+        doubles after a probe that found nothing notifications had not delivered,
+        up to `Settings.safety_net_longest` (the published bound), and drops back
+        to the shortest after a probe that found a missed change or while the
+        channel is unhealthy (`_unhealthy`). A probe is judged when the row is next
+        looked at, once a run after it completed (`_judged`).
+
+        The sort key, `safety_net_at`, is when the row is next due less the
+        shortest interval (the final commit sets it to the commit time, so a synced
+        row comes up a shortest interval later and is moved to its own due time):
+        a subscription whose request is still pending moves on an interval and
+        never holds the head of the query: its request is the sweep's."""
+        shortest = timedelta(seconds=self._settings.safety_net_interval)
+        return self._run.subscriptions("safety_net_at", self._run.now - shortest,
                                        self._net_one)
 
     def _net_one(self, sub: Subscription, data: dict[str, Any]) -> Step:
         now = self._run.now
-        interval = timedelta(seconds=self._settings.safety_net_interval)
+        settings = self._settings
+        shortest = timedelta(seconds=settings.safety_net_interval)
 
-        def covered(at: datetime | None) -> bool:
+        def covered(fields: dict[str, Any]) -> bool:
             return self._subs.update_if(sub.id, {"safety_net_at": data.get("safety_net_at")},
-                                        {"safety_net_at": at})
+                                        fields)
 
         if sub.status != SUB_ACTIVE:  # resuming requests a sync (and sets it again)
-            return Step.PROGRESS if covered(None) else Step.SKIPPED
-        synced = data.get("last_synced_at")
-        if synced is not None and synced > now - interval:
-            return Step.MOVED if covered(synced) else Step.SKIPPED
-        if not covered(now):
-            return Step.SKIPPED  # another run covered it
+            return Step.PROGRESS if covered({"safety_net_at": None}) else Step.SKIPPED
+        adaptive = settings.safety_net_longest > settings.safety_net_interval
+        marks: dict[str, Any] = {}
+        seconds = settings.safety_net_interval
+        if adaptive:
+            marks, seconds = self._judged(sub, data)
+            if self._unhealthy(data, now):
+                seconds = settings.safety_net_interval
+            if seconds != data.get("net_interval"):
+                marks["net_interval"] = seconds
+        interval = timedelta(seconds=seconds)
+        last = max((t for t in (data.get("last_synced_at"), marks.get(
+            "probe_at", data.get("probe_at"))) if t is not None), default=None)
+        if last is not None and last > now - interval:
+            # Covered within its interval: due an interval after that.
+            moved = covered({**marks, "safety_net_at": last + interval - shortest})
+            return Step.MOVED if moved else Step.SKIPPED
         if data.get("requested_at") is not None:
-            return Step.MOVED  # a request is recorded and not served: the sweep's
+            # A request is recorded and not served: the sweep's. Look again later.
+            return Step.MOVED if covered({**marks, "safety_net_at": now}) else Step.SKIPPED
+        probe: dict[str, Any] = {"safety_net_at": now}
+        if adaptive:
+            # Adaptive: note where the feed stood, to judge the probe by (`_judged`).
+            state = self._subs.writer_state(sub.id)
+            probe.update(probe_at=now, probe_seq=int(state.get("change_seq") or 0))
+        if not covered({**marks, **probe}):
+            return Step.SKIPPED  # another run covered it
         queued = self._service.request_sync(sub.id, origin="safety")
         self._report.safety_net += int(queued)
         return Step.PROGRESS if queued else Step.MOVED
+
+    def _judged(self, sub: Subscription, data: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """The marks to write and the interval (seconds) after the last probe, judged
+        once a run that started after it completed: it listed what the calendar held
+        at the probe. It found a missed change if the feed grew since the probe with
+        no notification since (a notification after the probe would have announced
+        what grew); else nothing notifications had not delivered."""
+        settings = self._settings
+        seconds = min(max(int(data.get("net_interval") or 0), settings.safety_net_interval),
+                      settings.safety_net_longest)
+        probe_at, synced = data.get("probe_at"), data.get("last_synced_at")
+        if probe_at is None or synced is None or synced < probe_at:
+            return {}, seconds  # no probe, or not served yet (the sweep's)
+        state = self._subs.writer_state(sub.id)
+        notified = data.get("last_notification_at")
+        grew = int(state.get("change_seq") or 0) > int(data.get("probe_seq") or 0)
+        if grew and (notified is None or notified < probe_at):
+            self._report.net_found += 1
+            seconds = settings.safety_net_interval
+        else:
+            seconds = min(seconds * 2, settings.safety_net_longest)
+        return {"probe_at": None, "probe_seq": None}, seconds
+
+    def _unhealthy(self, data: dict[str, Any], now: datetime) -> bool:
+        """No channel known to deliver (never opened, or its renewals failed until it
+        expired, or its renewal is overdue by half the renewal window): notifications
+        cannot be counted on, so the shortest interval."""
+        expires = data.get("channel_expiration")
+        late = timedelta(seconds=self._settings.renewal_window) / 2
+        return expires is None or expires <= now + late
 
     def resume_deletions(self) -> Section:
         """Finish unsubscribes that stopped midway (`deleting` for longer than the sweep

@@ -27,6 +27,7 @@ class RenewalReport:
     gave_up: int = 0  # subscriptions put in `error`: their watches kept being refused
     swept: int = 0
     safety_net: int = 0
+    net_found: int = 0  # safety-net probes that found a change no notification announced
     outbox_swept: int = 0  # publishing runs queued for entries left unpublished
     channels_deleted: int = 0  # abandoned channel records deleted after their retention
     deletions_resumed: int = 0  # unsubscribes finished after they were interrupted

@@ -37,20 +37,25 @@ from functions.model import (
     ABANDONED,
     ACCEPTING_STATES,
     ACTIVE,
+    DELETED_KIND,
     DELETING,
     ERROR,
     PAUSED,
     PENDING,
+    RECOVERED,
     REMOVED,
     REPLACED,
     STOPPED,
     Channel,
+    LifecycleDraft,
     Subscription,
+    error_event,
 )
 from functions.model import ACTIVE as SUB_ACTIVE
 from functions.ports import (
     ChannelKeeper,
     ChannelPort,
+    Deletions,
     LifecycleStore,
     OpenedChannel,
     RequestStore,
@@ -114,6 +119,9 @@ class SubscriptionStatus:
     created_at: datetime | None = None
     credentials_ref: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    # Every change Google applied before this instant is in the feed (the start of
+    # the last completed listing; None before the first one completes).
+    complete_as_of: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: (v.isoformat() if isinstance(v, datetime) else v)
@@ -125,7 +133,15 @@ def backoff(attempts: int, first: timedelta) -> timedelta:
     return min(first * (2 ** max(attempts - 1, 0)), MAX_BACKOFF)
 
 
-class SubscriptionService(ChannelKeeper):
+def _recovered(previous: str, data: dict[str, Any]) -> LifecycleDraft | None:
+    """Resuming out of `error` (or out of a pause taken while in error: its
+    `last_error` is still there) is `recovered`; any other resume says nothing."""
+    if previous == ERROR or (previous == PAUSED and data.get("last_error")):
+        return LifecycleDraft(RECOVERED, {"reason": data.get("last_error_reason") or "unknown"})
+    return None
+
+
+class SubscriptionService(ChannelKeeper, Deletions):
     def __init__(
         self,
         settings: Settings,
@@ -234,8 +250,12 @@ class SubscriptionService(ChannelKeeper):
     # -- lifecycle ------------------------------------------------------------
 
     def subscribe(self, calendar_id: str, owner: str, credentials_ref: str,
-                  labels: dict[str, str] | None = None) -> SubscribeResult:
-        """Create the subscription with its first sync requested, and queue that sync.
+                  labels: dict[str, str] | None = None, *,
+                  queue_first_sync: bool = True) -> SubscribeResult:
+        """Create the subscription with its first sync requested, and queue that sync
+        (unless `queue_first_sync` is False: an account queues it once it follows the
+        subscription, so `calendar_added` comes first in its feed; a stranded request of
+        an existing one is not requeued either, as following it queues a run).
 
         The same (calendar, owner) again returns the existing subscription.
         Raises InvalidTransition while that one is being deleted.
@@ -247,8 +267,15 @@ class SubscriptionService(ChannelKeeper):
             if sub.status == DELETING:
                 raise InvalidTransition(
                     f"subscription {sub.id} for this calendar is being deleted", DELETING)
-            return SubscribeResult(sub, created=False, queued=self._requeue_stranded(sub))
-        return SubscribeResult(sub, created=True, queued=self._queue_request(sub.id, 1))
+            queued = queue_first_sync and self._requeue_stranded(sub)
+            return SubscribeResult(sub, created=False, queued=queued)
+        queued = queue_first_sync and self._queue_request(sub.id, 1)
+        return SubscribeResult(sub, created=True, queued=queued)
+
+    def queue_first_sync(self, sub_id: str) -> bool:
+        """Queue the first sync a `subscribe(queue_first_sync=False)` recorded (the task
+        it would have queued); a refused enqueue is left to the sweep."""
+        return self._queue_request(sub_id, 1)
 
     def _requeue_stranded(self, sub: Subscription) -> bool:
         """A repeated subscribe (a client retrying a call whose answer it lost): if the
@@ -365,8 +392,19 @@ class SubscriptionService(ChannelKeeper):
                 with contextlib.suppress(CalendarError):
                     self.stop_channel(found[0], channel)
 
-    def unsubscribe(self, sub_id: str, *, account_id: str | None = None) -> int:
+    def unsubscribe(self, sub_id: str, *, account_id: str | None = None,
+                    queue_publication: bool = True) -> int | None:
         """Fence runs in flight, stop channels, delete everything; resumable.
+
+        The first call appends `subscription_deleted` to the feed (with the fence,
+        after everything a run committed). While the outbox has entries unpublished
+        (that one included) the deletion waits, so a consumer always hears it: a
+        publishing run is queued, and once everything is out the worker finishes
+        the deletion (`finish_deletion`); the renewer resumes it otherwise, and
+        deletes anyway once the outbox has been stuck `CALSYNC_DELETION_WAIT_SECONDS`.
+        Returns the documents deleted, or None while it waits. `queue_publication`
+        False: the caller publishes the message itself (the operator CLI), so no task
+        races it to finish the deletion (the renewer's resumption still comes).
 
         A subscription an account follows is the account's to take down (`account_id`:
         the account doing so): unsubscribing it by hand would only last until the
@@ -383,13 +421,54 @@ class SubscriptionService(ChannelKeeper):
             raise InvalidTransition(
                 f"subscription {sub_id} is followed through account {owner_account}: add its "
                 "calendar to the account's policy `exclude`, or delete the account", sub.status)
-        self._subs.begin_delete(sub_id, self._clock())
+        now = self._clock()
+        self._subs.begin_delete(sub_id, now, event=LifecycleDraft(
+            DELETED_KIND, {"calendar_id": sub.calendar_id, "owner": sub.owner}))
         for channel in self._subs.channels_of(sub_id):
             if channel.state in ACCEPTING_STATES:
                 # Deleting anyway: an unstoppable channel expires and is then unknown.
                 with contextlib.suppress(CalendarError):
                     self.stop_channel(sub, channel)
+        if self._awaits_publication(sub_id):
+            if queue_publication:
+                with contextlib.suppress(CalsyncError):  # else the sweep queues the run
+                    self._queue.enqueue_sync(sub_id, int(now.timestamp()) // 60,
+                                             origin="deleting")
+            logs.log("INFO", "unsubscribe waits for its message", subscription=sub_id,
+                     outcome="deletion_waits")
+            return None
         return self._subs.delete_tree(sub_id, sub.credentials_ref)
+
+    def finish_deletion(self, sub_id: str, *, unpublished_ok: bool = False) -> int | None:
+        """Delete a subscription being deleted once its messages are out (the worker
+        calls it after publishing them; `unpublished_ok` when it has no topic)."""
+        found = self._subs.get(sub_id)
+        if found is None or found[0].status != DELETING:
+            return None
+        if not unpublished_ok and self._awaits_publication(sub_id):
+            return None
+        sub = found[0]
+        for channel in self._subs.channels_of(sub_id):
+            if channel.state in ACCEPTING_STATES:
+                with contextlib.suppress(CalendarError):
+                    self.stop_channel(sub, channel)
+        return self._subs.delete_tree(sub_id, sub.credentials_ref)
+
+    def _awaits_publication(self, sub_id: str) -> bool:
+        """Entries wait unpublished (the outbox runs and lags), and it has not been
+        stuck longer than the deletion wait."""
+        state = self._subs.writer_state(sub_id)
+        published = state.get("published_seq")
+        if published is None or int(published) >= int(state.get("change_seq") or 0):
+            return False
+        since = state.get("publish_pending_since")
+        wait = timedelta(seconds=self._settings.deletion_wait)
+        if isinstance(since, datetime) and self._clock() - since > wait:
+            logs.log("WARNING", "deleting with entries unpublished", subscription=sub_id,
+                     outcome="deletion_wait_over", published_seq=int(published),
+                     change_seq=int(state.get("change_seq") or 0))
+            return False
+        return True
 
     def pause(self, sub_id: str) -> bool:
         """Stop the channels and keep the data; True if it was not paused already."""
@@ -410,7 +489,7 @@ class SubscriptionService(ChannelKeeper):
         moved = self._transition(sub_id, (PAUSED, ERROR), SUB_ACTIVE,
                                  fields={"last_error": None, "retry_at": None,
                                          "enqueuing_at": self._clock()},
-                                 request_sync=True)
+                                 request_sync=True, event=_recovered)
         if moved.changed:
             self._queue_request(sub_id, moved.generation, origin="request")
         return moved.changed
@@ -423,19 +502,26 @@ class SubscriptionService(ChannelKeeper):
             moved = self._transition(sub.id, (SUB_ACTIVE,), ERROR,
                                      fields={"last_error": message,
                                              "last_error_reason": reason,
-                                             "last_error_at": self._clock()})
+                                             "last_error_at": self._clock()},
+                                     event=lambda _, __: error_event(reason, message))
         except InvalidTransition:
             return False  # paused or being deleted meanwhile: that stands
         if moved.changed:
             for channel in self._subs.delivering_channels(sub.id):
                 self.move_channel(channel.id, ABANDONED)
+            if moved.event_seq and self._settings.pubsub_topic:
+                # Nothing else runs for a subscription in error: publish its entry now
+                # (if the queue refuses, the renewer's outbox sweep does).
+                with contextlib.suppress(CalsyncError):
+                    self._queue.enqueue_sync(sub.id, moved.event_seq, origin="lifecycle")
         return moved.changed
 
     def _transition(self, sub_id: str, allowed: tuple[str, ...], to: str,
-                    fields: dict[str, Any] | None = None, request_sync: bool = False) -> Any:
+                    fields: dict[str, Any] | None = None, request_sync: bool = False,
+                    event: Any = None) -> Any:
         try:
             return self._subs.transition(sub_id, allowed, to, self._clock(), fields,
-                                         request_sync=request_sync)
+                                         request_sync=request_sync, event=event)
         except LookupError as err:
             raise SubscriptionNotFound(sub_id) from err
 
@@ -486,5 +572,5 @@ class SubscriptionService(ChannelKeeper):
             change_seq=int(state.get("change_seq") or 0), last_error=sub.last_error,
             last_error_at=data.get("last_error_at"), renewal_error=renewal_error,
             created_at=sub.created_at, credentials_ref=sub.credentials_ref,
-            labels=dict(sub.labels),
+            labels=dict(sub.labels), complete_as_of=state.get("complete_as_of"),
         )

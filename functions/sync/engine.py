@@ -30,8 +30,24 @@ from functions.errors import (
     StoreRejected,
     SyncTokenInvalid,
 )
-from functions.model import CHANGE_KINDS, Event, EventPage, EventWrite, Lease, LeaseOutcome
-from functions.ports import CalendarPort, ChannelKeeper, PublishProgress, SyncStore, TaskQueue
+from functions.model import (
+    CHANGE_KINDS,
+    RESYNC_REQUIRED,
+    Event,
+    EventPage,
+    EventWrite,
+    Lease,
+    LeaseOutcome,
+    LifecycleDraft,
+)
+from functions.ports import (
+    CalendarPort,
+    ChannelKeeper,
+    Deletions,
+    PublishProgress,
+    SyncStore,
+    TaskQueue,
+)
 from functions.sync.plan import deleted_series_ids, plan_page, plan_reconciliation
 
 if TYPE_CHECKING:
@@ -135,8 +151,10 @@ class SyncEngine:
         clock: Clock = utcnow,
         channels: ChannelKeeper | None = None,
         outbox: Outbox | None = None,
+        deletions: Deletions | None = None,
     ) -> None:
         self._outbox = outbox
+        self._deletions = deletions  # finishes unsubscribes once their message is out
         self._store = store
         self._calendar = calendar
         self._queue = queue
@@ -186,6 +204,12 @@ class SyncEngine:
                 failed = self._publish_only(sub_id, started, lease_span, progress)
                 if failed is not None:
                     return Outcome.TRANSIENT, failed, None
+            if attempt.outcome is LeaseOutcome.INACTIVE and self._outbox is None \
+                    and self._deletions is not None:
+                # No topic here: an unsubscribe that waits for its message to be
+                # published waits for nothing (it checks that it is `deleting`).
+                with contextlib.suppress(CalsyncError):
+                    self._deletions.finish_deletion(sub_id, unpublished_ok=True)
             return outcome, None, attempt.retry_at
         run = _Run(self, attempt.lease, progress)
         try:
@@ -196,13 +220,17 @@ class SyncEngine:
             token = run.sync()
             publish = run.finish_publishing()  # bounded by the publish timeout; never raises
             final = self._store.commit_final(run.lease, token, self._clock(),
-                                             **_with(publish))
+                                             **_with(publish),
+                                             complete_as_of=run.listing_started,
+                                             events=run.lifecycle_events())
             run.recorded(publish)
             if final.requested_gen > run.lease.claimed_gen:
                 not_before = started + timedelta(seconds=self._settings.min_sync_interval)
                 self._queue.enqueue_sync(sub_id, run.lease.generation, not_before, origin="run")
-            elif run.publishing is not None and run.publishing.continues():
-                self._continue_publishing(sub_id, run.publishing)
+            elif run.publishing is not None and (run.publishing.continues() or final.entries):
+                # Entries remain, or the final commit wrote a lifecycle entry after
+                # this run's publishing ended: a task publishes them now.
+                self._continue_publishing(sub_id, run.publishing, final.entries)
             return Outcome.SYNCED, None, None
         except LeaseLost as err:
             return Outcome.LEASE_LOST, _describe(err), None
@@ -210,11 +238,11 @@ class SyncEngine:
             run.finish_publishing()  # committed entries need no Calendar call
             return self._back_off(run.lease, err)
         except PERMANENT_CALENDAR_ERRORS as err:
-            return self._fail(run.lease, err)
+            return self._fail(run, err)
         except CalendarRequestRejected as err:
-            return self._refused(run.lease, err)
+            return self._refused(run, err)
         except StoreRejected as err:  # the data itself is refused: retrying cannot help
-            return self._fail(run.lease, err)
+            return self._fail(run, err)
         except Misconfigured as err:
             # Ours, not the user's: the subscription stays as it is, the task is
             # retried, and the log line is an ERROR an alert fires on.
@@ -229,8 +257,17 @@ class SyncEngine:
         finally:
             run.settle_publishing()
 
+    def publish_pending(self, sub_id: str) -> None:
+        """Publish what waits unpublished now, in this process, within the publish
+        timeout (the operator CLI's unsubscribe, so its deletion message goes out
+        before it deletes). Never raises for a publish; queues no task."""
+        started = self._clock()
+        self._publish_only(sub_id, started, timedelta(seconds=self._settings.lease_seconds),
+                           _Progress(), follow_up=False, finish=False)
+
     def _publish_only(self, sub_id: str, started: datetime, span: timedelta,
-                      progress: _Progress, follow_up: bool = True) -> str | None:
+                      progress: _Progress, follow_up: bool = True,
+                      finish: bool = True) -> str | None:
         """Nothing to sync (or paused, or deferred), but entries wait unpublished:
         take the lease only to publish them (DESIGN.md, "Delivery (outbox)"),
         fenced. On release, a sync request that waits gets the follow-up
@@ -263,13 +300,23 @@ class SyncEngine:
                 return _describe(err)
         elif release.backlog and publishing.continues():
             self._continue_publishing(sub_id, publishing)
+        elif release.deletion_due and finish and self._deletions is not None:
+            # Its `subscription_deleted` message is out: the unsubscribe can finish
+            # (if this fails, the renewer resumes it).
+            with contextlib.suppress(CalsyncError):
+                self._deletions.finish_deletion(sub_id)
         return None
 
-    def _continue_publishing(self, sub_id: str, publishing: RunPublishing) -> None:
-        """Entries remain and this run made progress: a task that goes on publishing
-        at the rate Pub/Sub allows (named by where it starts: one per step)."""
+    def _continue_publishing(self, sub_id: str, publishing: RunPublishing,
+                             entries: Sequence[dict[str, object]] = ()) -> None:
+        """Entries remain and this run made progress (or a final commit wrote
+        lifecycle entries): a task that goes on publishing at the rate Pub/Sub
+        allows (named by where it starts: one per step)."""
+        # Named by the lifecycle entry it is for, else where it starts.
+        step, origin = ((int(str(entries[-1]["seq"])), "lifecycle") if entries
+                        else (int(publishing.acked or 0), "publish"))
         with contextlib.suppress(CalsyncError):  # if refused, the renewer's sweep comes back
-            self._queue.enqueue_sync(sub_id, int(publishing.acked or 0), origin="publish")
+            self._queue.enqueue_sync(sub_id, step, origin=origin)
 
     def _defer(
         self, sub_id: str, retry_at: datetime
@@ -302,24 +349,31 @@ class SyncEngine:
         return Outcome.RATE_LIMITED, _describe(err), retry_at
 
     def _fail(
-        self, lease: Lease, err: CalsyncError
+        self, run: _Run, err: CalsyncError
     ) -> tuple[Outcome, str | None, datetime | None]:
+        """Permanent: the subscription goes to `error`; the release writes its
+        lifecycle entry (fenced), which this run's publishing sends at once."""
         try:
             reason = getattr(err, "reason", None) or _snake(type(err).__name__)
-            self._store.release_lease(lease, self._clock(), error=_describe(err), reason=reason)
+            written = self._store.release_lease(run.lease, self._clock(), error=_describe(err),
+                                                reason=reason)
         except LeaseLost as lost:
             return Outcome.LEASE_LOST, _describe(lost), None
         except CalsyncError as failure:
             return Outcome.TRANSIENT, _describe(failure), None
+        if written and run.publishing is not None:
+            run.publishing.committed(written)
+            run.finish_publishing()  # its progress is recorded by `settle_publishing`
         return Outcome.FAILED, _describe(err), None
 
     def _refused(
-        self, lease: Lease, err: CalendarRequestRejected
+        self, run: _Run, err: CalendarRequestRejected
     ) -> tuple[Outcome, str | None, datetime | None]:
         """events.list refused the request itself (a 4xx that is neither a rate limit
         nor an expired token): a bug, an API change or a calendar it cannot list.
         Retried (500) a bounded number of runs in a row, then permanent: the
         subscription goes to `error` with the reason, instead of retrying for ever."""
+        lease = run.lease
         try:
             refused = self._store.note_rejected_run(lease)
         except LeaseLost as lost:
@@ -328,7 +382,7 @@ class SyncEngine:
             self._release_quietly(lease)
             return Outcome.TRANSIENT, _describe(failure), None
         if refused >= self._settings.give_up_attempts:
-            return self._fail(lease, err)
+            return self._fail(run, err)
         self._release_quietly(lease)
         return Outcome.TRANSIENT, f"{_describe(err)} (refused {refused} times)", None
 
@@ -351,6 +405,18 @@ class _Run:
         outbox = engine._outbox
         self.publishing: RunPublishing | None = (
             outbox.start(lease) if outbox is not None else None)
+        # When the listing that completed began (a 410 starts a new one): the
+        # watermark the final commit stores (DESIGN.md, "complete_as_of").
+        self.listing_started: datetime | None = None
+
+    def lifecycle_events(self) -> list[LifecycleDraft]:
+        """What the final commit tells consumers: a full listing replaced the
+        incremental one after a 410 (`resync_required`: they may bootstrap again).
+        Written by the final commit only, so a run that dies and is retried (the
+        retry meets the 410 again) says it once."""
+        if self.progress.mode != "full_after_410":
+            return []
+        return [LifecycleDraft(RESYNC_REQUIRED, {"reason": "sync_token_expired"})]
 
     def finish_publishing(self) -> PublishProgress | None:
         """Publish the rest within the budget; the progress to record."""
@@ -392,6 +458,9 @@ class _Run:
     def _pass(self, sync_token: str | None) -> str:
         sub_id = self.lease.subscription.id
         full = sync_token is None
+        # Before the first request: every change Google applied before this instant
+        # is in the listing (or already in the feed).
+        self.listing_started = self.engine._clock()
         listed: set[str] = set()
         # A full pass over an empty store needs no snapshot reads: only this
         # run (holding the lease) can have written what is there.

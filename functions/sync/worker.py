@@ -10,6 +10,7 @@ the task is retried with the queue's backoff; 400 for a body no retry can fix;
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -96,11 +97,15 @@ def parse_task(body: bytes) -> SyncTask | AccountTask:
     return SyncTask(subscription_id=_document_id(data, "subscription_id"))
 
 
+_RESERVED_ID = re.compile(r"__.*__", re.DOTALL)  # Firestore keeps these ids for itself
+
+
 def _document_id(data: dict[str, object], name: str) -> str:
     value = data.get(name)
     if not isinstance(value, str) or not value.strip():
         raise MalformedTask(f"{name} must be a non-empty string")
-    if len(value) > MAX_ID_LENGTH or "/" in value or value in (".", ".."):
+    if (len(value) > MAX_ID_LENGTH or "/" in value or value in (".", "..")
+            or _RESERVED_ID.fullmatch(value)):
         raise MalformedTask(f"{name} is not a valid document id")
     return value
 

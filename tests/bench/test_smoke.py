@@ -53,7 +53,21 @@ def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
 
 def test_every_bench_is_collected() -> None:
     assert {"emulator_list.py", "full_sync.py", "incremental.py", "renewal.py",
-            "end_to_end.py", "outage.py"} <= set(BENCHES), BENCHES
+            "end_to_end.py", "outage.py", "scale.py"} <= set(BENCHES), BENCHES
+
+
+# The summary line of bench/scale.py, which other tools read (issue 19).
+SCALE_LINE = re.compile(
+    r"^scale \d+ calendars: quiet \d+\.\d\d calls/calendar/day, peak \d+ calls/min "
+    r"\(quota \d+\), hottest user \d+ calls/min, staleness bound \d+ s, max staleness at "
+    r"20% drop \d+ s, hottest doc \d+\.\d\d writes/s$", re.M)
+
+
+def test_scale_prints_one_summary_line_per_size() -> None:
+    result = _run(["bench/scale.py", "--smoke"], TIMEOUT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = SCALE_LINE.findall(result.stdout)
+    assert [line.split()[1] for line in lines] == ["10000", "1000000"], result.stdout[-3000:]
 
 
 @pytest.mark.slow

@@ -105,4 +105,7 @@ def test_an_account_over_http(e2e: E2E, http: Http) -> None:
     status, gone, _ = http("DELETE", f"/v1/accounts/{account_id}")
     assert status == 202 and gone["status"] == "deleting"
     expect_error(http("GET", f"/v1/accounts/{account_id}"), 404, "not_found")
-    assert _subscriptions(http, f"account={account_id}") == []
+    # Each subscription's deletion waits for its `subscription_deleted` message: the
+    # worker publishes it, then finishes the deletion.
+    wait_until(lambda: _subscriptions(http, f"account={account_id}") == [], 60,
+               "the account's subscriptions to be deleted")

@@ -29,7 +29,8 @@ from tests.unit.api.test_routes import CONTROL_PATHS
 pytestmark = pytest.mark.e2e
 USER = "ava@example.com"
 SUB_KEYS = {"id", "calendar_id", "owner", "credentials", "status", "labels", "created_at",
-            "last_synced_at", "last_notification_at", "change_seq", "channel", "error"}
+            "last_synced_at", "last_notification_at", "change_seq", "complete_as_of", "channel",
+            "error"}
 CONTRACT = "labels" in inspect.signature(SubscriptionService.subscribe).parameters
 HAS_OAUTH = importlib.util.find_spec("functions.adapters.google.oauth") is not None
 
@@ -132,6 +133,7 @@ def test_subscribe_read_and_lifecycle(e2e: E2E, http: Http) -> None:
     _, current, _ = http("GET", f"/v1/subscriptions/{sub_id}")
     assert current["status"] == "active" and current["change_seq"] == 4
     assert current["channel"]["state"] == "active" and current["last_synced_at"].endswith("Z")
+    assert current["complete_as_of"].endswith("Z")  # a listing completed
     _, listed, _ = http("GET", "/v1/subscriptions?label=tenant:t-1&status=active")
     assert [s["id"] for s in listed["subscriptions"]] == [sub_id]
     assert http("GET", "/v1/subscriptions?label=tenant:other")[1]["subscriptions"] == []

@@ -74,9 +74,12 @@ def feed(store: Any, sub_id: str) -> list[Any]:
 
 
 def fold(entries: Iterable[Any]) -> dict[str, dict[str, Any]]:
-    """Replay entries onto an empty map: id → reported fields (their `after` values)."""
+    """Replay entries onto an empty map: id → reported fields (their `after` values).
+    Lifecycle entries (`resync_required` after a 410, `error`, ...) change no event."""
     state: dict[str, dict[str, Any]] = {}
     for entry in entries:
+        if entry.kind not in ("created", "updated", "deleted"):
+            continue
         if entry.kind == "deleted":
             state.pop(entry.event_id, None)
             continue

@@ -18,7 +18,7 @@ from functions.adapters.firestore.catalogue import CHANGES, EVENTS, STATE, SUBSC
 from functions.adapters.firestore.store import _translated, seq_id
 from functions.errors import CursorAhead, EventMissing, SubscriptionNotFound
 from functions.model import Snapshot
-from functions.ports import FeedStore
+from functions.ports import FeedHead, FeedStore
 
 
 def _data(snapshot: Any) -> dict[str, Any]:
@@ -39,8 +39,9 @@ class FirestoreFeedStore(FeedStore):
     def _sub(self, sub_id: str) -> Any:
         return self._client.collection(SUBSCRIPTIONS).document(sub_id)
 
-    def _head(self, sub_id: str, transaction: Any) -> int:
-        """`change_seq` of an existing subscription, read in `transaction`."""
+    def _head(self, sub_id: str, transaction: Any) -> FeedHead:
+        """`change_seq` and the watermark of an existing subscription, read in
+        `transaction`."""
         sub_ref, state_ref = self._sub(sub_id), self._sub(sub_id).collection(STATE).document(WRITER)
         found = {snap.reference.path: snap
                  for snap in self._client.get_all([sub_ref, state_ref], transaction=transaction)}
@@ -48,26 +49,26 @@ class FirestoreFeedStore(FeedStore):
         if sub_snap is None or not sub_snap.exists:
             raise SubscriptionNotFound(sub_id)
         state = (state_snap.to_dict() if state_snap is not None else None) or {}
-        return int(state.get("change_seq") or 0)
+        return FeedHead(int(state.get("change_seq") or 0), state.get("complete_as_of"))
 
     def read_changes(self, sub_id: str, cursor: int,
-                     limit: int) -> tuple[int, list[dict[str, Any]]]:
+                     limit: int) -> tuple[FeedHead, list[dict[str, Any]]]:
         feed = self._sub(sub_id).collection(CHANGES)
 
         @firestore.transactional
-        def read(transaction: Any) -> tuple[int, list[dict[str, Any]]]:
-            change_seq = self._head(sub_id, transaction)
-            if cursor > change_seq:
-                raise CursorAhead(cursor, change_seq)
-            if cursor == change_seq:
-                return change_seq, []
+        def read(transaction: Any) -> tuple[FeedHead, list[dict[str, Any]]]:
+            head = self._head(sub_id, transaction)
+            if cursor > head.change_seq:
+                raise CursorAhead(cursor, head.change_seq)
+            if cursor == head.change_seq:
+                return head, []
             scan = (feed.where(filter=FieldFilter("seq", ">", cursor))
                     .order_by("seq").limit(limit))
-            return change_seq, [_data(s) for s in scan.stream(transaction=transaction)]
+            return head, [_data(s) for s in scan.stream(transaction=transaction)]
 
         with _translated():
-            change_seq, scanned = read(self._client.transaction(read_only=True))
-        return change_seq, [codec.decode_change(data) for data in scanned]
+            head, scanned = read(self._client.transaction(read_only=True))
+        return head, [codec.decode_change(data) for data in scanned]
 
     def change_entry(self, sub_id: str, seq: int) -> dict[str, Any] | None:
         with _translated():
@@ -81,17 +82,17 @@ class FirestoreFeedStore(FeedStore):
         return query.order_by("__name__").limit(limit)
 
     def first_events(self, sub_id: str, limit: int,
-                     include_deleted: bool) -> tuple[int, list[tuple[str, Snapshot]]]:
+                     include_deleted: bool) -> tuple[FeedHead, list[tuple[str, Snapshot]]]:
         query = self._events_query(sub_id, limit, include_deleted)
 
         @firestore.transactional
-        def first(transaction: Any) -> tuple[int, list[Any]]:
-            as_of = self._head(sub_id, transaction)
-            return as_of, list(query.stream(transaction=transaction))
+        def first(transaction: Any) -> tuple[FeedHead, list[Any]]:
+            head = self._head(sub_id, transaction)
+            return head, list(query.stream(transaction=transaction))
 
         with _translated():
-            as_of_seq, docs = first(self._client.transaction(read_only=True))
-        return as_of_seq, [(d.id, codec.decode_snapshot(_data(d))) for d in docs]
+            head, docs = first(self._client.transaction(read_only=True))
+        return head, [(d.id, codec.decode_snapshot(_data(d))) for d in docs]
 
     def events_after(self, sub_id: str, after_id: str, limit: int,
                      include_deleted: bool) -> list[tuple[str, Snapshot]]:

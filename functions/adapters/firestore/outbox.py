@@ -94,7 +94,7 @@ class OutboxFirestoreStore(FirestoreStore, OutboxStore):
             if published is None or int(published) >= int(state.get("change_seq") or 0):
                 return None
             sub = _subscription(sub_id, sub_snap.to_dict() or {}) if sub_snap.exists else None
-            if sub is None or sub.status == DELETING:
+            if sub is None:
                 # Nothing of it will be published: leave the sweep's query, or the
                 # sweep would queue a run for it on every tick.
                 if (state.get("publish_pending_since") is not None
@@ -102,6 +102,8 @@ class OutboxFirestoreStore(FirestoreStore, OutboxStore):
                     transaction.update(self._state(sub_id), {
                         "publish_pending_since": None, "publish_sweep_at": None})
                 return None
+            # A subscription being deleted publishes too: its deletion waits for its
+            # `subscription_deleted` message (DESIGN.md, "Accounts, lifecycle events").
             held_until = state.get("lease_until")
             if held_until is not None and held_until > now:
                 return None
@@ -112,7 +114,7 @@ class OutboxFirestoreStore(FirestoreStore, OutboxStore):
                 subscription=sub, generation=generation,
                 claimed_gen=int(state.get("claimed_gen") or 0),
                 sync_token=state.get("sync_token"), first_sync=state.get("sync_token") is None,
-                started_at=now, until=until)
+                started_at=now, until=until, complete_as_of=state.get("complete_as_of"))
 
         with _translated():
             return take(self._client.transaction())
@@ -141,7 +143,9 @@ class OutboxFirestoreStore(FirestoreStore, OutboxStore):
             pending = (sub_snap.exists and data.get("status", ACTIVE) == ACTIVE
                        and int(data.get("requested_gen") or 0) > int(state.get("synced_gen") or 0))
             return PublishRelease(request_pending=bool(pending),
-                                  backlog=max(change_seq - published, 0))
+                                  backlog=max(change_seq - published, 0),
+                                  deletion_due=bool(sub_snap.exists and data.get("status")
+                                                    == DELETING and published >= change_seq))
 
         with _translated():
             return release(self._client.transaction())

@@ -33,9 +33,11 @@ from functions.model import (
     Lease,
     LeaseAttempt,
     LeaseOutcome,
+    LifecycleDraft,
     Snapshot,
     Subscription,
     SyncRequest,
+    error_event,
 )
 from functions.ports import FeedReader, PublishProgress, RequestStore, SyncStore
 
@@ -220,6 +222,32 @@ def outbox_fields(state: dict[str, Any], *, outbox: bool, first: int, change_seq
     return marks
 
 
+def lifecycle_entry(seq: int, draft: LifecycleDraft, now: datetime,
+                    expire_at: datetime) -> dict[str, Any]:
+    """The stored document of a lifecycle entry: a kind of its own, no event id,
+    `details` escaped like an event's fields (DESIGN.md, "Accounts, lifecycle events,
+    watermark")."""
+    return {"seq": seq, "kind": draft.kind, "event_id": None, "recurring_event_id": None,
+            "fields": {}, "details": codec.escape(dict(draft.details)), "etag": None,
+            "at": now, "expire_at": expire_at}
+
+
+def append_lifecycle(transaction: Any, changes: Any, state: dict[str, Any],
+                     drafts: Sequence[LifecycleDraft], now: datetime, expire_at: datetime,
+                     ) -> tuple[int, list[dict[str, Any]]]:
+    """Write `drafts` as the next entries after `state`'s `change_seq` in `transaction`;
+    the new `change_seq` and the documents written (the caller updates `state/writer`:
+    `change_seq` and, with a topic, the outbox marks)."""
+    seq = int(state.get("change_seq") or 0)
+    written = []
+    for draft in drafts:
+        seq += 1
+        document = lifecycle_entry(seq, draft, now, expire_at)
+        transaction.set(changes.document(seq_id(seq)), document)
+        written.append(document)
+    return seq, written
+
+
 def _entry(data: dict[str, Any]) -> ChangeEntry:
     return ChangeEntry(
         seq=int(data["seq"]),
@@ -346,6 +374,7 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                 started_at=now,
                 until=until,
                 full_resync=full_resync,
+                complete_as_of=state.get("complete_as_of"),
             )
             return LeaseAttempt(LeaseOutcome.ACQUIRED, lease=lease)
 
@@ -369,15 +398,20 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         retry_at: datetime | None = None,
         error: str | None = None,
         reason: str | None = None,
-    ) -> None:
+    ) -> list[dict[str, Any]]:
+        """Release; with `error`, an active subscription goes to `error` and, in the
+        same fenced transaction, its feed gets the lifecycle entry saying so
+        (`model.error_event`). Returns that entry (decoded), for the outbox."""
         sub_id = lease.subscription.id
+        written: list[dict[str, Any]] = []
 
         @firestore.transactional
         def release(transaction: Any) -> None:
-            self._fenced_state(transaction, lease)
+            state = self._fenced_state(transaction, lease)
             sub_snap = self._sub(sub_id).get(transaction=transaction)
-            transaction.update(self._state(sub_id), {"lease_until": None})
+            update: dict[str, Any] = {"lease_until": None}
             changes: dict[str, Any] = {}
+            written.clear()  # a retried transaction starts over
             if retry_at is not None:
                 changes["retry_at"] = retry_at
             if error is not None and sub_snap.exists and (
@@ -386,6 +420,9 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                 # unsubscribe that happened meanwhile stands.
                 changes.update(status="error", last_error=error, last_error_at=now,
                                last_error_reason=reason)
+                update.update(self._lifecycle(transaction, lease, state,
+                                              [error_event(reason, error)], now, written))
+            transaction.update(self._state(sub_id), update)
             if changes and sub_snap.exists:
                 transaction.update(self._sub(sub_id), changes)
 
@@ -393,6 +430,22 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
             release(self._client.transaction())
         if error is not None:
             self._abandon_channels(sub_id)
+        return [codec.decode_change(document) for document in written]
+
+    def _lifecycle(self, transaction: Any, lease: Lease, state: dict[str, Any],
+                   drafts: Sequence[LifecycleDraft], now: datetime,
+                   written: list[dict[str, Any]]) -> dict[str, Any]:
+        """Lifecycle entries a run decides, written in its fenced transaction; the
+        `state/writer` fields that go with them."""
+        if not drafts:
+            return {}
+        changes = self._sub(lease.subscription.id).collection(CHANGES)
+        first = int(state.get("change_seq") or 0)
+        seq, documents = append_lifecycle(transaction, changes, state, drafts, now,
+                                          now + self._feed_retention)
+        written.extend(documents)
+        return {"change_seq": seq, **outbox_fields(state, outbox=self._outbox, first=first,
+                                                   change_seq=seq, now=now)}
 
     def note_rejected_run(self, lease: Lease) -> int:
         """Count a run whose request the Calendar API refused (a 4xx), fenced; the
@@ -572,14 +625,23 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
             committed.extend(codec.decode_change(entry) for entry in entries)
 
     def commit_final(self, lease: Lease, sync_token: str, now: datetime,
-                     publish: PublishProgress | None = None) -> FinalCommit:
+                     publish: PublishProgress | None = None, *,
+                     complete_as_of: datetime | None = None,
+                     events: Sequence[LifecycleDraft] = ()) -> FinalCommit:
+        """Also: `complete_as_of` (when the listing this run completed began) becomes
+        the subscription's watermark, never moving back; `events` (lifecycle entries
+        the run decided, such as `resync_required`) take the next `seq`; and with a
+        topic the outbox starts here if it has not yet (so lifecycle entries recorded
+        later, by processes that do not know the topic, are published)."""
         sub_id = lease.subscription.id
+        written: list[dict[str, Any]] = []
 
         @firestore.transactional
         def commit(transaction: Any) -> FinalCommit:
             state = self._fenced_state(transaction, lease)
             sub_snap = self._sub(sub_id).get(transaction=transaction)
             change_seq = int(state.get("change_seq") or 0)
+            written.clear()  # a retried transaction starts over
             committed: dict[str, Any] = {
                 "sync_token": sync_token,
                 "synced_gen": lease.claimed_gen,
@@ -589,6 +651,15 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                 **outbox_fields(state, outbox=self._outbox, first=change_seq,
                                 change_seq=change_seq, now=now, progress=publish),
             }
+            if self._outbox and state.get("published_seq") is None \
+                    and "published_seq" not in committed:
+                committed["published_seq"] = change_seq  # no history replay
+            if events:
+                committed.update(self._lifecycle(
+                    transaction, lease, {**state, **committed}, events, now, written))
+            stored = state.get("complete_as_of")
+            if complete_as_of is not None and (stored is None or complete_as_of > stored):
+                committed["complete_as_of"] = complete_as_of
             if lease.full_resync:
                 committed["full_resync_served"] = lease.full_resync
             transaction.update(self._state(sub_id), committed)
@@ -610,7 +681,11 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
             return FinalCommit(requested_gen=requested)
 
         with _translated():
-            return commit(self._client.transaction())
+            final: FinalCommit = commit(self._client.transaction())
+        if not written:
+            return final
+        return FinalCommit(final.requested_gen,
+                           tuple(codec.decode_change(document) for document in written))
 
     # -- sync requests (the webhook's side) ---------------------------------
 

@@ -11,7 +11,7 @@ listed in `catalogue.py`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,7 @@ from functions.adapters.firestore.store import (
     SUBSCRIPTIONS,
     _subscription,
     _translated,
+    append_lifecycle,
     outbox_fields,
     seq_id,
 )
@@ -39,6 +40,7 @@ from functions.model import (
     OAUTH_PREFIX,
     PENDING,
     Channel,
+    LifecycleDraft,
     Subscription,
     Transition,
     channel_shard,
@@ -128,7 +130,10 @@ class SubscriptionStore(LifecycleStore):
             return created, True
 
         with _translated():
-            result: tuple[Subscription, bool] = create(self._client.transaction())
+            # Racing subscribes of one calendar contend on its key by design: more
+            # attempts than the default five, so they converge instead of failing.
+            result: tuple[Subscription, bool] = create(
+                self._client.transaction(max_attempts=RECORD_ATTEMPTS))
             return result
 
     def get(self, sub_id: str) -> tuple[Subscription, dict[str, Any]] | None:
@@ -154,13 +159,17 @@ class SubscriptionStore(LifecycleStore):
 
     def transition(self, sub_id: str, allowed: Iterable[str], to: str, now: datetime,
                    fields: dict[str, Any] | None = None,
-                   request_sync: bool = False) -> Transition:
+                   request_sync: bool = False,
+                   event: Callable[[str, dict[str, Any]], LifecycleDraft | None] | None = None,
+                   ) -> Transition:
         """Move to `to` only from a status in `allowed`, in one transaction.
 
         Already in `to`: a no-op (`changed` False). Any other status raises
         InvalidTransition. With `request_sync` the same write records a sync
         request (`generation` is its number), so nothing can run in between
-        without seeing it. Raises LookupError when the subscription is gone.
+        without seeing it. `event` names the lifecycle entry the move writes in
+        the same transaction (ordered after the run's committed entries, like
+        `record_event`). Raises LookupError when the subscription is gone.
         """
         allowed = tuple(allowed)
 
@@ -177,21 +186,28 @@ class SubscriptionStore(LifecycleStore):
             if status not in allowed:
                 raise InvalidTransition(
                     f"subscription {sub_id} is {status}: cannot become {to}", status)
+            draft = event(status, data) if event is not None else None
+            state = self._writer_in(transaction, sub_id) if draft is not None else {}
             update: dict[str, Any] = {"status": to, "status_changed_at": now, **(fields or {})}
             if request_sync:
                 requested += 1
                 update.update(requested_gen=requested, requested_at=now, sweep_at=now)
             transaction.update(self._sub(sub_id), update)
-            return Transition(changed=True, previous=status, generation=requested)
+            seq = self._append(transaction, sub_id, state, draft, now) if draft else 0
+            return Transition(changed=True, previous=status, generation=requested,
+                              event_seq=seq)
 
         with _translated():
             result: Transition = move(self._client.transaction())
             return result
 
-    def begin_delete(self, sub_id: str, now: datetime) -> bool:
+    def begin_delete(self, sub_id: str, now: datetime,
+                     event: LifecycleDraft | None = None) -> bool:
         """Mark `deleting` and bump the lease generation: an in-flight run writes nothing more.
 
-        Safe to repeat on a subscription already `deleting` (a resumed unsubscribe).
+        Safe to repeat on a subscription already `deleting` (a resumed unsubscribe):
+        `event` is written only by the call that moves the status, after every entry
+        a run committed (the fence bumps the generation in the same transaction).
         """
         @firestore.transactional
         def fence(transaction: Any) -> bool:
@@ -200,15 +216,18 @@ class SubscriptionStore(LifecycleStore):
             state = writer.get(transaction=transaction).to_dict() or {}
             if not snapshot.exists:
                 return False
+            fenced: dict[str, Any] = {
+                "lease_generation": int(state.get("lease_generation") or 0) + 1,
+                "lease_until": None,
+            }
             if (snapshot.to_dict() or {}).get("status") != DELETING:
                 # `deleting_since` is the renewer's sort key for resuming it; the
                 # sweep and the safety net have nothing more to do here.
                 transaction.update(self._sub(sub_id), {"status": DELETING, "deleting_since": now,
                                                        "sweep_at": None, "safety_net_at": None})
-            transaction.set(writer, {
-                "lease_generation": int(state.get("lease_generation") or 0) + 1,
-                "lease_until": None,
-            }, merge=True)
+                if event is not None:
+                    fenced.update(self._entry_fields(transaction, sub_id, state, event, now))
+            transaction.set(writer, fenced, merge=True)
             return True
 
         with _translated():
@@ -584,6 +603,32 @@ class SubscriptionStore(LifecycleStore):
             # commits on `state/writer`, which it must never make fail.
             return int(write(self._client.transaction(max_attempts=RECORD_ATTEMPTS)))
 
+    def _writer_in(self, transaction: Any, sub_id: str) -> dict[str, Any]:
+        writer = self._sub(sub_id).collection(STATE).document(WRITER)
+        return writer.get(transaction=transaction).to_dict() or {}
+
+    def _entry_fields(self, transaction: Any, sub_id: str, state: dict[str, Any],
+                      draft: LifecycleDraft, now: datetime) -> dict[str, Any]:
+        """Write `draft` as the entry after `state`'s `change_seq`; the `state/writer`
+        fields that go with it. The outbox is marked when this process knows a topic,
+        or the outbox already runs (a process without the topic setting, e.g. the CLI
+        or the api, must not stop it)."""
+        first = int(state.get("change_seq") or 0)
+        seq, _ = append_lifecycle(transaction, self._sub(sub_id).collection(CHANGES), state,
+                                  [draft], now, now + self._feed_retention)
+        update: dict[str, Any] = {"change_seq": seq}
+        if self._outbox or state.get("published_seq") is not None:
+            update.update(outbox_fields(state, outbox=True, first=first, change_seq=seq,
+                                        now=now))
+        return update
+
+    def _append(self, transaction: Any, sub_id: str, state: dict[str, Any],
+                draft: LifecycleDraft, now: datetime) -> int:
+        """`_entry_fields`, written to `state/writer`; the entry's seq."""
+        update = self._entry_fields(transaction, sub_id, state, draft, now)
+        writer = self._sub(sub_id).collection(STATE).document(WRITER)
+        transaction.set(writer, update, merge=True)
+        return int(update["change_seq"])
 
 def append_lifecycle_entry(transaction: Any, sub_ref: Any, state: dict[str, Any], kind: str,
                            details: dict[str, Any], now: datetime, *, expire_at: datetime,

@@ -15,7 +15,8 @@ from functions.api.views import SubscriptionViews
 from tests.integration.api.feedwriter import create_subscription
 
 KEYS = {"id", "calendar_id", "owner", "credentials", "status", "labels", "created_at",
-        "last_synced_at", "last_notification_at", "change_seq", "channel", "error"}
+        "last_synced_at", "last_notification_at", "change_seq", "complete_as_of", "channel",
+        "error"}
 
 
 @pytest.fixture

@@ -158,13 +158,15 @@ def test_a_subscription_never_seen_is_read_from_the_start_of_the_feed(
     assert copy_of(app.store, SUB) == snapshots(writer)
 
 
-def lifecycle_entry(writer: FeedWriter, kind: str) -> int:
+def lifecycle_entry(writer: FeedWriter, kind: str,
+                    details: dict[str, Any] | None = None) -> int:
     """A lifecycle entry (DESIGN.md: its own kind, a `seq`, no `event_id`)."""
     writer.seq += 1
     now = datetime.now(UTC)
     writer.sub.collection("changes").document(seq_id(writer.seq)).set({
         "seq": writer.seq, "kind": kind, "event_id": None, "recurring_event_id": None,
-        "fields": {}, "etag": None, "at": now, "expire_at": now + timedelta(days=30)})
+        "fields": {}, "etag": None, "at": now, "expire_at": now + timedelta(days=30),
+        **({"details": details} if details is not None else {})})
     writer.sub.collection("state").document("writer").set({"change_seq": writer.seq},
                                                           merge=True)
     return writer.seq
@@ -176,7 +178,7 @@ def test_kinds_it_does_not_know_are_acknowledged_and_skipped(
     create_subscription(firestore_db, SUB)
     writer = FeedWriter(firestore_db, SUB)
     writer.commit([event("e1", "one")])
-    resync = lifecycle_entry(writer, "resync_required")
+    resync = lifecycle_entry(writer, "quota_warning")  # another kind it does not know
     writer.commit([event("e2", "two")])
     moved = lifecycle_entry(writer, "calendar_moved")  # a kind from some future version
     writer.commit([event("e1", "one, edited")])
@@ -188,7 +190,7 @@ def test_kinds_it_does_not_know_are_acknowledged_and_skipped(
     assert app.push(entry_of(writer, writer.seq)) == (204, "")  # `moved` read in the gap
     assert app.store.position(SUB) == writer.seq == 5
     assert copy_of(app.store, SUB) == snapshots(writer)
-    assert app.lines[1] == (f"subscription {SUB[:3]}…, seq {resync}, resync_required: "
+    assert app.lines[1] == (f"subscription {SUB[:3]}…, seq {resync}, quota_warning: "
                             "skipped (a kind this consumer does not know)")
     assert app.lines[3] == (f"subscription {SUB[:3]}…, seq {moved}, calendar_moved: "
                             "skipped (a kind this consumer does not know)")

@@ -21,7 +21,7 @@ from functions.delivery.outbox import Outbox, OutboxSweeper, PublishLimits
 from functions.errors import LeaseLost
 from functions.lifecycle.renewer import Renewer
 from functions.lifecycle.subscriptions import SubscriptionService
-from functions.model import entry_json
+from functions.model import entry_json, rfc3339
 from functions.ports import PublishProgress
 from functions.sync.engine import Outcome, SyncEngine, SyncReport, SyncSettings
 from tests.integration.lifecycle.conftest import RecordingQueue, ScriptedChannels
@@ -98,6 +98,8 @@ def test_every_entry_is_published_once_in_seq_order_with_cloudevents_attributes(
     first = world.sync()
     assert first.outcome is Outcome.SYNCED and first.published == 12
     assert first.log_fields()["published"] == 12
+    # The second run's messages carry the watermark its lease read: the first run's.
+    watermark = rfc3339(world.state()["complete_as_of"])
     world.h.patch(ids[0], summary="Kick-off (all hands)")
     world.h.delete(ids[1])
     world.h.insert("late", day=20)
@@ -115,7 +117,11 @@ def test_every_entry_is_published_once_in_seq_order_with_cloudevents_attributes(
         assert entry == entry_json(codec.decode_change(stored[message.seq]))
         assert entry["at"].endswith("Z") and entry["expire_at"].endswith("Z")
         assert message.ordering_key == world.sub_id
-        assert message.attributes == {
+        # An updated entry names each changed field (`changed_<field>`).
+        changed = ({f"changed_{name}": "true" for name in entry["fields"]}
+                   if entry["kind"] == "updated" else {})
+        marks = {"complete_as_of": watermark} if message.seq > 12 else {}
+        assert message.attributes == {**changed, **marks,
             "ce-specversion": "1.0",
             "ce-id": f"{world.sub_id}/{message.seq}",
             "ce-source": f"//calsync/projects/{PROJECT}/subscriptions/{world.sub_id}",
@@ -151,7 +157,8 @@ def test_a_topic_configured_later_starts_at_change_seq_without_replaying_history
 def test_a_crash_between_commit_and_publish_is_repaired_by_the_next_run(
         firestore_db: Any, calendar: Any, pubsub: PubSubWorld) -> None:
     # A window of 4: the backlog goes out in steps, read back from the store.
-    world = World(firestore_db, calendar, pubsub, max_messages=4)
+    world = World(firestore_db, calendar, pubsub, max_messages=4,
+                  timeout=30.0)  # a loaded machine must not defer the publishing
     for i in range(12):
         world.h.insert(f"event {i}", day=i)
     with pytest.raises(Crash):

@@ -13,7 +13,7 @@ from typing import Any
 from functions.adapters.firestore import codec
 from functions.adapters.firestore.store import FirestoreStore
 from functions.adapters.google.calendar import GoogleCalendar, OwnerTokenCredentials
-from functions.model import ChangeEntry, EventPage, Subscription
+from functions.model import CHANGE_KINDS, ChangeEntry, EventPage, Subscription
 from functions.ports import CalendarPort, TaskQueue
 from functions.sync.diff import reported_fields
 from functions.sync.engine import SyncEngine, SyncReport, SyncSettings
@@ -206,9 +206,12 @@ class Harness:
 
 
 def fold(entries: list[ChangeEntry]) -> dict[str, dict[str, Any]]:
-    """Replay the feed: the reported fields of every live event."""
+    """Replay the feed: the reported fields of every live event (lifecycle entries,
+    such as `resync_required` after a 410, change no event)."""
     state: dict[str, dict[str, Any]] = {}
     for entry in entries:
+        if entry.kind not in CHANGE_KINDS:
+            continue
         if entry.kind == "deleted":
             state.pop(entry.event_id, None)
             continue

@@ -39,7 +39,9 @@ def test_410_mid_incremental_sync_resyncs_and_reports_deletions_once(world: Harn
     assert report.outcome is Outcome.SYNCED and report.mode == "full_after_410"
     assert report.reconciled > 0  # some deletions were only found by reconciliation
     entries = world.check()[start:]
-    assert sorted(kinds(entries)) == sorted(
+    # The full listing that replaced the incremental one ends with one `resync_required`.
+    assert kinds(entries)[-1] == ("resync_required", None)
+    assert sorted(kinds(entries[:-1])) == sorted(
         [("deleted", i) for i in deleted] + [("updated", ids[10])])
 
 
@@ -58,7 +60,8 @@ def test_events_deleted_while_the_token_was_invalid_are_reported_once(world: Har
     report = world.sync()
     assert report.mode == "full_after_410"
     entries = world.check()[start:]
-    assert sorted(kinds(entries)) == sorted([
+    assert kinds(entries)[-1] == ("resync_required", None)
+    assert sorted(kinds(entries[:-1])) == sorted([
         ("deleted", ids[0]), ("deleted", series["id"]), ("deleted", exception),
         ("updated", ids[1])])
     assert world.sync().entries == {"created": 0, "updated": 0, "deleted": 0}
@@ -128,7 +131,8 @@ def test_rejected_credentials_put_the_subscription_in_error(world: Harness):
     sub = world.store.get_subscription(world.sub.id)
     assert sub.status == "error" and "CredentialsRejected" in (sub.last_error or "")
     assert world.sync().outcome is Outcome.INACTIVE
-    assert world.feed() == []
+    # No event entry; the one entry tells consumers the owner must grant access again.
+    assert [(e.kind, e.event_id) for e in world.feed()] == [("reauthorization_required", None)]
 
 
 def test_vanished_calendar_puts_the_subscription_in_error(world: Harness):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from functions.model import (
     DELETING,
     PENDING,
     Channel,
+    LifecycleDraft,
     Subscription,
     SyncRequest,
     Transition,
@@ -72,7 +73,9 @@ class MemoryLifecycle(LifecycleStore, RequestStore):
 
     def transition(self, sub_id: str, allowed: Iterable[str], to: str, now: datetime,
                    fields: dict[str, Any] | None = None,
-                   request_sync: bool = False) -> Transition:
+                   request_sync: bool = False,
+                   event: Callable[[str, dict[str, Any]], LifecycleDraft | None] | None = None,
+                   ) -> Transition:
         data = self.subs.get(sub_id)
         if data is None:
             raise LookupError(sub_id)
@@ -81,18 +84,23 @@ class MemoryLifecycle(LifecycleStore, RequestStore):
             return Transition(False, status, requested)
         if status not in tuple(allowed):
             raise InvalidTransition(f"{sub_id} is {status}", status)
+        draft = event(status, dict(data)) if event is not None else None
         data.update(status=to, **(fields or {}))
         if request_sync:
             requested += 1
             data.update(requested_gen=requested, requested_at=now, sweep_at=now)
-        return Transition(True, status, requested)
+        seq = self.record_event(sub_id, draft.kind, draft.details, now) if draft else 0
+        return Transition(True, status, requested, event_seq=seq)
 
-    def begin_delete(self, sub_id: str, now: datetime) -> bool:
+    def begin_delete(self, sub_id: str, now: datetime,
+                     event: LifecycleDraft | None = None) -> bool:
         if sub_id not in self.subs:
             return False
         if self.subs[sub_id]["status"] != DELETING:
             self.subs[sub_id].update(status=DELETING, deleting_since=now, sweep_at=None,
                                      safety_net_at=None)
+            if event is not None:
+                self.record_event(sub_id, event.kind, event.details, now)
         writer = self.writers.setdefault(sub_id, {})
         writer["lease_generation"] = int(writer.get("lease_generation") or 0) + 1
         return True
