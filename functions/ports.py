@@ -557,8 +557,21 @@ class OutboxStore(ABC):
 
     @abstractmethod
     def pending_outboxes(self, before: datetime, limit: int,
-                         after: str | None = None) -> list[tuple[str, dict[str, Any]]]:
-        """(sub_id, writer state) with `publish_pending_since <= before`, oldest first."""
+                         after: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """(sub_id, writer state) with `publish_pending_since <= before`, oldest first;
+        `after`: a row this returned, to read past it."""
+
+    @abstractmethod
+    def due_outboxes(self, before: datetime, limit: int,
+                     after: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """(sub_id, writer state) with `publish_sweep_at <= before` (the sweep's sort
+        key), earliest first; `after`: a row this returned, to read past it as read."""
+
+    @abstractmethod
+    def move_outbox(self, row: dict[str, Any], sweep_at: datetime) -> bool:
+        """Set the `publish_sweep_at` of a row read by `due_outboxes` or
+        `pending_outboxes`, unless the row was written since (whatever wrote it
+        set what it needs): whether it moved."""
 
 
 # -- channels on Google's side ---------------------------------------------------

@@ -62,7 +62,9 @@ locals {
   # collection of that name (a collection group) needs a COLLECTION_GROUP
   # index on the field, which Firestore does not create by itself.
   collection_group_fields = {
-    # Renewer outbox sweep: state/writer documents with entries left unpublished.
+    # Renewer outbox sweep: state/writer documents with entries left unpublished,
+    # by when each is next due, and the oldest of them (the outbox-age alert).
+    "state/publish_sweep_at"      = { collection = "state", field = "publish_sweep_at" }
     "state/publish_pending_since" = { collection = "state", field = "publish_pending_since" }
   }
 }

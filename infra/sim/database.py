@@ -8,8 +8,8 @@ the way Firestore answers them from its indexes (`catalogue.py` lists them):
 the subscriptions' sort keys (`sweep_at`, `safety_net_at`, `deleting_since`,
 any status, nulls not indexed), active subscriptions' `requested_at`, channels
 by state and by (state, shard) ordered by `expiration`, and `state/writer` by
-`publish_pending_since`; `touch_sub` / `touch_channel` / `touch_writer` keep
-them current after a document changes.
+`publish_pending_since` and by `publish_sweep_at`; `touch_sub` / `touch_channel` /
+`touch_writer` keep them current after a document changes.
 
 A document's update time (`_version`, an increasing integer) stands in for
 Firestore's, for the writes conditioned on it.
@@ -76,6 +76,7 @@ class SimDatabase:
         self.channel_index: dict[str, SortedIndex] = {}  # by state
         self.shard_index: dict[tuple[str, int], SortedIndex] = {}  # by (state, shard)
         self.outbox_index = SortedIndex()  # state/writer.publish_pending_since
+        self.outbox_due_index = SortedIndex()  # state/writer.publish_sweep_at
         self._versions = itertools.count(1)
         # Observers of committed change entries (the staleness probe).
         self.on_entries: list[Callable[[str, list[dict[str, Any]]], None]] = []
@@ -130,11 +131,14 @@ class SimDatabase:
                 index.set(channel_id, data["expiration"])
 
     def touch_writer(self, sub_id: str) -> None:
-        pending = self.writers.get(sub_id, {}).get("publish_pending_since")
-        if pending is None:
-            self.outbox_index.remove(sub_id)
-        else:
-            self.outbox_index.set(sub_id, pending)
+        writer = self.writers.get(sub_id, {})
+        for name, index in (("publish_pending_since", self.outbox_index),
+                            ("publish_sweep_at", self.outbox_due_index)):
+            value = writer.get(name)
+            if value is None:
+                index.remove(sub_id)
+            else:
+                index.set(sub_id, value)
 
     # -- documents -----------------------------------------------------------------
 
@@ -167,7 +171,7 @@ class SimDatabase:
             else:
                 writer[name] = value
         self.io.write(writer_path(sub_id))
-        if "publish_pending_since" in fields:
+        if "publish_pending_since" in fields or "publish_sweep_at" in fields:
             self.touch_writer(sub_id)
 
     def delete_channel(self, channel_id: str) -> None:

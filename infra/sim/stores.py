@@ -375,8 +375,10 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
             return None
         sub = _subscription(sub_id, data) if data is not None else None
         if sub is None:
-            if state.get("publish_pending_since") is not None:
-                self.db.merge_writer(sub_id, {"publish_pending_since": None})
+            if (state.get("publish_pending_since") is not None
+                    or state.get("publish_sweep_at") is not None):
+                self.db.merge_writer(sub_id, {"publish_pending_since": None,
+                                              "publish_sweep_at": None})
             return None
         # A subscription being deleted publishes too: its deletion waits for its
         # `subscription_deleted` message, as the adapter's.
@@ -410,12 +412,31 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
                                                 == DELETING and published >= change_seq))
 
     def pending_outboxes(self, before: datetime, limit: int,
-                         after: str | None = None) -> list[tuple[str, dict[str, Any]]]:
-        cursor = None
-        if after is not None:
-            cursor = after.split("/")[1] if after.startswith("subscriptions/") else after
-            self.db.io.read(after)
-        ids = self.db.outbox_index.scan(before, limit, include_null=False, after=cursor)
+                         after: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
+        return self._outbox_rows(self.db.outbox_index, "publish_pending_since",
+                                 before, limit, after)
+
+    def due_outboxes(self, before: datetime, limit: int,
+                     after: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
+        return self._outbox_rows(self.db.outbox_due_index, "publish_sweep_at",
+                                 before, limit, after)
+
+    def move_outbox(self, row: dict[str, Any], sweep_at: datetime) -> bool:
+        """Conditioned on the row as read (the writer has no `_version`: the row
+        unchanged stands in for its update time)."""
+        sub_id = str(row["_path"]).split("/")[1]
+        current = self.db.writers.get(sub_id)
+        read = {k: v for k, v in row.items() if k != "_path"}
+        if current is None or current != read:
+            return False
+        self.db.merge_writer(sub_id, {"publish_sweep_at": sweep_at})
+        return True
+
+    def _outbox_rows(self, index: Any, key: str, before: datetime, limit: int,
+                     after: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
+        """Past `after` as it was read (the row may have moved since)."""
+        start = None if after is None else (after[key], str(after["_path"]).split("/")[1])
+        ids = index.scan(before, limit, include_null=False, start_after=start)
         self.db.io.read_many([writer_path(i) for i in ids], "state")
         return [(i, {**self.db.writers[i], "_path": writer_path(i)}) for i in ids]
 

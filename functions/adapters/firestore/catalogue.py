@@ -78,7 +78,11 @@ SINGLE_FIELD_QUERIES: list[tuple[str, str]] = [
 # a `google_firestore_field` override that keeps the collection-scope indexes
 # too).
 COLLECTION_GROUP_QUERIES: list[tuple[str, str]] = [
-    # Renewer outbox sweep: `state/writer` documents with entries left unpublished.
+    # Renewer outbox sweep: `state/writer` documents with entries left unpublished,
+    # by when each is next due (a row whose runs keep failing moves out of the way)...
+    (STATE, "publish_sweep_at"),
+    # ...and the oldest of them (the outbox-age alert), and rows written before
+    # `publish_sweep_at` existed.
     (STATE, "publish_pending_since"),
 ]
 

@@ -4,8 +4,9 @@ writes in `state/writer` (DESIGN.md, "Delivery (outbox)"; functions/outbox.py).
 Its commits keep the outbox's fields (`store.outbox_fields`: `published_seq`
 rides on the run's fenced page and final commits, no transaction of its own);
 the publish-only lease is fenced like every write of a run; the renewer's sweep
-finds unpublished entries with one collection-group query on `state`
-(`catalogue.COLLECTION_GROUP_QUERIES`).
+finds unpublished entries with collection-group queries on `state`
+(`catalogue.COLLECTION_GROUP_QUERIES`): by `publish_sweep_at` when each is next
+due, and by `publish_pending_since` for the oldest.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
@@ -95,8 +97,10 @@ class OutboxFirestoreStore(FirestoreStore, OutboxStore):
             if sub is None:
                 # Nothing of it will be published: leave the sweep's query, or the
                 # sweep would queue a run for it on every tick.
-                if state.get("publish_pending_since") is not None:
-                    transaction.update(self._state(sub_id), {"publish_pending_since": None})
+                if (state.get("publish_pending_since") is not None
+                        or state.get("publish_sweep_at") is not None):
+                    transaction.update(self._state(sub_id), {
+                        "publish_pending_since": None, "publish_sweep_at": None})
                 return None
             # A subscription being deleted publishes too: its deletion waits for its
             # `subscription_deleted` message (DESIGN.md, "Accounts, lifecycle events").
@@ -147,25 +151,49 @@ class OutboxFirestoreStore(FirestoreStore, OutboxStore):
             return release(self._client.transaction())
 
     def pending_outboxes(self, before: datetime, limit: int,
-                         after: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+                         after: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
         """A collection-group query on `state` (see `catalogue.COLLECTION_GROUP_QUERIES`):
-        `after` is the last row's `state/writer` path, to read past it."""
+        the outbox's age, and rows written before `publish_sweep_at` existed."""
+        return self._outbox_rows("publish_pending_since", before, limit, after)
+
+    def due_outboxes(self, before: datetime, limit: int,
+                     after: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """The sweep's collection-group query on `state`, by `publish_sweep_at`."""
+        return self._outbox_rows("publish_sweep_at", before, limit, after)
+
+    def move_outbox(self, row: dict[str, Any], sweep_at: datetime) -> bool:
+        """Conditional on the row's update time as read: no transaction, and a run
+        that wrote the row meanwhile (its lease, its progress, a failed attempt)
+        wins; the sweep reads the row again then."""
+        option = self._client.write_option(last_update_time=row["_updated"])
+        with _translated():
+            try:
+                self._client.document(row["_path"]).update(
+                    {"publish_sweep_at": sweep_at}, option=option)
+            except (gexc.FailedPrecondition, gexc.NotFound):
+                return False
+        return True
+
+    def _outbox_rows(self, key: str, before: datetime, limit: int,
+                     after: dict[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
+        """`state/writer` rows with `key <= before`, by `key`; past `after` as it was
+        read (the row may have moved since: a cursor read again would skip rows)."""
         query = (
             self._client.collection_group(STATE)
-            .where(filter=FieldFilter("publish_pending_since", "<=", before))
-            .order_by("publish_pending_since")
+            .where(filter=FieldFilter(key, "<=", before))
+            .order_by(key)
             .order_by("__name__")
             .limit(limit)
         )
+        if after is not None:
+            query = query.start_after({key: after[key],
+                                       "__name__": self._client.document(after["_path"])})
         with _translated():
-            if after is not None:
-                last = self._client.document(after).get()
-                if last.exists:
-                    query = query.start_after(last)
             rows = []
             for snapshot in query.stream():
                 parent = snapshot.reference.parent.parent
                 if snapshot.id == WRITER and parent is not None:
                     rows.append((parent.id, {**(snapshot.to_dict() or {}),
-                                             "_path": snapshot.reference.path}))
+                                             "_path": snapshot.reference.path,
+                                             "_updated": snapshot.update_time}))
         return rows

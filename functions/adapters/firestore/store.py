@@ -166,7 +166,7 @@ def refusal(err: BaseException | None) -> str | None:
 
 # `state/writer` fields of the outbox (DESIGN.md, "Delivery (outbox)").
 _OUTBOX_FIELDS = ("published_seq", "publish_pending_since", "publish_attempts",
-                  "publish_attempted_at")
+                  "publish_attempted_at", "publish_sweep_at")
 
 
 def outbox_fields(state: dict[str, Any], *, outbox: bool, first: int, change_seq: int,
@@ -182,6 +182,10 @@ def outbox_fields(state: dict[str, Any], *, outbox: bool, first: int, change_seq
       (the commit time of the oldest one when known) and cleared once caught up.
     - A run that got nothing acknowledged counts an attempt (`publish_attempts`,
       `publish_attempted_at`): the renewer's sweep backs off from such rows.
+    - `publish_sweep_at` is the sweep's sort key (it looks at a row its grace past
+      it): the pending time while runs make progress, kept when entries are added
+      (the sweep moves it to a failing row's next attempt, `delivery/sweep.py`),
+      given to a pending row written before it existed, cleared when caught up.
     """
     if not outbox:
         return {name: firestore.DELETE_FIELD for name in _OUTBOX_FIELDS
@@ -189,7 +193,8 @@ def outbox_fields(state: dict[str, Any], *, outbox: bool, first: int, change_seq
     stored = state.get("published_seq")
     if stored is None:
         if change_seq > first:
-            return {"published_seq": first, "publish_pending_since": now}
+            return {"published_seq": first, "publish_pending_since": now,
+                    "publish_sweep_at": now}
         return {}
     published = int(stored)
     marks: dict[str, Any] = {}
@@ -204,13 +209,16 @@ def outbox_fields(state: dict[str, Any], *, outbox: bool, first: int, change_seq
     if moved and progress is not None and progress.oldest_unpublished_at is not None:
         pending = max(progress.oldest_unpublished_at, pending or progress.oldest_unpublished_at)
     marks["publish_pending_since"] = pending or now
+    if moved or state.get("publish_sweep_at") is None:
+        marks["publish_sweep_at"] = marks["publish_pending_since"]
     if progress is not None and progress.stalled and not moved:
         marks["publish_attempts"] = int(state.get("publish_attempts") or 0) + 1
         marks["publish_attempted_at"] = now
     elif moved and state.get("publish_attempts"):
         marks["publish_attempts"] = None
-    if marks.get("publish_pending_since") == state.get("publish_pending_since"):
-        del marks["publish_pending_since"]
+    for name in ("publish_pending_since", "publish_sweep_at"):
+        if name in marks and marks[name] == state.get(name):
+            del marks[name]
     return marks
 
 
