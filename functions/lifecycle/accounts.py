@@ -219,14 +219,26 @@ class AccountService:
 
     # -- deleting ------------------------------------------------------------------
 
-    def delete(self, account_id: str) -> None:
-        """Fence a run in flight, then take everything down (resumable: an interrupted
-        deletion stays `deleting` and the renewer finishes it)."""
+    def delete(self, account_id: str) -> bool:
+        """Fence a run in flight and queue the task that takes everything down; True if
+        queued. Nothing is torn down here: an account's members can be many more than
+        a request's deadline allows. The task (`AccountSync.run` on a `deleting`
+        account) is retried by Cloud Tasks; one never queued, or out of retries, is
+        finished by the renewer once `deleting_since` is `sweep_after` old."""
         self.require(account_id)
-        self._accounts.begin_delete(account_id, self._clock())
-        self.finish_delete(account_id)
+        now = self._clock()
+        self._accounts.begin_delete(account_id, now)
+        try:
+            self._queue.enqueue_account_sync(account_id, _epoch_ms(now), origin="delete")
+        except QueueUnavailable as err:
+            logs.log("WARNING", "enqueue failed", account=account_id,
+                     outcome="enqueue_failed", error=str(err))
+            return False
+        return True
 
     def finish_delete(self, account_id: str) -> None:
+        """Take a `deleting` account down: its channels, its members, then its records
+        (each step safe to re-run, so a crash midway is finished by a retry)."""
         found = self._accounts.get(account_id)
         if found is None:
             return
@@ -300,3 +312,7 @@ class AccountService:
             last_error=account.last_error, last_error_reason=data.get("last_error_reason"),
             last_error_at=data.get("last_error_at"), renewal_error=renewal_error,
             created_at=account.created_at, credentials_ref=account.credentials_ref)
+
+
+def _epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
