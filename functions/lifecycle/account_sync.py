@@ -388,8 +388,12 @@ class _Run:
         """A subscription this run created and then could not follow (the account is
         being deleted, or another run took the lease over): taken down, or no account
         would own it. One that got followed meanwhile (the run holding the lease now
-        followed it) is refused by `unsubscribe` and stays."""
+        followed it) stays: `disown_unfollowed` checks and marks it `deleting` in one
+        transaction, which a later follow refuses (its run is retried and finds the
+        calendar again once the deletion is through)."""
         try:
+            if not self.accounts.disown_unfollowed(sub_id, self.sync._clock()):
+                return
             self.subscriptions.unsubscribe(sub_id)
         except (InvalidTransition, LookupError):
             pass
