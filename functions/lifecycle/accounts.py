@@ -188,8 +188,14 @@ class AccountService:
         return True
 
     def forget_adopted(self, credentials_ref: str, account: Account) -> None:
-        """An adopted subscription's own credential, now unused: forgotten."""
-        self._forget(credentials_ref, keep=account.credentials_ref)
+        """A credential a follow replaced (an adopted subscription's own, or the account's
+        old one a run subscribed with), now unused: forgotten. Kept: the account's
+        credential as it is now, not as the run read it (`account`): a reconnect
+        meanwhile replaced the one the run holds, and its own forget found it still
+        in use by the subscription the run had just made."""
+        found = self._accounts.get(account.id)
+        keep = found[0].credentials_ref if found is not None else account.credentials_ref
+        self._forget(credentials_ref, keep=keep)
 
     # -- list requests -------------------------------------------------------------
 
