@@ -258,6 +258,8 @@ def main() -> None:
 
             # -- 1. write -> feed latency --------------------------------------------
             cursor = feed_cursor(store, sub.id)
+            worker_log = run_dir / "function-sync_worker.log"
+            _, latency_off = log_lines(worker_log, "sync run")
             consumer_log = run_dir / "consumer.log" if env.get("CALSYNC_CONSUMER_URL") else None
             pushes: list[float] = []
             latencies: list[float] = []
@@ -321,6 +323,18 @@ def main() -> None:
                       f"mean {statistics.mean(latencies) * 1000:5.0f} ms")
                 print(f"  (of which the API write call itself: p50 "
                       f"{pct(call_times, 50) * 1000:.0f} ms)")
+            # Where calsync's time goes: the worker's runs of these writes (lease to
+            # final commit, from its log) against the whole write -> feed entry time.
+            time.sleep(0.5)
+            runs_logged, _ = log_lines(worker_log, "sync run", latency_off)
+            durations = [float(r.get("duration_s") or 0) for r in runs_logged
+                         if r.get("subscription") == sub.id and r.get("outcome") == "synced"]
+            if durations:
+                print(f"  (of which the worker's run, lease to final commit: p50 "
+                      f"{pct(durations, 50) * 1000:.0f} ms, p95 {pct(durations, 95) * 1000:.0f}"
+                      f" ms over {len(durations)} runs, its publishing and final commit "
+                      "after the entry is visible; before it: the push, the webhook and the "
+                      "task's dispatch)")
             if bare:
                 print(f"bare path (notification -> one events.list -> one Firestore commit, "
                       f"no calsync logic) over the same {len(bare)} writes")
@@ -344,7 +358,6 @@ def main() -> None:
 
             # -- 2. sync runs per burst ------------------------------------------------
             hook_log = run_dir / "function-webhook.log"
-            worker_log = run_dir / "function-sync_worker.log"
             # The last run logs its line just after its final commit: let it land
             # before the offsets are taken, or it is counted in the first burst.
             time.sleep(0.5)
