@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from functions.config import CLI, WORKER, Settings
-from functions.ports import TaskQueue
+from functions.ports import AccountTaskQueue, TaskQueue
 from functions.sync.engine import SyncEngine, SyncSettings
 from functions.sync.worker import SyncWorker
 
@@ -121,6 +121,7 @@ def key_usage(config: Settings) -> Any:
 
 def webhook_service() -> Any:
     """The webhook's service: channel lookups, sync requests, the task queue."""
+    from functions.adapters.firestore.accounts import AccountFirestoreStore
     from functions.adapters.firestore.channels import FirestoreChannelStore
     from functions.adapters.firestore.store import FirestoreStore
     from functions.adapters.google.tasks import CloudTasksQueue
@@ -130,10 +131,12 @@ def webhook_service() -> Any:
     def build() -> Any:
         config = settings(WEBHOOK)
         client = firestore_client(config)
+        queue = CloudTasksQueue(config)
         return WebhookService(
-            FirestoreChannelStore(client), FirestoreStore(client), CloudTasksQueue(config),
+            FirestoreChannelStore(client), FirestoreStore(client), queue,
             config.channel_token_keys, config.notification_record_interval,
-            config.min_sync_interval)
+            config.min_sync_interval, accounts=AccountFirestoreStore(client),
+            account_queue=queue)
 
     return _memo("webhook", build)
 
@@ -177,8 +180,9 @@ def sync_engine(config: Settings | None = None) -> SyncEngine:
 
 
 def sync_worker() -> SyncWorker:
-    """The worker behind the `sync_worker` function."""
-    return _memo("worker", lambda: SyncWorker(lambda: sync_engine(settings(WORKER))))
+    """The worker behind the `sync_worker` function: sync runs and calendar-list runs."""
+    return _memo("worker", lambda: SyncWorker(lambda: sync_engine(settings(WORKER)),
+                                              lambda: account_sync(settings(WORKER))))
 
 
 def cli_settings() -> Settings:
@@ -199,12 +203,17 @@ def subscription_service(config: Settings) -> Any:
     return _memo("subscriptions", build)
 
 
-class _NoQueue(TaskQueue):
+class _NoQueue(TaskQueue, AccountTaskQueue):
     """The task queue of a service that only reads: it queues nothing."""
 
     def enqueue_sync(self, sub_id: str, generation: int, not_before: datetime | None = None,
                      *, origin: str = "request") -> None:
         raise RuntimeError("a read-only subscription service cannot queue a sync")
+
+    def enqueue_account_sync(self, account_id: str, generation: int,
+                             not_before: datetime | None = None, *,
+                             origin: str = "request") -> None:
+        raise RuntimeError("a read-only account service cannot queue a listing")
 
 
 def subscription_reader(config: Settings) -> Any:
@@ -229,6 +238,9 @@ def renewer(config: Settings | None = None) -> Any:
     config = config or settings(RENEWER)
     queue = task_queue(config)
     continue_later = queue.enqueue_renewal if config.renewer_url else None
+    # CALSYNC_RENEWAL_SHARDS > 1: ticks fan channel renewal out to one task per shard
+    # (lifecycle/sharding.py), through the renewer's own queue.
+    renewer_tasks = continue_later if config.renewal_shards > 1 else None
     sweeper = None
     if config.pubsub_topic:
         from datetime import timedelta
@@ -240,4 +252,74 @@ def renewer(config: Settings | None = None) -> Any:
                                 max_backoff=timedelta(seconds=config.safety_net_interval))
     return _memo("renewer", lambda: Renewer(
         config, subscription_store(config), subscription_service(config),
-        continue_later=continue_later, outbox=sweeper))
+        continue_later=continue_later, outbox=sweeper, renewer_tasks=renewer_tasks,
+        accounts=account_renewal(config)))
+
+
+# -- accounts ---------------------------------------------------------------------
+
+
+def account_store(config: Settings) -> Any:
+    """Accounts, their list state and the subscriptions they follow (`AccountStore`)."""
+    from datetime import timedelta
+
+    from functions.adapters.firestore.accounts import AccountFirestoreStore
+
+    return AccountFirestoreStore(firestore_client(config), outbox=bool(config.pubsub_topic),
+                                 feed_retention=timedelta(days=config.feed_retention_days))
+
+
+def account_service(config: Settings) -> Any:
+    """Connect, reauthorize, delete and read accounts, over the real adapters."""
+    from functions.adapters.google.calendar_list import GoogleCalendarList
+    from functions.lifecycle.account_channels import AccountChannels
+    from functions.lifecycle.accounts import AccountService
+
+    def build() -> Any:
+        accounts = account_store(config)
+        channels = AccountChannels(config, accounts, subscription_store(config),
+                                   GoogleCalendarList(calendar(config)))
+        vault = credential_vault(config) if config.credential_keys else None
+        return AccountService(config, accounts, subscription_service(config), channels,
+                              task_queue(config), vault)
+
+    return _memo("accounts", build)
+
+
+def account_reader(config: Settings) -> Any:
+    """The account service for `account-status` and `accounts` only, over Firestore alone
+    (as `subscription_reader`): it opens, stops and queues nothing."""
+    from functions.lifecycle.account_channels import AccountChannels
+    from functions.lifecycle.accounts import AccountService
+
+    def build() -> Any:
+        accounts = account_store(config)
+        channels = AccountChannels(config, accounts, subscription_store(config), None)
+        return AccountService(config, accounts, subscription_reader(config), channels,
+                              _NoQueue())
+
+    return _memo("account_reader", build)
+
+
+def account_sync(config: Settings) -> Any:
+    """The calendar-list run behind the worker's account tasks."""
+    from datetime import timedelta
+
+    from functions.adapters.google.calendar_list import GoogleCalendarList
+    from functions.lifecycle.account_sync import AccountSync, AccountSyncSettings
+
+    options = AccountSyncSettings(
+        lease_seconds=float(config.lease_seconds), min_sync_interval=config.min_sync_interval,
+        give_up_attempts=config.give_up_attempts,
+        retention=timedelta(days=config.feed_retention_days))
+    return _memo("account_sync", lambda: AccountSync(
+        account_store(config), GoogleCalendarList(calendar(config)), account_service(config),
+        subscription_service(config), task_queue(config), options))
+
+
+def account_renewal(config: Settings) -> Any:
+    """The renewer's account work: calendar-list channels, requests, deletions, purges."""
+    from functions.lifecycle.account_renewal import AccountRenewal
+
+    return AccountRenewal(account_store(config), account_service(config),
+                          subscription_service(config))

@@ -17,6 +17,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from functions.model import SHARD_SPACE
+
 WEBHOOK = "webhook"
 WORKER = "sync_worker"
 RENEWER = "renew_channels"
@@ -75,6 +77,14 @@ def _parse_positive_int(value: str) -> int:
         raise ValueError("must be a whole number") from err
     if number <= 0:
         raise ValueError("must be a positive whole number")
+    return number
+
+
+def _parse_shards(value: str) -> int:
+    number = _parse_positive_int(value)
+    if number > SHARD_SPACE:
+        raise ValueError(f"must be between 1 and {SHARD_SPACE} (the shard values a channel "
+                         "record can hold)")
     return number
 
 
@@ -163,6 +173,23 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CALSYNC_RENEWER_INVOKER_SA", "renewer_invoker_sa", _parse_str,
              "Service account the renewer's own continuation tasks are minted for (one "
              "invoker account per target).", (RENEWER,), default="", required=False),
+    Variable("CALSYNC_RENEWER_QUEUE", "renewer_queue", _parse_str,
+             "Cloud Tasks queue id of the renewer's own tasks (shard fan-out, "
+             "continuations). Unset: CALSYNC_TASKS_QUEUE.", (RENEWER,), default="",
+             required=False),
+    Variable("CALSYNC_RENEWAL_SHARDS", "renewal_shards", _parse_shards,
+             "Channel renewal fans out to this many tasks per renewer tick, one per shard "
+             f"(1 to {SHARD_SPACE}; channels are spread over {SHARD_SPACE} shard values by "
+             "id); 1: the tick renews channels itself. Above 1 needs CALSYNC_RENEWER_URL.",
+             (RENEWER,), default="1"),
+    Variable("CALSYNC_RENEWALS_PER_MINUTE", "renewals_per_minute", _parse_positive_int,
+             "With fan-out: channel watches (renewals and retries) started per minute at "
+             "most, across shards; each renewal costs two Calendar calls (watch, stop).",
+             (RENEWER,), default="1000"),
+    Variable("CALSYNC_RENEWAL_SLOT_SECONDS", "renewal_slot", _parse_positive_int,
+             "With fan-out: each shard runs at most once per slot of this length, starting "
+             "at most its share of the renewals allowed per slot; a shard with more due "
+             "continues at the next slot.", (RENEWER,), default="60"),
     Variable("CALSYNC_DISPATCH_DEADLINE_SECONDS", "dispatch_deadline", _parse_dispatch_deadline,
              "Dispatch deadline of every task; the worker's timeout is the same value.",
              ALL_FUNCTIONS, default="1800"),
@@ -298,6 +325,10 @@ class Settings:
     webhook_url: str = ""
     renewer_url: str = ""
     renewer_invoker_sa: str = ""
+    renewer_queue: str = ""
+    renewal_shards: int = 1
+    renewals_per_minute: int = 1000
+    renewal_slot: int = 60
     dispatch_deadline: int = 1800
     channel_token_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
     credential_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
@@ -337,6 +368,12 @@ class Settings:
     @property
     def queue_path(self) -> str:
         return f"projects/{self.project}/locations/{self.region}/queues/{self.tasks_queue}"
+
+    @property
+    def renewer_queue_path(self) -> str:
+        """The queue of the renewer's own tasks: its own, or the sync queue."""
+        queue = self.renewer_queue or self.tasks_queue
+        return f"projects/{self.project}/locations/{self.region}/queues/{queue}"
 
     @classmethod
     def from_env(
@@ -394,22 +431,30 @@ def _conflicts(values: Mapping[str, Any], function: str | None,
             return name in only
         return function is None or function == CLI or function in var.used_by
 
+    problems = []
     budget, deadline = values.get("run_budget"), values.get("dispatch_deadline")
     if (read("CALSYNC_RUN_BUDGET_SECONDS") and read("CALSYNC_DISPATCH_DEADLINE_SECONDS")
             and budget is not None and deadline is not None and budget >= deadline):
         # The task would be cut off before the run saves where its pass stands.
-        return [f"CALSYNC_RUN_BUDGET_SECONDS={budget:g} must be shorter than "
-                f"CALSYNC_DISPATCH_DEADLINE_SECONDS={deadline} (a run stops beginning pages "
-                "within the task's deadline)"]
+        problems.append(f"CALSYNC_RUN_BUDGET_SECONDS={budget:g} must be shorter than "
+                        f"CALSYNC_DISPATCH_DEADLINE_SECONDS={deadline} (a run stops beginning "
+                        "pages within the task's deadline)")
     ttl, window = values.get("channel_ttl"), values.get("renewal_window")
     if (read("CALSYNC_CHANNEL_TTL_SECONDS") and read("CALSYNC_RENEWAL_WINDOW_SECONDS")
             and ttl is not None and window is not None and ttl <= window):
         # Every channel would be due for renewal the moment it opens: the renewer
         # would replace every channel on every run.
-        return [f"CALSYNC_CHANNEL_TTL_SECONDS={ttl} must be longer than "
-                f"CALSYNC_RENEWAL_WINDOW_SECONDS={window} (channels are renewed within the "
-                "window before they expire)"]
-    return []
+        problems.append(f"CALSYNC_CHANNEL_TTL_SECONDS={ttl} must be longer than "
+                        f"CALSYNC_RENEWAL_WINDOW_SECONDS={window} (channels are renewed "
+                        "within the window before they expire)")
+    shards = values.get("renewal_shards") or 1
+    if (read("CALSYNC_RENEWAL_SHARDS") and read("CALSYNC_RENEWER_URL") and shards > 1
+            and not values.get("renewer_url")):
+        # The shard tasks target the renewer itself: without its URL nothing would
+        # renew a channel.
+        problems.append(f"CALSYNC_RENEWAL_SHARDS={shards} needs CALSYNC_RENEWER_URL (the "
+                        "shard tasks' target)")
+    return problems
 
 
 def markdown_table() -> str:

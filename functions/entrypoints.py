@@ -21,6 +21,7 @@ from functions.api.service import Answer, Api
 from functions.config import ConfigError
 from functions.errors import CalsyncError, StoreError
 from functions.intake.webhook import BadNotification, parse_notification
+from functions.lifecycle.sharding import parse_job
 
 
 class EveryPath(PathConverter):
@@ -116,8 +117,14 @@ def renew_channels(request: Request) -> Response:
     """Cloud Scheduler (or a fan-out task): renew channels, sweep, safety net."""
     if request.method != "POST":
         return _text(405, "renew_channels: only POST is accepted")
+    try:  # a tick (`{}`), the tick's continuation, or one shard (lifecycle/sharding.py)
+        job = parse_job(request.get_data(cache=False))
+    except ValueError as err:
+        return _text(400, f"renew_channels: {err}")
     try:
-        report = app.renewer().run()
+        renewer = app.renewer()
+        report = (renewer.run_shard(job.shard, job.shards) if job.shard is not None
+                  else renewer.run(fan_out=job.fan_out))
     except ConfigError as err:
         logs.log("ERROR", "renewer misconfigured", error=str(err))
         return _text(500, "renew_channels: misconfigured")

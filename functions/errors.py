@@ -23,8 +23,8 @@ sync core and the worker decide on them and never see HTTP status codes.
 
 Outside the tree (each a plain exception the callers catch by name):
 ResourceMismatch (a notification's resource id is not its channel's), SealError
-(a sealed credential does not open), SubscriptionNotFound / EventMissing /
-CursorAhead / CursorExpired (what a read found), CodeRejected /
+(a sealed credential does not open), SubscriptionNotFound / AccountNotFound /
+EventMissing / CursorAhead / CursorExpired (what a read found), CodeRejected /
 ExchangeUnavailable / OAuthNotConfigured (the OAuth code exchange) and
 PublishRefused (Pub/Sub refused one message itself).
 """
@@ -143,6 +143,10 @@ class SealKeyMissing(SealError):
 
 class SubscriptionNotFound(LookupError):
     """No subscription with that id."""
+
+
+class AccountNotFound(LookupError):
+    """No account with that id."""
 
 
 class EventMissing(LookupError):

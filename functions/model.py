@@ -7,6 +7,7 @@ store keeps for it: the resource plus `_deleted`, `_synced_at` and `_seq` (and
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -21,8 +22,14 @@ ACTIVE = "active"
 PAUSED = "paused"
 ERROR = "error"
 DELETING = "deleting"
+# Followed through an account until the calendar left its list (unshared, deleted,
+# access below the policy): nothing syncs, the data and the feed are kept until
+# `purge_at` (CALSYNC_FEED_RETENTION_DAYS later), then the renewer deletes them.
+REMOVED = "removed"
 
-STATUSES = (ACTIVE, PAUSED, ERROR, DELETING)
+STATUSES = (ACTIVE, PAUSED, ERROR, DELETING, REMOVED)
+# An account's statuses (`accounts/{id}.status`): the same words.
+ACCOUNT_STATUSES = (ACTIVE, ERROR, DELETING)
 
 # A channel's states (`channels/{id}.state`); `active` is the same word as above.
 PENDING = "pending"  # saved before `events.watch`; its resource id is learnt once
@@ -34,6 +41,19 @@ CHANNEL_STATES = (PENDING, ACTIVE, REPLACED, STOPPED, ABANDONED)
 DELIVERING_STATES = (PENDING, ACTIVE)
 # Notifications are acted on for these (a replaced channel until it expires).
 ACCEPTING_STATES = (PENDING, ACTIVE, REPLACED)
+# What a channel watches (`channels/{id}.kind`, absent on records from before kinds):
+# a subscription's calendar (`events.watch`) or an account's calendar list
+# (`calendarList.watch`, the record names `account_id` and no `sub_id`).
+EVENTS_KIND = "events"
+CALENDAR_LIST_KIND = "calendar_list"
+CHANNEL_KINDS = (EVENTS_KIND, CALENDAR_LIST_KIND)
+
+# Channel shards (issue 19, item 4): each channel record stores `shard`, derived from
+# its id, in a fixed space, so that the renewer's fan-out count (a setting, at most
+# SHARD_SPACE) can change without rewriting a record: fan-out task k of n renews the
+# channels whose shard is one of `shard_values(k, n)`. At most 30 values per task
+# (Firestore's limit on an `in` filter): n >= 2 keeps it at 16 or fewer.
+SHARD_SPACE = 32
 
 # How calsync acts as a subscription's owner (`credentials_ref`): domain-wide
 # delegation, a sealed OAuth refresh token `oauth:<id>`, or (local emulator
@@ -42,6 +62,11 @@ DWD_REF = "dwd"
 BEARER_REF = "bearer"
 OAUTH_PREFIX = "oauth:"
 CALENDAR_SCOPES = ("https://www.googleapis.com/auth/calendar.events.readonly",)
+# An account's calendar list (calendarList.list and .watch) needs a scope of its own:
+# tokens for it ask for both; a subscription's keep asking for the events scope only,
+# so a deployment whose delegation grants only that keeps working for subscriptions.
+CALENDAR_LIST_SCOPE = "https://www.googleapis.com/auth/calendar.calendarlist.readonly"
+ACCOUNT_SCOPES = (*CALENDAR_SCOPES, CALENDAR_LIST_SCOPE)
 
 # A run is deferred only while `retry_at` is further away than this, since a
 # follow-up scheduled for `retry_at` may be dispatched a little early.
@@ -86,6 +111,8 @@ class Subscription:
     last_synced_at: datetime | None = None
     labels: dict[str, str] = field(default_factory=dict)
     created_at: datetime | None = None
+    # The OAuth scopes its credentials ask for (an account's identity adds the list's).
+    scopes: tuple[str, ...] = CALENDAR_SCOPES
 
 
 @dataclass(frozen=True)
@@ -102,6 +129,8 @@ class Channel:
     # The document's update time when it was read: writes conditioned on it
     # (last-notification bookkeeping) fail if anyone wrote the channel since.
     version: datetime | None = None
+    kind: str = EVENTS_KIND
+    account_id: str | None = None  # set for `calendar_list` channels only
 
 
 @dataclass(frozen=True)
@@ -321,3 +350,120 @@ class SyncRequest:
     needs_task: bool
     generation: int = 0
     last_run_started_at: datetime | None = None  # MIN_SYNC_INTERVAL counts from here
+
+
+def channel_shard(channel_id: str) -> int:
+    """The channel's shard: a stable hash of its id (ids are random, so shards fill
+    evenly), in [0, SHARD_SPACE)."""
+    return int.from_bytes(hashlib.sha256(channel_id.encode()).digest()[:4], "big") % SHARD_SPACE
+
+
+def shard_values(shard: int, shards: int) -> tuple[int, ...]:
+    """The stored shard values fan-out task `shard` of `shards` covers: every value
+    once across the `shards` tasks."""
+    if not 1 <= shards <= SHARD_SPACE or not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} of {shards}: need 0 <= shard < shards <= {SHARD_SPACE}")
+    return tuple(range(shard, SHARD_SPACE, shards))
+
+
+# -- accounts (DESIGN.md, "Accounts, lifecycle events, watermark") -------------------
+
+# A user's access to a calendar on their list, weakest first (`accessRole`).
+ACCESS_ROLES = ("freeBusyReader", "reader", "writerWithoutPrivateAccess", "writer", "owner")
+# Which calendars of the list an account follows: every readable one, or only those
+# the owner owns (the primary, and secondary calendars whose `dataOwner` is the owner).
+ALL_CALENDARS = "all"
+OWNED_CALENDARS = "owned"
+CALENDAR_SELECTIONS = (ALL_CALENDARS, OWNED_CALENDARS)
+# Below `reader` the events cannot be listed: "all" means readable.
+READABLE_ROLE = "reader"
+
+
+@dataclass(frozen=True)
+class CalendarPolicy:
+    """Which calendars of an account's list are followed: `calendars` (`all` readable or
+    `owned`), at least `min_access_role`, and none of `exclude` (calendar ids)."""
+
+    calendars: str = ALL_CALENDARS
+    min_access_role: str = READABLE_ROLE
+    exclude: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"calendars": self.calendars, "min_access_role": self.min_access_role,
+                "exclude": list(self.exclude)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> CalendarPolicy:
+        """The policy as stored (missing parts take their defaults)."""
+        data = data or {}
+        return cls(calendars=str(data.get("calendars") or ALL_CALENDARS),
+                   min_access_role=str(data.get("min_access_role") or READABLE_ROLE),
+                   exclude=tuple(str(c) for c in data.get("exclude") or ()))
+
+
+@dataclass(frozen=True)
+class Account:
+    """One connected account, as stored in `accounts/{id}`: its owner, the one sealed
+    credential its subscriptions share, and the policy choosing its calendars."""
+
+    id: str
+    owner: str
+    credentials_ref: str = ""
+    policy: CalendarPolicy = field(default_factory=CalendarPolicy)
+    status: str = ACTIVE
+    last_error: str | None = None
+    requested_gen: int = 0
+    retry_at: datetime | None = None
+    created_at: datetime | None = None
+
+    def identity(self) -> Subscription:
+        """The account as the credentials port sees an owner: the Calendar adapters
+        build their clients per (owner, credentials)."""
+        return Subscription(id=f"account-{self.id}", calendar_id="", owner=self.owner,
+                            credentials_ref=self.credentials_ref, scopes=ACCOUNT_SCOPES)
+
+
+@dataclass(frozen=True)
+class AccountLease:
+    """A calendar-list run's claim on an account; `generation` fences its writes (the
+    subscriptions it follows and leaves included)."""
+
+    account: Account
+    generation: int
+    claimed_gen: int
+    sync_token: str | None  # None: list in full and reconcile both ways
+    started_at: datetime
+    until: datetime
+    full_request: int = 0  # a full relisting request this run serves (0: none)
+
+
+@dataclass(frozen=True)
+class AccountLeaseAttempt:
+    outcome: LeaseOutcome
+    lease: AccountLease | None = None
+    retry_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CalendarListPage:
+    """One page of `calendarList.list`: exactly one of the two tokens is set."""
+
+    items: tuple[dict[str, Any], ...]
+    next_page_token: str | None = None
+    next_sync_token: str | None = None
+
+
+@dataclass(frozen=True)
+class Membership:
+    """What following (or leaving) a calendar for an account did. `seq` is the
+    `calendar_added` / `calendar_removed` entry it wrote (None: nothing changed, the
+    entry was written before); `generation` the sync request it recorded when a
+    removed subscription came back (0: none); `previous_ref` the credentials the
+    subscription had before (an adopted one's own, to discard)."""
+
+    sub_id: str
+    seq: int | None = None
+    previous_status: str = ACTIVE
+    previous_ref: str = ""
+    generation: int = 0
+    last_error_reason: str | None = None

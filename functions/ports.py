@@ -17,6 +17,10 @@ from typing import Any
 
 from functions.model import (
     LISTED,
+    Account,
+    AccountLease,
+    AccountLeaseAttempt,
+    CalendarListPage,
     ChangePage,
     Channel,
     EventPage,
@@ -25,6 +29,7 @@ from functions.model import (
     Lease,
     LeaseAttempt,
     ListingProgress,
+    Membership,
     Snapshot,
     Subscription,
     SubscriptionRecord,
@@ -343,16 +348,18 @@ class LifecycleStore(ABC):
         """The raw channel record (empty if none)."""
 
     @abstractmethod
-    def save_channel(self, channel: Channel, now: datetime, **fields: Any) -> None:
-        """Create or replace a channel record."""
+    def save_channel(self, channel: Channel, now: datetime, **fields: Any) -> datetime | None:
+        """Create or replace a channel record (with its shard, `channel_shard`); the
+        write's update time when the store knows it (None otherwise)."""
 
     @abstractmethod
     def activate_channel(self, channel_id: str, sub_id: str, resource_id: str,
-                         expiration: datetime) -> bool:
+                         expiration: datetime, version: datetime | None = None) -> bool:
         """Record a watch response on a channel still `pending` (and name it the
         subscription's current channel); False when it is not pending any more (stopped
         by a pause, abandoned by the renewer, deleted): it must not deliver. Raises
-        ResourceMismatch."""
+        ResourceMismatch. `version`: the update time `save_channel` returned; while
+        nobody wrote the record since, the write needs no read first."""
 
     @abstractmethod
     def set_channel(self, channel_id: str, fields: dict[str, Any]) -> None:
@@ -360,10 +367,12 @@ class LifecycleStore(ABC):
 
     @abstractmethod
     def move_channel(self, channel_id: str, from_states: Iterable[str],
-                     fields: dict[str, Any]) -> bool:
+                     fields: dict[str, Any], version: datetime | None = None) -> bool:
         """Set `fields` (with a new `state`) only while the channel is in one of
         `from_states`, atomically; False if it is not (or gone). States only move
-        forward: a stopped or abandoned channel never delivers again."""
+        forward: a stopped or abandoned channel never delivers again. `version`: the
+        update time at which the caller read the channel in one of `from_states`;
+        while nobody wrote it since, the write needs no read first."""
 
     @abstractmethod
     def delete_channel(self, channel_id: str, state: str) -> bool:
@@ -371,19 +380,40 @@ class LifecycleStore(ABC):
 
     @abstractmethod
     def claim_channel(self, channel_id: str, state: str, now: datetime,
-                      until: datetime, claimant: str = "") -> bool:
+                      until: datetime, claimant: str = "",
+                      version: datetime | None = None) -> bool:
         """True for exactly one caller while the channel is in `state` and unclaimed
-        (or its claim expired); the claim names `claimant`."""
+        (or its claim expired); the claim names `claimant`. `version`: the update time
+        of the row as a query returned it (in `state`, unclaimed); while nobody wrote
+        it since, the claim needs no read first."""
 
     @abstractmethod
-    def holds_claim(self, channel_id: str, claimant: str) -> bool:
-        """Whether `claimant` still holds the channel's claim (nobody took it over)."""
+    def claim_held(self, channel_id: str, claimant: str) -> Channel | None:
+        """The channel as stored now (its `version` set) if `claimant` still holds its
+        claim (nobody took it over); None otherwise."""
 
     @abstractmethod
     def due_channels(self, state: str, before: datetime, limit: int,
-                     after: RowCursor | None = None) -> list[tuple[Channel, dict[str, Any]]]:
-        """Channels in `state` whose `expiration` is at or before `before`, soonest first;
-        `after` is the (expiration, id) of the last row of the previous page, as read."""
+                     after: RowCursor | None = None, shard: tuple[int, int] | None = None,
+                     ) -> list[tuple[Channel, dict[str, Any]]]:
+        """Channels in `state` whose `expiration` is at or before `before`, soonest first,
+        each with its `version`; `after` is the (expiration, id) of the last row of the
+        previous page, as read. `shard` = (k, n): only channels whose stored shard is
+        one of `shard_values(k, n)` (channels stored without one are not found)."""
+
+    @abstractmethod
+    def assign_shards(self, channel_ids: Sequence[str]) -> int:
+        """Store its shard on each channel record still there (records written before
+        channels had one); how many were written."""
+
+    @abstractmethod
+    def shard_backfill(self) -> dict[str, Any]:
+        """The renewer's progress in giving old channel records their shard (empty
+        before it starts)."""
+
+    @abstractmethod
+    def save_shard_backfill(self, fields: dict[str, Any]) -> None:
+        """Replace the backfill's progress record."""
 
     @abstractmethod
     def subscriptions_where(self, field: str, before: datetime, limit: int,
@@ -587,6 +617,201 @@ class KeyUsage(ABC):
         """The signing key id of each unexpired channel in `states` (None: not recorded)."""
 
 
+# -- accounts: the calendar list and the subscriptions it brings --------------------
+
+
+class AccountTaskQueue(ABC):
+    """Queues calendar-list tasks (`{"account_id": ...}`) for the worker."""
+
+    @abstractmethod
+    def enqueue_account_sync(self, account_id: str, generation: int,
+                             not_before: datetime | None = None, *,
+                             origin: str = "request") -> None:
+        """Queue one calendar-list task, named from (account_id, origin, generation) as
+        sync tasks are; the same triple twice is a no-op. Raises QueueUnavailable."""
+
+
+class CalendarListPort(ABC):
+    """An account's calendar list on Google's side: list, watch, stop."""
+
+    @abstractmethod
+    def list_page(self, account: Account, *, sync_token: str | None,
+                  page_token: str | None) -> CalendarListPage:
+        """One page of `calendarList.list` (deleted and hidden entries included).
+
+        Raises SyncTokenInvalid (410: list in full), RateLimited, CalendarUnavailable,
+        CredentialsRejected, CalendarRequestRejected or Misconfigured.
+        """
+
+    @abstractmethod
+    def watch(self, account: Account, channel_id: str, token: str, address: str,
+              ttl_seconds: int) -> OpenedChannel:
+        """`calendarList.watch`; raises the calendar errors of `functions.errors`."""
+
+    @abstractmethod
+    def stop(self, account: Account, channel_id: str, resource_id: str) -> None:
+        """`channels.stop`; a channel Google no longer knows counts as stopped."""
+
+
+class AccountRequestStore(ABC):
+    """The list-sync request counters the webhook keeps on an account (as
+    `RequestStore` for a subscription: a pending request costs no write)."""
+
+    @abstractmethod
+    def record_list_request(self, account_id: str, now: datetime) -> SyncRequest:
+        """Record that the calendar list changed; writes nothing if a request is pending."""
+
+    @abstractmethod
+    def mark_queued(self, account_id: str, generation: int, now: datetime) -> None:
+        """Note that a task for request `generation` has been queued."""
+
+    @abstractmethod
+    def enqueue_failed(self, account_id: str, generation: int) -> None:
+        """Queueing the task for `generation` failed: the next request queues it."""
+
+
+class AccountStore(AccountRequestStore):
+    """Accounts in the database: `accounts/{id}`, `account_keys/{key}`, the calendar
+    list's writer state (token and fenced lease), the account's channels, and the
+    subscriptions it follows. Implemented over Firestore by
+    `adapters.firestore.accounts.AccountFirestoreStore`."""
+
+    # -- accounts --
+
+    @abstractmethod
+    def create_or_get(self, account: Account, now: datetime) -> tuple[Account, bool]:
+        """Create with the first list request recorded, or find the one of the same owner;
+        True when created."""
+
+    @abstractmethod
+    def get(self, account_id: str) -> tuple[Account, dict[str, Any]] | None:
+        """The account and its raw document, or None."""
+
+    @abstractmethod
+    def writer_state(self, account_id: str) -> dict[str, Any]:
+        """The raw `accounts/{id}/state/writer` document (empty if none)."""
+
+    @abstractmethod
+    def list_accounts(self, after: str | None, limit: int) -> list[tuple[Account, dict[str, Any]]]:
+        """Up to `limit` accounts in id order after the id `after`."""
+
+    @abstractmethod
+    def update(self, account_id: str, fields: dict[str, Any]) -> None:
+        """Set bookkeeping fields (never `status`); raises LookupError when gone."""
+
+    @abstractmethod
+    def update_if(self, account_id: str, expect: dict[str, Any], fields: dict[str, Any]) -> bool:
+        """Compare and set atomically (absent counts as None); False if not (or gone)."""
+
+    @abstractmethod
+    def transition(self, account_id: str, allowed: Iterable[str], to: str, now: datetime,
+                   fields: dict[str, Any] | None = None, request_sync: bool = False,
+                   full: bool = False) -> Transition:
+        """Conditional status change (optionally recording a list request, `full`: a full
+        relisting); raises InvalidTransition or LookupError."""
+
+    @abstractmethod
+    def set_credentials(self, account_id: str, credentials_ref: str) -> None:
+        """The account's credential is now `credentials_ref` (marked as the account's, so
+        no subscription's deletion takes it along); raises LookupError when gone."""
+
+    @abstractmethod
+    def credentials_in_use(self, credentials_ref: str) -> bool:
+        """Whether any subscription or account still names this credential."""
+
+    @abstractmethod
+    def request_full_relisting(self, account_id: str, now: datetime) -> int:
+        """Record a list request whose run lists in full and reconciles both ways; its
+        generation (0 when the account is not active)."""
+
+    @abstractmethod
+    def begin_delete(self, account_id: str, now: datetime) -> bool:
+        """Mark `deleting` and fence a run in flight; False if gone."""
+
+    @abstractmethod
+    def delete_account(self, account_id: str) -> None:
+        """Delete the account's state, channels' records, its document, then its key."""
+
+    @abstractmethod
+    def accounts_where(self, field: str, before: datetime, limit: int,
+                       after: RowCursor | None = None) -> list[tuple[Account, dict[str, Any]]]:
+        """Accounts whose `field` is at or before `before`, oldest first (the renewer's sort
+        keys, as `LifecycleStore.subscriptions_where`)."""
+
+    # -- list runs --
+
+    @abstractmethod
+    def acquire_lease(self, account_id: str, now: datetime, until: datetime,
+                      min_gap: timedelta | None = None) -> AccountLeaseAttempt:
+        """Take the lease and claim the pending request (as `SyncStore.acquire_lease`)."""
+
+    @abstractmethod
+    def extend_lease(self, lease: AccountLease, until: datetime) -> None:
+        """Push the lease's expiry; raises LeaseLost."""
+
+    @abstractmethod
+    def commit_final(self, lease: AccountLease, sync_token: str, now: datetime) -> FinalCommit:
+        """Store the list's next token and `synced_gen`, release the lease; fenced."""
+
+    @abstractmethod
+    def release_lease(self, lease: AccountLease, now: datetime, *,
+                      retry_at: datetime | None = None, error: str | None = None,
+                      reason: str | None = None) -> None:
+        """Release without a token; a retry time, or the account in `error`."""
+
+    @abstractmethod
+    def note_rejected_run(self, lease: AccountLease) -> int:
+        """Count a run whose listing was refused as a request; the refusals in a row."""
+
+    # -- channels --
+
+    @abstractmethod
+    def delivering_channels(self, account_id: str) -> list[Channel]:
+        """The account's `pending` and `active` calendar-list channels."""
+
+    @abstractmethod
+    def channels_of(self, account_id: str) -> list[Channel]:
+        """Every calendar-list channel record of the account."""
+
+    @abstractmethod
+    def activate_channel(self, channel_id: str, account_id: str, resource_id: str,
+                         expiration: datetime) -> bool:
+        """Record a watch response on a channel still `pending` (and name it the account's
+        current channel); False when it left `pending`. Raises ResourceMismatch."""
+
+    # -- the subscriptions it follows --
+
+    @abstractmethod
+    def members(self, account_id: str, after: str | None,
+                limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """(sub_id, document) of subscriptions carrying `account_id`, any status, in id
+        order after `after`."""
+
+    @abstractmethod
+    def count_followed(self, account_id: str) -> int:
+        """How many of them are followed now (not `removed` or `deleting`)."""
+
+    @abstractmethod
+    def subscription_for(self, calendar_id: str, owner: str) -> tuple[str, dict[str, Any]] | None:
+        """(sub_id, document) of the subscription of (calendar, owner), or None."""
+
+    @abstractmethod
+    def follow(self, lease: AccountLease, sub_id: str, details: dict[str, Any],
+               now: datetime) -> Membership:
+        """In one transaction fenced on the lease: the subscription takes the account
+        (`account_id`, its credentials), a `removed` one becomes active with a full
+        resync requested, and a `calendar_added` entry is appended to its feed unless
+        the account already follows it. Raises LeaseLost, LookupError when gone,
+        InvalidTransition while it is being deleted."""
+
+    @abstractmethod
+    def unfollow(self, lease: AccountLease, sub_id: str, details: dict[str, Any],
+                 now: datetime, purge_at: datetime) -> Membership:
+        """In one transaction fenced on the lease: a subscription the account follows
+        becomes `removed` (data kept until `purge_at`), a run in flight on it is fenced,
+        and a `calendar_removed` entry is appended; anything else: nothing."""
+
+
 # -- the consumer API (`functions.api`; `api.wiring` fills them) ----------------------
 
 
@@ -638,7 +863,8 @@ class SubscriptionReader(ABC):
 
     @abstractmethod
     def search(self, status: str | None, labels: tuple[tuple[str, str], ...],
-             page_token: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]: ...
+               page_token: str | None, limit: int,
+               account: str | None = None) -> tuple[list[dict[str, Any]], str | None]: ...
 
 
 class SubscriptionRecords(ABC):
@@ -649,8 +875,10 @@ class SubscriptionRecords(ABC):
 
     @abstractmethod
     def search(self, status: str | None, labels: tuple[tuple[str, str], ...],
-               after: str | None, limit: int) -> list[SubscriptionRecord]:
-        """Up to `limit` records in id order after the id `after`, every filter matching."""
+               after: str | None, limit: int,
+               account: str | None = None) -> list[SubscriptionRecord]:
+        """Up to `limit` records in id order after the id `after`, every filter matching
+        (`account`: only those carrying that `account_id`)."""
 
 
 class FeedPort(ABC):
@@ -695,3 +923,41 @@ class CredentialSealer(ABC):
     @abstractmethod
     def discard(self, credentials_ref: str) -> None:
         """Delete a sealed credential that ended up unused."""
+
+
+@dataclass(frozen=True)
+class Connected:
+    """What connecting an account did: `created` False means it existed (its credentials
+    and policy are now the ones given); `queued` False means the renewer's sweep
+    queues the first listing."""
+
+    account_id: str
+    created: bool
+    queued: bool
+
+
+class AccountCommands(ABC):
+    """Accounts, as `lifecycle.accounts.AccountService` implements them. Raise
+    `functions.errors.AccountNotFound` for an unknown id and `InvalidTransition` for a
+    change the status forbids."""
+
+    @abstractmethod
+    def connect(self, owner: str, credentials_ref: str,
+                policy: dict[str, Any] | None) -> Connected:
+        """Connect (idempotent per owner); a new credential replaces the account's for
+        every subscription it follows; a policy given replaces the account's."""
+
+    @abstractmethod
+    def delete(self, account_id: str) -> None:
+        """Disconnect: stop its channel, delete its subscriptions and credential."""
+
+
+class AccountReader(ABC):
+    """Accounts as the API shows them (status and health)."""
+
+    @abstractmethod
+    def get(self, account_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def search(self, page_token: str | None,
+               limit: int) -> tuple[list[dict[str, Any]], str | None]: ...

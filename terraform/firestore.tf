@@ -24,6 +24,11 @@ locals {
       collection = "channels"
       fields     = [{ path = "state", order = "ASCENDING" }, { path = "expiration", order = "ASCENDING" }]
     }
+    # Renewer fan-out: one shard's channels in a state within the window.
+    channels_state_shard_expiration = {
+      collection = "channels"
+      fields     = [{ path = "state", order = "ASCENDING" }, { path = "shard", order = "ASCENDING" }, { path = "expiration", order = "ASCENDING" }]
+    }
     # Renewer safety net: active subscriptions not synced since a cutoff.
     subscriptions_status_last_synced_at = {
       collection = "subscriptions"

@@ -70,6 +70,7 @@ locals {
         CALSYNC_OAUTH_CLIENT_ID           = var.oauth_client_id
         CALSYNC_DELEGATION_SA             = google_service_account.this["delegation"].email
         CALSYNC_LEASE_SECONDS             = tostring(var.lease_seconds)
+        CALSYNC_RUN_BUDGET_SECONDS        = tostring(var.run_budget_seconds)
         CALSYNC_PAGE_SIZE                 = tostring(var.page_size)
         CALSYNC_FEED_RETENTION_DAYS       = tostring(var.feed_retention_days)
         CALSYNC_COMMIT_BYTES              = tostring(var.commit_bytes)
@@ -108,6 +109,10 @@ locals {
         CALSYNC_WEBHOOK_URL                      = local.webhook_url
         CALSYNC_RENEWER_URL                      = local.function_urls.renewer
         CALSYNC_RENEWER_INVOKER_SA               = google_service_account.this["renewer_invoker"].email
+        CALSYNC_RENEWER_QUEUE                    = google_cloud_tasks_queue.renewer.name
+        CALSYNC_RENEWAL_SHARDS                   = tostring(var.renewal_shards)
+        CALSYNC_RENEWALS_PER_MINUTE              = tostring(var.renewals_per_minute)
+        CALSYNC_RENEWAL_SLOT_SECONDS             = tostring(var.renewal_slot_seconds)
         CALSYNC_OAUTH_CLIENT_ID                  = var.oauth_client_id
         CALSYNC_DELEGATION_SA                    = google_service_account.this["delegation"].email
         CALSYNC_CHANNEL_TTL_SECONDS              = tostring(var.channel_ttl_seconds)

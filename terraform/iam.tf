@@ -5,6 +5,7 @@
 #                                  roles/cloudtasks.enqueuer      the sync queue only
 #                                  roles/iam.serviceAccountUser   worker-invoker only (mint the tasks' OIDC tokens)
 #   renewer                        roles/iam.serviceAccountUser   renewer-invoker too (its own continuations)
+#                                  roles/cloudtasks.enqueuer      the renewer queue too (fan-out, continuations)
 #   worker-invoker                 roles/run.invoker              the worker service only (Cloud Tasks)
 #   renewer-invoker                roles/run.invoker              the renewer service only (Scheduler, continuations)
 #   allUsers                       roles/run.invoker              webhook service, when var.webhook_public_invoker
@@ -63,6 +64,12 @@ locals {
     api     = "api"
   }
 
+  # Who may create tasks on the renewer queue: the renewer alone (its shard
+  # fan-out and its continuations).
+  renewer_enqueuers = {
+    renewer = "renewer"
+  }
+
   # actAs: creating a task whose OIDC token is minted for an invoker account
   # needs roles/iam.serviceAccountUser on that account, and on no other.
   act_as = {
@@ -113,6 +120,16 @@ resource "google_cloud_tasks_queue_iam_member" "enqueuer" {
   project  = var.project
   location = google_cloud_tasks_queue.sync.location
   name     = google_cloud_tasks_queue.sync.name
+  role     = "roles/cloudtasks.enqueuer"
+  member   = google_service_account.this[each.value].member
+}
+
+resource "google_cloud_tasks_queue_iam_member" "renewer_enqueuer" {
+  for_each = local.renewer_enqueuers
+
+  project  = var.project
+  location = google_cloud_tasks_queue.renewer.location
+  name     = google_cloud_tasks_queue.renewer.name
   role     = "roles/cloudtasks.enqueuer"
   member   = google_service_account.this[each.value].member
 }

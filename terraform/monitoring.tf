@@ -43,14 +43,14 @@ locals {
     # Our deployment is wrong: a setting, a key, a grant. Never the user's.
     misconfigured = {
       description = "Lines saying a function is misconfigured (settings, keys, delegation grants)."
-      filter      = "${local.all_services} AND (jsonPayload.message=(\"webhook misconfigured\" OR \"sync worker misconfigured\" OR \"renewer misconfigured\" OR \"api misconfigured\") OR (jsonPayload.message=\"sync run\" AND jsonPayload.outcome=\"misconfigured\"))"
+      filter      = "${local.all_services} AND (jsonPayload.message=(\"webhook misconfigured\" OR \"sync worker misconfigured\" OR \"renewer misconfigured\" OR \"api misconfigured\" OR \"list task rejected\") OR (jsonPayload.message=(\"sync run\" OR \"list run\") AND jsonPayload.outcome=\"misconfigured\"))"
       unit        = "1"
       value_field = ""
     }
     # A bug: an exception no handler expected.
     crashes = {
-      description = "Unexpected exceptions: crashed sync runs, unhandled exceptions, api internal errors."
-      filter      = "${local.all_services} AND jsonPayload.message=(\"sync run crashed\" OR \"unhandled exception\" OR \"api internal error\")"
+      description = "Unexpected exceptions: crashed sync and calendar-list runs, unhandled exceptions, api internal errors."
+      filter      = "${local.all_services} AND jsonPayload.message=(\"sync run crashed\" OR \"list run crashed\" OR \"unhandled exception\" OR \"api internal error\")"
       unit        = "1"
       value_field = ""
     }
@@ -129,7 +129,7 @@ locals {
       duration     = 0
       aligner      = "ALIGN_SUM"
       reducer      = "REDUCE_SUM"
-      content      = "An exception no handler expected (\"sync run crashed\", \"unhandled exception\", \"api internal error\"): a bug. The line carries the exception; the request was answered 500 and is retried."
+      content      = "An exception no handler expected (\"sync run crashed\", \"list run crashed\", \"unhandled exception\", \"api internal error\"): a bug. The line carries the exception; the request was answered 500 and is retried."
     }
     sync_transient = {
       display_name = "calsync: sync runs failing transiently"

@@ -36,6 +36,7 @@ output "cli_environment" {
     CALSYNC_TASKS_QUEUE        = google_cloud_tasks_queue.sync.name
     CALSYNC_WORKER_URL         = local.function_urls.worker
     CALSYNC_RENEWER_URL        = local.function_urls.renewer
+    CALSYNC_RENEWER_QUEUE      = google_cloud_tasks_queue.renewer.name
     CALSYNC_WEBHOOK_URL        = local.webhook_url
     CALSYNC_API_URL            = local.function_urls.api
     CALSYNC_TASKS_INVOKER_SA   = google_service_account.this["worker_invoker"].email

@@ -2,7 +2,7 @@ resource "google_cloud_scheduler_job" "renew" {
   project     = var.project
   region      = var.region
   name        = "${var.name_prefix}-renew"
-  description = "Renews expiring channels, schedules safety-net syncs and sweeps pending sync requests."
+  description = "Renewer tick: fans channel renewal out to one task per shard, schedules safety-net syncs and sweeps pending sync requests."
   schedule    = var.renewal_schedule
   time_zone   = "Etc/UTC"
   # The renewer's own timeout; Cloud Scheduler allows at most 30 minutes.
@@ -17,7 +17,10 @@ resource "google_cloud_scheduler_job" "renew" {
   http_target {
     http_method = "POST"
     uri         = local.function_urls.renewer
-    body        = base64encode("{}")
+    # `{}` is a tick: with var.renewal_shards > 1 it queues one task per shard on
+    # the renewer queue, named for the shard and the slot, so this retry or a
+    # second tick in the same slot queues nothing more.
+    body = base64encode("{}")
     headers = {
       "Content-Type" = "application/json"
     }

@@ -29,3 +29,35 @@ resource "google_cloud_tasks_queue" "sync" {
 
   depends_on = [google_project_service.enabled["cloudtasks.googleapis.com"]]
 }
+
+# The renewer's own tasks: one per shard and slot when a tick fans channel renewal
+# out (var.renewal_shards > 1), and the continuations of ticks and shards. Apart
+# from the sync queue so that neither one's backlog delays the other, and sized
+# to the renewer: more tasks in flight than its instances can serve would only
+# come back as 429s.
+resource "google_cloud_tasks_queue" "renewer" {
+  project  = var.project
+  name     = "${var.name_prefix}-renewer"
+  location = var.region
+
+  rate_limits {
+    # One shard run per task; every shard of a tick may start at once.
+    max_dispatches_per_second = var.renewal_shards
+    max_concurrent_dispatches = var.renewer_function.max_instances * var.renewer_function.concurrency
+  }
+
+  # Every task is named per shard and slot and the next tick queues the shard
+  # again: a few attempts cover a cold start or a passing Firestore error.
+  retry_config {
+    max_attempts       = 3
+    min_backoff        = "10s"
+    max_backoff        = "60s"
+    max_retry_duration = "600s"
+  }
+
+  stackdriver_logging_config {
+    sampling_ratio = var.queue_log_sampling_ratio
+  }
+
+  depends_on = [google_project_service.enabled["cloudtasks.googleapis.com"]]
+}

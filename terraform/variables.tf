@@ -47,6 +47,44 @@ variable "renewal_schedule" {
   default     = "*/5 * * * *"
 }
 
+variable "renewal_shards" {
+  type        = number
+  description = "Channel renewal fans out to this many renewer tasks per tick, one per shard (CALSYNC_RENEWAL_SHARDS); 1: the tick renews every channel itself, which keeps up with about 10^5 calendars. Past that, 16 (with renewer_function.max_instances at least 16): README, \"Renewal at scale\". At most the renewer's instances times its concurrency, so that every shard of a tick runs at once."
+  default     = 1
+
+  validation {
+    condition     = var.renewal_shards >= 1 && var.renewal_shards <= 32 && floor(var.renewal_shards) == var.renewal_shards
+    error_message = "renewal_shards must be a whole number from 1 to 32 (the shard values a channel record holds)."
+  }
+
+  validation {
+    condition     = var.renewal_shards <= var.renewer_function.max_instances * var.renewer_function.concurrency
+    error_message = "renewal_shards must not exceed renewer_function.max_instances * renewer_function.concurrency: the shards of a tick would queue behind each other."
+  }
+}
+
+variable "renewals_per_minute" {
+  type        = number
+  description = "Channel watches (renewals and retries) the renewer starts per minute at most with fan-out (CALSYNC_RENEWALS_PER_MINUTE); each renewal costs two Calendar calls. The default renews 10^6 channels whose 7-day TTLs all end on one day inside a 1-day window (694 a minute needed)."
+  default     = 1000
+
+  validation {
+    condition     = var.renewals_per_minute >= 1
+    error_message = "renewals_per_minute must be positive."
+  }
+}
+
+variable "renewal_slot_seconds" {
+  type        = number
+  description = "Each shard runs at most once per slot of this length (CALSYNC_RENEWAL_SLOT_SECONDS), starting its share of renewals_per_minute; a shard with more due continues at the next slot."
+  default     = 60
+
+  validation {
+    condition     = var.renewal_slot_seconds >= 10
+    error_message = "renewal_slot_seconds must be at least 10."
+  }
+}
+
 variable "renewal_window_seconds" {
   type        = number
   description = "Channels expiring within this many seconds are replaced (CALSYNC_RENEWAL_WINDOW_SECONDS)."
@@ -152,6 +190,17 @@ variable "lease_seconds" {
   type        = number
   description = "How long a sync run's lease lasts between extensions (CALSYNC_LEASE_SECONDS)."
   default     = 120
+}
+
+variable "run_budget_seconds" {
+  type        = number
+  description = "A sync run begins no new page after this long; it saves its page token and a follow-up task goes on from there (CALSYNC_RUN_BUDGET_SECONDS). Below dispatch_deadline_seconds by one page and the final commit (the worker refuses to start otherwise)."
+  default     = 1500
+
+  validation {
+    condition     = var.run_budget_seconds > 0
+    error_message = "run_budget_seconds must be positive."
+  }
 }
 
 variable "notification_record_seconds" {
@@ -544,7 +593,7 @@ variable "renewer_function" {
     concurrency     = optional(number, 1)
     timeout_seconds = optional(number, 600)
   })
-  description = "Renewer sizing. Runs every few minutes from Cloud Scheduler and fans work out through the task queue."
+  description = "Renewer sizing. Runs every few minutes from Cloud Scheduler and fans channel renewal out to renewal_shards tasks at once through its own queue: max_instances times concurrency must hold them."
   default     = {}
 
   validation {
@@ -559,7 +608,7 @@ variable "api_function" {
     memory          = optional(string, "512Mi")
     cpu             = optional(string, "1")
     min_instances   = optional(number, 0)
-    max_instances   = optional(number, 20)
+    max_instances   = optional(number, 5)
     concurrency     = optional(number, 40)
     timeout_seconds = optional(number, 60)
   })

@@ -10,7 +10,7 @@ import functools
 from typing import Any
 
 from functions.api.errors import CODES, METHOD_NOT_ALLOWED
-from functions.api.routes import KINDS, ROUTES, STATUSES, Route
+from functions.api.routes import ACCOUNT_STATUSES, KINDS, POLICY, ROUTES, STATUSES, Route
 
 TIME = {"type": ["string", "null"], "format": "date-time",
         "description": "RFC 3339, UTC, ending in Z."}
@@ -39,7 +39,11 @@ SCHEMAS: dict[str, Any] = {
             "owner": {"type": "string"},
             "credentials": {"type": "string", "enum": ["dwd", "oauth", "bearer"],
                             "description": "`bearer` exists only against the local emulator."},
-            "status": {"type": "string", "enum": list(STATUSES)},
+            "status": {"type": "string", "enum": list(STATUSES),
+                       "description": "`removed`: followed through an account until the "
+                                      "calendar left its list; nothing syncs, the events and "
+                                      "the feed stay readable for the retention period, then "
+                                      "it is deleted."},
             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
             "created_at": TIME, "last_synced_at": TIME, "last_notification_at": TIME,
             "change_seq": {"type": "integer", "description": "The last cursor issued."},
@@ -52,6 +56,43 @@ SCHEMAS: dict[str, Any] = {
                                "at": TIME}}]},
         },
     },
+    "Account": {
+        "type": "object",
+        "required": ["id", "owner", "credentials", "status", "policy", "created_at",
+                     "calendars_followed", "last_list_sync_at", "last_notification_at",
+                     "channel", "error"],
+        "properties": {
+            "id": {"type": "string"},
+            "owner": {"type": "string"},
+            "credentials": {"type": "string", "enum": ["dwd", "oauth", "bearer"],
+                            "description": "One credential, shared by every subscription "
+                                           "the account follows."},
+            "status": {"type": "string", "enum": list(ACCOUNT_STATUSES),
+                       "description": "`error`: its calendar list cannot be read (reason "
+                                      "`reauthorization_required`: connect it again with a "
+                                      "new code)."},
+            "policy": POLICY.json_schema(),
+            "created_at": TIME,
+            "calendars_followed": {"type": "integer",
+                                   "description": "Subscriptions it follows now (`GET "
+                                                  "/v1/subscriptions?account=ID`)."},
+            "last_list_sync_at": TIME,
+            "last_notification_at": TIME,
+            "channel": {"oneOf": [{"type": "null"}, {
+                "type": "object", "required": ["state", "expiration"],
+                "properties": {"state": {"type": "string"}, "expiration": TIME}}],
+                "description": "The calendar list's watch channel."},
+            "error": {"oneOf": [{"type": "null"}, {
+                "type": "object", "required": ["reason", "message", "at"],
+                "properties": {"reason": {"type": "string"}, "message": {"type": "string"},
+                               "at": TIME}}]},
+        },
+    },
+    "AccountList": {
+        "type": "object", "required": ["accounts", "next_page_token"],
+        "properties": {
+            "accounts": {"type": "array", "items": {"$ref": "#/components/schemas/Account"}},
+            "next_page_token": NULLABLE_STR}},
     "SubscriptionList": {
         "type": "object", "required": ["subscriptions", "next_page_token"],
         "properties": {
@@ -157,7 +198,7 @@ def _operation(route: Route) -> dict[str, Any]:
                                  "parameters": parameters, "responses": responses}
     if route.body is not None:
         operation["requestBody"] = {
-            "required": bool(route.body.required),
+            "required": bool(route.body.required or route.body.one_of),
             "content": {"application/json": {"schema": route.body.json_schema()}}}
     return operation
 

@@ -24,11 +24,15 @@ from functions.api.errors import (
     method_not_allowed,
     not_found,
 )
-from functions.api.schema import Bool, CommaList, Int, Obj, Schema, Str, StrMap
+from functions.api.schema import Arr, Bool, CommaList, Int, Obj, Schema, Str, StrMap
 
 MAX_LIMIT = 1000
+MAX_ACCOUNT_LIMIT = 100  # each account's health counts its calendars
 MAX_BODY_BYTES = 64 * 1024
-STATUSES = ("active", "paused", "error", "deleting")
+STATUSES = ("active", "paused", "error", "deleting", "removed")
+ACCOUNT_STATUSES = ("active", "error", "deleting")
+# Roles a policy may require, weakest first: below `reader` nothing can be listed.
+POLICY_ROLES = ("reader", "writerWithoutPrivateAccess", "writer", "owner")
 KINDS = ("created", "updated", "deleted")
 LABEL_KEY = r"[a-z][a-z0-9_-]{0,62}"
 LABEL_VALUE = r"[a-z0-9_-]{0,63}"
@@ -36,6 +40,8 @@ LABEL_VALUE = r"[a-z0-9_-]{0,63}"
 # Firestore document ids: no "/", not "." or "..", not `__x__`.
 SUB_ID = Str(pattern=r"[A-Za-z0-9_-]{1,128}", max_length=128,
              description="The subscription's id.")
+ACCOUNT_ID = Str(pattern=r"[A-Za-z0-9_-]{1,128}", max_length=128,
+                 description="The account's id.")
 EVENT_ID = Str(pattern=r"(?!__.*__$)(?!\.\.?$)[^/\x00-\x1f]{1,1024}", max_length=1024,
                max_bytes=1024,
                description="Google's event id (an instance's id for recurring events).")
@@ -72,7 +78,9 @@ class Route:
         return re.findall(r"\{(\w+)\}", self.path)
 
     def path_schema(self, name: str) -> Schema:
-        return EVENT_ID if name == "event_id" else SUB_ID
+        if name == "event_id":
+            return EVENT_ID
+        return ACCOUNT_ID if self.path.startswith("/v1/accounts") else SUB_ID
 
 
 @dataclass(frozen=True)
@@ -91,29 +99,55 @@ _TRANSITION = (*_ONE, FAILED_PRECONDITION)
 _LIMIT = Param("limit", Int(1, MAX_LIMIT, description="Entries per page (at most 1000)."),
                default=100)
 
+OAUTH_CODE = Obj(
+    properties={
+        "code": Str(min_length=1, max_length=4096,
+                    description="The authorization code the consent page returned."),
+        "redirect_uri": Str(pattern=r"https?://\S+", max_length=2048,
+                            description="The redirect URI the code was issued for."),
+        "code_verifier": Str(pattern=r"[A-Za-z0-9._~-]{43,128}", max_length=128,
+                             description="PKCE verifier, when the app used PKCE."),
+    },
+    required=("code", "redirect_uri"),
+    description="An authorization code to exchange for the owner's refresh token.",
+)
 SUBSCRIBE_BODY = Obj(
     properties={
         "calendar_id": Str(min_length=1, max_length=1024,
                            description="Calendar id (`primary` is the owner's address)."),
         "owner": EMAIL,
         "credentials": Str(enum=("dwd",), description="Domain-wide delegation."),
-        "oauth": Obj(
-            properties={
-                "code": Str(min_length=1, max_length=4096,
-                            description="The authorization code the consent page returned."),
-                "redirect_uri": Str(pattern=r"https?://\S+", max_length=2048,
-                                    description="The redirect URI the code was issued for."),
-                "code_verifier": Str(pattern=r"[A-Za-z0-9._~-]{43,128}", max_length=128,
-                                     description="PKCE verifier, when the app used PKCE."),
-            },
-            required=("code", "redirect_uri"),
-            description="An authorization code to exchange for the owner's refresh token.",
-        ),
+        "oauth": OAUTH_CODE,
         "labels": LABELS,
     },
     required=("calendar_id",),
     one_of=(("owner", "credentials"), ("oauth",)),
     description="Either an owner with domain-wide delegation, or an OAuth code.",
+)
+POLICY = Obj(
+    properties={
+        "calendars": Str(enum=("all", "owned"),
+                         description="`all` readable calendars of the list (the default), or "
+                                     "only those the owner owns (the primary, and secondary "
+                                     "calendars whose data owner is the owner)."),
+        "min_access_role": Str(enum=POLICY_ROLES,
+                               description="Follow a calendar only while the owner's "
+                                           "`accessRole` is at least this (default reader)."),
+        "exclude": Arr(Str(min_length=1, max_length=1024), max_items=100,
+                       description="Calendar ids never followed (`primary`: the owner's)."),
+    },
+    description="Which calendars of the account's list are followed; a calendar leaving it "
+                "(unshared, deleted, access below the policy) is unsubscribed and its feed "
+                "kept for the retention period (status `removed`).",
+)
+CONNECT_BODY = Obj(
+    properties={"owner": EMAIL,
+                "credentials": Str(enum=("dwd",), description="Domain-wide delegation."),
+                "oauth": OAUTH_CODE, "policy": POLICY},
+    one_of=(("owner", "credentials"), ("oauth",)),
+    description="Either an owner with domain-wide delegation, or an OAuth code; connecting "
+                "the same owner again replaces the account's credentials (for every "
+                "subscription it follows) and, when given, its policy.",
 )
 RESYNC_BODY = Obj(properties={"full": Bool(
     description="List everything again and reconcile deletions (as after a 410).")})
@@ -129,6 +163,9 @@ ROUTES: tuple[Route, ...] = (
               Param("label", Str(pattern=f"{LABEL_KEY}:{LABEL_VALUE}", max_length=127,
                                  description="KEY:VALUE; repeat it: all must match."),
                     repeated=True),
+              Param("account", Str(pattern=ACCOUNT_ID.pattern, max_length=128,
+                                   description="Only the subscriptions of this account "
+                                               "(followed or removed).")),
               Param("page_token", PAGE_TOKEN),
               _LIMIT)),
     Route("GET", "/v1/subscriptions/{id}", "get_subscription", "One subscription and its health",
@@ -166,6 +203,19 @@ ROUTES: tuple[Route, ...] = (
                     default=False))),
     Route("GET", "/v1/subscriptions/{id}/events/{event_id}", "get_event",
           "One event's current snapshot", (200,), "EventItem", _ONE),
+    Route("POST", "/v1/accounts", "create_account",
+          "Connect an account: its calendars are followed (idempotent per owner)",
+          (201, 200), "Account", (*_BASE, FAILED_PRECONDITION), body=CONNECT_BODY),
+    Route("GET", "/v1/accounts", "list_accounts", "List accounts", (200,), "AccountList",
+          _BASE, params=(Param("page_token", PAGE_TOKEN), Param(
+              "limit", Int(1, MAX_ACCOUNT_LIMIT, description="Accounts per page (at most "
+                                                             f"{MAX_ACCOUNT_LIMIT})."),
+              default=50))),
+    Route("GET", "/v1/accounts/{id}", "get_account", "One account and its health",
+          (200,), "Account", _ONE),
+    Route("DELETE", "/v1/accounts/{id}", "delete_account",
+          "Disconnect: its subscriptions and credential are deleted; 404 once gone",
+          (202,), "Account", _ONE),
     Route("GET", "/v1/oauth/config", "oauth_config",
           "What an app needs to build the consent URL", (200,), "OAuthConfig",
           (*_BASE, FAILED_PRECONDITION)),
@@ -235,7 +285,7 @@ def _body(route: Route, content_type: str | None, body: bytes) -> dict[str, Any]
         if body.strip():
             raise invalid(f"{route.method} {route.path} takes no body")
         return {}
-    if not body.strip() and "required" not in route.body.json_schema():
+    if not body.strip() and not (route.body.required or route.body.one_of):
         return {}  # an optional body may be left out entirely
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if media != "application/json":

@@ -150,6 +150,28 @@ class CommaList(Schema):
 
 
 @dataclass(frozen=True)
+class Arr(Schema):
+    """A JSON array of strings in a body (an account policy's `exclude`); duplicates are
+    dropped, order kept."""
+
+    item: Str
+    max_items: int = 100
+    description: str = ""
+
+    def validate(self, value: Any, path: str) -> list[str]:
+        if not isinstance(value, list):
+            raise invalid(f"{_where(path)} must be an array", field=path)
+        if len(value) > self.max_items:
+            raise invalid(f"{_where(path)} holds more than {self.max_items} items", field=path)
+        items = [self.item.validate(item, f"{path}[{n}]") for n, item in enumerate(value)]
+        return list(dict.fromkeys(items))
+
+    def json_schema(self) -> dict[str, Any]:
+        return self._doc({"type": "array", "items": self.item.json_schema(),
+                          "maxItems": self.max_items})
+
+
+@dataclass(frozen=True)
 class StrMap(Schema):
     """An object of string values under constrained keys (labels)."""
 

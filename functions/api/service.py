@@ -28,6 +28,7 @@ from functions.api.feed import ChangesQuery
 from functions.api.routes import Call, match, parse
 from functions.errors import (
     PERMANENT_CALENDAR_ERRORS,
+    AccountNotFound,
     CalendarUnavailable,
     CodeRejected,
     CursorAhead,
@@ -41,8 +42,10 @@ from functions.errors import (
     StoreUnavailable,
     SubscriptionNotFound,
 )
-from functions.model import CALENDAR_SCOPES, rfc3339
+from functions.model import CALENDAR_LIST_SCOPE, CALENDAR_SCOPES, rfc3339
 from functions.ports import (
+    AccountCommands,
+    AccountReader,
     CodeExchanger,
     CredentialSealer,
     FeedPort,
@@ -73,13 +76,17 @@ class Api:
 
     def __init__(self, commands: SubscriptionCommands, subscriptions: SubscriptionReader,
                  feed: FeedPort, exchanger: CodeExchanger, sealer: CredentialSealer,
-                 openapi: Callable[[], dict[str, Any]]) -> None:
+                 openapi: Callable[[], dict[str, Any]],
+                 accounts: AccountCommands | None = None,
+                 account_reader: AccountReader | None = None) -> None:
         self._commands = commands
         self._subscriptions = subscriptions
         self._feed = feed
         self._exchanger = exchanger
         self._sealer = sealer
         self._document = openapi
+        self._accounts = accounts
+        self._account_reader = account_reader
 
     def handle(self, method: str, path: str, args: Sequence[tuple[str, str]],
                content_type: str | None, body: bytes) -> Answer:
@@ -116,13 +123,10 @@ class Api:
             raise SubscriptionNotFound(sub_id)
         return view
 
-    def _create_subscription(self, call: Call) -> tuple[int, dict[str, Any]]:
-        body = call.body
-        labels = body.get("labels", {})
-        if "oauth" not in body:
-            done = self._commands.subscribe(body["calendar_id"], body["owner"], "dwd", labels)
-            return (201 if done.created else 200), self._view(done.sub_id)
-        oauth = body["oauth"]
+    def _exchange(self, oauth: dict[str, Any], account: bool = False) -> tuple[str, str]:
+        """An authorization code exchanged and its refresh token sealed at once: (the
+        owner's address, the sealed credential's reference). An account's grant must
+        hold the calendar list's scope too."""
         grant = self._exchanger.exchange(oauth["code"], oauth["redirect_uri"],
                                          oauth.get("code_verifier"))
         if not grant.refresh_token:
@@ -130,10 +134,20 @@ class Api:
                                "(ask for access_type=offline and prompt=consent)")
         if CALENDAR_SCOPES[0] not in grant.scopes:
             raise CodeRejected("scope_not_granted", "the calendar scope was not granted")
-        credentials_ref = self._sealer.seal(grant.refresh_token)
+        if account and CALENDAR_LIST_SCOPE not in grant.scopes:
+            raise CodeRejected("scope_not_granted", "an account needs the calendar list's "
+                               f"scope, which was not granted ({CALENDAR_LIST_SCOPE})")
+        return grant.owner_email, self._sealer.seal(grant.refresh_token)
+
+    def _create_subscription(self, call: Call) -> tuple[int, dict[str, Any]]:
+        body = call.body
+        labels = body.get("labels", {})
+        if "oauth" not in body:
+            done = self._commands.subscribe(body["calendar_id"], body["owner"], "dwd", labels)
+            return (201 if done.created else 200), self._view(done.sub_id)
+        owner, credentials_ref = self._exchange(body["oauth"])
         try:
-            done = self._commands.subscribe(body["calendar_id"], grant.owner_email,
-                                            credentials_ref, labels)
+            done = self._commands.subscribe(body["calendar_id"], owner, credentials_ref, labels)
         except BaseException:
             self._sealer.discard(credentials_ref)
             raise
@@ -144,8 +158,9 @@ class Api:
     def _list_subscriptions(self, call: Call) -> tuple[int, dict[str, Any]]:
         q = call.query
         labels = tuple(tuple(s.split(":", 1)) for s in q["label"])
+        extra = {"account": q["account"]} if q.get("account") is not None else {}
         found, token = self._subscriptions.search(q["status"], labels,  # type: ignore[arg-type]
-                                                q["page_token"], q["limit"])
+                                                q["page_token"], q["limit"], **extra)
         return 200, {"subscriptions": found, "next_page_token": token}
 
     def _get_subscription(self, call: Call) -> tuple[int, dict[str, Any]]:
@@ -169,6 +184,50 @@ class Api:
     def _resync_subscription(self, call: Call) -> tuple[int, dict[str, Any]]:
         self._commands.resync(call.path["id"], bool(call.body.get("full", False)))
         return 202, self._view(call.path["id"])
+
+    # -- accounts -------------------------------------------------------------
+
+    def _account_ports(self) -> tuple[AccountCommands, AccountReader]:
+        if self._accounts is None or self._account_reader is None:
+            raise OAuthNotConfigured("accounts are not served by this deployment")
+        return self._accounts, self._account_reader
+
+    def _account_view(self, account_id: str) -> dict[str, Any]:
+        view = self._account_ports()[1].get(account_id)
+        if view is None:
+            raise AccountNotFound(account_id)
+        return view
+
+    def _create_account(self, call: Call) -> tuple[int, dict[str, Any]]:
+        accounts, _ = self._account_ports()
+        body = call.body
+        policy = body.get("policy")
+        if "oauth" not in body:
+            done = accounts.connect(body["owner"], "dwd", policy)
+            return (201 if done.created else 200), self._account_view(done.account_id)
+        owner, credentials_ref = self._exchange(body["oauth"], account=True)
+        try:
+            done = accounts.connect(owner, credentials_ref, policy)
+        except BaseException:
+            self._sealer.discard(credentials_ref)
+            raise
+        return (201 if done.created else 200), self._account_view(done.account_id)
+
+    def _list_accounts(self, call: Call) -> tuple[int, dict[str, Any]]:
+        _, reader = self._account_ports()
+        found, token = reader.search(call.query["page_token"], call.query["limit"])
+        return 200, {"accounts": found, "next_page_token": token}
+
+    def _get_account(self, call: Call) -> tuple[int, dict[str, Any]]:
+        return 200, self._account_view(call.path["id"])
+
+    def _delete_account(self, call: Call) -> tuple[int, dict[str, Any]]:
+        accounts, reader = self._account_ports()
+        account_id = call.path["id"]
+        before = self._account_view(account_id)
+        accounts.delete(account_id)
+        after = reader.get(account_id) or before
+        return 202, {**after, "status": "deleting"}
 
     # -- the feed -------------------------------------------------------------
 
@@ -203,6 +262,9 @@ def _error_for(err: Exception) -> ApiError:
     if isinstance(err, SubscriptionNotFound):
         return ApiError(NOT_FOUND, f"no subscription {err.args[0] if err.args else ''}".strip(),
                         {"subscription_id": str(err.args[0]) if err.args else None})
+    if isinstance(err, AccountNotFound):
+        return ApiError(NOT_FOUND, f"no account {err.args[0] if err.args else ''}".strip(),
+                        {"account_id": str(err.args[0]) if err.args else None})
     if isinstance(err, EventMissing):
         return ApiError(NOT_FOUND, f"no event {err.args[0]}", {"event_id": str(err.args[0])})
     if isinstance(err, InvalidTransition):

@@ -79,14 +79,19 @@ class SubscriptionViews(SubscriptionReader):
         return None if record is None else record_json(record)
 
     def search(self, status: str | None, labels: tuple[tuple[str, str], ...],
-               page_token: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
-        scope = hashlib.sha256(repr((status, sorted(set(labels)))).encode()).hexdigest()[:32]
+               page_token: str | None, limit: int,
+               account: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        # A page token is good only for the filters that issued it.
+        filters: tuple[Any, ...] = (status, sorted(set(labels)))
+        if account is not None:
+            filters += (account,)
+        scope = hashlib.sha256(repr(filters).encode()).hexdigest()[:32]
         after = None
         if page_token is not None:
             after = self._tokens.decode(page_token, LIST_TOKEN, scope).get("l")
             if not isinstance(after, str):
                 raise ValueError("page token fields")  # unreachable for a token we signed
-        found = self._records.search(status, labels, after, limit + 1)
+        found = self._records.search(status, labels, after, limit + 1, account=account)
         page = found[:limit]
         token = (self._tokens.encode(LIST_TOKEN, scope, {"l": page[-1].id})
                  if len(found) > limit else None)

@@ -1,21 +1,28 @@
 """Wires the API's ports to the real adapters; the one place that knows them.
 
 `ServiceCommands` adapts `functions.lifecycle.subscriptions.SubscriptionService` (the
-same service the operator CLI calls); `OAuthExchanger` adapts h-oauth's
+same service the operator CLI calls), `ServiceAccounts` `functions.lifecycle.accounts.
+AccountService`; `OAuthExchanger` adapts h-oauth's
 `functions.adapters.google.oauth.CodeExchange`; `VaultSealer` seals refresh tokens at once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 from functions.adapters.firestore.credentials import CredentialVault
+from functions.api.account_views import account_json
+from functions.api.tokens import PageTokens
 from functions.config import Settings
 from functions.errors import CodeRejected, ExchangeUnavailable, OAuthNotConfigured, SealError
 from functions.model import OAUTH_PREFIX
 from functions.ports import (
+    AccountCommands,
+    AccountReader,
     CodeExchanger,
+    Connected,
     CredentialSealer,
     ExchangedGrant,
     Subscribed,
@@ -25,10 +32,12 @@ from functions.ports import (
 
 class ServiceCommands(SubscriptionCommands):
     def __init__(self, service: Callable[[], Any], store: Any,
-                 vault: Callable[[], CredentialVault]) -> None:
+                 vault: Callable[[], CredentialVault],
+                 accounts: Callable[[], Any] | None = None) -> None:
         self._service = service  # built on first use
         self._store = store  # the Firestore store (full-resync requests)
         self._vault = vault
+        self._accounts = accounts  # the AccountService, for subscriptions of an account
 
     def subscribe(self, calendar_id: str, owner: str, credentials_ref: str,
                   labels: dict[str, str]) -> Subscribed:
@@ -41,6 +50,13 @@ class ServiceCommands(SubscriptionCommands):
         current = self._store.get_subscription(sub_id)
         if current is None:
             raise SubscriptionNotFound(sub_id)
+        found = self._service().store.get(sub_id)
+        account_id = (found[1].get("account_id") if found else None) or None
+        if account_id and self._accounts is not None:
+            # Its credential is its account's, shared by every calendar the account
+            # follows: the new grant is the account's now.
+            self._accounts().reauthorize(account_id, credentials_ref)
+            return
         self._service().replace_credentials(sub_id, credentials_ref)
         old = current.credentials_ref
         if old.startswith(OAUTH_PREFIX) and old != credentials_ref:
@@ -57,6 +73,50 @@ class ServiceCommands(SubscriptionCommands):
 
     def resync(self, sub_id: str, full: bool) -> None:
         self._service().resync(sub_id, full)
+
+
+ACCOUNT_LIST_TOKEN = "accounts"
+
+
+class ServiceAccounts(AccountCommands, AccountReader):
+    """`AccountCommands` and `AccountReader` over `lifecycle.accounts.AccountService`."""
+
+    def __init__(self, service: Callable[[], Any], tokens: PageTokens) -> None:
+        self._service = service  # built on first use
+        self._tokens = tokens
+
+    def connect(self, owner: str, credentials_ref: str,
+                policy: dict[str, Any] | None) -> Connected:
+        from functions.model import CalendarPolicy
+
+        chosen = CalendarPolicy.from_json(policy) if policy is not None else None
+        done = self._service().connect(owner, credentials_ref, chosen)
+        return Connected(done.account.id, bool(done.created), bool(done.queued))
+
+    def delete(self, account_id: str) -> None:
+        self._service().delete(account_id)
+
+    def get(self, account_id: str) -> dict[str, Any] | None:
+        from functions.errors import AccountNotFound
+
+        try:
+            status = self._service().status(account_id)
+        except AccountNotFound:
+            return None
+        return account_json(dataclasses.asdict(status))
+
+    def search(self, page_token: str | None,
+               limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        after = None
+        if page_token is not None:
+            after = self._tokens.decode(page_token, ACCOUNT_LIST_TOKEN, "all").get("l")
+            if not isinstance(after, str):
+                raise ValueError("page token fields")  # unreachable for a token we signed
+        found = self._service().list_status(after, limit + 1)
+        page = found[:limit]
+        token = (self._tokens.encode(ACCOUNT_LIST_TOKEN, "all", {"l": page[-1].id})
+                 if len(found) > limit else None)
+        return [account_json(dataclasses.asdict(s)) for s in page], token
 
 
 class VaultSealer(CredentialSealer):
@@ -129,7 +189,6 @@ def build() -> Any:
     from functions.api.feed import Feed
     from functions.api.openapi import document
     from functions.api.service import Api
-    from functions.api.tokens import PageTokens
     from functions.api.views import SubscriptionViews
 
     settings = api_settings()
@@ -143,7 +202,9 @@ def build() -> Any:
         return CredentialVault(client, settings.credential_keys)
 
     commands = ServiceCommands(lambda: app.subscription_service(settings), app.store(settings),
-                               vault)
+                               vault, lambda: app.account_service(settings))
+    accounts = ServiceAccounts(lambda: app.account_service(settings), tokens)
     return Api(commands, SubscriptionViews(FirestoreSubscriptionRecords(client), tokens),
                Feed(FirestoreFeedStore(client), tokens),
-               OAuthExchanger(settings), VaultSealer(vault), document)
+               OAuthExchanger(settings), VaultSealer(vault), document,
+               accounts=accounts, account_reader=accounts)

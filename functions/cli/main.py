@@ -35,7 +35,7 @@ from functions.cli.wiring import classify
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every command."""
-    from functions.cli import admin, changes, keys
+    from functions.cli import accounts, admin, changes, keys
 
     parser = Parser(prog="python -m functions.cli", description=__doc__, epilog=EXIT_CODES,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=Parser)
     admin.register(commands, common)
+    accounts.register(commands, common)
     changes.register(commands, common)
     keys.register(commands, common)
     return parser

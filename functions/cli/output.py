@@ -17,14 +17,14 @@ from typing import Any, TextIO
 OK = 0
 FAILED = 1  # the service refused, or something failed
 USAGE = 2  # bad arguments
-NOT_FOUND = 3  # no such subscription
+NOT_FOUND = 3  # no such subscription (or account)
 INTERRUPTED = 130  # Ctrl-C
 
 EXIT_CODES = f"""exit status:
   {OK}    done
   {FAILED}    refused or failed (the message says why)
   {USAGE}    bad arguments
-  {NOT_FOUND}    no such subscription
+  {NOT_FOUND}    no such subscription or account
   {INTERRUPTED}  interrupted (Ctrl-C)
 
 with --json, stdout holds exactly one JSON object: the result, or

@@ -14,7 +14,7 @@ def classify(err: BaseException) -> CliError:
 
     from functions import errors
     from functions.config import ConfigError
-    from functions.errors import SealError, SubscriptionNotFound
+    from functions.errors import AccountNotFound, SealError, SubscriptionNotFound
 
     if isinstance(err, CliError):
         return err
@@ -22,6 +22,10 @@ def classify(err: BaseException) -> CliError:
         sub_id = err.args[0] if err.args else ""
         return CliError(NOT_FOUND, "not_found", f"no subscription {sub_id!r}",
                         {"subscription_id": sub_id})
+    if isinstance(err, AccountNotFound):
+        account_id = err.args[0] if err.args else ""
+        return CliError(NOT_FOUND, "not_found", f"no account {account_id!r}",
+                        {"account_id": account_id})
     if isinstance(err, errors.InvalidTransition):
         return CliError(FAILED, "failed_precondition", one_line(str(err)),
                         {"status": err.status})

@@ -1,5 +1,9 @@
 """The webhook: turns a Google push notification into at most one queued sync.
 
+A channel of kind `events` asks to sync its subscription's calendar; one of kind
+`calendar_list` asks to list its account's calendars again (an account task).
+The checks, the coalescing and the queueing are the same for both.
+
 It never calls the Calendar API. A notification is acted on only if its
 token verifies, its channel is known and delivering and its resource id
 matches. The token is an HMAC of the channel id alone, so it is checked
@@ -26,8 +30,14 @@ from typing import Protocol
 
 from functions.errors import QueueUnavailable, ResourceMismatch, StoreError
 from functions.intake import channel_tokens
-from functions.model import ACCEPTING_STATES, Channel
-from functions.ports import ChannelStore, RequestStore, TaskQueue
+from functions.model import ACCEPTING_STATES, CALENDAR_LIST_KIND, Channel, SyncRequest
+from functions.ports import (
+    AccountRequestStore,
+    AccountTaskQueue,
+    ChannelStore,
+    RequestStore,
+    TaskQueue,
+)
 
 RESOURCE_STATES = ("sync", "exists", "not_exists")
 CHANNEL_CACHE_SECONDS = 5.0
@@ -60,6 +70,27 @@ class Outcome:
     # of a request recorded earlier, after a failed or crashed enqueue, writes no
     # request counter although it is counted as one).
     writes: int = 0
+
+
+@dataclass(frozen=True)
+class _Requests:
+    """The request counters of one kind of target (`RequestStore`, `AccountRequestStore`)."""
+
+    record: Callable[[str, datetime], SyncRequest]
+    mark_queued: Callable[[str, int, datetime], None]
+    enqueue_failed: Callable[[str, int], None]
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What a notification syncs: its id, the name logged (`Outcome.sub_id`), a word for
+    it, its request counters and its task queue (None: not served by this service)."""
+
+    id: str
+    name: str
+    what: str
+    requests: _Requests | None
+    queue: Callable[[str, int, datetime | None], None] | None
 
 
 class BadNotification(ValueError):
@@ -114,10 +145,14 @@ class WebhookService:
         record_interval: float,
         min_sync_interval: float = 0.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        accounts: AccountRequestStore | None = None,
+        account_queue: AccountTaskQueue | None = None,
     ) -> None:
         self._channels = channels
         self._requests = requests
         self._queue = queue
+        self._accounts = accounts  # calendar-list channels' requests
+        self._account_queue = account_queue
         self._keyring = keyring
         self._record_interval = timedelta(seconds=record_interval)
         self._min_interval = timedelta(seconds=min_sync_interval)
@@ -156,13 +191,18 @@ class WebhookService:
 
         now = self._clock()
         writes[0] += self._maybe_record(channel, note, now)
+        target = self._target(channel)
         if note.resource_state == "sync":
-            return Outcome(200, "channel confirmed", "sync_message", channel.sub_id)
-        request = self._requests.record_sync_request(channel.sub_id, now)
+            return Outcome(200, "channel confirmed", "sync_message", target.name)
+        if target.requests is None or target.queue is None:
+            return Outcome(200, "calendar-list notifications are not served here",
+                           "ignored_kind", target.name)
+        request = target.requests.record(target.id, now)
         if not request.found:
-            return Outcome(200, "subscription is gone", "ignored_no_subscription", channel.sub_id)
+            return Outcome(200, f"{target.what} is gone", f"ignored_no_{target.what}",
+                           target.name)
         if not request.needs_task:
-            return Outcome(200, "sync already pending", "coalesced", channel.sub_id)
+            return Outcome(200, "sync already pending", "coalesced", target.name)
         # A new request (requested_gen written), or one recorded earlier whose task
         # is not known to exist (an enqueue failed or its caller died): queued now
         # under the request's own task name, so two callers queue one task.
@@ -174,8 +214,7 @@ class WebhookService:
             earliest = request.last_run_started_at + self._min_interval
             not_before = earliest if earliest > now else None
         try:
-            self._queue.enqueue_sync(channel.sub_id, request.generation, not_before,
-                                     origin="request")
+            target.queue(target.id, request.generation, not_before)
         except QueueUnavailable:
             # The request stays recorded. Noting the failure lets Google's
             # redelivery of this 503 queue the task at once (the note is written
@@ -183,15 +222,33 @@ class WebhookService:
             # costs no write per notification); if even that note fails, the
             # sweep re-enqueues requests left pending. Nothing is lost.
             with contextlib.suppress(StoreError):
-                self._requests.enqueue_failed(channel.sub_id, request.generation)
+                target.requests.enqueue_failed(target.id, request.generation)
                 writes[0] += 1
             return Outcome(503, "could not queue the sync task", "enqueue_failed",
-                           channel.sub_id)
+                           target.name)
         # Bookkeeping for `status` only; the task is queued either way.
         with contextlib.suppress(StoreError):
-            self._requests.mark_queued(channel.sub_id, request.generation, now)
+            target.requests.mark_queued(target.id, request.generation, now)
             writes[0] += 1
-        return Outcome(200, "sync queued", "queued", channel.sub_id)
+        return Outcome(200, "sync queued", "queued", target.name)
+
+    def _target(self, channel: Channel) -> _Target:
+        """What a channel's notification asks to sync: its subscription's calendar, or
+        (a `calendar_list` channel) its account's calendar list."""
+        if channel.kind == CALENDAR_LIST_KIND:
+            account_id = channel.account_id or ""
+            queue = self._account_queue
+            return _Target(
+                account_id, f"account:{account_id}", "account",
+                _Requests(self._accounts.record_list_request, self._accounts.mark_queued,
+                          self._accounts.enqueue_failed) if self._accounts else None,
+                (lambda i, g, nb: queue.enqueue_account_sync(i, g, nb, origin="request"))
+                if queue is not None else None)
+        return _Target(
+            channel.sub_id, channel.sub_id, "subscription",
+            _Requests(self._requests.record_sync_request, self._requests.mark_queued,
+                      self._requests.enqueue_failed),
+            lambda i, g, nb: self._queue.enqueue_sync(i, g, nb, origin="request"))
 
     def _lookup(self, channel_id: str) -> Channel | None:
         """The channel, from a short-lived in-process cache when it is confirmed.
@@ -248,7 +305,7 @@ class WebhookService:
         if version is None:
             return 0  # another instance (or the renewer) wrote the channel first
         self._update_cached(channel.id, now, version)
-        return 2 if channel.sub_id else 1
+        return 2 if channel.sub_id or channel.account_id else 1
 
     def _update_cached(self, channel_id: str, noted_at: datetime,
                        version: datetime | None = None) -> None:

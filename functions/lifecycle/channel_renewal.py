@@ -10,8 +10,9 @@ channel. States only move forward (`SubscriptionService.move_channel`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions import logs
 from functions.errors import (
@@ -26,6 +27,7 @@ from functions.lifecycle.subscriptions import SubscriptionService
 from functions.model import (
     ABANDONED,
     ACTIVE,
+    CALENDAR_LIST_KIND,
     ERROR,
     PENDING,
     REPLACED,
@@ -35,6 +37,9 @@ from functions.model import (
 )
 from functions.model import ACTIVE as SUB_ACTIVE
 
+if TYPE_CHECKING:
+    from functions.lifecycle.account_renewal import AccountRenewal
+
 # Watch errors about the request or the calendar itself, not a passing failure:
 # after `give_up_attempts` in a row the subscription goes to `error`.
 REFUSED_WATCH_ERRORS = (CalendarRequestRejected, CalendarGone)
@@ -42,17 +47,23 @@ _NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 class ChannelRenewal:
-    def __init__(self, run: Pass, service: SubscriptionService) -> None:
+    def __init__(self, run: Pass, service: SubscriptionService,
+                 accounts: AccountRenewal | None = None) -> None:
         self._run = run
         self._subs = run.subs
         self._service = service
         self._settings = run.settings
         self._report = run.report
+        self._accounts = accounts  # renews the `calendar_list` channels the queries find
 
-    def renew_due(self, state: str, before: datetime) -> Section:
+    def renew_due(self, state: str, before: datetime, shard: tuple[int, int] | None = None,
+                  batch: int | None = None) -> Section:
         """Renew active channels expiring within the window; retry pending records
-        whose watch failed or never completed (their expiration is when they are due)."""
-        return self._run.channels(state, before, self._renew)
+        whose watch failed or never completed (their expiration is when they are due).
+        `shard` = (k, n): only fan-out shard k of n; `batch`: at most this many tries
+        (a shard's budget) instead of the run's batch."""
+        run = self._run if batch is None else replace(self._run, batch=batch)
+        return run.channels(state, before, self._renew, shard)
 
     def clean_up(self) -> Section:
         """Delete abandoned channel records a retention after they expired (a batch per
@@ -67,15 +78,25 @@ class ChannelRenewal:
         return self._run.channels(ABANDONED, self._run.now - retention, delete)
 
     def _renew(self, channel: Channel, doc: dict[str, Any]) -> Step:
-        """Handle one due channel."""
+        """Handle one due channel (an account's calendar-list channel: its account's)."""
+        if channel.kind == CALENDAR_LIST_KIND:
+            if self._accounts is None:  # nobody here can watch a list: not ours to touch
+                return Step.FAILED
+            return self._accounts.renew_channel(self._run, channel, doc)
         now, report = self._run.now, self._report
         next_attempt = doc.get("next_attempt_at")
         if next_attempt is not None and next_attempt > now:
             return Step.SKIPPED  # a record from before sort keys moved: due later
+        claimed = doc.get("claimed_until")
+        if claimed is not None and claimed > now:
+            return Step.SKIPPED  # another run is renewing it
         claim_until = now + timedelta(seconds=self._settings.channel_claim)
+        # Conditioned on the row as the query returned it: no read unless someone
+        # wrote the record since.
         if not self._subs.claim_channel(channel.id, channel.state, now, claim_until,
-                                        self._run.claimant):
+                                        self._run.claimant, version=channel.version):
             return Step.SKIPPED
+        channel = replace(channel, version=None)  # our claim wrote it since
         found = self._subs.get(channel.sub_id)
         report.subscription_reads += 1
         sub = found[0] if found else None
@@ -112,7 +133,10 @@ class ChannelRenewal:
             return Step.FAILED
         if opened is None:
             return Step.FAILED  # paused or unsubscribed while the watch ran: closed again
-        if not self._subs.holds_claim(channel.id, self._run.claimant):
+        # One read of the old channel: is the claim still ours, and (its version) the
+        # condition of its state change below.
+        held = self._subs.claim_held(channel.id, self._run.claimant)
+        if held is None:
             # The watch outlasted the claim and another run took the channel over:
             # that run renews it, so the channel just opened is closed again.
             self._service.stop_channel(sub, Channel(opened.channel_id, sub.id, ACTIVE,
@@ -121,7 +145,7 @@ class ChannelRenewal:
             report.errors.append(f"{sub.id}: claim lost during the renewal")
             return Step.FAILED
         if channel.state == PENDING:
-            if not self._service.move_channel(channel.id, ABANDONED):
+            if not self._service.move_channel(channel.id, ABANDONED, seen=held):
                 # Its own watch completed meanwhile (slower than the grace): two
                 # active channels now; the older one goes (read again: it learnt
                 # its resource id, which stopping it needs).
@@ -133,7 +157,7 @@ class ChannelRenewal:
             # meanwhile announced nothing, so sync once more.
             self._request_sync(sub)
         else:
-            self._retire(sub, channel)
+            self._retire(sub, held)
             if channel.expiration is not None and channel.expiration <= now:
                 # It lapsed before it was replaced (the renewer was down or kept
                 # failing): changes made in the gap announced nothing.

@@ -14,9 +14,16 @@ delay, under a name derived from the time) only when a section filled its
 batch AND made real progress (a channel renewed or retired, a task queued, a
 record deleted; never a failure or a move).
 
-The sections: `channel_renewal` (renewals, retries, clean-up) and
-`request_sweeps` (the sweep, the safety net, interrupted unsubscribes), and
-the outbox sweep.
+The sections: `channel_renewal` (renewals, retries, clean-up; calendar-list
+channels are handed to `account_renewal`), `request_sweeps` (the sweep, the
+safety net, interrupted unsubscribes), `account_renewal`'s account sections,
+and the outbox sweep.
+
+With CALSYNC_RENEWAL_SHARDS > 1 (and a way to queue renewer tasks) a tick fans the
+renewals and retries out to one task per shard (`sharding.py`: deterministic names
+per shard and slot, a budget per run, continuation at the next slot only on
+progress), gives old channel records their shard, and runs the other sections
+itself; `run_shard` is one shard's run.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from functions import logs
 from functions.config import Settings
@@ -32,12 +39,22 @@ from functions.errors import CalsyncError
 from functions.lifecycle.channel_renewal import ChannelRenewal
 from functions.lifecycle.request_sweeps import RequestSweeps
 from functions.lifecycle.scan import READ_PAST_FACTOR, Pass, RenewalReport, Section
+from functions.lifecycle.sharding import (
+    TICK_CONTINUATION,
+    ShardBackfill,
+    shard_body,
+    shard_budget,
+    shard_task_name,
+    slot_of,
+    slot_start,
+)
 from functions.lifecycle.subscriptions import SubscriptionService
 from functions.model import ACTIVE, PENDING
 from functions.ports import LifecycleStore
 
 if TYPE_CHECKING:
     from functions.delivery.outbox import OutboxSweeper
+    from functions.lifecycle.account_renewal import AccountRenewal
 
 CONTINUE_AFTER = timedelta(seconds=10)
 
@@ -54,8 +71,15 @@ class Renewer:
         batch: int = 200,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         outbox: OutboxSweeper | None = None,
+        renewer_tasks: Callable[[datetime | None, str, dict[str, Any]], None] | None = None,
+        accounts: AccountRenewal | None = None,
     ) -> None:
+        """`renewer_tasks(not_before, name, body)` queues a renewer task: with it and
+        CALSYNC_RENEWAL_SHARDS > 1, ticks fan channel work out to shard tasks."""
         self._outbox = outbox
+        self._tasks = renewer_tasks
+        self._backfill_done = False  # once complete, never read its record again
+        self._accounts = accounts  # calendar-list channels and the accounts' sections
         self._settings = settings
         self._subs = subscriptions
         self._service = service
@@ -63,22 +87,40 @@ class Renewer:
         self._batch = batch
         self._clock = clock
 
-    def run(self) -> RenewalReport:
+    @property
+    def fans_out(self) -> bool:
+        """Whether channel renewals and retries go to shard tasks (else the tick's)."""
+        return self._tasks is not None and self._settings.renewal_shards > 1
+
+    def run(self, fan_out: bool = True) -> RenewalReport:
+        """A tick (Cloud Scheduler, the CLI): every section, or with fan-out the shard
+        tasks queued (unless `fan_out` is False: the tick's own continuation) and
+        every section but the shards' own."""
         report = RenewalReport()
         now = self._clock()
         run = Pass(self._settings, self._subs, self._batch, now, report,
                    claimant=uuid.uuid4().hex)
-        channels = ChannelRenewal(run, self._service)
+        channels = ChannelRenewal(run, self._service, self._accounts)
         requests = RequestSweeps(run, self._service)
         window = timedelta(seconds=self._settings.renewal_window)
-        passes: list[tuple[str, Callable[[], Section]]] = [
-            ("renewal", lambda: channels.renew_due(ACTIVE, now + window)),
-            ("retry", lambda: channels.renew_due(PENDING, now)),
+        passes: list[tuple[str, Callable[[], Section]]]
+        if self.fans_out:
+            passes = [("backfill", lambda: self._backfill(run))]
+            if fan_out:
+                passes.append(("fan-out", lambda: self._fan_out(now, report)))
+        else:
+            passes = [
+                ("renewal", lambda: channels.renew_due(ACTIVE, now + window)),
+                ("retry", lambda: channels.renew_due(PENDING, now)),
+            ]
+        passes += [
             ("cleanup", channels.clean_up),
             ("sweep", requests.sweep),
             ("safety net", requests.safety_net),
             ("deletions", requests.resume_deletions),
         ]
+        if self._accounts is not None:
+            passes.extend(self._accounts.sections(run))
         if self._outbox is not None:
             passes.append(("outbox", lambda: self._outbox_sweep(now, report)))
         sections = []
@@ -94,13 +136,76 @@ class Renewer:
             report.errors.append(f"oldest request: {type(err).__name__}")
         if oldest is not None:
             report.oldest_pending_age_s = round(max((now - oldest).total_seconds(), 0.0), 3)
-        if self._continue is not None and any(s.more and s.progress for s in sections):
+        if any(s.more and s.progress for s in sections):
             bucket = int(now.timestamp() // CONTINUE_AFTER.total_seconds())
             try:
-                self._continue(now + CONTINUE_AFTER, f"renew-{bucket}")
-                report.continued = True
+                if self.fans_out:
+                    assert self._tasks is not None
+                    self._tasks(now + CONTINUE_AFTER, f"renew-{bucket}", TICK_CONTINUATION)
+                    report.continued = True
+                elif self._continue is not None:
+                    self._continue(now + CONTINUE_AFTER, f"renew-{bucket}")
+                    report.continued = True
             except CalsyncError as err:  # the next scheduler tick continues anyway
                 report.errors.append(f"continuation: {type(err).__name__}")
+        self._log(report)
+        return report
+
+    def run_shard(self, shard: int, shards: int) -> RenewalReport:
+        """One shard's run: its due retries, then its due renewals, at most its budget of
+        watches (retries at most half of it, so renewals always get a share); continued at the next
+        slot, under the name the next tick gives it, only if a section filled its
+        part and made real progress."""
+        report = RenewalReport(shard=shard, shards=shards)
+        now = self._clock()
+        run = Pass(self._settings, self._subs, self._batch, now, report,
+                   claimant=uuid.uuid4().hex)
+        channels = ChannelRenewal(run, self._service, self._accounts)
+        window = timedelta(seconds=self._settings.renewal_window)
+        budget = shard_budget(self._settings, shards)
+        sections: list[Section] = []
+        # Retries first: a pending record is a subscription with nothing delivering.
+        for name, state, before, share in (("retry", PENDING, now, max(1, budget // 2)),
+                                           ("renewal", ACTIVE, now + window, None)):
+            try:
+                if share is None:  # renewals get what the retries left
+                    share = max(1, budget - sum(s.work for s in sections))
+                sections.append(channels.renew_due(state, before, (shard, shards), share))
+            except CalsyncError as err:
+                report.errors.append(f"{name}: {type(err).__name__}")
+        if self._tasks is not None and any(s.more and s.progress for s in sections):
+            following = slot_of(now, self._settings) + 1
+            try:
+                self._tasks(slot_start(following, self._settings),
+                            shard_task_name(shard, shards, following), shard_body(shard, shards))
+                report.continued = True
+            except CalsyncError as err:  # the next tick queues this shard anyway
+                report.errors.append(f"continuation: {type(err).__name__}")
+        self._log(report)
+        return report
+
+    def _fan_out(self, now: datetime, report: RenewalReport) -> Section:
+        """One task per shard for this slot; a name already used (a repeated tick, a
+        continuation) is Cloud Tasks' AlreadyExists, which the queue takes as done."""
+        assert self._tasks is not None
+        shards = self._settings.renewal_shards
+        slot = slot_of(now, self._settings)
+        for shard in range(shards):
+            try:
+                self._tasks(None, shard_task_name(shard, shards, slot), shard_body(shard, shards))
+                report.fanned_out += 1
+            except CalsyncError as err:  # that shard waits for the next tick
+                report.errors.append(f"fan-out {shard}: {type(err).__name__}")
+        return Section()  # queueing is not work that continues
+
+    def _backfill(self, run: Pass) -> Section:
+        if self._backfill_done:
+            return Section()
+        grace = timedelta(seconds=self._settings.dispatch_deadline)
+        section, self._backfill_done = ShardBackfill(run, grace).step()
+        return section
+
+    def _log(self, report: RenewalReport) -> None:
         counts = {k: v for k, v in report.to_json().items()
                   if k not in ("errors", "oldest_pending_age_s", "oldest_outbox_age_s")}
         # `oldest_pending_age_s` feeds the alert on requests left waiting,
@@ -109,7 +214,6 @@ class Renewer:
                  oldest_pending_age_s=report.oldest_pending_age_s,
                  oldest_outbox_age_s=report.oldest_outbox_age_s,
                  error_count=len(report.errors))
-        return report
 
     def _outbox_sweep(self, now: datetime, report: RenewalReport) -> Section:
         """Queue a publishing run for subscriptions whose entries stayed unpublished

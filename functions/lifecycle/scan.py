@@ -30,7 +30,12 @@ class RenewalReport:
     outbox_swept: int = 0  # publishing runs queued for entries left unpublished
     channels_deleted: int = 0  # abandoned channel records deleted after their retention
     deletions_resumed: int = 0  # unsubscribes finished after they were interrupted
+    purged: int = 0  # removed subscriptions deleted once their retention ended (accounts)
     moved: int = 0  # rows looked at and moved to when they are next due
+    fanned_out: int = 0  # shard tasks queued by a tick (sharding.py)
+    backfilled: int = 0  # channel records written before sharding given their shard
+    shard: int | None = None  # a shard run: which shard of `shards`
+    shards: int = 0
     channel_reads: int = 0
     subscription_reads: int = 0
     oldest_pending_age_s: float | None = None
@@ -77,11 +82,14 @@ class Pass:
              cursor_of: Callable[[tuple[Any, dict[str, Any]]], RowCursor],
              act: Callable[[tuple[Any, dict[str, Any]]], Step],
              label: Callable[[tuple[Any, dict[str, Any]]], str],
-             count_reads: Callable[[int], None]) -> Section:
+             count_reads: Callable[[int], None], stop_when_full: bool = False) -> Section:
         """Act on due rows page by page: at most a batch of work (tries, failed or
         not), at most READ_PAST_FACTOR batches read. The cursor is the sort value
         and id of the last row as read, taken before acting on it: acting moves
-        rows, never the cursor."""
+        rows, never the cursor. With `stop_when_full`, a page that completes the
+        batch ends the scan with `more` set: reading the next page only to learn
+        whether it holds a row costs up to a batch of reads for one bit (at worst,
+        one continuation then finds nothing: no progress, no further one)."""
         section, cursor, read = Section(), None, 0
         while read < self.batch * READ_PAST_FACTOR:
             rows = fetch(cursor)
@@ -103,20 +111,27 @@ class Pass:
                 section.progress += step is Step.PROGRESS
             if len(rows) < self.batch:
                 return section
+            if stop_when_full and section.work >= self.batch:
+                section.more = True
+                return section
             cursor = cursor_of(rows[-1])
         section.more = True
         return section
 
     def channels(self, state: str, before: datetime,
-                 act: Callable[[Channel, dict[str, Any]], Step]) -> Section:
-        """Scan the channels in `state` due at or before `before` (by `expiration`)."""
+                 act: Callable[[Channel, dict[str, Any]], Step],
+                 shard: tuple[int, int] | None = None) -> Section:
+        """Scan the channels in `state` due at or before `before` (by `expiration`),
+        of one fan-out shard (k, n) or all. Channel work is the bulk of the renewer's
+        reads at scale (issue 19, item 4): a full batch ends the scan."""
         def count(reads: int) -> None:
             self.report.channel_reads += reads
 
         return self.scan(
-            lambda after: list(self.subs.due_channels(state, before, self.batch, after)),
+            lambda after: list(self.subs.due_channels(state, before, self.batch, after,
+                                                      shard=shard)),
             lambda row: (row[1].get("expiration"), row[0].id), lambda row: act(*row),
-            lambda row: str(row[0].sub_id), count)
+            lambda row: str(row[0].sub_id), count, stop_when_full=True)
 
     def subscriptions(self, field_name: str, before: datetime,
                       act: Callable[[Subscription, dict[str, Any]], Step]) -> Section:

@@ -41,6 +41,7 @@ from functions.model import (
     ERROR,
     PAUSED,
     PENDING,
+    REMOVED,
     REPLACED,
     STOPPED,
     Channel,
@@ -142,6 +143,10 @@ class SubscriptionService(ChannelKeeper):
         self._clock = clock
 
     @property
+    def store(self) -> LifecycleStore:
+        return self._subs
+
+    @property
     def pending_grace(self) -> timedelta:
         return timedelta(seconds=self._settings.pending_channel_grace)
 
@@ -167,7 +172,7 @@ class SubscriptionService(ChannelKeeper):
         now = self._clock()
         channel_id = channel_tokens.new_channel_id()
         keys = self._settings.channel_token_keys
-        self._subs.save_channel(
+        saved = self._subs.save_channel(
             Channel(channel_id, sub.id, PENDING, expiration=now + self.pending_grace), now,
             token_key_id=next(iter(keys)))
         token = channel_tokens.sign(channel_id, keys)
@@ -182,7 +187,7 @@ class SubscriptionService(ChannelKeeper):
                 "last_error": f"watch failed: {type(err).__name__}: {err}"[:500]})
             raise
         if not self._subs.activate_channel(channel_id, sub.id, opened.resource_id,
-                                           opened.expiration):
+                                           opened.expiration, version=saved):
             with contextlib.suppress(CalendarError):  # if this fails, it expires unheard
                 self._channels.stop(sub, channel_id, opened.resource_id)
             logs.log("INFO", "channel closed", subscription=sub.id, channel_id=channel_id,
@@ -205,19 +210,26 @@ class SubscriptionService(ChannelKeeper):
                      error=f"{type(err).__name__}: {err}"[:300])
             return False
 
-    def move_channel(self, channel_id: str, to: str, **fields: Any) -> bool:
-        """Move a channel record forward to `to` (never back: see FORWARD)."""
-        return self._subs.move_channel(channel_id, FORWARD[to], {"state": to, **fields})
+    def move_channel(self, channel_id: str, to: str, *, seen: Channel | None = None,
+                     **fields: Any) -> bool:
+        """Move a channel record forward to `to` (never back: see FORWARD). `seen`: the
+        record as read with its version; if its state may move to `to`, the write is
+        conditioned on that version and needs no read first."""
+        version = (seen.version if seen is not None and seen.state in FORWARD[to]
+                   else None)
+        return self._subs.move_channel(channel_id, FORWARD[to], {"state": to, **fields},
+                                       version=version)
 
     def stop_channel(self, sub: Subscription, channel: Channel) -> None:
-        """Stop on Google's side, then mark stopped; rejected credentials → abandoned."""
+        """Stop on Google's side, then mark stopped; rejected credentials → abandoned.
+        A `channel` read with its version is moved conditioned on it (no read)."""
         if channel.resource_id and self._channels is not None:
             try:
                 self._channels.stop(sub, channel.id, channel.resource_id)
             except CredentialsRejected:
-                self.move_channel(channel.id, ABANDONED)
+                self.move_channel(channel.id, ABANDONED, seen=channel)
                 return
-        self.move_channel(channel.id, STOPPED)
+        self.move_channel(channel.id, STOPPED, seen=channel)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -327,9 +339,50 @@ class SubscriptionService(ChannelKeeper):
         self._queue.enqueue_sync(sub_id, generation, origin=origin)
         self._requests.mark_queued(sub_id, generation, self._clock())
 
-    def unsubscribe(self, sub_id: str) -> int:
-        """Fence runs in flight, stop channels, delete everything; resumable."""
-        sub = self._require(sub_id)
+    def announce(self, sub_id: str, seq: int) -> None:
+        """Queue a run for a subscription that just got a lifecycle entry, so it is
+        published now rather than at the outbox sweep (an idle, paused or removed
+        subscription's run only publishes). Named after the entry; a refused enqueue is
+        left to the outbox sweep."""
+        try:
+            self._queue.enqueue_sync(sub_id, seq, origin="lifecycle")
+        except QueueUnavailable as err:
+            logs.log("WARNING", "enqueue failed", subscription=sub_id, outcome="enqueue_failed",
+                     error=str(err))
+
+    def requeue_quietly(self, sub_id: str, generation: int, origin: str) -> bool:
+        """`requeue`, leaving a refused enqueue to the sweep (the request is recorded)."""
+        return self._queue_request(sub_id, generation, origin=origin)
+
+    def retire_channels(self, sub_id: str) -> None:
+        """Stop every channel still accepting (a subscription that stops syncing);
+        one that cannot be stopped expires on its own."""
+        found = self._subs.get(sub_id)
+        if found is None:
+            return
+        for channel in self._subs.channels_of(sub_id):
+            if channel.state in ACCEPTING_STATES:
+                with contextlib.suppress(CalendarError):
+                    self.stop_channel(found[0], channel)
+
+    def unsubscribe(self, sub_id: str, *, account_id: str | None = None) -> int:
+        """Fence runs in flight, stop channels, delete everything; resumable.
+
+        A subscription an account follows is the account's to take down (`account_id`:
+        the account doing so): unsubscribing it by hand would only last until the
+        account lists its calendars in full again, so it is refused (InvalidTransition)
+        with what to do instead. A `removed` one (kept for its retention) may go.
+        """
+        found = self._subs.get(sub_id)
+        if found is None:
+            raise SubscriptionNotFound(sub_id)
+        sub, data = found
+        owner_account = data.get("account_id")
+        if (owner_account and owner_account != account_id
+                and sub.status not in (DELETING, REMOVED)):
+            raise InvalidTransition(
+                f"subscription {sub_id} is followed through account {owner_account}: add its "
+                "calendar to the account's policy `exclude`, or delete the account", sub.status)
         self._subs.begin_delete(sub_id, self._clock())
         for channel in self._subs.channels_of(sub_id):
             if channel.state in ACCEPTING_STATES:

@@ -14,7 +14,8 @@
   subscriptions and dead-lettering (`pubsub_check`), API ordering
   (`apis`), Firestore indexes, exemptions and TTL (`firestore_check`), log
   metrics against the lines the code writes (`monitoring_check`), threads
-  against concurrency (`sizing_check`), the committed tfvars (`tfvars_check`),
+  against concurrency (`sizing_check`), the renewer's tick, queue and fan-out
+  (`renewer_check`), the committed tfvars (`tfvars_check`),
   README's deploy guide against terraform/ and cloudbuild.yaml (`deploy_guide`).
 """
 
@@ -35,6 +36,7 @@ from infra.tfcheck import (
     lockfile,
     monitoring_check,
     pubsub_check,
+    renewer_check,
     sizing_check,
     tfvars_check,
 )
@@ -61,6 +63,7 @@ WIRED = {
     "CALSYNC_RENEWER_INVOKER_SA": 'google_service_account.this["renewer_invoker"].email',
     "CALSYNC_DELEGATION_SA": 'google_service_account.this["delegation"].email',
     "CALSYNC_TASKS_QUEUE": "google_cloud_tasks_queue.sync.name",
+    "CALSYNC_RENEWER_QUEUE": "google_cloud_tasks_queue.renewer.name",
     "CALSYNC_PUBSUB_TOPIC": "google_pubsub_topic.changes.name",
 }
 
@@ -97,6 +100,7 @@ def check(config: hcl.Config, root: Path) -> list[str]:
         *apis.check(config),
         *monitoring_check.check(config, root),
         *sizing_check.check(config),
+        *renewer_check.check(config),
         *tfvars_check.check(config),
         *lockfile.check(config.directory),
         *deploy_guide.check(config, (root / "README.md").read_text(),

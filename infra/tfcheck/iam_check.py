@@ -57,6 +57,8 @@ EXPECTED_GRANTS: frozenset[tuple[str, str, str]] = frozenset(
     | {("service_account:delegation", "roles/iam.serviceAccountTokenCreator", sa)
        for sa in ("sa:worker", "sa:renewer")}
     | {
+        # The renewer alone queues renewer tasks (shard fan-out, continuations).
+        ("queue:renewer", "roles/cloudtasks.enqueuer", "sa:renewer"),
         ("service_account:renewer_invoker", "roles/iam.serviceAccountUser", "sa:renewer"),
         ("service:worker", "roles/run.invoker", "sa:worker_invoker"),
         ("service:renewer", "roles/run.invoker", "sa:renewer_invoker"),

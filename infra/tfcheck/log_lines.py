@@ -7,7 +7,8 @@ Each `logs.log(SEVERITY, "message", **fields)` (also `logs.log_exception`, and
 expressions (`"WARNING" if n < 3 else "ERROR"`), a module-level dict indexed
 by an enum member (the worker's `_SEVERITY[report.outcome]`: the severity then
 follows the `outcome` field), and `**x.log_fields()` (a method returning a
-dict literal; `self.f.value` resolves through f's enum annotation). A
+dict literal; `self.f.value` resolves through f's enum annotation; with several
+such methods, the union of their fields and values). A
 `**mapping` the reader cannot resolve makes the line *open*: any field named
 in its module (a string constant, a keyword argument, an annotated class
 attribute) may be in it, with any value.
@@ -169,16 +170,23 @@ class _ModuleReader:
     def _spread(self, node: ast.expr) -> dict[str, Values] | None:
         """The fields of `**x.log_fields()`, or None when they cannot be read."""
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "log_fields" and len(self._log_fields) == 1):
+                and node.func.attr == "log_fields" and self._log_fields):
             return None
-        owner, table = self._log_fields[0]
-        annotations = {item.target.id: item.annotation for item in owner.body
-                       if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)}
+        # The receiver's class is not known statically: with several `log_fields`
+        # methods (a sync run's report, a list run's), the line may carry the fields
+        # of any of them, each with the union of their values.
         found: dict[str, Values] = {}
-        for key, value in zip(table.keys, table.values, strict=True):
-            if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
-                return None
-            found[key.value] = self._member_values(value, annotations)
+        for owner, table in self._log_fields:
+            annotations = {item.target.id: item.annotation for item in owner.body
+                           if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)}
+            for key, value in zip(table.keys, table.values, strict=True):
+                if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
+                    return None
+                values = self._member_values(value, annotations)
+                if key.value in found:
+                    known = found[key.value]
+                    values = None if known is None or values is None else known | values
+                found[key.value] = values
         return found
 
     def _member_values(self, node: ast.expr, annotations: dict[str, ast.expr]) -> Values:

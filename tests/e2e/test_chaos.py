@@ -1,12 +1,18 @@
-"""Chaos on the whole local stack: hundreds of calendar writes across several calendars
+"""Chaos on a whole local stack: hundreds of calendar writes across several calendars
 while the Calendar emulator's control API injects faults; then, after quiet, every
 subscription converges (tests/faults/invariants.py) within a bounded number of
-renewer runs. The tally of faults injected is printed (pytest -s) and attached to
-any failure.
+renewer runs, on two consecutive clean samples, and a probe change per calendar
+arrives through its notification and task alone. The tally of faults injected, and
+the evidence that each acted, is printed (pytest -s) and attached to any failure.
+
+The stack is the test's own (tests/faults/world.py), with the safety net and the
+repair sweeps far slower than the test, so convergence must come through
+notifications, tasks and renewals: the faults here crash nothing (a task that fails
+is retried by the queue), so nothing needs the sweeps.
 
 Faults: events.list 500/503 (a run of three is past the worker's one in-run retry,
 so the worker answers 500 and Cloud Tasks retries it: the stand-in for a crashed
-worker), 429 and 403 rate limits, a per-user rate limit window, 410s (tokens
+worker), 429 and 403 rate limits, a user's calls refused for a moment, 410s (tokens
 invalidated, or injected), failing watches (a subscribe and the resume follow one)
 and channel stops, dropped, duplicated and delayed notifications.
 """
@@ -15,11 +21,15 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from infra.calendar_emulator.control import EmulatorControl
 from infra.calendar_emulator.testing import calendar_service
-from tests.e2e.conftest import E2E
+from infra.local.logs import json_log_lines
 from tests.faults import invariants
 from tests.faults.history import Cal, History
 from tests.faults.invariants import Watched
@@ -32,62 +42,122 @@ from tests.faults.observe import (
     renew,
     tally_text,
 )
+from tests.faults.world import BACKSTOPS_OFF, World, hooked_stack
 
 pytestmark = pytest.mark.e2e
+PROJECT = "calsync-chaos"
 SEED = int(os.environ.get("CALSYNC_CHAOS_SEED", "300"))
+# Run against a broken copy of one code path (tests/faults/hooks.py, MUTATIONS) to see
+# it fail; tests/integration/liveness/test_mutations.py does so for each, quickly.
+MUTATION = os.environ.get("CALSYNC_CHAOS_MUTATION", "")
 MUTATIONS = 320
 CALENDARS = 5
 MAX_RENEWER_RUNS = 30
+PROBE_RUNS = 6
+SETTLE_SECONDS = 20  # at quiet, at most, for late Calendar failures to be answered
 OWNERS = ("chaos-a@example.com", "chaos-b@example.com")
+SETTINGS = {
+    **BACKSTOPS_OFF,
+    "CALSYNC_MIN_SYNC_INTERVAL_SECONDS": "0.5",
+    "CALSYNC_CHANNEL_TTL_SECONDS": "20",
+    "CALSYNC_RENEWAL_WINDOW_SECONDS": "12",
+    "CALSYNC_LEASE_SECONDS": "5",
+    "CALSYNC_CHANNEL_CLAIM_SECONDS": "6",
+    "CALSYNC_PENDING_CHANNEL_GRACE_SECONDS": "6",
+    "CALSYNC_RENEWAL_BACKOFF_SECONDS": "2",
+}
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    with hooked_stack(tmp_path, PROJECT, SETTINGS) as world:
+        yield world
 
 
 def worker_500(history: History) -> None:
-    history.control.inject_failure("events.list", 500, "backendError", count=3)
+    history._inject("worker_500", "events.list", 500, "backendError", count=3)
 
 
-def test_chaos_converges_and_prints_the_fault_tally(e2e: E2E) -> None:
+def test_chaos_converges_and_prints_the_fault_tally(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     from functions import app
 
+    for key, value in world.env.items():
+        monkeypatch.setenv(key, value)
+    world.mutate(*([MUTATION] if MUTATION else []))
+    app.reset()
+    try:
+        _chaos(world, app)
+    finally:
+        app.reset()
+
+
+def _chaos(world: World, app: Any) -> None:
+    env = world.env
+    settings = app.cli_settings()
+    service, store, db = (app.subscription_service(settings), app.store(settings),
+                          app.firestore_client(settings))
+    base = env["CALENDAR_API_ENDPOINT"].split("/calendar/v3")[0]
+    control = EmulatorControl(base)
     rng = random.Random(SEED)
-    base = e2e.env["CALENDAR_API_ENDPOINT"].split("/calendar/v3")[0]
-    db = app.firestore_client(app.cli_settings())
     cals = []
     for n in range(CALENDARS):
         owner = OWNERS[n % len(OWNERS)]
-        e2e.control.add_user(owner)
+        control.add_user(owner)
         api = calendar_service(base, owner)
         calendar_id = api.calendars().insert(body={"summary": f"chaos {n}"}).execute()["id"]
         cals.append(Cal(Watched(calendar_id, owner, api)))
-    history = History(rng, e2e.control, e2e.service, cals,
-                      extra_faults={"worker_500": worker_500})
+    history = History(rng, control, service, cals, extra_faults={"worker_500": worker_500})
     for cal in cals:
         for _ in range(4):
             history.mutate(cal)
     for cal in cals[:3]:
         history.subscribe(cal)
-    renewer = RenewerLoop(e2e.env["CALSYNC_RENEWER_URL"], 1.5, history.tally).start()
+    renewer = RenewerLoop(env["CALSYNC_RENEWER_URL"], 1.5, history.tally).start()
     try:
         history.run(MUTATIONS, late=cals[3:], step_pause=0.06, fault_rate=0.15)
     finally:
-        history.quiet()
+        history.quiet(settle_seconds=SETTLE_SECONDS)
         renewer.stop()
+    history.prove_rate_limits(json_log_lines(world.run_dir / "function-sync_worker.log",
+                                             "sync run"))
     report = tally_text(history.tally)
     print(f"\n[chaos seed={SEED}] {history.mutations} mutations on {len(cals)} calendars; "
           f"faults and actions: {report}", flush=True)
+    print(f"[chaos seed={SEED}] evidence: {tally_text(history.taken)}", flush=True)
     assert history.mutations >= 300 and len(cals) >= 4
     missing = [k for k in history.fault_kinds() if not history.tally[f"fault_{k}"]]
-    assert not missing, f"fault kinds never injected: {missing} ({report})"
+    unproven = history.unproven()  # asserted after convergence (reported with it)
 
     watched = [cal.watched for cal in cals]
-    runs, problems = converge(lambda: invariants.problems(e2e.store, db, watched),
-                              lambda: renew(e2e.env["CALSYNC_RENEWER_URL"]), MAX_RENEWER_RUNS,
-                              tally=history.tally)
+
+    def check(last: dict[str, Any]) -> list[str]:
+        return (invariants.problems(store, db, watched, control)
+                + invariants.quiet_problems(world.queued_tasks(), env["CALSYNC_RENEWER_URL"],
+                                            last))
+
+    runs, problems = converge(check, lambda: renew(env["CALSYNC_RENEWER_URL"]),
+                              MAX_RENEWER_RUNS, tally=history.tally)
     print(f"[chaos seed={SEED}] renewer runs after quiet: {runs}; problems: {problems}",
           flush=True)
+    phase = f"not converged after {runs} renewer runs past quiet"
+    if not problems:
+        for cal in cals:  # the probe: healthy now, each change through its notification
+            history.mutate(cal)
+        control.flush_notifications(timeout=10)
+        phase = "the probe (one change per calendar once healthy) did not arrive"
+        probe_runs, problems = converge(check, lambda: renew(env["CALSYNC_RENEWER_URL"]),
+                                        PROBE_RUNS, tally=history.tally)
+        print(f"[chaos seed={SEED}] probe converged after {probe_runs} renewer runs; "
+              f"problems: {problems}", flush=True)
     if problems:
-        print(log_summary(e2e.run_dir), recent_runs(e2e.run_dir, problems), sep="\n", flush=True)
-        keep_logs(e2e.run_dir)
+        print(log_summary(world.run_dir), recent_runs(world.run_dir, problems), sep="\n",
+              flush=True)
+        keep_logs(world.run_dir)
     report = tally_text(history.tally)
-    assert not problems, (f"not converged after {runs} renewer runs past quiet "
-                          f"(seed {SEED}):\n  " + "\n  ".join(problems)
-                          + f"\nfaults injected: {report}")
+    assert not problems, (f"{phase} (seed {SEED}):\n  " + "\n  ".join(problems)
+                          + f"\nfaults injected: {report}"
+                          + (f"\nalso unproven faults: {unproven}" if unproven else ""))
+    assert not missing, f"fault kinds never injected: {missing} ({report})"
+    assert not unproven, (f"faults injected without evidence that they acted: {unproven} "
+                          f"(evidence: {tally_text(history.taken)}; {report})")

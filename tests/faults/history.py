@@ -7,18 +7,25 @@
 - Faults go through the emulator's control API (events.list 500/503/429/403/410,
   rate limits, failing watches and stops, dropped, duplicated and delayed
   notifications), plus whatever extra faults a test brings (a refusing Cloud Tasks
-  proxy, a killed worker).
+  proxy, a killed worker, Firestore errors, ...).
 
 Everything is drawn from one seeded `random.Random`, and every fault kind is tallied.
+Each fault is also shown to have taken effect where it happened (`taken`): an
+injected Calendar failure is answered (the emulator counted at least as many
+calls of the method after it was injected as there were failures queued up to
+it), a rate limit refused a run of its user, pushes were dropped, duplicated or
+sent while delayed; extra faults record their own evidence with `took_effect`.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from googleapiclient.errors import HttpError
@@ -28,6 +35,13 @@ from tests.faults.invariants import Watched
 RETRIED_WRITE_STATUSES = (403, 429, 500, 502, 503)
 # Faults whose effect lasts RATE_LIMIT_DELAY (30 s without Retry-After): early only.
 EARLY_ONLY = frozenset({"list_429", "list_403_rate", "rate_limit"})
+
+
+def _epoch(stamp: str) -> float:
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def subscribe(service: Any, calendar_id: str, owner: str) -> str:
@@ -67,12 +81,31 @@ class History:
         self._undo: list[tuple[float, str, Callable[[], None]]] = []
         self._paused: Cal | None = None
         self._failed: list[Cal] = []
+        # Injected Calendar failures, in order: (kind, method, how many, the method's
+        # call count right after they were queued).
+        self._injected: list[tuple[str, str, int, int]] = []
+        self.taken: Counter[str] = Counter()  # fault kind -> evidence that it acted
+        self.rate_limits: list[tuple[str, float, float]] = []  # (user, from, to) wall time
+        # Pause a subscription while its run's watch is in flight (a test hook that
+        # holds the watch; it subscribes, pauses and returns True when it did).
+        self.pause_during_watch: Callable[[History, Cal], bool] | None = None
+        self.evidence_checks: list[Callable[[], None]] = []  # run once the history ends
+        self.budgets: list[str] = []  # hook budgets a test armed (dropped at quiet)
+        self.db: Any = None
+        self.holding_until = 0.0  # monotonic: a held watch must not be killed before then
 
     # -- scheduling -------------------------------------------------------------
 
     def later(self, seconds: float, what: str, undo: Callable[[], None]) -> None:
         """Run `undo` once `seconds` have passed (checked between steps and at quiet)."""
         self._undo.append((time.monotonic() + seconds, what, undo))
+
+    def pending_undos(self) -> int:
+        return len(self._undo)
+
+    def run_due(self) -> None:
+        """Lift the timed faults whose time has come (for a step that waits)."""
+        self._due()
 
     def _due(self, everything: bool = False) -> None:
         now = time.monotonic()
@@ -88,12 +121,14 @@ class History:
     # -- the history ------------------------------------------------------------
 
     def run(self, mutations: int, late: list[Cal], step_pause: float = 0.05,
-            fault_rate: float = 0.22) -> None:
+            fault_rate: float = 0.22, faults_until: float = 0.8) -> None:
         """Mutate and inject faults until `mutations` writes are done.
 
         `late` calendars are subscribed during the history (the first right after
         a failing watch is injected); one subscription is paused at 35% and resumed
         (after another failing watch) at 55%; one calendar is subscribed again at 70%.
+        Faults are injected until `faults_until` of the history: the rest gives the
+        last ones time to act (each must be shown to have acted).
         """
         plan = {round(mutations * (0.15 + 0.5 * i / max(len(late), 1))): cal
                 for i, cal in enumerate(late)}
@@ -115,13 +150,18 @@ class History:
                     self.tally["subscribe_after_watch_fault"] += 1
                 self.subscribe(cal)
             if self.mutations == pause_at and self._paused is None:
-                self.pause()
+                waiting = [m for m in sorted(plan) if m > self.mutations]
+                if self.pause_during_watch is not None and waiting:
+                    if not self.pause_during_watch(self, plan.pop(waiting[-1])):
+                        self.pause()
+                else:
+                    self.pause()
             if self.mutations == resume_at and self._paused is not None:
                 self.watch_fail(count=1)
                 self.resume()
             if self.mutations == again_at:
                 self.subscribe_again()
-            if self.rng.random() < fault_rate:
+            if self.progress < faults_until and self.rng.random() < fault_rate:
                 eligible = [k for k in kinds if self.progress < 0.3 or k not in EARLY_ONLY]
                 fresh = [k for k in unused if k in eligible]
                 kind = fresh[0] if fresh else self.rng.choice(eligible)
@@ -133,10 +173,79 @@ class History:
         if self._paused is not None:
             self.resume()
 
-    def quiet(self) -> None:
+    def took_effect(self, kind: str, count: int = 1) -> None:
+        """Evidence, recorded where the fault acted, that `kind` changed something."""
+        self.taken[kind] += count
+
+    def unproven(self) -> list[str]:
+        """Fault kinds injected without evidence that they acted."""
+        return [k for k in self.fault_kinds() if self.tally[f"fault_{k}"] and not self.taken[k]]
+
+    def _inject(self, kind: str, method: str, status: int, reason: str, count: int = 1) -> None:
+        self.control.inject_failure(method, status, reason, count=count)
+        # The method's call count read after the failure is queued: a call in between
+        # counts as before it (it may have taken ours: then ours is under-counted).
+        calls = int(self.control.counters().get("calls", {}).get(method, 0))
+        self._injected.append((kind, method, count, calls))
+
+    def settle_evidence(self) -> None:
+        """Before faults are lifted: which injected Calendar failures were answered.
+
+        The emulator answers a method's failures in the order they were queued, one
+        per call of the method while any is queued, and counts each call before it
+        checks them. So at most `left` failures were still queued when one was
+        injected: those queued before it, less one per call counted since the
+        previous injection (never below zero), plus its own; once the method was
+        called at least `left` times after it, it was answered. An upper bound on
+        what was queued (calls that might have taken ours count as before it), so
+        the evidence is never over-counted. Calls refused before the failure check
+        (authentication, quotas) would break that: these histories inject neither.
+        """
+        calls = self.control.counters().get("calls", {})
+        left: Counter[str] = Counter()
+        seen: dict[str, int] = {}
+        answered: Counter[str] = Counter()
+        for kind, method, count, calls_then in self._injected:
+            taken = calls_then - seen.get(method, calls_then)
+            left[method] = max(left[method] - taken, 0) + count
+            seen[method] = calls_then
+            if int(calls.get(method, 0)) - calls_then >= left[method]:
+                answered[kind] += 1
+        for kind, count in answered.items():  # idempotent: settled again while waiting
+            self.taken[kind] = max(self.taken[kind], count)
+
+    def unanswered(self) -> list[str]:
+        """Kinds of injected Calendar failures none of which was shown answered yet."""
+        return sorted({kind for kind, *_ in self._injected if not self.taken[kind]})
+
+    def prove_rate_limits(self, sync_runs: list[dict[str, Any]]) -> None:
+        """A rate limit acted if a run of its user was refused (`rate_limited`) while it
+        was on (a few seconds of slack: the worker's clock may be skewed)."""
+        owners = {c.sub_id: c.watched.owner for c in self.cals if c.sub_id}
+        for owner, started, ended in self.rate_limits:
+            for line in sync_runs:
+                if line.get("outcome") != "rate_limited":
+                    continue
+                at = _epoch(str(line.get("time", "")))
+                if (owners.get(str(line.get("subscription"))) == owner
+                        and started - 5 <= at <= ended + 5):
+                    self.took_effect("rate_limit")
+                    break
+
+    def quiet(self, settle_seconds: float = 0.0) -> None:
         """Lift every fault (timed ones at once), let the operator run once more each
-        subscribe that said it failed, and wait for pushes in flight."""
+        subscribe that said it failed, and wait for pushes in flight.
+
+        Injected Calendar failures stay queued up to `settle_seconds` more, until
+        each kind was answered at least once (a stop or a watch failure injected
+        late waits for the next renewal), so that each is shown to have acted."""
         self._due(everything=True)
+        deadline = time.monotonic() + settle_seconds
+        self.settle_evidence()
+        while self.unanswered() and time.monotonic() < deadline:
+            time.sleep(0.5)
+            self.settle_evidence()
+        self.tally["quiet_unanswered_kinds"] += len(self.unanswered())
         self.control.clear_failures()
         self.control.set_rate_limit(None)
         self.control.clear_notification_faults()
@@ -244,39 +353,67 @@ class History:
         if kind in self.extra:
             self.extra[kind](self)
         elif kind == "list_5xx":
-            control.inject_failure("events.list", rng.choice([500, 503]), "backendError",
-                                   count=rng.randint(1, 3))
+            self._inject(kind, "events.list", rng.choice([500, 503]), "backendError",
+                         count=rng.randint(1, 3))
         elif kind == "list_429":
-            control.inject_failure("events.list", 429, "rateLimitExceeded", count=2)
+            self._inject(kind, "events.list", 429, "rateLimitExceeded", count=2)
         elif kind == "list_403_rate":
-            control.inject_failure("events.list", 403, "userRateLimitExceeded", count=2)
+            self._inject(kind, "events.list", 403, "userRateLimitExceeded", count=2)
         elif kind == "rate_limit":
+            # Every call of one user refused for a moment (a user's quota exhausted).
             owner = rng.choice(self.cals).watched.owner
-            control.set_rate_limit(3, window_seconds=1.0, status=rng.choice([403, 429]),
+            control.set_rate_limit(0, window_seconds=1.0, status=rng.choice([403, 429]),
                                    user=owner)
-            self.later(rng.uniform(0.5, 1.5), "rate_limit", lambda: control.set_rate_limit(None))
+            started = time.time()
+
+            def lift() -> None:
+                control.set_rate_limit(None)
+                self.rate_limits.append((owner, started, time.time()))
+                self.tally["undo_rate_limit"] += 1
+
+            # Lifted on a timer, not between steps: a step may be a write of that
+            # user, retried until the limit is lifted.
+            timer = threading.Timer(rng.uniform(2.0, 3.0), lift)
+            timer.daemon = True
+            timer.start()
         elif kind == "list_410":
             cal = rng.choice(self.cals)
             if rng.random() < 0.5:
                 control.invalidate_sync_tokens(cal.watched.calendar_id)
-            else:
-                control.inject_failure("events.list", 410, "fullSyncRequired")
+                self.tally["list_410_tokens_invalidated"] += 1
+            self._inject(kind, "events.list", 410, "fullSyncRequired")
         elif kind == "watch_fail":
             self.watch_fail(rng.randint(1, 2))
         elif kind == "stop_fail":
-            control.inject_failure("channels.stop", 503, "backendError")
-        elif kind == "push_drop":
-            control.set_notification_faults(drop=rng.randint(1, 5))
-        elif kind == "push_dup":
-            control.set_notification_faults(duplicate=rng.randint(1, 5))
-        elif kind == "push_delay":
-            control.set_notification_faults(delay=rng.uniform(0.5, 2.0))
-            self.later(3.0, "push_delay", control.clear_notification_faults)
+            self._inject(kind, "channels.stop", 503, "backendError")
+        elif kind in ("push_drop", "push_dup", "push_delay"):
+            self._push_fault(kind)
         else:
             raise AssertionError(f"unknown fault {kind}")
 
-    def watch_fail(self, count: int) -> None:
+    def _push_fault(self, kind: str) -> None:
+        rng, control = self.rng, self.control
+        marks = dict(control.counters().get("notifications", {}))
+        outcome = {"push_drop": "dropped", "push_dup": "duplicated",
+                   "push_delay": "delivered"}[kind]
+        if kind == "push_drop":
+            control.set_notification_faults(drop=rng.randint(1, 5))
+        elif kind == "push_dup":
+            control.set_notification_faults(duplicate=rng.randint(1, 5))
+        else:
+            control.set_notification_faults(delay=rng.uniform(0.5, 2.0))
+
+        def lift() -> None:
+            # Counted by the emulator: pushes dropped, duplicated, or sent late.
+            now = control.counters().get("notifications", {})
+            self.took_effect(kind, max(int(now.get(outcome, 0)) - int(marks.get(outcome, 0)),
+                                       0))
+            control.clear_notification_faults()
+
+        self.later(3.0, kind, lift)
+
+    def watch_fail(self, count: int, kind: str = "watch_fail") -> None:
         status = self.rng.choice([500, 503, 429])
         reason = "rateLimitExceeded" if status == 429 else "backendError"
-        self.control.inject_failure("events.watch", status, reason, count=count)
+        self._inject(kind, "events.watch", status, reason, count=count)
         self.tally[f"watch_fail_{status}"] += 1

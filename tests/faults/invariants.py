@@ -1,24 +1,31 @@
 """The converged state a liveness or chaos test waits for, as a list of problems.
 
-Per subscribed calendar: exactly one active subscription; no request left
-pending for long (STALE_REQUEST); snapshots equal `events.list` through the real client
-(etags and reported fields); the change feed folded onto an empty map equals
-the snapshots; `seq` is dense 1..change_seq; exactly one delivering channel
-(`pending` or `active` in `channels`). Snapshots are read only through
-`FirestoreStore.load_snapshots` / `iter_live_ids`, entries through `list_changes`.
+Per subscribed calendar: exactly one active subscription; no request recorded and
+unserved (`requested_gen` ahead of `synced_gen`, or a `requested_at` left behind:
+the final commit clears it); no lease held (`lease_until` left set); snapshots
+equal `events.list` through the real client (etags and reported fields); the
+change feed folded onto an empty map equals the snapshots; `seq` is dense
+1..change_seq; every entry published (with an outbox); exactly one delivering
+channel (`pending` or `active` in `channels`), and it is `active`, not expired
+(`expiration` ahead of now), holds no renewer claim (`claimed_until`), and is
+live on Google's side (the Calendar emulator knows it, not stopped, not expired,
+same resource id). Snapshots are read only through `FirestoreStore.load_snapshots`
+/ `iter_live_ids`, entries through `list_changes`.
+
+Across the stack (`quiet_problems`): the Cloud Tasks queue holds no task, and no
+renewer continuation is queued or was asked for by the last renewer run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from functions.sync.diff import reported_fields
 
 DELIVERING = ("pending", "active")
-STALE_REQUEST = timedelta(seconds=20)
 
 
 @dataclass(frozen=True)
@@ -89,28 +96,65 @@ def active_subscriptions(db: Any, calendar_id: str) -> list[tuple[str, dict[str,
             if (snap.to_dict() or {}).get("status") == "active"]
 
 
-def delivering_channels(db: Any, sub_id: str) -> list[str]:
+def delivering_channels(db: Any, sub_id: str) -> list[tuple[str, dict[str, Any]]]:
     from google.cloud.firestore_v1.base_query import FieldFilter
 
     query = db.collection("channels").where(filter=FieldFilter("sub_id", "==", sub_id))
-    return [f"{snap.id}:{(snap.to_dict() or {}).get('state')}" for snap in query.stream()
+    return [(snap.id, snap.to_dict() or {}) for snap in query.stream()
             if (snap.to_dict() or {}).get("state") in DELIVERING]
 
 
+def channel_problems(tag: str, db: Any, sub_id: str, google: dict[str, dict[str, Any]] | None,
+                     now: datetime) -> list[str]:
+    """Exactly one delivering channel, active, unexpired, unclaimed, live at Google."""
+    channels = delivering_channels(db, sub_id)
+    if len(channels) != 1:
+        shown = [f"{cid[:8]}:{doc.get('state')}" for cid, doc in channels]
+        return [f"{tag}: {len(channels)} delivering channels {shown}"]
+    channel_id, doc = channels[0]
+    problems = []
+    name = f"channel {channel_id[:8]}"
+    if doc.get("state") != "active":
+        problems.append(f"{tag}: {name} is {doc.get('state')} (its watch never completed)")
+    expiration = doc.get("expiration")
+    if expiration is None or expiration <= now:
+        problems.append(f"{tag}: {name} delivering but expired at {expiration}")
+    claimed = doc.get("claimed_until")
+    if claimed is not None and claimed > now and doc.get("state") == "active":
+        problems.append(f"{tag}: {name} claimed until {claimed} (a renewal left behind)")
+    if google is not None and doc.get("state") == "active":
+        live = google.get(channel_id)
+        if live is None:
+            problems.append(f"{tag}: {name} recorded active, unknown to Google")
+        elif live.get("stopped") or live.get("expired"):
+            problems.append(f"{tag}: {name} recorded active, "
+                            f"{'stopped' if live.get('stopped') else 'expired'} at Google")
+        elif live.get("resourceId") != doc.get("resource_id"):
+            problems.append(f"{tag}: {name} resource id differs from Google's")
+    return problems
+
+
 def subscription_problems(store: Any, db: Any, watched: Watched, sub_id: str,
-                          data: dict[str, Any]) -> list[str]:
+                          data: dict[str, Any],
+                          google: dict[str, dict[str, Any]] | None = None) -> list[str]:
     tag = f"{watched.calendar_id[:18]}/{sub_id[:8]}"
     problems: list[str] = []
+    now = datetime.now(UTC)
     state = store.get_writer_state(sub_id)
     requested = int(data.get("requested_gen") or 0)
     synced = int(state.get("synced_gen") or 0)
-    # The safety net keeps recording requests on a short interval, so a fresh pending
-    # request is normal; one that no run has served for STALE_REQUEST is a stall.
-    requested_at = data.get("requested_at")
-    age = (datetime.now(UTC) - requested_at).total_seconds() if requested_at else None
-    if requested > synced and (age is None or age > STALE_REQUEST.total_seconds()):
-        problems.append(f"{tag}: request pending for {age and round(age)}s (requested_gen "
-                        f"{requested} > synced_gen {synced}, queued_gen {data.get('queued_gen')})")
+    # Backstops (the safety net) run far slower than the test: any request recorded
+    # and not served once the system is quiet is left behind.
+    if requested > synced or data.get("requested_at") is not None:
+        problems.append(f"{tag}: request left pending (requested_gen {requested}, synced_gen "
+                        f"{synced}, queued_gen {data.get('queued_gen')}, requested_at "
+                        f"{data.get('requested_at')})")
+    if state.get("lease_until") is not None:
+        problems.append(f"{tag}: lease left behind (lease_until {state.get('lease_until')})")
+    if "published_seq" in state and int(state.get("published_seq") or 0) < int(
+            state.get("change_seq") or 0):
+        problems.append(f"{tag}: entries unpublished (published_seq {state.get('published_seq')}"
+                        f" < change_seq {state.get('change_seq')})")
     if state.get("sync_token") is None:
         problems.append(f"{tag}: never synced (no sync token)")
     calendar = listed(watched.api, watched.calendar_id)
@@ -139,19 +183,41 @@ def subscription_problems(store: Any, db: Any, watched: Watched, sub_id: str,
              if folded[i] != _present(reported_fields(snapshots[i]))]
     if wrong:
         problems.append(f"{tag}: {len(wrong)} folded events differ from their snapshots")
-    channels = delivering_channels(db, sub_id)
-    if len(channels) != 1:
-        problems.append(f"{tag}: {len(channels)} delivering channels {channels}")
+    problems.extend(channel_problems(tag, db, sub_id, google, now))
     return problems
 
 
-def problems(store: Any, db: Any, calendars: Iterable[Watched]) -> list[str]:
-    """Everything that keeps the system from being converged; empty when it is."""
+def google_channels(control: Any) -> dict[str, dict[str, Any]]:
+    """Google's side of every channel (the Calendar emulator's control API), by id."""
+    return {str(c["id"]): c for c in control.channels()}
+
+
+def problems(store: Any, db: Any, calendars: Iterable[Watched],
+             control: Any = None) -> list[str]:
+    """Everything that keeps the system from being converged; empty when it is.
+    With the emulator's `control`, delivering channels are checked at Google too."""
+    google = google_channels(control) if control is not None else None
     found: list[str] = []
     for watched in calendars:
         subs = active_subscriptions(db, watched.calendar_id)
         if len(subs) != 1:
             found.append(f"{watched.calendar_id[:18]}: {len(subs)} active subscriptions")
         for sub_id, data in subs:
-            found.extend(subscription_problems(store, db, watched, sub_id, data))
+            found.extend(subscription_problems(store, db, watched, sub_id, data, google))
+    return found
+
+
+def quiet_problems(tasks: list[tuple[str, str]], renewer_url: str,
+                   last_report: dict[str, Any] | None) -> list[str]:
+    """The queue drained and renewer continuations stopped (`tasks`: name and URL of
+    every task the Cloud Tasks emulator holds)."""
+    found = []
+    continuations = [name for name, url in tasks if url == renewer_url]
+    syncs = [name for name, url in tasks if url != renewer_url]
+    if syncs:
+        found.append(f"queue not drained: {len(syncs)} sync tasks {sorted(syncs)[:4]}")
+    if continuations:
+        found.append(f"renewer continuations queued: {continuations[:4]}")
+    if last_report and last_report.get("continued"):
+        found.append("the last renewer run queued a continuation of itself")
     return found

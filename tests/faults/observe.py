@@ -54,23 +54,29 @@ def renew(url: str) -> tuple[int, dict[str, Any]]:
         return 0, {}
 
 
-def converge(check: Callable[[], list[str]], renew_once: Callable[[], Any],
-             max_runs: int, pause: float = 1.0,
-             tally: Counter[str] | None = None) -> tuple[int, list[str]]:
-    """Renewer runs until `check` finds nothing; (runs used, last problems).
+def converge(check: Callable[[dict[str, Any]], list[str]],
+             renew_once: Callable[[], tuple[int, dict[str, Any]]],
+             max_runs: int, pause: float = 1.0, tally: Counter[str] | None = None,
+             clean_samples: int = 2) -> tuple[int, list[str]]:
+    """Renewer runs (as Cloud Scheduler triggers them) until `check` finds nothing on
+    `clean_samples` consecutive samples, each after a run; (runs used, last problems).
 
-    `renew_once` returns (status, report) as `renew` does; statuses go to `tally`.
+    `check` gets the last run's report (for its continuation); `renew_once` returns
+    (status, report) as `renew` does; statuses go to `tally`. Two consecutive clean
+    samples: a state that is clean once, between two pieces of work, is not quiet.
     """
     problems: list[str] = []
+    clean = 0
     for run in range(1, max_runs + 1):
-        status, _ = renew_once()
+        status, report = renew_once()
         if tally is not None:
             tally[f"quiet_renewer_http_{status}"] += 1
-        problems = check()
-        if not problems:
+        problems = check(report)
+        clean = 0 if problems else clean + 1
+        if clean >= clean_samples:
             return run, []
         time.sleep(pause)
-    return max_runs, problems
+    return max_runs, problems or [f"clean on {clean} consecutive samples only"]
 
 
 def tally_text(tally: Counter[str]) -> str:

@@ -1,9 +1,9 @@
 """A loopback TCP proxy that can refuse connections on demand.
 
 Put in front of the Cloud Tasks emulator (the functions' `CLOUD_TASKS_EMULATOR_HOST`
-points at it), `refuse()` closes the listening socket and cuts every open
-connection, so enqueues fail for real (gRPC UNAVAILABLE → QueueUnavailable),
-and `accept()` listens again on the same port.
+points at it), `refuse()` cuts every open connection and each new one, so
+enqueues fail for real (gRPC UNAVAILABLE → QueueUnavailable), and `accept()`
+forwards again.
 """
 
 from __future__ import annotations
@@ -17,18 +17,26 @@ HOST = "127.0.0.1"
 
 
 class TcpProxy:
-    """Forwards `HOST:port` to `upstream`; `refuse()` / `accept()` switch it off and on."""
+    """Forwards `HOST:port` to `upstream`; `refuse()` / `accept()` switch it off and on.
+
+    While refusing it still accepts each connection and cuts it at once (gRPC sees
+    UNAVAILABLE, as for a refused connection), so every refused connection is
+    counted (`refused_connections`): the fault is shown to have acted, not only
+    to have been switched on.
+    """
 
     def __init__(self, upstream_port: int, port: int = 0, upstream_host: str = HOST) -> None:
         self._upstream = (upstream_host, upstream_port)
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
         self._listener: socket.socket | None = None
+        self._refusing = False
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
         self.port = port
         self.connections = 0
         self.refusals = 0
+        self.refused_connections = 0
 
     @property
     def address(self) -> str:
@@ -36,10 +44,10 @@ class TcpProxy:
 
     @property
     def refusing(self) -> bool:
-        return self._listener is None
+        return self._refusing or self._listener is None
 
     def start(self) -> TcpProxy:
-        self.accept()
+        self._listen()
         return self
 
     def __enter__(self) -> TcpProxy:
@@ -49,7 +57,12 @@ class TcpProxy:
         self.stop()
 
     def accept(self) -> None:
-        """Listen (again) on the same port; idempotent."""
+        """Forward again (listening again on the same port if stopped); idempotent."""
+        with self._lock:
+            self._refusing = False
+        self._listen()
+
+    def _listen(self) -> None:
         with self._lock:
             if self._listener is not None:
                 return
@@ -75,7 +88,18 @@ class TcpProxy:
             self._thread.start()
 
     def refuse(self) -> None:
-        """Stop listening (new connections are refused) and cut the open ones."""
+        """Cut every open connection, and each new one at once, until `accept()`."""
+        with self._lock:
+            if self._refusing or self._listener is None:
+                return
+            self._refusing = True
+            conns, self._conns = self._conns, set()
+        self.refusals += 1
+        for conn in conns:
+            _cut(conn)
+
+    def stop(self) -> None:
+        """Stop listening and cut everything."""
         with self._lock:
             listener, self._listener = self._listener, None
             conns, self._conns = self._conns, set()
@@ -83,15 +107,11 @@ class TcpProxy:
             thread = self._thread
         if listener is None:
             return
-        self.refusals += 1
         if thread is not None:
             thread.join(timeout=2)
         listener.close()
         for conn in conns:
             _cut(conn)
-
-    def stop(self) -> None:
-        self.refuse()
 
     def _serve(self, listener: socket.socket, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -101,6 +121,13 @@ class TcpProxy:
                 continue
             except OSError:
                 return
+            with self._lock:
+                refusing = self._refusing
+                if refusing:
+                    self.refused_connections += 1
+            if refusing:
+                _cut(client)
+                continue
             try:
                 upstream = socket.create_connection(self._upstream, timeout=5)
             except OSError:
@@ -109,10 +136,10 @@ class TcpProxy:
             upstream.settimeout(None)
             client.settimeout(None)
             with self._lock:
-                if stop.is_set():
+                if stop.is_set() or self._refusing:
                     _cut(client)
                     _cut(upstream)
-                    return
+                    continue
                 self._conns.update((client, upstream))
                 self.connections += 1
             for src, dst in ((client, upstream), (upstream, client)):

@@ -20,7 +20,7 @@ from .conftest import ROOT
 
 Edit = tuple[str, str, str]
 TRANSIENT = 'jsonPayload.message=\\"sync run\\" AND jsonPayload.outcome=\\"transient\\"'
-MISCONFIGURED_RUN = (' OR (jsonPayload.message=\\"sync run\\" AND '
+MISCONFIGURED_RUN = (' OR (jsonPayload.message=(\\"sync run\\" OR \\"list run\\") AND '
                      'jsonPayload.outcome=\\"misconfigured\\")')
 ERROR_ALERT = ('display_name = "calsync: subscriptions going to error"\n'
                '      severity     = "WARNING"')
@@ -39,8 +39,8 @@ BREAKAGES: dict[str, tuple[list[Edit], str]] = {
           'jsonPayload.message=\\"renewer store failure\\" AND jsonPayload.outcome=\\"done\\"')],
         "counts 'outcome', which functions/ never logs in 'renewer store failure' lines"),
     "one dead value in a list": (
-        [("monitoring.tf", '\\"sync run crashed\\" OR \\"unhandled exception\\"',
-          '\\"sync run crashed\\" OR \\"unhandled exceptions\\"')],
+        [("monitoring.tf", '\\"list run crashed\\" OR \\"unhandled exception\\"',
+          '\\"list run crashed\\" OR \\"unhandled exceptions\\"')],
         "counts 'unhandled exceptions', which functions/ never logs as a message"),
     "severity the line never has": (
         [("monitoring.tf", 'jsonPayload.message=\\"renewer store failure\\"',

@@ -120,3 +120,21 @@ def test_terraform_defaults_match_the_settings_defaults() -> None:
         assert var.parse(default.group(1).strip().strip('"')) == var.parse(var.default), name
         compared += 1
     assert compared >= 7  # the tunables: intervals, windows, TTL, lease, page size
+
+
+def test_renewal_fan_out_settings() -> None:
+    """Sharded renewal (issue 19, item 4): the shard count fits the stored shard space,
+    a fan-out needs the renewer's URL (its tasks' target), and the renewer's tasks go
+    to their own queue when one is named."""
+    with pytest.raises(ConfigError, match="CALSYNC_RENEWAL_SHARDS='33' must be between 1 and 32"):
+        Settings.from_env({**BASE, "CALSYNC_RENEWAL_SHARDS": "33"})
+    with pytest.raises(ConfigError, match="CALSYNC_RENEWAL_SHARDS=16 needs CALSYNC_RENEWER_URL"):
+        Settings.from_env({**BASE, "CALSYNC_RENEWAL_SHARDS": "16"})
+    settings = Settings.from_env({**BASE, "CALSYNC_RENEWAL_SHARDS": "16",
+                                  "CALSYNC_RENEWER_URL": "https://renewer.example/",
+                                  "CALSYNC_RENEWER_QUEUE": "calsync-renewer"})
+    assert settings.renewal_shards == 16
+    assert settings.renewer_queue_path.endswith("/queues/calsync-renewer")
+    assert Settings.from_env(BASE).renewer_queue_path == Settings.from_env(BASE).queue_path
+    # The webhook reads neither: its settings never fail on the renewer's.
+    assert Settings.from_env({**BASE, "CALSYNC_RENEWAL_SHARDS": "16"}, function=WEBHOOK)

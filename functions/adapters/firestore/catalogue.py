@@ -7,7 +7,7 @@ uses are exempt from indexing (no index-entry limit, no write hot-spots on
 steadily increasing values), and an exemption must never hit a queried field.
 
 Collection names are collection *groups*: `events` and `changes` live under
-`subscriptions/{id}/`.
+`subscriptions/{id}/`; `state` under both `subscriptions/{id}/` and `accounts/{id}/`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any
 
 SUBSCRIPTIONS = "subscriptions"
 SUBSCRIPTION_KEYS = "subscription_keys"
+ACCOUNTS = "accounts"
+ACCOUNT_KEYS = "account_keys"
 CHANNELS = "channels"
 CREDENTIALS = "credentials"
 EVENTS = "events"
@@ -30,6 +32,11 @@ QUERIES: list[dict[str, Any]] = [
     # renewal; pending: retries, whose expiration is their next attempt;
     # abandoned: records to delete).
     {"collection": CHANNELS, "fields": [("state", "ASCENDING"), ("expiration", "ASCENDING")]},
+    # Renewer fan-out: one shard's channels in a state within a window (shard `==`,
+    # or `in` over the shard values one task covers; Firestore merges them in
+    # expiration order, each served by this index).
+    {"collection": CHANNELS,
+     "fields": [("state", "ASCENDING"), ("shard", "ASCENDING"), ("expiration", "ASCENDING")]},
     # Renewer: the oldest request of an active subscription (the alert on
     # requests left waiting).
     {"collection": SUBSCRIPTIONS,
@@ -51,6 +58,18 @@ SINGLE_FIELD_QUERIES: list[tuple[str, str]] = [
     (SUBSCRIPTIONS, "sweep_at"),        # requests the sweep looks at
     (SUBSCRIPTIONS, "safety_net_at"),   # subscriptions the safety net looks at
     (SUBSCRIPTIONS, "deleting_since"),  # unsubscribes to finish
+    # Accounts: the subscriptions an account follows (`?account=`, its reconciliation
+    # and health, with status and labels as further equality filters), its
+    # calendar-list channels, removed subscriptions whose retention ended, and the
+    # renewer's sort keys of accounts (as for subscriptions).
+    (SUBSCRIPTIONS, "account_id"),
+    (SUBSCRIPTIONS, "credentials_ref"),  # is a replaced credential still used anywhere?
+    (ACCOUNTS, "credentials_ref"),
+    (SUBSCRIPTIONS, "purge_at"),
+    (CHANNELS, "account_id"),
+    (ACCOUNTS, "sweep_at"),
+    (ACCOUNTS, "safety_net_at"),
+    (ACCOUNTS, "deleting_since"),
 ]
 
 # Single-field queries over a whole collection group (not one subscription's

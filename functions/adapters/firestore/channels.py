@@ -15,13 +15,14 @@ from google.cloud import firestore
 
 from functions.adapters.firestore.store import _translated
 from functions.errors import ResourceMismatch, StoreError, StoreUnavailable
-from functions.model import PENDING, Channel
+from functions.model import EVENTS_KIND, PENDING, Channel, channel_shard
 from functions.ports import ChannelStore
 
 CHANNELS = "channels"
 # Conditional writes re-read and retry this often before giving up (503).
 CONDITIONAL_ATTEMPTS = 10
 SUBSCRIPTIONS = "subscriptions"
+ACCOUNTS = "accounts"
 
 def _channel(channel_id: str, data: dict[str, Any],
              version: datetime | None = None) -> Channel:
@@ -34,6 +35,8 @@ def _channel(channel_id: str, data: dict[str, Any],
         last_notification_at=data.get("last_notification_at"),
         last_message_number=int(data.get("last_message_number") or 0),
         version=version,
+        kind=str(data.get("kind") or EVENTS_KIND),  # records from before kinds watch events
+        account_id=data.get("account_id") or None,
     )
 
 
@@ -51,6 +54,8 @@ class FirestoreChannelStore(ChannelStore):
                 "resource_id": channel.resource_id, "expiration": channel.expiration,
                 "created_at": now, "last_notification_at": None,
                 "last_message_number": 0, "renewal_attempts": 0,
+                # The renewer's fan-out finds a channel by its shard (catalogue.py).
+                "shard": channel_shard(channel.id),
             })
 
     def get_channel(self, channel_id: str) -> Channel | None:
@@ -103,6 +108,8 @@ class FirestoreChannelStore(ChannelStore):
         if channel.sub_id:
             sub = self._client.collection(SUBSCRIPTIONS).document(channel.sub_id)
             batch.update(sub, fields)  # update, never set: must not resurrect a deleted one
+        elif channel.account_id:  # a calendar-list channel: its account's copy
+            batch.update(self._client.collection(ACCOUNTS).document(channel.account_id), fields)
         with _translated():
             try:
                 results = batch.commit()

@@ -11,7 +11,7 @@ listed in `catalogue.py`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,11 +41,18 @@ from functions.model import (
     Channel,
     Subscription,
     Transition,
+    channel_shard,
+    shard_values,
 )
 from functions.ports import LifecycleStore, RowCursor
 
 DELETE_BATCH = 400
 RECORD_ATTEMPTS = 20  # transaction attempts of a lifecycle entry
+# The renewer's own bookkeeping: `renewer/shard_backfill` (old channel records given
+# their shard). Read and written by key only: no query, no index.
+RENEWER = "renewer"
+SHARD_BACKFILL = "shard_backfill"
+WRITE_BATCH = 500  # Firestore's limit of writes per batch
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # `safety_net_at` of a subscription the safety net has never covered: due at once.
 NEVER = _EPOCH
@@ -218,14 +225,20 @@ class SubscriptionStore(LifecycleStore):
         deleted = 0
         sub = self._sub(sub_id)
         with _translated():
-            key = (sub.get().to_dict() or {}).get("key")
+            data = sub.get().to_dict() or {}
+            key = data.get("key")
             for name in (EVENTS, CHANGES, STATE):
                 deleted += self._delete_query(sub.collection(name))
             deleted += self._delete_query(
                 self._client.collection(CHANNELS).where(filter=FieldFilter("sub_id", "==", sub_id)))
             if credentials_ref.startswith(OAUTH_PREFIX):
-                self._client.collection(CREDENTIALS_COLLECTION).document(
-                    credentials_ref[len(OAUTH_PREFIX):]).delete()
+                credential = self._client.collection(CREDENTIALS_COLLECTION).document(
+                    credentials_ref[len(OAUTH_PREFIX):])
+                # An account's credential is shared by its subscriptions: the account
+                # deletes it, never one of them.
+                if not data.get("account_id") and not (
+                        credential.get().to_dict() or {}).get("account_id"):
+                    credential.delete()
             sub.delete()
             if key:
                 self._delete_key(key, sub_id)
@@ -301,7 +314,7 @@ class SubscriptionStore(LifecycleStore):
             return self._channel(channel_id).get().to_dict() or {}
 
     def activate_channel(self, channel_id: str, sub_id: str, resource_id: str,
-                         expiration: datetime) -> bool:
+                         expiration: datetime, version: datetime | None = None) -> bool:
         """Record the watch response on a channel still `pending`; it must match a
         resource id learnt meanwhile. False (nothing written) when the channel left
         `pending` while the watch was in flight, or it or its subscription is gone.
@@ -309,23 +322,29 @@ class SubscriptionStore(LifecycleStore):
         A read, then one batch conditioned on the channel's update time (re-read
         if the webhook wrote meanwhile): no interactive transaction, which could
         deadlock with the webhook learning the resource id from the `sync`
-        message that arrives while the watch is in flight.
+        message that arrives while the watch is in flight. With `version` (the
+        update time of our own save) the first attempt skips the read: unchanged
+        since that save, the record is `pending` with no resource id.
         """
         ref = self._channel(channel_id)
         for _ in range(CONDITIONAL_ATTEMPTS):
-            with _translated():
-                snapshot = ref.get()
-            data = snapshot.to_dict() or {}
-            known = data.get("resource_id")
-            if known is not None and known != resource_id:
-                raise ResourceMismatch(channel_id)
-            if not snapshot.exists or data.get("state") != PENDING:
-                return False  # stopped, abandoned or deleted meanwhile: never revived
+            if version is not None:
+                seen, version = version, None
+            else:
+                with _translated():
+                    snapshot = ref.get()
+                data = snapshot.to_dict() or {}
+                known = data.get("resource_id")
+                if known is not None and known != resource_id:
+                    raise ResourceMismatch(channel_id)
+                if not snapshot.exists or data.get("state") != PENDING:
+                    return False  # stopped, abandoned or deleted meanwhile: never revived
+                seen = snapshot.update_time
             batch = self._client.batch()
             batch.update(ref, {
                 "state": ACTIVE, "resource_id": resource_id, "expiration": expiration,
                 "renewal_attempts": 0, "next_attempt_at": None, "last_error": None,
-            }, option=self._client.write_option(last_update_time=snapshot.update_time))
+            }, option=self._client.write_option(last_update_time=seen))
             # `update`, never `set`: must not resurrect a subscription deleted meanwhile.
             batch.update(self._sub(sub_id), {"channel_id": channel_id,
                                              "channel_expiration": expiration})
@@ -340,25 +359,41 @@ class SubscriptionStore(LifecycleStore):
                     raise
         raise StoreUnavailable(f"channel {channel_id} too contended to activate")
 
-    def save_channel(self, channel: Channel, now: datetime, **fields: Any) -> None:
+    def save_channel(self, channel: Channel, now: datetime, **fields: Any) -> datetime | None:
         """Create or replace a channel record (`fields`: extra bookkeeping such as
-        `token_key_id`)."""
+        `token_key_id`); the write's update time."""
         with _translated():
-            self._channel(channel.id).set({
+            result = self._channel(channel.id).set({
                 "sub_id": channel.sub_id, "state": channel.state,
                 "resource_id": channel.resource_id, "expiration": channel.expiration,
                 "created_at": now, "last_notification_at": None,
-                "last_message_number": 0, "renewal_attempts": 0, **fields,
+                "last_message_number": 0, "renewal_attempts": 0,
+                "shard": channel_shard(channel.id),
+                "kind": channel.kind, "account_id": channel.account_id, **fields,
             })
+        return getattr(result, "update_time", None)
 
     def set_channel(self, channel_id: str, fields: dict[str, Any]) -> None:
         with _translated():
             self._channel(channel_id).update(fields)
 
-    def _conditional(self, channel_id: str, allowed: Any, write: Any) -> bool:
+    def _conditional(self, channel_id: str, allowed: Any, write: Any,
+                     version: datetime | None = None) -> bool:
         """Read the channel, and if `allowed(data)` write it conditioned on its update
-        time (re-read if someone wrote meanwhile); False if not allowed or gone."""
+        time (re-read if someone wrote meanwhile); False if not allowed or gone.
+        With `version` (the caller read it allowed at that update time) the first
+        write needs no read: it fails, and the read follows, if anyone wrote since."""
         ref = self._channel(channel_id)
+        if version is not None:
+            try:
+                with _translated():
+                    write(ref, self._client.write_option(last_update_time=version))
+                return True
+            except StoreError as err:
+                if isinstance(err.__cause__, gexc.NotFound):
+                    return False
+                if not isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Aborted):
+                    raise
         for _ in range(CONDITIONAL_ATTEMPTS):
             with _translated():
                 snapshot = ref.get()
@@ -377,23 +412,41 @@ class SubscriptionStore(LifecycleStore):
         raise StoreUnavailable(f"channel {channel_id} too contended to change")
 
     def move_channel(self, channel_id: str, from_states: Iterable[str],
-                     fields: dict[str, Any]) -> bool:
+                     fields: dict[str, Any], version: datetime | None = None) -> bool:
         states = tuple(from_states)
         return self._conditional(channel_id, lambda data: data.get("state") in states,
-                                 lambda ref, option: ref.update(fields, option=option))
+                                 lambda ref, option: ref.update(fields, option=option),
+                                 version)
 
     def delete_channel(self, channel_id: str, state: str) -> bool:
         return self._conditional(channel_id, lambda data: data.get("state") == state,
                                  lambda ref, option: ref.delete(option=option))
 
     def claim_channel(self, channel_id: str, state: str, now: datetime,
-                      until: datetime, claimant: str = "") -> bool:
+                      until: datetime, claimant: str = "",
+                      version: datetime | None = None) -> bool:
         """Take the right to act on a due channel: True for exactly one renewer run.
 
         Conditional on the channel still being in `state` and unclaimed (or its
-        claim expired), so two runs never both renew one channel.
+        claim expired), so two runs never both renew one channel. With `version`
+        (the row as the renewer's query returned it, in `state` and unclaimed) the
+        claim is written conditioned on it without a read; if anyone wrote the
+        record since (another run's claim, a notification recorded), it is read
+        and judged as usual, so a busy channel is still claimed.
         """
         ref = self._channel(channel_id)
+        fields = {"claimed_until": until, "claimed_by": claimant}
+        if version is not None:
+            try:
+                with _translated():
+                    ref.update(fields, option=self._client.write_option(
+                        last_update_time=version))
+                return True
+            except StoreError as err:
+                if isinstance(err.__cause__, gexc.NotFound):
+                    return False
+                if not isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Aborted):
+                    raise
         with _translated():
             snapshot = ref.get()
         data = snapshot.to_dict() or {}
@@ -403,31 +456,76 @@ class SubscriptionStore(LifecycleStore):
             return False
         try:
             with _translated():  # conditional: whoever writes first wins
-                ref.update({"claimed_until": until, "claimed_by": claimant},
-                           option=self._client.write_option(
-                               last_update_time=snapshot.update_time))
+                ref.update(fields, option=self._client.write_option(
+                    last_update_time=snapshot.update_time))
         except StoreError as err:
             if isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Aborted | gexc.NotFound):
                 return False
             raise
         return True
 
-    def holds_claim(self, channel_id: str, claimant: str) -> bool:
-        return self.channel_doc(channel_id).get("claimed_by") == claimant
+    def claim_held(self, channel_id: str, claimant: str) -> Channel | None:
+        with _translated():
+            snapshot = self._channel(channel_id).get()
+        data = snapshot.to_dict() or {}
+        if not snapshot.exists or data.get("claimed_by") != claimant:
+            return None
+        return _channel(channel_id, data, snapshot.update_time)
 
     def due_channels(self, state: str, before: datetime, limit: int,
-                     after: RowCursor | None = None) -> list[tuple[Channel, dict[str, Any]]]:
+                     after: RowCursor | None = None, shard: tuple[int, int] | None = None,
+                     ) -> list[tuple[Channel, dict[str, Any]]]:
         """Channels in `state` expiring at or before `before`, soonest first (indexed
-        on (state, expiration)); `after` continues past the (expiration, id) read last."""
-        query = (self._client.collection(CHANNELS)
-                 .where(filter=FieldFilter("state", "==", state))
-                 .where(filter=FieldFilter("expiration", "<=", before))
+        on (state, expiration), or with `shard` on (state, shard, expiration): an
+        `in` filter, which Firestore answers in `expiration` order across its
+        values); `after` continues past the (expiration, id) read last."""
+        query = self._client.collection(CHANNELS).where(filter=FieldFilter("state", "==", state))
+        if shard is not None:
+            values = list(shard_values(*shard))
+            query = query.where(filter=FieldFilter("shard", "==", values[0]) if len(values) == 1
+                                else FieldFilter("shard", "in", values))
+        query = (query.where(filter=FieldFilter("expiration", "<=", before))
                  .order_by("expiration").order_by("__name__").limit(limit))
         if after is not None:
             query = query.start_after([after[0], self._channel(after[1])])
         with _translated():
-            return [(_channel(s.id, s.to_dict() or {}), s.to_dict() or {})
+            return [(_channel(s.id, s.to_dict() or {}, s.update_time), s.to_dict() or {})
                     for s in query.stream()]
+
+    def assign_shards(self, channel_ids: Sequence[str]) -> int:
+        """`update` (never `set`): a record deleted meanwhile stays deleted. A batch
+        fails whole if one of its records is gone; then each is written alone."""
+        written = 0
+        for start in range(0, len(channel_ids), WRITE_BATCH):
+            chunk = channel_ids[start:start + WRITE_BATCH]
+            batch = self._client.batch()
+            for channel_id in chunk:
+                batch.update(self._channel(channel_id), {"shard": channel_shard(channel_id)})
+            try:
+                with _translated():
+                    batch.commit()
+                written += len(chunk)
+                continue
+            except StoreError as err:
+                if not isinstance(err.__cause__, gexc.NotFound):
+                    raise
+            for channel_id in chunk:
+                try:
+                    with _translated():
+                        self._channel(channel_id).update({"shard": channel_shard(channel_id)})
+                    written += 1
+                except StoreError as err:
+                    if not isinstance(err.__cause__, gexc.NotFound):
+                        raise
+        return written
+
+    def shard_backfill(self) -> dict[str, Any]:
+        with _translated():
+            return self._client.collection(RENEWER).document(SHARD_BACKFILL).get().to_dict() or {}
+
+    def save_shard_backfill(self, fields: dict[str, Any]) -> None:
+        with _translated():
+            self._client.collection(RENEWER).document(SHARD_BACKFILL).set(fields)
 
     # -- the renewer's subscription queries -------------------------------------
 
@@ -467,7 +565,6 @@ class SubscriptionStore(LifecycleStore):
         this one serialise on the same document) and published by the same outbox."""
         sub_ref = self._sub(sub_id)
         state_ref = sub_ref.collection(STATE).document(WRITER)
-        changes = sub_ref.collection(CHANGES)
 
         @firestore.transactional
         def write(transaction: Any) -> int:
@@ -478,23 +575,34 @@ class SubscriptionStore(LifecycleStore):
                 raise LookupError(sub_id)
             state_snap = found.get(state_ref.path)
             state = (state_snap.to_dict() if state_snap is not None else None) or {}
-            first = int(state.get("change_seq") or 0)
-            seq = first + 1
-            transaction.set(changes.document(seq_id(seq)), {
-                "seq": seq, "kind": kind, "event_id": None, "recurring_event_id": None,
-                "fields": {}, "details": codec.escape(dict(details)), "etag": None,
-                "at": now, "expire_at": now + self._feed_retention,
-            })
-            update: dict[str, Any] = {"change_seq": seq}
-            # Marked when this process knows a topic, or the outbox already runs (a
-            # process without the topic setting, e.g. the CLI, must not stop it).
-            if self._outbox or state.get("published_seq") is not None:
-                update.update(outbox_fields(state, outbox=True, first=first,
-                                            change_seq=seq, now=now))
-            transaction.set(state_ref, update, merge=True)
-            return seq
+            return append_lifecycle_entry(transaction, sub_ref, state, kind, details, now,
+                                          expire_at=now + self._feed_retention,
+                                          outbox=self._outbox)
 
         with _translated():
             # More attempts than the default five: it competes with a run's page
             # commits on `state/writer`, which it must never make fail.
             return int(write(self._client.transaction(max_attempts=RECORD_ATTEMPTS)))
+
+
+def append_lifecycle_entry(transaction: Any, sub_ref: Any, state: dict[str, Any], kind: str,
+                           details: dict[str, Any], now: datetime, *, expire_at: datetime,
+                           outbox: bool, state_fields: dict[str, Any] | None = None) -> int:
+    """Inside a transaction that read the subscription's `state/writer` as `state`: write
+    the lifecycle entry `change_seq + 1` and move `change_seq` (with the outbox marks, and
+    `state_fields` in the same write); its `seq`. The accounts' follow and leave
+    transactions write theirs through this too."""
+    first = int(state.get("change_seq") or 0)
+    seq = first + 1
+    transaction.set(sub_ref.collection(CHANGES).document(seq_id(seq)), {
+        "seq": seq, "kind": kind, "event_id": None, "recurring_event_id": None,
+        "fields": {}, "details": codec.escape(dict(details)), "etag": None,
+        "at": now, "expire_at": expire_at,
+    })
+    update: dict[str, Any] = {**(state_fields or {}), "change_seq": seq}
+    # Marked when this process knows a topic, or the outbox already runs (a process
+    # without the topic setting, e.g. the CLI, must not stop it).
+    if outbox or state.get("published_seq") is not None:
+        update.update(outbox_fields(state, outbox=True, first=first, change_seq=seq, now=now))
+    transaction.set(sub_ref.collection(STATE).document(WRITER), update, merge=True)
+    return seq

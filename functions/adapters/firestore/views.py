@@ -27,9 +27,12 @@ class FirestoreSubscriptionRecords(SubscriptionRecords):
         return self._records([snapshot])[0]
 
     def search(self, status: str | None, labels: tuple[tuple[str, str], ...],
-               after: str | None, limit: int) -> list[SubscriptionRecord]:
+               after: str | None, limit: int,
+               account: str | None = None) -> list[SubscriptionRecord]:
         collection = self._client.collection(SUBSCRIPTIONS)
         query: Any = collection
+        if account is not None:
+            query = query.where(filter=FieldFilter("account_id", "==", account))
         if status is not None:
             query = query.where(filter=FieldFilter("status", "==", status))
         for key, value in labels:

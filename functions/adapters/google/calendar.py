@@ -116,8 +116,9 @@ class GoogleCalendar(CalendarPort):
         self._local = threading.local()
 
     def _service(self, subscription: Subscription) -> Any:
-        cache: dict[tuple[str, str], Any] = self._local.__dict__.setdefault("services", {})
-        key = (subscription.owner, subscription.credentials_ref)
+        cache: dict[tuple[str, str, tuple[str, ...]], Any] = self._local.__dict__.setdefault(
+            "services", {})
+        key = (subscription.owner, subscription.credentials_ref, subscription.scopes)
         if key not in cache:
             with _translated(None):
                 credentials = self._credentials.credentials_for(subscription)

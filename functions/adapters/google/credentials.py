@@ -60,10 +60,11 @@ class GoogleCredentialsProvider(CredentialsProvider):
 
     def credentials_for(self, subscription: Subscription) -> Any:
         ref = subscription.credentials_ref or DWD_REF
+        scopes = list(subscription.scopes or CALENDAR_SCOPES)
         if ref == DWD_REF:
-            return self._delegated(subscription.owner)
+            return self._delegated(subscription.owner, scopes)
         if ref.startswith(OAUTH_PREFIX):
-            return self._user(ref[len(OAUTH_PREFIX):])
+            return self._user(ref[len(OAUTH_PREFIX):], scopes)
         if ref == BEARER_REF and self._settings.calendar_api_endpoint:
             from google.oauth2.credentials import Credentials
 
@@ -71,7 +72,7 @@ class GoogleCredentialsProvider(CredentialsProvider):
         raise CredentialsRejected(f"{REAUTHORIZATION_REQUIRED}: unknown credentials reference "
                                   f"kind for {subscription.id}")
 
-    def _user(self, credential_id: str) -> Any:
+    def _user(self, credential_id: str, scopes: list[str]) -> Any:
         from google.oauth2.credentials import Credentials
 
         settings = self._settings
@@ -84,17 +85,17 @@ class GoogleCredentialsProvider(CredentialsProvider):
             token_uri=self._token_uri,
             client_id=settings.oauth_client_id,
             client_secret=settings.oauth_client_secret or None,
-            scopes=list(CALENDAR_SCOPES),
+            scopes=scopes,
         )
 
-    def _delegated(self, owner: str) -> Any:
+    def _delegated(self, owner: str, scopes: list[str]) -> Any:
         from google.oauth2 import service_account
 
         settings = self._settings
         if settings.delegation_key_file:
             try:
                 credentials = service_account.Credentials.from_service_account_file(
-                    settings.delegation_key_file, scopes=list(CALENDAR_SCOPES))
+                    settings.delegation_key_file, scopes=scopes)
             except (OSError, ValueError, KeyError) as err:
                 raise Misconfigured("the delegation key file (CALSYNC_DELEGATION_KEY_FILE) "
                                     f"cannot be used: {type(err).__name__}") from err
@@ -118,7 +119,7 @@ class GoogleCredentialsProvider(CredentialsProvider):
                                 f"(application default credentials): {err}") from err
         signer = iam.Signer(Request(), source, settings.delegation_sa)
         return service_account.Credentials(
-            signer, settings.delegation_sa, self._token_uri, scopes=list(CALENDAR_SCOPES),
+            signer, settings.delegation_sa, self._token_uri, scopes=scopes,
             subject=owner)
 
 

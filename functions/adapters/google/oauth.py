@@ -36,13 +36,16 @@ from oauthlib.oauth2.rfc6749.tokens import OAuth2Token
 from requests.adapters import HTTPAdapter
 
 from functions.errors import CalsyncError, Misconfigured
+from functions.model import CALENDAR_LIST_SCOPE
 
 GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/v2/auth"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
 CALENDAR_SCOPE = "https://www.googleapis.com/auth/calendar.events.readonly"
 EMAIL_SCOPE = "https://www.googleapis.com/auth/userinfo.email"
-SCOPES = ("openid", EMAIL_SCOPE, CALENDAR_SCOPE)
+# The calendar list's scope too: an account (connect once, every calendar follows) lists
+# and watches it; a grant without it still subscribes single calendars.
+SCOPES = ("openid", EMAIL_SCOPE, CALENDAR_SCOPE, CALENDAR_LIST_SCOPE)
 _CLOCK_SKEW_SECONDS = 300
 # OAuth errors that say our client registration is wrong, not the user's code.
 _CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})

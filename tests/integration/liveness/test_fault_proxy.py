@@ -40,3 +40,4 @@ def test_enqueues_fail_while_the_proxy_refuses_and_succeed_after(
                        for t in queue._client.list_tasks(parent=tasks_queue))
         assert names == ["1", "3"]
         assert proxy.refusals == 1 and proxy.connections >= 2
+        assert proxy.refused_connections >= 1  # the refused enqueue reached the proxy

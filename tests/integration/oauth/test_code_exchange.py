@@ -192,7 +192,9 @@ def test_consent_config(calendar: Any) -> None:
     google = CodeExchange(CLIENT_ID, CLIENT_SECRET).config().to_json()
     assert google == {
         "client_id": CLIENT_ID,
-        "scopes": ["openid", EMAIL_SCOPE, CALENDAR_SCOPE],
+        # The calendar list's scope: an account lists and watches its calendars (issue 20).
+        "scopes": ["openid", EMAIL_SCOPE, CALENDAR_SCOPE,
+                   "https://www.googleapis.com/auth/calendar.calendarlist.readonly"],
         "auth_uri": GOOGLE_AUTH_URI,
         "access_type": "offline",
         "prompt": "consent",

@@ -12,6 +12,7 @@ from functions.api.feed import ChangesPage, ChangesQuery, EventsPage
 from functions.api.openapi import document
 from functions.api.service import Api
 from functions.errors import (
+    AccountNotFound,
     CodeRejected,
     CursorAhead,
     CursorExpired,
@@ -19,9 +20,12 @@ from functions.errors import (
     InvalidTransition,
     SubscriptionNotFound,
 )
-from functions.model import CALENDAR_SCOPES
+from functions.model import CALENDAR_LIST_SCOPE, CALENDAR_SCOPES
 from functions.ports import (
+    AccountCommands,
+    AccountReader,
     CodeExchanger,
+    Connected,
     CredentialSealer,
     ExchangedGrant,
     FeedPort,
@@ -31,11 +35,13 @@ from functions.ports import (
 )
 
 GOOD_CODE = "good-code"
+EVENTS_ONLY_CODE = "events-only-code"
 REFRESH_TOKEN = "1//refresh-token-never-shown"
 
 
 @dataclass
 class World:
+    accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     subs: dict[str, dict[str, Any]] = field(default_factory=dict)
     keys: dict[tuple[str, str], str] = field(default_factory=dict)
     sealed: dict[str, str] = field(default_factory=dict)
@@ -120,13 +126,68 @@ class FakeReader(SubscriptionReader):
         return None if sub is None else _view(sub_id, sub, self.w.entries.get(sub_id, 0))
 
     def search(self, status: str | None, labels: tuple[tuple[str, str], ...],
-               page_token: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+               page_token: str | None, limit: int,
+               account: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
         if self.w.failure:
             raise self.w.failure
         found = [_view(i, s, self.w.entries.get(i, 0)) for i, s in sorted(self.w.subs.items())
                  if (status is None or s["status"] == status)
+                 and (account is None or s.get("account_id") == account)
                  and all(s["labels"].get(k) == v for k, v in labels)]
         return found[:limit], None
+
+
+class FakeAccounts(AccountCommands, AccountReader):
+    """Accounts by owner; connecting again replaces the credential and the policy."""
+
+    def __init__(self, world: World) -> None:
+        self.w = world
+
+    def connect(self, owner: str, credentials_ref: str,
+                policy: dict[str, Any] | None) -> Connected:
+        if self.w.failure:
+            raise self.w.failure
+        for account_id, account in self.w.accounts.items():
+            if account["owner"].lower() == owner.lower():
+                if account["status"] == "deleting":
+                    raise InvalidTransition("being deleted", "deleting")
+                account["ref"] = credentials_ref
+                if policy is not None:
+                    account["policy"] = dict(policy)
+                self.w.calls.append(("reconnect", account_id, credentials_ref))
+                return Connected(account_id, created=False, queued=True)
+        account_id = f"acct{len(self.w.accounts) + 1:04d}"
+        self.w.accounts[account_id] = {"owner": owner, "ref": credentials_ref,
+                                       "policy": dict(policy or {}), "status": "active"}
+        self.w.calls.append(("connect", account_id, credentials_ref))
+        return Connected(account_id, created=True, queued=True)
+
+    def delete(self, account_id: str) -> None:
+        if self.w.failure:
+            raise self.w.failure
+        if account_id not in self.w.accounts:
+            raise AccountNotFound(account_id)
+        self.w.accounts[account_id]["status"] = "deleting"
+
+    def get(self, account_id: str) -> dict[str, Any] | None:
+        if self.w.failure:
+            raise self.w.failure
+        account = self.w.accounts.get(account_id)
+        if account is None:
+            return None
+        return {"id": account_id, "owner": account["owner"],
+                "credentials": "oauth" if account["ref"].startswith("oauth:") else "dwd",
+                "status": account["status"], "policy": account["policy"],
+                "created_at": "2026-01-01T00:00:00.000000Z", "calendars_followed": 0,
+                "last_list_sync_at": None, "last_notification_at": None, "channel": None,
+                "error": None}
+
+    def search(self, page_token: str | None,
+               limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        if self.w.failure:
+            raise self.w.failure
+        views = [self.get(i) for i in sorted(self.w.accounts)]
+        return [v for v in views if v is not None][:limit], None
 
 
 class FakeFeed(FeedPort):
@@ -181,10 +242,13 @@ class FakeExchanger(CodeExchanger):
                  code_verifier: str | None) -> ExchangedGrant:
         if self.w.failure:
             raise self.w.failure
+        if code == EVENTS_ONLY_CODE:  # a user who did not grant the calendar list
+            return ExchangedGrant("user@example.com", REFRESH_TOKEN,
+                                  ("openid", "email", CALENDAR_SCOPES[0]))
         if code != GOOD_CODE:
             raise CodeRejected("invalid_grant", "Bad Request")
         return ExchangedGrant("user@example.com", REFRESH_TOKEN,
-                              ("openid", "email", CALENDAR_SCOPES[0]))
+                              ("openid", "email", CALENDAR_SCOPES[0], CALENDAR_LIST_SCOPE))
 
     def consent_config(self) -> dict[str, Any]:
         return {"client_id": "cid", "scopes": ["openid", CALENDAR_SCOPES[0]],
@@ -206,5 +270,6 @@ class FakeSealer(CredentialSealer):
 
 
 def fake_api(world: World) -> Api:
+    accounts = FakeAccounts(world)
     return Api(FakeCommands(world), FakeReader(world), FakeFeed(world), FakeExchanger(world),
-               FakeSealer(world), document)
+               FakeSealer(world), document, accounts=accounts, account_reader=accounts)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +24,8 @@ from functions.model import (
     Subscription,
     SyncRequest,
     Transition,
+    channel_shard,
+    shard_values,
 )
 from functions.model import DELIVERING_STATES as DELIVERING
 from functions.ports import LifecycleStore, RequestStore, RowCursor
@@ -36,6 +38,7 @@ class MemoryLifecycle(LifecycleStore, RequestStore):
         self.keys: dict[str, str] = {}
         self.channels: dict[str, dict[str, Any]] = {}
         self.events: list[tuple[str, int, str, dict[str, Any]]] = []  # lifecycle entries
+        self.backfill: dict[str, Any] = {}
 
     # -- subscriptions --------------------------------------------------------
 
@@ -163,14 +166,16 @@ class MemoryLifecycle(LifecycleStore, RequestStore):
     def channel_doc(self, channel_id: str) -> dict[str, Any]:
         return dict(self.channels.get(channel_id, {}))
 
-    def save_channel(self, channel: Channel, now: datetime, **fields: Any) -> None:
+    def save_channel(self, channel: Channel, now: datetime, **fields: Any) -> datetime | None:
         self.channels[channel.id] = {
             "sub_id": channel.sub_id, "state": channel.state,
             "resource_id": channel.resource_id, "expiration": channel.expiration,
-            "created_at": now, "renewal_attempts": 0, **fields}
+            "created_at": now, "renewal_attempts": 0, "shard": channel_shard(channel.id),
+            **fields}
+        return None  # no versions here: every conditional write below checks the state
 
     def activate_channel(self, channel_id: str, sub_id: str, resource_id: str,
-                         expiration: datetime) -> bool:
+                         expiration: datetime, version: datetime | None = None) -> bool:
         doc = self.channels.get(channel_id)
         if doc is not None and doc.get("resource_id") not in (None, resource_id):
             raise ResourceMismatch(channel_id)
@@ -185,7 +190,7 @@ class MemoryLifecycle(LifecycleStore, RequestStore):
         self.channels[channel_id].update(fields)
 
     def move_channel(self, channel_id: str, from_states: Iterable[str],
-                     fields: dict[str, Any]) -> bool:
+                     fields: dict[str, Any], version: datetime | None = None) -> bool:
         doc = self.channels.get(channel_id)
         if doc is None or doc["state"] not in tuple(from_states):
             return False
@@ -200,7 +205,8 @@ class MemoryLifecycle(LifecycleStore, RequestStore):
         return True
 
     def claim_channel(self, channel_id: str, state: str, now: datetime,
-                      until: datetime, claimant: str = "") -> bool:
+                      until: datetime, claimant: str = "",
+                      version: datetime | None = None) -> bool:
         doc = self.channels.get(channel_id)
         claimed = (doc or {}).get("claimed_until")
         if doc is None or doc["state"] != state or (claimed is not None and claimed > now):
@@ -208,17 +214,37 @@ class MemoryLifecycle(LifecycleStore, RequestStore):
         doc.update(claimed_until=until, claimed_by=claimant)
         return True
 
-    def holds_claim(self, channel_id: str, claimant: str) -> bool:
-        return self.channels.get(channel_id, {}).get("claimed_by") == claimant
+    def claim_held(self, channel_id: str, claimant: str) -> Channel | None:
+        doc = self.channels.get(channel_id)
+        if doc is None or doc.get("claimed_by") != claimant:
+            return None
+        return _channel(channel_id, doc)
 
     def due_channels(self, state: str, before: datetime, limit: int,
-                     after: RowCursor | None = None) -> list[tuple[Channel, dict[str, Any]]]:
+                     after: RowCursor | None = None, shard: tuple[int, int] | None = None,
+                     ) -> list[tuple[Channel, dict[str, Any]]]:
+        values = set(shard_values(*shard)) if shard is not None else None
         rows = sorted((d["expiration"], i) for i, d in self.channels.items()
                       if d["state"] == state and d["expiration"] is not None
-                      and d["expiration"] <= before)
+                      and d["expiration"] <= before
+                      and (values is None or d.get("shard") in values))
         if after is not None:
             rows = [row for row in rows if row > after]
         return [(_channel(i, self.channels[i]), dict(self.channels[i])) for _, i in rows[:limit]]
+
+    def assign_shards(self, channel_ids: Sequence[str]) -> int:
+        written = 0
+        for channel_id in channel_ids:
+            if channel_id in self.channels:
+                self.channels[channel_id]["shard"] = channel_shard(channel_id)
+                written += 1
+        return written
+
+    def shard_backfill(self) -> dict[str, Any]:
+        return dict(self.backfill)
+
+    def save_shard_backfill(self, fields: dict[str, Any]) -> None:
+        self.backfill = dict(fields)
 
     def subscriptions_where(self, field: str, before: datetime, limit: int,
                             after: RowCursor | None = None,
