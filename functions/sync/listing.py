@@ -252,29 +252,58 @@ class SyncPass:
     def _sync(self) -> str | None:
         lease = self.lease
         resume = lease.resume
-        if resume is not None and resume.sync_token is not None and lease.sync_token is None:
+        if resume is not None and resume.sync_token is not None and (
+                lease.full_resync != resume.full_resync):
             resume = None  # a full resync was asked for since the incremental pass began
         if resume is not None:
             # The listing began in an earlier run: it serves the requests recorded
-            # before it began, not those claimed since (they get the follow-up).
+            # before it began, not those claimed since (see `_catch_up`). An
+            # incremental pass is never a first sync (its full listing committed, or
+            # this is a catch-up after one).
             self.lease = replace(lease, claimed_gen=min(lease.claimed_gen, resume.claimed_gen),
-                                 full_resync=resume.full_resync)
+                                 full_resync=resume.full_resync,
+                                 first_sync=lease.first_sync and resume.sync_token is None)
             self.progress.mode, self.progress.resumed = resume.mode, True
             try:
-                return self._pass(resume, resumed=True)
+                token = self._pass(resume, resumed=True)
             except _SavedPageRefused:
                 self._saved = None  # start again from the top, once
+                # Listed again from now on: after every request this run claimed.
+                self.lease = replace(self.lease, claimed_gen=lease.claimed_gen,
+                                     first_sync=lease.first_sync)
                 if resume.sync_token is None:
                     return self._pass(self._full(resume.mode))
+                self.progress.mode = None
+            else:
+                return self._catch_up(token, lease)
         if self.lease.sync_token is not None:
             self.progress.mode = "incremental"
-            try:
-                return self._pass(self._new("incremental", self.lease.sync_token))
-            except SyncTokenInvalid:
-                self.progress.mode = "full_after_410"
-            return self._pass(self._full("full_after_410"))
+            return self._incremental(self.lease.sync_token)
         self.progress.mode = self.progress.mode or "full"
         return self._pass(self._full(self.progress.mode))
+
+    def _incremental(self, sync_token: str) -> str | None:
+        try:
+            return self._pass(self._new("incremental", sync_token))
+        except SyncTokenInvalid:
+            self.progress.mode = "full_after_410"
+        return self._pass(self._full("full_after_410"))
+
+    def _catch_up(self, token: str | None, lease: Lease) -> str | None:
+        """A resumed pass is done, but this run claimed requests recorded after it
+        began listing (the one of this very task, when it is the retry of a run that
+        crashed): their changes may be missing from what it listed. The webhook wrote
+        nothing for notifications that found such a request pending ("the run that
+        claims it has not listed yet"), so this run lists what changed since the
+        pass's token before it commits: an answer of `synced` serves every request
+        the run claimed. Out of time, or with a newer full resync asked for, the
+        request is left to the follow-up task `commit_final` queues."""
+        if (token is None or lease.claimed_gen <= self.lease.claimed_gen
+                or lease.full_resync != self.lease.full_resync or not self._has_time()):
+            return token
+        self._seq += self._committer.wait()  # the pass's last commits are in
+        self.lease = replace(self.lease, claimed_gen=lease.claimed_gen, first_sync=False)
+        return self._incremental(token)
 
     def _new(self, mode: str, sync_token: str | None, fresh: bool = False,
              mark: int = 0) -> ListingProgress:
