@@ -316,60 +316,104 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
     def acquire_lease(
         self, sub_id: str, now: datetime, until: datetime, min_gap: timedelta | None = None
     ) -> LeaseAttempt:
-        @firestore.transactional
-        def take(transaction: Any) -> LeaseAttempt:
-            sub_snap = self._sub(sub_id).get(transaction=transaction)
-            state = self._state(sub_id).get(transaction=transaction).to_dict() or {}
-            if not sub_snap.exists:
-                return LeaseAttempt(LeaseOutcome.NOT_FOUND)
-            sub = _subscription(sub_id, sub_snap.to_dict() or {})
-            if sub.status != ACTIVE:
-                return LeaseAttempt(LeaseOutcome.INACTIVE)
-            if sub.retry_at is not None and sub.retry_at - now > RETRY_TOLERANCE:
-                return LeaseAttempt(LeaseOutcome.DEFERRED, retry_at=sub.retry_at)
-            held_until = state.get("lease_until")
-            if held_until is not None and held_until > now:
-                return LeaseAttempt(LeaseOutcome.BUSY)
-            synced = int(state.get("synced_gen") or 0)
-            wanted_full = int((sub_snap.to_dict() or {}).get("full_resync_requested") or 0)
-            full_resync = wanted_full if wanted_full > int(
-                state.get("full_resync_served") or 0) else 0
-            # A pass an earlier run left unfinished goes on at once: it is neither
-            # idle nor a new run of a burst.
-            resume = pages.decode_progress(state.get(LISTING))
-            if (state.get("sync_token") is not None and sub.requested_gen <= synced
-                    and not full_resync and resume is None):
-                return LeaseAttempt(LeaseOutcome.IDLE)
-            last_start = state.get("lease_started_at")
-            if min_gap and last_start is not None and resume is None and (
-                    now + DEFER_TOLERANCE < last_start + min_gap):
-                return LeaseAttempt(LeaseOutcome.DEFERRED, retry_at=last_start + min_gap)
-            generation = int(state.get("lease_generation") or 0) + 1
-            claimed = max(sub.requested_gen, int(state.get("claimed_gen") or 0))
-            transaction.set(self._state(sub_id), {
-                "lease_generation": generation,
-                "lease_until": until,
-                "lease_started_at": now,
-                "claimed_gen": claimed,
-            }, merge=True)
-            lease = Lease(
-                subscription=sub,
-                generation=generation,
-                claimed_gen=claimed,
-                # An operator's full resync lists everything and reconciles, as after a 410.
-                sync_token=None if full_resync else state.get("sync_token"),
-                first_sync=state.get("sync_token") is None,
-                started_at=now,
-                until=until,
-                full_resync=full_resync,
-                complete_as_of=state.get("complete_as_of"),
-                change_seq=int(state.get("change_seq") or 0),
-                resume=resume,
-            )
-            return LeaseAttempt(LeaseOutcome.ACQUIRED, lease=lease)
+        """One read of both documents (a consistent batch get) and one write of
+        `state/writer` conditioned on that read (its update time, or that it does not
+        exist yet): any other write there since (another run's lease, an unsubscribe's
+        bump) fails the write whole and the decision is taken again from a new read.
+        Two round trips where a transaction takes four (begin, two reads, commit), and
+        nothing locks the subscription document the webhook writes. The write's update
+        time becomes the run's fence, so its first page commit needs no read either
+        (pages.py). A request recorded between the read and the write is served by the
+        follow-up `commit_final` queues, as one recorded just after a lease."""
+        for _ in range(_FENCE_ATTEMPTS):
+            with _translated():
+                sub_snap, state_snap = self._read_both(sub_id)
+            attempt, update = self._lease_decision(sub_id, sub_snap, state_snap, now, until,
+                                                   min_gap)
+            if not update:
+                return attempt
+            batch = self._client.batch()
+            if state_snap.exists:
+                batch.update(self._state(sub_id), update, option=self._client.write_option(
+                    last_update_time=state_snap.update_time))
+            else:
+                batch.create(self._state(sub_id), update)
+            try:
+                with _translated():
+                    results = batch.commit()
+            except StoreError as err:
+                # A failed condition, an existing document, or contention.
+                if isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Conflict):
+                    continue  # someone else wrote state/writer: decide again
+                raise
+            assert attempt.lease is not None
+            self._fences.put(sub_id, attempt.lease.generation,
+                             Fence(results[-1].update_time,
+                                   {**(state_snap.to_dict() or {}), **update}))
+            return attempt
+        raise StoreUnavailable(f"state/writer of {sub_id} kept changing under the lease")
 
-        with _translated():
-            return take(self._client.transaction())
+    def _read_both(self, sub_id: str) -> tuple[Any, Any]:
+        """The subscription and its `state/writer`, in one batch get (one read time)."""
+        sub_ref, state_ref = self._sub(sub_id), self._state(sub_id)
+        found = {snapshot.reference.path: snapshot
+                 for snapshot in self._client.get_all([sub_ref, state_ref])}
+        return found[sub_ref.path], found[state_ref.path]
+
+    def _lease_decision(self, sub_id: str, sub_snap: Any, state_snap: Any, now: datetime,
+                        until: datetime, min_gap: timedelta | None,
+                        ) -> tuple[LeaseAttempt, dict[str, Any]]:
+        """What `acquire_lease` answers from what it read, and the `state/writer` fields
+        it writes when it takes the lease (empty when it does not)."""
+        state = state_snap.to_dict() or {} if state_snap.exists else {}
+        if not sub_snap.exists:
+            return LeaseAttempt(LeaseOutcome.NOT_FOUND), {}
+        data = sub_snap.to_dict() or {}
+        sub = _subscription(sub_id, data)
+        if sub.status != ACTIVE:
+            return LeaseAttempt(LeaseOutcome.INACTIVE), {}
+        if sub.retry_at is not None and sub.retry_at - now > RETRY_TOLERANCE:
+            return LeaseAttempt(LeaseOutcome.DEFERRED, retry_at=sub.retry_at), {}
+        held_until = state.get("lease_until")
+        if held_until is not None and held_until > now:
+            return LeaseAttempt(LeaseOutcome.BUSY), {}
+        synced = int(state.get("synced_gen") or 0)
+        wanted_full = int(data.get("full_resync_requested") or 0)
+        full_resync = wanted_full if wanted_full > int(
+            state.get("full_resync_served") or 0) else 0
+        # A pass an earlier run left unfinished goes on at once: it is neither
+        # idle nor a new run of a burst.
+        resume = pages.decode_progress(state.get(LISTING))
+        if (state.get("sync_token") is not None and sub.requested_gen <= synced
+                and not full_resync and resume is None):
+            return LeaseAttempt(LeaseOutcome.IDLE), {}
+        last_start = state.get("lease_started_at")
+        if min_gap and last_start is not None and resume is None and (
+                now + DEFER_TOLERANCE < last_start + min_gap):
+            return LeaseAttempt(LeaseOutcome.DEFERRED, retry_at=last_start + min_gap), {}
+        generation = int(state.get("lease_generation") or 0) + 1
+        claimed = max(sub.requested_gen, int(state.get("claimed_gen") or 0))
+        update = {
+            "lease_generation": generation,
+            "lease_until": until,
+            "lease_started_at": now,
+            "claimed_gen": claimed,
+        }
+        lease = Lease(
+            subscription=sub,
+            generation=generation,
+            claimed_gen=claimed,
+            # An operator's full resync lists everything and reconciles, as after a 410.
+            sync_token=None if full_resync else state.get("sync_token"),
+            first_sync=state.get("sync_token") is None,
+            started_at=now,
+            until=until,
+            full_resync=full_resync,
+            complete_as_of=state.get("complete_as_of"),
+            change_seq=int(state.get("change_seq") or 0),
+            resume=resume,
+        )
+        return LeaseAttempt(LeaseOutcome.ACQUIRED, lease=lease), update
 
     def extend_lease(self, lease: Lease, until: datetime) -> None:
         self._fences.drop(lease.subscription.id, lease.generation)
