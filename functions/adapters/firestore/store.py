@@ -761,62 +761,108 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         the subscription's watermark, never moving back; `events` (lifecycle entries
         the run decided, such as `resync_required`) take the next `seq`; and with a
         topic the outbox starts here if it has not yet (so lifecycle entries recorded
-        later, by processes that do not know the topic, are published)."""
+        later, by processes that do not know the topic, are published).
+
+        One batch conditioned on `state/writer` as the run's own last write left it
+        (its fence: no read) and on the subscription as read just before (a request
+        recorded meanwhile fails the batch whole, and it is decided again from a new
+        read of both): two round trips where a transaction takes four. `commit_id`
+        names the write, so a commit the client retried after it landed is known."""
         sub_id = lease.subscription.id
+        fence = self._fences.get(sub_id, lease.generation)
+        commit_id = uuid.uuid4().hex
+        sent: tuple[Any, list[dict[str, Any]]] | None = None  # (sub, entries) last sent
+        try:
+            for _ in range(_FENCE_ATTEMPTS):
+                with _translated():
+                    if fence is None:
+                        sub_snap, state_snap = self._read_both(sub_id)
+                        state = (state_snap.to_dict() or {}) if state_snap.exists else {}
+                        if sent is not None and state.get("commit_id") == commit_id:
+                            return self._final(sent[0], lease, sent[1])  # it did land
+                        if state.get("lease_generation") != lease.generation:
+                            raise LeaseLost(
+                                f"lease generation {lease.generation} of {sub_id} was taken "
+                                f"over (now {state.get('lease_generation')})")
+                        fence = Fence(state_snap.update_time, state)
+                    else:
+                        sub_snap = self._sub(sub_id).get()
+                batch = self._client.batch()
+                written = self._final_writes(batch, lease, fence, sub_snap, sync_token, now,
+                                             publish, complete_as_of, events, commit_id)
+                try:
+                    with _translated():
+                        batch.commit()
+                except StoreError as err:
+                    # Someone else wrote either document (or the client retried a
+                    # commit that landed): read both again.
+                    if not isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Conflict):
+                        raise
+                    fence, sent = None, (sub_snap, written)
+                    continue
+                return self._final(sub_snap, lease, written)
+            raise StoreUnavailable(f"state/writer or subscription {sub_id} kept changing "
+                                   "under the final commit")
+        finally:
+            self._fences.drop(sub_id, lease.generation)
+
+    def _final_writes(self, batch: Any, lease: Lease, fence: Fence, sub_snap: Any,
+                      sync_token: str, now: datetime, publish: PublishProgress | None,
+                      complete_as_of: datetime | None, events: Sequence[LifecycleDraft],
+                      commit_id: str) -> list[dict[str, Any]]:
+        """The final commit's writes, added to `batch`; the lifecycle entries written."""
+        sub_id = lease.subscription.id
+        state = fence.state
         written: list[dict[str, Any]] = []
-        self._fences.drop(sub_id, lease.generation)
+        change_seq = int(state.get("change_seq") or 0)
+        committed: dict[str, Any] = {
+            "sync_token": sync_token,
+            "synced_gen": lease.claimed_gen,
+            "lease_until": None,
+            "synced_at": now,
+            "rejected_runs": 0,
+            "commit_id": commit_id,
+            **outbox_fields(state, outbox=self._outbox, first=change_seq,
+                            change_seq=change_seq, now=now, progress=publish),
+        }
+        if self._outbox and state.get("published_seq") is None \
+                and "published_seq" not in committed:
+            committed["published_seq"] = change_seq  # no history replay
+        if events:
+            committed.update(self._lifecycle(
+                batch, lease, {**state, **committed}, events, now, written))
+        stored = state.get("complete_as_of")
+        if complete_as_of is not None and (stored is None or complete_as_of > stored):
+            committed["complete_as_of"] = complete_as_of
+        if lease.full_resync:
+            committed["full_resync_served"] = lease.full_resync
+        if LISTING in state:
+            committed[LISTING] = firestore.DELETE_FIELD  # the pass is over
+        batch.update(self._state(sub_id), committed, option=self._client.write_option(
+            last_update_time=fence.update_time))
+        if not sub_snap.exists:
+            return written
+        data = sub_snap.to_dict() or {}
+        requested = int(data.get("requested_gen") or 0)
+        # Synced: the safety net looks again an interval from now.
+        served: dict[str, Any] = {"last_synced_at": now, "retry_at": None,
+                                  "last_error": None, "safety_net_at": now}
+        if requested <= lease.claimed_gen:
+            # Nothing newer: drop out of the sweep's query at no extra cost.
+            served.update(requested_at=None, sweep_at=None)
+        elif int(data.get("queued_gen") or 0) < requested:
+            # The caller enqueues the follow-up right after this commit; if
+            # that fails the run answers 500 and its own retry serves it.
+            served["queued_gen"] = requested
+        batch.update(self._sub(sub_id), served, option=self._client.write_option(
+            last_update_time=sub_snap.update_time))
+        return written
 
-        @firestore.transactional
-        def commit(transaction: Any) -> FinalCommit:
-            state = self._fenced_state(transaction, lease)
-            sub_snap = self._sub(sub_id).get(transaction=transaction)
-            change_seq = int(state.get("change_seq") or 0)
-            written.clear()  # a retried transaction starts over
-            committed: dict[str, Any] = {
-                "sync_token": sync_token,
-                "synced_gen": lease.claimed_gen,
-                "lease_until": None,
-                "synced_at": now,
-                "rejected_runs": 0,
-                **outbox_fields(state, outbox=self._outbox, first=change_seq,
-                                change_seq=change_seq, now=now, progress=publish),
-            }
-            if self._outbox and state.get("published_seq") is None \
-                    and "published_seq" not in committed:
-                committed["published_seq"] = change_seq  # no history replay
-            if events:
-                committed.update(self._lifecycle(
-                    transaction, lease, {**state, **committed}, events, now, written))
-            stored = state.get("complete_as_of")
-            if complete_as_of is not None and (stored is None or complete_as_of > stored):
-                committed["complete_as_of"] = complete_as_of
-            if lease.full_resync:
-                committed["full_resync_served"] = lease.full_resync
-            if LISTING in state:
-                committed[LISTING] = firestore.DELETE_FIELD  # the pass is over
-            transaction.update(self._state(sub_id), committed)
-            if not sub_snap.exists:
-                return FinalCommit(requested_gen=0)
-            data = sub_snap.to_dict() or {}
-            requested = int(data.get("requested_gen") or 0)
-            # Synced: the safety net looks again an interval from now.
-            served: dict[str, Any] = {"last_synced_at": now, "retry_at": None,
-                                      "last_error": None, "safety_net_at": now}
-            if requested <= lease.claimed_gen:
-                # Nothing newer: drop out of the sweep's query at no extra cost.
-                served.update(requested_at=None, sweep_at=None)
-            elif int(data.get("queued_gen") or 0) < requested:
-                # The caller enqueues the follow-up right after this commit; if
-                # that fails the run answers 500 and its own retry serves it.
-                served["queued_gen"] = requested
-            transaction.update(self._sub(sub_id), served)
-            return FinalCommit(requested_gen=requested)
-
-        with _translated():
-            final: FinalCommit = commit(self._client.transaction())
-        if not written:
-            return final
-        return FinalCommit(final.requested_gen,
+    @staticmethod
+    def _final(sub_snap: Any, lease: Lease, written: list[dict[str, Any]]) -> FinalCommit:
+        requested = int((sub_snap.to_dict() or {}).get("requested_gen") or 0) if (
+            sub_snap.exists) else 0
+        return FinalCommit(requested,
                            tuple(codec.decode_change(document) for document in written))
 
     # -- sync requests (the webhook's side) ---------------------------------

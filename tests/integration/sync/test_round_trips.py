@@ -157,3 +157,79 @@ def test_a_run_opens_a_channel_whenever_none_is_delivering(firestore_db: Any,
     assert len(channels.watched()) == 2
     assert len(subs.delivering_channels(world.sub.id)) == 1
     world.check()
+
+
+def test_final_commit_reads_only_the_subscription(firestore_db: Any, calendar: Any,
+                                                  rpcs: list[str]) -> None:
+    """After the page commit, the final commit is one read (the subscription: is a
+    request newer than the claim?) and one batch fenced on the run's own last write."""
+    world = Harness(firestore_db, calendar, USER)
+    world.insert("one", day=1)
+    assert world.sync().outcome is Outcome.SYNCED
+    world.insert("two", day=2)
+    world.request()
+    rpcs.clear()
+    assert world.engine().run(world.sub.id).outcome is Outcome.SYNCED
+    commits = [i for i, name in enumerate(rpcs) if name == "commit"]
+    assert len(commits) == 3, rpcs  # lease, page, final
+    assert rpcs[commits[1] + 1:] == ["batch_get_documents", "commit"], rpcs
+    state = world.store.get_writer_state(world.sub.id)
+    assert state["lease_until"] is None and state["synced_gen"] == state["claimed_gen"]
+    world.check()
+
+
+def test_a_request_recorded_during_the_final_commit_gets_its_follow_up(
+        firestore_db: Any, calendar: Any) -> None:
+    """The subscription is written between the final commit's read and its write: the
+    batch fails whole, both are read again, and the newer request is seen (queued)."""
+    world = Harness(firestore_db, calendar, USER)
+    world.insert("one", day=1)
+    calls = [0]
+
+    class Racing(FirestoreStore):
+        def _final_writes(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+            calls[0] += 1
+            if calls[0] == 1:
+                world.store.record_sync_request(world.sub.id, world.clock())
+            return super()._final_writes(*args, **kwargs)
+
+    report = world.sync(store=Racing(firestore_db))
+    assert report.outcome is Outcome.SYNCED and calls[0] == 2, (report, calls)
+    sub = world.store.get_subscription(world.sub.id)
+    state = world.store.get_writer_state(world.sub.id)
+    assert sub is not None and sub.requested_gen == state["synced_gen"] + 1
+    assert [t[3] for t in world.queue.tasks] == ["run"]  # the follow-up
+    world.check()
+
+
+def test_a_final_commit_that_landed_before_its_retry_failed_is_known(
+        firestore_db: Any, calendar: Any) -> None:
+    """The client retried a commit that had landed (the retry fails its condition):
+    the store reads `commit_id`, knows it landed, and writes nothing twice."""
+    world = Harness(firestore_db, calendar, USER)
+    world.insert("one", day=1)
+    from google.api_core import exceptions as gexc
+
+    batches = [0]
+
+    class LandedThenRefused(FirestoreStore):
+        def _final_writes(self, batch: Any, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+            batches[0] += 1
+            written = super()._final_writes(batch, *args, **kwargs)
+            commit = batch.commit
+
+            def landed_then_refused(*a: Any, **k: Any) -> Any:
+                commit(*a, **k)
+                raise gexc.FailedPrecondition("the retry of a commit that landed")
+
+            if not getattr(LandedThenRefused, "done", False):
+                LandedThenRefused.done = True  # type: ignore[attr-defined]
+                batch.commit = landed_then_refused
+            return written
+
+    report = world.sync(store=LandedThenRefused(firestore_db))
+    assert report.outcome is Outcome.SYNCED, report
+    assert batches[0] == 1  # known to have landed: not written again
+    state = world.store.get_writer_state(world.sub.id)
+    assert state["lease_until"] is None and state["sync_token"]
+    world.check()
