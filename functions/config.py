@@ -272,8 +272,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CALSYNC_RUN_BUDGET_SECONDS", "run_budget", _parse_positive_float,
              "A sync run begins no new page after this long: it saves its page token with "
              "the pages committed so far and a follow-up task goes on from there. Keep it "
-             "below the dispatch deadline by one page and the final commit.", (WORKER,),
-             default="1500"),
+             "below the dispatch deadline by one page and the final commit. Unset: five "
+             "sixths of CALSYNC_DISPATCH_DEADLINE_SECONDS.", (WORKER,), default="",
+             required=False),
     Variable("CALSYNC_PAGE_SIZE", "page_size", _parse_positive_int,
              "maxResults for events.list (Google caps it at 2500).", (WORKER,),
              default="2500"),
@@ -364,7 +365,7 @@ class Settings:
     safety_net_max_interval: int = 0  # 0: no widening (see `safety_net_longest`)
     sweep_after: int = 120
     lease_seconds: int = 120
-    run_budget: float = 1500.0
+    run_budget: float | None = None  # None: five sixths of the dispatch deadline
     notification_record_interval: float = 5.0
     page_size: int = 2500
     commit_bytes: int = 3145728
@@ -381,6 +382,12 @@ class Settings:
     oauth_auth_uri: str = ""
     tasks_emulator_host: str = ""
     json_logs: bool = True
+
+    @property
+    def sync_run_budget(self) -> float:
+        """How long a sync run begins pages: CALSYNC_RUN_BUDGET_SECONDS, else five
+        sixths of the dispatch deadline (a shorter deadline needs no second setting)."""
+        return self.run_budget or self.dispatch_deadline * 5 / 6
 
     @property
     def queue_path(self) -> str:
