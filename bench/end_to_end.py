@@ -207,21 +207,23 @@ def dispatch_waits(written_at: list[datetime], latency_of: dict[int, float],
                    sub_id: str) -> list[tuple[float, float]]:
     """Per write that reached the feed: (seconds from the webhook's answer that queued
     its task to its run's start, its write -> feed latency). The run is the first
-    synced one that began after the write; its notification the last `queued` answer
-    before that (both from the functions' JSON logs, millisecond times)."""
+    synced one that began after the write; its notification the first `queued` answer
+    after the write, logged before that run ended (both from the functions' JSON
+    logs, millisecond times). The webhook logs after the enqueue and its bookkeeping,
+    so a task dispatched sooner than that counts as no wait (0)."""
     queued = sorted(stamp(n) for n in notes
                     if n.get("subscription") == sub_id and n.get("result") == "queued")
-    began = sorted(stamp(r) - timedelta(seconds=float(r.get("duration_s") or 0))
+    spans = sorted((stamp(r) - timedelta(seconds=float(r.get("duration_s") or 0)), stamp(r))
                    for r in runs if r.get("outcome") == "synced")
     found = []
     for n, latency in sorted(latency_of.items()):
         at = written_at[n]
-        start = next((b for b in began if b >= at), None)
-        if start is None:
+        run = next(((b, e) for b, e in spans if b >= at), None)
+        if run is None:
             continue
-        answered = [q for q in queued if at <= q <= start]
+        answered = [q for q in queued if at <= q <= run[1]]
         if answered:
-            found.append(((start - answered[-1]).total_seconds(), latency))
+            found.append((max(0.0, (run[0] - answered[0]).total_seconds()), latency))
     return found
 
 

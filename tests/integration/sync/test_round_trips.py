@@ -233,3 +233,32 @@ def test_a_final_commit_that_landed_before_its_retry_failed_is_known(
     state = world.store.get_writer_state(world.sub.id)
     assert state["lease_until"] is None and state["sync_token"]
     world.check()
+
+
+def test_a_channel_check_that_fails_leaves_it_to_ensure_channel(firestore_db: Any,
+                                                                calendar: Any) -> None:
+    """The check beside the lease fails (Firestore unavailable for it): the run asks
+    `ensure_channel`, which opens the missing channel before the listing."""
+    from functions.errors import StoreUnavailable
+
+    world = Harness(firestore_db, calendar, USER)
+    settings = Settings.from_env({
+        "GOOGLE_CLOUD_PROJECT": "p", "CALSYNC_REGION": "local", "CALSYNC_TASKS_QUEUE": "q",
+        "CALSYNC_WORKER_URL": "http://127.0.0.1:1/", "CALSYNC_WEBHOOK_URL": "http://127.0.0.1:2/",
+        "CALSYNC_CHANNEL_TOKEN_KEYS": "k:" + "b" * 43 + "="})
+    subs = SubscriptionStore(firestore_db)
+    channels = ScriptedChannels([datetime.now(UTC)])
+
+    class Failing(SubscriptionService):
+        def has_delivering(self, sub_id: str) -> bool | None:
+            raise StoreUnavailable("the check's read failed")
+
+    service = Failing(settings, subs, channels, world.store, RecordingQueue(),
+                      clock=world.clock)
+    world.insert("one", day=1)
+    world.request()
+    engine = world.engine()
+    engine._channels = service
+    assert engine.run(world.sub.id).outcome is Outcome.SYNCED
+    assert len(channels.watched()) == 1
+    assert len(subs.delivering_channels(world.sub.id)) == 1
