@@ -8,8 +8,7 @@ left. The safety net is far beyond the test; nothing runs the deletion by hand."
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from infra.calendar_emulator.control import EmulatorControl
 from infra.calendar_emulator.testing import calendar_service
+from tests.faults.in_process import calsync_app, wait_for
 from tests.faults.world import FAR, World, hooked_stack
 
 pytestmark = pytest.mark.slow
@@ -37,26 +37,10 @@ def world(tmp_path: Path) -> Iterator[World]:
         yield world
 
 
-def wait_for(what: str, done: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if done():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"after {timeout:.0f}s, still not: {what}")
-
-
 def test_a_deletion_that_crashes_midway_finishes_through_its_task(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    from functions import app
-
-    for key, value in world.env.items():
-        monkeypatch.setenv(key, value)
-    app.reset()
-    try:
+    with calsync_app(world, monkeypatch) as app:
         _story(world, app)
-    finally:
-        app.reset()
 
 
 def _story(world: World, app: Any) -> None:

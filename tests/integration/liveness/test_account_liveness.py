@@ -18,7 +18,6 @@ list request left and the queue drained, on two consecutive clean samples."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from infra.calendar_emulator.control import EmulatorControl
 from infra.calendar_emulator.testing import calendar_service
+from tests.faults.in_process import calsync_app, wait_for
 from tests.faults.observe import RenewerLoop, converge, renew
 from tests.faults.world import FAR, World, hooked_stack
 
@@ -59,26 +59,10 @@ def world(tmp_path: Path) -> Iterator[World]:
         yield world
 
 
-def wait_for(what: str, done: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if done():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"after {timeout:.0f}s, still not: {what}")
-
-
 def test_an_accounts_calendars_converge_after_list_faults(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    from functions import app
-
-    for key, value in world.env.items():
-        monkeypatch.setenv(key, value)
-    app.reset()
-    try:
+    with calsync_app(world, monkeypatch) as app:
         _story(world, app)
-    finally:
-        app.reset()
 
 
 def _story(world: World, app: Any) -> None:
