@@ -182,25 +182,30 @@ def emulators(stack_env: Path | None = None) -> Iterator[tuple[Any, Any]]:
             client.close()
 
 
-def seed(calendar: Any, count: int) -> None:
-    """`count` single events (a tenth of them with a description) in USER's calendar."""
+def seed(calendar: Any, count: int, user: str = USER, series_every: int = 0) -> None:
+    """`count` events (a tenth of them with a description) in `user`'s calendar; with
+    `series_every`, one event in that many is a weekly recurring series (listed as one
+    item, as `singleEvents=false` lists it)."""
     batch = []
     for i in range(count):
         day = 1 + i % 28
-        event = {"summary": f"event {i}", "start": {"dateTime": f"2031-03-{day:02d}T09:00:00Z"},
-                 "end": {"dateTime": f"2031-03-{day:02d}T10:00:00Z"}}
+        event: dict[str, Any] = {
+            "summary": f"event {i}", "start": {"dateTime": f"2031-03-{day:02d}T09:00:00Z"},
+            "end": {"dateTime": f"2031-03-{day:02d}T10:00:00Z"}}
         if i % 10 == 0:
             event["description"] = "agenda " * 20
+        if series_every and i % series_every == 1:
+            event["recurrence"] = ["RRULE:FREQ=WEEKLY;COUNT=10"]
         batch.append(event)
         if len(batch) == 2000:
-            calendar.control.bulk_insert_events(USER, batch, user=USER)
+            calendar.control.bulk_insert_events(user, batch, user=user)
             batch = []
     if batch:
-        calendar.control.bulk_insert_events(USER, batch, user=USER)
+        calendar.control.bulk_insert_events(user, batch, user=user)
 
 
-def subscription(store: FirestoreStore, sub_id: str) -> Subscription:
-    sub = Subscription(id=sub_id, calendar_id="primary", owner=USER, credentials_ref="bearer")
+def subscription(store: FirestoreStore, sub_id: str, user: str = USER) -> Subscription:
+    sub = Subscription(id=sub_id, calendar_id="primary", owner=user, credentials_ref="bearer")
     store.save_subscription(sub)
     return sub
 

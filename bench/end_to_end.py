@@ -20,6 +20,12 @@ a burst did not converge (performance figures never fail it).
    stack runs Pub/Sub: until the example consumer app prints the entry's line
    (its log polled every 10 ms). Path: ... worker -> outbox publish -> Pub/Sub
    emulator -> push to the consumer app.
+   Beside it, for the same writes: the bare path, a minimal function under
+   functions-framework (like the webhook bench's baseline) with a watch channel of
+   its own on the same calendar: notification -> one `events.list` (its sync
+   token kept in memory) -> one Firestore commit of the listed items, no calsync
+   logic; timed until the written event's document holds the new etag. The p95
+   ratio calsync / bare is printed (target <= 1.3).
 2. Bursts: N rapid patches of one event (N push notifications), then wait until
    the subscription is quiet and count the worker's "sync run" log lines with
    outcome "synced" for it. T is the span of the webhook's "notification" log
@@ -34,7 +40,9 @@ import json
 import math
 import statistics
 import sys
+import tempfile
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +59,66 @@ USER = "bench-e2e@example.com"
 POLL = 0.01
 FEED_TIMEOUT = 30.0
 QUIET_TIMEOUT = 120.0
+
+
+BARE_SOURCE = '''\
+"""Bench bare path: a notification -> one events.list -> one Firestore commit."""
+import json
+import os
+import threading
+import urllib.parse
+import urllib.request
+
+import functions_framework
+from google.cloud import firestore
+
+_lock = threading.Lock()
+_state = {"client": None, "token": None}
+
+
+@functions_framework.http
+def bare(request):
+    calendar_id = os.environ["BARE_CALENDAR_ID"]
+    with _lock:  # one listing at a time, as a lease would
+        if _state["client"] is None:
+            _state["client"] = firestore.Client(project=os.environ["GOOGLE_CLOUD_PROJECT"])
+        db = _state["client"]
+        params = {"maxResults": "2500", "showDeleted": "true"}
+        if _state["token"]:
+            params["syncToken"] = _state["token"]
+        url = (os.environ["BARE_API_ENDPOINT"].rstrip("/") + "/calendars/"
+               + urllib.parse.quote(calendar_id, safe="") + "/events?"
+               + urllib.parse.urlencode(params))
+        call = urllib.request.Request(
+            url, headers={"Authorization": "Bearer " + os.environ["BARE_USER"]})
+        with urllib.request.urlopen(call, timeout=30) as answer:
+            page = json.load(answer)
+        batch = db.batch()
+        events = db.collection(os.environ["BARE_COLLECTION"])
+        for item in page.get("items", []):
+            batch.set(events.document(item["id"]), {"etag": item.get("etag"), "event": item})
+        batch.commit()
+        _state["token"] = page.get("nextSyncToken") or _state["token"]
+    return "ok"
+'''
+
+
+def start_bare(env: dict[str, str], calendar_id: str, collection: str, run_dir: Path) -> Any:
+    """The bare-path function, serving on a port of its own; returns (process, url)."""
+    from infra.local import components
+    from infra.local.processes import free_port
+
+    source = run_dir / "bare_main.py"
+    source.write_text(BARE_SOURCE)
+    port = free_port()
+    process = components.start_function(
+        "bare", port, run_dir,
+        {"GOOGLE_CLOUD_PROJECT": env["GOOGLE_CLOUD_PROJECT"],
+         "FIRESTORE_EMULATOR_HOST": env["FIRESTORE_EMULATOR_HOST"],
+         "BARE_API_ENDPOINT": env["CALENDAR_API_ENDPOINT"], "BARE_USER": USER,
+         "BARE_CALENDAR_ID": calendar_id, "BARE_COLLECTION": collection},
+        source, timeout=60)
+    return process, f"http://{components.HOST}:{port}/"
 
 
 def event_body(summary: str, n: int) -> dict[str, Any]:
@@ -155,8 +223,11 @@ def main() -> None:
               if b.strip()]
     invalid: list[str] = []
 
-    with local_stack(args.stack_env, PROJECT) as env:
+    with local_stack(args.stack_env, PROJECT) as env, tempfile.TemporaryDirectory(
+            prefix="calsync-bench-bare-") as bare_tmp:
         run_dir = Path(env["CALSYNC_RUN_DIR"])
+        bare_dir = Path(bare_tmp)
+        bare_process = None
         try:
             app.reset()
             settings = app.cli_settings()
@@ -174,12 +245,25 @@ def main() -> None:
             wait_quiet(control, store, sub.id)
             print(f"subscribed; initial full sync done in {time.perf_counter() - t:.2f}s "
                   f"(MIN_SYNC_INTERVAL {interval:g}s)", flush=True)
+            bare_collection = f"bench-bare-{uuid.uuid4().hex[:8]}"
+            bare_process, bare_url = start_bare(env, calendar_id, bare_collection, bare_dir)
+            events.watch(calendarId=calendar_id, body={
+                "id": f"bare-{uuid.uuid4().hex}", "type": "web_hook",
+                "address": bare_url}).execute()
+            from google.cloud import firestore
+
+            bare_docs = firestore.Client(project=env["GOOGLE_CLOUD_PROJECT"]).collection(
+                bare_collection)
+            control.flush_notifications(timeout=30)  # the bare path's first listing
 
             # -- 1. write -> feed latency --------------------------------------------
             cursor = feed_cursor(store, sub.id)
+            worker_log = run_dir / "function-sync_worker.log"
+            _, latency_off = log_lines(worker_log, "sync run")
             consumer_log = run_dir / "consumer.log" if env.get("CALSYNC_CONSUMER_URL") else None
             pushes: list[float] = []
             latencies: list[float] = []
+            bare: list[float] = []
             call_times: list[float] = []
             # The previous run started before its entry appeared: waiting MIN_SYNC_INTERVAL
             # + 0.2 s after that keeps each write out of the previous run's deferral.
@@ -190,24 +274,34 @@ def main() -> None:
                     time.sleep(wait)
                 start = time.perf_counter()
                 if n % 2 == 0:
-                    event_id = events.insert(calendarId=calendar_id,
-                                             body=event_body(f"single {n}", n)).execute()["id"]
+                    written = events.insert(calendarId=calendar_id,
+                                            body=event_body(f"single {n}", n)).execute()
                 else:
-                    event_id = seeded[n % len(seeded)]
-                    events.patch(calendarId=calendar_id, eventId=event_id,
-                                 body={"summary": f"single {n}"}).execute()
+                    written = events.patch(calendarId=calendar_id,
+                                           eventId=seeded[n % len(seeded)],
+                                           body={"summary": f"single {n}"}).execute()
+                event_id, etag = written["id"], written["etag"]
                 call_times.append(time.perf_counter() - start)
-                seen, seq = None, 0
+                seen, seq, bare_seen = None, 0, None
                 deadline = start + FEED_TIMEOUT
-                while time.perf_counter() < deadline:
-                    page = store.list_changes(sub.id, cursor, 50)
-                    if page.entries:
-                        cursor = page.next_cursor
-                        mine = [e.seq for e in page.entries if e.event_id == event_id]
-                        if mine:
-                            seen, seq = time.perf_counter(), mine[-1]
-                            break
+                # Both paths polled in turn, each until it shows this write.
+                while time.perf_counter() < deadline and (seen is None or bare_seen is None):
+                    if seen is None:
+                        page = store.list_changes(sub.id, cursor, 50)
+                        if page.entries:
+                            cursor = page.next_cursor
+                            mine = [e.seq for e in page.entries if e.event_id == event_id]
+                            if mine:
+                                seen, seq = time.perf_counter(), mine[-1]
+                    if bare_seen is None:
+                        doc = bare_docs.document(event_id).get()
+                        if doc.exists and (doc.to_dict() or {}).get("etag") == etag:
+                            bare_seen = time.perf_counter()
                     time.sleep(POLL)
+                if bare_seen is None:
+                    invalid.append(f"write {n} never reached the bare path's document")
+                else:
+                    bare.append(bare_seen - start)
                 if seen is not None and consumer_log is not None:
                     pushed = wait_pushed(consumer_log, sub.id, seq, start + FEED_TIMEOUT)
                     if pushed is None:
@@ -229,6 +323,28 @@ def main() -> None:
                       f"mean {statistics.mean(latencies) * 1000:5.0f} ms")
                 print(f"  (of which the API write call itself: p50 "
                       f"{pct(call_times, 50) * 1000:.0f} ms)")
+            # Where calsync's time goes: the worker's runs of these writes (lease to
+            # final commit, from its log) against the whole write -> feed entry time.
+            time.sleep(0.5)
+            runs_logged, _ = log_lines(worker_log, "sync run", latency_off)
+            durations = [float(r.get("duration_s") or 0) for r in runs_logged
+                         if r.get("subscription") == sub.id and r.get("outcome") == "synced"]
+            if durations:
+                print(f"  (of which the worker's run, lease to final commit: p50 "
+                      f"{pct(durations, 50) * 1000:.0f} ms, p95 {pct(durations, 95) * 1000:.0f}"
+                      f" ms over {len(durations)} runs, its publishing and final commit "
+                      "after the entry is visible; before it: the push, the webhook and the "
+                      "task's dispatch)")
+            if bare:
+                print(f"bare path (notification -> one events.list -> one Firestore commit, "
+                      f"no calsync logic) over the same {len(bare)} writes")
+                print(f"  p50 {pct(bare, 50) * 1000:7.0f} ms   p95 "
+                      f"{pct(bare, 95) * 1000:7.0f} ms   min "
+                      f"{min(bare) * 1000:5.0f} ms   max {max(bare) * 1000:5.0f} ms   "
+                      f"mean {statistics.mean(bare) * 1000:5.0f} ms")
+            if bare and latencies:
+                print(f"calsync / bare path: p95 {pct(latencies, 95) / pct(bare, 95):.2f} x "
+                      f"(target <= 1.3), p50 {pct(latencies, 50) / pct(bare, 50):.2f} x")
             if pushes:
                 print(f"write -> consumer push receipt over {len(pushes)} of {writes} writes "
                       f"(Pub/Sub emulator, push subscription)")
@@ -242,7 +358,6 @@ def main() -> None:
 
             # -- 2. sync runs per burst ------------------------------------------------
             hook_log = run_dir / "function-webhook.log"
-            worker_log = run_dir / "function-sync_worker.log"
             # The last run logs its line just after its final commit: let it land
             # before the offsets are taken, or it is counted in the first burst.
             time.sleep(0.5)
@@ -290,6 +405,8 @@ def main() -> None:
                   "received by the webhook for the burst; runs = 'sync run' lines with "
                   "outcome 'synced'")
         finally:
+            if bare_process is not None:
+                bare_process.stop()
             app.reset()
     if invalid:
         print(f"BENCH INVALID: {'; '.join(invalid)}", file=sys.stderr)

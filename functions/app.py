@@ -172,6 +172,7 @@ def sync_engine(config: Settings | None = None) -> SyncEngine:
         min_sync_interval=config.min_sync_interval,
         max_commit_bytes=config.commit_bytes,
         give_up_attempts=config.give_up_attempts,
+        run_budget=config.sync_run_budget,
     )
     return _memo("engine", lambda: SyncEngine(
         store(config), calendar(config), task_queue(config), options,

@@ -269,6 +269,12 @@ VARIABLES: tuple[Variable, ...] = (
              _parse_positive_float,
              "Last-notification fields are written at most this often per channel.",
              (WEBHOOK,), default="5"),
+    Variable("CALSYNC_RUN_BUDGET_SECONDS", "run_budget", _parse_positive_float,
+             "A sync run begins no new page after this long: it saves its page token with "
+             "the pages committed so far and a follow-up task goes on from there. Keep it "
+             "below the dispatch deadline by one page and the final commit. Unset: five "
+             "sixths of CALSYNC_DISPATCH_DEADLINE_SECONDS.", (WORKER,), default="",
+             required=False),
     Variable("CALSYNC_PAGE_SIZE", "page_size", _parse_positive_int,
              "maxResults for events.list (Google caps it at 2500).", (WORKER,),
              default="2500"),
@@ -359,6 +365,7 @@ class Settings:
     safety_net_max_interval: int = 0  # 0: no widening (see `safety_net_longest`)
     sweep_after: int = 120
     lease_seconds: int = 120
+    run_budget: float | None = None  # None: five sixths of the dispatch deadline
     notification_record_interval: float = 5.0
     page_size: int = 2500
     commit_bytes: int = 3145728
@@ -375,6 +382,12 @@ class Settings:
     oauth_auth_uri: str = ""
     tasks_emulator_host: str = ""
     json_logs: bool = True
+
+    @property
+    def sync_run_budget(self) -> float:
+        """How long a sync run begins pages: CALSYNC_RUN_BUDGET_SECONDS, else five
+        sixths of the dispatch deadline (a shorter deadline needs no second setting)."""
+        return self.run_budget or self.dispatch_deadline * 5 / 6
 
     @property
     def queue_path(self) -> str:
@@ -449,6 +462,13 @@ def _conflicts(values: Mapping[str, Any], function: str | None,
         return function is None or function == CLI or function in var.used_by
 
     problems = []
+    budget, deadline = values.get("run_budget"), values.get("dispatch_deadline")
+    if (read("CALSYNC_RUN_BUDGET_SECONDS") and read("CALSYNC_DISPATCH_DEADLINE_SECONDS")
+            and budget is not None and deadline is not None and budget >= deadline):
+        # The task would be cut off before the run saves where its pass stands.
+        problems.append(f"CALSYNC_RUN_BUDGET_SECONDS={budget:g} must be shorter than "
+                        f"CALSYNC_DISPATCH_DEADLINE_SECONDS={deadline} (a run stops beginning "
+                        "pages within the task's deadline)")
     ttl, window = values.get("channel_ttl"), values.get("renewal_window")
     if (read("CALSYNC_CHANNEL_TTL_SECONDS") and read("CALSYNC_RENEWAL_WINDOW_SECONDS")
             and ttl is not None and window is not None and ttl <= window):

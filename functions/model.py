@@ -1,7 +1,8 @@
 """Values that cross module boundaries: subscriptions, leases, pages, changes.
 
 An event is the Google event resource as a plain dict; a snapshot is what the
-store keeps for it: the resource plus `_deleted`, `_synced_at` and `_seq`.
+store keeps for it: the resource plus `_deleted`, `_synced_at` and `_seq` (and
+`_listed`, the full pass that last listed it, when one did).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 Event = dict[str, Any]
 Snapshot = dict[str, Any]
+# The snapshot field a full pass stamps on every live event it lists (`ListingProgress`).
+LISTED = "_listed"
 
 ACTIVE = "active"
 PAUSED = "paused"
@@ -187,6 +190,36 @@ class Lease:
     # `state/writer.complete_as_of` when the lease was taken: the start of the last
     # completed listing (its messages carry it as an attribute).
     complete_as_of: datetime | None = None
+    change_seq: int = 0  # the feed's last `seq` when the lease was taken
+    resume: ListingProgress | None = None  # a pass an earlier run left unfinished
+
+
+@dataclass(frozen=True)
+class ListingProgress:
+    """Where a sync pass stands, saved with its page commits (fenced), so that a
+    follow-up task, or the retry after a crash, goes on from the next page instead
+    of listing again from the top (DESIGN.md: the sync token still moves only at
+    the final commit).
+
+    A full pass that found snapshots already stored (after a 410, an operator's
+    full resync) stamps every live event it lists with `mark` (`_listed`), and then
+    reconciles: live snapshots without the mark were not listed. So neither the
+    listing nor the reconciliation holds a set of listed ids, and both survive the
+    end of a task.
+    """
+
+    sync_token: str | None  # the token the pass lists from; None: a full listing
+    page_token: str | None  # the next page to list; None once the listing is done
+    mode: str  # "incremental", "full" or "full_after_410"
+    claimed_gen: int  # the requests recorded before the listing began: what it serves
+    full_resync: int = 0  # the operator's full-resync request it serves (0: none)
+    fresh: bool = False  # a full pass that began on an empty store: nothing to reconcile
+    mark: int = 0  # stamped as `_listed` on what the pass listed (0: no reconciliation)
+    next_sync_token: str | None = None  # the listing's token, once done (committed last)
+    reconciled_after: str | None = None  # reconciliation is done up to this event id
+    # When the listing began (before its first request): the subscription's
+    # `complete_as_of` once the pass completes, in whichever run that is.
+    started_at: datetime | None = None
 
 
 class LeaseOutcome(Enum):
@@ -238,6 +271,9 @@ class EventWrite:
     event_id: str
     snapshot: Snapshot
     change: ChangeDraft | None = None
+    # Only `_listed` moved (a full pass listed the event unchanged): the store may
+    # write just that field; `snapshot` is still the whole of it.
+    listed_only: bool = False
 
     @property
     def write_count(self) -> int:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from functions.model import (
+    LISTED,
     Account,
     AccountLease,
     AccountLeaseAttempt,
@@ -28,6 +29,7 @@ from functions.model import (
     Lease,
     LeaseAttempt,
     LifecycleDraft,
+    ListingProgress,
     Membership,
     Snapshot,
     Subscription,
@@ -128,6 +130,7 @@ class SyncStore(ABC):
 
         IDLE when nothing was requested since the last committed sync; DEFERRED
         (with `retry_at`) when the previous run started less than `min_gap` ago.
+        A pass left unfinished (`Lease.resume`) is neither: it goes on at once.
         """
 
     @abstractmethod
@@ -150,10 +153,35 @@ class SyncStore(ABC):
     def iter_live_ids(self, sub_id: str, batch_size: int) -> Iterator[list[str]]:
         """Ids of live (not deleted) snapshots, in id order, a batch at a time."""
 
+    def iter_unlisted_ids(self, sub_id: str, mark: int, batch_size: int,
+                          after: str | None = None) -> Iterator[tuple[list[str], str]]:
+        """What a full pass's reconciliation looks at: live snapshots in id order after
+        `after`, `batch_size` at a time; per batch, the ids not stamped with `mark`
+        (`_listed`: the pass did not list them) and the last id looked at (where a
+        continuation starts again). Holds one batch, whatever the calendar's size.
+
+        This default reads whole snapshots; a store may read only the mark."""
+        for batch in self.iter_live_ids(sub_id, batch_size):
+            batch = [event_id for event_id in batch if after is None or event_id > after]
+            if not batch:
+                continue
+            stored = self.load_snapshots(sub_id, batch)
+            yield ([event_id for event_id in batch
+                    if (stored.get(event_id) or {}).get(LISTED) != mark], batch[-1])
+
     def write_bytes(self, sub_id: str, write: EventWrite) -> int:
         """Bytes `write` adds to a commit request (its snapshot and its entry); runs
         cut page commits to stay under `max_commit_bytes`. 0: no request-size limit."""
         return 0
+
+    def prepare_page(self, lease: Lease, writes: Sequence[EventWrite], now: datetime,
+                     after_seq: int) -> Sequence[EventWrite]:
+        """`writes` made ready for `commit_page` (same writes, same order): a store may
+        encode them here, without I/O, so that a run encodes its next commit while
+        the previous one is on the wire. `after_seq` is the `change_seq` the commit
+        is expected to follow (the store encodes again if it does not). `now` must
+        be the `now` of the `commit_page` call. This default prepares nothing."""
+        return writes
 
     @abstractmethod
     def commit_page(
@@ -166,20 +194,32 @@ class SyncStore(ABC):
         Allocates dense `seq` values after `change_seq`, extends the lease to
         `until`. The caller keeps each call within the transaction write limit.
         `publish`: the outbox's progress, recorded in the same transaction (the
-        caller passes it only when publishing is on). Raises LeaseLost (nothing
-        written) or StoreUnavailable.
+        caller passes it only when publishing is on). A run whose pass spans
+        pages also passes `progress=ListingProgress(...)`: where the pass stands
+        once this commit is in, saved in the same write (`Lease.resume` of the
+        next run). `writes` may come from `prepare_page`. Raises LeaseLost
+        (nothing written) or StoreUnavailable.
         """
+
+    def commit_marks(self, lease: Lease, writes: Sequence[EventWrite], now: datetime,
+                     until: datetime, progress: ListingProgress | None = None) -> None:
+        """Write the marks of `writes` (each `listed_only`: `_listed` moved, nothing
+        else, no entry) fenced like `commit_page`, with the pass's progress. Kept apart
+        from `commit_page` (the feed's data) so that counting page commits counts
+        data. This default commits them as a page."""
+        extra: dict[str, Any] = {"progress": progress} if progress is not None else {}
+        self.commit_page(lease, writes, now, until, **extra)
 
     @abstractmethod
     def commit_final(self, lease: Lease, sync_token: str, now: datetime,
                      publish: PublishProgress | None = None, *,
                      complete_as_of: datetime | None = None,
                      events: Sequence[LifecycleDraft] = ()) -> FinalCommit:
-        """Store the token and `synced_gen` (and the outbox's progress), release the
-        lease; fenced. `complete_as_of`: when the listing this run completed began
-        (the subscription's watermark, which never moves back); `events`: lifecycle
-        entries the run decided (`resync_required`), written in the same transaction
-        and returned in `FinalCommit.entries`."""
+        """Store the token and `synced_gen` (and the outbox's progress), forget the
+        pass's saved progress, release the lease; fenced. `complete_as_of`: when the
+        listing this run completed began (the subscription's watermark, which never
+        moves back); `events`: lifecycle entries the run decided (`resync_required`),
+        written in the same transaction and returned in `FinalCommit.entries`."""
 
     @abstractmethod
     def release_lease(

@@ -70,6 +70,7 @@ locals {
         CALSYNC_OAUTH_CLIENT_ID           = var.oauth_client_id
         CALSYNC_DELEGATION_SA             = google_service_account.this["delegation"].email
         CALSYNC_LEASE_SECONDS             = tostring(var.lease_seconds)
+        CALSYNC_RUN_BUDGET_SECONDS        = tostring(var.run_budget_seconds)
         CALSYNC_PAGE_SIZE                 = tostring(var.page_size)
         CALSYNC_FEED_RETENTION_DAYS       = tostring(var.feed_retention_days)
         CALSYNC_COMMIT_BYTES              = tostring(var.commit_bytes)

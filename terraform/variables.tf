@@ -203,6 +203,17 @@ variable "lease_seconds" {
   default     = 120
 }
 
+variable "run_budget_seconds" {
+  type        = number
+  description = "A sync run begins no new page after this long; it saves its page token and a follow-up task goes on from there (CALSYNC_RUN_BUDGET_SECONDS). Below dispatch_deadline_seconds by one page and the final commit (the worker refuses to start otherwise)."
+  default     = 1500
+
+  validation {
+    condition     = var.run_budget_seconds > 0
+    error_message = "run_budget_seconds must be positive."
+  }
+}
+
 variable "notification_record_seconds" {
   type        = number
   description = "Last-notification fields are written at most this often per channel (CALSYNC_NOTIFICATION_RECORD_SECONDS)."

@@ -4,6 +4,8 @@ A run takes the lease (its generation fences every later write), lists the
 calendar incrementally with the stored sync token, or in full without one
 (first sync, or after the token expired) and then reconciles deletions, and
 commits the next token last. See DESIGN.md, "Syncs: requests, runs, fencing".
+The pass itself (paging, commits, reconciliation, a pass longer than one run's
+time) is `listing.SyncPass`.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -20,7 +22,6 @@ from typing import TYPE_CHECKING
 from functions.errors import (
     PERMANENT_CALENDAR_ERRORS,
     CalendarRequestRejected,
-    CalendarUnavailable,
     CalsyncError,
     LeaseLost,
     Misconfigured,
@@ -28,18 +29,8 @@ from functions.errors import (
     RateLimited,
     StoreError,
     StoreRejected,
-    SyncTokenInvalid,
 )
-from functions.model import (
-    CHANGE_KINDS,
-    RESYNC_REQUIRED,
-    Event,
-    EventPage,
-    EventWrite,
-    Lease,
-    LeaseOutcome,
-    LifecycleDraft,
-)
+from functions.model import Lease, LeaseOutcome
 from functions.ports import (
     CalendarPort,
     ChannelKeeper,
@@ -48,20 +39,21 @@ from functions.ports import (
     SyncStore,
     TaskQueue,
 )
-from functions.sync.plan import deleted_series_ids, plan_page, plan_reconciliation
+from functions.sync.listing import (
+    MAX_COMMIT_BYTES,
+    MAX_TRANSACTION_WRITES,
+    RECONCILE_BATCH,
+    RunProgress,
+    SyncPass,
+    _chunks,
+)
 
 if TYPE_CHECKING:
     from functions.delivery.outbox import Outbox, RunPublishing
 
 Clock = Callable[[], datetime]
-
-# Firestore allows 500 writes per transaction; one goes to state/writer.
-MAX_TRANSACTION_WRITES = 500
-# Bytes per commit request: production refuses over 10 MiB, the emulator over
-# 4 MiB (its gRPC message cap). Estimated by the store (`SyncStore.write_bytes`).
-MAX_COMMIT_BYTES = 3 * 1024 * 1024
-_COMMIT_OVERHEAD = 4096  # the state/writer update, the transaction id, framing
-RECONCILE_BATCH = 1000
+__all__ = ["MAX_COMMIT_BYTES", "MAX_TRANSACTION_WRITES", "RECONCILE_BATCH", "Outcome",
+           "SyncEngine", "SyncReport", "SyncSettings", "_chunks", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -77,6 +69,7 @@ class Outcome(Enum):
     DEFERRED = "deferred"
     IDLE = "idle"  # a duplicate or late task: every request is already synced
     RATE_LIMITED = "rate_limited"
+    CONTINUED = "continued"  # out of time: a follow-up task goes on with the pass
     LEASE_LOST = "lease_lost"
     FAILED = "failed"  # permanent: the subscription is now in `error`
     TRANSIENT = "transient"  # retry the task
@@ -95,6 +88,11 @@ class SyncSettings:
     # Runs in a row whose request events.list refuses (a 4xx) before the
     # subscription goes to `error` (CALSYNC_GIVE_UP_ATTEMPTS).
     give_up_attempts: int = 5
+    # Live snapshots a reconciliation looks at per batch (None: RECONCILE_BATCH).
+    reconcile_batch: int | None = None
+    # Seconds a run lists and commits before it leaves the rest of its pass to a
+    # follow-up task (CALSYNC_RUN_BUDGET_SECONDS); None: no limit.
+    run_budget: float | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +110,7 @@ class SyncReport:
     error: str | None = None
     retry_at: datetime | None = None
     published: int = 0  # change entries Pub/Sub acknowledged in this run (the outbox)
+    resumed: bool = False  # the run went on with a pass an earlier run began
 
     def log_fields(self) -> dict[str, object]:
         return {
@@ -126,17 +125,8 @@ class SyncReport:
             "error": self.error,
             "retry_at": self.retry_at.isoformat() if self.retry_at else None,
             "published": self.published,
+            "resumed": self.resumed,
         }
-
-
-@dataclass
-class _Progress:
-    mode: str | None = None
-    pages: int = 0
-    items: int = 0
-    reconciled: int = 0
-    entries: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHANGE_KINDS, 0))
-    published: int = 0
 
 
 class SyncEngine:
@@ -165,8 +155,8 @@ class SyncEngine:
     def run(self, sub_id: str) -> SyncReport:
         """Sync one subscription once."""
         started, ticks = self._clock(), time.monotonic()
-        progress = _Progress()
-        outcome, error, retry_at = self._run(sub_id, started, progress)
+        progress = RunProgress()
+        outcome, error, retry_at = self._run(sub_id, started, progress, ticks)
         return SyncReport(
             subscription_id=sub_id,
             outcome=outcome,
@@ -179,10 +169,11 @@ class SyncEngine:
             error=error,
             retry_at=retry_at,
             published=progress.published,
+            resumed=progress.resumed,
         )
 
     def _run(
-        self, sub_id: str, started: datetime, progress: _Progress
+        self, sub_id: str, started: datetime, progress: RunProgress, ticks: float
     ) -> tuple[Outcome, str | None, datetime | None]:
         lease_span = timedelta(seconds=self._settings.lease_seconds)
         try:
@@ -211,13 +202,20 @@ class SyncEngine:
                 with contextlib.suppress(CalsyncError):
                     self._deletions.finish_deletion(sub_id, unpublished_ok=True)
             return outcome, None, attempt.retry_at
-        run = _Run(self, attempt.lease, progress)
+        budget = self._settings.run_budget
+        settings = replace(self._settings,
+                           reconcile_batch=self._settings.reconcile_batch or RECONCILE_BATCH)
+        run = SyncPass(self._store, self._calendar, settings, self._clock, self._outbox,
+                       attempt.lease, progress,
+                       deadline=ticks + budget if budget is not None else None)
         try:
             if self._channels is not None:
                 # Watch first, then list: a change after the listing's snapshot
                 # is then announced by a notification.
                 self._channels.ensure_channel(attempt.lease.subscription)
             token = run.sync()
+            if token is None:
+                return self._continue(run)
             publish = run.finish_publishing()  # bounded by the publish timeout; never raises
             final = self._store.commit_final(run.lease, token, self._clock(),
                                              **_with(publish),
@@ -263,10 +261,25 @@ class SyncEngine:
         before it deletes). Never raises for a publish; queues no task."""
         started = self._clock()
         self._publish_only(sub_id, started, timedelta(seconds=self._settings.lease_seconds),
-                           _Progress(), follow_up=False, finish=False)
+                           RunProgress(), follow_up=False, finish=False)
+
+    def _continue(self, run: SyncPass) -> tuple[Outcome, str | None, datetime | None]:
+        """The run is out of time, where its pass stands saved: let go of the lease,
+        then queue the task that goes on from there (named by this run's lease
+        generation, so a retry of this task queues the same one). Committed entries
+        are published by that run, whose lease keeps the outbox's order."""
+        lease = run.lease
+        try:
+            self._store.release_lease(lease, self._clock())
+            self._queue.enqueue_sync(lease.subscription.id, lease.generation, origin="continue")
+        except LeaseLost as err:
+            return Outcome.LEASE_LOST, _describe(err), None
+        except CalsyncError as err:  # the task is retried: its run goes on from the same place
+            return Outcome.TRANSIENT, _describe(err), None
+        return Outcome.CONTINUED, None, None
 
     def _publish_only(self, sub_id: str, started: datetime, span: timedelta,
-                      progress: _Progress, follow_up: bool = True,
+                      progress: RunProgress, follow_up: bool = True,
                       finish: bool = True) -> str | None:
         """Nothing to sync (or paused, or deferred), but entries wait unpublished:
         take the lease only to publish them (DESIGN.md, "Delivery (outbox)"),
@@ -349,7 +362,7 @@ class SyncEngine:
         return Outcome.RATE_LIMITED, _describe(err), retry_at
 
     def _fail(
-        self, run: _Run, err: CalsyncError
+        self, run: SyncPass, err: CalsyncError
     ) -> tuple[Outcome, str | None, datetime | None]:
         """Permanent: the subscription goes to `error`; the release writes its
         lifecycle entry (fenced), which this run's publishing sends at once."""
@@ -367,7 +380,7 @@ class SyncEngine:
         return Outcome.FAILED, _describe(err), None
 
     def _refused(
-        self, run: _Run, err: CalendarRequestRejected
+        self, run: SyncPass, err: CalendarRequestRejected
     ) -> tuple[Outcome, str | None, datetime | None]:
         """events.list refused the request itself (a 4xx that is neither a rate limit
         nor an expired token): a bug, an API change or a calendar it cannot list.
@@ -390,183 +403,6 @@ class SyncEngine:
         # Lets the task's retry start at once instead of waiting for expiry.
         with contextlib.suppress(CalsyncError):
             self._store.release_lease(lease, self._clock())
-
-
-class _Run:
-    """The state of one leased run: which pages are done, when the lease ends."""
-
-    def __init__(self, engine: SyncEngine, lease: Lease, progress: _Progress) -> None:
-        self.engine = engine
-        self.lease = lease
-        self.progress = progress
-        self.store = engine._store
-        self.settings = engine._settings
-        self.lease_until = lease.until
-        outbox = engine._outbox
-        self.publishing: RunPublishing | None = (
-            outbox.start(lease) if outbox is not None else None)
-        # When the listing that completed began (a 410 starts a new one): the
-        # watermark the final commit stores (DESIGN.md, "complete_as_of").
-        self.listing_started: datetime | None = None
-
-    def lifecycle_events(self) -> list[LifecycleDraft]:
-        """What the final commit tells consumers: a full listing replaced the
-        incremental one after a 410 (`resync_required`: they may bootstrap again).
-        Written by the final commit only, so a run that dies and is retried (the
-        retry meets the 410 again) says it once."""
-        if self.progress.mode != "full_after_410":
-            return []
-        return [LifecycleDraft(RESYNC_REQUIRED, {"reason": "sync_token_expired"})]
-
-    def finish_publishing(self) -> PublishProgress | None:
-        """Publish the rest within the budget; the progress to record."""
-        if self.publishing is None:
-            return None
-        done = self.publishing.finish()
-        self.progress.published = self.publishing.published
-        return done
-
-    def recorded(self, publish: PublishProgress | None) -> None:
-        if self.publishing is not None:
-            self.publishing.recorded(publish)
-
-    def settle_publishing(self) -> None:
-        """However the run ended: stop publishing, and record what is acknowledged
-        but not yet recorded (no commit carries it now), else the next run would
-        publish it again, and again if every run fails the same way."""
-        if self.publishing is None or self.engine._outbox is None:
-            return
-        done = self.publishing.close()
-        self.progress.published = self.publishing.published
-        if done is not None:
-            with contextlib.suppress(CalsyncError):
-                self.engine._outbox.store.advance_published(self.lease, done,
-                                                            self.engine._clock())
-
-    def sync(self) -> str:
-        """List, diff and commit every page; the next sync token."""
-        if self.lease.sync_token is not None:
-            self.progress.mode = "incremental"
-            try:
-                return self._pass(self.lease.sync_token)
-            except SyncTokenInvalid:
-                self.progress.mode = "full_after_410"
-        else:
-            self.progress.mode = "full"
-        return self._pass(None)
-
-    def _pass(self, sync_token: str | None) -> str:
-        sub_id = self.lease.subscription.id
-        full = sync_token is None
-        # Before the first request: every change Google applied before this instant
-        # is in the listing (or already in the feed).
-        self.listing_started = self.engine._clock()
-        listed: set[str] = set()
-        # A full pass over an empty store needs no snapshot reads: only this
-        # run (holding the lease) can have written what is there.
-        fresh = full and not self.store.has_events(sub_id)
-        next_sync_token: str | None = None
-        for page in self._pages(sync_token):
-            self._apply(page.items, listed if full else None, fresh)
-            next_sync_token = page.next_sync_token
-        if next_sync_token is None:
-            raise CalendarUnavailable("events.list ended without a nextSyncToken")
-        if full and not fresh:
-            self._reconcile(listed)
-        return next_sync_token
-
-    def _pages(self, sync_token: str | None) -> Iterator[EventPage]:
-        page_token: str | None = None
-        while True:
-            page = self.engine._calendar.list_page(
-                self.lease.subscription,
-                sync_token=sync_token,
-                page_token=page_token,
-                page_size=self.settings.page_size,
-            )
-            self.progress.pages += 1
-            self.progress.items += len(page.items)
-            yield page
-            if not page.next_page_token:
-                return
-            page_token = page.next_page_token
-
-    def _apply(self, items: Sequence[Event], listed: set[str] | None, fresh: bool) -> None:
-        sub_id = self.lease.subscription.id
-        ids = list(dict.fromkeys(item["id"] for item in items))
-        if fresh and listed is not None:
-            stored = self.store.load_snapshots(sub_id, [i for i in ids if i in listed])
-            stored.update((i, None) for i in ids if i not in stored)
-        else:
-            stored = self.store.load_snapshots(sub_id, ids)
-        exceptions = {
-            series: self.store.load_exception_ids(sub_id, series)
-            for series in deleted_series_ids(items, stored)
-        }
-        extra = {i for ids_ in exceptions.values() for i in ids_ if i not in stored}
-        if extra:
-            stored.update(self.store.load_snapshots(sub_id, extra))
-        writes = plan_page(items, stored, exceptions, first_sync=self.lease.first_sync)
-        self._commit(writes)
-        if listed is not None:
-            listed.update(ids)
-
-    def _reconcile(self, listed: set[str]) -> None:
-        sub_id = self.lease.subscription.id
-        for batch in self.store.iter_live_ids(sub_id, RECONCILE_BATCH):
-            unlisted = [event_id for event_id in batch if event_id not in listed]
-            writes = []
-            if unlisted:
-                stored = self.store.load_snapshots(sub_id, unlisted)
-                writes = plan_reconciliation({k: v for k, v in stored.items() if v is not None})
-            self.progress.reconciled += len(writes)
-            self._commit(writes)  # with nothing to write, it still keeps the lease
-
-    def _commit(self, writes: Sequence[EventWrite]) -> None:
-        span = timedelta(seconds=self.settings.lease_seconds)
-        if not writes:
-            now = self.engine._clock()
-            if self.lease_until - now < span / 2:
-                self.lease_until = now + span
-                self.store.extend_lease(self.lease, self.lease_until)
-            return
-        sub_id = self.lease.subscription.id
-        chunks = _chunks(writes, self.settings.max_transaction_writes - 1,
-                         self.settings.max_commit_bytes - _COMMIT_OVERHEAD,
-                         lambda write: self.store.write_bytes(sub_id, write))
-        for chunk in chunks:
-            now = self.engine._clock()
-            self.lease_until = now + span
-            publish = self.publishing.progress() if self.publishing is not None else None
-            committed = self.store.commit_page(self.lease, chunk, now, self.lease_until,
-                                               **_with(publish))
-            self.recorded(publish)
-            for write in chunk:
-                if write.change is not None:
-                    self.progress.entries[write.change.kind] += 1
-            if self.publishing is not None and any(w.change is not None for w in chunk):
-                self.publishing.committed(committed)  # submits; waits for nothing
-
-
-def _chunks(
-    writes: Sequence[EventWrite],
-    limit: int,
-    max_bytes: int | None = None,
-    size: Callable[[EventWrite], int] | None = None,
-) -> Iterator[Sequence[EventWrite]]:
-    """Consecutive runs of `writes` of at most `limit` document writes and (when
-    `size` is given) at most `max_bytes`; a write over `max_bytes` on its own."""
-    start, used, weight = 0, 0, 0
-    for index, write in enumerate(writes):
-        bytes_ = size(write) if size is not None else 0
-        over = max_bytes is not None and weight + bytes_ > max_bytes
-        if index > start and (used + write.write_count > limit or over):
-            yield writes[start:index]
-            start, used, weight = index, 0, 0
-        used += write.write_count
-        weight += bytes_
-    if start < len(writes):
-        yield writes[start:]
 
 
 def _with(publish: PublishProgress | None) -> dict[str, PublishProgress]:

@@ -32,6 +32,7 @@ _SEVERITY = {
     Outcome.NOT_FOUND: "WARNING",
     Outcome.INACTIVE: "INFO",
     Outcome.RATE_LIMITED: "WARNING",
+    Outcome.CONTINUED: "INFO",
     Outcome.LEASE_LOST: "WARNING",
     # The user's doing (revoked grant, calendar gone): the subscription shows it;
     # ERROR is kept for calsync's own faults, which page (terraform/monitoring.tf).

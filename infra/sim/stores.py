@@ -21,13 +21,18 @@ write conditioned on a document's update time always finds it unchanged.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from google.cloud.firestore import DELETE_FIELD
+
+from functions.adapters.firestore import pages
 from functions.adapters.firestore.store import (
     ENQUEUE_GRACE,
     FEED_RETENTION,
+    LISTING,
     _subscription,
     outbox_fields,
 )
@@ -36,6 +41,7 @@ from functions.model import (
     ACTIVE,
     DEFER_TOLERANCE,
     DELETING,
+    LISTED,
     RETRY_TOLERANCE,
     ChangeEntry,
     ChangePage,
@@ -45,6 +51,7 @@ from functions.model import (
     LeaseAttempt,
     LeaseOutcome,
     LifecycleDraft,
+    ListingProgress,
     Snapshot,
     Subscription,
     SyncRequest,
@@ -107,11 +114,13 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
         synced = int(state.get("synced_gen") or 0)
         wanted_full = int(data.get("full_resync_requested") or 0)
         full_resync = wanted_full if wanted_full > int(state.get("full_resync_served") or 0) else 0
+        resume = pages.decode_progress(state.get(LISTING))
         if (state.get("sync_token") is not None and sub.requested_gen <= synced
-                and not full_resync):
+                and not full_resync and resume is None):
             return LeaseAttempt(LeaseOutcome.IDLE)
         last_start = state.get("lease_started_at")
-        if min_gap and last_start is not None and now + DEFER_TOLERANCE < last_start + min_gap:
+        if min_gap and last_start is not None and resume is None and (
+                now + DEFER_TOLERANCE < last_start + min_gap):
             return LeaseAttempt(LeaseOutcome.DEFERRED, retry_at=last_start + min_gap)
         generation = int(state.get("lease_generation") or 0) + 1
         claimed = max(sub.requested_gen, int(state.get("claimed_gen") or 0))
@@ -121,7 +130,8 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
                       sync_token=None if full_resync else state.get("sync_token"),
                       first_sync=state.get("sync_token") is None, started_at=now, until=until,
                       complete_as_of=state.get("complete_as_of"),
-                      full_resync=full_resync)
+                      full_resync=full_resync,
+                      change_seq=int(state.get("change_seq") or 0), resume=resume)
         return LeaseAttempt(LeaseOutcome.ACQUIRED, lease=lease)
 
     def extend_lease(self, lease: Lease, until: datetime) -> None:
@@ -207,8 +217,24 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
             if len(batch) < batch_size:
                 return
 
+    def commit_marks(self, lease: Lease, writes: Sequence[EventWrite], now: datetime,
+                     until: datetime, progress: ListingProgress | None = None) -> None:
+        sub_id = lease.subscription.id
+        self._fenced(lease)
+        events = self.db.events.setdefault(sub_id, {})
+        for write in writes:
+            stored = events.get(write.event_id)
+            if stored is not None:
+                events[write.event_id] = {**stored, LISTED: write.snapshot.get(LISTED)}
+            self.db.io.write(event_path(sub_id, write.event_id))
+        update: dict[str, Any] = {"lease_until": until}
+        if progress is not None:
+            update[LISTING] = pages.encode_progress(progress)
+        self.db.merge_writer(sub_id, update)
+
     def commit_page(self, lease: Lease, writes: Sequence[EventWrite], now: datetime,
                     until: datetime, publish: PublishProgress | None = None,
+                    progress: ListingProgress | None = None,
                     ) -> list[dict[str, Any]]:
         sub_id = lease.subscription.id
         state = self._fenced(lease)
@@ -233,9 +259,13 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
                 self.db.io.write(change_path(sub_id, seq))
             events[write.event_id] = snapshot
             self.db.io.write(event_path(sub_id, write.event_id))
-        update: dict[str, Any] = {"change_seq": seq, "lease_until": until}
+        # The adapter names each page commit (a retried batch recognises its own).
+        update: dict[str, Any] = {"change_seq": seq, "lease_until": until,
+                                  "commit_id": uuid.uuid4().hex}
         update.update(outbox_fields(state, outbox=self._outbox, first=first, change_seq=seq,
                                     now=now, progress=publish))
+        if progress is not None:
+            update[LISTING] = pages.encode_progress(progress)
         self.db.merge_writer(sub_id, update)
         for observer in self.db.on_entries:
             observer(sub_id, entries)
@@ -266,6 +296,8 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
             committed["complete_as_of"] = complete_as_of
         if lease.full_resync:
             committed["full_resync_served"] = lease.full_resync
+        if LISTING in state:
+            committed[LISTING] = DELETE_FIELD  # the pass is over
         self.db.merge_writer(sub_id, committed)
         if data is None:
             return FinalCommit(0, tuple(written))

@@ -138,3 +138,16 @@ def test_renewal_fan_out_settings() -> None:
     assert Settings.from_env(BASE).renewer_queue_path == Settings.from_env(BASE).queue_path
     # The webhook reads neither: its settings never fail on the renewer's.
     assert Settings.from_env({**BASE, "CALSYNC_RENEWAL_SHARDS": "16"}, function=WEBHOOK)
+
+
+def test_the_run_budget_follows_a_shorter_dispatch_deadline() -> None:
+    """Unset, the run budget is five sixths of the deadline, so shortening the deadline
+    alone is a valid configuration; set, it must be shorter than the deadline."""
+    short = Settings.from_env({**BASE, "CALSYNC_DISPATCH_DEADLINE_SECONDS": "600"})
+    assert short.sync_run_budget == 500
+    assert Settings.from_env(BASE).sync_run_budget == 1500
+    chosen = {**BASE, "CALSYNC_DISPATCH_DEADLINE_SECONDS": "600",
+              "CALSYNC_RUN_BUDGET_SECONDS": "300"}
+    assert Settings.from_env(chosen).sync_run_budget == 300
+    with pytest.raises(ConfigError, match="CALSYNC_RUN_BUDGET_SECONDS=700 must be shorter"):
+        Settings.from_env({**chosen, "CALSYNC_RUN_BUDGET_SECONDS": "700"})

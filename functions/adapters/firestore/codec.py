@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from functions.model import ChangeDraft, Snapshot
+from functions.model import LISTED, ChangeDraft, Snapshot
 
 ESCAPE = "~"
 _RESERVED = re.compile(r"^__.*__$", re.DOTALL)
@@ -98,7 +98,7 @@ def encode_snapshot(snapshot: Snapshot) -> dict[str, Any]:
         "_deleted": bool(snapshot.get("_deleted", False)),
         RECURRING_FIELD: resource.get("recurringEventId"),
     }
-    for name in ("_seq", "_synced_at"):
+    for name in ("_seq", "_synced_at", LISTED):
         if name in snapshot:
             document[name] = snapshot[name]
     return document

@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import random
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,11 +20,20 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from functions.adapters.firestore import catalogue, codec
+from functions.adapters.firestore import catalogue, codec, pages
+from functions.adapters.firestore.pages import (
+    LISTING,
+    Encoded,
+    Fence,
+    PreparedPage,
+    seq_id,
+    write_bytes,
+)
 from functions.errors import LeaseLost, StoreError, StoreRejected, StoreUnavailable
 from functions.model import (
     ACTIVE,
     DEFER_TOLERANCE,
+    LISTED,
     RETRY_TOLERANCE,
     ChangeEntry,
     ChangePage,
@@ -34,6 +43,7 @@ from functions.model import (
     LeaseAttempt,
     LeaseOutcome,
     LifecycleDraft,
+    ListingProgress,
     Snapshot,
     Subscription,
     SyncRequest,
@@ -75,33 +85,14 @@ _GET_ALL_BATCH = 500
 # after 10 s), others treat the request as served by that task.
 ENQUEUE_GRACE = timedelta(seconds=15)
 _BUMP_ATTEMPTS = 20
-
-
-# Placeholders as large as any real value, for estimates made before the
-# commit stamps the time and allocates `seq`.
-_SOME_TIME = datetime(2000, 1, 1, tzinfo=UTC)
-_SOME_SEQ = 2**62
-
-
-def write_bytes(sub_id: str, write: EventWrite) -> int:
-    """Bytes `write` adds to a commit request: its snapshot and its entry."""
-    base = f"{catalogue.SUBSCRIPTIONS}/{sub_id}"
-    snapshot = codec.encode_snapshot({**write.snapshot, "_synced_at": _SOME_TIME,
-                                      "_seq": _SOME_SEQ})
-    size = codec.write_size(f"{base}/{catalogue.EVENTS}/{write.event_id}", snapshot)
-    if write.change is not None:
-        entry = codec.encode_change(write.change, _SOME_SEQ, _SOME_TIME, _SOME_TIME)
-        size += codec.write_size(f"{base}/{catalogue.CHANGES}/{_SOME_SEQ:020d}", entry)
-    return size
+# A page commit conditioned on the run's own last write of `state/writer` finds
+# someone else wrote there (a lifecycle entry, the outbox): read again, at most so often.
+_FENCE_ATTEMPTS = 5
+__all__ = ["FirestoreStore", "seq_id", "write_bytes", "outbox_fields", "refusal"]
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def seq_id(seq: int) -> str:
-    """The document id of a change entry: zero-padded so ids sort by seq."""
-    return f"{seq:020d}"
 
 
 @contextlib.contextmanager
@@ -135,15 +126,6 @@ def _subscription(sub_id: str, data: dict[str, Any]) -> Subscription:
         labels=dict(data.get("labels") or {}),
         created_at=data.get("created_at"),
     )
-
-
-@dataclass(frozen=True)
-class _Encoded:
-    """A write as stored: the snapshot document and its entry document, if any."""
-
-    event_id: str
-    snapshot: dict[str, Any]
-    entry: dict[str, Any] | None
 
 
 def refusal(err: BaseException | None) -> str | None:
@@ -276,6 +258,9 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         # A topic is configured: commits keep the outbox fields (functions/outbox.py;
         # `outbox_store.OutboxFirestoreStore` sets it and adds the outbox's reads).
         self._outbox = outbox
+        # Each run's own last write of state/writer: its next page commit is
+        # conditioned on it instead of reading (pages.py).
+        self._fences = pages.Fences()
 
     # -- references ---------------------------------------------------------
 
@@ -349,11 +334,14 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
             wanted_full = int((sub_snap.to_dict() or {}).get("full_resync_requested") or 0)
             full_resync = wanted_full if wanted_full > int(
                 state.get("full_resync_served") or 0) else 0
+            # A pass an earlier run left unfinished goes on at once: it is neither
+            # idle nor a new run of a burst.
+            resume = pages.decode_progress(state.get(LISTING))
             if (state.get("sync_token") is not None and sub.requested_gen <= synced
-                    and not full_resync):
+                    and not full_resync and resume is None):
                 return LeaseAttempt(LeaseOutcome.IDLE)
             last_start = state.get("lease_started_at")
-            if min_gap and last_start is not None and (
+            if min_gap and last_start is not None and resume is None and (
                     now + DEFER_TOLERANCE < last_start + min_gap):
                 return LeaseAttempt(LeaseOutcome.DEFERRED, retry_at=last_start + min_gap)
             generation = int(state.get("lease_generation") or 0) + 1
@@ -375,6 +363,8 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                 until=until,
                 full_resync=full_resync,
                 complete_as_of=state.get("complete_as_of"),
+                change_seq=int(state.get("change_seq") or 0),
+                resume=resume,
             )
             return LeaseAttempt(LeaseOutcome.ACQUIRED, lease=lease)
 
@@ -382,6 +372,8 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
             return take(self._client.transaction())
 
     def extend_lease(self, lease: Lease, until: datetime) -> None:
+        self._fences.drop(lease.subscription.id, lease.generation)
+
         @firestore.transactional
         def extend(transaction: Any) -> None:
             self._fenced_state(transaction, lease)
@@ -404,6 +396,7 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         (`model.error_event`). Returns that entry (decoded), for the outbox."""
         sub_id = lease.subscription.id
         written: list[dict[str, Any]] = []
+        self._fences.drop(sub_id, lease.generation)
 
         @firestore.transactional
         def release(transaction: Any) -> None:
@@ -497,7 +490,9 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         with _translated():
             return any(True for _ in self._events(sub_id).select(["__name__"]).limit(1).stream())
 
-    def iter_live_ids(self, sub_id: str, batch_size: int) -> Iterator[list[str]]:
+    def iter_live_ids(self, sub_id: str, batch_size: int,
+                      after: str | None = None) -> Iterator[list[str]]:
+        """Ids of live snapshots in id order (after `after`), a batch at a time."""
         base = (
             self._events(sub_id)
             .where(filter=FieldFilter("_deleted", "==", False))
@@ -505,7 +500,9 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
             .select(["__name__"])
             .limit(batch_size)
         )
-        last = None
+        # A cursor on `__name__` is the document's reference (a snapshot after the first batch).
+        last: Any = ({"__name__": self._events(sub_id).document(after)}
+                     if after is not None else None)
         while True:
             query = base if last is None else base.start_after(last)
             with _translated():
@@ -517,25 +514,81 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                 return
             last = batch[-1]
 
+    def iter_unlisted_ids(self, sub_id: str, mark: int, batch_size: int,
+                          after: str | None = None) -> Iterator[tuple[list[str], str]]:
+        """Scans live ids (`iter_live_ids`) and reads only the mark of each batch (one
+        more read per live event, never the snapshots themselves)."""
+        batches = (self.iter_live_ids(sub_id, batch_size, after=after) if after is not None
+                   else self.iter_live_ids(sub_id, batch_size))
+        for batch in batches:
+            refs = [self._events(sub_id).document(event_id) for event_id in batch]
+            with _translated():
+                marks = {snapshot.id: (snapshot.to_dict() or {}).get(LISTED)
+                         for snapshot in self._client.get_all(refs, field_paths=[LISTED])
+                         if snapshot.exists}
+            yield [event_id for event_id in batch
+                   if event_id in marks and marks[event_id] != mark], batch[-1]
+
     # -- commits ------------------------------------------------------------
+
+    def prepare_page(self, lease: Lease, writes: Sequence[EventWrite], now: datetime,
+                     after_seq: int) -> Sequence[EventWrite]:
+        """Encodes `writes` into a batch (the costly part of a commit: building the
+        protobufs), with `seq` following `after_seq`; `commit_page` sends it as it
+        is when `change_seq` is still `after_seq`. Whatever cannot be encoded is
+        left to `commit_page`, which names it in order."""
+        sub_id = lease.subscription.id
+        expire_at = now + self._feed_retention
+        try:
+            encoded = [self._encode(sub_id, w, now, expire_at) for w in writes]
+            batch = self._client.batch()
+            last_seq, entries = pages.batch_writes(
+                batch, self._events(sub_id), self._sub(sub_id).collection(CHANGES),
+                encoded, after_seq)
+        except StoreRejected:
+            return writes
+        return PreparedPage(writes, sub_id=sub_id, generation=lease.generation, now=now,
+                            encoded=encoded, after_seq=after_seq, batch=batch,
+                            last_seq=last_seq, entries=entries)
 
     def commit_page(
         self, lease: Lease, writes: Sequence[EventWrite], now: datetime, until: datetime,
-        publish: PublishProgress | None = None,
+        publish: PublishProgress | None = None, progress: ListingProgress | None = None,
     ) -> list[dict[str, Any]]:
         """Encode every document first (naming any over 1 MiB before sending),
         then commit; see `_commit_encoded` for a commit Firestore refuses.
         Returns the committed entries (decoded, with their `seq`), for the outbox."""
+        if isinstance(writes, PreparedPage) and writes.now == now:
+            encoded = writes.encoded
+        else:
+            expire_at = now + self._feed_retention
+            encoded = [self._encode(lease.subscription.id, w, now, expire_at) for w in writes]
+        committed: list[dict[str, Any]] = []
+        extra: dict[str, Any] = {"publish": publish} if publish is not None else {}
+        if progress is not None:
+            extra["progress"] = progress
+        if isinstance(writes, PreparedPage):
+            extra["prepared"] = writes
+        # Keyword arguments only when set: subclasses may not take them.
+        self._commit_encoded(lease, encoded, until, now, committed, **extra)
+        return committed
+
+    def commit_marks(self, lease: Lease, writes: Sequence[EventWrite], now: datetime,
+                     until: datetime, progress: ListingProgress | None = None) -> None:
+        """Only `_listed` of each write's snapshot (events a full pass listed unchanged),
+        fenced like a page commit, with the pass's progress."""
         expire_at = now + self._feed_retention
         encoded = [self._encode(lease.subscription.id, w, now, expire_at) for w in writes]
-        committed: list[dict[str, Any]] = []
-        self._commit_encoded(lease, encoded, until, now, committed, publish)
-        return committed
+        extra: dict[str, Any] = {"progress": progress} if progress is not None else {}
+        self._commit_encoded(lease, encoded, until, now, [], **extra)
 
     def _encode(
         self, sub_id: str, write: EventWrite, now: datetime, expire_at: datetime
-    ) -> _Encoded:
-        # `_seq` and `seq` are placeholders here (same size): the transaction
+    ) -> Encoded:
+        if write.listed_only:
+            return Encoded(write.event_id, {LISTED: write.snapshot.get(LISTED)}, None,
+                           listed_only=True)
+        # `_seq` and `seq` are placeholders here (same size): the commit
         # allocates them after `change_seq`.
         snapshot = {**write.snapshot, "_synced_at": now}
         if write.change is not None:
@@ -553,24 +606,29 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
             if size > self.max_document_bytes:
                 raise StoreRejected(f"the change entry of event {write.event_id} is {size} "
                                     "bytes, over Firestore's 1 MiB document limit")
-        return _Encoded(write.event_id, document, entry)
+        return Encoded(write.event_id, document, entry)
 
-    def _commit_encoded(self, lease: Lease, encoded: list[_Encoded], until: datetime,
+    def _commit_encoded(self, lease: Lease, encoded: list[Encoded], until: datetime,
                         now: datetime | None = None,
                         committed: list[dict[str, Any]] | None = None,
-                        publish: PublishProgress | None = None) -> None:
+                        publish: PublishProgress | None = None,
+                        progress: ListingProgress | None = None,
+                        prepared: PreparedPage | None = None) -> None:
         """Commit in order; if Firestore refuses the data, commit each half on its
         own, down to the single event it refuses, which is named (permanent).
 
         Every snapshot and its entry still commit together, fenced and with
         dense `seq`, so committing a page in smaller pieces is harmless; a
-        request that was only too large as a whole succeeds in pieces.
+        request that was only too large as a whole succeeds in pieces. The
+        pass's progress goes with the last piece.
         """
+        # Keyword arguments only when set: subclasses may not take them.
+        extra: dict[str, Any] = {name: value for name, value in (
+            ("publish", publish), ("progress", progress), ("prepared", prepared))
+            if value is not None}
         try:
             with _translated():
-                # `publish` only when there is some: subclasses may not take it.
-                self._commit_once(lease, encoded, until, now, committed,
-                                  **({"publish": publish} if publish is not None else {}))
+                self._commit_once(lease, encoded, until, now, committed, **extra)
         except StoreError as err:
             reason = refusal(err.__cause__)
             if reason is None or not encoded:
@@ -583,46 +641,73 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                     f"event {one.event_id} was refused by Firestore: {why}") from err
             half = len(encoded) // 2
             self._commit_encoded(lease, encoded[:half], until, now, committed, publish)
-            self._commit_encoded(lease, encoded[half:], until, now, committed, publish)
+            self._commit_encoded(lease, encoded[half:], until, now, committed, publish,
+                                 progress)
 
-    def _commit_once(self, lease: Lease, encoded: list[_Encoded], until: datetime,
+    def _commit_once(self, lease: Lease, encoded: list[Encoded], until: datetime,
                      now: datetime | None = None,
                      committed: list[dict[str, Any]] | None = None,
-                     publish: PublishProgress | None = None) -> None:
-        """One fenced transaction: the snapshots, their entries, `change_seq`, and
-        the outbox's fields (`outbox_fields`)."""
-        entries: list[dict[str, Any]] = []
+                     publish: PublishProgress | None = None,
+                     progress: ListingProgress | None = None,
+                     prepared: PreparedPage | None = None) -> None:
+        """One fenced commit: the snapshots, their entries, `change_seq`, the
+        outbox's fields (`outbox_fields`) and the pass's progress.
+
+        A batch conditioned on `state/writer` as the run's previous commit left it
+        (`pages.Fence`); the run's first commit, and any commit that finds
+        `state/writer` changed by someone else, reads it first (and checks the
+        lease's generation there)."""
         sub_id = lease.subscription.id
-        events = self._events(sub_id)
-        changes = self._sub(sub_id).collection(CHANGES)
-
-        @firestore.transactional
-        def commit(transaction: Any) -> None:
-            state = self._fenced_state(transaction, lease)
-            seq = int(state.get("change_seq") or 0)
-            first = seq
-            entries.clear()  # a retried transaction starts over
-            for item in encoded:
-                snapshot = item.snapshot
-                try:
-                    if item.entry is not None:
-                        seq += 1
-                        snapshot = {**snapshot, "_seq": seq}
-                        entry = {**item.entry, "seq": seq}
-                        transaction.set(changes.document(seq_id(seq)), entry)
-                        entries.append(entry)
-                    transaction.set(events.document(item.event_id), snapshot)
-                except ValueError as err:  # the client refuses a field name itself
-                    raise StoreRejected(
-                        f"event {item.event_id} was refused by Firestore: {err}") from err
-            update: dict[str, Any] = {"change_seq": seq, "lease_until": until}
-            update.update(outbox_fields(state, outbox=self._outbox, first=first,
-                                        change_seq=seq, now=now or _utcnow(), progress=publish))
-            transaction.update(self._state(sub_id), update)
-
-        commit(self._client.transaction())
-        if committed is not None:
-            committed.extend(codec.decode_change(entry) for entry in entries)
+        events, changes = self._events(sub_id), self._sub(sub_id).collection(CHANGES)
+        now = now or _utcnow()
+        fence = self._fences.get(sub_id, lease.generation)
+        # Names this commit in state/writer: a failed precondition after a commit the
+        # client retried (it may have landed) is then told from someone else's write.
+        commit_id = uuid.uuid4().hex
+        sent: list[dict[str, Any]] | None = None
+        for _ in range(_FENCE_ATTEMPTS):
+            if fence is None:
+                snapshot = self._state(sub_id).get()
+                state = snapshot.to_dict() or {}
+                if state.get("lease_generation") != lease.generation:
+                    raise LeaseLost(
+                        f"lease generation {lease.generation} of {sub_id} was taken "
+                        f"over (now {state.get('lease_generation')})")
+                fence = Fence(snapshot.update_time, state)
+                if sent is not None and state.get("commit_id") == commit_id:
+                    self._fences.put(sub_id, lease.generation, fence)  # it did land
+                    if committed is not None:
+                        committed.extend(codec.decode_change(entry) for entry in sent)
+                    return
+            first = int(fence.state.get("change_seq") or 0)
+            batch = prepared.take_batch(sub_id, lease.generation, now, first) if (
+                prepared is not None) else None
+            if batch is not None and prepared is not None:
+                seq, entries = prepared.last_seq, prepared.entries
+            else:
+                batch = self._client.batch()
+                seq, entries = pages.batch_writes(batch, events, changes, encoded, first)
+            update: dict[str, Any] = {"change_seq": seq, "lease_until": until,
+                                      "commit_id": commit_id}
+            update.update(outbox_fields(fence.state, outbox=self._outbox, first=first,
+                                        change_seq=seq, now=now, progress=publish))
+            if progress is not None:
+                update[LISTING] = pages.encode_progress(progress)
+            batch.update(self._state(sub_id), update,
+                         option=self._client.write_option(last_update_time=fence.update_time))
+            try:
+                results = batch.commit()
+            except (gexc.FailedPrecondition, gexc.Aborted):
+                fence, sent = None, entries  # someone else wrote state/writer: read it again
+                self._fences.drop(sub_id, lease.generation)
+                continue
+            self._fences.put(sub_id, lease.generation,
+                             fence.applied(results[-1].update_time, update))
+            if committed is not None:
+                committed.extend(codec.decode_change(entry) for entry in entries)
+            return
+        raise StoreUnavailable(f"state/writer of {sub_id} kept changing under the run's "
+                               "page commits")
 
     def commit_final(self, lease: Lease, sync_token: str, now: datetime,
                      publish: PublishProgress | None = None, *,
@@ -635,6 +720,7 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         later, by processes that do not know the topic, are published)."""
         sub_id = lease.subscription.id
         written: list[dict[str, Any]] = []
+        self._fences.drop(sub_id, lease.generation)
 
         @firestore.transactional
         def commit(transaction: Any) -> FinalCommit:
@@ -662,6 +748,8 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
                 committed["complete_as_of"] = complete_as_of
             if lease.full_resync:
                 committed["full_resync_served"] = lease.full_resync
+            if LISTING in state:
+                committed[LISTING] = firestore.DELETE_FIELD  # the pass is over
             transaction.update(self._state(sub_id), committed)
             if not sub_snap.exists:
                 return FinalCommit(requested_gen=0)

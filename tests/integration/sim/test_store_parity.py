@@ -15,6 +15,7 @@ figures.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,12 +25,14 @@ from functions.adapters.firestore.outbox import OutboxFirestoreStore
 from functions.adapters.firestore.subscriptions import SubscriptionStore
 from functions.model import (
     ACTIVE,
+    LISTED,
     PENDING,
     ChangeDraft,
     Channel,
     EventWrite,
     LeaseOutcome,
     LifecycleDraft,
+    ListingProgress,
     Subscription,
 )
 from functions.ports import LifecycleStore, PublishProgress
@@ -89,8 +92,10 @@ def _sim_docs(db: SimDatabase) -> Callable[[], dict[str, dict[str, Any]]]:
 
 
 def _plain(docs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Documents as comparable values: no sim-only fields, times as UTC datetimes."""
-    return {path: {k: _value(v) for k, v in doc.items() if k not in _SIM_ONLY}
+    """Documents as comparable values: no sim-only fields, times as UTC datetimes, a
+    page commit's random `commit_id` by its presence only."""
+    return {path: {k: "<commit id>" if k == "commit_id" else _value(v)
+                   for k, v in doc.items() if k not in _SIM_ONLY}
             for path, doc in docs.items()}
 
 
@@ -171,9 +176,16 @@ def test_the_simulated_stores_keep_the_documents_the_adapters_keep(
         lease, _writes(3), t, t + timedelta(minutes=2)))
     assert [_value(e) for e in page[0]] == [_value(e) for e in page[1]]
     assert [e["seq"] for e in page[0]] == [e["seq"] for e in page[1]] == [1, 2, 3]
+    # A pass that spans runs saves where it stands with its commits (`state/writer`).
+    progress = ListingProgress(sync_token=None, page_token="p2", mode="full", claimed_gen=1,
+                               mark=lease.generation, started_at=t)
     _both(real, sim, "page 2", lambda side: side.store.commit_page(
         lease, _writes(5)[3:], t, t + timedelta(minutes=2),
-        PublishProgress(2, oldest_unpublished_at=t)))
+        PublishProgress(2, oldest_unpublished_at=t), progress=progress))
+    _both(real, sim, "marks", lambda side: side.store.commit_marks(
+        lease, [EventWrite("e0", {"id": "e0", LISTED: lease.generation}, listed_only=True)],
+        t, t + timedelta(minutes=2),
+        progress=replace(progress, page_token=None, next_sync_token="token-1")))
     positions = _both(real, sim, "position",
                       lambda side: side.store.outbox_position(SUB))
     assert positions[0] == positions[1]
