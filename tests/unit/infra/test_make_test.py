@@ -14,11 +14,11 @@ ROOT = Path(__file__).resolve().parents[3]
 STUB = """#!/bin/sh
 # Stand-in for `python`: records its arguments; the exit code is the test's choice.
 echo "$@" >> calls.txt
-case "$*" in *--ignore*) exit ${REST_EXIT:-0} ;; *) exit ${STACKS_EXIT:-0} ;; esac
+case "$*" in *--ignore*) exit ${REST_EXIT:-0} ;; *) exit ${WAITING_EXIT:-0} ;; esac
 """
 
 
-def make_test(tmp_path: Path, rest: int, stacks: int, args: str = ""
+def make_test(tmp_path: Path, rest: int, waiting: int, args: str = ""
               ) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
     shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
     stub = tmp_path / "python"
@@ -29,7 +29,7 @@ def make_test(tmp_path: Path, rest: int, stacks: int, args: str = ""
         command.append(f"ARGS={args}")
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", "REST_EXIT": str(rest),
-                               "STACKS_EXIT": str(stacks)})
+                               "WAITING_EXIT": str(waiting)})
     calls = tmp_path / "calls.txt"
     return done, [line.split() for line in calls.read_text().splitlines()] if calls.exists() else []
 
@@ -37,21 +37,21 @@ def make_test(tmp_path: Path, rest: int, stacks: int, args: str = ""
 def test_the_two_runs_cover_every_test_directory_once(tmp_path: Path) -> None:
     done, calls = make_test(tmp_path, 0, 0)
     assert done.returncode == 0, done.stdout + done.stderr
-    stacks = next(c for c in calls if "--ignore" not in " ".join(c))
+    waiting = next(c for c in calls if "--ignore" not in " ".join(c))
     rest = next(c for c in calls if "--ignore" in " ".join(c))
-    stack_dirs = [a for a in stacks[2:] if not a.startswith("-")]
-    assert stacks[:2] == ["-m", "pytest"] and rest[:3] == ["-m", "pytest", "tests"]
-    assert sorted(a.removeprefix("--ignore=") for a in rest[3:]) == sorted(stack_dirs)
-    for directory in stack_dirs:
+    waiting_dirs = [a for a in waiting[2:] if not a.startswith("-")]
+    assert waiting[:2] == ["-m", "pytest"] and rest[:3] == ["-m", "pytest", "tests"]
+    assert sorted(a.removeprefix("--ignore=") for a in rest[3:]) == sorted(waiting_dirs)
+    for directory in waiting_dirs:
         assert (ROOT / directory).is_dir() and directory.startswith("tests/"), directory
 
 
-@pytest.mark.parametrize(("rest", "stacks"), [(1, 0), (0, 1), (5, 0), (0, 5), (2, 0)])
-def test_a_failing_or_empty_run_fails_the_suite(tmp_path: Path, rest: int, stacks: int) -> None:
-    done, calls = make_test(tmp_path, rest, stacks)
+@pytest.mark.parametrize(("rest", "waiting"), [(1, 0), (0, 1), (5, 0), (0, 5), (2, 0)])
+def test_a_failing_or_empty_run_fails_the_suite(tmp_path: Path, rest: int, waiting: int) -> None:
+    done, calls = make_test(tmp_path, rest, waiting)
     assert len(calls) == 2
     assert done.returncode != 0, done.stdout + done.stderr
-    if 5 in (rest, stacks):
+    if 5 in (rest, waiting):
         assert "collected no tests" in done.stderr
 
 
