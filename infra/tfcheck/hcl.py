@@ -7,10 +7,16 @@ expanded into one instance per key, with `each.key` / `each.value` (and
 `each.value.attr`) substituted, so grants written with `for_each` over a local
 map are checked like grants written one by one. A reference to an instance,
 `google_x.this["key"]`, is identified by its key.
+
+Each file's parse is kept for the process, keyed by its text: the checks and
+their proofs load terraform/ and many copies of it differing in one file, and
+python-hcl2 is slow; every caller gets its own copy of the values.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -96,12 +102,22 @@ class Config:
                    for b in self.blocks)
 
 
+def parse(path: Path) -> dict[str, Any]:
+    """One HCL file's values (python-hcl2's shape); the caller may change them."""
+    return copy.deepcopy(_parse_text(path.read_text()))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_text(text: str) -> dict[str, Any]:
+    parsed: dict[str, Any] = hcl2.loads(text)
+    return parsed
+
+
 def load(directory: Path) -> Config:
     """Parse every `*.tf` file directly in `directory` (one root module)."""
     config = Config(directory=directory)
     for path in sorted(directory.glob("*.tf")):
-        with path.open() as handle:
-            parsed = hcl2.load(handle)
+        parsed = parse(path)
         for kind in ("resource", "data"):
             for entry in parsed.get(kind, []):
                 for type_, named in entry.items():

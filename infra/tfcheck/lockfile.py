@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import hcl2
+from infra.tfcheck import hcl
 
 LOCK_FILE = ".terraform.lock.hcl"
 REGISTRY = "registry.terraform.io/"
@@ -68,8 +68,7 @@ def required_providers(terraform_dir: Path) -> dict[str, dict[str, Any]]:
     """`{name: {"source", "version"}}` from every `terraform { required_providers }` block."""
     found: dict[str, dict[str, Any]] = {}
     for path in sorted(terraform_dir.glob("*.tf")):
-        with path.open() as handle:
-            parsed = hcl2.load(handle)
+        parsed = hcl.parse(path)
         for block in parsed.get("terraform", []):
             for entry in block.get("required_providers", []):
                 found.update(entry)
@@ -81,8 +80,7 @@ def locked(terraform_dir: Path) -> dict[str, dict[str, Any]]:
     path = terraform_dir / LOCK_FILE
     if not path.exists():
         return {}
-    with path.open() as handle:
-        parsed = hcl2.load(handle)
+    parsed = hcl.parse(path)
     entries: dict[str, dict[str, Any]] = {}
     for block in parsed.get("provider", []):
         for address, body in block.items():

@@ -15,11 +15,16 @@ attribute) may be in it, with any value.
 
 `Entry` is one concrete shape of a line (one severity, and one value of the
 field the severity follows), which the metric filters are evaluated against.
+
+What is read is kept for the process, keyed by the files' text: each module's
+parse (and what is read from it alone), and the lines of a whole tree. The
+checks read functions/ and copies of it differing in one module many times.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,17 +88,39 @@ class Entry:
 
 def read(root: Path) -> list[LogLine]:
     """Every log line under `root/functions`, in file order."""
-    modules = {path: ast.parse(path.read_text())
-               for path in sorted((root / "functions").rglob("*.py"))}
-    enums = _enums(modules.values())
-    log_fields = _log_fields_methods(modules.values())
+    sources = tuple((str(path.relative_to(root)), path.read_text())
+                    for path in sorted((root / "functions").rglob("*.py")))
+    return list(_read(sources))
+
+
+@dataclass(frozen=True)
+class _Module:
+    """One module's parse and what is read from it alone."""
+
+    tree: ast.Module
+    enums: dict[str, dict[str, object]]
+    log_fields: list[tuple[ast.ClassDef, ast.Dict]]
+    names: frozenset[str]
+
+
+@functools.lru_cache(maxsize=2048)
+def _module(text: str) -> _Module:
+    tree = ast.parse(text)
+    return _Module(tree, _enums([tree]), _log_fields_methods([tree]), _names(tree))
+
+
+@functools.lru_cache(maxsize=32)
+def _read(sources: tuple[tuple[str, str], ...]) -> tuple[LogLine, ...]:
+    modules = {relative: _module(text) for relative, text in sources}
+    enums = {name: members for module in modules.values()
+             for name, members in module.enums.items()}
+    log_fields = [found for module in modules.values() for found in module.log_fields]
     lines: list[LogLine] = []
-    for path, tree in modules.items():
-        reader = _ModuleReader(tree, enums, log_fields)
-        relative = str(path.relative_to(root))
-        lines += [line for call in ast.walk(tree) if isinstance(call, ast.Call)
+    for relative, module in modules.items():
+        reader = _ModuleReader(module.tree, enums, log_fields, module.names)
+        lines += [line for call in ast.walk(module.tree) if isinstance(call, ast.Call)
                   if (line := reader.line(call, relative)) is not None]
-    return sorted(lines, key=lambda line: (line.path, line.lineno))
+    return tuple(sorted(lines, key=lambda line: (line.path, line.lineno)))
 
 
 def entries(lines: list[LogLine]) -> Iterator[Entry]:
@@ -106,7 +133,8 @@ def entries(lines: list[LogLine]) -> Iterator[Entry]:
 
 class _ModuleReader:
     def __init__(self, tree: ast.Module, enums: dict[str, dict[str, object]],
-                 log_fields: list[tuple[ast.ClassDef, ast.Dict]]) -> None:
+                 log_fields: list[tuple[ast.ClassDef, ast.Dict]],
+                 names: frozenset[str]) -> None:
         self._enums = enums
         self._log_fields = log_fields
         self._imported = {alias.asname or alias.name for node in ast.walk(tree)
@@ -115,7 +143,7 @@ class _ModuleReader:
         self._dicts = {target.id: node.value for node in tree.body
                        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict)
                        for target in node.targets if isinstance(target, ast.Name)}
-        self._names = _names(tree)
+        self._names = names
 
     def line(self, call: ast.Call, path: str) -> LogLine | None:
         func = call.func

@@ -9,9 +9,6 @@ warn about.
 from __future__ import annotations
 
 import re
-from typing import Any
-
-import hcl2
 
 from infra.tfcheck import hcl
 
@@ -23,8 +20,7 @@ ALLOWED = {"secret_versions"}  # version numbers, not values
 def check(config: hcl.Config) -> list[str]:
     problems: list[str] = []
     for path in sorted(config.directory.glob("*.tfvars")):
-        with path.open() as handle:
-            values: dict[str, Any] = hcl2.load(handle)
+        values = hcl.parse(path)
         for name, value in values.items():
             where = f"[tfvars] {path.name}: {name}"
             spec = config.variables.get(name)

@@ -9,8 +9,11 @@ or of functions/ for the rules about what the code logs).
 
 from __future__ import annotations
 
+import ast
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -195,6 +198,39 @@ def test_a_conditional_severity_gives_both() -> None:
                    if line.message == "channel renewal failed")
     assert renewal.severity == {"WARNING", "ERROR"}
     assert renewal.fields["outcome"] == {"renewal_failed"}
+
+
+def test_a_module_is_read_once_per_text_and_again_when_it_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The code-breakage proofs read copies of functions/ differing in one module:
+    # the unchanged modules must not be parsed again, the changed one must be.
+    marker = f"# {uuid.uuid4()}"  # text no earlier test read
+    parsed: list[str] = []
+    real_parse = ast.parse
+
+    def counting_parse(source: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(source, str) and marker in source:
+            parsed.append(source)
+        return real_parse(source, *args, **kwargs)
+
+    monkeypatch.setattr(ast, "parse", counting_parse)
+
+    def tree(name: str, b_message: str) -> Path:
+        root = tmp_path / name
+        (root / "functions").mkdir(parents=True)
+        for module, message in (("a", "line a"), ("b", b_message)):
+            (root / "functions" / f"{module}.py").write_text(
+                f'{marker}\nfrom functions import logs\n\nlogs.log("INFO", "{message}")\n')
+        return root
+
+    first = tree("first", "line b")
+    assert [line.message for line in log_lines.read(first)] == ["line a", "line b"]
+    assert len(parsed) == 2
+    second = tree("second", "line b changed")
+    assert [line.message for line in log_lines.read(second)] == ["line a", "line b changed"]
+    assert len(parsed) == 3 and "line b changed" in parsed[-1]
+    assert [line.message for line in log_lines.read(first)] == ["line a", "line b"]
+    assert len(parsed) == 3
 
 
 def _entry(message: str, severity: str = "INFO", **fields: str) -> log_lines.Entry:

@@ -21,6 +21,7 @@ from infra import pubsub_emulator
 from infra.local.processes import free_port
 
 PROJECT = "calsync-test"
+QUIET_SECONDS = 1.0  # after the expected messages, how long no other may come
 
 
 @pytest.fixture(scope="session")
@@ -70,13 +71,19 @@ class PubSubWorld:
         self.attach()
 
     def pull(self, expect: int, wait: float = 20.0) -> list[Received]:
-        """Pull and ack until `expect` messages came (or nothing more comes)."""
+        """Pull and ack until `expect` messages came, then until none has come for
+        `QUIET_SECONDS` (or `wait` ran out), so an extra message is seen too."""
         got: list[Received] = []
         deadline = time.monotonic() + wait
         quiet_since = None
         while time.monotonic() < deadline:
+            # Long-poll while messages are due. Once they are all here, ask without
+            # waiting: the emulator holds an empty long-poll ~4 s, and the quiet check
+            # took two of them (8 s a call) where it means to watch for QUIET_SECONDS.
+            due = len(got) < expect
             response = self._subscriber.pull(
-                request={"subscription": self.subscription, "max_messages": 100},
+                request={"subscription": self.subscription, "max_messages": 100,
+                         "return_immediately": not due},
                 timeout=5, retry=None)
             messages = response.received_messages
             if messages:
@@ -88,12 +95,12 @@ class PubSubWorld:
                 self._subscriber.acknowledge(request={
                     "subscription": self.subscription,
                     "ack_ids": [m.ack_id for m in messages]})
-            elif len(got) >= expect:
+                continue
+            if not due:
                 quiet_since = quiet_since or time.monotonic()
-                if time.monotonic() - quiet_since > 1.0:
+                if time.monotonic() - quiet_since > QUIET_SECONDS:
                     break
-            else:
-                time.sleep(0.1)
+            time.sleep(0.1)
         return got
 
     def close(self) -> None:

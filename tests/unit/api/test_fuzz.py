@@ -6,6 +6,12 @@ valid shapes through near misses to noise. Not one answer may be a 5xx, every
 answer is the JSON the contract describes, every status is documented for its
 operation, and a method the document does not declare for a path is 405 with
 `Allow` naming the declared ones.
+
+Why 5,000 and not fewer: measured at 1,000 / 1,500 / 2,000 / 3,000 / 5,000
+examples, the set of (operation, status), (operation, body kind), error code
+and error reason reached kept growing up to 5,000 (1,500 never reached 410
+`cursor_expired` nor a dozen of the 400 reasons). The run got cheaper instead:
+the strategies are built once (`strategies.py`), not re-validated per example.
 """
 
 from __future__ import annotations
