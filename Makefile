@@ -11,11 +11,14 @@ setup:
 # `make test` is the whole suite as two pytest runs side by side (DESIGN.md "Test
 # budget"): most tests wait on emulators and small wall-clock intervals rather than
 # compute, so on 2 cores the pair takes about as long as the longer run. WAITING_TESTS
-# (the whole local stack, the benchmarks reusing it, Pub/Sub delivery) take about half
-# the suite's time; their output follows the other run's. Either run collecting no test
+# (the whole local stack, the benchmarks reusing it, Pub/Sub delivery, the accounts'
+# liveness stacks) take about half the suite's time; their output follows the other
+# run's. Either run collecting no test
 # (pytest's exit 5) fails the suite: calsync always has tests.
 # `make test ARGS="..."` is one run of what ARGS names (a selection matching nothing: 0).
-WAITING_TESTS := tests/e2e tests/bench tests/integration/outbox
+WAITING_TESTS := tests/e2e tests/bench tests/integration/outbox \
+	tests/integration/liveness/test_account_liveness.py \
+	tests/integration/liveness/test_account_deletion.py
 
 test: setup
 ifeq ($(strip $(ARGS)),)
