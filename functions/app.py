@@ -166,6 +166,8 @@ def calendar(config: Settings) -> Any:
 def sync_engine(config: Settings | None = None) -> SyncEngine:
     """The sync engine wired to the real adapters."""
     config = config or settings(WORKER)
+    from functions.adapters.firestore.budget import FirestoreCallBudget
+
     options = SyncSettings(
         page_size=config.page_size,
         lease_seconds=float(config.lease_seconds),
@@ -173,11 +175,14 @@ def sync_engine(config: Settings | None = None) -> SyncEngine:
         max_commit_bytes=config.commit_bytes,
         give_up_attempts=config.give_up_attempts,
         run_budget=config.sync_run_budget,
+        calls_per_task=config.calls_per_task,
     )
     return _memo("engine", lambda: SyncEngine(
         store(config), calendar(config), task_queue(config), options,
         channels=subscription_service(config), outbox=outbox(config),
-        deletions=subscription_service(config)))
+        deletions=subscription_service(config),
+        budget=FirestoreCallBudget(firestore_client(config), config.user_calls_per_minute,
+                                   config.user_budget_shards)))
 
 
 def sync_worker() -> SyncWorker:

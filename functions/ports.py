@@ -91,6 +91,17 @@ class TaskQueue(ABC):
         """
 
 
+class CallBudget(ABC):
+    """An owner's Calendar call budget per minute (CALSYNC_USER_CALLS_PER_MINUTE),
+    a token bucket spread over several documents so that none is written more than
+    about once a second (DESIGN.md, "Budgets")."""
+
+    @abstractmethod
+    def take(self, owner: str, calls: int, now: datetime) -> datetime | None:
+        """Take `calls` from the owner's budget: None when taken, else the earliest
+        time the part of the bucket asked holds them (nothing is taken then)."""
+
+
 class ChannelKeeper(ABC):
     """Keeps a subscription's watch channel open (DESIGN.md, "Channels")."""
 

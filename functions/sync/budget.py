@@ -1,0 +1,95 @@
+"""Calendar call budgets (DESIGN.md, "Budgets"): how a sync run stays within them.
+
+- Project: the sync queue's `max_dispatches_per_second` is the project-level
+  limiter (`Settings.sync_dispatches_per_second`, the same formula in
+  terraform/tasks.tf), so each task may make `calls_per_task` calls at most
+  (`CallAllowance`): a pass that needs more stops after the page that spent them
+  and goes on from its saved page token in a follow-up task, which the queue
+  dispatches at its rate. No counter document: the queue does the counting.
+- Owner: a token bucket per owner (`UserBucket`), refilled at
+  CALSYNC_USER_CALLS_PER_MINUTE and holding a tenth of it, spread over
+  CALSYNC_USER_BUDGET_SHARDS documents with an equal share each; a run takes its
+  allowance from one share chosen at random, and when that share is short the
+  run is deferred to the time it holds enough (never a failure, never a spin).
+  Any 60 s then sees at most 1.1 x the budget for one owner (what the buckets
+  hold plus a minute's refill), below Google's 600 per user with the default 480.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from functions.errors import RateLimited
+from functions.model import EventPage, Subscription
+from functions.ports import CalendarPort
+
+BURST_SHARE = 10  # a bucket holds 1/BURST_SHARE of a minute's budget
+
+
+class AllowanceSpent(RateLimited):
+    """The task's calls are spent (a call the pass could not avoid): the run goes on
+    in a follow-up task at once; the queue's rate spaces it."""
+
+    def __init__(self) -> None:
+        super().__init__("the task's Calendar call allowance is spent", retry_after=0.0)
+
+
+@dataclass(frozen=True)
+class UserBucket:
+    """One share of an owner's bucket: its rate, size, and the take rule."""
+
+    per_minute: int
+    shards: int
+
+    @property
+    def rate(self) -> float:
+        """Calls per second this share refills by."""
+        return self.per_minute / 60.0 / self.shards
+
+    def capacity(self, calls: int) -> float:
+        # Never smaller than one take: a take larger than the bucket would wait for ever.
+        return max(float(calls), self.per_minute / BURST_SHARE / self.shards)
+
+    def take(self, stored: dict[str, Any] | None, calls: int,
+             now: datetime) -> tuple[dict[str, Any] | None, datetime | None]:
+        """(fields to write, None) when the share holds `calls`, else (None, when it
+        will): a new share starts full."""
+        capacity = self.capacity(calls)
+        tokens = capacity
+        if stored is not None and stored.get("at") is not None:
+            elapsed = max(0.0, (now - stored["at"]).total_seconds())
+            tokens = min(capacity, float(stored.get("tokens") or 0.0) + elapsed * self.rate)
+        if tokens + 1e-9 >= calls:
+            return {"tokens": tokens - calls, "at": now}, None
+        return None, now + timedelta(seconds=(calls - tokens) / self.rate)
+
+
+class CallAllowance(CalendarPort):
+    """The calls one task may make: list pages through it; `spend` counts a call made
+    elsewhere (the run's watch). When the last call brings a page with more after it,
+    `spent` is told (the pass then begins no new page and saves where it stands); a
+    listing that ended needs no call to reconcile. A call beyond the allowance raises
+    `AllowanceSpent`."""
+
+    def __init__(self, calendar: CalendarPort, calls: int,
+                 spent: Callable[[], None] = lambda: None) -> None:
+        self._calendar = calendar
+        self.left = calls
+        self.spent = spent
+
+    def spend(self) -> None:
+        self.left -= 1
+
+    def list_page(self, subscription: Subscription, *, sync_token: str | None,
+                  page_token: str | None, page_size: int) -> EventPage:
+        if self.left <= 0:
+            raise AllowanceSpent()
+        self.spend()
+        page = self._calendar.list_page(subscription, sync_token=sync_token,
+                                        page_token=page_token, page_size=page_size)
+        if self.left <= 0 and page.next_page_token:
+            self.spent()
+        return page
