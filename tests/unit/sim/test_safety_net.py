@@ -63,7 +63,7 @@ def test_the_settings_are_terraforms_and_the_bound_is_the_longest_interval() -> 
     settings = sim_settings()
     assert (settings.safety_net_interval, settings.safety_net_longest) == (SHORTEST, LONGEST)
     world = _one_quiet_calendar(PushFaults(), fresh=False)
-    assert world.config.staleness_bound == LONGEST + 60
+    assert world.config.staleness_bound == LONGEST + 300  # terraform's 5-minute tick
 
 
 def test_probes_that_find_nothing_widen_the_interval_to_the_longest() -> None:
