@@ -213,7 +213,8 @@ VARIABLES: tuple[Variable, ...] = (
              f"of calendars (Google's quota: {GOOGLE_USER_QUOTA}/min per user; a burst adds at "
              "most a tenth: keep it at most 545): a sync run takes its calls from the "
              "owner's token bucket and, when it is empty, continues in a task named for the "
-             "time it refills.", (WORKER,), default="480"),
+             "time it refills; a renewal (two calls) is left to a later renewer run.",
+             (WORKER, RENEWER), default="480"),
     Variable("CALSYNC_CALLS_PER_SYNC_TASK", "calls_per_task", _parse_positive_int,
              "Calendar calls one sync task makes at most (a watch and list pages); a pass "
              "that needs more goes on from its saved page token in a follow-up task.",
@@ -221,7 +222,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("CALSYNC_USER_BUDGET_SHARDS", "user_budget_shards", _parse_positive_int,
              "Documents one owner's call budget is spread over (each holds a share of the "
              "bucket), so none takes more than CALSYNC_USER_CALLS_PER_MINUTE / 60 / shards "
-             "writes per second.", (WORKER,), default="16"),
+             "writes per second.", (WORKER, RENEWER), default="16"),
     Variable("CALSYNC_RENEWAL_SLOT_SECONDS", "renewal_slot", _parse_positive_int,
              "With fan-out: each shard runs at most once per slot of this length, starting "
              "at most its share of the renewals allowed per slot; a shard with more due "

@@ -117,6 +117,8 @@ locals {
         CALSYNC_RENEWALS_PER_MINUTE              = tostring(var.renewals_per_minute)
         CALSYNC_PROJECT_CALLS_PER_MINUTE         = tostring(var.project_calls_per_minute)
         CALSYNC_CALLS_PER_SYNC_TASK              = tostring(var.calls_per_sync_task)
+        CALSYNC_USER_CALLS_PER_MINUTE            = tostring(var.user_calls_per_minute)
+        CALSYNC_USER_BUDGET_SHARDS               = tostring(var.user_budget_shards)
         CALSYNC_RENEWAL_SLOT_SECONDS             = tostring(var.renewal_slot_seconds)
         CALSYNC_OAUTH_CLIENT_ID                  = var.oauth_client_id
         CALSYNC_DELEGATION_SA                    = google_service_account.this["delegation"].email

@@ -225,7 +225,8 @@ class World:
             settings, SimLifecycleStore(self.db, outbox=topic, feed_retention=retention),
             self.subscriptions, continue_later=continue_later, batch=self.renewer_batch,
             clock=now, outbox=sweeper,
-            renewer_tasks=continue_later if settings.renewal_shards > 1 else None)
+            renewer_tasks=continue_later if settings.renewal_shards > 1 else None,
+            budget=self.budget)
         self.calendar_of = {f"sub{i:07d}": c.calendar_id
                             for i, c in enumerate(population.calendars)}
         self.probe = StalenessProbe(lambda: self.clock.t,
