@@ -124,8 +124,8 @@ class ChannelRenewal:
             self._service.move_channel(channel.id, ABANDONED)
             report.retired += 1
             return Step.PROGRESS
-        if self._budget is not None and self._budget.take(sub.owner, RENEWAL_CALLS,
-                                                          now) is not None:
+        if self._budget is not None and self._budget.take(
+                sub.owner, sub.id, RENEWAL_CALLS, now, book=False) is not None:
             # The owner's budget is short (a renewal peak of an owner with many
             # calendars): the claim lapses and a later run renews it, inside the window.
             report.over_budget += 1

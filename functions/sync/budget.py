@@ -8,9 +8,11 @@
   dispatches at its rate. No counter document: the queue does the counting.
 - Owner: a token bucket per owner (`UserBucket`), refilled at
   CALSYNC_USER_CALLS_PER_MINUTE and holding a tenth of it, spread over
-  CALSYNC_USER_BUDGET_SHARDS documents with an equal share each; a run takes its
-  allowance from one share chosen at random, and when that share is short the
-  run is deferred to the time it holds enough (never a failure, never a spin).
+  CALSYNC_USER_BUDGET_SHARDS documents with an equal share each; a subscription's
+  runs take their allowance from one share (by its id, so an owner's calendars
+  spread evenly over them), and when that share is short the run is deferred to a
+  slot the share books for it (`UserBucket`), a task named for that time: never a
+  failure, never a spin, and a burst comes back spread at the refill rate.
   Any 60 s then sees at most 1.1 x the budget for one owner (what the buckets
   hold plus a minute's refill), below Google's 600 per user with the default 480.
 """
@@ -39,7 +41,15 @@ class AllowanceSpent(RateLimited):
 
 @dataclass(frozen=True)
 class UserBucket:
-    """One share of an owner's bucket: its rate, size, and the take rule."""
+    """One share of an owner's bucket: its rate, size, and the take rule.
+
+    A share also keeps `booked_until`, the end of the slots it has given to deferred
+    runs: a run that finds the share short (or finds runs waiting) is given the next
+    slot, a take's worth of refill after the last, and comes back then; until the
+    last slot has passed, only runs that come back for their slot take from it. So a
+    burst of deferred runs comes back spread at the rate the share refills, each
+    served once, instead of all at the same instant (where one would be served and
+    the rest deferred again)."""
 
     per_minute: int
     shards: int
@@ -53,18 +63,27 @@ class UserBucket:
         # Never smaller than one take: a take larger than the bucket would wait for ever.
         return max(float(calls), self.per_minute / BURST_SHARE / self.shards)
 
-    def take(self, stored: dict[str, Any] | None, calls: int,
-             now: datetime) -> tuple[dict[str, Any] | None, datetime | None]:
-        """(fields to write, None) when the share holds `calls`, else (None, when it
-        will): a new share starts full."""
+    def take(self, stored: dict[str, Any] | None, calls: int, now: datetime, *,
+             booked: datetime | None = None,
+             book: bool = True) -> tuple[dict[str, Any] | None, datetime | None]:
+        """(fields to write or None, None when taken else when to come back); a new
+        share starts full."""
         capacity = self.capacity(calls)
         tokens = capacity
+        line: datetime | None = None
         if stored is not None and stored.get("at") is not None:
             elapsed = max(0.0, (now - stored["at"]).total_seconds())
             tokens = min(capacity, float(stored.get("tokens") or 0.0) + elapsed * self.rate)
-        if tokens + 1e-9 >= calls:
-            return {"tokens": tokens - calls, "at": now}, None
-        return None, now + timedelta(seconds=(calls - tokens) / self.rate)
+            line = stored.get("booked_until")
+        waiting = line is not None and line > now
+        if tokens + 1e-9 >= calls and (not waiting or booked is not None):
+            return {"tokens": tokens - calls, "at": now, "booked_until": line}, None
+        ready = now + timedelta(seconds=max(0.0, calls - tokens) / self.rate)
+        if not book:
+            return None, max(ready, line) if waiting and line is not None else ready
+        slot = max(ready, line) if waiting and line is not None else ready
+        return ({"tokens": tokens, "at": now,
+                 "booked_until": slot + timedelta(seconds=calls / self.rate)}, slot)
 
 
 class CallAllowance(CalendarPort):

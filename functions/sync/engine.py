@@ -212,7 +212,11 @@ class SyncEngine:
         calls = self._settings.calls_per_task
         if calls is not None and self._budget is not None:
             try:
-                allowed_at = self._budget.take(attempt.lease.subscription.owner, calls, started)
+                sub = attempt.lease.subscription
+                # A run deferred to a slot comes back with it (`_over_budget` stored it
+                # as the subscription's `retry_at`): the slot is its own.
+                allowed_at = self._budget.take(sub.owner, sub.id, calls, started,
+                                               booked=sub.retry_at)
             except StoreError as err:
                 self._release_quietly(attempt.lease)
                 return Outcome.TRANSIENT, _describe(err), None

@@ -1,16 +1,14 @@
 """The owners' call budgets over the simulated database: `FirestoreCallBudget` re-done
 (the same documents, `call_budgets/{owner hash}-{k}`, the same rule from
-`functions.sync.budget.UserBucket`, one read per take and a write only when it
-takes), metered; the parity test holds the two together."""
+`functions.sync.budget.UserBucket`, one read per take and a write when it takes or
+books), metered; the parity test holds the two together."""
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from functions.adapters.firestore.budget import budget_share_id
+from functions.adapters.firestore.budget import budget_share_id, share_of
 from functions.adapters.firestore.catalogue import CALL_BUDGETS
 from functions.ports import CallBudget
 from functions.sync.budget import UserBucket
@@ -18,18 +16,18 @@ from infra.sim.database import SimDatabase
 
 
 class SimCallBudget(CallBudget):
-    def __init__(self, db: SimDatabase, per_minute: int, shards: int,
-                 pick: Callable[[int], int] | None = None) -> None:
+    def __init__(self, db: SimDatabase, per_minute: int, shards: int) -> None:
         self.db = db
         self._bucket = UserBucket(per_minute, shards)
-        self._pick = pick or random.Random(0).randrange  # reproducible runs
         self.docs: dict[str, dict[str, Any]] = {}
 
-    def take(self, owner: str, calls: int, now: datetime) -> datetime | None:
-        doc_id = budget_share_id(owner, self._pick(self._bucket.shards))
+    def take(self, owner: str, subscription: str, calls: int, now: datetime, *,
+             booked: datetime | None = None, book: bool = True) -> datetime | None:
+        doc_id = budget_share_id(owner, share_of(subscription, self._bucket.shards))
         path = f"{CALL_BUDGETS}/{doc_id}"
         self.db.io.read(path)
-        fields, allowed_at = self._bucket.take(self.docs.get(doc_id), calls, now)
+        fields, allowed_at = self._bucket.take(self.docs.get(doc_id), calls, now,
+                                               booked=booked, book=book)
         if fields is not None:
             self.db.io.write(path)
             self.docs[doc_id] = fields

@@ -185,8 +185,7 @@ class World:
         self.publisher = SimPublisher(lambda: self.clock.t)
         # Owners are whole in a sample, so their budgets are not scaled.
         self.budget = SimCallBudget(self.db, settings.user_calls_per_minute,
-                                    settings.user_budget_shards,
-                                    random.Random(config.seed + 2).randrange)
+                                    settings.user_budget_shards)
         now = self.clock.now
         self.subscriptions = SubscriptionService(
             settings, self.lifecycle, SimChannelPort(self.calendar), self.store, self.queue,

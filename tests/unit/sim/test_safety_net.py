@@ -125,3 +125,17 @@ def test_a_quiet_calendar_costs_at_most_one_and_a_half_calls_a_day() -> None:
     # A listing a day (the longest interval) and the renewals (watch and stop a week).
     assert 1.0 <= result.quiet_calls_per_calendar_day <= 1.5
     assert result.quiet_calendars_under_billing_threshold >= 1_000_000 / 1.5
+
+
+def test_a_quiet_calendar_is_looked_at_once_per_probe() -> None:
+    """The renewer reads a quiet calendar's row once per probe: the probe sets when the
+    next look is due and the run it queued leaves that in place (the next look judges
+    this probe and probes again), instead of a second look a shortest interval after
+    every probe only to move the row on."""
+    world = _one_quiet_calendar(PushFaults(), fresh=False)
+    world.run(days=3.0, drain=0)
+    listings = world.calendar.calls.by_method["events.list"]
+    assert listings == 3  # a probe a day
+    assert world.renewer_totals["safety_net"] == 3
+    assert world.renewer_totals["moved"] == 0  # no look that only moved the row
+    assert world.db.subs[SUB]["net_interval"] == LONGEST
