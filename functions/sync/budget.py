@@ -5,7 +5,10 @@
   terraform/tasks.tf), so each task may make `calls_per_task` calls at most
   (`CallAllowance`): a pass that needs more stops after the page that spent them
   and goes on from its saved page token in a follow-up task, which the queue
-  dispatches at its rate. No counter document: the queue does the counting.
+  dispatches at its rate. No counter document: the queue does the counting. The
+  budget (9,000 a minute by default) is what the queue's rate allows for; the
+  quota's headroom above it covers the rare listing a pass cannot leave to the
+  next task (after a 410).
 - Owner: a token bucket per owner (`UserBucket`), refilled at
   CALSYNC_USER_CALLS_PER_MINUTE and holding a tenth of it, spread over
   CALSYNC_USER_BUDGET_SHARDS documents with an equal share each; a subscription's
@@ -24,19 +27,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from functions.errors import RateLimited
 from functions.model import EventPage, Subscription
 from functions.ports import CalendarPort
 
 BURST_SHARE = 10  # a bucket holds 1/BURST_SHARE of a minute's budget
-
-
-class AllowanceSpent(RateLimited):
-    """The task's calls are spent (a call the pass could not avoid): the run goes on
-    in a follow-up task at once; the queue's rate spaces it."""
-
-    def __init__(self) -> None:
-        super().__init__("the task's Calendar call allowance is spent", retry_after=0.0)
 
 
 @dataclass(frozen=True)
@@ -88,10 +82,16 @@ class UserBucket:
 
 class CallAllowance(CalendarPort):
     """The calls one task may make: list pages through it; `spend` counts a call made
-    elsewhere (the run's watch). When the last call brings a page with more after it,
-    `spent` is told (the pass then begins no new page and saves where it stands); a
-    listing that ended needs no call to reconcile. A call beyond the allowance raises
-    `AllowanceSpent`."""
+    elsewhere (the run's watch). When a call at or past the allowance brings a page
+    with more after it, `spent` is told: the pass begins no new page, saves where it
+    stands, and a follow-up task goes on from there (so every task moves the pass
+    on). A listing that ended needs no call to reconcile.
+
+    Never refused: the one listing a pass cannot leave to the next task (the full
+    listing after a 410, whose first page must be listed before anything is saved;
+    the catch-up of a resumed pass) is made even past the allowance: a rare call
+    more, inside the quota's headroom above the budget, rather than a task that
+    could never end."""
 
     def __init__(self, calendar: CalendarPort, calls: int,
                  spent: Callable[[], None] = lambda: None) -> None:
@@ -104,8 +104,6 @@ class CallAllowance(CalendarPort):
 
     def list_page(self, subscription: Subscription, *, sync_token: str | None,
                   page_token: str | None, page_size: int) -> EventPage:
-        if self.left <= 0:
-            raise AllowanceSpent()
         self.spend()
         page = self._calendar.list_page(subscription, sync_token=sync_token,
                                         page_token=page_token, page_size=page_size)

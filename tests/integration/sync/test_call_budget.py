@@ -222,3 +222,22 @@ def test_a_pass_longer_than_the_tasks_allowance_goes_on_page_by_page(ample: Rig)
     assert ample.calendar.page_tokens[0] is None and None not in ample.calendar.page_tokens[1:]
     assert len(set(ample.calendar.page_tokens)) == len(ample.calendar.page_tokens) == pages
     assert sorted(e.event_id for e in harness.check()) == sorted(ids)
+
+
+def test_after_a_410_the_full_listing_goes_on_task_by_task_and_ends(ample: Rig) -> None:
+    """The incremental call answered 410 spends the task's one call; the full listing
+    that must follow is still begun in the same run (nothing could be saved before
+    its first page), then goes on one page per task: it never loops on the 410."""
+    harness = ample.harness
+    ids = [harness.insert(f"single {i}", day=i)["id"] for i in range(8)]
+    ample.request(1)
+    ample.synced(1)
+    runs = len(ample.worker.outcomes)
+    harness.emulator.control.invalidate_sync_tokens(harness.user)
+    ids.append(harness.insert("after the 410", day=9)["id"])
+    ample.request(2)
+    ample.synced(2)
+    later = ample.worker.outcomes[runs:]
+    assert later == ["continued"] * (len(later) - 1) + ["synced"], later
+    assert len(later) == -(-len(ids) // PAGE)  # one task per page of the full listing
+    assert sorted({e.event_id for e in harness.check() if e.event_id}) == sorted(ids)
