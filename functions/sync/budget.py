@@ -8,7 +8,11 @@
   dispatches at its rate. No counter document: the queue does the counting. The
   budget (9,000 a minute by default) is what the queue's rate allows for; the
   quota's headroom above it covers the rare listing a pass cannot leave to the
-  next task (after a 410).
+  next task (after a 410). Not counted in the task's allowance: the watch of a run
+  that must open a channel (a new subscription's first run, or one whose channel
+  lapsed), so that a first sync stays one task; onboarding subscriptions at the
+  queue's full rate makes two calls a task and can pass the budget (README,
+  "Scale and cost").
 - Owner: a token bucket per owner (`UserBucket`), refilled at
   CALSYNC_USER_CALLS_PER_MINUTE and holding a tenth of it, spread over
   CALSYNC_USER_BUDGET_SHARDS documents with an equal share each; a subscription's
@@ -81,8 +85,8 @@ class UserBucket:
 
 
 class CallAllowance(CalendarPort):
-    """The calls one task may make: list pages through it; `spend` counts a call made
-    elsewhere (the run's watch). When a call at or past the allowance brings a page
+    """The listing calls one task may make: list pages through it. When a call at or
+    past the allowance brings a page
     with more after it, `spent` is told: the pass begins no new page, saves where it
     stands, and a follow-up task goes on from there (so every task moves the pass
     on). A listing that ended needs no call to reconcile.

@@ -237,11 +237,10 @@ class SyncEngine:
             if self._channels is not None:
                 # Watch first, then list: a change after the listing's snapshot
                 # is then announced by a notification.
-                opened = self._channels.ensure_channel(attempt.lease.subscription)
-                if opened and allowance is not None:
-                    allowance.spend()  # the watch is a call too
-                    if allowance.left <= 0:
-                        return self._continue(run)
+                # Not counted in the task's allowance: a run that opens a channel lists
+                # in the same task (a first sync is not a task longer), its watch one call
+                # more, like a renewal's (functions/sync/budget.py).
+                self._channels.ensure_channel(attempt.lease.subscription)
             token = run.sync()
             if token is None:
                 return self._continue(run)
