@@ -118,6 +118,16 @@ class ChannelKeeper(ABC):
         leaves a record the renewer retries; it raises nothing for that.
         """
 
+    def has_delivering(self, sub_id: str) -> bool | None:
+        """Whether the subscription has a delivering channel now (one read, no
+        Calendar call); None when this keeper cannot tell without `ensure_channel`.
+
+        A run asks it while it takes its lease (the two reads overlap) and calls
+        `ensure_channel` only when the answer is not True: a channel found then
+        existed before the run lists, as `ensure_channel`'s own check would find it.
+        """
+        return None
+
 
 class Deletions(ABC):
     """Finishes unsubscribes whose `subscription_deleted` message had to be published

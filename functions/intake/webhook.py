@@ -190,7 +190,16 @@ class WebhookService:
                            channel.sub_id)
 
         now = self._clock()
+        outcome = self._request(channel, note, now, writes)
+        # Bookkeeping after the request and its task, off the path to the sync: the
+        # run does not wait for it (a failed request answers 503 without it; the
+        # redelivery records it).
         writes[0] += self._maybe_record(channel, note, now)
+        return outcome
+
+    def _request(self, channel: Channel, note: Notification, now: datetime,
+                 writes: list[int]) -> Outcome:
+        """Record the sync request a notification asks for and queue its task."""
         target = self._target(channel)
         if note.resource_state == "sync":
             return Outcome(200, "channel confirmed", "sync_message", target.name)

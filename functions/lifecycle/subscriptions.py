@@ -226,6 +226,12 @@ class SubscriptionService(ChannelKeeper, Deletions):
                      error=f"{type(err).__name__}: {err}"[:300])
             return False
 
+    def has_delivering(self, sub_id: str) -> bool | None:
+        """True when the subscription has a delivering channel (the check
+        `ensure_channel` starts with, on its own, so a run can make it while it
+        takes its lease)."""
+        return bool(self._subs.delivering_channels(sub_id))
+
     def move_channel(self, channel_id: str, to: str, *, seen: Channel | None = None,
                      **fields: Any) -> bool:
         """Move a channel record forward to `to` (never back: see FORWARD). `seen`: the

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -54,6 +56,9 @@ if TYPE_CHECKING:
     from functions.delivery.outbox import Outbox, RunPublishing
 
 Clock = Callable[[], datetime]
+# Channel checks in flight at once, per engine (one per run being leased; a run whose
+# check waits for a thread still finds its answer before it lists).
+CHANNEL_CHECK_THREADS = 8
 __all__ = ["MAX_COMMIT_BYTES", "MAX_TRANSACTION_WRITES", "RECONCILE_BATCH", "Outcome",
            "SyncEngine", "SyncReport", "SyncSettings", "_chunks", "utcnow"]
 
@@ -158,6 +163,8 @@ class SyncEngine:
         self._settings = settings or SyncSettings()
         self._clock = clock
         self._channels = channels
+        self._pool: ThreadPoolExecutor | None = None  # channel checks (`_check_channel`)
+        self._pool_lock = threading.Lock()
 
     def run(self, sub_id: str) -> SyncReport:
         """Sync one subscription once."""
@@ -183,12 +190,19 @@ class SyncEngine:
         self, sub_id: str, started: datetime, progress: RunProgress, ticks: float
     ) -> tuple[Outcome, str | None, datetime | None]:
         lease_span = timedelta(seconds=self._settings.lease_seconds)
+        # The delivering-channel check is a read of its own: made while the lease
+        # is taken, it costs the run no round trip of its own.
+        channel_check = self._check_channel(sub_id)
         try:
             attempt = self._store.acquire_lease(
                 sub_id, started, started + lease_span,
                 min_gap=timedelta(seconds=self._settings.min_sync_interval))
         except StoreError as err:
+            if channel_check is not None:
+                channel_check.cancel()  # no run: not needed (if not begun yet)
             return Outcome.TRANSIENT, _describe(err), None
+        if attempt.lease is None and channel_check is not None:
+            channel_check.cancel()  # no run: not needed (if not begun yet)
         if attempt.outcome is LeaseOutcome.DEFERRED and attempt.retry_at is not None:
             deferred = self._defer(sub_id, attempt.retry_at)
             if deferred[0] is Outcome.DEFERRED:
@@ -219,8 +233,12 @@ class SyncEngine:
                                                booked=sub.retry_at)
             except StoreError as err:
                 self._release_quietly(attempt.lease)
+                if channel_check is not None:
+                    channel_check.cancel()  # no run: not needed (if not begun yet)
                 return Outcome.TRANSIENT, _describe(err), None
             if allowed_at is not None:
+                if channel_check is not None:
+                    channel_check.cancel()  # no run: not needed (if not begun yet)
                 return self._over_budget(attempt.lease, allowed_at)
         budget = self._settings.run_budget
         settings = replace(self._settings,
@@ -234,7 +252,7 @@ class SyncEngine:
             # it stands, and a follow-up task goes on from there (`_continue`).
             allowance.spent = lambda: setattr(run, "deadline", 0.0)
         try:
-            if self._channels is not None:
+            if self._channels is not None and not _delivering(channel_check):
                 # Watch first, then list: a change after the listing's snapshot
                 # is then announced by a notification.
                 # Not counted in the task's allowance: a run that opens a channel lists
@@ -282,6 +300,16 @@ class SyncEngine:
             raise
         finally:
             run.settle_publishing()
+
+    def _check_channel(self, sub_id: str) -> Future[bool | None] | None:
+        """`ChannelKeeper.has_delivering`, started on a thread of the engine's."""
+        if self._channels is None:
+            return None
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(CHANNEL_CHECK_THREADS,
+                                                thread_name_prefix="calsync-channel-check")
+            return self._pool.submit(self._channels.has_delivering, sub_id)
 
     def publish_pending(self, sub_id: str) -> None:
         """Publish what waits unpublished now, in this process, within the publish
@@ -447,6 +475,17 @@ class SyncEngine:
         # Lets the task's retry start at once instead of waiting for expiry.
         with contextlib.suppress(CalsyncError):
             self._store.release_lease(lease, self._clock())
+
+
+def _delivering(check: Future[bool | None] | None) -> bool:
+    """True only when the check answered that a delivering channel exists; a check
+    that failed, was cancelled or cannot tell leaves it to `ensure_channel`."""
+    if check is None or check.cancelled():
+        return False
+    try:
+        return check.result() is True
+    except Exception:  # noqa: BLE001 - the run's own check (ensure_channel) decides
+        return False
 
 
 def _with(publish: PublishProgress | None) -> dict[str, PublishProgress]:

@@ -283,6 +283,8 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
         committed: dict[str, Any] = {
             "sync_token": sync_token, "synced_gen": lease.claimed_gen, "lease_until": None,
             "synced_at": now, "rejected_runs": 0,
+            # As the adapter: the final commit names its write (a retried commit).
+            "commit_id": uuid.uuid4().hex,
             **outbox_fields(state, outbox=self._outbox, first=change_seq,
                             change_seq=change_seq, now=now, progress=publish)}
         if self._outbox and state.get("published_seq") is None \

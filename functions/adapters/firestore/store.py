@@ -316,60 +316,104 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
     def acquire_lease(
         self, sub_id: str, now: datetime, until: datetime, min_gap: timedelta | None = None
     ) -> LeaseAttempt:
-        @firestore.transactional
-        def take(transaction: Any) -> LeaseAttempt:
-            sub_snap = self._sub(sub_id).get(transaction=transaction)
-            state = self._state(sub_id).get(transaction=transaction).to_dict() or {}
-            if not sub_snap.exists:
-                return LeaseAttempt(LeaseOutcome.NOT_FOUND)
-            sub = _subscription(sub_id, sub_snap.to_dict() or {})
-            if sub.status != ACTIVE:
-                return LeaseAttempt(LeaseOutcome.INACTIVE)
-            if sub.retry_at is not None and sub.retry_at - now > RETRY_TOLERANCE:
-                return LeaseAttempt(LeaseOutcome.DEFERRED, retry_at=sub.retry_at)
-            held_until = state.get("lease_until")
-            if held_until is not None and held_until > now:
-                return LeaseAttempt(LeaseOutcome.BUSY)
-            synced = int(state.get("synced_gen") or 0)
-            wanted_full = int((sub_snap.to_dict() or {}).get("full_resync_requested") or 0)
-            full_resync = wanted_full if wanted_full > int(
-                state.get("full_resync_served") or 0) else 0
-            # A pass an earlier run left unfinished goes on at once: it is neither
-            # idle nor a new run of a burst.
-            resume = pages.decode_progress(state.get(LISTING))
-            if (state.get("sync_token") is not None and sub.requested_gen <= synced
-                    and not full_resync and resume is None):
-                return LeaseAttempt(LeaseOutcome.IDLE)
-            last_start = state.get("lease_started_at")
-            if min_gap and last_start is not None and resume is None and (
-                    now + DEFER_TOLERANCE < last_start + min_gap):
-                return LeaseAttempt(LeaseOutcome.DEFERRED, retry_at=last_start + min_gap)
-            generation = int(state.get("lease_generation") or 0) + 1
-            claimed = max(sub.requested_gen, int(state.get("claimed_gen") or 0))
-            transaction.set(self._state(sub_id), {
-                "lease_generation": generation,
-                "lease_until": until,
-                "lease_started_at": now,
-                "claimed_gen": claimed,
-            }, merge=True)
-            lease = Lease(
-                subscription=sub,
-                generation=generation,
-                claimed_gen=claimed,
-                # An operator's full resync lists everything and reconciles, as after a 410.
-                sync_token=None if full_resync else state.get("sync_token"),
-                first_sync=state.get("sync_token") is None,
-                started_at=now,
-                until=until,
-                full_resync=full_resync,
-                complete_as_of=state.get("complete_as_of"),
-                change_seq=int(state.get("change_seq") or 0),
-                resume=resume,
-            )
-            return LeaseAttempt(LeaseOutcome.ACQUIRED, lease=lease)
+        """One read of both documents (a consistent batch get) and one write of
+        `state/writer` conditioned on that read (its update time, or that it does not
+        exist yet): any other write there since (another run's lease, an unsubscribe's
+        bump) fails the write whole and the decision is taken again from a new read.
+        Two round trips where a transaction takes four (begin, two reads, commit), and
+        nothing locks the subscription document the webhook writes. The write's update
+        time becomes the run's fence, so its first page commit needs no read either
+        (pages.py). A request recorded between the read and the write is served by the
+        follow-up `commit_final` queues, as one recorded just after a lease."""
+        for _ in range(_FENCE_ATTEMPTS):
+            with _translated():
+                sub_snap, state_snap = self._read_both(sub_id)
+            attempt, update = self._lease_decision(sub_id, sub_snap, state_snap, now, until,
+                                                   min_gap)
+            if not update:
+                return attempt
+            batch = self._client.batch()
+            if state_snap.exists:
+                batch.update(self._state(sub_id), update, option=self._client.write_option(
+                    last_update_time=state_snap.update_time))
+            else:
+                batch.create(self._state(sub_id), update)
+            try:
+                with _translated():
+                    results = batch.commit()
+            except StoreError as err:
+                # A failed condition, an existing document, or contention.
+                if isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Conflict):
+                    continue  # someone else wrote state/writer: decide again
+                raise
+            assert attempt.lease is not None
+            self._fences.put(sub_id, attempt.lease.generation,
+                             Fence(results[-1].update_time,
+                                   {**(state_snap.to_dict() or {}), **update}))
+            return attempt
+        raise StoreUnavailable(f"state/writer of {sub_id} kept changing under the lease")
 
-        with _translated():
-            return take(self._client.transaction())
+    def _read_both(self, sub_id: str) -> tuple[Any, Any]:
+        """The subscription and its `state/writer`, in one batch get (one read time)."""
+        sub_ref, state_ref = self._sub(sub_id), self._state(sub_id)
+        found = {snapshot.reference.path: snapshot
+                 for snapshot in self._client.get_all([sub_ref, state_ref])}
+        return found[sub_ref.path], found[state_ref.path]
+
+    def _lease_decision(self, sub_id: str, sub_snap: Any, state_snap: Any, now: datetime,
+                        until: datetime, min_gap: timedelta | None,
+                        ) -> tuple[LeaseAttempt, dict[str, Any]]:
+        """What `acquire_lease` answers from what it read, and the `state/writer` fields
+        it writes when it takes the lease (empty when it does not)."""
+        state = state_snap.to_dict() or {} if state_snap.exists else {}
+        if not sub_snap.exists:
+            return LeaseAttempt(LeaseOutcome.NOT_FOUND), {}
+        data = sub_snap.to_dict() or {}
+        sub = _subscription(sub_id, data)
+        if sub.status != ACTIVE:
+            return LeaseAttempt(LeaseOutcome.INACTIVE), {}
+        if sub.retry_at is not None and sub.retry_at - now > RETRY_TOLERANCE:
+            return LeaseAttempt(LeaseOutcome.DEFERRED, retry_at=sub.retry_at), {}
+        held_until = state.get("lease_until")
+        if held_until is not None and held_until > now:
+            return LeaseAttempt(LeaseOutcome.BUSY), {}
+        synced = int(state.get("synced_gen") or 0)
+        wanted_full = int(data.get("full_resync_requested") or 0)
+        full_resync = wanted_full if wanted_full > int(
+            state.get("full_resync_served") or 0) else 0
+        # A pass an earlier run left unfinished goes on at once: it is neither
+        # idle nor a new run of a burst.
+        resume = pages.decode_progress(state.get(LISTING))
+        if (state.get("sync_token") is not None and sub.requested_gen <= synced
+                and not full_resync and resume is None):
+            return LeaseAttempt(LeaseOutcome.IDLE), {}
+        last_start = state.get("lease_started_at")
+        if min_gap and last_start is not None and resume is None and (
+                now + DEFER_TOLERANCE < last_start + min_gap):
+            return LeaseAttempt(LeaseOutcome.DEFERRED, retry_at=last_start + min_gap), {}
+        generation = int(state.get("lease_generation") or 0) + 1
+        claimed = max(sub.requested_gen, int(state.get("claimed_gen") or 0))
+        update = {
+            "lease_generation": generation,
+            "lease_until": until,
+            "lease_started_at": now,
+            "claimed_gen": claimed,
+        }
+        lease = Lease(
+            subscription=sub,
+            generation=generation,
+            claimed_gen=claimed,
+            # An operator's full resync lists everything and reconciles, as after a 410.
+            sync_token=None if full_resync else state.get("sync_token"),
+            first_sync=state.get("sync_token") is None,
+            started_at=now,
+            until=until,
+            full_resync=full_resync,
+            complete_as_of=state.get("complete_as_of"),
+            change_seq=int(state.get("change_seq") or 0),
+            resume=resume,
+        )
+        return LeaseAttempt(LeaseOutcome.ACQUIRED, lease=lease), update
 
     def extend_lease(self, lease: Lease, until: datetime) -> None:
         self._fences.drop(lease.subscription.id, lease.generation)
@@ -717,69 +761,115 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         the subscription's watermark, never moving back; `events` (lifecycle entries
         the run decided, such as `resync_required`) take the next `seq`; and with a
         topic the outbox starts here if it has not yet (so lifecycle entries recorded
-        later, by processes that do not know the topic, are published)."""
+        later, by processes that do not know the topic, are published).
+
+        One batch conditioned on `state/writer` as the run's own last write left it
+        (its fence: no read) and on the subscription as read just before (a request
+        recorded meanwhile fails the batch whole, and it is decided again from a new
+        read of both): two round trips where a transaction takes four. `commit_id`
+        names the write, so a commit the client retried after it landed is known."""
         sub_id = lease.subscription.id
+        fence = self._fences.get(sub_id, lease.generation)
+        commit_id = uuid.uuid4().hex
+        sent: tuple[Any, list[dict[str, Any]]] | None = None  # (sub, entries) last sent
+        try:
+            for _ in range(_FENCE_ATTEMPTS):
+                with _translated():
+                    if fence is None:
+                        sub_snap, state_snap = self._read_both(sub_id)
+                        state = (state_snap.to_dict() or {}) if state_snap.exists else {}
+                        if sent is not None and state.get("commit_id") == commit_id:
+                            return self._final(sent[0], lease, sent[1])  # it did land
+                        if state.get("lease_generation") != lease.generation:
+                            raise LeaseLost(
+                                f"lease generation {lease.generation} of {sub_id} was taken "
+                                f"over (now {state.get('lease_generation')})")
+                        fence = Fence(state_snap.update_time, state)
+                    else:
+                        sub_snap = self._sub(sub_id).get()
+                batch = self._client.batch()
+                written = self._final_writes(batch, lease, fence, sub_snap, sync_token, now,
+                                             publish, complete_as_of, events, commit_id)
+                try:
+                    with _translated():
+                        batch.commit()
+                except StoreError as err:
+                    # Someone else wrote either document (or the client retried a
+                    # commit that landed): read both again.
+                    if not isinstance(err.__cause__, gexc.FailedPrecondition | gexc.Conflict):
+                        raise
+                    fence, sent = None, (sub_snap, written)
+                    continue
+                return self._final(sub_snap, lease, written)
+            raise StoreUnavailable(f"state/writer or subscription {sub_id} kept changing "
+                                   "under the final commit")
+        finally:
+            self._fences.drop(sub_id, lease.generation)
+
+    def _final_writes(self, batch: Any, lease: Lease, fence: Fence, sub_snap: Any,
+                      sync_token: str, now: datetime, publish: PublishProgress | None,
+                      complete_as_of: datetime | None, events: Sequence[LifecycleDraft],
+                      commit_id: str) -> list[dict[str, Any]]:
+        """The final commit's writes, added to `batch`; the lifecycle entries written."""
+        sub_id = lease.subscription.id
+        state = fence.state
         written: list[dict[str, Any]] = []
-        self._fences.drop(sub_id, lease.generation)
+        change_seq = int(state.get("change_seq") or 0)
+        committed: dict[str, Any] = {
+            "sync_token": sync_token,
+            "synced_gen": lease.claimed_gen,
+            "lease_until": None,
+            "synced_at": now,
+            "rejected_runs": 0,
+            "commit_id": commit_id,
+            **outbox_fields(state, outbox=self._outbox, first=change_seq,
+                            change_seq=change_seq, now=now, progress=publish),
+        }
+        if self._outbox and state.get("published_seq") is None \
+                and "published_seq" not in committed:
+            committed["published_seq"] = change_seq  # no history replay
+        if events:
+            committed.update(self._lifecycle(
+                batch, lease, {**state, **committed}, events, now, written))
+        stored = state.get("complete_as_of")
+        if complete_as_of is not None and (stored is None or complete_as_of > stored):
+            committed["complete_as_of"] = complete_as_of
+        if lease.full_resync:
+            committed["full_resync_served"] = lease.full_resync
+        if LISTING in state:
+            committed[LISTING] = firestore.DELETE_FIELD  # the pass is over
+        batch.update(self._state(sub_id), committed, option=self._client.write_option(
+            last_update_time=fence.update_time))
+        if not sub_snap.exists:
+            return written
+        data = sub_snap.to_dict() or {}
+        requested = int(data.get("requested_gen") or 0)
+        # Synced: the safety net looks again an interval from now. While a probe
+        # is out, the due time it set stands (the next look judges it and probes
+        # again: one look per probe), unless the feed grew since it: then the
+        # probe is judged a shortest interval from now (it may have found a
+        # missed change, and the interval drops at once).
+        served: dict[str, Any] = {"last_synced_at": now, "retry_at": None,
+                                  "last_error": None}
+        seq = int({**state, **committed}.get("change_seq") or 0)
+        if data.get("probe_at") is None or seq > int(data.get("probe_seq") or 0):
+            served["safety_net_at"] = now
+        if requested <= lease.claimed_gen:
+            # Nothing newer: drop out of the sweep's query at no extra cost.
+            served.update(requested_at=None, sweep_at=None)
+        elif int(data.get("queued_gen") or 0) < requested:
+            # The caller enqueues the follow-up right after this commit; if
+            # that fails the run answers 500 and its own retry serves it.
+            served["queued_gen"] = requested
+        batch.update(self._sub(sub_id), served, option=self._client.write_option(
+            last_update_time=sub_snap.update_time))
+        return written
 
-        @firestore.transactional
-        def commit(transaction: Any) -> FinalCommit:
-            state = self._fenced_state(transaction, lease)
-            sub_snap = self._sub(sub_id).get(transaction=transaction)
-            change_seq = int(state.get("change_seq") or 0)
-            written.clear()  # a retried transaction starts over
-            committed: dict[str, Any] = {
-                "sync_token": sync_token,
-                "synced_gen": lease.claimed_gen,
-                "lease_until": None,
-                "synced_at": now,
-                "rejected_runs": 0,
-                **outbox_fields(state, outbox=self._outbox, first=change_seq,
-                                change_seq=change_seq, now=now, progress=publish),
-            }
-            if self._outbox and state.get("published_seq") is None \
-                    and "published_seq" not in committed:
-                committed["published_seq"] = change_seq  # no history replay
-            if events:
-                committed.update(self._lifecycle(
-                    transaction, lease, {**state, **committed}, events, now, written))
-            stored = state.get("complete_as_of")
-            if complete_as_of is not None and (stored is None or complete_as_of > stored):
-                committed["complete_as_of"] = complete_as_of
-            if lease.full_resync:
-                committed["full_resync_served"] = lease.full_resync
-            if LISTING in state:
-                committed[LISTING] = firestore.DELETE_FIELD  # the pass is over
-            transaction.update(self._state(sub_id), committed)
-            if not sub_snap.exists:
-                return FinalCommit(requested_gen=0)
-            data = sub_snap.to_dict() or {}
-            requested = int(data.get("requested_gen") or 0)
-            # Synced: the safety net looks again an interval from now. While a probe
-            # is out, the due time it set stands (the next look judges it and probes
-            # again: one look per probe), unless the feed grew since it: then the
-            # probe is judged a shortest interval from now (it may have found a
-            # missed change, and the interval drops at once).
-            served: dict[str, Any] = {"last_synced_at": now, "retry_at": None,
-                                      "last_error": None}
-            seq = int({**state, **committed}.get("change_seq") or 0)
-            if data.get("probe_at") is None or seq > int(data.get("probe_seq") or 0):
-                served["safety_net_at"] = now
-            if requested <= lease.claimed_gen:
-                # Nothing newer: drop out of the sweep's query at no extra cost.
-                served.update(requested_at=None, sweep_at=None)
-            elif int(data.get("queued_gen") or 0) < requested:
-                # The caller enqueues the follow-up right after this commit; if
-                # that fails the run answers 500 and its own retry serves it.
-                served["queued_gen"] = requested
-            transaction.update(self._sub(sub_id), served)
-            return FinalCommit(requested_gen=requested)
-
-        with _translated():
-            final: FinalCommit = commit(self._client.transaction())
-        if not written:
-            return final
-        return FinalCommit(final.requested_gen,
+    @staticmethod
+    def _final(sub_snap: Any, lease: Lease, written: list[dict[str, Any]]) -> FinalCommit:
+        requested = int((sub_snap.to_dict() or {}).get("requested_gen") or 0) if (
+            sub_snap.exists) else 0
+        return FinalCommit(requested,
                            tuple(codec.decode_change(document) for document in written))
 
     # -- sync requests (the webhook's side) ---------------------------------

@@ -1,0 +1,56 @@
+"""The webhook queues a notification's sync before its bookkeeping write (issue 19
+item 6): the last-notification fields are written after the request is recorded and
+its task queued, so the run the task starts never waits for them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from functions.intake.webhook import WebhookService
+from functions.model import Channel
+
+from .test_webhook_service import KEYS, T0, FakeChannels, FakeQueue, FakeRequests, note
+
+
+def test_the_task_is_queued_before_the_bookkeeping_write() -> None:
+    order: list[str] = []
+
+    class Channels(FakeChannels):
+        def record_notification(self, channel: Channel, message_number: int,
+                                now: datetime) -> datetime | None:
+            order.append("bookkeeping")
+            return super().record_notification(channel, message_number, now)
+
+    class Queue(FakeQueue):
+        def enqueue_sync(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            order.append("task")
+            super().enqueue_sync(*args, **kwargs)
+
+    channels, requests, queue = Channels(), FakeRequests(), Queue()
+    channels.put(Channel("ch-1", "sub-1", "active", resource_id="res-1"))
+    service = WebhookService(channels, requests, queue, KEYS, record_interval=5,
+                             min_sync_interval=2, clock=lambda: T0)
+    outcome = service.handle(note())
+    assert (outcome.status, outcome.result) == (200, "queued")
+    assert order == ["task", "bookkeeping"]
+    assert channels.recorded == [("ch-1", 2)]
+    assert outcome.writes == 4  # the request, its queued mark, the channel and subscription
+
+
+def test_a_request_that_fails_answers_503_and_records_nothing() -> None:
+    """The notification is redelivered (503) and recorded then."""
+    from functions.errors import StoreUnavailable
+
+    class Requests(FakeRequests):
+        def record_sync_request(self, sub_id, now):  # type: ignore[no-untyped-def]
+            raise StoreUnavailable("firestore down")
+
+    channels, queue = FakeChannels(), FakeQueue()
+    channels.put(Channel("ch-1", "sub-1", "active", resource_id="res-1"))
+    service = WebhookService(channels, Requests(), queue, KEYS, record_interval=5,
+                             min_sync_interval=2, clock=lambda: T0)
+    with pytest.raises(StoreUnavailable):  # the entry point answers 503
+        service.handle(note())
+    assert channels.recorded == [] and queue.tasks == []
