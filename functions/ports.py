@@ -887,6 +887,12 @@ class AccountStore(AccountRequestStore):
         InvalidTransition while it is being deleted."""
 
     @abstractmethod
+    def disown_unfollowed(self, sub_id: str, now: datetime) -> bool:
+        """In one transaction: a subscription no account follows is marked `deleting`
+        (a run in flight on it fenced) so that no follow can take it from then on;
+        False (nothing written) if an account follows it, or it is gone."""
+
+    @abstractmethod
     def unfollow(self, lease: AccountLease, sub_id: str, details: dict[str, Any],
                  now: datetime, purge_at: datetime) -> Membership:
         """In one transaction fenced on the lease: a subscription the account follows

@@ -40,7 +40,8 @@ REAUTH, RECOVERED = "reauthorization_required", "recovered"  # lifecycle entries
 RENEWER_EVERY = 5.0  # seconds between the demo's Cloud Scheduler ticks while it waits
 # What the example consumer prints per applied entry, or per bootstrap
 # (examples/consumer/app.py `describe` and `_bootstrap`).
-CONSUMER_LINE = re.compile(r"^subscription (\w+)…, (?:seq (\d+), (\w+)|bootstrapped at seq (\d+))")
+CONSUMER_LINE = re.compile(
+    r"^subscription ([^\s,]+), (?:seq (\d+), (\w+)|bootstrapped at seq (\d+))")
 
 
 def _event(summary: str, day: int) -> dict[str, Any]:
@@ -124,7 +125,7 @@ class ConsumerView:
         return self.store.position(sub_id) >= seq
 
     def lines(self, sub_id: str) -> list[str]:
-        prefix = f"subscription {sub_id[:3]}…,"
+        prefix = f"subscription {sub_id},"
         return [line for line in self._all_lines() if line.startswith(prefix)]
 
     def line_of(self, sub_id: str, kind: str) -> str | None:
@@ -133,13 +134,13 @@ class ConsumerView:
         return found[-1] if found else None
 
     def printed(self) -> dict[str, list[tuple[str, int]]]:
-        """By the 3-character id prefix the consumer prints: ("seq" | "bootstrap", n) in order."""
+        """By subscription id (printed in full): ("seq" | "bootstrap", n) in order."""
         seen: dict[str, list[tuple[str, int]]] = {}
         for line in self._all_lines():
             match = CONSUMER_LINE.match(line)
             if match:
-                prefix, seq, _kind, boot = match.groups()
-                seen.setdefault(prefix, []).append(
+                sub_id, seq, _kind, boot = match.groups()
+                seen.setdefault(sub_id, []).append(
                     ("seq", int(seq)) if seq else ("bootstrap", int(boot)))
         return seen
 
@@ -344,11 +345,8 @@ def check_consumer(story: Story, api: Api, consumer: ConsumerView,
         expect(partial(consumer.at, sub_id, last), 60,
                f"the consumer app at seq {last} of subscription {sub_id}")
     printed = consumer.printed()
-    by_prefix: dict[str, dict[str, int]] = {}
     for sub_id in sub_ids:
-        by_prefix.setdefault(sub_id[:3], {})[sub_id] = lasts[sub_id]
-    for prefix, group in by_prefix.items():
-        problem = applied_problem(printed.get(prefix, []), group)
+        problem = applied_problem(printed.get(sub_id, []), {sub_id: lasts[sub_id]})
         if problem:
             raise DemoFailed(problem)
     for sub_id in sub_ids:
@@ -366,7 +364,7 @@ def check_consumer(story: Story, api: Api, consumer: ConsumerView,
 
 def applied_problem(printed: list[tuple[str, int]], lasts: dict[str, int]) -> str | None:
     """What is wrong with the consumer's lines for the subscriptions whose ids
-    share one printed prefix (`lasts`: id -> the feed's last seq); None if each
+    are read together (`lasts`: id -> the feed's last seq); None if each
     seq was applied once and, for one subscription alone, in order."""
     if len(lasts) == 1:
         [(sub_id, last)] = lasts.items()
@@ -378,12 +376,12 @@ def applied_problem(printed: list[tuple[str, int]], lasts: dict[str, int]) -> st
             return (f"the consumer applied subscription {sub_id}'s seqs {seen}, not "
                     f"{start + 1}..{last} once each in order")
         return None
-    # The consumer prints 3 characters of the id: when ids share them, the lines
-    # cannot be told apart, so only "each seq once" can be checked.
+    # Lines of several subscriptions read together (the consumer prints each id in
+    # full, so the demo passes one at a time): only "each seq once" can be checked.
     want = Counter(n for last in lasts.values() for n in range(1, last + 1))
     if Counter(n for what, n in printed if what == "seq") != want:
-        return (f"the consumer's lines for {sorted(lasts)} (printed alike as "
-                f"{next(iter(lasts))[:3]}…) are not each of their seqs once")
+        return (f"the consumer's lines for {sorted(lasts)} (read together) are not "
+                f"each of their seqs once")
     return None
 
 

@@ -21,8 +21,9 @@ push it:
   position moves past them, the copy is untouched (refusing them would have
   Pub/Sub redeliver them until they, and everything after them, are
   dead-lettered);
-- prints one line per change, like
-  `subscription 3f2…, seq 7, updated: summary 'Kick-off' → 'Kick-off (all hands)'`.
+- prints one line per change, the subscription id in full, like
+  `subscription 3f2a9c0d4e5b6a7c8d9e0f1a2b3c4d5e, seq 7, updated: summary
+  'Kick-off' → 'Kick-off (all hands)'`.
 
 Its position is durable (`store.py`): per subscription, the last applied
 `seq` and the app's copy of the events, changed in one transaction, so a

@@ -145,7 +145,7 @@ class Consumer:
         if not self.store.replace(sub_id, after, events, as_of_seq):
             raise Rejected("503 Service Unavailable",
                            "position moved during the bootstrap (another worker)")
-        self._out(f"subscription {sub_id[:3]}…, bootstrapped at seq {as_of_seq}: "
+        self._out(f"subscription {sub_id}, bootstrapped at seq {as_of_seq}: "
                   f"{len(events)} events{why}")
         return as_of_seq
 
@@ -216,7 +216,7 @@ def _dense(changes: list[dict[str, Any]], cursor: int, upto: int) -> list[dict[s
 
 def describe(sub_id: str, entry: dict[str, Any]) -> str:
     """The line printed for one change entry."""
-    head = f"subscription {sub_id[:3]}…, seq {entry['seq']}, {entry['kind']}"
+    head = f"subscription {sub_id}, seq {entry['seq']}, {entry['kind']}"
     kind, details = entry["kind"], entry.get("details") or {}
     if kind in ERROR_KINDS:
         # Reported: nothing syncs until the owner connects again or it is resumed.

@@ -218,7 +218,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/accounts/{id}", "get_account", "One account and its health",
           (200,), "Account", _ONE),
     Route("DELETE", "/v1/accounts/{id}", "delete_account",
-          "Disconnect: its subscriptions and credential are deleted; 404 once gone",
+          "Disconnect: answers `deleting`; a task then deletes its subscriptions and "
+          "credential; 404 once gone",
           (202,), "Account", _ONE),
     Route("GET", "/v1/oauth/config", "oauth_config",
           "What an app needs to build the consent URL", (200,), "OAuthConfig",

@@ -71,13 +71,16 @@ def cmd_connect(args: argparse.Namespace, output: Output) -> int:
 
 
 def cmd_disconnect(args: argparse.Namespace, output: Output) -> int:
-    """Stop the account's channel, delete its subscriptions and its credential."""
+    """Mark the account `deleting` and queue the task that stops its channel and deletes
+    its subscriptions and its credential (the renewer finishes it if the task is lost)."""
     from functions import app
 
     settings = load_settings(FIRESTORE, QUEUE[1:] + QUEUE_OPTIONS + CALENDAR_OPTIONS)
-    app.account_service(settings).delete(args.account_id)
-    output.result({"account_id": args.account_id},
-                  f"disconnected {args.account_id}: its subscriptions are deleted")
+    queued = app.account_service(settings).delete(args.account_id)
+    then = ("a task deletes its subscriptions" if queued else
+            "the renewer deletes its subscriptions (the task could not be queued)")
+    output.result({"account_id": args.account_id, "queued": queued},
+                  f"disconnecting {args.account_id}: {then}")
     return OK
 
 
@@ -140,8 +143,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
     disconnect = add_command(
         commands, common, "disconnect-account", "stop following an account and delete it",
-        "Stop the account's calendar-list channel and delete every subscription it follows, "
-        "its stored credentials and the account. Cannot be undone.")
+        "Mark the account `deleting` and queue the task that stops its calendar-list "
+        "channel and deletes every subscription it follows, its stored credentials and the "
+        "account. Cannot be undone.")
     disconnect.add_argument("account_id", metavar="ACCOUNT_ID", help="the account (see "
                                                                       "`accounts`)")
     disconnect.set_defaults(handler=cmd_disconnect)

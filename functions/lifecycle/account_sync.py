@@ -138,6 +138,8 @@ class AccountSync:
             return Outcome.TRANSIENT, _describe(err), None
         if attempt.outcome is LeaseOutcome.DEFERRED and attempt.retry_at is not None:
             return self._defer(account_id, attempt.retry_at)
+        if attempt.outcome is LeaseOutcome.INACTIVE:
+            return self._finish_if_deleting(account_id, progress)
         if attempt.lease is None:
             return Outcome(attempt.outcome.value), None, attempt.retry_at
         lease = attempt.lease
@@ -168,6 +170,22 @@ class AccountSync:
         except BaseException:
             self._release_quietly(lease)
             raise
+
+    def _finish_if_deleting(self, account_id: str, progress: _Progress
+                            ) -> tuple[Outcome, str | None, datetime | None]:
+        """A `deleting` account's task (queued by `DELETE /v1/accounts/{id}`) takes it
+        down here, off the request. A store or Calendar failure answers `transient`
+        and a crash 500, so Cloud Tasks retries; the renewer finishes what retries
+        could not (its `deleting_since` scan)."""
+        try:
+            found = self._accounts.get(account_id)
+            if found is None or found[0].status != DELETING:
+                return Outcome.INACTIVE, None, None
+            progress.mode = "delete"
+            self._service.finish_delete(account_id)
+        except CalsyncError as err:
+            return Outcome.TRANSIENT, _describe(err), None
+        return Outcome.INACTIVE, None, None
 
     def _defer(self, account_id: str,
                retry_at: datetime) -> tuple[Outcome, str | None, datetime | None]:
@@ -370,8 +388,12 @@ class _Run:
         """A subscription this run created and then could not follow (the account is
         being deleted, or another run took the lease over): taken down, or no account
         would own it. One that got followed meanwhile (the run holding the lease now
-        followed it) is refused by `unsubscribe` and stays."""
+        followed it) stays: `disown_unfollowed` checks and marks it `deleting` in one
+        transaction, which a later follow refuses (its run is retried and finds the
+        calendar again once the deletion is through)."""
         try:
+            if not self.accounts.disown_unfollowed(sub_id, self.sync._clock()):
+                return
             self.subscriptions.unsubscribe(sub_id)
         except (InvalidTransition, LookupError):
             pass

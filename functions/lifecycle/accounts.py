@@ -188,8 +188,14 @@ class AccountService:
         return True
 
     def forget_adopted(self, credentials_ref: str, account: Account) -> None:
-        """An adopted subscription's own credential, now unused: forgotten."""
-        self._forget(credentials_ref, keep=account.credentials_ref)
+        """A credential a follow replaced (an adopted subscription's own, or the account's
+        old one a run subscribed with), now unused: forgotten. Kept: the account's
+        credential as it is now, not as the run read it (`account`): a reconnect
+        meanwhile replaced the one the run holds, and its own forget found it still
+        in use by the subscription the run had just made."""
+        found = self._accounts.get(account.id)
+        keep = found[0].credentials_ref if found is not None else account.credentials_ref
+        self._forget(credentials_ref, keep=keep)
 
     # -- list requests -------------------------------------------------------------
 
@@ -219,14 +225,26 @@ class AccountService:
 
     # -- deleting ------------------------------------------------------------------
 
-    def delete(self, account_id: str) -> None:
-        """Fence a run in flight, then take everything down (resumable: an interrupted
-        deletion stays `deleting` and the renewer finishes it)."""
+    def delete(self, account_id: str) -> bool:
+        """Fence a run in flight and queue the task that takes everything down; True if
+        queued. Nothing is torn down here: an account's members can be many more than
+        a request's deadline allows. The task (`AccountSync.run` on a `deleting`
+        account) is retried by Cloud Tasks; one never queued, or out of retries, is
+        finished by the renewer once `deleting_since` is `sweep_after` old."""
         self.require(account_id)
-        self._accounts.begin_delete(account_id, self._clock())
-        self.finish_delete(account_id)
+        now = self._clock()
+        self._accounts.begin_delete(account_id, now)
+        try:
+            self._queue.enqueue_account_sync(account_id, _epoch_ms(now), origin="delete")
+        except QueueUnavailable as err:
+            logs.log("WARNING", "enqueue failed", account=account_id,
+                     outcome="enqueue_failed", error=str(err))
+            return False
+        return True
 
     def finish_delete(self, account_id: str) -> None:
+        """Take a `deleting` account down: its channels, its members, then its records
+        (each step safe to re-run, so a crash midway is finished by a retry)."""
         found = self._accounts.get(account_id)
         if found is None:
             return
@@ -300,3 +318,7 @@ class AccountService:
             last_error=account.last_error, last_error_reason=data.get("last_error_reason"),
             last_error_at=data.get("last_error_at"), renewal_error=renewal_error,
             created_at=account.created_at, credentials_ref=account.credentials_ref)
+
+
+def _epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)

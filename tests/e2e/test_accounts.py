@@ -104,6 +104,9 @@ def test_an_account_over_http(e2e: E2E, http: Http) -> None:
 
     status, gone, _ = http("DELETE", f"/v1/accounts/{account_id}")
     assert status == 202 and gone["status"] == "deleting"
+    # The request only marked it: the task it queued takes it down.
+    wait_until(lambda: http("GET", f"/v1/accounts/{account_id}")[0] == 404, 60,
+               "the account's deletion task to take it down")
     expect_error(http("GET", f"/v1/accounts/{account_id}"), 404, "not_found")
     # Each subscription's deletion waits for its `subscription_deleted` message: the
     # worker publishes it, then finishes the deletion.

@@ -157,6 +157,35 @@ class AccountMembers:
             membership: Membership = follow(self._client.transaction())
             return membership
 
+    def disown_unfollowed(self, sub_id: str, now: datetime) -> bool:
+        # The check and the mark in one transaction: `follow` refuses a `deleting`
+        # subscription, so a follow commits either before (then this keeps it) or
+        # not at all; a separate read, then a delete, could take down one followed
+        # in between.
+        @firestore.transactional
+        def disown(transaction: Any) -> bool:
+            sub_ref = self._sub(sub_id)
+            state_ref = sub_ref.collection(STATE).document(WRITER)
+            snap = sub_ref.get(transaction=transaction)
+            state = state_ref.get(transaction=transaction).to_dict() or {}
+            if not snap.exists:
+                return False
+            data = snap.to_dict() or {}
+            status = str(data.get("status") or ACTIVE)
+            if status == DELETING:
+                return True
+            if data.get("account_id") and status != REMOVED:
+                return False
+            transaction.update(sub_ref, {"status": DELETING, "deleting_since": now,
+                                         "sweep_at": None, "safety_net_at": None})
+            transaction.set(state_ref, {
+                "lease_generation": int(state.get("lease_generation") or 0) + 1,
+                "lease_until": None}, merge=True)
+            return True
+
+        with _translated():
+            return bool(disown(self._client.transaction()))
+
     def unfollow(self, lease: AccountLease, sub_id: str, details: dict[str, Any],
                  now: datetime, purge_at: datetime) -> Membership:
         account = lease.account

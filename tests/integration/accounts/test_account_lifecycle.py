@@ -92,6 +92,8 @@ def test_deleting_an_account_takes_everything_down(world: World) -> None:
     assert len(subs) == 2 and extra in world.followed(account_id)
 
     world.account_service.delete(account_id)
+    assert world.account_service.status(account_id).status == "deleting"
+    world.drain()  # the task the request queued takes it down
     with pytest.raises(AccountNotFound):
         world.account_service.status(account_id)
     assert all(world.subs.get(s) is None for s in subs)

@@ -96,7 +96,7 @@ def test_the_default_refuses_a_token_of_another_service_account(
     assert lines == []
     assert post(url, body, token=keys.token(aud=AUDIENCE))[0] == 204
     assert lines == [
-        "subscription s…, seq 1, updated: summary 'Kick-off' → 'Kick-off (all hands)'"]
+        "subscription s, seq 1, updated: summary 'Kick-off' → 'Kick-off (all hands)'"]
 
 
 def test_the_insecure_flag_accepts_unauthenticated_pushes_and_says_so(

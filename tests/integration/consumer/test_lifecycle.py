@@ -24,7 +24,7 @@ def test_each_lifecycle_entry_is_handled(firestore_db: Any, real_api: ApiOverSto
     app = Consuming(serve, real_api, tmp_path / "state.sqlite3")
     for seq in (1, 2):
         assert app.push(entry_of(writer, seq))[0] == 204
-    head = f"subscription {SUB[:3]}…"
+    head = f"subscription {SUB}"  # the full id: ids sharing a prefix are told apart
 
     failed = lifecycle_entry(writer, "reauthorization_required",
                              {"reason": "reauthorization_required", "message": "401"})

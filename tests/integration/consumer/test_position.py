@@ -93,7 +93,7 @@ def test_a_gap_past_retention_rebootstraps_instead_of_answering_503(
     assert (status, reason) == (204, "")
     assert app.store.position(SUB) == 8
     assert copy_of(app.store, SUB) == snapshots(writer)
-    assert app.lines[-1] == (f"subscription {SUB[:3]}…, bootstrapped at seq 8: 4 events "
+    assert app.lines[-1] == (f"subscription {SUB}, bootstrapped at seq 8: 4 events "
                              "(the feed before seq 6 has expired)")
     assert any("/events?" in request for request in real_api.requests)
     # Later pushes follow on from as_of_seq; earlier ones are duplicates.
@@ -190,9 +190,9 @@ def test_kinds_it_does_not_know_are_acknowledged_and_skipped(
     assert app.push(entry_of(writer, writer.seq)) == (204, "")  # `moved` read in the gap
     assert app.store.position(SUB) == writer.seq == 5
     assert copy_of(app.store, SUB) == snapshots(writer)
-    assert app.lines[1] == (f"subscription {SUB[:3]}…, seq {resync}, quota_warning: "
+    assert app.lines[1] == (f"subscription {SUB}, seq {resync}, quota_warning: "
                             "skipped (a kind this consumer does not know)")
-    assert app.lines[3] == (f"subscription {SUB[:3]}…, seq {moved}, calendar_moved: "
+    assert app.lines[3] == (f"subscription {SUB}, seq {moved}, calendar_moved: "
                             "skipped (a kind this consumer does not know)")
 
 

@@ -53,6 +53,6 @@ def test_pushes_reach_the_example_consumer_once_each_in_seq_order(
     while len(lines) < 8 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert [int(line.split("seq ")[1].split(",")[0]) for line in lines] == list(range(1, 9))
-    assert lines[-1] == (f"subscription {world.sub_id[:3]}…, seq 8, updated: summary "
+    assert lines[-1] == (f"subscription {world.sub_id}, seq 8, updated: summary "
                          "'event 0' → 'Kick-off (all hands)'")
     assert consumer.applied[world.sub_id] == 8

@@ -11,7 +11,7 @@ from infra.demo_accounts import ConsumerView, applied_problem
 from infra.demo_kit import DemoFailed, expect
 
 SUB = "abc0123456789"
-TWIN = "abcffffffffff"  # printed alike by the consumer: "abc…"
+TWIN = "abcffffffffff"  # shares its first characters with SUB
 
 
 def test_each_seq_once_in_order_passes() -> None:
@@ -41,17 +41,19 @@ def test_ids_printed_alike_are_checked_by_counts() -> None:
     assert applied_problem(printed + [("seq", 2)], {SUB: 2, TWIN: 1}) is not None
 
 
-def test_the_consumer_log_is_read_by_printed_prefix(tmp_path: Path) -> None:
+def test_the_consumer_log_is_read_by_full_id(tmp_path: Path) -> None:
     (tmp_path / "consumer.log").write_text(
         "consumer: INSECURE: ...\n"
-        "subscription abc…, seq 1, calendar_added: skipped (a kind this consumer does not know)\n"
-        "subscription abc…, seq 2, created: 'Dentist, recovered' (e1)\n"
-        "subscription d0a…, bootstrapped at seq 4: 2 events\n"
-        "subscription d0a…, seq 5, updated: summary 'a' → 'b'\n")
+        f"subscription {SUB}, seq 1, calendar_added: skipped (a kind this consumer does not know)\n"
+        f"subscription {SUB}, seq 2, created: 'Dentist, recovered' (e1)\n"
+        f"subscription {TWIN}, bootstrapped at seq 4: 2 events\n"
+        f"subscription {TWIN}, seq 5, updated: summary 'a' → 'b'\n")
     view = ConsumerView(tmp_path)
-    assert view.printed() == {"abc": [("seq", 1), ("seq", 2)],
-                              "d0a": [("bootstrap", 4), ("seq", 5)]}
+    # Two ids that share their first characters are told apart.
+    assert view.printed() == {SUB: [("seq", 1), ("seq", 2)],
+                              TWIN: [("bootstrap", 4), ("seq", 5)]}
     assert len(view.lines(SUB)) == 2
+    assert len(view.lines(TWIN)) == 2
     assert view.line_of(SUB, "calendar_added") is not None
     assert view.line_of(SUB, "recovered") is None  # named after the colon is not the kind
 
