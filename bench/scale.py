@@ -61,7 +61,12 @@ from infra.sim.cost import load_prices  # noqa: E402
 from infra.sim.report import Figures, figures  # noqa: E402
 from infra.sim.tasks import QueueConfig, terraform_defaults  # noqa: E402
 from infra.sim.workload import WorkloadModel, sample  # noqa: E402
-from infra.sim.world import World, WorldConfig, sim_settings  # noqa: E402
+from infra.sim.world import (  # noqa: E402
+    World,
+    WorldConfig,
+    renewer_period_from_terraform,
+    sim_settings,
+)
 
 SIZES = (10_000, 100_000, 1_000_000)
 DROPS = (0.0, 0.01, 0.2)
@@ -137,11 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--no-quotas", action="store_true",
                         help="do not enforce the Calendar quotas")
     system = parser.add_argument_group("calsync")
-    system.add_argument("--renewer-period", type=float, default=60.0,
-                        help="Cloud Scheduler period of the renewer, s (default 60)")
+    system.add_argument("--renewer-period", type=float, default=None,
+                        help="Cloud Scheduler period of the renewer, s (default: "
+                             "terraform's renewal_schedule)")
     system.add_argument("--queue-rate", type=float, default=None, metavar="PER_S",
                         help="the sync queue's max_dispatches_per_second (default: "
-                             "terraform's queue_max_dispatches_per_second)")
+                             "terraform's, from the call budget settings)")
     system.add_argument("--set", type=_setting, action="append", default=[],
                         metavar="CALSYNC_X=V", help="a calsync setting, as terraform sets it")
     return parser
@@ -162,7 +168,8 @@ def run_one(size: int, drop: float, args: argparse.Namespace, model: WorkloadMod
         settings=sim_settings(dict(args.set)),
         push=PushFaults(drop=drop, duplicate=args.duplicate, delay=args.delay,
                         latency_seconds=args.latency),
-        sync_token_410_rate=args.token_410_rate, renewer_period=args.renewer_period,
+        sync_token_410_rate=args.token_410_rate,
+        renewer_period=args.renewer_period or renewer_period_from_terraform(),
         queue=_queue(args), quotas=not args.no_quotas, seed=args.seed)
     started = time.perf_counter()
     world = World(population, model, config)
@@ -240,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                                   / "variables.tf").get("renewal_schedule")
     print(f"workload: {model}")
     print(f"queue (terraform defaults unless --queue-rate): {_queue(args)}; renewer every "
-          f"{args.renewer_period:.0f} s (terraform's renewal_schedule: {schedule!r})")
+          f"{args.renewer_period or renewer_period_from_terraform():.0f} s (terraform's "
+          f"renewal_schedule: {schedule!r})")
     lines: list[str] = []
     results: list[dict[str, Any]] = []
     for size in sizes:

@@ -173,11 +173,21 @@ def sync_engine(config: Settings | None = None) -> SyncEngine:
         max_commit_bytes=config.commit_bytes,
         give_up_attempts=config.give_up_attempts,
         run_budget=config.sync_run_budget,
+        calls_per_task=config.calls_per_task,
     )
     return _memo("engine", lambda: SyncEngine(
         store(config), calendar(config), task_queue(config), options,
         channels=subscription_service(config), outbox=outbox(config),
-        deletions=subscription_service(config)))
+        deletions=subscription_service(config), budget=call_budget(config)))
+
+
+def call_budget(config: Settings) -> Any:
+    """The owners' Calendar call budgets (`CallBudget`), shared by the worker's runs and
+    the renewer's renewals."""
+    from functions.adapters.firestore.budget import FirestoreCallBudget
+
+    return _memo("call_budget", lambda: FirestoreCallBudget(
+        firestore_client(config), config.user_calls_per_minute, config.user_budget_shards))
 
 
 def sync_worker() -> SyncWorker:
@@ -254,7 +264,7 @@ def renewer(config: Settings | None = None) -> Any:
     return _memo("renewer", lambda: Renewer(
         config, subscription_store(config), subscription_service(config),
         continue_later=continue_later, outbox=sweeper, renewer_tasks=renewer_tasks,
-        accounts=account_renewal(config)))
+        accounts=account_renewal(config), budget=call_budget(config)))
 
 
 # -- accounts ---------------------------------------------------------------------

@@ -70,6 +70,21 @@ def _parse_dispatch_deadline(value: str) -> int:
     return seconds
 
 
+# Google's Calendar API quotas (calendar-api.md): the budgets stay below them.
+GOOGLE_PROJECT_QUOTA = 10000  # requests per minute per project
+GOOGLE_USER_QUOTA = 600  # requests per minute per user per project
+QUEUE_RATE_LIMIT = 500  # Cloud Tasks' highest max_dispatches_per_second
+
+
+def sync_dispatches_per_second(project_calls_per_minute: int, renewals_per_minute: int,
+                               calls_per_task: int) -> int:
+    """Sync tasks per second that keep the project within its call budget: what renewals
+    (a watch and a stop each) leave, in tasks of `calls_per_task` calls, whole, capped at
+    Cloud Tasks' limit (terraform/tasks.tf writes the same formula)."""
+    spare = project_calls_per_minute - 2 * renewals_per_minute
+    return min(QUEUE_RATE_LIMIT, spare // (60 * calls_per_task))
+
+
 def _parse_positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -186,6 +201,28 @@ VARIABLES: tuple[Variable, ...] = (
              "With fan-out: channel watches (renewals and retries) started per minute at "
              "most, across shards; each renewal costs two Calendar calls (watch, stop).",
              (RENEWER,), default="1000"),
+    Variable("CALSYNC_PROJECT_CALLS_PER_MINUTE", "project_calls_per_minute",
+             _parse_positive_int,
+             "Calendar calls per minute the project makes at most (Google's quota: "
+             f"{GOOGLE_PROJECT_QUOTA:,}/min per project): the sync queue's dispatch rate is "
+             "what is left after renewals (two calls each, CALSYNC_RENEWALS_PER_MINUTE), "
+             "divided by CALSYNC_CALLS_PER_SYNC_TASK; terraform sets the queue from it.",
+             (RENEWER,), default="9000"),
+    Variable("CALSYNC_USER_CALLS_PER_MINUTE", "user_calls_per_minute", _parse_positive_int,
+             "Calendar calls per minute made for one owner at most, whatever their number "
+             f"of calendars (Google's quota: {GOOGLE_USER_QUOTA}/min per user; a burst adds at "
+             "most a tenth: keep it at most 545): a sync run takes its calls from the "
+             "owner's token bucket and, when it is empty, continues in a task named for the "
+             "time it refills; a renewal (two calls) is left to a later renewer run.",
+             (WORKER, RENEWER), default="480"),
+    Variable("CALSYNC_CALLS_PER_SYNC_TASK", "calls_per_task", _parse_positive_int,
+             "Calendar calls one sync task makes at most (a watch and list pages); a pass "
+             "that needs more goes on from its saved page token in a follow-up task.",
+             (WORKER, RENEWER), default="1"),
+    Variable("CALSYNC_USER_BUDGET_SHARDS", "user_budget_shards", _parse_positive_int,
+             "Documents one owner's call budget is spread over (each holds a share of the "
+             "bucket), so none takes more than CALSYNC_USER_CALLS_PER_MINUTE / 60 / shards "
+             "writes per second.", (WORKER, RENEWER), default="16"),
     Variable("CALSYNC_RENEWAL_SLOT_SECONDS", "renewal_slot", _parse_positive_int,
              "With fan-out: each shard runs at most once per slot of this length, starting "
              "at most its share of the renewals allowed per slot; a shard with more due "
@@ -345,6 +382,10 @@ class Settings:
     renewal_shards: int = 1
     renewals_per_minute: int = 1000
     renewal_slot: int = 60
+    project_calls_per_minute: int = 9000
+    user_calls_per_minute: int = 480
+    calls_per_task: int = 1
+    user_budget_shards: int = 16
     dispatch_deadline: int = 1800
     channel_token_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
     credential_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
@@ -388,6 +429,14 @@ class Settings:
         """How long a sync run begins pages: CALSYNC_RUN_BUDGET_SECONDS, else five
         sixths of the dispatch deadline (a shorter deadline needs no second setting)."""
         return self.run_budget or self.dispatch_deadline * 5 / 6
+
+    @property
+    def sync_dispatches_per_second(self) -> int:
+        """The sync queue's `max_dispatches_per_second` (terraform/tasks.tf holds the
+        same formula, checked by infra/tfcheck/budget_check.py): the project's call
+        budget less what renewals may take at most, in tasks of `calls_per_task` calls."""
+        return sync_dispatches_per_second(self.project_calls_per_minute,
+                                          self.renewals_per_minute, self.calls_per_task)
 
     @property
     def queue_path(self) -> str:
@@ -477,6 +526,25 @@ def _conflicts(values: Mapping[str, Any], function: str | None,
         problems.append(f"CALSYNC_CHANNEL_TTL_SECONDS={ttl} must be longer than "
                         f"CALSYNC_RENEWAL_WINDOW_SECONDS={window} (channels are renewed "
                         "within the window before they expire)")
+    project, user = values.get("project_calls_per_minute"), values.get("user_calls_per_minute")
+    if read("CALSYNC_PROJECT_CALLS_PER_MINUTE") and project is not None:
+        if project > GOOGLE_PROJECT_QUOTA:
+            problems.append(f"CALSYNC_PROJECT_CALLS_PER_MINUTE={project} must stay below "
+                            f"Google's quota of {GOOGLE_PROJECT_QUOTA} a minute")
+        renewals = values.get("renewals_per_minute") or 0
+        per_task = values.get("calls_per_task") or 1
+        if sync_dispatches_per_second(project, renewals, per_task) < 1:
+            # No sync task could ever be dispatched within the budget.
+            problems.append(f"CALSYNC_PROJECT_CALLS_PER_MINUTE={project} leaves less than one "
+                            f"sync task a second after renewals (2 x CALSYNC_RENEWALS_PER_"
+                            f"MINUTE={renewals}) in tasks of {per_task} calls")
+    # A bucket refills at the budget and holds a tenth of it: a minute takes at most
+    # 1.1 x the budget, which must stay under Google's sliding window.
+    if read("CALSYNC_USER_CALLS_PER_MINUTE") and user is not None \
+            and user * 11 > GOOGLE_USER_QUOTA * 10:
+        problems.append(f"CALSYNC_USER_CALLS_PER_MINUTE={user} must be at most "
+                        f"{GOOGLE_USER_QUOTA * 10 // 11} (a burst adds a tenth; Google's quota "
+                        f"is {GOOGLE_USER_QUOTA} a minute per user)")
     shards = values.get("renewal_shards") or 1
     if (read("CALSYNC_RENEWAL_SHARDS") and read("CALSYNC_RENEWER_URL") and shards > 1
             and not values.get("renewer_url")):

@@ -91,6 +91,22 @@ class TaskQueue(ABC):
         """
 
 
+class CallBudget(ABC):
+    """An owner's Calendar call budget per minute (CALSYNC_USER_CALLS_PER_MINUTE),
+    a token bucket spread over several documents so that none is written more than
+    about once a second (DESIGN.md, "Budgets")."""
+
+    @abstractmethod
+    def take(self, owner: str, subscription: str, calls: int, now: datetime, *,
+             booked: datetime | None = None, book: bool = True) -> datetime | None:
+        """Take `calls` from the owner's budget for `subscription`: None when taken,
+        else the time to come back (nothing is taken then). With `book`, that time is
+        a slot booked for the caller, behind the others booked: a run deferred to it
+        comes back with it as `booked` and is served before runs that did not wait.
+        Without `book` (a renewal, which is not deferred to a time), nothing is
+        booked."""
+
+
 class ChannelKeeper(ABC):
     """Keeps a subscription's watch channel open (DESIGN.md, "Channels")."""
 

@@ -71,6 +71,9 @@ locals {
         CALSYNC_DELEGATION_SA             = google_service_account.this["delegation"].email
         CALSYNC_LEASE_SECONDS             = tostring(var.lease_seconds)
         CALSYNC_RUN_BUDGET_SECONDS        = tostring(var.run_budget_seconds)
+        CALSYNC_CALLS_PER_SYNC_TASK       = tostring(var.calls_per_sync_task)
+        CALSYNC_USER_CALLS_PER_MINUTE     = tostring(var.user_calls_per_minute)
+        CALSYNC_USER_BUDGET_SHARDS        = tostring(var.user_budget_shards)
         CALSYNC_PAGE_SIZE                 = tostring(var.page_size)
         CALSYNC_FEED_RETENTION_DAYS       = tostring(var.feed_retention_days)
         CALSYNC_COMMIT_BYTES              = tostring(var.commit_bytes)
@@ -112,6 +115,10 @@ locals {
         CALSYNC_RENEWER_QUEUE                    = google_cloud_tasks_queue.renewer.name
         CALSYNC_RENEWAL_SHARDS                   = tostring(var.renewal_shards)
         CALSYNC_RENEWALS_PER_MINUTE              = tostring(var.renewals_per_minute)
+        CALSYNC_PROJECT_CALLS_PER_MINUTE         = tostring(var.project_calls_per_minute)
+        CALSYNC_CALLS_PER_SYNC_TASK              = tostring(var.calls_per_sync_task)
+        CALSYNC_USER_CALLS_PER_MINUTE            = tostring(var.user_calls_per_minute)
+        CALSYNC_USER_BUDGET_SHARDS               = tostring(var.user_budget_shards)
         CALSYNC_RENEWAL_SLOT_SECONDS             = tostring(var.renewal_slot_seconds)
         CALSYNC_OAUTH_CLIENT_ID                  = var.oauth_client_id
         CALSYNC_DELEGATION_SA                    = google_service_account.this["delegation"].email

@@ -1,10 +1,19 @@
+locals {
+  # The project's Calendar call budget is held by the sync queue's rate: what
+  # renewals may take (a watch and a stop each) is set aside, the rest is spent in
+  # tasks of calls_per_sync_task calls each, capped at Cloud Tasks' 500/s.
+  # functions/config.py `sync_dispatches_per_second` is the same formula
+  # (infra/tfcheck/budget_check.py holds them together).
+  sync_dispatches_per_second = min(500, floor((var.project_calls_per_minute - 2 * var.renewals_per_minute) / (60 * var.calls_per_sync_task)))
+}
+
 resource "google_cloud_tasks_queue" "sync" {
   project  = var.project
   name     = "${var.name_prefix}-sync"
   location = var.region
 
   rate_limits {
-    max_dispatches_per_second = var.queue_max_dispatches_per_second
+    max_dispatches_per_second = local.sync_dispatches_per_second
     max_concurrent_dispatches = var.queue_max_concurrent_dispatches
   }
 

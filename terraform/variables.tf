@@ -526,10 +526,38 @@ variable "dispatch_deadline_seconds" {
   }
 }
 
-variable "queue_max_dispatches_per_second" {
+variable "project_calls_per_minute" {
   type        = number
-  description = "Cloud Tasks rate limit: sync tasks dispatched per second at most."
-  default     = 50
+  description = "Calendar calls per minute the project makes at most (CALSYNC_PROJECT_CALLS_PER_MINUTE), below Google's 10,000: the sync queue dispatches what renewals (2 x renewals_per_minute) leave, in tasks of calls_per_sync_task calls (tasks.tf)."
+  default     = 9000
+
+  validation {
+    condition     = var.project_calls_per_minute >= 1 && var.project_calls_per_minute <= 10000
+    error_message = "project_calls_per_minute must be between 1 and Google's quota of 10000."
+  }
+}
+
+variable "user_calls_per_minute" {
+  type        = number
+  description = "Calendar calls per minute made for one owner at most (CALSYNC_USER_CALLS_PER_MINUTE); a burst adds a tenth, so at most 545 under Google's 600 per user."
+  default     = 480
+
+  validation {
+    condition     = var.user_calls_per_minute >= 1 && var.user_calls_per_minute <= 545
+    error_message = "user_calls_per_minute must be between 1 and 545 (a burst adds a tenth; Google's quota is 600 per user)."
+  }
+}
+
+variable "calls_per_sync_task" {
+  type        = number
+  description = "Calendar calls one sync task makes at most (CALSYNC_CALLS_PER_SYNC_TASK); a pass that needs more continues in a follow-up task."
+  default     = 1
+}
+
+variable "user_budget_shards" {
+  type        = number
+  description = "Documents one owner's call budget is spread over (CALSYNC_USER_BUDGET_SHARDS): each is written at most user_calls_per_minute / 60 / shards times a second."
+  default     = 16
 }
 
 variable "queue_max_concurrent_dispatches" {

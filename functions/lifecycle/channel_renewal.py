@@ -36,6 +36,7 @@ from functions.model import (
     Subscription,
 )
 from functions.model import ACTIVE as SUB_ACTIVE
+from functions.ports import CallBudget
 
 if TYPE_CHECKING:
     from functions.lifecycle.account_renewal import AccountRenewal
@@ -44,11 +45,14 @@ if TYPE_CHECKING:
 # after `give_up_attempts` in a row the subscription goes to `error`.
 REFUSED_WATCH_ERRORS = (CalendarRequestRejected, CalendarGone)
 _NEVER = datetime.min.replace(tzinfo=UTC)
+RENEWAL_CALLS = 2  # events.watch for the new channel, channels.stop for the old
 
 
 class ChannelRenewal:
     def __init__(self, run: Pass, service: SubscriptionService,
-                 accounts: AccountRenewal | None = None) -> None:
+                 accounts: AccountRenewal | None = None,
+                 budget: CallBudget | None = None) -> None:
+        self._budget = budget  # the owners' call budgets (a renewal: a watch and a stop)
         self._run = run
         self._subs = run.subs
         self._service = service
@@ -120,6 +124,12 @@ class ChannelRenewal:
             self._service.move_channel(channel.id, ABANDONED)
             report.retired += 1
             return Step.PROGRESS
+        if self._budget is not None and self._budget.take(
+                sub.owner, sub.id, RENEWAL_CALLS, now, book=False) is not None:
+            # The owner's budget is short (a renewal peak of an owner with many
+            # calendars): the claim lapses and a later run renews it, inside the window.
+            report.over_budget += 1
+            return Step.SKIPPED
         attempts = int(doc.get("renewal_attempts") or 0)
         try:
             opened = self._service.open_channel(sub, attempts=attempts)

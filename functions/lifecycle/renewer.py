@@ -50,7 +50,7 @@ from functions.lifecycle.sharding import (
 )
 from functions.lifecycle.subscriptions import SubscriptionService
 from functions.model import ACTIVE, PENDING
-from functions.ports import LifecycleStore
+from functions.ports import CallBudget, LifecycleStore
 
 if TYPE_CHECKING:
     from functions.delivery.outbox import OutboxSweeper
@@ -73,9 +73,12 @@ class Renewer:
         outbox: OutboxSweeper | None = None,
         renewer_tasks: Callable[[datetime | None, str, dict[str, Any]], None] | None = None,
         accounts: AccountRenewal | None = None,
+        budget: CallBudget | None = None,
     ) -> None:
         """`renewer_tasks(not_before, name, body)` queues a renewer task: with it and
-        CALSYNC_RENEWAL_SHARDS > 1, ticks fan channel work out to shard tasks."""
+        CALSYNC_RENEWAL_SHARDS > 1, ticks fan channel work out to shard tasks.
+        `budget`: the owners' call budgets a renewal's watch and stop are taken from."""
+        self._budget = budget
         self._outbox = outbox
         self._tasks = renewer_tasks
         self._backfill_done = False  # once complete, never read its record again
@@ -100,7 +103,7 @@ class Renewer:
         now = self._clock()
         run = Pass(self._settings, self._subs, self._batch, now, report,
                    claimant=uuid.uuid4().hex)
-        channels = ChannelRenewal(run, self._service, self._accounts)
+        channels = ChannelRenewal(run, self._service, self._accounts, self._budget)
         requests = RequestSweeps(run, self._service)
         window = timedelta(seconds=self._settings.renewal_window)
         passes: list[tuple[str, Callable[[], Section]]]
@@ -160,7 +163,7 @@ class Renewer:
         now = self._clock()
         run = Pass(self._settings, self._subs, self._batch, now, report,
                    claimant=uuid.uuid4().hex)
-        channels = ChannelRenewal(run, self._service, self._accounts)
+        channels = ChannelRenewal(run, self._service, self._accounts, self._budget)
         window = timedelta(seconds=self._settings.renewal_window)
         budget = shard_budget(self._settings, shards)
         sections: list[Section] = []

@@ -140,6 +140,10 @@ class RequestSweeps:
         interval = timedelta(seconds=seconds)
         last = max((t for t in (data.get("last_synced_at"), marks.get(
             "probe_at", data.get("probe_at"))) if t is not None), default=None)
+        if "probe_at" in marks:
+            # A probe judged now: the next is due an interval after it, whatever
+            # synced since (its own run included), so one look serves both.
+            last = data.get("probe_at")
         if last is not None and last > now - interval:
             # Covered within its interval: due an interval after that.
             moved = covered({**marks, "safety_net_at": last + interval - shortest})
@@ -149,9 +153,12 @@ class RequestSweeps:
             return Step.MOVED if covered({**marks, "safety_net_at": now}) else Step.SKIPPED
         probe: dict[str, Any] = {"safety_net_at": now}
         if adaptive:
-            # Adaptive: note where the feed stood, to judge the probe by (`_judged`).
+            # Adaptive: note where the feed stood, to judge the probe by (`_judged`),
+            # and the look after it is due an interval from now (the final commit
+            # leaves that in place while the probe is out).
             state = self._subs.writer_state(sub.id)
-            probe.update(probe_at=now, probe_seq=int(state.get("change_seq") or 0))
+            probe.update(probe_at=now, probe_seq=int(state.get("change_seq") or 0),
+                         safety_net_at=now + interval - shortest)
         if not covered({**marks, **probe}):
             return Step.SKIPPED  # another run covered it
         queued = self._service.request_sync(sub.id, origin="safety")

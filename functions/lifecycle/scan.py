@@ -33,6 +33,7 @@ class RenewalReport:
     deletions_resumed: int = 0  # unsubscribes finished after they were interrupted
     purged: int = 0  # removed subscriptions deleted once their retention ended (accounts)
     moved: int = 0  # rows looked at and moved to when they are next due
+    over_budget: int = 0  # renewals left to a later run: the owner's call budget was short
     fanned_out: int = 0  # shard tasks queued by a tick (sharding.py)
     backfilled: int = 0  # channel records written before sharding given their shard
     shard: int | None = None  # a shard run: which shard of `shards`

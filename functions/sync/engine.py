@@ -35,12 +35,14 @@ from functions.errors import (
 from functions.model import Lease, LeaseOutcome
 from functions.ports import (
     CalendarPort,
+    CallBudget,
     ChannelKeeper,
     Deletions,
     PublishProgress,
     SyncStore,
     TaskQueue,
 )
+from functions.sync.budget import CallAllowance
 from functions.sync.listing import (
     MAX_COMMIT_BYTES,
     MAX_TRANSACTION_WRITES,
@@ -98,6 +100,9 @@ class SyncSettings:
     # Seconds a run lists and commits before it leaves the rest of its pass to a
     # follow-up task (CALSYNC_RUN_BUDGET_SECONDS); None: no limit.
     run_budget: float | None = None
+    # Calendar calls one task makes at most (CALSYNC_CALLS_PER_SYNC_TASK; the queue's
+    # rate times this is the project's budget, `functions.sync.budget`); None: no limit.
+    calls_per_task: int | None = None
 
 
 @dataclass(frozen=True)
@@ -147,7 +152,9 @@ class SyncEngine:
         channels: ChannelKeeper | None = None,
         outbox: Outbox | None = None,
         deletions: Deletions | None = None,
+        budget: CallBudget | None = None,
     ) -> None:
+        self._budget = budget  # the owners' call budgets (with `calls_per_task`)
         self._outbox = outbox
         self._deletions = deletions  # finishes unsubscribes once their message is out
         self._store = store
@@ -216,16 +223,41 @@ class SyncEngine:
                 with contextlib.suppress(CalsyncError):
                     self._deletions.finish_deletion(sub_id, unpublished_ok=True)
             return outcome, None, attempt.retry_at
+        calls = self._settings.calls_per_task
+        if calls is not None and self._budget is not None:
+            try:
+                sub = attempt.lease.subscription
+                # A run deferred to a slot comes back with it (`_over_budget` stored it
+                # as the subscription's `retry_at`): the slot is its own.
+                allowed_at = self._budget.take(sub.owner, sub.id, calls, started,
+                                               booked=sub.retry_at)
+            except StoreError as err:
+                self._release_quietly(attempt.lease)
+                if channel_check is not None:
+                    channel_check.cancel()  # no run: not needed (if not begun yet)
+                return Outcome.TRANSIENT, _describe(err), None
+            if allowed_at is not None:
+                if channel_check is not None:
+                    channel_check.cancel()  # no run: not needed (if not begun yet)
+                return self._over_budget(attempt.lease, allowed_at)
         budget = self._settings.run_budget
         settings = replace(self._settings,
                            reconcile_batch=self._settings.reconcile_batch or RECONCILE_BATCH)
-        run = SyncPass(self._store, self._calendar, settings, self._clock, self._outbox,
-                       attempt.lease, progress,
+        allowance = CallAllowance(self._calendar, calls) if calls is not None else None
+        run = SyncPass(self._store, allowance or self._calendar, settings, self._clock,
+                       self._outbox, attempt.lease, progress,
                        deadline=ticks + budget if budget is not None else None)
+        if allowance is not None:
+            # The last call allowed is made: the pass begins no new page, saves where
+            # it stands, and a follow-up task goes on from there (`_continue`).
+            allowance.spent = lambda: setattr(run, "deadline", 0.0)
         try:
             if self._channels is not None and not _delivering(channel_check):
                 # Watch first, then list: a change after the listing's snapshot
                 # is then announced by a notification.
+                # Not counted in the task's allowance: a run that opens a channel lists
+                # in the same task (a first sync is not a task longer), its watch one call
+                # more, like a renewal's (functions/sync/budget.py).
                 self._channels.ensure_channel(attempt.lease.subscription)
             token = run.sync()
             if token is None:
@@ -368,6 +400,22 @@ class SyncEngine:
         except QueueUnavailable as err:
             return Outcome.TRANSIENT, _describe(err), retry_at
         return Outcome.DEFERRED, None, retry_at
+
+    def _over_budget(
+        self, lease: Lease, allowed_at: datetime
+    ) -> tuple[Outcome, str | None, datetime | None]:
+        """The owner's call budget is short: no call made; the run is deferred to when
+        the budget holds its allowance, in a task named for that time (as `_back_off`)."""
+        now = self._clock()
+        try:
+            self._store.release_lease(lease, now, retry_at=allowed_at)
+            self._queue.enqueue_sync(lease.subscription.id, _epoch_ms(allowed_at), allowed_at,
+                                     origin="budget")
+        except LeaseLost as lost:
+            return Outcome.LEASE_LOST, _describe(lost), None
+        except CalsyncError as failure:
+            return Outcome.TRANSIENT, _describe(failure), allowed_at
+        return Outcome.DEFERRED, "over the owner's Calendar call budget", allowed_at
 
     def _back_off(
         self, lease: Lease, err: RateLimited

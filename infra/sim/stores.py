@@ -300,12 +300,15 @@ class SimStore(SyncStore, RequestStore, FeedReader, OutboxStore):
             committed["full_resync_served"] = lease.full_resync
         if LISTING in state:
             committed[LISTING] = DELETE_FIELD  # the pass is over
+        seq = int({**state, **committed}.get("change_seq") or 0)
         self.db.merge_writer(sub_id, committed)
         if data is None:
             return FinalCommit(0, tuple(written))
         requested = int(data.get("requested_gen") or 0)
-        served: dict[str, Any] = {"last_synced_at": now, "retry_at": None, "last_error": None,
-                                  "safety_net_at": now}
+        served: dict[str, Any] = {"last_synced_at": now, "retry_at": None, "last_error": None}
+        # A probe's due time stands unless the feed grew since it (as the adapter).
+        if data.get("probe_at") is None or seq > int(data.get("probe_seq") or 0):
+            served["safety_net_at"] = now
         if requested <= lease.claimed_gen:
             served.update(requested_at=None, sweep_at=None)
         elif int(data.get("queued_gen") or 0) < requested:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from functions.adapters.google.tasks import task_id
+from functions.config import sync_dispatches_per_second
 from functions.ports import TaskQueue
 from infra.sim.clock import EventLoop
 from infra.sim.meter import Timeline
@@ -57,7 +58,11 @@ class QueueConfig:
         """The defaults of `queue_*` in terraform/variables.tf."""
         defaults = terraform_defaults(variables)
         return cls(
-            max_dispatches_per_second=float(defaults["queue_max_dispatches_per_second"]),
+            # terraform/tasks.tf's local.sync_dispatches_per_second: the project's call
+            # budget, in tasks (the settings' formula, held to tasks.tf by tfcheck).
+            max_dispatches_per_second=float(sync_dispatches_per_second(
+                int(defaults["project_calls_per_minute"]),
+                int(defaults["renewals_per_minute"]), int(defaults["calls_per_sync_task"]))),
             max_attempts=int(defaults["queue_max_attempts"]),
             min_backoff=float(defaults["queue_min_backoff_seconds"]),
             max_backoff=float(defaults["queue_max_backoff_seconds"]),

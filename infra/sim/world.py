@@ -10,7 +10,7 @@ over the in-memory ports, on one virtual clock.
 - Cloud Scheduler runs the renewer (`Renewer`, with the outbox sweeper when a
   topic is configured, continuations since a renewer URL is set, and the
   fan-out with more than one shard, as `app.renewer` wires it) every
-  `renewer_period` seconds.
+  `renewer_period` seconds (terraform's `renewal_schedule`).
 
 The world starts in a steady state rather than empty (subscribing a whole
 population at once is a different question): every calendar has been synced
@@ -39,10 +39,12 @@ import gc
 import hashlib
 import logging
 import random
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from functions import logs
@@ -60,6 +62,7 @@ from functions.model import ACTIVE, channel_shard
 from functions.sync.engine import SyncEngine, SyncSettings
 from functions.sync.worker import SyncWorker
 from infra.calendar_emulator.quotas import GOOGLE_PROJECT_PER_MINUTE, GOOGLE_USER_PER_MINUTE
+from infra.sim.budget import SimCallBudget
 from infra.sim.calendar import FakeCalendar, FakeCalendarSettings, Push, PushFaults
 from infra.sim.clock import EventLoop, VirtualClock
 from infra.sim.database import SimDatabase
@@ -111,13 +114,25 @@ def _terraform_settings() -> dict[str, str]:
 TERRAFORM_SETTINGS = _terraform_settings()
 
 
+def renewer_period_from_terraform(variables: Path = ROOT / "terraform" / "variables.tf") -> float:
+    """Seconds between Cloud Scheduler's renewer ticks: terraform's `renewal_schedule`
+    default (a `*/N * * * *` or `* * * * *` schedule; anything else is refused, so the
+    simulation never runs another tick than the one deployed)."""
+    schedule = str(terraform_defaults(variables)["renewal_schedule"])
+    match = re.fullmatch(r"(\*|\*/(\d+)) \* \* \* \*", schedule)
+    if match is None:
+        raise ValueError(f"renewal_schedule {schedule!r}: not every N minutes")
+    return 60.0 * int(match.group(2) or 1)
+
+
 @dataclass
 class WorldConfig:
     settings: Settings = field(default_factory=sim_settings)
     push: PushFaults = field(default_factory=PushFaults)
     sync_token_410_rate: float = 0.001
-    renewer_period: float = 60.0  # Cloud Scheduler's tick (at most once a minute)
-    queue: QueueConfig = field(default_factory=QueueConfig)
+    # Cloud Scheduler's tick, as terraform schedules it.
+    renewer_period: float = field(default_factory=renewer_period_from_terraform)
+    queue: QueueConfig = field(default_factory=QueueConfig.from_terraform)
     renewer_queue: QueueConfig = field(default_factory=QueueConfig.renewer_from_terraform)
     project_quota: int = GOOGLE_PROJECT_PER_MINUTE
     user_quota: int = GOOGLE_USER_PER_MINUTE
@@ -168,6 +183,9 @@ class World:
         self.store = SimStore(self.db, outbox=topic, feed_retention=retention)
         self.lifecycle = SimLifecycleStore(self.db, outbox=topic, feed_retention=retention)
         self.publisher = SimPublisher(lambda: self.clock.t)
+        # Owners are whole in a sample, so their budgets are not scaled.
+        self.budget = SimCallBudget(self.db, settings.user_calls_per_minute,
+                                    settings.user_budget_shards)
         now = self.clock.now
         self.subscriptions = SubscriptionService(
             settings, self.lifecycle, SimChannelPort(self.calendar), self.store, self.queue,
@@ -183,9 +201,11 @@ class World:
             SyncSettings(page_size=settings.page_size, lease_seconds=float(settings.lease_seconds),
                          min_sync_interval=settings.min_sync_interval,
                          max_commit_bytes=settings.commit_bytes,
-                         give_up_attempts=settings.give_up_attempts),
+                         give_up_attempts=settings.give_up_attempts,
+                         calls_per_task=settings.calls_per_task),
             clock=now, channels=self.subscriptions, outbox=outbox,
-            deletions=self.subscriptions)  # as app.py: a deletion waits for its message
+            deletions=self.subscriptions,  # as app.py: a deletion waits for its message
+            budget=self.budget)
         self.worker = SyncWorker(lambda: self.engine)
         # The webhook's store is the plain one in app.py; the requests are the same.
         self.webhook = WebhookService(
@@ -204,7 +224,8 @@ class World:
             settings, SimLifecycleStore(self.db, outbox=topic, feed_retention=retention),
             self.subscriptions, continue_later=continue_later, batch=self.renewer_batch,
             clock=now, outbox=sweeper,
-            renewer_tasks=continue_later if settings.renewal_shards > 1 else None)
+            renewer_tasks=continue_later if settings.renewal_shards > 1 else None,
+            budget=self.budget)
         self.calendar_of = {f"sub{i:07d}": c.calendar_id
                             for i, c in enumerate(population.calendars)}
         self.probe = StalenessProbe(lambda: self.clock.t,

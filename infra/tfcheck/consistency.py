@@ -29,6 +29,7 @@ from typing import Any
 
 from infra.tfcheck import (
     apis,
+    budget_check,
     deploy_guide,
     firestore_check,
     hcl,
@@ -101,6 +102,7 @@ def check(config: hcl.Config, root: Path) -> list[str]:
         *monitoring_check.check(config, root),
         *sizing_check.check(config),
         *renewer_check.check(config),
+        *budget_check.check(config),
         *tfvars_check.check(config),
         *lockfile.check(config.directory),
         *deploy_guide.check(config, (root / "README.md").read_text(),

@@ -24,6 +24,9 @@ EVENTS = "events"
 CHANGES = "changes"
 STATE = "state"
 WRITER = "writer"
+# Owners' Calendar call budgets, `{owner hash}-{share}` (functions.sync.budget); read
+# and written by id only, never queried.
+CALL_BUDGETS = "call_budgets"
 
 # Queries that filter on one field and range or order on another: one
 # composite index each, fields in index order (equality first).

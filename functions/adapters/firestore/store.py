@@ -844,9 +844,16 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
             return written
         data = sub_snap.to_dict() or {}
         requested = int(data.get("requested_gen") or 0)
-        # Synced: the safety net looks again an interval from now.
+        # Synced: the safety net looks again an interval from now. While a probe
+        # is out, the due time it set stands (the next look judges it and probes
+        # again: one look per probe), unless the feed grew since it: then the
+        # probe is judged a shortest interval from now (it may have found a
+        # missed change, and the interval drops at once).
         served: dict[str, Any] = {"last_synced_at": now, "retry_at": None,
-                                  "last_error": None, "safety_net_at": now}
+                                  "last_error": None}
+        seq = int({**state, **committed}.get("change_seq") or 0)
+        if data.get("probe_at") is None or seq > int(data.get("probe_seq") or 0):
+            served["safety_net_at"] = now
         if requested <= lease.claimed_gen:
             # Nothing newer: drop out of the sweep's query at no extra cost.
             served.update(requested_at=None, sweep_at=None)

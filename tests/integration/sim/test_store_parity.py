@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from functions.adapters.firestore.budget import FirestoreCallBudget
+from functions.adapters.firestore.catalogue import CALL_BUDGETS
 from functions.adapters.firestore.outbox import OutboxFirestoreStore
 from functions.adapters.firestore.subscriptions import SubscriptionStore
 from functions.model import (
@@ -36,6 +38,7 @@ from functions.model import (
     Subscription,
 )
 from functions.ports import LifecycleStore, PublishProgress
+from infra.sim.budget import SimCallBudget
 from infra.sim.database import SimDatabase
 from infra.sim.lifecycle import SimLifecycleStore
 from infra.sim.stores import SimStore
@@ -286,6 +289,12 @@ def test_the_simulated_stores_keep_the_documents_the_adapters_keep(
     assert [_value(e) for e in final[0].entries] == [_value(e) for e in final[1].entries]
     assert [e["seq"] for e in final[0].entries] == [7]
     t4 = t3 + timedelta(minutes=1)
+    # A safety-net probe is out (it set when the next look is due): the final commit
+    # of a run that found nothing new leaves that in place.
+    probed = _both(real, sim, "probe", lambda side: side.lifecycle.update_if(
+        SUB, {"probe_at": None}, {"probe_at": t4, "probe_seq": 7,
+                                  "safety_net_at": t4 + timedelta(hours=18)}))
+    assert probed[0] is True and probed[1] is True
     _both(real, sim, "request 3", lambda side: side.store.record_sync_request(SUB, t4))
     leases = _both(real, sim, "lease 3", lambda side: side.store.acquire_lease(
         SUB, t4, t4 + timedelta(minutes=2)))
@@ -335,3 +344,39 @@ def test_the_simulated_stores_keep_the_documents_the_adapters_keep(
     assert released[0] == released[1] and released[0].deletion_due
     deleted = _both(real, sim, "delete", lambda side: side.lifecycle.delete_tree(SUB, "dwd"))
     assert deleted[0] == deleted[1]
+
+
+def test_the_simulated_call_budget_keeps_the_documents_the_adapter_keeps(
+        firestore_db: Any) -> None:
+    """`SimCallBudget` against `FirestoreCallBudget`: the same answers to one script of
+    takes (full, spent, booked slots, a run back for its slot, a renewal that books
+    nothing, two owners, several shares), and the same `call_budgets` documents."""
+    real = FirestoreCallBudget(firestore_db, per_minute=12, shards=2)
+    db = SimDatabase(lambda: 0.0)
+    sim = SimCallBudget(db, per_minute=12, shards=2)
+    subs = [f"sub-{i}" for i in range(6)]
+    script: list[tuple[str, str, int, datetime, datetime | None, bool]] = []
+    for step in range(4):
+        at = T0 + timedelta(seconds=step)
+        script += [("a@example.com", sub_id, 1, at, None, True) for sub_id in subs]
+        script.append(("b@example.com", subs[step], 2, at, None, False))
+    answers: list[tuple[datetime | None, datetime | None]] = []
+    for owner, sub_id, calls, at, booked, book in script:
+        answers.append((real.take(owner, sub_id, calls, at, booked=booked, book=book),
+                        sim.take(owner, sub_id, calls, at, booked=booked, book=book)))
+    # Runs back at their slots, in the order they were given.
+    slots = sorted((slot, index) for index, (slot, _) in enumerate(answers) if slot)
+    for slot, index in slots[:4]:
+        owner, sub_id, calls, _, _, _ = script[index]
+        answers.append((real.take(owner, sub_id, calls, slot, booked=slot),
+                        sim.take(owner, sub_id, calls, slot, booked=slot)))
+    assert [a for a, _ in answers] == [b for _, b in answers]
+    assert any(a is None for a, _ in answers) and any(a is not None for a, _ in answers)
+    stored = {doc.id: _value_doc(doc.to_dict() or {})
+              for doc in firestore_db.collection(CALL_BUDGETS).stream()}
+    assert stored == {doc_id: _value_doc(doc) for doc_id, doc in sim.docs.items()}
+    assert len(stored) == 4  # two owners, two shares each
+
+
+def _value_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 9) if isinstance(v, float) else _value(v) for k, v in doc.items()}

@@ -1,9 +1,10 @@
 """A burst after an outage in the simulation: every subscription wants a sync at once
 (issue 19 items 2 and 7). The sync queue's dispatch rate (terraform's
-`queue_max_dispatches_per_second`, 50/s: 3,000 runs a minute) is what holds the
-project's Calendar calls under Google's quota (10,000 a minute), and an owner of
-500 calendars under the per-user one (600 a minute): no call is refused, and the
-burst drains in minutes."""
+`local.sync_dispatches_per_second` from the call budget settings, 116/s of one call
+each) is what holds the project's Calendar calls under Google's quota (10,000 a
+minute), and the owner's budget an owner of 500 calendars under the per-user one
+(600 a minute): no call is refused, and the burst drains in minutes. An owner of
+more calendars than the per-user quota: tests/unit/sim/test_budgets.py."""
 
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ def test_the_settings_are_terraforms_and_the_bound_is_the_longest_interval() -> 
     settings = sim_settings()
     assert (settings.safety_net_interval, settings.safety_net_longest) == (SHORTEST, LONGEST)
     world = _one_quiet_calendar(PushFaults(), fresh=False)
-    assert world.config.staleness_bound == LONGEST + 60
+    assert world.config.staleness_bound == LONGEST + 300  # terraform's 5-minute tick
 
 
 def test_probes_that_find_nothing_widen_the_interval_to_the_longest() -> None:
@@ -125,3 +125,17 @@ def test_a_quiet_calendar_costs_at_most_one_and_a_half_calls_a_day() -> None:
     # A listing a day (the longest interval) and the renewals (watch and stop a week).
     assert 1.0 <= result.quiet_calls_per_calendar_day <= 1.5
     assert result.quiet_calendars_under_billing_threshold >= 1_000_000 / 1.5
+
+
+def test_a_quiet_calendar_is_looked_at_once_per_probe() -> None:
+    """The renewer reads a quiet calendar's row once per probe: the probe sets when the
+    next look is due and the run it queued leaves that in place (the next look judges
+    this probe and probes again), instead of a second look a shortest interval after
+    every probe only to move the row on."""
+    world = _one_quiet_calendar(PushFaults(), fresh=False)
+    world.run(days=3.0, drain=0)
+    listings = world.calendar.calls.by_method["events.list"]
+    assert listings == 3  # a probe a day
+    assert world.renewer_totals["safety_net"] == 3
+    assert world.renewer_totals["moved"] == 0  # no look that only moved the row
+    assert world.db.subs[SUB]["net_interval"] == LONGEST
