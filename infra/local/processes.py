@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,8 +19,26 @@ class StackError(RuntimeError):
     """A component could not be started; the message says which and why."""
 
 
+# Ports for the components come from below the kernel's ephemeral range (32768-60999
+# here): a port the kernel hands out with bind(0) is also what it hands to outgoing
+# connections, so in the seconds between choosing it and the component binding it,
+# any client connection on the machine (another test run beside this one) could take
+# it. Below that range only another chooser can, and each port is handed out once
+# per process.
+_PORT_RANGE = (20000, 32767)
+_handed_out: set[int] = set()
+_ports_lock = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A port nothing listens on now, not handed out before by this process."""
+    with _ports_lock:
+        for _ in range(1000):
+            port = random.randint(*_PORT_RANGE)
+            if port not in _handed_out and not port_in_use(port, host):
+                _handed_out.add(port)
+                return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # pragma: no cover
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
