@@ -191,7 +191,7 @@ def subscribed(result: Any) -> Any:
 
 def wait_pushed(consumer_log: Path, sub_id: str, seq: int, deadline: float) -> float | None:
     """When the consumer app printed the line of entry `seq` (its log polled)."""
-    needle = f"subscription {sub_id[:3]}…, seq {seq},"
+    needle = f"subscription {sub_id}, seq {seq},"  # the consumer names it in full
     while time.perf_counter() < deadline:
         try:
             if needle in consumer_log.read_text(encoding="utf-8"):
