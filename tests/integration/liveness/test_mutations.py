@@ -61,7 +61,10 @@ SETTINGS = {
 }
 STEP_WAIT = 15.0  # a change that has not arrived by then is stuck (backstops are off)
 FINAL_RUNS = 8  # renewer runs after quiet, at most, to two consecutive clean samples
-WATCH_HOLD = 1.5  # seconds B's first watch is held after Google answered it
+# Seconds B's first watch is held after Google answered it: the pause must land
+# inside it, after the test saw the hold and the webhook learned the resource id (up
+# to 3 s); at 1.5 s a loaded machine let the activation through before the pause.
+WATCH_HOLD = 6.0
 
 
 @pytest.fixture(scope="module")
