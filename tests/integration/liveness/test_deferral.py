@@ -13,11 +13,9 @@ The request must still be served: some task for it must survive every deferral.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -33,9 +31,9 @@ from functions.intake import channel_tokens
 from functions.intake.webhook import Notification, WebhookService
 from functions.model import ACTIVE, Channel, Subscription
 from functions.sync.engine import SyncEngine, SyncReport, SyncSettings
-from functions.sync.worker import SyncWorker
 from infra.calendar_emulator.testing import calendar_service
 from tests.e2e.conftest import wait_until
+from tests.faults.serving import serve_worker
 from tests.faults.tasks import NameRuleClient
 
 USER = "deferral@example.com"
@@ -59,31 +57,12 @@ class Worker:
         return report
 
 
-def serve(worker: Worker) -> ThreadingHTTPServer:
-    handler_worker = SyncWorker(lambda: worker)  # type: ignore[arg-type,return-value]
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            answer = handler_worker.handle(body)
-            self.send_response(answer.status)
-            self.end_headers()
-            self.wfile.write(answer.reason.encode())
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 @pytest.fixture
 def rig(firestore_db: Any, calendar: Any, tasks_emulator: str,
         tasks_queue: str) -> Iterator[tuple[Worker, NameRuleClient, WebhookService, Any]]:
     _, project, _, region, _, queue_id = tasks_queue.split("/")
     worker = Worker(engine=None)  # type: ignore[arg-type]
-    server = serve(worker)
+    server = serve_worker(worker)
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     settings = Settings(project=project, region=region, tasks_queue=queue_id, worker_url=url,
                         tasks_emulator_host=tasks_emulator)

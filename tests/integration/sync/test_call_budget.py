@@ -16,7 +16,6 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,11 +31,11 @@ from functions.adapters.google.tasks import CloudTasksQueue, build_client
 from functions.config import Settings
 from functions.errors import StoreError
 from functions.sync.engine import SyncEngine, SyncSettings
-from tests.e2e.conftest import wait_until
+from tests.faults.serving import serve_worker
 from tests.faults.tasks import NameRuleClient
 
 from .harness import Harness
-from .test_continuation import CountingCalendar, Worker, serve
+from .test_continuation import CountingCalendar, Rig, Worker
 
 OWNER = "budget@example.com"
 PAGE = 5
@@ -134,34 +133,13 @@ def test_an_owners_calendars_spread_over_its_shares(firestore_db: Any) -> None:
     assert not _share(firestore_db, "someone-else@example.com", 0).exists
 
 
-@dataclass
-class Rig:
-    harness: Harness
-    worker: Worker
-    queue: CloudTasksQueue
-    calendar: CountingCalendar
-
-    def request(self, generation: int) -> None:
-        recorded = self.harness.store.record_sync_request(self.harness.sub.id,
-                                                          datetime.now(UTC))
-        assert recorded.needs_task and recorded.generation == generation
-        self.queue.enqueue_sync(self.harness.sub.id, generation)
-        self.harness.store.mark_queued(self.harness.sub.id, generation, datetime.now(UTC))
-
-    def synced(self, generation: int) -> None:
-        store, sub_id = self.harness.store, self.harness.sub.id
-        wait_until(lambda: int(store.get_writer_state(sub_id).get("synced_gen") or 0)
-                   >= generation and "listing" not in store.get_writer_state(sub_id),
-                   90, f"sync {generation} to complete (runs so far: {self.worker.outcomes})")
-
-
 def _rig(firestore_db: Any, calendar: Any, tasks_emulator: str, tasks_queue: str,
          per_minute: int) -> Iterator[Rig]:
     _, project, _, region, _, queue_id = tasks_queue.split("/")
     calendar.control.add_user(OWNER)
     harness = Harness(firestore_db, calendar, OWNER, page_size=PAGE, sub_id="sub-budget")
     worker = Worker(harness)
-    server = serve(worker)
+    server = serve_worker(worker)
     settings = Settings(project=project, region=region, tasks_queue=queue_id,
                         worker_url=f"http://127.0.0.1:{server.server_address[1]}/",
                         tasks_emulator_host=tasks_emulator)

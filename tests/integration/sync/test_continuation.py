@@ -13,11 +13,9 @@ exactly once in the feed, and the sync token is committed only by the last run.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -27,8 +25,8 @@ from functions.config import Settings
 from functions.model import EventPage, Subscription
 from functions.ports import CalendarPort
 from functions.sync.engine import SyncEngine, SyncReport, SyncSettings
-from functions.sync.worker import SyncWorker
 from tests.e2e.conftest import wait_until
+from tests.faults.serving import serve_worker
 from tests.faults.tasks import NameRuleClient
 
 from .harness import Harness
@@ -71,25 +69,6 @@ class Worker:
         return report
 
 
-def serve(worker: Worker) -> ThreadingHTTPServer:
-    handler_worker = SyncWorker(lambda: worker)  # type: ignore[arg-type,return-value]
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            answer = handler_worker.handle(body)
-            self.send_response(answer.status)
-            self.end_headers()
-            self.wfile.write(answer.reason.encode())
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 @dataclass
 class Rig:
     harness: Harness
@@ -119,7 +98,7 @@ def rig(firestore_db: Any, calendar: Any, tasks_emulator: str,
     calendar.control.add_user(USER)
     harness = Harness(firestore_db, calendar, USER, page_size=PAGE, sub_id="sub-continued")
     worker = Worker(harness)
-    server = serve(worker)
+    server = serve_worker(worker)
     settings = Settings(project=project, region=region, tasks_queue=queue_id,
                         worker_url=f"http://127.0.0.1:{server.server_address[1]}/",
                         tasks_emulator_host=tasks_emulator)
