@@ -31,8 +31,9 @@ from functions.model import ACTIVE, Channel, Subscription
 from functions.sync.engine import Outcome, SyncEngine, SyncSettings
 from infra.calendar_emulator.testing import calendar_service
 from tests.e2e.conftest import wait_until
+from tests.faults.serving import serve_worker
 from tests.faults.tasks import NameRuleClient
-from tests.integration.liveness.test_deferral import Worker, serve
+from tests.integration.liveness.test_deferral import Worker
 
 from .conftest import PROJECT
 from .standins import HangingPublisher
@@ -49,7 +50,7 @@ def rig(firestore_db: Any, calendar: Any, tasks_emulator: str,
         tasks_queue: str) -> Iterator[tuple[Worker, WebhookService, OutboxFirestoreStore, Any]]:
     _, project, _, region, _, queue_id = tasks_queue.split("/")
     worker = Worker(engine=None)  # type: ignore[arg-type]
-    server = serve(worker)
+    server = serve_worker(worker)
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     settings = Settings(project=project, region=region, tasks_queue=queue_id, worker_url=url,
                         tasks_emulator_host=tasks_emulator)
