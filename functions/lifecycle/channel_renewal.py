@@ -127,7 +127,10 @@ class ChannelRenewal:
         if self._budget is not None and self._budget.take(
                 sub.owner, sub.id, RENEWAL_CALLS, now, book=False) is not None:
             # The owner's budget is short (a renewal peak of an owner with many
-            # calendars): the claim lapses and a later run renews it, inside the window.
+            # calendars): the claim is given back, so the next run renews it (inside
+            # the window) rather than whichever run comes after the claim lapses.
+            self._subs.move_channel(channel.id, (channel.state,),
+                                    {"claimed_until": None, "claimed_by": None})
             report.over_budget += 1
             return Step.SKIPPED
         attempts = int(doc.get("renewal_attempts") or 0)

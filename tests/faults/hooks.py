@@ -10,10 +10,12 @@ inject a fault for a while, or run a deliberately broken copy of one code path:
   of the target, a respawned one too): Firestore calls that raise (before the call,
   or after a write went through: the caller sees an error for a write that
   happened), a watch that is held `seconds` after Google answered (so a pause
-  lands while it is in flight), the renewer killed right after a renewal's watch
+  lands while it is in flight; with `until_switch`, less if the test turns that
+  switch on first), the renewer killed right after a renewal's watch
   (the new channel open, the old one not yet retired).
 - **switches** (on while present): Pub/Sub not answering (every publish fails
-  after `seconds`).
+  after `seconds`), a publish-only run held before it releases its lease
+  (`release_hold`, at most `seconds`).
 - **mutations** (on while listed): the webhook's enqueue removed
   (`webhook_enqueue`), renewal of active channels disabled (`renewal`), a
   publish-only run that releases without the follow-up (`publish_drop`),
@@ -120,6 +122,16 @@ def take(fault: str, **about: Any) -> dict[str, Any] | None:
 def switch(name: str) -> dict[str, Any] | None:
     found = control().get("switches", {}).get(name)
     return found if isinstance(found, dict) else None
+
+
+def _hold(seconds: float, until_switch: str | None = None, until_on: bool = True) -> None:
+    """Wait `seconds`, or less: until the switch `until_switch` is on (with
+    `until_on`) or off (without)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if until_switch is not None and (switch(until_switch) is not None) == until_on:
+            return
+        time.sleep(0.05)
 
 
 # -- installing ---------------------------------------------------------------------------
@@ -263,7 +275,7 @@ def _channel_hooks() -> None:
         if budget is not None:
             journal("watch_held", budget=budget["id"], subscription=subscription.id,
                     channel_id=channel_id)
-            time.sleep(float(budget.get("seconds", 3.0)))
+            _hold(float(budget.get("seconds", 3.0)), budget.get("until_switch"))
             journal("watch_released", budget=budget["id"], subscription=subscription.id,
                     channel_id=channel_id)
         return opened
@@ -395,6 +407,10 @@ def _delivery_hooks() -> None:
 
     @functools.wraps(release)
     def maybe_drop(self: Any, lease: Any, progress: Any, now: datetime) -> Any:
+        held = switch("release_hold")
+        if held is not None:  # until the test turns the switch off (or `seconds`)
+            journal("release_held", subscription=lease.subscription.id)
+            _hold(float(held.get("seconds", 10.0)), "release_hold", until_on=False)
         result = release(self, lease, progress, now)
         journal("publish_only_released", subscription=lease.subscription.id,
                 request_pending=result.request_pending)

@@ -40,6 +40,7 @@ import pytest
 
 from infra.calendar_emulator.control import EmulatorControl
 from infra.calendar_emulator.testing import calendar_service
+from infra.local.logs import json_log_lines
 from tests.faults import invariants
 from tests.faults.history import event_body, subscribe
 from tests.faults.invariants import Watched
@@ -51,9 +52,12 @@ PROJECT = "calsync-mutations"
 SETTINGS = {
     **BACKSTOPS_OFF,
     "CALSYNC_MIN_SYNC_INTERVAL_SECONDS": "0.5",
-    "CALSYNC_CHANNEL_TTL_SECONDS": "12",
+    # B's wrongly revived channel must still be short of its renewal window when B
+    # changes after the resume (a renewal then would heal the broken copy unseen).
+    "CALSYNC_CHANNEL_TTL_SECONDS": "20",
     "CALSYNC_RENEWAL_WINDOW_SECONDS": "6",
-    "CALSYNC_LEASE_SECONDS": "5",
+    # Past the publish-only run's stalled publish (3 s) and its held release.
+    "CALSYNC_LEASE_SECONDS": "15",
     "CALSYNC_CHANNEL_CLAIM_SECONDS": "5",
     "CALSYNC_PENDING_CHANNEL_GRACE_SECONDS": "6",
     "CALSYNC_RENEWAL_BACKOFF_SECONDS": "2",
@@ -61,10 +65,12 @@ SETTINGS = {
 }
 STEP_WAIT = 15.0  # a change that has not arrived by then is stuck (backstops are off)
 FINAL_RUNS = 8  # renewer runs after quiet, at most, to two consecutive clean samples
-# Seconds B's first watch is held after Google answered it: the pause must land
-# inside it, after the test saw the hold and the webhook learned the resource id (up
-# to 3 s); at 1.5 s a loaded machine let the activation through before the pause.
-WATCH_HOLD = 6.0
+# B's first watch is held after Google answered it until the test, having paused B,
+# lets it go (at most this long): no timing decides whether the pause lands inside.
+WATCH_HOLD = 20.0
+# The publish-only run's release is held until the request met it (at most this long,
+# inside its lease).
+RELEASE_HOLD = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +174,8 @@ def scenario(world: World, mutation: str | None) -> Run:
                 state("A").get("published_seq") or 0) < int(state("A").get("change_seq") or 0)
                 and state("A").get("lease_until") is None)
             generation = state("A").get("lease_generation")
+            world.switch("release_hold", True, seconds=RELEASE_HOLD)
+            busy_before = busy_runs(world, subs["A"])
             answers: list[str] = []
             duplicate = threading.Thread(target=lambda: answers.append(
                 world.dispatch(subs["A"])), daemon=True)
@@ -177,6 +185,11 @@ def scenario(world: World, mutation: str | None) -> Run:
             wait_for("the publish-only run's lease", lambda: state("A").get(
                 "lease_generation") != generation and state("A").get("lease_until"))
             write("A", "A change 3, during a publish-only run")
+            # Its notification's task meets the lease (answers BUSY, and is gone):
+            # only then may the run release, so the request is always pending then.
+            wait_for("change 3's task to meet the publish-only run",
+                     lambda: busy_runs(world, subs["A"]) > busy_before)
+            world.switch("release_hold", False)
             duplicate.join(30)
             run.evidence["publish_only_met_a_request"] = len(world.journal(
                 "publish_only_released", subscription=subs["A"], request_pending=True))
@@ -185,13 +198,14 @@ def scenario(world: World, mutation: str | None) -> Run:
 
             # A pause during B's first watch.
             hold = world.budget("watch_hold", "sync_worker", 1, seconds=WATCH_HOLD,
-                                calendar_id=cals["B"])
+                                calendar_id=cals["B"], until_switch="watch_release")
             subs["B"] = subscribe(service, cals["B"], owner)
             held = wait_for("B's first watch held", lambda: world.journal(
                 "watch_held", budget=hold))[0]
             wait_for("the webhook to learn B's resource id", lambda: db.document(
                 f"channels/{held['channel_id']}").get().to_dict().get("resource_id"), 3)
             service.pause(subs["B"])
+            world.switch("watch_release", True)
             wait_for("B's watch answered", lambda: world.journal("watch_released", budget=hold))
             service.resume(subs["B"])
 
@@ -233,7 +247,8 @@ def scenario(world: World, mutation: str | None) -> Run:
     finally:
         renewer.stop()
         world.mutate()
-        world.switch("publish_stall", False)
+        for name in ("publish_stall", "release_hold", "watch_release"):
+            world.switch(name, False)
         run.evidence["mutation_taken"] = len([line for line in world.journal("mutation")
                                               if line["t"] >= started])
         for sub_id in subs.values():
@@ -244,6 +259,13 @@ def scenario(world: World, mutation: str | None) -> Run:
     print(f"\n[mutation {mutation}] stuck: {run.stuck}; problems: {run.problems}; "
           f"evidence: {run.evidence}; renewer: {dict(run_tally)}", flush=True)
     return run
+
+
+def busy_runs(world: World, sub_id: str) -> int:
+    """Runs of the subscription that met another's lease (answered BUSY)."""
+    return len([line for line in json_log_lines(world.run_dir / "function-sync_worker.log",
+                                                "sync run")
+                if line.get("subscription") == sub_id and line.get("outcome") == "busy"])
 
 
 def event_body_n(summary: str, n: int) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from functions.errors import CalendarUnavailable, InvalidTransition, QueueUnavai
 from functions.lifecycle.renewer import Renewer
 from functions.lifecycle.subscriptions import SubscriptionService, backoff
 from functions.model import Subscription
-from functions.ports import ChannelPort, OpenedChannel, TaskQueue
+from functions.ports import CallBudget, ChannelPort, OpenedChannel, TaskQueue
 from tests.unit.lifecycle.fakes import MemoryLifecycle
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -136,6 +137,43 @@ def test_exactly_one_delivering_channel_after_any_renewer_run(world: World) -> N
         world.clock[0] += timedelta(minutes=10)
     for sub_id in ids:
         assert len(world.db.delivering_channels(sub_id)) == 1
+
+
+class ShortBudget(CallBudget):
+    """An owner's budget that is short for the first `short` takes."""
+
+    def __init__(self, short: int) -> None:
+        self.short = short
+
+    def take(self, owner: str, subscription: str, calls: int, now: datetime, *,
+             booked: datetime | None = None, book: bool = True) -> datetime | None:
+        if self.short:
+            self.short -= 1
+            return now + timedelta(minutes=1)
+        return None
+
+
+def test_a_renewal_over_the_owners_budget_gives_its_claim_back(world: World) -> None:
+    sub_id = world.service.subscribe("c", "o", "bearer").subscription.id
+    world.served(sub_id)
+    world.service.ensure_channel(world.db.get(sub_id)[0])  # type: ignore[index]
+    [old] = world.db.delivering_channels(sub_id)
+    world.clock[0] += timedelta(days=6, hours=12)  # inside the renewal window
+    budget = ShortBudget(short=1)
+
+    def tick() -> Any:
+        return Renewer(world.settings, world.db, world.service, batch=10,
+                       clock=lambda: world.clock[0], budget=budget).run()
+
+    assert tick().over_budget == 1
+    # Nothing renewed, and no claim left: the very next run may renew it (a claim
+    # left to lapse would hold it for CALSYNC_CHANNEL_CLAIM_SECONDS).
+    assert [c.id for c in world.db.delivering_channels(sub_id)] == [old.id]
+    assert world.db.channels[old.id].get("claimed_until") is None
+    world.clock[0] += timedelta(seconds=1)
+    assert tick().renewed == 1
+    [new] = world.db.delivering_channels(sub_id)
+    assert new.id != old.id and new.state == "active"
 
 
 def test_continuation_only_with_progress(world: World) -> None:
