@@ -58,7 +58,20 @@ if TYPE_CHECKING:
 
 CONTINUE_AFTER = timedelta(seconds=10)
 
-__all__ = ["CONTINUE_AFTER", "RenewalReport", "Renewer"]
+__all__ = ["CONTINUE_AFTER", "RenewalReport", "Renewer", "safety_net_batch"]
+
+
+def safety_net_batch(batch: int, sync_dispatches_per_second: float) -> int:
+    """Rows the safety net probes per run (and reads, times READ_PAST_FACTOR): what the
+    sync queue dispatches in the time to the run's continuation, at least the run's
+    batch. Probes come due in bursts (every calendar synced at once after an outage
+    or a burst of changes is due again together an interval later): at the run's batch
+    of 200 the section probed at most 20 a second, a tenth of what the queue serves, so
+    at 10^6 calendars due rows waited ticks for their look and the staleness bound
+    failed (issue 19). Sized to the queue, a tick's looks never wait for the section
+    while the queue itself keeps up, and queue no more than it dispatches before the
+    next run's."""
+    return max(batch, round(sync_dispatches_per_second * CONTINUE_AFTER.total_seconds()))
 
 
 class Renewer:
@@ -74,10 +87,15 @@ class Renewer:
         renewer_tasks: Callable[[datetime | None, str, dict[str, Any]], None] | None = None,
         accounts: AccountRenewal | None = None,
         budget: CallBudget | None = None,
+        net_batch: int | None = None,
     ) -> None:
         """`renewer_tasks(not_before, name, body)` queues a renewer task: with it and
         CALSYNC_RENEWAL_SHARDS > 1, ticks fan channel work out to shard tasks.
-        `budget`: the owners' call budgets a renewal's watch and stop are taken from."""
+        `budget`: the owners' call budgets a renewal's watch and stop are taken from.
+        `net_batch`: the safety net's batch per run (default `safety_net_batch` from the
+        settings' sync queue rate; the simulation scales it with its sample)."""
+        self._net_batch = net_batch or safety_net_batch(
+            batch, settings.sync_dispatches_per_second)
         self._budget = budget
         self._outbox = outbox
         self._tasks = renewer_tasks
@@ -104,7 +122,9 @@ class Renewer:
         run = Pass(self._settings, self._subs, self._batch, now, report,
                    claimant=uuid.uuid4().hex)
         channels = ChannelRenewal(run, self._service, self._accounts, self._budget)
-        requests = RequestSweeps(run, self._service)
+        # Looks a continuation ahead: the probes of one run (at most what the sync queue
+        # dispatches in CONTINUE_AFTER) are dispatched by the time their rows fall due.
+        requests = RequestSweeps(run, self._service, self._net_batch, CONTINUE_AFTER)
         window = timedelta(seconds=self._settings.renewal_window)
         passes: list[tuple[str, Callable[[], Section]]]
         if self.fans_out:

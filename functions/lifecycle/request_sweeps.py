@@ -19,8 +19,15 @@ from functions.model import DELETING, Subscription
 
 
 class RequestSweeps:
-    def __init__(self, run: Pass, service: SubscriptionService) -> None:
+    def __init__(self, run: Pass, service: SubscriptionService,
+                 net_batch: int | None = None, net_lead: timedelta = timedelta(0)) -> None:
+        """`net_batch`: the safety net's rows probed (and a fifth of the rows read) per
+        run; default the run's batch (the renewer sizes it: `renewer.safety_net_batch`).
+        `net_lead`: how long before its interval ends a row is looked at, so that the
+        run a probe queues (behind the other probes of its batch) fits in the bound."""
         self._run = run
+        self._net_batch = net_batch
+        self._net_lead = net_lead
         self._subs = run.subs
         self._service = service
         self._settings = run.settings
@@ -114,11 +121,13 @@ class RequestSweeps:
         a subscription whose request is still pending moves on an interval and
         never holds the head of the query: its request is the sweep's."""
         shortest = timedelta(seconds=self._settings.safety_net_interval)
-        return self._run.subscriptions("safety_net_at", self._run.now - shortest,
-                                       self._net_one)
+        return self._run.subscriptions("safety_net_at",
+                                       self._run.now + self._net_lead - shortest,
+                                       self._net_one, batch=self._net_batch)
 
     def _net_one(self, sub: Subscription, data: dict[str, Any]) -> Step:
         now = self._run.now
+        due_by = now + self._net_lead  # what the query took in: due up to the lead ahead
         settings = self._settings
         shortest = timedelta(seconds=settings.safety_net_interval)
 
@@ -144,7 +153,7 @@ class RequestSweeps:
             # A probe judged now: the next is due an interval after it, whatever
             # synced since (its own run included), so one look serves both.
             last = data.get("probe_at")
-        if last is not None and last > now - interval:
+        if last is not None and last > due_by - interval:
             # Covered within its interval: due an interval after that.
             moved = covered({**marks, "safety_net_at": last + interval - shortest})
             return Step.MOVED if moved else Step.SKIPPED

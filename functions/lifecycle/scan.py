@@ -84,21 +84,24 @@ class Pass:
              cursor_of: Callable[[tuple[Any, dict[str, Any]]], RowCursor],
              act: Callable[[tuple[Any, dict[str, Any]]], Step],
              label: Callable[[tuple[Any, dict[str, Any]]], str],
-             count_reads: Callable[[int], None], stop_when_full: bool = False) -> Section:
+             count_reads: Callable[[int], None], stop_when_full: bool = False,
+             batch: int | None = None) -> Section:
         """Act on due rows page by page: at most a batch of work (tries, failed or
-        not), at most READ_PAST_FACTOR batches read. The cursor is the sort value
+        not), at most READ_PAST_FACTOR batches read (`batch`: this section's own, else
+        the run's). The cursor is the sort value
         and id of the last row as read, taken before acting on it: acting moves
         rows, never the cursor. With `stop_when_full`, a page that completes the
         batch ends the scan with `more` set: reading the next page only to learn
         whether it holds a row costs up to a batch of reads for one bit (at worst,
         one continuation then finds nothing: no progress, no further one)."""
+        batch = batch or self.batch
         section, cursor, read = Section(), None, 0
-        while read < self.batch * READ_PAST_FACTOR:
+        while read < batch * READ_PAST_FACTOR:
             rows = fetch(cursor)
             read += len(rows)
             count_reads(len(rows))
             for row in rows:
-                if section.work >= self.batch:
+                if section.work >= batch:
                     section.more = True
                     return section
                 try:
@@ -111,9 +114,9 @@ class Pass:
                 if step in (Step.PROGRESS, Step.FAILED):
                     section.work += 1
                 section.progress += step is Step.PROGRESS
-            if len(rows) < self.batch:
+            if len(rows) < batch:
                 return section
-            if stop_when_full and section.work >= self.batch:
+            if stop_when_full and section.work >= batch:
                 section.more = True
                 return section
             cursor = cursor_of(rows[-1])
@@ -136,13 +139,17 @@ class Pass:
             lambda row: str(row[0].sub_id), count, stop_when_full=True)
 
     def subscriptions(self, field_name: str, before: datetime,
-                      act: Callable[[Subscription, dict[str, Any]], Step]) -> Section:
-        """Scan the subscriptions whose `field_name` is at or before `before`."""
+                      act: Callable[[Subscription, dict[str, Any]], Step],
+                      batch: int | None = None) -> Section:
+        """Scan the subscriptions whose `field_name` is at or before `before`, `batch`
+        (default the run's) rows a page and of work."""
+        batch = batch or self.batch
+
         def count(reads: int) -> None:
             self.report.subscription_reads += reads
 
         return self.scan(
-            lambda after: list(self.subs.subscriptions_where(field_name, before, self.batch,
+            lambda after: list(self.subs.subscriptions_where(field_name, before, batch,
                                                              after)),
             lambda row: (row[1].get(field_name), row[0].id), lambda row: act(*row),
-            lambda row: str(row[0].id), count)
+            lambda row: str(row[0].id), count, batch=batch)

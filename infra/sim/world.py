@@ -55,7 +55,7 @@ from functions.errors import StoreError
 from functions.intake import channel_tokens
 from functions.intake import webhook as webhook_module
 from functions.intake.webhook import BadNotification, WebhookService, parse_notification
-from functions.lifecycle.renewer import Renewer
+from functions.lifecycle.renewer import Renewer, safety_net_batch
 from functions.lifecycle.sharding import parse_job
 from functions.lifecycle.subscriptions import SubscriptionService
 from functions.model import ACTIVE, channel_shard
@@ -138,6 +138,9 @@ class WorldConfig:
     user_quota: int = GOOGLE_USER_PER_MINUTE
     quotas: bool = True
     seed: int = 1
+    # The renewer's batch before the sample's scaling (app.renewer deploys 200); a test
+    # makes it small to put a large population's due rows against it in miniature.
+    renewer_batch: int = RENEWER_BATCH
 
     @property
     def staleness_bound(self) -> float:
@@ -219,13 +222,17 @@ class World:
         # A sample's renewer does its share of the work per run: the batch (rows tried,
         # and a fifth of the rows read, per section and run) scaled with the sample, so
         # a backlog the deployed renewer would build at full size builds here too.
-        self.renewer_batch = max(1, round(RENEWER_BATCH * share))
+        # The safety net's batch is sized from the sync queue's rate (`safety_net_batch`):
+        # the sample's queue rate, as the deployed renewer's is the full queue's.
+        self.renewer_batch = max(1, round(config.renewer_batch * share))
+        self.net_batch = safety_net_batch(self.renewer_batch,
+                                          self.queue.config.max_dispatches_per_second)
         self.renewer = Renewer(
             settings, SimLifecycleStore(self.db, outbox=topic, feed_retention=retention),
             self.subscriptions, continue_later=continue_later, batch=self.renewer_batch,
             clock=now, outbox=sweeper,
             renewer_tasks=continue_later if settings.renewal_shards > 1 else None,
-            budget=self.budget)
+            budget=self.budget, net_batch=self.net_batch)
         self.calendar_of = {f"sub{i:07d}": c.calendar_id
                             for i, c in enumerate(population.calendars)}
         self.probe = StalenessProbe(lambda: self.clock.t,
