@@ -58,7 +58,17 @@ if TYPE_CHECKING:
 
 CONTINUE_AFTER = timedelta(seconds=10)
 
-__all__ = ["CONTINUE_AFTER", "RenewalReport", "Renewer", "safety_net_batch"]
+__all__ = ["CONTINUE_AFTER", "RenewalReport", "Renewer", "safety_net_batch", "safety_net_lead"]
+
+
+def safety_net_lead(settings: Settings) -> timedelta:
+    """How long before its interval ends the safety net looks at a row: a continuation's
+    delay, in which the sync queue dispatches the probes one run queues
+    (`safety_net_batch`), so a probe's run is done by the time its row falls due and a
+    look in the tick after it keeps the published bound (the longest interval plus one
+    renewer tick). At most a tenth of the shortest interval (tests run intervals of
+    seconds)."""
+    return min(CONTINUE_AFTER, timedelta(seconds=settings.safety_net_interval) / 10)
 
 
 def safety_net_batch(batch: int, sync_dispatches_per_second: float) -> int:
@@ -122,9 +132,8 @@ class Renewer:
         run = Pass(self._settings, self._subs, self._batch, now, report,
                    claimant=uuid.uuid4().hex)
         channels = ChannelRenewal(run, self._service, self._accounts, self._budget)
-        # Looks a continuation ahead: the probes of one run (at most what the sync queue
-        # dispatches in CONTINUE_AFTER) are dispatched by the time their rows fall due.
-        requests = RequestSweeps(run, self._service, self._net_batch, CONTINUE_AFTER)
+        requests = RequestSweeps(run, self._service, self._net_batch,
+                                 safety_net_lead(self._settings))
         window = timedelta(seconds=self._settings.renewal_window)
         passes: list[tuple[str, Callable[[], Section]]]
         if self.fans_out:
