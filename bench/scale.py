@@ -6,8 +6,8 @@ in-memory ports (infra/sim).
 
 For each size and each notification drop rate it seeds a steady state (every
 calendar synced within the safety net's longest interval, channels spread over their
-lifetime), runs the webhook, the task queue and worker, the renewer every
-minute, the outbox, against a fake Google Calendar that enforces the per-project
+lifetime), runs the webhook, the task queue and worker, the renewer as terraform
+schedules it, the outbox, against a fake Google Calendar that enforces the per-project
 and per-user quotas, issues and expires sync tokens, and pushes each change to
 the calendar's channels (dropped, duplicated, delayed at the given rates); then
 prints, per size: Calendar calls per day and peak per minute (project and the
