@@ -29,6 +29,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from infra.calendar_emulator.control import EmulatorControl
 from infra.calendar_emulator.testing import calendar_service
+from tests.faults import invariants
 from tests.faults.in_process import calsync_app, wait_for
 from tests.faults.observe import RenewerLoop, converge, renew
 from tests.faults.world import FAR, World, hooked_stack
@@ -96,10 +97,8 @@ def _story(world: World, app: Any) -> None:
 
     def followed() -> dict[str, str]:
         """calendar id -> status of each subscription the account follows."""
-        return {str(d.get("calendar_id")): str(d.get("status"))
-                for d in (s.to_dict() or {} for s in db.collection("subscriptions")
-                          .where(filter=FieldFilter("account_id", "==", account_id)).stream())
-                if d.get("account_seq") is not None and d.get("status") != "removed"}
+        return {cal: status for cal, (_, status)
+                in invariants.account_followed(db, account_id).items()}
 
     def list_channel() -> str:
         return str(account().get("channel_id") or "")
