@@ -136,7 +136,7 @@ def webhook_service() -> Any:
             FirestoreChannelStore(client), FirestoreStore(client), queue,
             config.channel_token_keys, config.notification_record_interval,
             config.min_sync_interval, accounts=AccountFirestoreStore(client),
-            account_queue=queue)
+            account_queue=queue, channel_cache_seconds=config.channel_cache_seconds)
 
     return _memo("webhook", build)
 
