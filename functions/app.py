@@ -136,7 +136,7 @@ def webhook_service() -> Any:
             FirestoreChannelStore(client), FirestoreStore(client), queue,
             config.channel_token_keys, config.notification_record_interval,
             config.min_sync_interval, accounts=AccountFirestoreStore(client),
-            account_queue=queue)
+            account_queue=queue, channel_cache_seconds=config.channel_cache_seconds)
 
     return _memo("webhook", build)
 
@@ -325,7 +325,8 @@ def account_sync(config: Settings) -> Any:
         retention=timedelta(days=config.feed_retention_days))
     return _memo("account_sync", lambda: AccountSync(
         account_store(config), GoogleCalendarList(calendar(config)), account_service(config),
-        subscription_service(config), task_queue(config), options))
+        subscription_service(config), task_queue(config), options,
+        budget=call_budget(config)))
 
 
 def account_renewal(config: Settings) -> Any:

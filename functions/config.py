@@ -306,6 +306,11 @@ VARIABLES: tuple[Variable, ...] = (
              _parse_positive_float,
              "Last-notification fields are written at most this often per channel.",
              (WEBHOOK,), default="5"),
+    Variable("CALSYNC_CHANNEL_CACHE_SECONDS", "channel_cache_seconds", _parse_positive_float,
+             "The webhook acts on a channel it read (delivering, its resource id known) "
+             "for this long before it reads it again: a push on a channel stopped within "
+             "it records a request that a paused or deleted subscription ignores.",
+             (WEBHOOK,), default="5"),
     Variable("CALSYNC_RUN_BUDGET_SECONDS", "run_budget", _parse_positive_float,
              "A sync run begins no new page after this long: it saves its page token with "
              "the pages committed so far and a follow-up task goes on from there. Keep it "
@@ -408,6 +413,7 @@ class Settings:
     lease_seconds: int = 120
     run_budget: float | None = None  # None: five sixths of the dispatch deadline
     notification_record_interval: float = 5.0
+    channel_cache_seconds: float = 5.0
     page_size: int = 2500
     commit_bytes: int = 3145728
     feed_retention_days: int = 30

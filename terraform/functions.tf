@@ -45,6 +45,7 @@ locals {
         CALSYNC_MIN_SYNC_INTERVAL_SECONDS   = tostring(var.min_sync_interval_seconds)
         CALSYNC_JSON_LOGS                   = "true"
         CALSYNC_NOTIFICATION_RECORD_SECONDS = tostring(var.notification_record_seconds)
+        CALSYNC_CHANNEL_CACHE_SECONDS       = tostring(var.channel_cache_seconds)
       }
       secrets = ["channel_token_keys"]
     }

@@ -220,6 +220,12 @@ variable "notification_record_seconds" {
   default     = 5
 }
 
+variable "channel_cache_seconds" {
+  type        = number
+  description = "The webhook acts on a channel it read for this long before it reads it again (CALSYNC_CHANNEL_CACHE_SECONDS)."
+  default     = 5
+}
+
 variable "page_size" {
   type        = number
   description = "maxResults for events.list (CALSYNC_PAGE_SIZE); Google caps it at 2500."

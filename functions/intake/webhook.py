@@ -40,7 +40,6 @@ from functions.ports import (
 )
 
 RESOURCE_STATES = ("sync", "exists", "not_exists")
-CHANNEL_CACHE_SECONDS = 5.0
 CHANNEL_CACHE_SIZE = 10_000
 # calsync opens channels with UUID ids; anything else cannot be ours, and must
 # never reach Firestore as a document path ("/", "..", "__x__" are special there).
@@ -147,7 +146,10 @@ class WebhookService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         accounts: AccountRequestStore | None = None,
         account_queue: AccountTaskQueue | None = None,
+        channel_cache_seconds: float = 5.0,
     ) -> None:
+        """`channel_cache_seconds`: CALSYNC_CHANNEL_CACHE_SECONDS (`_lookup`)."""
+        self._cache_seconds = channel_cache_seconds
         self._channels = channels
         self._requests = requests
         self._queue = queue
@@ -263,7 +265,7 @@ class WebhookService:
         """The channel, from a short-lived in-process cache when it is confirmed.
 
         Only delivering channels whose resource id is known are cached, for at
-        most CHANNEL_CACHE_SECONDS: acting on a channel stopped a moment ago is
+        most CALSYNC_CHANNEL_CACHE_SECONDS: acting on a channel stopped a moment ago is
         harmless (a request on a paused or deleted subscription is ignored),
         and Google may deliver on a stopped channel for a while anyway.
         """
@@ -275,7 +277,7 @@ class WebhookService:
         if channel is not None and channel.resource_id and channel.state in ACCEPTING_STATES:
             if len(self._cache) >= CHANNEL_CACHE_SIZE:
                 self._cache.clear()
-            self._cache[channel_id] = (tick + CHANNEL_CACHE_SECONDS, channel)
+            self._cache[channel_id] = (tick + self._cache_seconds, channel)
         else:
             self._cache.pop(channel_id, None)
         return channel

@@ -57,12 +57,16 @@ from functions.model import (
     CalendarListPage,
     LeaseOutcome,
 )
-from functions.ports import AccountStore, AccountTaskQueue, CalendarListPort
+from functions.ports import AccountStore, AccountTaskQueue, CalendarListPort, CallBudget
 from functions.sync.engine import Outcome
 
 # An adopted subscription in `error` for one of these resumes: the account's credential
 # works and its list says the owner can read the calendar.
 RESUMABLE = (REAUTHORIZATION_REQUIRED, CALENDAR_ACCESS_LOST, CALENDAR_NOT_FOUND)
+# The calls a list run takes from its owner's budget: its first page. A list of more
+# than one page (250 calendars) and the list channel's watch are outside it, covered
+# by the headroom between the budget and Google's per-user quota.
+LIST_CALLS = 1
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,12 @@ class AccountSync:
     def __init__(self, accounts: AccountStore, calendar_list: CalendarListPort,
                  service: AccountService, subscriptions: SubscriptionService,
                  queue: AccountTaskQueue, settings: AccountSyncSettings | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 budget: CallBudget | None = None) -> None:
+        """`budget`: the owners' call budgets (DESIGN.md, "Budgets"): a list run takes
+        its first page's call from its owner's, as a sync run does, and is deferred to
+        the slot the owner's share books when it is short."""
+        self._budget = budget
         self._accounts = accounts
         self._list = calendar_list
         self._service = service
@@ -143,6 +152,18 @@ class AccountSync:
         if attempt.lease is None:
             return Outcome(attempt.outcome.value), None, attempt.retry_at
         lease = attempt.lease
+        if self._budget is not None:
+            account = lease.account
+            try:
+                # A run deferred to a slot comes back with it (its `retry_at`).
+                allowed_at = self._budget.take(account.owner, account.id, LIST_CALLS, started,
+                                               booked=account.retry_at)
+            except CalsyncError as err:
+                self._release_quietly(lease)
+                return Outcome.TRANSIENT, _describe(err), None
+            if allowed_at is not None:
+                return self._wait_until(lease, allowed_at, Outcome.DEFERRED,
+                                        "over the owner's Calendar call budget")
         run = _Run(self, lease, progress)
         try:
             self._channels.ensure_channel(lease.account)  # watch first, then list
@@ -200,8 +221,14 @@ class AccountSync:
 
     def _back_off(self, lease: AccountLease,
                   err: RateLimited) -> tuple[Outcome, str | None, datetime | None]:
+        retry_at = self._clock() + timedelta(seconds=err.retry_after)
+        return self._wait_until(lease, retry_at, Outcome.RATE_LIMITED, _describe(err))
+
+    def _wait_until(self, lease: AccountLease, retry_at: datetime, outcome: Outcome,
+                    why: str) -> tuple[Outcome, str | None, datetime | None]:
+        """Let go of the lease until `retry_at` and queue the run then (a task named
+        for that time)."""
         now = self._clock()
-        retry_at = now + timedelta(seconds=err.retry_after)
         try:
             self._accounts.release_lease(lease, now, retry_at=retry_at)
             self._queue.enqueue_account_sync(lease.account.id, _epoch_ms(retry_at), retry_at,
@@ -210,7 +237,7 @@ class AccountSync:
             return Outcome.LEASE_LOST, _describe(lost), None
         except CalsyncError as failure:
             return Outcome.TRANSIENT, _describe(failure), retry_at
-        return Outcome.RATE_LIMITED, _describe(err), retry_at
+        return outcome, why, retry_at
 
     def _fail(self, lease: AccountLease, err: CalsyncError,
               reason: str | None) -> tuple[Outcome, str | None, datetime | None]:

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 REFUSED_WATCH_ERRORS = (CalendarRequestRejected, CalendarGone)
 _NEVER = datetime.min.replace(tzinfo=UTC)
 RENEWAL_CALLS = 2  # events.watch for the new channel, channels.stop for the old
+STOP_CALLS = 1  # channels.stop of an orphan (its subscription gone or not active)
 
 
 class ChannelRenewal:
@@ -206,6 +207,14 @@ class ChannelRenewal:
         if sub is not None and sub.status == ERROR:
             self._service.move_channel(channel.id, ABANDONED)
             self._report.abandoned += 1
+            return
+        if sub is not None and channel.resource_id and self._budget is not None and \
+                self._budget.take(sub.owner, sub.id, STOP_CALLS, self._run.now,
+                                  book=False) is not None:
+            # The owner's budget is short: no stop; the channel expires on its own at
+            # Google, and its pushes are refused meanwhile (not a delivering state).
+            self._service.move_channel(channel.id, ABANDONED)
+            self._report.over_budget += 1
             return
         try:
             if sub is not None and channel.resource_id:

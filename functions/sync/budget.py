@@ -8,11 +8,10 @@
   dispatches at its rate. No counter document: the queue does the counting. The
   budget (9,000 a minute by default) is what the queue's rate allows for; the
   quota's headroom above it covers the rare listing a pass cannot leave to the
-  next task (after a 410). Not counted in the task's allowance: the watch of a run
-  that must open a channel (a new subscription's first run, or one whose channel
-  lapsed), so that a first sync stays one task; onboarding subscriptions at the
-  queue's full rate makes two calls a task and can pass the budget (README,
-  "Scale and cost").
+  next task (after a 410). The watch of a run that must open a channel (a new
+  subscription's first run, or one whose channel lapsed) is a call of the task's
+  allowance: when it was the last, the listing is a follow-up task's, so
+  onboarding subscriptions at the queue's full rate stays within the budget.
 - Owner: a token bucket per owner (`UserBucket`), refilled at
   CALSYNC_USER_CALLS_PER_MINUTE and holding a tenth of it, spread over
   CALSYNC_USER_BUDGET_SHARDS documents with an equal share each; a subscription's

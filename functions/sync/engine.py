@@ -254,11 +254,15 @@ class SyncEngine:
         try:
             if self._channels is not None and not _delivering(channel_check):
                 # Watch first, then list: a change after the listing's snapshot
-                # is then announced by a notification.
-                # Not counted in the task's allowance: a run that opens a channel lists
-                # in the same task (a first sync is not a task longer), its watch one call
-                # more, like a renewal's (functions/sync/budget.py).
-                self._channels.ensure_channel(attempt.lease.subscription)
+                # is then announced by a notification. The watch is a call of the
+                # task's allowance: if it was the last one, the listing is the next
+                # task's (so the queue's rate bounds the calls while subscriptions
+                # are onboarded too; functions/sync/budget.py).
+                opened = self._channels.ensure_channel(attempt.lease.subscription)
+                if opened and allowance is not None:
+                    allowance.spend()
+                    if allowance.left <= 0:
+                        return self._continue(run)
             token = run.sync()
             if token is None:
                 return self._continue(run)

@@ -324,7 +324,8 @@ class EmulatorControl:
         return str(self._call("GET", "clock")["now"])
 
     def counters(self) -> dict[str, dict[str, int]]:
-        """``calls``/``items`` per method, ``notifications`` outcomes, ``tokens`` grants."""
+        """``calls``/``items`` per method, ``notifications`` outcomes (``by_channel``: dropped,
+        duplicated and delivered per channel, as ``outcome:channel id``), ``tokens`` grants."""
         return dict(self._call("GET", "counters"))
 
     def reset_counters(self) -> None:

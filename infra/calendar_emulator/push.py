@@ -158,6 +158,7 @@ class PushHub:
                 if faults.drop > 0:
                     faults.drop -= 1
                     self.counters.add("notifications", "dropped")
+                    self.counters.add("by_channel", f"dropped:{channel_id}")
                     continue
                 if faults.merge_window > 0:
                     if channel_id in self._merging:
@@ -174,6 +175,7 @@ class PushHub:
                     faults.duplicate -= 1
                     copies = 2
                     self.counters.add("notifications", "duplicated")
+                    self.counters.add("by_channel", f"duplicated:{channel_id}")
                 for _ in range(copies):
                     notification = Notification(channel_id, "exists", number)
                     if paused:
@@ -294,6 +296,7 @@ class PushHub:
         status = self._post(address, headers)
         if status in _DELIVERED:
             self.counters.add("notifications", "delivered")
+            self.counters.add("by_channel", f"delivered:{notification.channel_id}")
             self.counters.add("notifications", f"delivered_{notification.state}")
             return
         if (

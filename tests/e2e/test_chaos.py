@@ -15,6 +15,12 @@ so the worker answers 500 and Cloud Tasks retries it: the stand-in for a crashed
 worker), 429 and 403 rate limits, a user's calls refused for a moment, 410s (tokens
 invalidated, or injected), failing watches (a subscribe and the resume follow one)
 and channel stops, dropped, duplicated and delayed notifications.
+
+An account (tests/faults/account_chaos.py) follows its owner's calendars in the same
+stack: calendars are shared with it and unshared during the history, each beside a
+fault on the calendar-list path (its channel's pushes dropped, duplicated, delayed;
+calendarList.list 503, 429, 410; calendarList.watch refused), and it must end up
+following exactly what its policy picks, each calendar converged like the others.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from infra.calendar_emulator.control import EmulatorControl
 from infra.calendar_emulator.testing import calendar_service
 from infra.local.logs import json_log_lines
 from tests.faults import invariants
+from tests.faults.account_chaos import AccountChaos
 from tests.faults.history import Cal, History
 from tests.faults.invariants import Watched
 from tests.faults.observe import (
@@ -75,7 +82,7 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 
 def worker_500(history: History) -> None:
-    history._inject("worker_500", "events.list", 500, "backendError", count=3)
+    history.inject("worker_500", "events.list", 500, "backendError", count=3)
 
 
 def test_chaos_converges_and_prints_the_fault_tally(
@@ -107,7 +114,12 @@ def _chaos(world: World, app: Any) -> None:
         api = calendar_service(base, owner)
         calendar_id = api.calendars().insert(body={"summary": f"chaos {n}"}).execute()["id"]
         cals.append(Cal(Watched(calendar_id, owner, api)))
-    history = History(rng, control, service, cals, extra_faults={"worker_500": worker_500})
+    account = AccountChaos(control, db, base, world.run_dir)
+    accounts = app.account_service(settings)
+    account.create(lambda owner, policy: accounts.connect(owner, "bearer", policy).account.id)
+    history = History(rng, control, service, cals + account.cals,
+                      extra_faults={"worker_500": worker_500})
+    account.schedule(history)
     for cal in cals:
         for _ in range(4):
             history.mutate(cal)
@@ -122,17 +134,17 @@ def _chaos(world: World, app: Any) -> None:
     history.prove_rate_limits(json_log_lines(world.run_dir / "function-sync_worker.log",
                                              "sync run"))
     report = tally_text(history.tally)
-    print(f"\n[chaos seed={SEED}] {history.mutations} mutations on {len(cals)} calendars; "
+    print(f"\n[chaos seed={SEED}] {history.mutations} mutations on {len(history.cals)} calendars; "
           f"faults and actions: {report}", flush=True)
     print(f"[chaos seed={SEED}] evidence: {tally_text(history.taken)}", flush=True)
     assert history.mutations >= 300 and len(cals) >= 4
-    missing = [k for k in history.fault_kinds() if not history.tally[f"fault_{k}"]]
-    unproven = history.unproven()  # asserted after convergence (reported with it)
+    missing = [k for k in history.all_kinds() if not history.tally[f"fault_{k}"]]
 
     watched = [cal.watched for cal in cals]
 
     def check(last: dict[str, Any]) -> list[str]:
-        return (invariants.problems(store, db, watched, control)
+        return (invariants.problems(store, db, watched + account.watched(), control)
+                + account.problems()
                 + invariants.quiet_problems(world.queued_tasks(), env["CALSYNC_RENEWER_URL"],
                                             last))
 
@@ -142,7 +154,7 @@ def _chaos(world: World, app: Any) -> None:
           flush=True)
     phase = f"not converged after {runs} renewer runs past quiet"
     if not problems:
-        for cal in cals:  # the probe: healthy now, each change through its notification
+        for cal in history.cals:  # the probe: healthy now, each change through its notification
             history.mutate(cal)
         control.flush_notifications(timeout=10)
         phase = "the probe (one change per calendar once healthy) did not arrive"
@@ -150,6 +162,8 @@ def _chaos(world: World, app: Any) -> None:
                                         PROBE_RUNS, tally=history.tally)
         print(f"[chaos seed={SEED}] probe converged after {probe_runs} renewer runs; "
               f"problems: {problems}", flush=True)
+    account.prove(history)  # its relisting may come after quiet (a rate limit's wait)
+    unproven = history.unproven()  # asserted after convergence (reported with it)
     if problems:
         print(log_summary(world.run_dir), recent_runs(world.run_dir, problems), sep="\n",
               flush=True)

@@ -4,6 +4,8 @@
   emulator pushes real notifications to the webhook).
 - Subscribe, pause and resume go through the subscription service in-process, as the
   CLI does.
+- Scripted steps (`at`) run at a point of the history (an account's calendars
+  shared and unshared, each with a fault on its calendar-list path).
 - Faults go through the emulator's control API (events.list 500/503/429/403/410,
   rate limits, failing watches and stops, dropped, duplicated and delayed
   notifications), plus whatever extra faults a test brings (a refusing Cloud Tasks
@@ -93,6 +95,10 @@ class History:
         self.budgets: list[str] = []  # hook budgets a test armed (dropped at quiet)
         self.db: Any = None
         self.holding_until = 0.0  # monotonic: a held watch must not be killed before then
+        # Scripted steps (progress, name, step), run once the history reaches them; the
+        # fault kinds they inject (`scripted_kinds`) must be shown to act like the rest.
+        self.steps: list[tuple[float, str, Callable[[History], None]]] = []
+        self.scripted_kinds: list[str] = []
 
     # -- scheduling -------------------------------------------------------------
 
@@ -117,6 +123,17 @@ class History:
             else:
                 keep.append((deadline, what, undo))
         self._undo = keep
+
+    def at(self, progress: float, name: str, step: Callable[[History], None]) -> None:
+        """Run `step` once the history has done `progress` of its mutations."""
+        self.steps.append((progress, name, step))
+        self.steps.sort(key=lambda entry: entry[0])
+
+    def _steps(self, everything: bool = False) -> None:
+        while self.steps and (everything or self.progress >= self.steps[0][0]):
+            _, name, step = self.steps.pop(0)
+            step(self)
+            self.tally[f"step_{name}"] += 1
 
     # -- the history ------------------------------------------------------------
 
@@ -143,6 +160,7 @@ class History:
         while self.mutations < mutations:
             self.progress = self.mutations / mutations
             self._due()
+            self._steps()
             if self.mutations in plan:
                 cal = plan.pop(self.mutations)
                 if not self.tally["subscribe_after_watch_fault"]:
@@ -172,6 +190,7 @@ class History:
             time.sleep(self.rng.uniform(0, step_pause))
         if self._paused is not None:
             self.resume()
+        self._steps(everything=True)
 
     def took_effect(self, kind: str, count: int = 1) -> None:
         """Evidence, recorded where the fault acted, that `kind` changed something."""
@@ -179,9 +198,9 @@ class History:
 
     def unproven(self) -> list[str]:
         """Fault kinds injected without evidence that they acted."""
-        return [k for k in self.fault_kinds() if self.tally[f"fault_{k}"] and not self.taken[k]]
+        return [k for k in self.all_kinds() if self.tally[f"fault_{k}"] and not self.taken[k]]
 
-    def _inject(self, kind: str, method: str, status: int, reason: str, count: int = 1) -> None:
+    def inject(self, kind: str, method: str, status: int, reason: str, count: int = 1) -> None:
         self.control.inject_failure(method, status, reason, count=count)
         # The method's call count read after the failure is queued: a call in between
         # counts as before it (it may have taken ours: then ours is under-counted).
@@ -342,6 +361,10 @@ class History:
 
     # -- faults -----------------------------------------------------------------------
 
+    def all_kinds(self) -> list[str]:
+        """Every fault kind of this history: drawn at random, or scripted."""
+        return [*self.fault_kinds(), *self.scripted_kinds]
+
     def fault_kinds(self) -> list[str]:
         return ["list_5xx", "list_429", "list_403_rate", "rate_limit", "list_410",
                 "watch_fail", "stop_fail", "push_drop", "push_dup", "push_delay",
@@ -353,18 +376,28 @@ class History:
         if kind in self.extra:
             self.extra[kind](self)
         elif kind == "list_5xx":
-            self._inject(kind, "events.list", rng.choice([500, 503]), "backendError",
+            self.inject(kind, "events.list", rng.choice([500, 503]), "backendError",
                          count=rng.randint(1, 3))
         elif kind == "list_429":
-            self._inject(kind, "events.list", 429, "rateLimitExceeded", count=2)
+            self.inject(kind, "events.list", 429, "rateLimitExceeded", count=2)
         elif kind == "list_403_rate":
-            self._inject(kind, "events.list", 403, "userRateLimitExceeded", count=2)
+            self.inject(kind, "events.list", 403, "userRateLimitExceeded", count=2)
         elif kind == "rate_limit":
-            # Every call of one user refused for a moment (a user's quota exhausted).
-            owner = rng.choice(self.cals).watched.owner
+            # Every call of one user refused for a moment (a user's quota exhausted):
+            # a user with a subscription of the history's, and a run of it then (as a
+            # notification from another writer would ask), so a refused run shows it:
+            # this user's own writes wait for the limit to be lifted.
+            subscribed = [c for c in self.cals if c.sub_id]
+            cal = rng.choice(subscribed or self.cals)
+            owner = cal.watched.owner
             control.set_rate_limit(0, window_seconds=1.0, status=rng.choice([403, 429]),
                                    user=owner)
             started = time.time()
+            if cal.sub_id:
+                try:
+                    self.service.request_sync(cal.sub_id)
+                except Exception as err:  # noqa: BLE001 - evidence only: recorded
+                    self.tally[f"rate_limit_request_raised_{type(err).__name__}"] += 1
 
             def lift() -> None:
                 control.set_rate_limit(None)
@@ -381,11 +414,11 @@ class History:
             if rng.random() < 0.5:
                 control.invalidate_sync_tokens(cal.watched.calendar_id)
                 self.tally["list_410_tokens_invalidated"] += 1
-            self._inject(kind, "events.list", 410, "fullSyncRequired")
+            self.inject(kind, "events.list", 410, "fullSyncRequired")
         elif kind == "watch_fail":
             self.watch_fail(rng.randint(1, 2))
         elif kind == "stop_fail":
-            self._inject(kind, "channels.stop", 503, "backendError")
+            self.inject(kind, "channels.stop", 503, "backendError")
         elif kind in ("push_drop", "push_dup", "push_delay"):
             self._push_fault(kind)
         else:
@@ -415,5 +448,5 @@ class History:
     def watch_fail(self, count: int, kind: str = "watch_fail") -> None:
         status = self.rng.choice([500, 503, 429])
         reason = "rateLimitExceeded" if status == 429 else "backendError"
-        self._inject(kind, "events.watch", status, reason, count=count)
+        self.inject(kind, "events.watch", status, reason, count=count)
         self.tally[f"watch_fail_{status}"] += 1

@@ -12,6 +12,13 @@ live on Google's side (the Calendar emulator knows it, not stopped, not expired,
 same resource id). Snapshots are read only through `FirestoreStore.load_snapshots`
 / `iter_live_ids`, entries through `list_changes`.
 
+Per connected account (`account_problems`): it follows exactly the calendars its
+policy picks from its calendar list as Google lists it now (through the real
+client; the policy's rules written out here, not calsync's own), each by one
+active subscription; no list request left unserved; exactly one delivering
+calendar-list channel, active, not expired, live at Google. (Each calendar it
+follows is then checked as above.)
+
 Across the stack (`quiet_problems`): the Cloud Tasks queue holds no task, and no
 renewer continuation is queued or was asked for by the last renewer run.
 """
@@ -207,6 +214,84 @@ def problems(store: Any, db: Any, calendars: Iterable[Watched],
             found.append(f"{watched.calendar_id[:18]}: {len(subs)} active subscriptions")
         for sub_id, data in subs:
             found.extend(subscription_problems(store, db, watched, sub_id, data, google))
+    return found
+
+
+def calendar_list(api: Any) -> list[dict[str, Any]]:
+    """Every entry of the user's calendar list, through the real client."""
+    entries: list[dict[str, Any]] = []
+    token = None
+    while True:
+        page = api.calendarList().list(pageToken=token).execute()
+        entries.extend(page.get("items", []))
+        token = page.get("nextPageToken")
+        if not token:
+            return entries
+
+
+# Weakest first, as Google orders them; a policy's minimum is never below `reader`.
+ROLES = ("freeBusyReader", "reader", "writer", "owner")
+
+
+def wanted_calendars(api: Any, owner: str, policy: Any) -> set[str]:
+    """The calendars the policy (`CalendarPolicy`) picks from the owner's list as Google
+    lists it now: written here from DESIGN's words, not with calsync's own `decide`,
+    so that a fault in that is seen."""
+    floor = max(ROLES.index("reader"), ROLES.index(policy.min_access_role))
+    excluded = {c.lower() for c in policy.exclude}
+    return {str(e["id"]) for e in calendar_list(api)
+            if not e.get("deleted") and e.get("accessRole") in ROLES
+            and ROLES.index(e["accessRole"]) >= floor
+            and str(e["id"]).lower() not in excluded
+            and (policy.calendars == "all" or e.get("primary")
+                 or str(e.get("dataOwner", "")).lower() == owner.lower())}
+
+
+def account_followed(db: Any, account_id: str) -> dict[str, tuple[str, str]]:
+    """calendar id -> (subscription id, status) of each calendar the account follows
+    (a subscription it made and has not left)."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    query = db.collection("subscriptions").where(
+        filter=FieldFilter("account_id", "==", account_id))
+    return {str(d.get("calendar_id")): (snap.id, str(d.get("status")))
+            for snap in query.stream() for d in [snap.to_dict() or {}]
+            if d.get("account_seq") is not None and d.get("status") != "removed"}
+
+
+def account_problems(db: Any, account_id: str, owner: str, api: Any, policy: Any,
+                     control: Any = None) -> list[str]:
+    """Everything that keeps an account from following exactly its policy; `api` acts
+    as `owner` (its list is read through it)."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    tag = f"account {account_id[:8]}"
+    found: list[str] = []
+    want, have = wanted_calendars(api, owner, policy), account_followed(db, account_id)
+    if set(have) != want:
+        found.append(f"{tag}: follows {len(have)}, its policy picks {len(want)}: missing "
+                     f"{sorted(want - set(have))}, extra {sorted(set(have) - want)}")
+    found += [f"{tag}: {cal[:18]} is {status}" for cal, (_, status) in have.items()
+              if status != "active"]
+    data = db.document(f"accounts/{account_id}").get().to_dict() or {}
+    if data.get("requested_at") is not None:
+        found.append(f"{tag}: a list request left unserved")
+    channels = [(snap.id, snap.to_dict() or {}) for snap in db.collection("channels")
+                .where(filter=FieldFilter("account_id", "==", account_id)).stream()]
+    delivering = [(cid, doc) for cid, doc in channels if doc.get("state") in DELIVERING]
+    if len(delivering) != 1:
+        return found + [f"{tag}: {len(delivering)} delivering list channels"]
+    channel_id, doc = delivering[0]
+    name = f"{tag}: list channel {channel_id[:8]}"
+    if doc.get("state") != "active":
+        found.append(f"{name} is {doc.get('state')} (its watch never completed)")
+    expiration = doc.get("expiration")
+    if expiration is None or expiration <= datetime.now(UTC):
+        found.append(f"{name} delivering but expired at {expiration}")
+    if control is not None and doc.get("state") == "active":
+        live = google_channels(control).get(channel_id)
+        if live is None or live.get("stopped") or live.get("expired"):
+            found.append(f"{name} recorded active, not live at Google")
     return found
 
 

@@ -11,6 +11,8 @@ listed in `catalogue.py`).
 from __future__ import annotations
 
 import hashlib
+import random
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,6 +52,14 @@ from functions.ports import LifecycleStore, RowCursor
 
 DELETE_BATCH = 400
 RECORD_ATTEMPTS = 20  # transaction attempts of a lifecycle entry
+CONTENDED_ROUNDS = 4  # rounds of those attempts, a pause apart, for a contended key
+
+
+def _contended(err: StoreError) -> bool:
+    """A transaction that lost to others every time (its attempts spent on aborts)."""
+    cause = err.__cause__
+    return isinstance(cause, gexc.Aborted) or (
+        isinstance(cause, ValueError) and isinstance(cause.__cause__, gexc.Aborted))
 # The renewer's own bookkeeping: `renewer/shard_backfill` (old channel records given
 # their shard). Read and written by key only: no query, no index.
 RENEWER = "renewer"
@@ -129,12 +139,22 @@ class SubscriptionStore(LifecycleStore):
                                    requested_gen=1, created_at=now)
             return created, True
 
-        with _translated():
-            # Racing subscribes of one calendar contend on its key by design: more
-            # attempts than the default five, so they converge instead of failing.
-            result: tuple[Subscription, bool] = create(
-                self._client.transaction(max_attempts=RECORD_ATTEMPTS))
-            return result
+        # Racing subscribes of one calendar contend on its key by design: more
+        # attempts than the default five, so they converge instead of failing; and
+        # since the client begins an aborted transaction again at once, a few rounds
+        # of those with a jittered pause between them (a loaded Firestore answers
+        # "Transaction lock timeout" to every one of a round's attempts).
+        for rounds_left in range(CONTENDED_ROUNDS - 1, -1, -1):
+            try:
+                with _translated():
+                    result: tuple[Subscription, bool] = create(
+                        self._client.transaction(max_attempts=RECORD_ATTEMPTS))
+                    return result
+            except StoreError as err:
+                if not rounds_left or not _contended(err):
+                    raise
+            time.sleep(random.uniform(0.05, 0.25) * (CONTENDED_ROUNDS - rounds_left))
+        raise AssertionError("unreachable")
 
     def get(self, sub_id: str) -> tuple[Subscription, dict[str, Any]] | None:
         with _translated():

@@ -39,7 +39,7 @@ from functions.lifecycle.accounts import AccountService
 from functions.lifecycle.renewer import Renewer
 from functions.lifecycle.subscriptions import SubscriptionService
 from functions.model import ChangeEntry
-from functions.ports import AccountTaskQueue, TaskQueue
+from functions.ports import AccountTaskQueue, CallBudget, TaskQueue
 from functions.sync.engine import SyncEngine, SyncSettings
 from functions.sync.worker import SyncWorker
 
@@ -223,7 +223,8 @@ def settings_for(emulator: Any, webhook_url: str, **extra: str) -> Settings:
 
 
 def build_world(db: Any, emulator: Any, serve: Callable[[Any], str],
-                **extra: str) -> World:
+                budget: CallBudget | None = None, **extra: str) -> World:
+    """`budget`: the owners' call budgets the list runs take from (none: unlimited)."""
     holder: dict[str, WebhookService] = {}
 
     def webhook_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -254,7 +255,7 @@ def build_world(db: Any, emulator: Any, serve: Callable[[Any], str],
     engine = SyncEngine(store, google, queue, SyncSettings(min_sync_interval=0.01),
                         channels=service)
     account_sync = AccountSync(accounts, calendar_list, account_service, service, queue,
-                               AccountSyncSettings(min_sync_interval=0.01))
+                               AccountSyncSettings(min_sync_interval=0.01), budget=budget)
     worker = SyncWorker(lambda: engine, lambda: account_sync)
     holder["webhook"] = WebhookService(FirestoreChannelStore(db), store, queue,
                                        settings.channel_token_keys, record_interval=5.0,

@@ -241,6 +241,12 @@ def test_drop_duplicate_delay_and_pause(emu: Any, service: Any, receiver: Receiv
     insert(service)
     assert len(receiver.notifications) == 4
     assert len(receiver.wait_for(5)) == 5
+    # Counted per channel too (a test injecting faults on one channel among many
+    # shows they acted there): sync + 2 copies + released + delayed = 5 delivered.
+    by_channel = emu.control.counters()["by_channel"]
+    assert {k: v for k, v in by_channel.items() if k.endswith(channel["id"])} == {
+        f"dropped:{channel['id']}": 1, f"duplicated:{channel['id']}": 1,
+        f"delivered:{channel['id']}": 5}
 
 
 def test_merge_coalesces_a_burst(emu: Any, service: Any, receiver: Receiver) -> None:

@@ -29,6 +29,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from infra.calendar_emulator.control import EmulatorControl
 from infra.calendar_emulator.testing import calendar_service
+from tests.faults import invariants
 from tests.faults.in_process import calsync_app, wait_for
 from tests.faults.observe import RenewerLoop, converge, renew
 from tests.faults.world import FAR, World, hooked_stack
@@ -96,10 +97,8 @@ def _story(world: World, app: Any) -> None:
 
     def followed() -> dict[str, str]:
         """calendar id -> status of each subscription the account follows."""
-        return {str(d.get("calendar_id")): str(d.get("status"))
-                for d in (s.to_dict() or {} for s in db.collection("subscriptions")
-                          .where(filter=FieldFilter("account_id", "==", account_id)).stream())
-                if d.get("account_seq") is not None and d.get("status") != "removed"}
+        return {cal: status for cal, (_, status)
+                in invariants.account_followed(db, account_id).items()}
 
     def list_channel() -> str:
         return str(account().get("channel_id") or "")
@@ -170,7 +169,9 @@ def _story(world: World, app: Any) -> None:
         control.share_calendar(shared[3], OWNER, "reader")
         wait_for("the relisting reconciled", lambda: shared[3] in followed()
                  and shared[1] not in followed(), 60)
-        assert full_after_410() > relists, "no list run after a 410: the 410 did not act"
+        # The run's log line follows its commit: read it once it is written.
+        wait_for("a list run after the 410 (the 410 acted)", lambda: full_after_410() > relists,
+                 20)
         tally["list_410"] += 1
 
         # A list run fails after its first Firestore write (its lease taken): the task

@@ -39,12 +39,12 @@ def test_a_late_injection_is_proven_once_its_failures_were_answered() -> None:
     control = QueueControl()
     h = history(control)
     # Early failures, all answered long ago.
-    h._inject("list_429", "events.list", 429, "rateLimitExceeded", count=2)
-    h._inject("list_403_rate", "events.list", 403, "userRateLimitExceeded", count=2)
+    h.inject("list_429", "events.list", 429, "rateLimitExceeded", count=2)
+    h.inject("list_403_rate", "events.list", 403, "userRateLimitExceeded", count=2)
     for _ in range(10):
         control.call("events.list")
     # A late one: two more calls answer it; the cumulative count (6) is not needed.
-    h._inject("list_5xx", "events.list", 503, "backendError", count=2)
+    h.inject("list_5xx", "events.list", 503, "backendError", count=2)
     control.call("events.list")
     control.call("events.list")
     assert control.queued == []
@@ -55,11 +55,11 @@ def test_a_late_injection_is_proven_once_its_failures_were_answered() -> None:
 def test_an_injection_behind_unanswered_ones_is_not_proven() -> None:
     control = QueueControl()
     h = history(control)
-    h._inject("list_429", "events.list", 429, "rateLimitExceeded", count=2)
+    h.inject("list_429", "events.list", 429, "rateLimitExceeded", count=2)
     control.call("events.list")  # one of the two answered
-    h._inject("list_5xx", "events.list", 500, "backendError", count=1)
+    h.inject("list_5xx", "events.list", 500, "backendError", count=1)
     control.call("events.list")  # answers the 429's second failure, not ours
-    h._inject("stop_fail", "channels.stop", 503, "backendError", count=1)
+    h.inject("stop_fail", "channels.stop", 503, "backendError", count=1)
     h.settle_evidence()
     assert control.queued == ["events.list", "channels.stop"]
     assert h.taken == Counter({"list_429": 1})  # both of its failures answered

@@ -139,7 +139,7 @@ def fail_renewal_watches(renewer: RenewerLoop) -> Any:
     def fault(history: History) -> None:
         status = history.rng.choice([500, 503, 429])
         reason = "rateLimitExceeded" if status == 429 else "backendError"
-        renewer.before_next.append(lambda: history._inject(
+        renewer.before_next.append(lambda: history.inject(
             "renewal_watch_fail", "events.watch", status, reason, count=2))
 
     return fault

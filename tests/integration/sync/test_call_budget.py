@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -27,9 +28,12 @@ from functions.adapters.firestore.budget import (
     share_of,
 )
 from functions.adapters.firestore.catalogue import CALL_BUDGETS
+from functions.adapters.google.channels import GoogleChannels
 from functions.adapters.google.tasks import CloudTasksQueue, build_client
 from functions.config import Settings
 from functions.errors import StoreError
+from functions.model import Subscription
+from functions.ports import ChannelKeeper
 from functions.sync.engine import SyncEngine, SyncSettings
 from tests.faults.serving import serve_worker
 from tests.faults.tasks import NameRuleClient
@@ -133,8 +137,29 @@ def test_an_owners_calendars_spread_over_its_shares(firestore_db: Any) -> None:
     assert not _share(firestore_db, "someone-else@example.com", 0).exists
 
 
+class WatchOnce(ChannelKeeper):
+    """Opens the subscription's channel once, by a real `events.watch` on the Calendar
+    emulator (through the real client); keeps no record beyond that (the engine's
+    counting of the watch is what is tested, not the channel's lifecycle)."""
+
+    def __init__(self, channels: GoogleChannels) -> None:
+        self.channels = channels
+        self.opened = False
+
+    def ensure_channel(self, subscription: Subscription) -> bool:
+        if self.opened:
+            return False
+        self.channels.watch(subscription, uuid.uuid4().hex, "token", "http://127.0.0.1:9/",
+                            600)
+        self.opened = True
+        return True
+
+    def has_delivering(self, sub_id: str) -> bool | None:
+        return self.opened
+
+
 def _rig(firestore_db: Any, calendar: Any, tasks_emulator: str, tasks_queue: str,
-         per_minute: int) -> Iterator[Rig]:
+         per_minute: int, channels: bool = False) -> Iterator[Rig]:
     _, project, _, region, _, queue_id = tasks_queue.split("/")
     calendar.control.add_user(OWNER)
     harness = Harness(firestore_db, calendar, OWNER, page_size=PAGE, sub_id="sub-budget")
@@ -150,7 +175,8 @@ def _rig(firestore_db: Any, calendar: Any, tasks_emulator: str, tasks_queue: str
         harness.store, counting, queue,
         SyncSettings(page_size=PAGE, lease_seconds=30, min_sync_interval=0.2,
                      calls_per_task=1),
-        budget=FirestoreCallBudget(firestore_db, per_minute=per_minute, shards=1))
+        budget=FirestoreCallBudget(firestore_db, per_minute=per_minute, shards=1),
+        channels=WatchOnce(GoogleChannels(harness.calendar)) if channels else None)
     try:
         yield Rig(harness, worker, queue, counting)
     finally:
@@ -169,6 +195,14 @@ def tight(firestore_db: Any, calendar: Any, tasks_emulator: str,
 def ample(firestore_db: Any, calendar: Any, tasks_emulator: str,
           tasks_queue: str) -> Iterator[Rig]:
     yield from _rig(firestore_db, calendar, tasks_emulator, tasks_queue, per_minute=480)
+
+
+@pytest.fixture
+def watching(firestore_db: Any, calendar: Any, tasks_emulator: str,
+             tasks_queue: str) -> Iterator[Rig]:
+    """Ample budget; the run opens the subscription's channel first (a real watch)."""
+    yield from _rig(firestore_db, calendar, tasks_emulator, tasks_queue, per_minute=480,
+                    channels=True)
 
 
 def test_a_run_over_its_owners_budget_is_deferred_to_when_the_budget_allows(
@@ -221,3 +255,22 @@ def test_after_a_410_the_full_listing_goes_on_task_by_task_and_ends(ample: Rig) 
     assert later == ["continued"] * (len(later) - 1) + ["synced"], later
     assert len(later) == -(-len(ids) // PAGE)  # one task per page of the full listing
     assert sorted({e.event_id for e in harness.check() if e.event_id}) == sorted(ids)
+
+
+def test_a_first_run_that_opens_a_channel_lists_in_the_next_task(watching: Rig) -> None:
+    """The watch is a call of the task's allowance: with one call a task, the run that
+    opens the channel lists nothing and a follow-up task lists (so the queue's rate
+    bounds the calls also while subscriptions are onboarded at that rate)."""
+    harness = watching.harness
+    ids = [harness.insert(f"single {i}", day=i)["id"] for i in range(3)]
+    calls = harness.emulator.control.counters()["calls"]
+    before = {m: int(calls.get(m, 0)) for m in ("events.watch", "events.list")}
+    watching.request(1)
+    watching.synced(1)
+    calls = harness.emulator.control.counters()["calls"]
+    made = {m: int(calls.get(m, 0)) - before[m] for m in before}
+    assert made == {"events.watch": 1, "events.list": 1}, made
+    # Two tasks, one call each: the watch, then the listing (one page).
+    assert watching.worker.outcomes == ["continued", "synced"], watching.worker.outcomes
+    assert watching.calendar.page_tokens == [None]
+    assert sorted(e.event_id for e in harness.check()) == sorted(ids)

@@ -40,10 +40,11 @@ def http(firestore_db: Any, calendar: Any, tasks_emulator: str, tasks_queue: str
         "CLOUD_TASKS_EMULATOR_HOST": tasks_emulator,
         "CALENDAR_API_ENDPOINT": calendar.api_endpoint,
         "CALSYNC_PAGE_SIZE": "3",
-        # Every page of a run in one task (one task is one call by default: a pass
-        # that pages goes on in follow-up tasks, tests/integration/sync/
-        # test_call_budget.py); these tests look at what one run answers and logs.
-        "CALSYNC_CALLS_PER_SYNC_TASK": "3",
+        # The first channel's watch and every page of a run in one task (one task is
+        # one call by default: a pass that pages goes on in follow-up tasks,
+        # tests/integration/sync/test_call_budget.py); these tests look at what one
+        # run answers and logs.
+        "CALSYNC_CALLS_PER_SYNC_TASK": "4",
         # The worker opens a subscription's first channel before it lists.
         "CALSYNC_WEBHOOK_URL": "http://127.0.0.1:9/hook",
         "CALSYNC_CHANNEL_TOKEN_KEYS": "k:" + "a" * 44,

@@ -354,9 +354,16 @@ def test_confirmed_channels_are_looked_up_once_per_cache_period(world, monkeypat
     for n in range(2, 12):
         service.handle(note(number=n))
     assert lookups == ["ch-1"]
-    tick[0] += webhook.CHANNEL_CACHE_SECONDS + 0.1
+    tick[0] += 5.0 + 0.1  # the default CALSYNC_CHANNEL_CACHE_SECONDS
     service.handle(note(number=20))
     assert lookups == ["ch-1", "ch-1"]
+    service._cache_seconds = 60.0  # the setting decides how long
+    tick[0] += 30.0
+    service.handle(note(number=21))
+    assert lookups == ["ch-1", "ch-1", "ch-1"]
+    tick[0] += 30.0
+    service.handle(note(number=22))
+    assert lookups == ["ch-1", "ch-1", "ch-1"]
 
 
 def test_pending_channels_are_never_cached(world) -> None:  # type: ignore[no-untyped-def]

@@ -176,6 +176,26 @@ def test_a_renewal_over_the_owners_budget_gives_its_claim_back(world: World) -> 
     assert new.id != old.id and new.state == "active"
 
 
+@pytest.mark.parametrize("short", [0, 1])
+def test_an_orphan_channel_is_stopped_within_the_owners_budget(world: World,
+                                                                short: int) -> None:
+    sub_id = world.service.subscribe("c", "o", "bearer").subscription.id
+    world.served(sub_id)
+    world.service.ensure_channel(world.db.get(sub_id)[0])  # type: ignore[index]
+    [channel] = world.db.delivering_channels(sub_id)
+    world.db.subs[sub_id]["status"] = "paused"  # its channel outlived the pause's stop
+    world.clock[0] += timedelta(days=6, hours=12)
+    report = Renewer(world.settings, world.db, world.service, batch=10,
+                     clock=lambda: world.clock[0], budget=ShortBudget(short)).run()
+    stops = [c for c in world.watches.calls if c[0] == "stop"]
+    if short:  # no call over the budget: left to expire at Google, refused meanwhile
+        assert stops == [] and report.over_budget == 1
+        assert world.db.channels[channel.id]["state"] == "abandoned"
+    else:
+        assert stops == [("stop", channel.id)] and report.orphans_stopped == 1
+    assert world.db.delivering_channels(sub_id) == []
+
+
 def test_continuation_only_with_progress(world: World) -> None:
     for n in range(3):
         sub_id = world.service.subscribe(f"c{n}", "o", "bearer").subscription.id
