@@ -61,9 +61,12 @@ def test_an_account_over_http(e2e: E2E, http: Http) -> None:
 
     wait_until(lambda: _account(http, account_id)["calendars_followed"] == 2, 60,
                "the account's two calendars followed")
+    # The list run follows the calendars before its final commit records the listing:
+    # wait for that too.
     health = wait_until(lambda: (lambda a: a if a["channel"] and a["channel"]["state"]
-                                 == "active" else None)(_account(http, account_id)), 60,
-                        "the calendar list watched")
+                                 == "active" and a["last_list_sync_at"] else None)(
+                                     _account(http, account_id)), 60,
+                        "the calendar list watched and its listing recorded")
     assert health["status"] == "active" and health["last_list_sync_at"] and not health["error"]
     subs = _subscriptions(http, f"account={account_id}")
     assert {s["calendar_id"] for s in subs} == {extra, CARA}
