@@ -144,14 +144,6 @@ def refuse_enqueues(world: World) -> Any:
         proxy = world.proxy
         before = proxy.refused_connections
         proxy.refuse()
-        # A request now (as a notification would ask, in-process through the same
-        # proxy), so an enqueue meets the refusal whatever the history does next.
-        subscribed = [c for c in history.cals if c.sub_id]
-        if subscribed:
-            try:
-                history.service.request_sync(history.rng.choice(subscribed).sub_id)
-            except Exception as err:  # noqa: BLE001 - refused: what the fault is for
-                history.tally[f"enqueue_refused_request_{type(err).__name__}"] += 1
 
         def accept() -> None:
             proxy.accept()
