@@ -474,10 +474,12 @@ class RunPublishing:
             upto = min(upto, seq - 1 + self._limits.max_messages)
             found = self._outbox.store.read_entries(self._key, seq - 1, upto)
             with self._cond:
-                handed = set(self._handed)
-            for entry in found:
-                if int(entry["seq"]) not in handed:
-                    self._ahead[int(entry["seq"])] = entry
+                # A commit may have handed some of these over while they were
+                # read: one copy of each is kept, here (a copy left among the
+                # handed ones would leave `seq` itself found nowhere: skipped).
+                for entry in found:
+                    number = int(entry["seq"])
+                    self._ahead[number] = self._handed.pop(number, entry)
             self._read_upto = upto
             doc = self._ahead.pop(seq, None)
         return doc
