@@ -70,6 +70,23 @@ class Cal:
     sub_id: str | None = None
 
 
+@dataclass
+class _Undo:
+    """A timed fault's lifting: at `deadline`, or with `until`, once it acted."""
+
+    deadline: float
+    what: str
+    undo: Callable[[], None]
+    until: Callable[[], bool] | None
+    bound: float
+
+    def acted(self) -> bool:
+        return self.until is None or self.until()
+
+    def due(self, now: float) -> bool:
+        return now >= self.deadline and (self.acted() or now >= self.bound)
+
+
 class History:
     """One random history over `cals`; `run()` until enough mutations are done."""
 
@@ -80,7 +97,7 @@ class History:
         self.tally: Counter[str] = Counter()
         self.mutations = 0
         self.progress = 0.0
-        self._undo: list[tuple[float, str, Callable[[], None]]] = []
+        self._undo: list[_Undo] = []
         self._paused: Cal | None = None
         self._failed: list[Cal] = []
         # Injected Calendar failures, in order: (kind, method, how many, the method's
@@ -102,9 +119,13 @@ class History:
 
     # -- scheduling -------------------------------------------------------------
 
-    def later(self, seconds: float, what: str, undo: Callable[[], None]) -> None:
-        """Run `undo` once `seconds` have passed (checked between steps and at quiet)."""
-        self._undo.append((time.monotonic() + seconds, what, undo))
+    def later(self, seconds: float, what: str, undo: Callable[[], None],
+              until: Callable[[], bool] | None = None, bound: float = 20.0) -> None:
+        """Run `undo` once `seconds` have passed (checked between steps and at quiet).
+        With `until`: not before `until()` holds (the fault met something to act
+        on), yet at most `bound` seconds, at quiet too."""
+        now = time.monotonic()
+        self._undo.append(_Undo(now + seconds, what, undo, until, now + max(bound, seconds)))
 
     def pending_undos(self) -> int:
         return len(self._undo)
@@ -116,13 +137,19 @@ class History:
     def _due(self, everything: bool = False) -> None:
         now = time.monotonic()
         keep = []
-        for deadline, what, undo in self._undo:
-            if everything or deadline <= now:
-                undo()
-                self.tally[f"undo_{what}"] += 1
+        for entry in self._undo:
+            if everything or entry.due(now):
+                entry.undo()
+                self.tally[f"undo_{entry.what}"] += 1
             else:
-                keep.append((deadline, what, undo))
+                keep.append(entry)
         self._undo = keep
+
+    def _await_held(self) -> None:
+        """Let each fault waiting to act act (bounded), before lifting it."""
+        while any(entry.until is not None and not entry.acted() and
+                  time.monotonic() < entry.bound for entry in self._undo):
+            time.sleep(0.2)
 
     def at(self, progress: float, name: str, step: Callable[[History], None]) -> None:
         """Run `step` once the history has done `progress` of its mutations."""
@@ -258,6 +285,7 @@ class History:
         Injected Calendar failures stay queued up to `settle_seconds` more, until
         each kind was answered at least once (a stop or a watch failure injected
         late waits for the next renewal), so that each is shown to have acted."""
+        self._await_held()
         self._due(everything=True)
         deadline = time.monotonic() + settle_seconds
         self.settle_evidence()

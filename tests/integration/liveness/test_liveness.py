@@ -155,7 +155,10 @@ def refuse_enqueues(world: World) -> Any:
             proxy.accept()
             history.took_effect("enqueue_refused", proxy.refused_connections - before)
 
-        history.later(history.rng.uniform(0.5, 2.0), "proxy", accept)
+        # Held until an enqueue met the refusal (a window with none showed nothing),
+        # at most 8 s: the history goes on writing meanwhile, so pushes come.
+        history.later(history.rng.uniform(0.5, 2.0), "proxy", accept,
+                      until=lambda: proxy.refused_connections > before, bound=8.0)
 
     return fault
 
@@ -233,7 +236,7 @@ def pause_during_watch(world: World) -> Any:
     while the watch is in flight (once the webhook learnt the channel's resource id,
     so the pause stops it at Google too)."""
     def pause(history: History, cal: Cal) -> bool:
-        # Timed faults lifted first (each within ~3 s): a Cloud Tasks proxy still
+        # Timed faults lifted first (each within ~8 s): a Cloud Tasks proxy still
         # refusing would keep the first run, and so its watch, from starting.
         deadline = time.monotonic() + 10
         while history.pending_undos() and time.monotonic() < deadline:
