@@ -49,7 +49,7 @@ from tests.faults.observe import (
     renew,
     tally_text,
 )
-from tests.faults.world import BACKSTOPS_OFF, World, hooked_stack
+from tests.faults.world import BACKSTOPS_OFF, SMALL_CHANNEL_INTERVALS, World, hooked_stack
 
 pytestmark = pytest.mark.e2e
 PROJECT = "calsync-chaos"
@@ -65,13 +65,7 @@ SETTLE_SECONDS = 20  # at quiet, at most, for late Calendar failures to be answe
 OWNERS = ("chaos-a@example.com", "chaos-b@example.com")
 SETTINGS = {
     **BACKSTOPS_OFF,
-    "CALSYNC_MIN_SYNC_INTERVAL_SECONDS": "0.5",
-    "CALSYNC_CHANNEL_TTL_SECONDS": "20",
-    "CALSYNC_RENEWAL_WINDOW_SECONDS": "12",
-    "CALSYNC_LEASE_SECONDS": "5",
-    "CALSYNC_CHANNEL_CLAIM_SECONDS": "6",
-    "CALSYNC_PENDING_CHANNEL_GRACE_SECONDS": "6",
-    "CALSYNC_RENEWAL_BACKOFF_SECONDS": "2",
+    **SMALL_CHANNEL_INTERVALS,
 }
 
 

@@ -39,6 +39,17 @@ BACKSTOPS_OFF = {
     "CALSYNC_SWEEP_AFTER_SECONDS": FAR,
     "CALSYNC_OUTBOX_SWEEP_SECONDS": FAR,
 }
+# Channels, leases and claims on a liveness test's scale: a channel lives 20 s and is
+# renewed in its last 12, so renewals happen many times during a test.
+SMALL_CHANNEL_INTERVALS = {
+    "CALSYNC_MIN_SYNC_INTERVAL_SECONDS": "0.5",
+    "CALSYNC_CHANNEL_TTL_SECONDS": "20",
+    "CALSYNC_RENEWAL_WINDOW_SECONDS": "12",
+    "CALSYNC_LEASE_SECONDS": "5",
+    "CALSYNC_CHANNEL_CLAIM_SECONDS": "6",
+    "CALSYNC_PENDING_CHANNEL_GRACE_SECONDS": "6",
+    "CALSYNC_RENEWAL_BACKOFF_SECONDS": "2",
+}
 
 
 @dataclass

@@ -32,7 +32,7 @@ from infra.calendar_emulator.testing import calendar_service
 from tests.faults import invariants
 from tests.faults.in_process import calsync_app, wait_for
 from tests.faults.observe import RenewerLoop, converge, renew
-from tests.faults.world import FAR, World, hooked_stack
+from tests.faults.world import FAR, SMALL_CHANNEL_INTERVALS, World, hooked_stack
 
 pytestmark = pytest.mark.slow
 PROJECT = "calsync-account-liveness"
@@ -43,13 +43,7 @@ SMALL_INTERVALS = {
     "CALSYNC_SAFETY_NET_INTERVAL_SECONDS": FAR,
     "CALSYNC_SWEEP_AFTER_SECONDS": "15",
     "CALSYNC_OUTBOX_SWEEP_SECONDS": "15",
-    "CALSYNC_MIN_SYNC_INTERVAL_SECONDS": "0.5",
-    "CALSYNC_CHANNEL_TTL_SECONDS": "20",
-    "CALSYNC_RENEWAL_WINDOW_SECONDS": "12",
-    "CALSYNC_LEASE_SECONDS": "5",
-    "CALSYNC_CHANNEL_CLAIM_SECONDS": "6",
-    "CALSYNC_PENDING_CHANNEL_GRACE_SECONDS": "6",
-    "CALSYNC_RENEWAL_BACKOFF_SECONDS": "2",
+    **SMALL_CHANNEL_INTERVALS,
     "CALSYNC_PUBLISH_TIMEOUT_SECONDS": "3",
 }
 

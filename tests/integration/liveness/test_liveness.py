@@ -56,7 +56,7 @@ from tests.faults.observe import (
     renew,
     tally_text,
 )
-from tests.faults.world import FAR, World, hooked_stack
+from tests.faults.world import FAR, SMALL_CHANNEL_INTERVALS, World, hooked_stack
 
 pytestmark = pytest.mark.slow
 PROJECT = "calsync-liveness"
@@ -77,13 +77,7 @@ SMALL_INTERVALS = {
     "CALSYNC_SAFETY_NET_INTERVAL_SECONDS": FAR,
     "CALSYNC_SWEEP_AFTER_SECONDS": str(REPAIR_AGE),
     "CALSYNC_OUTBOX_SWEEP_SECONDS": str(REPAIR_AGE),
-    "CALSYNC_MIN_SYNC_INTERVAL_SECONDS": "0.5",
-    "CALSYNC_CHANNEL_TTL_SECONDS": "20",
-    "CALSYNC_RENEWAL_WINDOW_SECONDS": "12",
-    "CALSYNC_LEASE_SECONDS": "5",
-    "CALSYNC_CHANNEL_CLAIM_SECONDS": "6",
-    "CALSYNC_PENDING_CHANNEL_GRACE_SECONDS": "6",
-    "CALSYNC_RENEWAL_BACKOFF_SECONDS": "2",
+    **SMALL_CHANNEL_INTERVALS,
     "CALSYNC_PUBLISH_TIMEOUT_SECONDS": "3",
 }
 # Each function's clock is off by its own offset (seconds): a fraction of the lease,

@@ -43,6 +43,7 @@ from infra.calendar_emulator.testing import calendar_service
 from infra.local.logs import json_log_lines
 from tests.faults import invariants
 from tests.faults.history import event_body, subscribe
+from tests.faults.in_process import calsync_app
 from tests.faults.invariants import Watched
 from tests.faults.observe import RenewerLoop, converge, renew
 from tests.faults.world import BACKSTOPS_OFF, World, hooked_stack
@@ -75,17 +76,9 @@ RELEASE_HOLD = 10.0
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    from functions import app
-
     with hooked_stack(tmp_path_factory.mktemp("mutations"), PROJECT, SETTINGS) as world, \
-            pytest.MonkeyPatch.context() as patch:
-        for key, value in world.env.items():
-            patch.setenv(key, value)
-        app.reset()
-        try:
-            yield world
-        finally:
-            app.reset()
+            pytest.MonkeyPatch.context() as patch, calsync_app(world, patch):
+        yield world
 
 
 @dataclass
