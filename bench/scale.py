@@ -194,6 +194,8 @@ def print_load(f: Figures) -> None:
           f"{f.peak_calls_per_minute:.0f}/min of the project's {f.project_quota}; hottest user "
           f"{f.hottest_user_per_minute}/min (an owner of {f.hottest_user_calendars} calendars); "
           f"quota errors {_n(f.quota_errors_per_day)}/day {f.quota_errors_by_reason or ''}")
+    made_of = ", ".join(f"{m} {v:.0f}" for m, v in f.peak_minute_by_method.items() if v)
+    print(f"  peak minute at {f.peak_minute_at} s: {made_of}")
     print(f"  per calendar: {f.changes_per_calendar_day:.2f} changes/day, "
           f"{f.calls_per_calendar_day:.2f} calls/day; quiet calendars "
           f"({f.quiet_calendars} simulated): {f.quiet_calls_per_calendar_day:.2f} calls/day "

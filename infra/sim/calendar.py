@@ -101,6 +101,7 @@ class CallLog:
         self.requests = Timeline()
         self.refused = Timeline()
         self.by_method: dict[str, int] = {}
+        self.method_timelines: dict[str, Timeline] = {}  # what the peak minute was made of
         self.by_calendar: dict[str, int] = {}
         self.user_peaks: dict[str, _Peak] = {}
         self.refusals_by_reason: dict[str, int] = {}
@@ -109,6 +110,10 @@ class CallLog:
                refused: ApiError | None) -> None:
         self.requests.add(t)
         self.by_method[method] = self.by_method.get(method, 0) + 1
+        timeline = self.method_timelines.get(method)
+        if timeline is None:
+            timeline = self.method_timelines[method] = Timeline()
+        timeline.add(t)
         self.by_calendar[calendar_id] = self.by_calendar.get(calendar_id, 0) + 1
         peak = self.user_peaks.get(owner)
         if peak is None:

@@ -42,6 +42,8 @@ class Figures:
     calls_per_day: float
     calls_by_method: dict[str, float]
     peak_calls_per_minute: float
+    peak_minute_at: int  # virtual seconds: the peak minute's start
+    peak_minute_by_method: dict[str, float]  # what it was made of (scaled)
     hottest_user_per_minute: int
     hottest_user_calendars: int
     quota_errors_per_day: float
@@ -148,6 +150,9 @@ def figures(world: World, days: float, drop: float, size: int,
         pubsub_billed_bytes=world.publisher.billed_bytes * scale / days,
         calendar_requests=calls.requests.total * scale / days)
 
+    minutes = calls.requests.per_minute(0, seconds)
+    peak_at = 60 * minutes.index(max(minutes)) if minutes else 0
+
     def daily(counter: dict[str, Any]) -> dict[str, float]:
         return {k: round(v * scale / days, 1) for k, v in sorted(counter.items())}
 
@@ -158,6 +163,9 @@ def figures(world: World, days: float, drop: float, size: int,
         calls_per_day=calls.requests.total * scale / days,
         calls_by_method=daily(calls.by_method),
         peak_calls_per_minute=calls.requests.peak_minute(0, seconds) * scale,
+        peak_minute_at=peak_at,
+        peak_minute_by_method={m: line.between(peak_at, peak_at + 60) * scale
+                               for m, line in sorted(calls.method_timelines.items())},
         hottest_user_per_minute=hottest_user_rate,
         hottest_user_calendars=owners.get(hottest_user, 0),
         quota_errors_per_day=calls.refused.total * scale / days,
