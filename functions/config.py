@@ -74,15 +74,21 @@ def _parse_dispatch_deadline(value: str) -> int:
 GOOGLE_PROJECT_QUOTA = 10000  # requests per minute per project
 GOOGLE_USER_QUOTA = 600  # requests per minute per user per project
 QUEUE_RATE_LIMIT = 500  # Cloud Tasks' highest max_dispatches_per_second
+# Cloud Tasks picks a queue's `max_burst_size` itself from its rate (output only),
+# at most 500: tasks it may dispatch at once on top of the rate.
+QUEUE_BURST_LIMIT = 500
 
 
 def sync_dispatches_per_second(project_calls_per_minute: int, renewals_per_minute: int,
                                calls_per_task: int) -> int:
-    """Sync tasks per second that keep the project within its call budget: what renewals
-    (a watch and a stop each) leave, in tasks of `calls_per_task` calls, whole, capped at
-    Cloud Tasks' limit (terraform/tasks.tf writes the same formula)."""
+    """Sync tasks per second that keep the project within its call budget in every
+    minute: what renewals (a watch and a stop each) leave, less one burst of the queue
+    at its largest (a minute dispatches 60 s of the rate plus the bucket Cloud Tasks
+    holds, up to QUEUE_BURST_LIMIT tasks), in tasks of `calls_per_task` calls, whole,
+    capped at Cloud Tasks' limit (terraform/tasks.tf writes the same formula)."""
     spare = project_calls_per_minute - 2 * renewals_per_minute
-    return min(QUEUE_RATE_LIMIT, spare // (60 * calls_per_task))
+    return min(QUEUE_RATE_LIMIT,
+               (spare - QUEUE_BURST_LIMIT * calls_per_task) // (60 * calls_per_task))
 
 
 def _parse_positive_int(value: str) -> int:
@@ -198,15 +204,17 @@ VARIABLES: tuple[Variable, ...] = (
              "id); 1: the tick renews channels itself. Above 1 needs CALSYNC_RENEWER_URL.",
              (RENEWER,), default="1"),
     Variable("CALSYNC_RENEWALS_PER_MINUTE", "renewals_per_minute", _parse_positive_int,
-             "With fan-out: channel watches (renewals and retries) started per minute at "
-             "most, across shards; each renewal costs two Calendar calls (watch, stop).",
+             "Channel watches (renewals and retries) started per minute at most, across "
+             "shards (without fan-out: a seventh of it per renewer run); each renewal "
+             "costs two Calendar calls (watch, stop).",
              (RENEWER,), default="1000"),
     Variable("CALSYNC_PROJECT_CALLS_PER_MINUTE", "project_calls_per_minute",
              _parse_positive_int,
              "Calendar calls per minute the project makes at most (Google's quota: "
              f"{GOOGLE_PROJECT_QUOTA:,}/min per project): the sync queue's dispatch rate is "
-             "what is left after renewals (two calls each, CALSYNC_RENEWALS_PER_MINUTE), "
-             "divided by CALSYNC_CALLS_PER_SYNC_TASK; terraform sets the queue from it.",
+             "what is left after renewals (two calls each, CALSYNC_RENEWALS_PER_MINUTE) and "
+             "one burst of the queue (500 tasks at most), divided by "
+             "CALSYNC_CALLS_PER_SYNC_TASK; terraform sets the queue from it.",
              (RENEWER,), default="9000"),
     Variable("CALSYNC_USER_CALLS_PER_MINUTE", "user_calls_per_minute", _parse_positive_int,
              "Calendar calls per minute made for one owner at most, whatever their number "

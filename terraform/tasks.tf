@@ -1,10 +1,12 @@
 locals {
   # The project's Calendar call budget is held by the sync queue's rate: what
   # renewals may take (a watch and a stop each) is set aside, the rest is spent in
-  # tasks of calls_per_sync_task calls each, capped at Cloud Tasks' 500/s.
+  # tasks of calls_per_sync_task calls each, less one burst of the queue at its
+  # largest (Cloud Tasks picks max_burst_size from the rate, at most 500 tasks: a
+  # minute dispatches 60 s of the rate plus that bucket), capped at 500/s.
   # functions/config.py `sync_dispatches_per_second` is the same formula
   # (infra/tfcheck/budget_check.py holds them together).
-  sync_dispatches_per_second = min(500, floor((var.project_calls_per_minute - 2 * var.renewals_per_minute) / (60 * var.calls_per_sync_task)))
+  sync_dispatches_per_second = min(500, floor((var.project_calls_per_minute - 2 * var.renewals_per_minute - 500 * var.calls_per_sync_task) / (60 * var.calls_per_sync_task)))
 }
 
 resource "google_cloud_tasks_queue" "sync" {

@@ -65,7 +65,7 @@ variable "renewal_shards" {
 
 variable "renewals_per_minute" {
   type        = number
-  description = "Channel watches (renewals and retries) the renewer starts per minute at most with fan-out (CALSYNC_RENEWALS_PER_MINUTE); each renewal costs two Calendar calls. The default renews 10^6 channels whose 7-day TTLs all end on one day inside a 1-day window (694 a minute needed)."
+  description = "Channel watches (renewals and retries) the renewer starts per minute at most (CALSYNC_RENEWALS_PER_MINUTE; with fan-out across shards, without it a seventh a run); each renewal costs two Calendar calls. The default renews 10^6 channels whose 7-day TTLs all end on one day inside a 1-day window (694 a minute needed)."
   default     = 1000
 
   validation {
@@ -534,7 +534,7 @@ variable "dispatch_deadline_seconds" {
 
 variable "project_calls_per_minute" {
   type        = number
-  description = "Calendar calls per minute the project makes at most (CALSYNC_PROJECT_CALLS_PER_MINUTE), below Google's 10,000: the sync queue dispatches what renewals (2 x renewals_per_minute) leave, in tasks of calls_per_sync_task calls (tasks.tf)."
+  description = "Calendar calls per minute the project makes at most (CALSYNC_PROJECT_CALLS_PER_MINUTE), below Google's 10,000: the sync queue dispatches what renewals (2 x renewals_per_minute) and one burst of the queue (at most 500 tasks) leave, in tasks of calls_per_sync_task calls (tasks.tf)."
   default     = 9000
 
   validation {

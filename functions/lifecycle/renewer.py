@@ -58,7 +58,20 @@ if TYPE_CHECKING:
 
 CONTINUE_AFTER = timedelta(seconds=10)
 
-__all__ = ["CONTINUE_AFTER", "RenewalReport", "Renewer", "safety_net_batch", "safety_net_lead"]
+__all__ = ["CONTINUE_AFTER", "RenewalReport", "Renewer", "safety_net_batch", "safety_net_lead",
+           "unsharded_budget"]
+
+
+def unsharded_budget(settings: Settings) -> int:
+    """Watches one renewer run without fan-out may start (renewals and retries): a
+    fixed minute holds at most seven such runs, six of the continuation chain (each
+    CONTINUE_AFTER after the last; a tick's continuation takes the chain's task name
+    and joins it) and the tick, so seven budgets stay within
+    CALSYNC_RENEWALS_PER_MINUTE, which the sync queue's rate leaves room for. (The
+    run's batch alone, 200 six times a minute, let 10^6 calendars' renewals take
+    2,400 calls a minute against the 2,000 set aside: issue 19.)"""
+    runs = int(60 // CONTINUE_AFTER.total_seconds()) + 1
+    return max(1, settings.renewals_per_minute // runs)
 
 
 def safety_net_lead(settings: Settings) -> timedelta:
@@ -134,17 +147,15 @@ class Renewer:
         channels = ChannelRenewal(run, self._service, self._accounts, self._budget)
         requests = RequestSweeps(run, self._service, self._net_batch,
                                  safety_net_lead(self._settings))
-        window = timedelta(seconds=self._settings.renewal_window)
         passes: list[tuple[str, Callable[[], Section]]]
         if self.fans_out:
             passes = [("backfill", lambda: self._backfill(run))]
             if fan_out:
                 passes.append(("fan-out", lambda: self._fan_out(now, report)))
         else:
-            passes = [
-                ("renewal", lambda: channels.renew_due(ACTIVE, now + window)),
-                ("retry", lambda: channels.renew_due(PENDING, now)),
-            ]
+            # Within the run's batch too, as before the budget (tests set small ones).
+            passes = self._renewals(channels, now, None, unsharded_budget(self._settings),
+                                    cap=self._batch)
         passes += [
             ("cleanup", channels.clean_up),
             ("sweep", requests.sweep),
@@ -193,16 +204,11 @@ class Renewer:
         run = Pass(self._settings, self._subs, self._batch, now, report,
                    claimant=uuid.uuid4().hex)
         channels = ChannelRenewal(run, self._service, self._accounts, self._budget)
-        window = timedelta(seconds=self._settings.renewal_window)
-        budget = shard_budget(self._settings, shards)
         sections: list[Section] = []
-        # Retries first: a pending record is a subscription with nothing delivering.
-        for name, state, before, share in (("retry", PENDING, now, max(1, budget // 2)),
-                                           ("renewal", ACTIVE, now + window, None)):
+        for name, section in self._renewals(channels, now, (shard, shards),
+                                            shard_budget(self._settings, shards)):
             try:
-                if share is None:  # renewals get what the retries left
-                    share = max(1, budget - sum(s.work for s in sections))
-                sections.append(channels.renew_due(state, before, (shard, shards), share))
+                sections.append(section())
             except CalsyncError as err:
                 report.errors.append(f"{name}: {type(err).__name__}")
         if self._tasks is not None and any(s.more and s.progress for s in sections):
@@ -215,6 +221,28 @@ class Renewer:
                 report.errors.append(f"continuation: {type(err).__name__}")
         self._log(report)
         return report
+
+    def _renewals(self, channels: ChannelRenewal, now: datetime, shard: tuple[int, int] | None,
+                  budget: int, cap: int | None = None) -> list[tuple[str, Callable[[], Section]]]:
+        """Due retries, then due renewals, at most `budget` watches in all: retries at
+        most half of it (a pending record is a subscription with nothing delivering),
+        renewals what the retries left, so they always get a share; each section at
+        most `cap` rows."""
+        window = timedelta(seconds=self._settings.renewal_window)
+        retried: list[Section] = []
+
+        def share(watches: int) -> int:
+            return max(1, watches if cap is None else min(cap, watches))
+
+        def retry() -> Section:
+            retried.append(channels.renew_due(PENDING, now, shard, share(budget // 2)))
+            return retried[-1]
+
+        def renew() -> Section:
+            left = budget - sum(s.work for s in retried)
+            return channels.renew_due(ACTIVE, now + window, shard, share(left))
+
+        return [("retry", retry), ("renewal", renew)]
 
     def _fan_out(self, now: datetime, report: RenewalReport) -> Section:
         """One task per shard for this slot; a name already used (a repeated tick, a

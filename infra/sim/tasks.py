@@ -4,8 +4,11 @@
   (subscription, origin, generation); creating a name seen within the last
   hour is refused (`AlreadyExists`), which the adapter treats as done.
 - `schedule_time` (`not_before`).
-- The queue's `max_dispatches_per_second` as a token bucket (burst = the rate,
-  at least one).
+- The queue's `max_dispatches_per_second` as a token bucket holding
+  `max_burst_size` tokens (at least one). Cloud Tasks picks a queue's burst itself
+  (at most 500); the sync queue is simulated at that largest burst, the one its
+  rate sets aside (`functions.config.sync_dispatches_per_second`), the renewer's
+  at its rate.
 - The renewer's own tasks (a tick's continuation, one shard of a fan-out) go to
   the renewer's queue (`CloudTasksQueue.enqueue_renewal`, CALSYNC_RENEWER_QUEUE,
   which terraform always deploys): a second `SimTaskQueue` with that queue's
@@ -34,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from functions.adapters.google.tasks import task_id
-from functions.config import sync_dispatches_per_second
+from functions.config import QUEUE_BURST_LIMIT, sync_dispatches_per_second
 from functions.ports import TaskQueue
 from infra.sim.clock import EventLoop
 from infra.sim.meter import Timeline
@@ -52,6 +55,12 @@ class QueueConfig:
     max_backoff: float = 600.0
     max_doublings: int = 5
     max_retry_duration: float = 7200.0
+    max_burst_size: float | None = None  # None: the rate
+
+    @property
+    def burst(self) -> float:
+        return max(1.0, self.max_dispatches_per_second if self.max_burst_size is None
+                   else self.max_burst_size)
 
     @classmethod
     def from_terraform(cls, variables: Path = ROOT / "terraform" / "variables.tf") -> QueueConfig:
@@ -67,7 +76,8 @@ class QueueConfig:
             min_backoff=float(defaults["queue_min_backoff_seconds"]),
             max_backoff=float(defaults["queue_max_backoff_seconds"]),
             max_doublings=int(defaults["queue_max_doublings"]),
-            max_retry_duration=float(defaults["queue_max_retry_duration_seconds"]))
+            max_retry_duration=float(defaults["queue_max_retry_duration_seconds"]),
+            max_burst_size=float(QUEUE_BURST_LIMIT))
 
     @classmethod
     def renewer_from_terraform(cls, root: Path = ROOT / "terraform") -> QueueConfig:
@@ -98,8 +108,11 @@ class QueueConfig:
 
     def scaled(self, share: float) -> QueueConfig:
         """The queue of a sample holding `share` of the calendars: the same rules, the
-        rate scaled down with it (a sample's tasks see the contention a full run would)."""
-        return replace(self, max_dispatches_per_second=self.max_dispatches_per_second * share)
+        rate and burst scaled down with it (a sample's tasks see the contention a full
+        run would)."""
+        burst = None if self.max_burst_size is None else self.max_burst_size * share
+        return replace(self, max_dispatches_per_second=self.max_dispatches_per_second * share,
+                       max_burst_size=burst)
 
     def backoff(self, retry: int) -> float:
         """Seconds before retry number `retry` (1 = the first retry)."""
@@ -159,7 +172,7 @@ class SimTaskQueue(TaskQueue):
         self._names: dict[str, float] = {}
         self._name_order: deque[tuple[float, str]] = deque()
         self._rate = max(config.max_dispatches_per_second, 1e-9)
-        self._capacity = max(1.0, config.max_dispatches_per_second)
+        self._capacity = config.burst
         self._tokens = self._capacity
         self._refilled = 0.0
         self._pump_at: float | None = None

@@ -227,8 +227,12 @@ class World:
         self.renewer_batch = max(1, round(config.renewer_batch * share))
         self.net_batch = safety_net_batch(self.renewer_batch,
                                           self.queue.config.max_dispatches_per_second)
+        # Its renewals a minute too (`unsharded_budget`, `shard_budget`): the project's
+        # calls a minute are scaled, and renewals take their part of them.
+        renewer_settings = replace(settings, renewals_per_minute=max(
+            1, round(settings.renewals_per_minute * share)))
         self.renewer = Renewer(
-            settings, SimLifecycleStore(self.db, outbox=topic, feed_retention=retention),
+            renewer_settings, SimLifecycleStore(self.db, outbox=topic, feed_retention=retention),
             self.subscriptions, continue_later=continue_later, batch=self.renewer_batch,
             clock=now, outbox=sweeper,
             renewer_tasks=continue_later if settings.renewal_shards > 1 else None,

@@ -13,7 +13,8 @@ from infra.tfcheck import budget_check, consistency, hcl
 
 from .conftest import ROOT
 
-FORMULA = ("min(500, floor((var.project_calls_per_minute - 2 * var.renewals_per_minute) "
+FORMULA = ("min(500, floor((var.project_calls_per_minute - 2 * var.renewals_per_minute "
+           "- 500 * var.calls_per_sync_task) "
            "/ (60 * var.calls_per_sync_task)))")
 WORKER_CALLS = "        CALSYNC_CALLS_PER_SYNC_TASK       = tostring(var.calls_per_sync_task)\n"
 RENEWER_PROJECT = ("        CALSYNC_PROJECT_CALLS_PER_MINUTE         = "
@@ -27,6 +28,9 @@ BREAKAGES: dict[str, tuple[list[tuple[str, str, str]], str]] = {
     "the renewals' share is forgotten": (
         [("tasks.tf", FORMULA, FORMULA.replace(" - 2 * var.renewals_per_minute", ""))],
         "local.sync_dispatches_per_second"),
+    "the queue's burst is not set aside": (
+        [("tasks.tf", FORMULA, FORMULA.replace(" - 500 * var.calls_per_sync_task", ""))],
+        "functions.config.sync_dispatches_per_second gives"),
     "the calls per task are forgotten": (
         [("tasks.tf", FORMULA, FORMULA.replace(" * var.calls_per_sync_task", ""))],
         "functions.config.sync_dispatches_per_second gives"),
@@ -44,9 +48,10 @@ BREAKAGES: dict[str, tuple[list[tuple[str, str, str]], str]] = {
 
 def test_the_real_configuration_passes(real_config: hcl.Config) -> None:
     assert budget_check.check(real_config) == []
-    # What terraform deploys: 9,000 calls a minute less 2,000 for renewals, one call a task.
+    # What terraform deploys: 9,000 calls a minute less 2,000 for renewals and a burst
+    # of 500 tasks, one call a task.
     assert Settings(project="p", region="r", tasks_queue="q",
-                    worker_url="u").sync_dispatches_per_second == 116
+                    worker_url="u").sync_dispatches_per_second == 108
 
 
 @pytest.mark.parametrize("name", sorted(BREAKAGES))
@@ -63,5 +68,5 @@ def test_budget_check_fails_on_broken_copy(
 def test_the_local_is_evaluated_over_variables_only() -> None:
     assert budget_check.evaluate(FORMULA, {"project_calls_per_minute": 9000,
                                            "renewals_per_minute": 1000,
-                                           "calls_per_sync_task": 1}) == 116
+                                           "calls_per_sync_task": 1}) == 108
     assert budget_check.evaluate("var.x + local.y", {"x": 1}) is None

@@ -4,6 +4,7 @@ emulator tests in tests/integration/lifecycle check the same rules on Firestore)
 from __future__ import annotations
 
 import base64
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from functions.config import Settings
 from functions.errors import CalendarUnavailable, InvalidTransition, QueueUnavailable
-from functions.lifecycle.renewer import Renewer
+from functions.lifecycle.renewer import Renewer, unsharded_budget
 from functions.lifecycle.subscriptions import SubscriptionService, backoff
 from functions.model import Subscription
 from functions.ports import CallBudget, ChannelPort, OpenedChannel, TaskQueue
@@ -203,3 +204,26 @@ def test_continuation_only_with_progress(world: World) -> None:
     world.clock[0] += timedelta(minutes=5)
     report = world.renewer(batch=2).run()
     assert not report.continued and world.continued == []
+
+
+def test_a_run_without_fan_out_starts_at_most_its_share_of_the_renewals_per_minute(
+        world: World) -> None:
+    """Seven runs fit in a minute (six continuations and the tick): each starts at most
+    a seventh of CALSYNC_RENEWALS_PER_MINUTE watches, whatever its batch (its batch of
+    200 alone let renewals take 1,200 a minute against 1,000 set aside)."""
+    settings = dataclasses.replace(world.settings, renewals_per_minute=70)
+    assert unsharded_budget(settings) == 10
+    for n in range(30):
+        sub_id = world.service.subscribe(f"c{n}", "o", "bearer").subscription.id
+        world.served(sub_id)
+        world.service.ensure_channel(world.db.get(sub_id)[0])  # type: ignore[index]
+    world.clock[0] += timedelta(days=6, hours=12)  # every channel inside the window
+    renewer = Renewer(settings, world.db, world.service, batch=200,
+                      clock=lambda: world.clock[0],
+                      continue_later=lambda at, name: world.continued.append(name))
+    renewed = []
+    for _ in range(3):
+        report = renewer.run()
+        renewed.append(report.renewed)
+        world.clock[0] += timedelta(seconds=10)
+    assert renewed == [10, 10, 10] and world.continued  # all of them, ten a run
