@@ -245,6 +245,7 @@ def renewer(config: Settings | None = None) -> Any:
     """The renewer behind the `renew_channels` function."""
     from functions.config import RENEWER
     from functions.lifecycle.renewer import Renewer
+    from functions.lifecycle.request_sweeps import NET_PROBES_IN_FLIGHT
 
     config = config or settings(RENEWER)
     queue = task_queue(config)
@@ -264,7 +265,8 @@ def renewer(config: Settings | None = None) -> Any:
     return _memo("renewer", lambda: Renewer(
         config, subscription_store(config), subscription_service(config),
         continue_later=continue_later, outbox=sweeper, renewer_tasks=renewer_tasks,
-        accounts=account_renewal(config), budget=call_budget(config)))
+        accounts=account_renewal(config), budget=call_budget(config),
+        net_in_flight=NET_PROBES_IN_FLIGHT))
 
 
 # -- accounts ---------------------------------------------------------------------

@@ -111,14 +111,20 @@ class Renewer:
         accounts: AccountRenewal | None = None,
         budget: CallBudget | None = None,
         net_batch: int | None = None,
+        net_in_flight: int = 1,
     ) -> None:
         """`renewer_tasks(not_before, name, body)` queues a renewer task: with it and
         CALSYNC_RENEWAL_SHARDS > 1, ticks fan channel work out to shard tasks.
         `budget`: the owners' call budgets a renewal's watch and stop are taken from.
         `net_batch`: the safety net's batch per run (default `safety_net_batch` from the
-        settings' sync queue rate; the simulation scales it with its sample)."""
+        settings' sync queue rate; the simulation scales it with its sample).
+        `net_in_flight`: the safety net's probes made at once; the deployed renewer makes
+        `request_sweeps.NET_PROBES_IN_FLIGHT` (one after another, a full batch takes
+        minutes against Firestore: bench/safety_net.py); 1 (the default) keeps a run
+        over in-memory fakes on one thread, deterministic."""
         self._net_batch = net_batch or safety_net_batch(
             batch, settings.sync_dispatches_per_second)
+        self._net_in_flight = net_in_flight
         self._budget = budget
         self._outbox = outbox
         self._tasks = renewer_tasks
@@ -146,7 +152,7 @@ class Renewer:
                    claimant=uuid.uuid4().hex)
         channels = ChannelRenewal(run, self._service, self._accounts, self._budget)
         requests = RequestSweeps(run, self._service, self._net_batch,
-                                 safety_net_lead(self._settings))
+                                 safety_net_lead(self._settings), self._net_in_flight)
         passes: list[tuple[str, Callable[[], Section]]]
         if self.fans_out:
             passes = [("backfill", lambda: self._backfill(run))]

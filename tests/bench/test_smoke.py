@@ -53,7 +53,7 @@ def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
 
 def test_every_bench_is_collected() -> None:
     assert {"emulator_list.py", "full_sync.py", "incremental.py", "renewal.py",
-            "end_to_end.py", "outage.py", "scale.py"} <= set(BENCHES), BENCHES
+            "end_to_end.py", "outage.py", "scale.py", "safety_net.py"} <= set(BENCHES), BENCHES
 
 
 # The summary line of bench/scale.py, which other tools read (issue 19).
