@@ -199,12 +199,23 @@ def test_unknown_channel_is_acknowledged_and_ignored(world) -> None:  # type: ig
     assert requests.requested == 0 and not queue.tasks
 
 
-@pytest.mark.parametrize("state", ["stopped", "abandoned"])
-def test_stopped_and_abandoned_channels_are_ignored(world, state) -> None:  # type: ignore[no-untyped-def]
+def test_abandoned_channels_are_ignored(world) -> None:  # type: ignore[no-untyped-def]
     service, channels, requests, queue, _ = world
-    channels.put(replace(channels.channels["ch-1"], state=state))
+    channels.put(replace(channels.channels["ch-1"], state="abandoned"))
     assert service.handle(note()).status == 200
     assert requests.requested == 0 and not queue.tasks
+
+
+def test_a_late_push_on_a_stopped_channel_still_asks_for_a_sync(world) -> None:  # type: ignore[no-untyped-def]
+    """A push sent before the channel's stop and delivered after it may be the only
+    announcement of its change (the renewal's new channel was opened after it)."""
+    service, channels, requests, queue, _ = world
+    channels.put(replace(channels.channels["ch-1"], state="stopped"))
+    outcome = service.handle(note())
+    assert (outcome.status, outcome.result) == (200, "queued")
+    assert requests.requested == 1 and len(queue.tasks) == 1
+    # The request and its queued mark; no bookkeeping on a stopped channel.
+    assert outcome.writes == 2 and channels.channels["ch-1"].last_notification_at is None
 
 
 def test_replaced_channel_still_delivers_during_the_overlap(world) -> None:  # type: ignore[no-untyped-def]
