@@ -69,6 +69,10 @@ class Outcome:
     # of a request recorded earlier, after a failed or crashed enqueue, writes no
     # request counter although it is counted as one).
     writes: int = 0
+    # Seconds from `handle`'s start until the sync task was created (None: no task
+    # queued); with the handler's own time in the log line, it shows where a
+    # notification's time went (bench/end_to_end.py reads both).
+    queued_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -163,11 +167,13 @@ class WebhookService:
 
     def handle(self, note: Notification) -> Outcome:
         """Decide and act; raises StoreError (→ 503, Google redelivers)."""
-        writes = [0]
-        outcome = self._handle(note, writes)
-        return replace(outcome, writes=writes[0])
+        writes, started = [0], time.monotonic()
+        queued: list[float] = []
+        outcome = self._handle(note, writes, queued)
+        return replace(outcome, writes=writes[0],
+                       queued_s=round(queued[0] - started, 4) if queued else None)
 
-    def _handle(self, note: Notification, writes: list[int]) -> Outcome:
+    def _handle(self, note: Notification, writes: list[int], queued: list[float]) -> Outcome:
         # First, before any read: the token is computable from the channel id.
         if not note.token:
             return Outcome(403, "missing X-Goog-Channel-Token", "rejected_token")
@@ -192,7 +198,7 @@ class WebhookService:
                            channel.sub_id)
 
         now = self._clock()
-        outcome = self._request(channel, note, now, writes)
+        outcome = self._request(channel, note, now, writes, queued)
         # Bookkeeping after the request and its task, off the path to the sync: the
         # run does not wait for it (a failed request answers 503 without it; the
         # redelivery records it).
@@ -200,8 +206,9 @@ class WebhookService:
         return outcome
 
     def _request(self, channel: Channel, note: Notification, now: datetime,
-                 writes: list[int]) -> Outcome:
-        """Record the sync request a notification asks for and queue its task."""
+                 writes: list[int], queued: list[float]) -> Outcome:
+        """Record the sync request a notification asks for and queue its task (when,
+        on the monotonic clock, goes to `queued`)."""
         target = self._target(channel)
         if note.resource_state == "sync":
             return Outcome(200, "channel confirmed", "sync_message", target.name)
@@ -237,6 +244,7 @@ class WebhookService:
                 writes[0] += 1
             return Outcome(503, "could not queue the sync task", "enqueue_failed",
                            target.name)
+        queued.append(time.monotonic())
         # Bookkeeping for `status` only; the task is queued either way.
         with contextlib.suppress(StoreError):
             target.requests.mark_queued(target.id, request.generation, now)
