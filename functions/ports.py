@@ -106,6 +106,11 @@ class CallBudget(ABC):
         Without `book` (a renewal, which is not deferred to a time), nothing is
         booked."""
 
+    def warm(self, subscription: str) -> None:  # noqa: B027 - optional, no-op by default
+        """A take for `subscription` is coming: start what it will read, if this budget
+        can tell what that is (a run calls it beside its lease). Never raises; changes
+        nothing a take decides."""
+
 
 class ChannelKeeper(ABC):
     """Keeps a subscription's watch channel open (DESIGN.md, "Channels")."""
