@@ -281,6 +281,14 @@ class RequestStore(ABC):
     def record_sync_request(self, sub_id: str, now: datetime) -> SyncRequest:
         """Record that the calendar changed; writes nothing if a request is pending."""
 
+    def begin_request(self, sub_id: str) -> Callable[[datetime], SyncRequest]:
+        """`record_sync_request` for `sub_id` in two halves, for a caller that must first
+        check something else (the webhook, its channel): what the request reads may be
+        read from now on (a notification is in), while the caller checks; the callable
+        returned records the request (from that read) once the caller has decided to.
+        By default nothing is read ahead."""
+        return lambda now: self.record_sync_request(sub_id, now)
+
     @abstractmethod
     def mark_queued(self, sub_id: str, generation: int, now: datetime) -> None:
         """Note that a task for request `generation` has been queued."""
