@@ -41,6 +41,7 @@ import math
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -52,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _stack import add_bench_args, local_stack, parse  # noqa: E402
 
 from functions import app  # noqa: E402
+from functions.adapters.firestore.catalogue import CHANGES, SUBSCRIPTIONS  # noqa: E402
 from infra.calendar_emulator.control import EmulatorControl  # noqa: E402
 
 PROJECT = "calsync-bench"
@@ -227,6 +229,126 @@ def dispatch_waits(written_at: list[datetime], latency_of: dict[int, float],
     return found
 
 
+Hit = tuple[int, float]  # (what was found: a feed entry's seq or 0, its commit time)
+
+
+class FeedEntry:
+    """Reads the feed entry after `after` (a document of known id, `changes/{seq}`); an
+    entry of another event moves it on to the next. A hit: (seq, the commit time)."""
+
+    def __init__(self, changes: Any, event_id: str, after: int) -> None:
+        self._changes, self._event_id, self._next = changes, event_id, after + 1
+
+    def __call__(self) -> Hit | None:
+        while True:
+            snapshot = self._changes.document(f"{self._next:020d}").get()
+            if not snapshot.exists:
+                return None
+            if (snapshot.to_dict() or {}).get("event_id") == self._event_id:
+                return self._next, snapshot.create_time.timestamp()
+            self._next += 1
+
+
+class BareEntry:
+    """Reads the bare path's document of the written event; a hit once it holds `etag`."""
+
+    def __init__(self, document: Any, etag: str) -> None:
+        self._document, self._etag = document, etag
+
+    def __call__(self) -> Hit | None:
+        snapshot = self._document.get()
+        if snapshot.exists and (snapshot.to_dict() or {}).get("etag") == self._etag:
+            return 0, snapshot.update_time.timestamp()
+        return None
+
+
+class Watch:
+    """One document read every POLL on a thread of its own, until `look` finds the
+    write: when it saw it (`seen`, perf_counter) and the commit time (`committed`,
+    epoch seconds, the emulator's clock: this machine's)."""
+
+    def __init__(self, look: Any) -> None:
+        self._look = look
+        self._thread: threading.Thread | None = None
+        self.seen: float | None = None
+        self.found = 0
+        self.committed = 0.0
+
+    def start(self, deadline: float) -> None:
+        self._thread = threading.Thread(target=self._poll, args=(deadline,), daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def _poll(self, deadline: float) -> None:
+        while time.perf_counter() < deadline:
+            hit = self._look()
+            if hit is not None:
+                self.seen = time.perf_counter()
+                self.found, self.committed = hit
+                return
+            time.sleep(POLL)
+
+
+STEPS = ("API write call", "write -> webhook receipt (push)", "receipt -> task created",
+         "task created -> run start (dispatch)", "run start -> entry committed",
+         "entry committed -> seen (bench poll)")
+
+
+def account(written_at: list[datetime], latency_of: dict[int, float],
+            committed_at: dict[int, float], notes: list[dict[str, Any]],
+            runs: list[dict[str, Any]], sub_id: str,
+            call_times: list[float]) -> dict[str, list[float]]:
+    """Each write's path cut at the moments the logs and Firestore give (seconds per
+    step, per write whose every moment was found): the webhook's receipt and its
+    task's creation (its "notification" line: time of the answer, `duration_s`,
+    `queued_s`), the run's start (its "sync run" line less `duration_s`), the feed
+    entry's commit (the document's create time) and the bench's sighting. Log times
+    are in milliseconds, so a step may read a millisecond off."""
+    received = sorted((stamp(n).timestamp() - float(n.get("duration_s") or 0),
+                       float(n["queued_s"])) for n in notes
+                      if n.get("subscription") == sub_id and n.get("result") == "queued"
+                      and n.get("queued_s") is not None)
+    starts = sorted(stamp(r).timestamp() - float(r.get("duration_s") or 0)
+                    for r in runs if r.get("outcome") == "synced")
+    steps: dict[str, list[float]] = {step: [] for step in STEPS}
+    for n, latency in sorted(latency_of.items()):
+        at, committed = written_at[n].timestamp(), committed_at.get(n)
+        note = next(((r, q) for r, q in received if r >= at - 0.002), None)
+        start = next((s for s in starts if s >= at - 0.002), None)
+        if note is None or start is None or committed is None or start > committed:
+            continue
+        receipt, queued = note
+        task = receipt + queued
+        cuts = (call_times[n], receipt - at, queued, start - task, committed - start,
+                at + latency - committed)
+        for step, value in zip(STEPS, cuts, strict=True):
+            steps[step].append(value)
+    return steps
+
+
+def print_breakdown(steps: dict[str, list[float]], bare_committed: list[float],
+                    bare: list[float]) -> None:
+    count = len(steps[STEPS[0]])
+    if not count:
+        print("  (no write's path could be cut: log lines missing)")
+        return
+    print(f"calsync's path cut into steps over {count} writes (ms; the API call overlaps "
+          "the push):")
+    print(f"  {'step':<40} {'min':>6} {'p50':>6} {'p95':>6}")
+    for step in STEPS:
+        values = steps[step]
+        print(f"  {step:<40} {min(values) * 1000:6.0f} {pct(values, 50) * 1000:6.0f} "
+              f"{pct(values, 95) * 1000:6.0f}")
+    if bare_committed and bare:
+        gaps = [b - c for b, c in zip(bare, bare_committed, strict=True)]
+        print(f"  bare path: write -> commit {pct(bare_committed, 50) * 1000:.0f} / "
+              f"{pct(bare_committed, 95) * 1000:.0f}, commit -> seen (bench poll) "
+              f"{pct(gaps, 50) * 1000:.0f} / {pct(gaps, 95) * 1000:.0f}")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
@@ -277,8 +399,8 @@ def main() -> None:
                 "address": bare_url}).execute()
             from google.cloud import firestore
 
-            bare_docs = firestore.Client(project=env["GOOGLE_CLOUD_PROJECT"]).collection(
-                bare_collection)
+            bare_docs_client = firestore.Client(project=env["GOOGLE_CLOUD_PROJECT"])
+            bare_docs = bare_docs_client.collection(bare_collection)
             control.flush_notifications(timeout=30)  # the bare path's first listing
 
             # -- 1. write -> feed latency --------------------------------------------
@@ -294,6 +416,10 @@ def main() -> None:
             latencies: list[float] = []
             bare: list[float] = []
             call_times: list[float] = []
+            committed_at: dict[int, float] = {}  # write index -> its entry's commit time
+            bare_committed: list[float] = []  # write -> the bare document's commit
+            changes = bare_docs_client.collection(SUBSCRIPTIONS).document(sub.id).collection(
+                CHANGES)
             # The previous run started before its entry appeared: waiting MIN_SYNC_INTERVAL
             # + 0.2 s after that keeps each write out of the previous run's deferral.
             ready_at = time.perf_counter() + interval + 0.2
@@ -302,7 +428,7 @@ def main() -> None:
                 if wait > 0:
                     time.sleep(wait)
                 written_at.append(datetime.now(UTC))
-                start = time.perf_counter()
+                started_wall, start = time.time(), time.perf_counter()
                 if n % 2 == 0:
                     written = events.insert(calendarId=calendar_id,
                                             body=event_body(f"single {n}", n)).execute()
@@ -312,22 +438,22 @@ def main() -> None:
                                            body={"summary": f"single {n}"}).execute()
                 event_id, etag = written["id"], written["etag"]
                 call_times.append(time.perf_counter() - start)
-                seen, seq, bare_seen = None, 0, None
+                # Both paths detected the same way: a thread each, reading one document
+                # (calsync: the next feed entry; bare: the event's document) every POLL.
+                calsync_watch = Watch(FeedEntry(changes, event_id, cursor))
+                bare_watch = Watch(BareEntry(bare_docs.document(event_id), etag))
                 deadline = start + FEED_TIMEOUT
-                # Both paths polled in turn, each until it shows this write.
-                while time.perf_counter() < deadline and (seen is None or bare_seen is None):
-                    if seen is None:
-                        page = store.list_changes(sub.id, cursor, 50)
-                        if page.entries:
-                            cursor = page.next_cursor
-                            mine = [e.seq for e in page.entries if e.event_id == event_id]
-                            if mine:
-                                seen, seq = time.perf_counter(), mine[-1]
-                    if bare_seen is None:
-                        doc = bare_docs.document(event_id).get()
-                        if doc.exists and (doc.to_dict() or {}).get("etag") == etag:
-                            bare_seen = time.perf_counter()
-                    time.sleep(POLL)
+                for watch in (calsync_watch, bare_watch):
+                    watch.start(deadline)
+                for watch in (calsync_watch, bare_watch):
+                    watch.join()
+                seen, bare_seen = calsync_watch.seen, bare_watch.seen
+                if seen is not None:
+                    seq = calsync_watch.found
+                    cursor = seq
+                    committed_at[n] = calsync_watch.committed
+                if bare_seen is not None:
+                    bare_committed.append(bare_watch.committed - started_wall)
                 if bare_seen is None:
                     invalid.append(f"write {n} never reached the bare path's document")
                 else:
@@ -392,6 +518,18 @@ def main() -> None:
                           f"{pct(rest, 95) / pct(bare, 95):.2f} x, p50 "
                           f"{pct(rest, 50) / pct(bare, 50):.2f} x (production dispatches "
                           "without polling, though not in zero time)")
+            commits = {n: committed_at[n] - written_at[n].timestamp() for n in committed_at}
+            if bare and latencies:
+                print(f"by commit time (no polling on either side): calsync p50 "
+                      f"{pct(list(commits.values()), 50) * 1000:.0f} ms, p95 "
+                      f"{pct(list(commits.values()), 95) * 1000:.0f} ms; bare p50 "
+                      f"{pct(bare_committed, 50) * 1000:.0f} ms, p95 "
+                      f"{pct(bare_committed, 95) * 1000:.0f} ms; calsync / bare: p95 "
+                      f"{pct(list(commits.values()), 95) / pct(bare_committed, 95):.2f} x, p50 "
+                      f"{pct(list(commits.values()), 50) / pct(bare_committed, 50):.2f} x")
+            print_breakdown(account(written_at, latency_of, committed_at, notes_logged,
+                                    [r for r in runs_logged if r.get("subscription") == sub.id],
+                                    sub.id, call_times), bare_committed, bare)
             if pushes:
                 print(f"write -> consumer push receipt over {len(pushes)} of {writes} writes "
                       f"(Pub/Sub emulator, push subscription)")

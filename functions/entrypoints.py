@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Callable
 
 from flask import Flask, Request, Response
@@ -72,6 +73,7 @@ def logged(handler: Handler) -> Handler:
 @logged
 def webhook(request: Request) -> Response:
     """Google push notification → at most one queued sync; 200 fast."""
+    started = time.monotonic()
     if request.method != "POST":
         return _text(405, "webhook: only POST is accepted")
     try:
@@ -96,6 +98,8 @@ def webhook(request: Request) -> Response:
         subscription=outcome.sub_id,
         resource_state=note.resource_state, message_number=note.message_number,
         status=outcome.status, writes=outcome.writes,
+        # Receipt to answer, and to the task's creation: where a notification's time goes.
+        duration_s=round(time.monotonic() - started, 4), queued_s=outcome.queued_s,
     )
     return _text(outcome.status, f"webhook: {outcome.reason}")
 

@@ -106,6 +106,11 @@ class CallBudget(ABC):
         Without `book` (a renewal, which is not deferred to a time), nothing is
         booked."""
 
+    def warm(self, subscription: str) -> None:  # noqa: B027 - optional, no-op by default
+        """A take for `subscription` is coming: start what it will read, if this budget
+        can tell what that is (a run calls it beside its lease). Never raises; changes
+        nothing a take decides."""
+
 
 class ChannelKeeper(ABC):
     """Keeps a subscription's watch channel open (DESIGN.md, "Channels")."""
@@ -275,6 +280,14 @@ class RequestStore(ABC):
     @abstractmethod
     def record_sync_request(self, sub_id: str, now: datetime) -> SyncRequest:
         """Record that the calendar changed; writes nothing if a request is pending."""
+
+    def begin_request(self, sub_id: str) -> Callable[[datetime], SyncRequest]:
+        """`record_sync_request` for `sub_id` in two halves, for a caller that must first
+        check something else (the webhook, its channel): what the request reads may be
+        read from now on (a notification is in), while the caller checks; the callable
+        returned records the request (from that read) once the caller has decided to.
+        By default nothing is read ahead."""
+        return lambda now: self.record_sync_request(sub_id, now)
 
     @abstractmethod
     def mark_queued(self, sub_id: str, generation: int, now: datetime) -> None:

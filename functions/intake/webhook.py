@@ -78,6 +78,10 @@ class Outcome:
     # of a request recorded earlier, after a failed or crashed enqueue, writes no
     # request counter although it is counted as one).
     writes: int = 0
+    # Seconds from `handle`'s start until the sync task was created (None: no task
+    # queued); with the handler's own time in the log line, it shows where a
+    # notification's time went (bench/end_to_end.py reads both).
+    queued_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -169,19 +173,27 @@ class WebhookService:
         self._min_interval = timedelta(seconds=min_sync_interval)
         self._clock = clock
         self._cache: dict[str, tuple[float, Channel]] = {}
+        # A channel's subscription, kept past the cache: it never changes (`_begin_request`).
+        self._subscriptions: dict[str, str] = {}
 
     def handle(self, note: Notification) -> Outcome:
         """Decide and act; raises StoreError (→ 503, Google redelivers)."""
-        writes = [0]
-        outcome = self._handle(note, writes)
-        return replace(outcome, writes=writes[0])
+        writes, started = [0], time.monotonic()
+        queued: list[float] = []
+        outcome = self._handle(note, writes, queued)
+        return replace(outcome, writes=writes[0],
+                       queued_s=round(queued[0] - started, 4) if queued else None)
 
-    def _handle(self, note: Notification, writes: list[int]) -> Outcome:
+    def _handle(self, note: Notification, writes: list[int], queued: list[float]) -> Outcome:
         # First, before any read: the token is computable from the channel id.
         if not note.token:
             return Outcome(403, "missing X-Goog-Channel-Token", "rejected_token")
         if not channel_tokens.verify(note.channel_id, note.token, self._keyring):
             return Outcome(403, "channel token does not verify", "rejected_token")
+        # On a cache miss the channel must be read before a request is recorded; the
+        # request's own read can go on meanwhile when its subscription is known (a
+        # channel's subscription never changes).
+        begun = self._begin_request(note)
         channel = self._lookup(note.channel_id)
         if channel is None:
             return Outcome(200, "unknown channel", "ignored_unknown_channel")
@@ -201,7 +213,7 @@ class WebhookService:
                            channel.sub_id)
 
         now = self._clock()
-        outcome = self._request(channel, note, now, writes)
+        outcome = self._request(channel, note, now, writes, queued, begun)
         # Bookkeeping after the request and its task, off the path to the sync: the
         # run does not wait for it (a failed request answers 503 without it; the
         # redelivery records it). Not for a stopped channel: nothing reads it there.
@@ -210,15 +222,21 @@ class WebhookService:
         return outcome
 
     def _request(self, channel: Channel, note: Notification, now: datetime,
-                 writes: list[int]) -> Outcome:
-        """Record the sync request a notification asks for and queue its task."""
+                 writes: list[int], queued: list[float],
+                 begun: tuple[str, Callable[[datetime], SyncRequest]] | None = None,
+                 ) -> Outcome:
+        """Record the sync request a notification asks for and queue its task (when,
+        on the monotonic clock, goes to `queued`)."""
         target = self._target(channel)
         if note.resource_state == "sync":
             return Outcome(200, "channel confirmed", "sync_message", target.name)
         if target.requests is None or target.queue is None:
             return Outcome(200, "calendar-list notifications are not served here",
                            "ignored_kind", target.name)
-        request = target.requests.record(target.id, now)
+        if begun is not None and channel.kind != CALENDAR_LIST_KIND and begun[0] == target.id:
+            request = begun[1](now)  # read while the channel was
+        else:
+            request = target.requests.record(target.id, now)
         if not request.found:
             return Outcome(200, f"{target.what} is gone", f"ignored_no_{target.what}",
                            target.name)
@@ -247,6 +265,7 @@ class WebhookService:
                 writes[0] += 1
             return Outcome(503, "could not queue the sync task", "enqueue_failed",
                            target.name)
+        queued.append(time.monotonic())
         # Bookkeeping for `status` only; the task is queued either way.
         with contextlib.suppress(StoreError):
             target.requests.mark_queued(target.id, request.generation, now)
@@ -271,6 +290,22 @@ class WebhookService:
                       self._requests.enqueue_failed),
             lambda i, g, nb: self._queue.enqueue_sync(i, g, nb, origin="request"))
 
+    def _begin_request(self, note: Notification
+                       ) -> tuple[str, Callable[[datetime], SyncRequest]] | None:
+        """`RequestStore.begin_request` for the subscription of the notification's
+        channel, when the channel is about to be read (not cached) and its subscription
+        is known from an earlier read; else None. A notification the channel's state
+        then turns away (paused, stopped, wrong resource) has cost that one read."""
+        if note.resource_state == "sync":
+            return None  # no request
+        cached = self._cache.get(note.channel_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return None  # no read of the channel to overlap
+        sub_id = self._subscriptions.get(note.channel_id)
+        if sub_id is None:
+            return None
+        return sub_id, self._requests.begin_request(sub_id)
+
     def _lookup(self, channel_id: str) -> Channel | None:
         """The channel, from a short-lived in-process cache when it is confirmed.
 
@@ -284,6 +319,12 @@ class WebhookService:
         if cached is not None and cached[0] > tick:
             return cached[1]
         channel = self._channels.get_channel(channel_id)
+        if channel is None:
+            self._subscriptions.pop(channel_id, None)  # gone: read nothing ahead for it
+        elif channel.sub_id and channel.kind != CALENDAR_LIST_KIND:
+            if len(self._subscriptions) >= CHANNEL_CACHE_SIZE:
+                self._subscriptions.clear()
+            self._subscriptions[channel_id] = channel.sub_id
         if channel is not None and channel.resource_id and channel.state in ACCEPTING_STATES:
             if len(self._cache) >= CHANNEL_CACHE_SIZE:
                 self._cache.clear()

@@ -193,6 +193,10 @@ class SyncEngine:
         # The delivering-channel check is a read of its own: made while the lease
         # is taken, it costs the run no round trip of its own.
         channel_check = self._check_channel(sub_id)
+        calls = self._settings.calls_per_task
+        if calls is not None and self._budget is not None:
+            # Likewise the owner's budget share the take after the lease will read.
+            self._budget.warm(sub_id)
         try:
             attempt = self._store.acquire_lease(
                 sub_id, started, started + lease_span,
@@ -223,7 +227,6 @@ class SyncEngine:
                 with contextlib.suppress(CalsyncError):
                     self._deletions.finish_deletion(sub_id, unpublished_ok=True)
             return outcome, None, attempt.retry_at
-        calls = self._settings.calls_per_task
         if calls is not None and self._budget is not None:
             try:
                 sub = attempt.lease.subscription

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -85,6 +87,8 @@ _GET_ALL_BATCH = 500
 # after 10 s), others treat the request as served by that task.
 ENQUEUE_GRACE = timedelta(seconds=15)
 _BUMP_ATTEMPTS = 20
+# Requests read ahead at once per process (`begin_request`: one per notification in flight).
+REQUEST_READ_THREADS = 8
 # A page commit conditioned on the run's own last write of `state/writer` finds
 # someone else wrote there (a lifecycle entry, the outbox): read again, at most so often.
 _FENCE_ATTEMPTS = 5
@@ -261,6 +265,8 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         # Each run's own last write of state/writer: its next page commit is
         # conditioned on it instead of reading (pages.py).
         self._fences = pages.Fences()
+        self._pool: ThreadPoolExecutor | None = None  # requests read ahead (`begin_request`)
+        self._pool_lock = threading.Lock()
 
     # -- references ---------------------------------------------------------
 
@@ -894,11 +900,35 @@ class FirestoreStore(SyncStore, RequestStore, FeedReader):
         re-reading finds the request pending. `needs_task` tells the caller to
         queue a task for `generation` and then `mark_queued`.
         """
+        return self._record_sync_request(sub_id, now, None)
+
+    def begin_request(self, sub_id: str) -> Callable[[datetime], SyncRequest]:
+        """The request's one batch get (the subscription and `state/writer`) starts now,
+        on a thread, while the webhook checks the channel; the callable returned records
+        the request from it. A read made after the notification came in is as good as
+        one made after the check: the write it decides is conditioned on it, and a
+        request it finds pending was not claimed before the notification (a run that
+        claims it lists after this read). If that read failed, it reads again."""
+        refs = [self._sub(sub_id), self._state(sub_id)]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(REQUEST_READ_THREADS,
+                                                thread_name_prefix="calsync-request-read")
+            ahead = self._pool.submit(lambda: list(self._client.get_all(refs)))
+        return lambda now: self._record_sync_request(sub_id, now, ahead)
+
+    def _record_sync_request(self, sub_id: str, now: datetime,
+                             ahead: Future[list[Any]] | None) -> SyncRequest:
         sub_ref, state_ref = self._sub(sub_id), self._state(sub_id)
         for attempt in range(_BUMP_ATTEMPTS):
-            with _translated():
-                found = {snap.reference.path: snap
-                         for snap in self._client.get_all([sub_ref, state_ref])}
+            snapshots = None
+            if attempt == 0 and ahead is not None:
+                with contextlib.suppress(Exception):  # only a head start: read again
+                    snapshots = ahead.result()
+            if snapshots is None:
+                with _translated():
+                    snapshots = list(self._client.get_all([sub_ref, state_ref]))
+            found = {snap.reference.path: snap for snap in snapshots}
             sub_snap, state_snap = found.get(sub_ref.path), found.get(state_ref.path)
             if sub_snap is None or not sub_snap.exists:
                 return SyncRequest(found=False, needs_task=False)

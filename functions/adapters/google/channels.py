@@ -29,8 +29,8 @@ class GoogleChannels(ChannelPort):
         body = {"id": channel_id, "type": "web_hook", "address": address, "token": token,
                 "params": {"ttl": str(min(ttl_seconds, MAX_TTL_SECONDS))}}
         with _translated(None):
-            service: Any = self._calendar._service(subscription)
-            response = service.events().watch(
+            events: Any = self._calendar._events(subscription)
+            response = events.watch(
                 calendarId=subscription.calendar_id, body=body).execute()
         expiration_ms = int(response.get("expiration") or 0)
         expiration = (datetime.fromtimestamp(expiration_ms / 1000, UTC) if expiration_ms

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from functions.intake import channel_tokens
 from tests.integration.webhook.conftest import KEYS, WebhookWorld
@@ -86,3 +87,20 @@ def test_methods_and_malformed_headers_get_one_line_reasons(webhook_world: Webho
     assert response.status_code == 400
     assert response.data.decode().count("\n") == 1
     assert "X-Goog-Resource-State" in response.data.decode()
+
+
+def test_the_notification_log_line_says_when_the_task_was_queued(
+    webhook_world: WebhookWorld, capsys: Any,
+) -> None:
+    """The "notification" line carries the handler's time (`duration_s`) and the time to
+    its task's creation (`queued_s`): bench/end_to_end.py cuts a write's path there."""
+    token = webhook_world.open_channel()
+    capsys.readouterr()
+    assert webhook_world.post(token=token).status_code == 200
+    assert webhook_world.post(token=token, number=3).status_code == 200  # coalesced
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+             if line.startswith("{") and '"message":"notification"' in line]
+    assert [line["result"] for line in lines] == ["queued", "coalesced"]
+    queued, coalesced = lines
+    assert 0 <= queued["queued_s"] <= queued["duration_s"]
+    assert coalesced["queued_s"] is None and coalesced["duration_s"] >= 0

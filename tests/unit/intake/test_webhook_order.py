@@ -54,3 +54,18 @@ def test_a_request_that_fails_answers_503_and_records_nothing() -> None:
     with pytest.raises(StoreUnavailable):  # the entry point answers 503
         service.handle(note())
     assert channels.recorded == [] and queue.tasks == []
+
+
+def test_the_outcome_says_when_the_task_was_queued() -> None:
+    """`queued_s` (seconds from the notification's arrival to its task's creation) is in
+    the log line, so bench/end_to_end.py can cut a write's path at the task; a
+    notification that queues nothing has none."""
+    channels, requests, queue = FakeChannels(), FakeRequests(), FakeQueue()
+    channels.put(Channel("ch-1", "sub-1", "active", resource_id="res-1"))
+    service = WebhookService(channels, requests, queue, KEYS, record_interval=5,
+                             min_sync_interval=2, clock=lambda: T0)
+    queued = service.handle(note())
+    assert queued.result == "queued" and len(queue.tasks) == 1
+    assert queued.queued_s is not None and queued.queued_s >= 0
+    coalesced = service.handle(note(number=3))
+    assert coalesced.result == "coalesced" and coalesced.queued_s is None
