@@ -77,12 +77,19 @@ def test_the_request_is_read_beside_the_channel_once_its_subscription_is_known(
     assert store.get_subscription("sub-1").requested_gen == 2
 
 
-def test_a_request_recorded_after_the_read_ahead_is_seen_and_written_once(
-        firestore_db: Any) -> None:
+def _known(firestore_db: Any) -> tuple[Steps, WebhookService, FirestoreStore, RecordingQueue]:
+    """A world whose webhook has handled one notification (so it knows the channel's
+    subscription) and whose run has claimed that request."""
     steps = Steps()
     service, store, queue = _world(firestore_db, steps)
     assert service.handle(_note(2)).result == "queued"
     _settle_run(firestore_db, store)
+    return steps, service, store, queue
+
+
+def test_a_request_recorded_after_the_read_ahead_is_seen_and_written_once(
+        firestore_db: Any) -> None:
+    _, _, store, _ = _known(firestore_db)
     begun = store.begin_request("sub-1")
     other = FirestoreStore(firestore_db).record_sync_request("sub-1", NOW)  # another instance
     assert other.needs_task and other.generation == 2
@@ -93,10 +100,7 @@ def test_a_request_recorded_after_the_read_ahead_is_seen_and_written_once(
 
 def test_a_channel_turned_away_records_nothing_though_its_request_was_read(
         firestore_db: Any) -> None:
-    steps = Steps()
-    service, store, queue = _world(firestore_db, steps)
-    assert service.handle(_note(2)).result == "queued"
-    _settle_run(firestore_db, store)
+    steps, service, store, queue = _known(firestore_db)
     FirestoreChannelStore(firestore_db).save_channel(
         Channel("ch-1", "sub-1", "paused", resource_id="res-1"), NOW)
     steps.seen.clear()
