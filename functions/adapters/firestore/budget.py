@@ -32,7 +32,6 @@ from datetime import datetime
 from typing import Any
 
 from google.api_core import exceptions as gexc
-from google.cloud import firestore
 
 from functions.adapters.firestore.catalogue import CALL_BUDGETS
 from functions.adapters.firestore.store import _translated
@@ -53,8 +52,10 @@ def share_of(subscription: str, shards: int) -> int:
     return int.from_bytes(hashlib.sha256(subscription.encode()).digest()[:8], "big") % shards
 
 
-# Conditioned writes a take tries before it falls back to a transaction (contended).
-TAKE_ATTEMPTS = 3
+# Conditioned writes a take tries, a growing jittered pause apart, before it answers
+# StoreError (the run's task is retried by the queue): what the transaction it
+# replaced did when its own retries were spent.
+TAKE_ATTEMPTS = 12
 # Owners remembered per process (subscription -> owner), for reads made ahead.
 OWNERS_REMEMBERED = 10_000
 READ_AHEAD_THREADS = 4
@@ -133,22 +134,5 @@ class FirestoreCallBudget(CallBudget):
                     raise
             snapshot = None  # written in between: decide again from a new read
             time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
-        return self._take_in_transaction(ref, calls, now, booked=booked, book=book)
-
-    def _take_in_transaction(self, ref: Any, calls: int, now: datetime, *,
-                             booked: datetime | None, book: bool) -> datetime | None:
-        """Contended: the client's transaction, with its own retries."""
-
-        @firestore.transactional
-        def run(transaction: Any) -> datetime | None:
-            snapshot = ref.get(transaction=transaction)
-            stored = snapshot.to_dict() if snapshot.exists else None
-            fields, allowed_at = self._bucket.take(stored, calls, now, booked=booked,
-                                                   book=book)
-            if fields is not None:
-                transaction.set(ref, fields)
-            return allowed_at
-
-        with _translated():
-            result: datetime | None = run(self._db.transaction())
-        return result
+        raise StoreError(f"call budget share {ref.id} contended: {TAKE_ATTEMPTS} "
+                         "conditioned writes lost to others")

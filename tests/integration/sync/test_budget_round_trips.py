@@ -122,3 +122,41 @@ def test_a_run_reads_its_budget_share_beside_its_lease(firestore_db: Any, calend
     ]), on_path
     assert "begin_transaction" not in on_path, on_path
     world.check()
+
+
+class Contended:
+    """The share's reference, with another writer touching the document after every
+    read of it: each conditioned write then meets a write in between."""
+
+    def __init__(self, ref: Any) -> None:
+        self._ref = ref
+        self.id, self.path = ref.id, ref.path
+        self.writes = 0
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        snapshot = self._ref.get(*args, **kwargs)
+        self._ref.set({"touched": self.writes}, merge=True)  # another process's take
+        self.writes += 1
+        return snapshot
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ref, name)
+
+
+def test_a_take_that_always_loses_the_race_fails_after_its_attempts(
+        firestore_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bounded: every conditioned write lost to another writer; the take answers
+    StoreError after TAKE_ATTEMPTS reads (the run's task is retried by the queue),
+    and it spent nothing."""
+    from functions.adapters.firestore import budget as module
+    from functions.errors import StoreError
+
+    budget = FirestoreCallBudget(firestore_db, per_minute=600, shards=1)
+    assert budget.take(OWNER, "sub-a", 1, NOW) is None  # the share exists
+    held = _share(firestore_db, OWNER, 0).to_dict()["tokens"]
+    contended = Contended(budget._ref(OWNER, "sub-a"))
+    monkeypatch.setattr(budget, "_ref", lambda owner, subscription: contended)
+    with pytest.raises(StoreError, match="contended"):
+        budget.take(OWNER, "sub-a", 1, NOW)
+    assert contended.writes == module.TAKE_ATTEMPTS
+    assert _share(firestore_db, OWNER, 0).to_dict()["tokens"] == pytest.approx(held)
