@@ -26,6 +26,14 @@ a burst did not converge (performance figures never fail it).
    token kept in memory) -> one Firestore commit of the listed items, no calsync
    logic; timed until the written event's document holds the new etag. The p95
    ratio calsync / bare is printed (target <= 1.3).
+   And beside both, DESIGN.md's floor (bench/_design_floor.py): the steps the
+   contract requires of any implementation (the webhook validates, records the
+   request conditioned on its read and queues a Cloud Task; the worker takes a
+   fenced lease, lists, diffs against the stored snapshots and commits fenced),
+   each in its cheapest form, with a channel and a queue of its own; detected as
+   calsync's feed is. Printed: floor / bare (what the contract's steps cost) and
+   calsync / floor (what calsync's own logic adds), with and without each side's
+   wait for the emulator's dispatch polling.
 2. Bursts: N rapid patches of one event (N push notifications), then wait until
    the subscription is quiet and count the worker's "sync run" log lines with
    outcome "synced" for it. T is the span of the webhook's "notification" log
@@ -50,6 +58,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _design_floor import DesignFloor  # noqa: E402
 from _stack import add_bench_args, local_stack, parse  # noqa: E402
 
 from functions import app  # noqa: E402
@@ -349,6 +358,26 @@ def print_breakdown(steps: dict[str, list[float]], bare_committed: list[float],
               f"{pct(gaps, 50) * 1000:.0f} / {pct(gaps, 95) * 1000:.0f}")
 
 
+def print_undispatched(steps: dict[str, list[float]], floor_rest: list[float]) -> None:
+    """calsync against the DESIGN floor without either's wait for the Cloud Tasks
+    emulator's dispatch (it polls its queues every 100 ms, so that wait falls anywhere
+    in 0-100 ms whatever either does; production dispatches without polling). calsync's:
+    task created -> run start, from its logs; the floor's: from just before its
+    create_task call (so the call itself is left out of the floor's figure, not
+    calsync's) to its run's start, stored in its entry."""
+    dispatch = steps[STEPS[3]]
+    if not dispatch or not floor_rest:
+        return
+    rest = [sum(values) for values in zip(steps[STEPS[1]], steps[STEPS[2]], steps[STEPS[4]],
+                                          steps[STEPS[5]], strict=True)]
+    print(f"without the task's dispatch wait on either side: calsync p50 "
+          f"{pct(rest, 50) * 1000:.0f} ms, p95 {pct(rest, 95) * 1000:.0f} ms over {len(rest)} "
+          f"writes; DESIGN floor p50 {pct(floor_rest, 50) * 1000:.0f} ms, p95 "
+          f"{pct(floor_rest, 95) * 1000:.0f} ms over {len(floor_rest)}; calsync / floor: p95 "
+          f"{pct(rest, 95) / pct(floor_rest, 95):.2f} x, p50 "
+          f"{pct(rest, 50) / pct(floor_rest, 50):.2f} x")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
@@ -375,6 +404,7 @@ def main() -> None:
         run_dir = Path(env["CALSYNC_RUN_DIR"])
         bare_dir = Path(bare_tmp)
         bare_process = None
+        floor: DesignFloor | None = None
         try:
             app.reset()
             settings = app.cli_settings()
@@ -402,6 +432,10 @@ def main() -> None:
             bare_docs_client = firestore.Client(project=env["GOOGLE_CLOUD_PROJECT"])
             bare_docs = bare_docs_client.collection(bare_collection)
             control.flush_notifications(timeout=30)  # the bare path's first listing
+            floor = DesignFloor(env, calendar_id, USER, bare_dir)
+            floor.start(events, bare_docs_client)
+            floor_changes = floor.changes(bare_docs_client)
+            control.flush_notifications(timeout=30)  # the floor's channel's sync message
 
             # -- 1. write -> feed latency --------------------------------------------
             cursor = feed_cursor(store, sub.id)
@@ -418,6 +452,9 @@ def main() -> None:
             call_times: list[float] = []
             committed_at: dict[int, float] = {}  # write index -> its entry's commit time
             bare_committed: list[float] = []  # write -> the bare document's commit
+            floored: list[float] = []  # write -> the DESIGN floor's entry seen
+            floor_committed: list[float] = []  # write -> its commit
+            floor_rest: list[float] = []  # write -> seen, less its task's dispatch wait
             changes = bare_docs_client.collection(SUBSCRIPTIONS).document(sub.id).collection(
                 CHANGES)
             # The previous run started before its entry appeared: waiting MIN_SYNC_INTERVAL
@@ -442,11 +479,22 @@ def main() -> None:
                 # (calsync: the next feed entry; bare: the event's document) every POLL.
                 calsync_watch = Watch(FeedEntry(changes, event_id, cursor))
                 bare_watch = Watch(BareEntry(bare_docs.document(event_id), etag))
+                floor_watch = Watch(FeedEntry(floor_changes, event_id, floor.cursor))
                 deadline = start + FEED_TIMEOUT
-                for watch in (calsync_watch, bare_watch):
+                for watch in (calsync_watch, bare_watch, floor_watch):
                     watch.start(deadline)
-                for watch in (calsync_watch, bare_watch):
+                for watch in (calsync_watch, bare_watch, floor_watch):
                     watch.join()
+                if floor_watch.seen is None:
+                    invalid.append(f"write {n} never reached the DESIGN floor's feed")
+                else:
+                    floor.cursor = floor_watch.found
+                    floored.append(floor_watch.seen - start)
+                    floor_committed.append(floor_watch.committed - started_wall)
+                    entry = floor_changes.document(f"{floor.cursor:020d}").get().to_dict()
+                    dispatched = (entry or {}).get("dispatch_s")
+                    if dispatched is not None:
+                        floor_rest.append(floor_watch.seen - start - float(dispatched))
                 seen, bare_seen = calsync_watch.seen, bare_watch.seen
                 if seen is not None:
                     seq = calsync_watch.found
@@ -506,6 +554,23 @@ def main() -> None:
             if bare and latencies:
                 print(f"calsync / bare path: p95 {pct(latencies, 95) / pct(bare, 95):.2f} x "
                       f"(target <= 1.3), p50 {pct(latencies, 50) / pct(bare, 50):.2f} x")
+            if floored:
+                print(f"DESIGN floor (webhook: validate, record, queue a task; worker: lease, "
+                      f"list, diff, fenced commit; bench/_design_floor.py) over the same "
+                      f"{len(floored)} writes")
+                print(f"  p50 {pct(floored, 50) * 1000:7.0f} ms   p95 "
+                      f"{pct(floored, 95) * 1000:7.0f} ms   min "
+                      f"{min(floored) * 1000:5.0f} ms   max {max(floored) * 1000:5.0f} ms   "
+                      f"mean {statistics.mean(floored) * 1000:5.0f} ms")
+                if bare:
+                    print(f"  floor / bare path: p95 {pct(floored, 95) / pct(bare, 95):.2f} x, "
+                          f"p50 {pct(floored, 50) / pct(bare, 50):.2f} x (what DESIGN.md's steps "
+                          "cost any implementation)")
+                if latencies:
+                    print(f"calsync / DESIGN floor: p95 "
+                          f"{pct(latencies, 95) / pct(floored, 95):.2f} x, p50 "
+                          f"{pct(latencies, 50) / pct(floored, 50):.2f} x (what calsync's own "
+                          "logic adds)")
             if waits:
                 gaps = [gap for gap, _ in waits]
                 print(f"  (webhook answered -> run began, the Cloud Tasks emulator's dispatch "
@@ -527,9 +592,18 @@ def main() -> None:
                       f"{pct(bare_committed, 95) * 1000:.0f} ms; calsync / bare: p95 "
                       f"{pct(list(commits.values()), 95) / pct(bare_committed, 95):.2f} x, p50 "
                       f"{pct(list(commits.values()), 50) / pct(bare_committed, 50):.2f} x")
-            print_breakdown(account(written_at, latency_of, committed_at, notes_logged,
-                                    [r for r in runs_logged if r.get("subscription") == sub.id],
-                                    sub.id, call_times), bare_committed, bare)
+                if floor_committed:
+                    print(f"  DESIGN floor by commit time: p50 "
+                          f"{pct(floor_committed, 50) * 1000:.0f} ms, p95 "
+                          f"{pct(floor_committed, 95) * 1000:.0f} ms; calsync / floor: p95 "
+                          f"{pct(list(commits.values()), 95) / pct(floor_committed, 95):.2f} x,"
+                          f" p50 "
+                          f"{pct(list(commits.values()), 50) / pct(floor_committed, 50):.2f} x")
+            steps = account(written_at, latency_of, committed_at, notes_logged,
+                            [r for r in runs_logged if r.get("subscription") == sub.id],
+                            sub.id, call_times)
+            print_undispatched(steps, floor_rest)
+            print_breakdown(steps, bare_committed, bare)
             if pushes:
                 print(f"write -> consumer push receipt over {len(pushes)} of {writes} writes "
                       f"(Pub/Sub emulator, push subscription)")
@@ -539,6 +613,7 @@ def main() -> None:
                       f"mean {statistics.mean(pushes) * 1000:5.0f} ms")
             elif consumer_log is None:
                 print("write -> consumer push: this stack runs no Pub/Sub")
+            floor.stop(api)  # its channel's pushes would load the bursts below
             wait_quiet(control, store, sub.id)
 
             # -- 2. sync runs per burst ------------------------------------------------
@@ -592,6 +667,8 @@ def main() -> None:
         finally:
             if bare_process is not None:
                 bare_process.stop()
+            if floor is not None:
+                floor.stop()
             app.reset()
     if invalid:
         print(f"BENCH INVALID: {'; '.join(invalid)}", file=sys.stderr)

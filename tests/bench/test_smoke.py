@@ -56,6 +56,11 @@ def test_every_bench_is_collected() -> None:
             "end_to_end.py", "outage.py", "scale.py", "safety_net.py"} <= set(BENCHES), BENCHES
 
 
+# Lines a bench's smoke run must print besides figures: the ratios its issue asks for.
+EXPECTED = {"end_to_end.py": ("calsync / bare path: p95", "floor / bare path: p95",
+                              "calsync / DESIGN floor: p95")}
+
+
 # The summary line of bench/scale.py, which other tools read (issue 19).
 SCALE_LINE = re.compile(
     r"^scale \d+ calendars: quiet \d+\.\d\d calls/calendar/day, peak \d+ calls/min "
@@ -94,3 +99,5 @@ def test_bench_smoke(bench: str, request: pytest.FixtureRequest) -> None:
         f"\n--- stderr\n{result.stderr[-3000:]}")
     assert result.stdout.strip() and re.search(r"\d", result.stdout), (
         f"{' '.join(args)} printed no figures\n--- stderr\n{result.stderr[-3000:]}")
+    missing = [line for line in EXPECTED.get(bench, ()) if line not in result.stdout]
+    assert not missing, f"{' '.join(args)} printed no {missing}\n{result.stdout[-3000:]}"
