@@ -13,7 +13,8 @@ a burst did not converge (performance figures never fail it).
 1. Latency: single event writes (inserts and patches, alternating) through
    google-api-python-client to the Calendar emulator, each started
    MIN_SYNC_INTERVAL + 0.2 s after the previous write's entry appeared (so each is
-   its own sync run, never deferred behind the previous run's start), timed from
+   its own sync run, never deferred behind the previous run's start) plus a draw
+   over one 100 ms poll of the Cloud Tasks emulator, timed from
    just before the API call until its entry appears in the change feed
    (`store.list_changes`, polled every 10 ms). Path: emulator push -> webhook ->
    Cloud Tasks emulator -> worker -> Firestore -> feed read. Beside it, when the
@@ -551,7 +552,8 @@ def main() -> None:
                 latencies.append(seen - start)
                 latency_of[n] = seen - start
             print(f"\nwrite -> feed entry latency over {len(latencies)} of {writes} single "
-                  f"writes (each {interval + 0.2:.1f}s after the previous entry appeared)")
+                  f"writes (each {interval + 0.2:.1f}-{interval + 0.2 + DISPATCH_POLL:.1f}s "
+                  "after the previous entry appeared)")
             if latencies:
                 print(f"  p50 {pct(latencies, 50) * 1000:7.0f} ms   p95 "
                       f"{pct(latencies, 95) * 1000:7.0f} ms   min "
