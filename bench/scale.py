@@ -263,7 +263,12 @@ def main(argv: list[str] | None = None) -> int:
         for _, f, wall in runs:
             print_staleness(f, wall)
         at_line_drop = next(f for drop, f, _ in runs if drop == LINE_DROP)
-        line = first.line(at_line_drop.staleness_max)
+        wait = max(f.queue.get("max_wait_s", 0.0) for _, f, _ in runs)
+        print(f"  staleness bound {first.published_bound(wait):.0f} s: the net's longest "
+              f"interval and one renewer tick ({first.staleness_bound:.0f} s), plus the sync "
+              f"queue's longest wait ({wait:.1f} s) beyond the net's lead "
+              f"({first.net_lead:.0f} s)")
+        line = first.line(at_line_drop.staleness_max, wait)
         lines.append(line)
         results += [{**{k: v for k, v in asdict(f).items() if k != "cost"},
                      "cost_lines": f.cost.lines, "cost_per_1000": f.cost_per_1000,

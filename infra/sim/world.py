@@ -55,7 +55,7 @@ from functions.errors import StoreError
 from functions.intake import channel_tokens
 from functions.intake import webhook as webhook_module
 from functions.intake.webhook import BadNotification, WebhookService, parse_notification
-from functions.lifecycle.renewer import Renewer, safety_net_batch
+from functions.lifecycle.renewer import Renewer, safety_net_batch, safety_net_lead
 from functions.lifecycle.sharding import parse_job
 from functions.lifecycle.subscriptions import SubscriptionService
 from functions.model import ACTIVE, channel_shard
@@ -148,6 +148,13 @@ class WorldConfig:
         calendar whose every push is lost reaches the feed within this (DESIGN.md,
         "Staleness bound")."""
         return float(self.settings.safety_net_longest) + self.renewer_period
+
+    @property
+    def net_lead(self) -> float:
+        """How long before its interval ends the safety net looks at a row: the sync
+        queue's wait for a probe within this costs the bound nothing; beyond it, the
+        bound grows by the excess (`Figures.published_bound`)."""
+        return safety_net_lead(self.settings).total_seconds()
 
 
 class World:

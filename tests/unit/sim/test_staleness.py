@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -58,3 +59,20 @@ def test_the_bound_follows_the_settings() -> None:
     assert match, result.line()
     assert match.group(6) == "3900"
     assert result.quiet_calls_per_calendar_day > 24  # a listing an hour, and renewals
+
+
+def test_the_published_bound_counts_the_queue_wait_beyond_the_nets_lead() -> None:
+    """A probe is queued the net's lead before its row falls due: a sync queue that makes
+    tasks wait longer than that (10^6 calendars' busiest minute: 43.8 s) delays it by
+    the excess, and the summary line's bound says so."""
+    world = _world(1.0, {"CALSYNC_SAFETY_NET_INTERVAL_SECONDS": "1800",
+                         "CALSYNC_SAFETY_NET_MAX_INTERVAL_SECONDS": "3600"}, calendars=15)
+    result = figures(world, 1.0, 1.0, 15, load_prices())
+    assert result.net_lead == 10.0  # the renewer's continuation delay
+    for wait, bound in ((0.0, "3900"), (9.5, "3900"), (43.8, "3934")):
+        waited = replace(result, queue={**result.queue, "max_wait_s": wait})
+        match = LINE.match(waited.line(max(world.probe.samples)))
+        assert match and match.group(6) == bound, (wait, waited.line())
+    # The longest wait of another run of the size (another drop rate) counts too.
+    match = LINE.match(result.line(max(world.probe.samples), queue_wait=70.0))
+    assert match and match.group(6) == "3960"
