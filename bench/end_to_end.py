@@ -533,7 +533,9 @@ def main() -> None:
                 else:
                     bare.append(bare_seen - start)
                 if seen is not None and consumer_log is not None:
-                    pushed = wait_pushed(consumer_log, sub.id, seq, start + FEED_TIMEOUT)
+                    # From the entry's sighting: another path's watch may have run out
+                    # its whole FEED_TIMEOUT first, and the push is not to blame for that.
+                    pushed = wait_pushed(consumer_log, sub.id, seq, seen + FEED_TIMEOUT)
                     if pushed is None:
                         invalid.append(f"write {n} never reached the consumer app")
                     else:
