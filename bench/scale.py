@@ -22,7 +22,9 @@ month from bench/prices.json. Then the one line other tools read:
     user U calls/min, staleness bound B s, max staleness at 20% drop M s, hottest doc W writes/s
 
 B is the safety net's longest interval plus one renewer period, from the settings
-(as terraform deploys them: `infra.sim.world.sim_settings`). The
+(as terraform deploys them: `infra.sim.world.sim_settings`), plus the sync queue's
+longest wait in any of the size's runs beyond the safety net's lead (a probe is
+queued a lead before its row falls due; `Figures.published_bound`). The
 load figures of the line (and the cost) are those of the first drop rate given;
 M is from the 20 % run (added if --drop lacks it).
 
