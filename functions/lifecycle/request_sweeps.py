@@ -19,9 +19,9 @@ from functions.model import DELETING, Subscription
 
 # Safety-net probes one run has in flight at once. A probe is a chain of nine round
 # trips (eight to Firestore, a task create): about 90-230 ms in production (README,
-# "Scale and cost"), so one after another a run of the full batch (1,160 at the
+# "Scale and cost"), so one after another a run of the full batch (1,080 at the
 # default settings) took minutes, a tenth of the queue's pace or less; 32 at once keep
-# pace with the queue's 116 a second up to about 275 ms a probe. Each probe claims its
+# pace with the queue's 108 a second up to about 295 ms a probe. Each probe claims its
 # row with a conditioned update first, so probes at once are as safe as two runs.
 NET_PROBES_IN_FLIGHT = 32
 
